@@ -1,0 +1,201 @@
+"""What the client adds to every call: the key, a request id, a default deadline,
+retries for idempotent calls on UNAVAILABLE, and typed errors.
+
+A call is idempotent when its http rule is a GET (Get, List, Preview...), or when
+it carries a non-empty `request_id` (CreateTask and friends dedupe on it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import grpc
+from google.api import annotations_pb2
+from tenacity import (
+    AsyncRetrying,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from conveyor.client.errors import UnavailableError, from_rpc_error
+from conveyor.v1 import (
+    command_pb2,
+    event_pb2,
+    project_pb2,
+    queue_pb2,
+    schedule_pb2,
+    task_service_pb2,
+    worker_pb2,
+)
+
+RETRY_ATTEMPTS = 4
+
+
+def _get_methods() -> frozenset[str]:
+    methods = set()
+    for module in (
+        task_service_pb2,
+        queue_pb2,
+        worker_pb2,
+        schedule_pb2,
+        command_pb2,
+        event_pb2,
+        project_pb2,
+    ):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                rule = method.GetOptions().Extensions[annotations_pb2.http]
+                if rule.get:
+                    methods.add(f"/{service.full_name}/{method.name}")
+    return frozenset(methods)
+
+
+IDEMPOTENT_METHODS = _get_methods()
+
+
+def is_idempotent(method: str, request: Any) -> bool:
+    return method in IDEMPOTENT_METHODS or bool(getattr(request, "request_id", ""))
+
+
+def _unavailable(error: BaseException) -> bool:
+    return isinstance(error, UnavailableError)
+
+
+def _retrying_kwargs(attempts: int) -> dict[str, Any]:
+    return {
+        "stop": stop_after_attempt(attempts),
+        "wait": wait_exponential_jitter(multiplier=0.05, max=1.0),
+        "retry": retry_if_exception(_unavailable),
+        "reraise": True,
+    }
+
+
+def _metadata(
+    existing: Sequence[tuple[str, str | bytes]] | None, api_key: str | None
+) -> list[tuple[str, Any]]:
+    metadata = list(existing or ())
+    keys = {k for k, _ in metadata}
+    if api_key and "authorization" not in keys:
+        metadata.append(("authorization", f"Bearer {api_key}"))
+    if "x-request-id" not in keys:
+        metadata.append(("x-request-id", uuid.uuid4().hex))
+    return metadata
+
+
+class _Details(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any
+
+
+class _SyncDetails(_Details, grpc.ClientCallDetails):
+    pass
+
+
+class SyncInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    def __init__(self, api_key: str | None, timeout: float | None) -> None:
+        self._api_key = api_key
+        self._timeout = timeout
+
+    def _details(self, details: grpc.ClientCallDetails, *, unary: bool) -> _SyncDetails:
+        timeout = details.timeout if details.timeout is not None or not unary else self._timeout
+        return _SyncDetails(
+            details.method,
+            timeout,
+            _metadata(details.metadata, self._api_key),
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        details = self._details(client_call_details, unary=True)
+        attempts = RETRY_ATTEMPTS if is_idempotent(details.method, request) else 1
+        for attempt in Retrying(**_retrying_kwargs(attempts)):
+            with attempt:
+                outcome = continuation(details, request)
+                error = outcome.exception()
+                if error is not None:
+                    raise from_rpc_error(error)
+                return outcome
+        raise AssertionError("unreachable")
+
+    def intercept_unary_stream(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        return continuation(self._details(client_call_details, unary=False), request)
+
+    def intercept_stream_unary(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return continuation(self._details(client_call_details, unary=False), request_iterator)
+
+    def intercept_stream_stream(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return continuation(self._details(client_call_details, unary=False), request_iterator)
+
+
+class _AsyncBase:
+    def __init__(self, api_key: str | None, timeout: float | None) -> None:
+        self._api_key = api_key
+        self._timeout = timeout
+
+    def _details(
+        self, details: grpc.aio.ClientCallDetails, *, unary: bool
+    ) -> grpc.aio.ClientCallDetails:
+        timeout = details.timeout if details.timeout is not None or not unary else self._timeout
+        return grpc.aio.ClientCallDetails(
+            details.method,
+            timeout,
+            grpc.aio.Metadata(*_metadata(list(details.metadata or ()), self._api_key)),
+            details.credentials,
+            details.wait_for_ready,
+        )
+
+
+class AsyncUnaryInterceptor(_AsyncBase, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        details = self._details(client_call_details, unary=True)
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        attempts = RETRY_ATTEMPTS if is_idempotent(method, request) else 1
+        async for attempt in AsyncRetrying(**_retrying_kwargs(attempts)):
+            with attempt:
+                call = await continuation(details, request)
+                try:
+                    return await call
+                except grpc.RpcError as error:
+                    raise from_rpc_error(error) from None
+        raise AssertionError("unreachable")
+
+
+class AsyncStreamInterceptor(
+    _AsyncBase,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):
+    async def intercept_unary_stream(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        return await continuation(self._details(client_call_details, unary=False), request)
+
+    async def intercept_stream_stream(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._details(client_call_details, unary=False), request_iterator)

@@ -1,0 +1,1 @@
+"""The Conveyor server: gRPC services, REST gateway, background loops and storage."""

@@ -1,0 +1,73 @@
+"""`python -m conveyor.server`: run one server until SIGTERM.
+
+python -m conveyor.server --data-dir ./data --grpc-address 127.0.0.1:0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from conveyor.server.app import run_server
+from conveyor.server.services import default_hooks
+from conveyor.server.settings import LOG_LEVELS, Settings
+
+__all__ = ["build_parser", "main", "settings_from_args"]
+
+
+def build_parser(prog: str = "python -m conveyor.server") -> argparse.ArgumentParser:
+    """The serve flags; each overrides its environment variable when given."""
+    parser = argparse.ArgumentParser(prog=prog, description="Run a Conveyor server.")
+    parser.add_argument("--data-dir", type=Path, help="state directory [CONVEYOR_DATA_DIR]")
+    parser.add_argument(
+        "--grpc-address", help="gRPC host:port, port 0 for any [CONVEYOR_GRPC_ADDRESS]"
+    )
+    parser.add_argument(
+        "--http-address", help="HTTP host:port, port 0 for any [CONVEYOR_HTTP_ADDRESS]"
+    )
+    parser.add_argument(
+        "--database-url", help="PostgreSQL URL; embedded PostgreSQL if unset [DATABASE_URL]"
+    )
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, type=str.lower, help="[CONVEYOR_LOG_LEVEL]"
+    )
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Settings from parsed flags over `environ` (raises ValueError when invalid)."""
+    return Settings.from_env(
+        environ,
+        data_dir=args.data_dir,
+        grpc_address=args.grpc_address,
+        http_address=args.http_address,
+        database_url=args.database_url,
+        log_level=args.log_level,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args, os.environ)
+    except ValueError as exc:
+        parser.error(str(exc))
+    hooks = default_hooks()
+    asyncio.run(
+        run_server(
+            settings,
+            register=hooks.register,
+            interceptors=hooks.interceptors,
+            bootstrap=hooks.bootstrap,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The server process: start everything in order, stop it in reverse on SIGTERM.
+
+Start: logging, database (DATABASE_URL or the embedded PostgreSQL), migrations, pool,
+shared server key, bootstrap hook, background loops, gRPC, HTTP, then server.json.
+Stop: report NOT_SERVING, drain gRPC and HTTP together for the grace period, stop the
+loops, close the pool, stop the embedded PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from conveyor.server.address import connectable_host, format_address, parse_address
+from conveyor.server.context import AppContext
+from conveyor.server.embedded import EmbeddedPostgres
+from conveyor.server.gateway.app import build_http_app
+from conveyor.server.grpc_server import GrpcServer, Register
+from conveyor.server.http_server import HttpServer
+from conveyor.server.logging import configure_logging, get_logger
+from conveyor.server.settings import Settings
+from conveyor.server.store import server_secrets
+from conveyor.server.store.db import open_pool
+from conveyor.server.store.migrate import migrate
+
+__all__ = ["Bootstrap", "ConveyorServer", "Register", "ServerHooks", "run_server"]
+
+Bootstrap = Callable[[AppContext], Awaitable[None]]
+"""Runs once the pool is open, before anything listens (e.g. mints the admin key)."""
+
+_log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerHooks:
+    """What the rest of the application plugs into the runtime."""
+
+    register: Register | None = None
+    bootstrap: Bootstrap | None = None
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+
+
+class ConveyorServer:
+    """One Conveyor server, runnable in-process (tests) or by run_server (the process).
+
+    `await start()` returns once both listeners accept connections and server.json is
+    written; `await stop()` undoes it. A failed start cleans up what it had started.
+    """
+
+    def __init__(self, settings: Settings, hooks: ServerHooks | None = None) -> None:
+        self._settings = settings
+        self._hooks = hooks or ServerHooks()
+        self._stack = contextlib.AsyncExitStack()
+        self._ctx: AppContext | None = None
+        self._grpc: GrpcServer | None = None
+        self._http: HttpServer | None = None
+        self._serving = False
+        self._server_json: str | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def data_dir(self) -> Path:
+        return self._settings.data_dir
+
+    @property
+    def context(self) -> AppContext:
+        """The shared state (raises before start())."""
+        if self._ctx is None:
+            raise RuntimeError("server not started")
+        return self._ctx
+
+    @property
+    def grpc_port(self) -> int:
+        return self._grpc.port if self._grpc is not None else 0
+
+    @property
+    def http_port(self) -> int:
+        return self._http.port if self._http is not None else 0
+
+    @property
+    def grpc_target(self) -> str:
+        """host:port for grpc.aio.insecure_channel."""
+        host, _ = parse_address(self._settings.grpc_address)
+        return format_address(connectable_host(host), self.grpc_port)
+
+    @property
+    def http_address(self) -> str:
+        """host:port of the HTTP listener, as written to server.json."""
+        host, _ = parse_address(self._settings.http_address)
+        return format_address(connectable_host(host), self.http_port)
+
+    @property
+    def http_base_url(self) -> str:
+        """e.g. "http://127.0.0.1:8080" (no trailing slash)."""
+        return f"http://{self.http_address}"
+
+    async def start(self) -> None:
+        """Start everything; on failure, stop what had started and re-raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def _start(self) -> None:
+        settings = self._settings
+        configure_logging(settings.log_level)
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+        database_url = settings.database_url
+        if database_url is None:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            # Pushed before starting: a start that fails halfway still gets stopped.
+            self._stack.push_async_callback(asyncio.to_thread, embedded.stop)
+            database_url = await asyncio.to_thread(embedded.start)
+
+        await migrate(database_url)
+        pool = await open_pool(database_url)
+        self._stack.push_async_callback(pool.close)
+        server_key = await server_secrets.get_or_create(pool, server_secrets.SERVER_KEY)
+        ctx = AppContext(settings, pool, database_url, server_key)
+        self._ctx = ctx
+
+        if self._hooks.bootstrap is not None:
+            await self._hooks.bootstrap(ctx)
+        grpc_server = GrpcServer(
+            ctx, register=self._hooks.register, interceptors=self._hooks.interceptors
+        )
+        for loop in ctx.loops:
+            self._stack.push_async_callback(loop.stop)
+            await loop.start()
+
+        # Both listeners drain together in stop(); these callbacks only matter when a
+        # later start step fails (and are no-ops after stop()).
+        self._grpc = grpc_server
+        self._stack.push_async_callback(grpc_server.stop, 0)
+        await grpc_server.start()
+        http = HttpServer(build_http_app(health=self._healthy), settings.http_address)
+        self._http = http
+        self._stack.push_async_callback(http.stop, 0)
+        await http.start()
+
+        self._serving = True
+        self._write_server_json()
+        _log.info(
+            "conveyor serving",
+            grpc=self.grpc_target,
+            http=self.http_base_url,
+            services=grpc_server.services,
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain for `grace` seconds (default settings.shutdown_grace), then release all."""
+        if grace is None:
+            grace = self._settings.shutdown_grace
+        _log.info("conveyor stopping", grace=grace)
+        self._serving = False
+        self._remove_server_json()
+        if self._ctx is not None:
+            self._ctx.shutting_down.set()
+        drains = []
+        if self._grpc is not None:
+            await self._grpc.enter_graceful_shutdown()
+            drains.append(self._grpc.stop(grace))
+        if self._http is not None:
+            drains.append(self._http.stop(grace))
+        # Together, so a shutdown takes one grace period rather than one per listener.
+        await asyncio.gather(*drains)
+        await self._stack.aclose()
+        _log.info("conveyor stopped")
+
+    async def _healthy(self) -> bool:
+        return self._serving
+
+    def _write_server_json(self) -> None:
+        # Tools and tests find a server started on port 0 through this file. Written to a
+        # temporary name and renamed, so a reader never sees half of it.
+        text = json.dumps({"grpc": self.grpc_target, "http": self.http_address})
+        path = self.data_dir / "server.json"
+        tmp = path.with_name(f".server.json.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        self._server_json = text
+
+    def _remove_server_json(self) -> None:
+        # Only our own: another server may have taken over the data directory since.
+        path = self.data_dir / "server.json"
+        with contextlib.suppress(FileNotFoundError):
+            if self._server_json is not None and path.read_text("utf-8") == self._server_json:
+                path.unlink()
+        self._server_json = None
+
+
+async def run_server(
+    settings: Settings,
+    *,
+    register: Register | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    bootstrap: Bootstrap | None = None,
+) -> None:
+    """Run a server until SIGTERM or SIGINT, then shut down gracefully and return."""
+    server = ConveyorServer(settings, ServerHooks(register, bootstrap, interceptors))
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+
+    def on_signal(signum: signal.Signals) -> None:
+        _log.info("shutdown requested", signal=signum.name)
+        stop_requested.set()
+        # A second signal during the drain gets the default action: an impatient
+        # operator (or an orchestrator past its own grace period) can still kill us.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        # A signal during start is kept and acted on as soon as start returns.
+        await server.start()
+        try:
+            await stop_requested.wait()
+        finally:
+            await server.stop()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

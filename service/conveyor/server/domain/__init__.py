@@ -1,0 +1,1 @@
+"""Rules of the service: validation, the state machine, authorisation. No SQL, no gRPC."""

@@ -1,0 +1,96 @@
+"""Authentication against stored keys, with a short cache, and the bootstrap key."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from conveyor.server.domain.auth import (
+    ROLE_BY_NAME,
+    Principal,
+    bearer_token,
+    mint_key,
+    secret_matches,
+    split_token,
+)
+from conveyor.server.domain.errors import Unauthenticated
+from conveyor.server.store import api_keys
+
+# A revoked key keeps working on other replicas for at most this long; the
+# replica that revoked it forgets it at once.
+CACHE_TTL_SECONDS = 5.0
+BOOTSTRAP_PROJECT = "default"
+
+
+class Authenticator:
+    """Turns an `authorization` header into a Principal."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], ttl: float = CACHE_TTL_SECONDS) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, api_keys.KeyGrant | None]] = {}
+
+    async def authenticate(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
+        key_id, secret = split_token(bearer_token(metadata))
+        now = time.monotonic()
+        cached = self._cache.get(key_id)
+        if cached is not None and cached[0] > now:
+            grant = cached[1]
+        else:
+            async with self._pool.connection() as conn:
+                grant = await api_keys.get_grant(conn, key_id)
+                if grant is not None:
+                    await api_keys.touch(conn, key_id)
+            self._cache[key_id] = (now + self._ttl, grant)
+        if grant is None or not secret_matches(secret, grant.secret_hash):
+            raise Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
+        return Principal(
+            key_name=f"projects/{grant.project}/apiKeys/{grant.id}",
+            project=grant.project,
+            role=ROLE_BY_NAME[grant.role],
+            system=grant.system,
+        )
+
+    def forget(self, key_id: str) -> None:
+        self._cache.pop(key_id, None)
+
+
+async def ensure_bootstrap_key(pool: AsyncConnectionPool[Any], data_dir: Path) -> str | None:
+    """Mints the system admin key on first start and writes it to <data_dir>/admin.key.
+
+    Returns the token when one was minted. Replicas starting together race on an
+    advisory lock so exactly one key is minted; a later start with no admin.key
+    file (another replica's data dir) leaves the existing key alone.
+    """
+    async with pool.connection() as conn, conn.transaction():
+        await api_keys.lock_bootstrap(conn)
+        if await api_keys.system_key_exists(conn):
+            return None
+        minted = mint_key()
+        await api_keys.insert(
+            conn,
+            id=minted.key_id,
+            project=BOOTSTRAP_PROJECT,
+            role="admin",
+            display_name="bootstrap admin",
+            secret_hash=minted.secret_hash,
+            system=True,
+        )
+        write_key_file(data_dir / "admin.key", minted.token)
+    return minted.token
+
+
+def write_key_file(path: Path, token: str) -> None:
+    """Writes a key readable by its owner only, never briefly readable by others."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)

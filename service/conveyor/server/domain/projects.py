@@ -1,0 +1,186 @@
+"""ProjectService rules: projects, API keys and webhook secrets."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from conveyor.server.domain import names, paging, validate
+from conveyor.server.domain.auth import ROLE_NAMES, MintedKey, Principal, mint_key
+from conveyor.server.domain.errors import AlreadyExists, InvalidArgument, NotFound, Violations
+from conveyor.server.domain.keys import Authenticator
+from conveyor.server.store import api_keys, projects
+from conveyor.server.store.api_keys import KeyRow
+from conveyor.server.store.projects import ProjectRow, SecretRow
+
+UPDATABLE_PROJECT_FIELDS = ("display_name", "callback_url", "labels")
+DEFAULT_GRACE = timedelta(hours=24)
+MAX_GRACE = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class ProjectFields:
+    display_name: str
+    callback_url: str
+    labels: dict[str, str]
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + secrets.token_hex(32)
+
+
+def _check_fields(
+    v: Violations,
+    fields: ProjectFields,
+    prefix: str,
+    paths: Sequence[str] = UPDATABLE_PROJECT_FIELDS,
+) -> None:
+    """Checks the fields named by paths (an update ignores the ones its mask leaves out)."""
+    if "display_name" in paths:
+        validate.text(v, fields.display_name, f"{prefix}.display_name", validate.MAX_DISPLAY_NAME)
+    if "callback_url" in paths:
+        validate.url(v, fields.callback_url, f"{prefix}.callback_url")
+    if "labels" in paths:
+        validate.labels(v, fields.labels, f"{prefix}.labels")
+
+
+class Projects:
+    def __init__(self, pool: AsyncConnectionPool[Any], authenticator: Authenticator) -> None:
+        self._pool = pool
+        self._authenticator = authenticator
+
+    async def create(self, project_id: str, fields: ProjectFields) -> ProjectRow:
+        v = Violations()
+        if not names.ID_RE.match(project_id):
+            v.add("project_id", names.ID_RULE)
+        _check_fields(v, fields, "project")
+        v.raise_if_any()
+        async with self._pool.connection() as conn:
+            row = await projects.insert(
+                conn,
+                id=project_id,
+                display_name=fields.display_name,
+                callback_url=fields.callback_url,
+                labels=fields.labels,
+                webhook_secret=new_webhook_secret(),
+            )
+        if row is None:
+            raise AlreadyExists(
+                f"project {project_id} already exists", metadata={"project": project_id}
+            )
+        return row
+
+    async def get(self, name: str) -> ProjectRow:
+        parsed = names.parse(name, "name")
+        async with self._pool.connection() as conn:
+            row = await projects.get(conn, parsed.project)
+        if row is None:
+            raise NotFound(f"{name} does not exist", metadata={"resource": name})
+        return row
+
+    async def list_page(
+        self, principal: Principal, size: int, token: str
+    ) -> tuple[list[ProjectRow], str]:
+        limit = paging.page_size(size)
+        after = paging.decode_token(token, ("id",))["id"] if token else ""
+        only = None if principal.system else principal.project
+        async with self._pool.connection() as conn:
+            rows = await projects.list_page(conn, after=str(after), limit=limit + 1, only=only)
+        next_token = paging.encode_token({"id": rows[limit - 1].id}) if len(rows) > limit else ""
+        return rows[:limit], next_token
+
+    async def update(self, name: str, fields: ProjectFields, mask: Sequence[str]) -> ProjectRow:
+        parsed = names.parse(name, "project.name")
+        paths = list(mask) or list(UPDATABLE_PROJECT_FIELDS)
+        v = Violations()
+        for path in paths:
+            if path not in UPDATABLE_PROJECT_FIELDS:
+                v.add("update_mask", f"{path} is not one of {', '.join(UPDATABLE_PROJECT_FIELDS)}")
+        _check_fields(v, fields, "project", paths)
+        v.raise_if_any()
+        async with self._pool.connection() as conn:
+            row = await projects.update(
+                conn,
+                parsed.project,
+                display_name=fields.display_name if "display_name" in paths else None,
+                callback_url=fields.callback_url if "callback_url" in paths else None,
+                labels=fields.labels if "labels" in paths else None,
+            )
+        if row is None:
+            raise NotFound(f"{name} does not exist", metadata={"resource": name})
+        return row
+
+    async def create_key(
+        self, parent: str, role: int, display_name: str
+    ) -> tuple[KeyRow, MintedKey]:
+        parsed = names.parse(parent, "parent")
+        v = Violations()
+        if role not in ROLE_NAMES:
+            v.add(
+                "api_key.role", "must be one of ROLE_VIEWER, ROLE_WORKER, ROLE_OPERATOR, ROLE_ADMIN"
+            )
+        validate.text(v, display_name, "api_key.display_name", validate.MAX_DISPLAY_NAME)
+        v.raise_if_any()
+        minted = mint_key()
+        async with self._pool.connection() as conn:
+            if await projects.get(conn, parsed.project) is None:
+                raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
+            row = await api_keys.insert(
+                conn,
+                id=minted.key_id,
+                project=parsed.project,
+                role=ROLE_NAMES[role],
+                display_name=display_name,
+                secret_hash=minted.secret_hash,
+            )
+        return row, minted
+
+    async def list_keys(self, parent: str, size: int, token: str) -> tuple[list[KeyRow], str]:
+        parsed = names.parse(parent, "parent")
+        limit = paging.page_size(size)
+        after = paging.decode_token(token, ("id",))["id"] if token else ""
+        async with self._pool.connection() as conn:
+            rows = await api_keys.list_page(
+                conn, project=parsed.project, after=str(after), limit=limit + 1
+            )
+        next_token = paging.encode_token({"id": rows[limit - 1].id}) if len(rows) > limit else ""
+        return rows[:limit], next_token
+
+    async def delete_key(self, principal: Principal, name: str) -> None:
+        parsed = names.parse(name, "name", "apiKeys")
+        async with self._pool.connection() as conn:
+            deleted = await api_keys.delete(
+                conn, project=parsed.project, id=parsed.id, allow_system=principal.system
+            )
+        if not deleted:
+            # A system key is reported as missing to project admins: they may not
+            # learn of it, let alone revoke it.
+            raise NotFound(f"{name} does not exist", metadata={"resource": name})
+        self._authenticator.forget(parsed.id)
+
+    async def get_secret(self, name: str) -> SecretRow:
+        parsed = names.parse_singleton(name, "name", "webhookSecret")
+        async with self._pool.connection() as conn:
+            row = await projects.get_secret(conn, parsed.project)
+        if row is None:
+            raise NotFound(f"projects/{parsed.project} does not exist")
+        return row
+
+    async def rotate_secret(self, name: str, grace: timedelta | None) -> SecretRow:
+        parsed = names.parse_singleton(name, "name", "webhookSecret")
+        if grace is None:
+            grace = DEFAULT_GRACE
+        if grace < timedelta(0) or grace > MAX_GRACE:
+            raise InvalidArgument.of("grace_period", "must be between 0 and 7 days")
+        async with self._pool.connection() as conn:
+            row = await projects.rotate_secret(
+                conn, parsed.project, secret=new_webhook_secret(), grace=grace
+            )
+        if row is None:
+            raise NotFound(f"projects/{parsed.project} does not exist")
+        return row

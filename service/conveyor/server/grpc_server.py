@@ -1,0 +1,78 @@
+"""The gRPC listener: registered services plus health checking and reflection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from conveyor.server.context import AppContext
+
+__all__ = ["HEALTH_SERVICE_NAME", "GrpcServer", "Register"]
+
+Register = Callable[[grpc.aio.Server, AppContext], Sequence[str]]
+"""Adds servicers to the server; returns the full names of the services it added
+(e.g. "conveyor.v1.TaskService") so health and reflection can announce them."""
+
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+# gRPC sets SO_REUSEPORT by default on Linux, so a second server on a taken port would
+# "bind" and silently share the traffic. A taken port must be an error instead.
+_OPTIONS = [("grpc.so_reuseport", 0)]
+
+
+class GrpcServer:
+    """A grpc.aio server bound to host:port (port 0 picks a free one)."""
+
+    def __init__(
+        self,
+        ctx: AppContext,
+        *,
+        register: Register | None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor],
+    ) -> None:
+        self._ctx = ctx
+        self._server = grpc.aio.server(interceptors=list(interceptors), options=_OPTIONS)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._services = list(register(self._server, ctx)) if register is not None else []
+        reflection.enable_server_reflection(
+            [*self._services, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
+        self._port = 0
+        self._started = False
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (known once start() returned)."""
+        return self._port
+
+    @property
+    def services(self) -> list[str]:
+        """The service names the register hook reported."""
+        return list(self._services)
+
+    async def start(self) -> None:
+        """Bind, mark every service SERVING and start serving.
+
+        Raises RuntimeError when the address cannot be bound.
+        """
+        self._port = self._server.add_insecure_port(self._ctx.settings.grpc_address)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        # "" is the whole server, the name grpc-health-probe and load balancers ask for.
+        for name in ["", *self._services]:
+            await self._health.set(name, serving)
+        await self._server.start()
+        self._started = True
+
+    async def enter_graceful_shutdown(self) -> None:
+        """Report NOT_SERVING for everything, so balancers stop sending new calls."""
+        await self._health.enter_graceful_shutdown()
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new RPCs, give in-flight ones `grace` seconds, then cancel them."""
+        if self._started:
+            self._started = False
+            await self._server.stop(grace)

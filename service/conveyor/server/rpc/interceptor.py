@@ -1,0 +1,211 @@
+"""One server interceptor: request id, authentication, authorisation, error mapping, logs.
+
+It wraps each handler instead of only inspecting the call, because authorising by
+project needs the request message (for a client stream, its first message) and
+error mapping must see what the handler raised. Unary and streaming methods go
+through the same path. Methods outside the contract (health, reflection) pass
+through untouched.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import structlog
+from google.protobuf.message import Message
+from prometheus_client import Histogram
+
+from conveyor.server.domain import errors
+from conveyor.server.domain.auth import authorize
+from conveyor.server.domain.keys import Authenticator
+from conveyor.server.rpc import principal as principal_ctx
+from conveyor.server.rpc.status import to_grpc_status
+from conveyor.v1 import auth_pb2
+
+log = structlog.get_logger("conveyor.rpc")
+
+RPC_SECONDS = Histogram(
+    "conveyor_rpc_duration_seconds",
+    "RPC latency by method and status code (streams: until the stream ends).",
+    ["method", "code"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
+)
+
+if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]
+
+
+def _request_id(metadata: Any) -> str:
+    for key, value in metadata or ():
+        if key == "x-request-id" and value:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            return text[:128]
+    return uuid.uuid4().hex
+
+
+class ConveyorInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, authenticator: Authenticator, rules: dict[str, auth_pb2.MethodAuth]) -> None:
+        self._authenticator = authenticator
+        self._rules = rules
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        rule = self._rules.get(method)
+        if handler is None or rule is None:
+            return handler
+        metadata = handler_call_details.invocation_metadata
+        return _Wrapped(self._authenticator, rule, method, metadata).wrap(handler)
+
+
+class _Wrapped:
+    """The per-call state of one wrapped handler."""
+
+    def __init__(
+        self, authenticator: Authenticator, rule: auth_pb2.MethodAuth, method: str, metadata: Any
+    ) -> None:
+        self.authenticator = authenticator
+        self.rule = rule
+        self.method = method
+        self.metadata = metadata
+
+    def wrap(self, handler: Handler) -> Handler:
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary), **kwargs)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._server_stream(handler.unary_stream), **kwargs
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._client_stream(handler.stream_unary), **kwargs
+            )
+        assert handler.stream_stream is not None
+        return grpc.stream_stream_rpc_method_handler(self._bidi(handler.stream_stream), **kwargs)
+
+    async def _admit(self, request: Message | None) -> None:
+        principal = await self.authenticator.authenticate(self.metadata)
+        authorize(principal, self.rule, request)
+        principal_ctx.set_current(principal)
+        structlog.contextvars.bind_contextvars(principal=principal.key_name)
+
+    def _begin(self) -> float:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            request_id=_request_id(self.metadata), method=self.method
+        )
+        return time.perf_counter()
+
+    async def _fail(
+        self, context: grpc.aio.ServicerContext[Any, Any], error: Exception, started: float
+    ) -> None:
+        if not isinstance(error, errors.ConveyorError):
+            log.exception("rpc.internal_error")
+            error = errors.Internal("internal error; see the server log for the request id")
+        status = to_grpc_status(error)
+        self._done(status.code, started, reason=error.reason)
+        await context.abort_with_status(status)
+
+    def _done(self, code: grpc.StatusCode, started: float, **extra: Any) -> None:
+        elapsed = time.perf_counter() - started
+        RPC_SECONDS.labels(self.method, code.name).observe(elapsed)
+        log.info("rpc", code=code.name, duration_ms=round(elapsed * 1000, 3), **extra)
+
+    def _unary(self, behavior: Any) -> Any:
+        async def call(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = self._begin()
+            try:
+                await self._admit(request)
+                response = await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await self._fail(context, error, started)
+                raise AssertionError("unreachable: abort raises") from error
+            self._done(grpc.StatusCode.OK, started)
+            return response
+
+        return call
+
+    def _server_stream(self, behavior: Any) -> Any:
+        async def call(
+            request: Message, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            started = self._begin()
+            try:
+                await self._admit(request)
+                async for response in behavior(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await self._fail(context, error, started)
+            else:
+                self._done(grpc.StatusCode.OK, started)
+
+        return call
+
+    async def _first_admitted(self, requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
+        """Authorises on the first message of a client stream, then replays it."""
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            raise errors.InvalidArgument("the stream ended before its first message") from None
+        await self._admit(first)
+
+        async def replay() -> AsyncIterator[Message]:
+            yield first
+            async for request in requests:
+                yield request
+
+        return replay()
+
+    def _client_stream(self, behavior: Any) -> Any:
+        async def call(
+            requests: AsyncIterator[Message], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Any:
+            started = self._begin()
+            try:
+                await self.authenticator.authenticate(self.metadata)
+                response = await behavior(await self._first_admitted(requests), context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await self._fail(context, error, started)
+                raise AssertionError("unreachable: abort raises") from error
+            self._done(grpc.StatusCode.OK, started)
+            return response
+
+        return call
+
+    def _bidi(self, behavior: Any) -> Any:
+        async def call(
+            requests: AsyncIterator[Message], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            started = self._begin()
+            try:
+                # Authenticate before reading anything, so a keyless client is
+                # refused even if it never sends.
+                await self.authenticator.authenticate(self.metadata)
+                async for response in behavior(await self._first_admitted(requests), context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await self._fail(context, error, started)
+            else:
+                self._done(grpc.StatusCode.OK, started)
+
+        return call

@@ -1,0 +1,56 @@
+"""Contract methods whose behaviour is not built yet answer UNIMPLEMENTED, never a fake success.
+
+Built from the service descriptors, so every method of the contract is served
+(and authorised) from the first release, and a client learns exactly which
+method is missing from the ErrorInfo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message_factory import GetMessageClass
+
+from conveyor.server.domain.errors import Unimplemented
+
+
+def _error(method: MethodDescriptor) -> Unimplemented:
+    name = f"{method.containing_service.name}.{method.name}"
+    return Unimplemented(
+        f"{name} is part of the v1 contract but not implemented by this server yet",
+        metadata={"method": method.full_name},
+    )
+
+
+def _handler(method: MethodDescriptor) -> grpc.RpcMethodHandler[Any, Any]:
+    request_cls = GetMessageClass(method.input_type)
+    response_cls = GetMessageClass(method.output_type)
+    kwargs: dict[str, Any] = {
+        "request_deserializer": request_cls.FromString,
+        "response_serializer": response_cls.SerializeToString,
+    }
+    if method.server_streaming:
+
+        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            raise _error(method)
+            yield  # pragma: no cover - makes this an async generator
+
+        if method.client_streaming:
+            return grpc.stream_stream_rpc_method_handler(stream, **kwargs)
+        return grpc.unary_stream_rpc_method_handler(stream, **kwargs)
+
+    async def unary(request: Any, context: Any) -> Any:
+        raise _error(method)
+
+    if method.client_streaming:
+        return grpc.stream_unary_rpc_method_handler(unary, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
+
+
+def generic_handler(service: ServiceDescriptor) -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(
+        service.full_name, {m.name: _handler(m) for m in service.methods}
+    )

@@ -1,0 +1,108 @@
+"""Server settings: defaults, environment variables and command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from conveyor.server.address import parse_address
+
+__all__ = ["LOG_LEVELS", "Settings"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+# Environment variable -> Settings field. DATABASE_URL has no CONVEYOR_ prefix because
+# that is the name every PostgreSQL tool and hosting platform already sets.
+_ENV_FIELDS = {
+    "CONVEYOR_DATA_DIR": "data_dir",
+    "CONVEYOR_GRPC_ADDRESS": "grpc_address",
+    "CONVEYOR_HTTP_ADDRESS": "http_address",
+    "DATABASE_URL": "database_url",
+    "CONVEYOR_LOG_LEVEL": "log_level",
+    "CONVEYOR_SHUTDOWN_GRACE": "shutdown_grace",
+    "CONVEYOR_WEBHOOK_ALLOW": "webhook_allow",
+}
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("conveyor"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server process needs to know before it starts.
+
+    Construct it with `Settings.from_env` so flags override the environment, which
+    overrides the defaults. Construction validates, so a bad value fails at start with a
+    message naming the setting.
+    """
+
+    data_dir: Path = field(default_factory=_default_data_dir)
+    """Holds server.json, admin.key and (without database_url) the embedded PostgreSQL."""
+    grpc_address: str = "127.0.0.1:50051"
+    """host:port for gRPC; port 0 picks a free port (see server.json for the real one)."""
+    http_address: str = "127.0.0.1:8080"
+    """host:port for REST, /metrics and /healthz; port 0 picks a free port."""
+    database_url: str | None = None
+    """PostgreSQL connection string; None starts an embedded PostgreSQL in data_dir."""
+    log_level: str = "info"
+    """One of LOG_LEVELS."""
+    shutdown_grace: float = 10.0
+    """Seconds in-flight RPCs and HTTP requests get to finish after SIGTERM."""
+    webhook_allow: tuple[str, ...] = ()
+    """Hosts webhooks may target besides public ones (for example a local test receiver)."""
+
+    def __post_init__(self) -> None:
+        for name in ("grpc_address", "http_address"):
+            try:
+                parse_address(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        level = self.log_level.lower()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"log_level {self.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
+        # Frozen: __setattr__ is blocked, so normalise through object's.
+        object.__setattr__(self, "log_level", level)
+        if not math.isfinite(self.shutdown_grace) or self.shutdown_grace < 0:
+            raise ValueError(f"shutdown_grace {self.shutdown_grace!r} must be seconds >= 0")
+        if self.database_url == "":
+            # An empty DATABASE_URL almost always means "unset" in shell scripts.
+            object.__setattr__(self, "database_url", None)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from `environ`, then apply `overrides` (command-line flags).
+
+        Overrides that are None are ignored, so an absent flag leaves the environment's
+        value in place. Unknown override names raise TypeError, like the constructor.
+        """
+        values: dict[str, Any] = {}
+        for env_name, field_name in _ENV_FIELDS.items():
+            raw = environ.get(env_name)
+            if raw is not None:
+                values[field_name] = _from_env_text(field_name, env_name, raw)
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _from_env_text(field_name: str, env_name: str, raw: str) -> Any:
+    if field_name == "data_dir":
+        return Path(raw).expanduser()
+    if field_name == "shutdown_grace":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{env_name}={raw!r} must be a number of seconds") from None
+    if field_name == "webhook_allow":
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw

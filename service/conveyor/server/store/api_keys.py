@@ -1,0 +1,112 @@
+"""API keys: stored as a hash of their secret, never the secret itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from conveyor.server.store import sql
+
+_GET = sql.load("api_key_get")
+_INSERT = sql.load("api_key_insert")
+_LIST = sql.load("api_key_list")
+_DELETE = sql.load("api_key_delete")
+_TOUCH = sql.load("api_key_touch")
+_SYSTEM_EXISTS = sql.load("api_key_system_exists")
+_BOOTSTRAP_LOCK = sql.load("api_key_bootstrap_lock")
+
+
+@dataclass(frozen=True)
+class KeyGrant:
+    """What authentication needs of a key."""
+
+    id: str
+    project: str
+    role: str
+    system: bool
+    secret_hash: bytes
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    id: str
+    project: str
+    role: str
+    display_name: str
+    system: bool
+    create_time: datetime
+    last_used_time: datetime | None
+
+
+async def get_grant(conn: AsyncConnection[Any], key_id: str) -> KeyGrant | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_GET, {"id": key_id})
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    return KeyGrant(
+        id=row["id"],
+        project=row["project"],
+        role=row["role"],
+        system=row["system"],
+        secret_hash=bytes(row["secret_hash"]),
+    )
+
+
+async def insert(
+    conn: AsyncConnection[Any],
+    *,
+    id: str,
+    project: str,
+    role: str,
+    display_name: str,
+    secret_hash: bytes,
+    system: bool = False,
+) -> KeyRow:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            _INSERT,
+            {
+                "id": id,
+                "project": project,
+                "role": role,
+                "display_name": display_name,
+                "secret_hash": secret_hash,
+                "system": system,
+            },
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return KeyRow(**row)
+
+
+async def list_page(
+    conn: AsyncConnection[Any], *, project: str, after: str, limit: int
+) -> list[KeyRow]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_LIST, {"project": project, "after": after, "limit": limit})
+        return [KeyRow(**r) for r in await cur.fetchall()]
+
+
+async def delete(conn: AsyncConnection[Any], *, project: str, id: str, allow_system: bool) -> bool:
+    cur = await conn.execute(_DELETE, {"project": project, "id": id, "allow_system": allow_system})
+    return await cur.fetchone() is not None
+
+
+async def touch(conn: AsyncConnection[Any], key_id: str) -> None:
+    await conn.execute(_TOUCH, {"id": key_id})
+
+
+async def system_key_exists(conn: AsyncConnection[Any]) -> bool:
+    cur = await conn.execute(_SYSTEM_EXISTS)
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def lock_bootstrap(conn: AsyncConnection[Any]) -> None:
+    """Held until the end of the caller's transaction."""
+    await conn.execute(_BOOTSTRAP_LOCK)

@@ -1,0 +1,46 @@
+"""The connection pool every request, loop and migration shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+__all__ = ["Pool", "open_pool"]
+
+Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
+"""The pool type handed around the server (rows are tuples unless a cursor asks otherwise)."""
+
+
+async def open_pool(
+    url: str, *, min_size: int = 2, max_size: int = 20, open_timeout: float = 30.0
+) -> Pool:
+    """Open a pool on `url` and wait until its first `min_size` connections are up.
+
+    Connections are in autocommit mode: every transaction is an explicit
+    `async with conn.transaction():` in the code that owns it, and no statement runs in
+    an implicit transaction that someone forgets to end (LISTEN needs this too).
+    Raises psycopg_pool.PoolTimeout if the database cannot be reached within
+    `open_timeout` seconds.
+    """
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if "application_name" not in conninfo_to_dict(url):
+        # Names our sessions in pg_stat_activity, unless the operator chose a name.
+        kwargs["application_name"] = "conveyor"
+    pool: Pool = AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs=kwargs,
+        name="conveyor",
+        open=False,
+    )
+    try:
+        await pool.open(wait=True, timeout=open_timeout)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool

@@ -1,0 +1,123 @@
+"""Projects and their webhook secrets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from conveyor.server.store import sql
+
+_INSERT = sql.load("project_insert")
+_GET = sql.load("project_get")
+_LIST = sql.load("project_list")
+_UPDATE = sql.load("project_update")
+_SECRET_GET = sql.load("webhook_secret_get")
+_SECRET_ROTATE = sql.load("webhook_secret_rotate")
+
+
+@dataclass(frozen=True)
+class ProjectRow:
+    id: str
+    display_name: str
+    callback_url: str
+    labels: dict[str, str]
+    create_time: datetime
+    update_time: datetime
+
+
+@dataclass(frozen=True)
+class SecretRow:
+    webhook_secret: str
+    previous_webhook_secret: str | None
+    previous_secret_expire_time: datetime | None
+
+
+def _row(row: dict[str, Any]) -> ProjectRow:
+    return ProjectRow(**row)
+
+
+async def insert(
+    conn: AsyncConnection[Any],
+    *,
+    id: str,
+    display_name: str,
+    callback_url: str,
+    labels: dict[str, str],
+    webhook_secret: str,
+) -> ProjectRow | None:
+    """Inserts a project; None when the id is taken."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            _INSERT,
+            {
+                "id": id,
+                "display_name": display_name,
+                "callback_url": callback_url,
+                "labels": Jsonb(labels),
+                "webhook_secret": webhook_secret,
+            },
+        )
+        row = await cur.fetchone()
+    return _row(row) if row else None
+
+
+async def get(conn: AsyncConnection[Any], id: str) -> ProjectRow | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_GET, {"id": id})
+        row = await cur.fetchone()
+    return _row(row) if row else None
+
+
+async def list_page(
+    conn: AsyncConnection[Any], *, after: str, limit: int, only: str | None
+) -> list[ProjectRow]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_LIST, {"after": after, "limit": limit, "only": only})
+        return [_row(r) for r in await cur.fetchall()]
+
+
+async def update(
+    conn: AsyncConnection[Any],
+    id: str,
+    *,
+    display_name: str | None,
+    callback_url: str | None,
+    labels: dict[str, str] | None,
+) -> ProjectRow | None:
+    """Sets the fields that are not None; None when the project does not exist."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            _UPDATE,
+            {
+                "id": id,
+                "set_display_name": display_name is not None,
+                "display_name": display_name or "",
+                "set_callback_url": callback_url is not None,
+                "callback_url": callback_url or "",
+                "set_labels": labels is not None,
+                "labels": Jsonb(labels or {}),
+            },
+        )
+        row = await cur.fetchone()
+    return _row(row) if row else None
+
+
+async def get_secret(conn: AsyncConnection[Any], id: str) -> SecretRow | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_SECRET_GET, {"id": id})
+        row = await cur.fetchone()
+    return SecretRow(**row) if row else None
+
+
+async def rotate_secret(
+    conn: AsyncConnection[Any], id: str, *, secret: str, grace: timedelta
+) -> SecretRow | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_SECRET_ROTATE, {"id": id, "secret": secret, "grace": grace})
+        row = await cur.fetchone()
+    return SecretRow(**row) if row else None

@@ -1,0 +1,79 @@
+"""The task row as the store hands it out: one dataclass for every column of `tasks`."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    project: str
+    id: uuid.UUID
+    queue: str
+    kind: str
+    input: Any
+    priority: int
+    state: str
+    state_reason: str
+    labels: dict[str, str]
+    max_attempts: int
+    backoff: str
+    initial_backoff_ms: int
+    max_backoff_ms: int
+    attempt: int
+    schedule_time: datetime
+    lease_duration_ms: int
+    concurrency_key: str | None
+    concurrency_limit: int
+    requires_approval: bool
+    correlation_id: str
+    parent_task: uuid.UUID | None
+    root_task: uuid.UUID
+    callback_url: str
+    resume_token: str
+    result: Any
+    summary: str
+    error: dict[str, Any] | None
+    worker: str
+    lease_id: uuid.UUID | None
+    lease_expire_time: datetime | None
+    cancel_requested: bool
+    schedule: str
+    request_id: str | None
+    create_time: datetime
+    start_time: datetime | None
+    end_time: datetime | None
+    update_time: datetime
+
+    @property
+    def name(self) -> str:
+        return f"projects/{self.project}/tasks/{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    project: str
+    task_id: uuid.UUID
+    attempt: int
+    worker: str
+    lease_id: uuid.UUID
+    start_time: datetime
+    end_time: datetime | None
+    outcome: str | None
+    error: dict[str, Any] | None
+    progress: dict[str, Any] | None
+
+
+TASK_COLUMNS = tuple(f.name for f in fields(TaskRow))
+
+
+def task_row(row: dict[str, Any]) -> TaskRow:
+    """A TaskRow from a dict_row of `SELECT tasks.*` (extra keys are ignored)."""
+    return TaskRow(**{name: row[name] for name in TASK_COLUMNS})
+
+
+def attempt_row(row: dict[str, Any]) -> AttemptRow:
+    return AttemptRow(**row)

@@ -1,0 +1,200 @@
+"""Shared fixtures: one PostgreSQL per session, a database per test, a real server.
+
+Tiers (see STYLE.md, habit 10):
+
+- `db_conn`: a connection inside a transaction that is rolled back after the test, on a
+  migrated database shared by the session. Cheapest; use it for plain store/domain tests.
+- `database_url`: a fresh migrated database per test, cloned from a template (~60 ms),
+  dropped afterwards. Use it for committed data: NOTIFY, SKIP LOCKED races, workers.
+- `server`: a real ConveyorServer on 127.0.0.1:0 over `database_url`. Override the
+  `server_hooks` fixture (in a conftest or a test module) to plug in services, auth
+  interceptors and the bootstrap step.
+
+PostgreSQL comes from DATABASE_URL when set (CI against a real server), else from an
+embedded PostgreSQL started in a temporary directory for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import pytest_asyncio
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import TupleRow
+
+from conveyor.server.app import ConveyorServer, ServerHooks
+from conveyor.server.embedded import EmbeddedPostgres
+from conveyor.server.services import default_hooks
+from conveyor.server.settings import Settings
+from conveyor.server.store.migrate import migrate
+
+DatabaseFactory = Callable[..., str]
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    """`url` pointed at another database on the same server."""
+    return make_conninfo(url, dbname=dbname)
+
+
+def _admin(url: str) -> psycopg.Connection[TupleRow]:
+    # CREATE/DROP DATABASE refuse to run inside a transaction block.
+    return psycopg.connect(url, autocommit=True)
+
+
+def _create_database(admin_url: str, name: str, template: str | None = None) -> str:
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(template))
+    with _admin(admin_url) as conn:
+        conn.execute(statement)
+    return with_dbname(admin_url, name)
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    # FORCE ends sessions a test left open (a pool it forgot to close) instead of failing.
+    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    with _admin(admin_url) as conn:
+        conn.execute(statement)
+
+
+def _unique_name(prefix: str) -> str:
+    # Unique per run, so concurrent runs (xdist workers, CI jobs) sharing one server
+    # never collide.
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Admin connection string (superuser, `postgres` database) for the session's server."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded"))
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def template_database(postgres_url: str) -> AsyncIterator[str]:
+    """Name of a migrated database to clone. Nothing may stay connected to it."""
+    name = _unique_name("conveyor_tpl")
+    await migrate(_create_database(postgres_url, name))
+    yield name
+    _drop_database(postgres_url, name)
+
+
+@pytest.fixture
+def database_factory(postgres_url: str) -> Iterator[DatabaseFactory]:
+    """`make(template=None) -> url`: new databases, all dropped after the test.
+
+    Without a template the database is empty (not migrated).
+    """
+    created: list[str] = []
+
+    def make(template: str | None = None) -> str:
+        name = _unique_name("test")
+        url = _create_database(postgres_url, name, template)
+        created.append(name)
+        return url
+
+    yield make
+    for name in created:
+        _drop_database(postgres_url, name)
+
+
+@pytest.fixture
+def database_url(database_factory: DatabaseFactory, template_database: str) -> str:
+    """A fresh, migrated database of this test's own."""
+    return database_factory(template_database)
+
+
+@pytest.fixture(scope="session")
+def shared_database_url(postgres_url: str, template_database: str) -> Iterator[str]:
+    """A migrated database for the whole session; only touch it through `db_conn`."""
+    name = _unique_name("test_shared")
+    url = _create_database(postgres_url, name, template_database)
+    yield url
+    _drop_database(postgres_url, name)
+
+
+@pytest_asyncio.fixture
+async def db_conn(
+    shared_database_url: str,
+) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
+    """A connection in a transaction that is rolled back when the test ends.
+
+    Code under test may open its own `conn.transaction()`: psycopg nests it as a
+    savepoint. Nothing commits, so tests never see each other's rows.
+    """
+    async with await psycopg.AsyncConnection.connect(shared_database_url) as conn:
+        # Not autocommit: the first statement opens the transaction we roll back.
+        yield conn
+        await conn.rollback()
+
+
+@pytest.fixture
+def server_hooks() -> ServerHooks:
+    """What the `server` fixture plugs in: the whole application, as `conveyor serve` runs it."""
+    return default_hooks()
+
+
+@pytest.fixture
+def server_settings(tmp_path: Path, database_url: str) -> Settings:
+    """Settings for the `server` fixture: free ports, a temporary data dir, own database."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        grpc_address="127.0.0.1:0",
+        http_address="127.0.0.1:0",
+        database_url=database_url,
+        log_level="warning",
+        shutdown_grace=2.0,
+    )
+
+
+@pytest_asyncio.fixture
+async def server(
+    server_settings: Settings, server_hooks: ServerHooks
+) -> AsyncIterator[ConveyorServer]:
+    """A running server: use .grpc_target, .http_base_url, .data_dir, .context."""
+    running = ConveyorServer(server_settings, server_hooks)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+def admin_key(server: ConveyorServer) -> str:
+    """The bootstrap system admin key the server minted into its data dir."""
+    return (server.data_dir / "admin.key").read_text().strip()
+
+
+@pytest_asyncio.fixture
+async def keys(server: ConveyorServer, admin_key: str) -> dict[str, str]:
+    """Projects `alpha` and `beta`, and one key of each role in `alpha`: {role: secret}."""
+    from conveyor.client import AsyncClient
+    from conveyor.v1 import enums_pb2
+
+    roles = {
+        "viewer": enums_pb2.ROLE_VIEWER,
+        "worker": enums_pb2.ROLE_WORKER,
+        "operator": enums_pb2.ROLE_OPERATOR,
+        "admin": enums_pb2.ROLE_ADMIN,
+    }
+    async with AsyncClient(server.grpc_target, api_key=admin_key) as client:
+        await client.create_project("alpha")
+        await client.create_project("beta")
+        return {
+            role: (await client.create_api_key("projects/alpha", value)).secret
+            for role, value in roles.items()
+        }

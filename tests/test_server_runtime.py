@@ -1,0 +1,160 @@
+"""The server process: listeners, health, metrics, server.json and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
+
+from conveyor.server.app import ConveyorServer
+from conveyor.server.gateway.app import build_http_app
+from conveyor.server.grpc_server import HEALTH_SERVICE_NAME
+from conveyor.server.settings import Settings
+
+
+async def test_server_binds_free_ports_and_writes_server_json(server: ConveyorServer) -> None:
+    assert server.grpc_port > 0
+    assert server.http_port > 0
+    written = json.loads((server.data_dir / "server.json").read_text())
+    assert written == {
+        "grpc": f"127.0.0.1:{server.grpc_port}",
+        "http": f"127.0.0.1:{server.http_port}",
+    }
+
+
+async def test_healthz_and_metrics(server: ConveyorServer) -> None:
+    async with httpx.AsyncClient(base_url=server.http_base_url, timeout=5) as http:
+        health = await http.get("/healthz")
+        metrics = await http.get("/metrics")
+
+    assert health.status_code == 200
+    assert health.json() == {"status": "SERVING"}
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert "python_info" in metrics.text
+
+
+async def test_grpc_health_and_reflection(server: ConveyorServer) -> None:
+    # Raw method handles: the typeshed stubs for the health and reflection stubs are
+    # untyped, and these two calls are all the test needs.
+    async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        health = await check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        reflect = channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        call = reflect(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        listed = [response async for response in call]
+
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    names = {s.name for s in listed[0].list_services_response.service}
+    assert HEALTH_SERVICE_NAME in names
+
+
+async def test_healthz_is_503_when_not_serving() -> None:
+    async def unhealthy() -> bool:
+        return False
+
+    app = build_http_app(health=unhealthy)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "NOT_SERVING"}
+
+
+async def test_stop_removes_server_json(server_settings: Settings) -> None:
+    server = ConveyorServer(server_settings)
+    await server.start()
+    assert (server.data_dir / "server.json").exists()
+
+    await server.stop(grace=0)
+
+    assert not (server.data_dir / "server.json").exists()
+
+
+async def test_server_key_is_shared_through_the_database(
+    server: ConveyorServer, server_settings: Settings
+) -> None:
+    replica = ConveyorServer(server_settings.replace(data_dir=server.data_dir.parent / "other"))
+    await replica.start()
+    try:
+        assert len(server.context.server_key) == 32
+        assert replica.context.server_key == server.context.server_key
+    finally:
+        await replica.stop(grace=0)
+
+
+def _wait_for_server_json(
+    path: Path, process: subprocess.Popen[bytes], timeout: float
+) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"server exited early with {process.returncode}"
+        if path.exists():
+            addresses: dict[str, str] = json.loads(path.read_text())
+            return addresses
+        time.sleep(0.05)
+    raise AssertionError(f"no {path} after {timeout} s")
+
+
+def test_process_exits_zero_on_sigterm_within_grace(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    grace = 3.0
+    # The laptop path: no DATABASE_URL, so the server starts its embedded PostgreSQL.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.pop("DATABASE_URL", None)
+    env["CONVEYOR_SHUTDOWN_GRACE"] = str(grace)
+    stderr_path = tmp_path / "stderr.log"
+    command = [
+        sys.executable,
+        "-m",
+        "conveyor.server",
+        "--data-dir",
+        str(data_dir),
+        "--grpc-address",
+        "127.0.0.1:0",
+        "--http-address",
+        "127.0.0.1:0",
+    ]
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(command, env=env, stderr=stderr, stdout=subprocess.DEVNULL)
+        try:
+            addresses = _wait_for_server_json(data_dir / "server.json", process, timeout=60)
+            health = httpx.get(f"http://{addresses['http']}/healthz", timeout=5)
+            assert health.status_code == 200
+
+            process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            returncode = process.wait(timeout=grace + 10)
+            elapsed = time.monotonic() - started
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    log = stderr_path.read_text()
+    assert returncode == 0, log
+    assert elapsed < grace + 2, f"took {elapsed:.1f} s to exit\n{log}"
+    assert not (data_dir / "server.json").exists()
+    assert not (data_dir / "pg" / "postmaster.pid").exists(), "embedded PostgreSQL left running"
+    # Our lines are JSON objects (gRPC's C core may add its own plain lines).
+    events = [json.loads(line)["event"] for line in log.splitlines() if line.startswith("{")]
+    assert "conveyor serving" in events
+    assert events[-1] == "conveyor stopped"
