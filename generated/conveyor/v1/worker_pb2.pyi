@@ -202,7 +202,7 @@ class Hello(_message.Message):
     worker: _builtins.str
     """Required. The worker's id, 1..63 of [a-z0-9-], stable across reconnects."""
     capacity: _builtins.int
-    """How many tasks it runs at once (informational; credit is what counts)."""
+    """How many tasks it runs at once (shown on the Worker; Credit sets the window)."""
     sdk_version: _builtins.str
     """The SDK and its version."""
     @_builtins.property
@@ -238,13 +238,16 @@ Global___Hello: _TypeAlias = Hello  # noqa: Y015
 
 @_typing.final
 class Credit(_message.Message):
-    """Credit grants the server permission to push more tasks."""
+    """Credit sizes the stream's window: how many assigned tasks the worker may hold
+    unreported at once. The window starts at 0; a complete or fail report frees its
+    slot (so the server may push the next task at once, in the same commit).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TASKS_FIELD_NUMBER: _builtins.int
     tasks: _builtins.int
-    """How many more tasks may be pushed; added to any unused credit."""
+    """Added to the window; negative shrinks it (never below 0), e.g. to drain."""
     def __init__(
         self,
         *,
