@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
@@ -102,11 +104,14 @@ async def test_server_key_is_shared_through_the_database(
 
 
 def _wait_for_server_json(
-    path: Path, process: subprocess.Popen[bytes], timeout: float
+    path: Path, process: subprocess.Popen[bytes], timeout: float, log: Path
 ) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, f"server exited early with {process.returncode}"
+        if process.poll() is not None:
+            raise AssertionError(
+                f"server exited early with {process.returncode}:\n{log.read_text()}"
+            )
         if path.exists():
             addresses: dict[str, str] = json.loads(path.read_text())
             return addresses
@@ -136,7 +141,9 @@ def test_process_exits_zero_on_sigterm_within_grace(tmp_path: Path) -> None:
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(command, env=env, stderr=stderr, stdout=subprocess.DEVNULL)
         try:
-            addresses = _wait_for_server_json(data_dir / "server.json", process, timeout=60)
+            addresses = _wait_for_server_json(
+                data_dir / "server.json", process, timeout=60, log=stderr_path
+            )
             health = httpx.get(f"http://{addresses['http']}/healthz", timeout=5)
             assert health.status_code == 200
 
@@ -158,3 +165,19 @@ def test_process_exits_zero_on_sigterm_within_grace(tmp_path: Path) -> None:
     events = [json.loads(line)["event"] for line in log.splitlines() if line.startswith("{")]
     assert "conveyor serving" in events
     assert events[-1] == "conveyor stopped"
+
+
+@pytest.mark.parametrize("listener", ["grpc_address", "http_address"])
+async def test_taken_port_fails_start_cleanly(server_settings: Settings, listener: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        server = ConveyorServer(server_settings.replace(**{listener: address}))
+
+        with pytest.raises((OSError, RuntimeError)):
+            await server.start()
+
+    assert not (server.data_dir / "server.json").exists()
+    # Everything it had opened was released, so the database can be dropped without FORCE.
+    assert server.context.pool.closed
