@@ -9,7 +9,6 @@ contract method answers and is authorised.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import grpc
 
@@ -21,7 +20,6 @@ from conveyor.server.rpc import unimplemented
 from conveyor.server.rpc.interceptor import ConveyorInterceptor
 from conveyor.server.rpc.projects import ProjectServicer
 from conveyor.server.rpc.rules import SERVICES, method_rules
-from conveyor.v1 import project_pb2_grpc
 
 
 class _LateAuthenticator(Authenticator):
@@ -50,19 +48,15 @@ class Services:
     def register(self, server: grpc.aio.Server, ctx: AppContext) -> list[str]:
         """Adds every contract service; returns their full names for health and reflection."""
         self._authenticator.bound = Authenticator(ctx.pool)
-        implemented: dict[str, Any] = {
-            "conveyor.v1.ProjectService": lambda: (
-                project_pb2_grpc.add_ProjectServiceServicer_to_server(
-                    ProjectServicer(Projects(ctx.pool, self._authenticator)), server
-                )
-            ),
+        # Service full name -> servicer. Methods a servicer does not define answer
+        # UNIMPLEMENTED with an ErrorInfo naming them.
+        implemented: dict[str, object] = {
+            "conveyor.v1.ProjectService": ProjectServicer(Projects(ctx.pool, self._authenticator)),
         }
         for service in SERVICES:
-            add = implemented.get(service.full_name)
-            if add is not None:
-                add()
-            else:
-                server.add_generic_rpc_handlers((unimplemented.generic_handler(service),))
+            server.add_generic_rpc_handlers(
+                (unimplemented.generic_handler(service, implemented.get(service.full_name)),)
+            )
         return [service.full_name for service in SERVICES]
 
     async def bootstrap(self, ctx: AppContext) -> None:

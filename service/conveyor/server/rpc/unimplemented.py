@@ -50,7 +50,37 @@ def _handler(method: MethodDescriptor) -> grpc.RpcMethodHandler[Any, Any]:
     return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
 
 
-def generic_handler(service: ServiceDescriptor) -> grpc.GenericRpcHandler:
-    return grpc.method_handlers_generic_handler(
-        service.full_name, {m.name: _handler(m) for m in service.methods}
-    )
+def _servicer_handler(method: MethodDescriptor, behavior: Any) -> grpc.RpcMethodHandler[Any, Any]:
+    request_cls = GetMessageClass(method.input_type)
+    response_cls = GetMessageClass(method.output_type)
+    kwargs: dict[str, Any] = {
+        "request_deserializer": request_cls.FromString,
+        "response_serializer": response_cls.SerializeToString,
+    }
+    if method.client_streaming and method.server_streaming:
+        return grpc.stream_stream_rpc_method_handler(behavior, **kwargs)
+    if method.server_streaming:
+        return grpc.unary_stream_rpc_method_handler(behavior, **kwargs)
+    if method.client_streaming:
+        return grpc.stream_unary_rpc_method_handler(behavior, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(behavior, **kwargs)
+
+
+def generic_handler(service: ServiceDescriptor, servicer: object = None) -> grpc.GenericRpcHandler:
+    """Serves the methods `servicer` overrides; every other method answers UNIMPLEMENTED.
+
+    The generated base servicer would answer a bare UNIMPLEMENTED with no ErrorInfo,
+    so methods are taken from the servicer only where its class defines them.
+    """
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in service.methods:
+        implemented = servicer is not None and any(
+            method.name in vars(cls)
+            for cls in type(servicer).__mro__
+            if not cls.__name__.endswith("Servicer") or cls is type(servicer)
+        )
+        if implemented:
+            handlers[method.name] = _servicer_handler(method, getattr(servicer, method.name))
+        else:
+            handlers[method.name] = _handler(method)
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
