@@ -48,14 +48,16 @@ class Services:
     def register(self, server: grpc.aio.Server, ctx: AppContext) -> list[str]:
         """Adds every contract service; returns their full names for health and reflection."""
         self._authenticator.bound = Authenticator(ctx.pool)
-        # Service full name -> servicer. Methods a servicer does not define answer
-        # UNIMPLEMENTED with an ErrorInfo naming them.
-        implemented: dict[str, object] = {
-            "conveyor.v1.ProjectService": ProjectServicer(Projects(ctx.pool, self._authenticator)),
+        # Service full name -> servicers. Each method is served by the first servicer
+        # whose class defines it; the rest answer UNIMPLEMENTED with an ErrorInfo.
+        implemented: dict[str, list[object]] = {
+            "conveyor.v1.ProjectService": [
+                ProjectServicer(Projects(ctx.pool, self._authenticator)),
+            ],
         }
         for service in SERVICES:
             server.add_generic_rpc_handlers(
-                (unimplemented.generic_handler(service, implemented.get(service.full_name)),)
+                (unimplemented.generic_handler(service, implemented.get(service.full_name, [])),)
             )
         return [service.full_name for service in SERVICES]
 

@@ -7,7 +7,7 @@ method is missing from the ErrorInfo.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -66,21 +66,29 @@ def _servicer_handler(method: MethodDescriptor, behavior: Any) -> grpc.RpcMethod
     return grpc.unary_unary_rpc_method_handler(behavior, **kwargs)
 
 
-def generic_handler(service: ServiceDescriptor, servicer: object = None) -> grpc.GenericRpcHandler:
-    """Serves the methods `servicer` overrides; every other method answers UNIMPLEMENTED.
+def _defines(servicer: object, name: str) -> bool:
+    # The generated base class defines every method (answering a bare UNIMPLEMENTED
+    # with no ErrorInfo), so only the servicer's own classes count.
+    return any(
+        name in vars(cls)
+        for cls in type(servicer).__mro__
+        if cls is not object and not cls.__module__.endswith("_pb2_grpc")
+    )
 
-    The generated base servicer would answer a bare UNIMPLEMENTED with no ErrorInfo,
-    so methods are taken from the servicer only where its class defines them.
+
+def generic_handler(
+    service: ServiceDescriptor, servicers: Sequence[object] = ()
+) -> grpc.GenericRpcHandler:
+    """Serves each method from the first servicer that defines it, else UNIMPLEMENTED.
+
+    Several servicers may share a service (e.g. task CRUD and task export live in
+    different modules); each contributes the methods its class defines.
     """
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
-        implemented = servicer is not None and any(
-            method.name in vars(cls)
-            for cls in type(servicer).__mro__
-            if not cls.__name__.endswith("Servicer") or cls is type(servicer)
-        )
-        if implemented:
-            handlers[method.name] = _servicer_handler(method, getattr(servicer, method.name))
+        owner = next((s for s in servicers if _defines(s, method.name)), None)
+        if owner is not None:
+            handlers[method.name] = _servicer_handler(method, getattr(owner, method.name))
         else:
             handlers[method.name] = _handler(method)
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
