@@ -51,12 +51,20 @@ def test_client_public_names() -> None:
         "FailedPreconditionError",
         "InvalidArgumentError",
         "NotFoundError",
+        "PermanentError",
         "PermissionDeniedError",
         "ResourceExhaustedError",
+        "TaskCancelled",
+        "TaskContext",
+        "TaskCriteria",
+        "TaskOptions",
+        "TaskSpec",
         "UnauthenticatedError",
         "UnavailableError",
         "UnimplementedError",
+        "Worker",
         "default_data_dir",
+        "task",
     }
 
 

@@ -185,17 +185,33 @@ class AsyncUnaryInterceptor(_AsyncBase, grpc.aio.UnaryUnaryClientInterceptor):
         raise AssertionError("unreachable")
 
 
-class AsyncStreamInterceptor(
-    _AsyncBase,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class AsyncUnaryStreamInterceptor(_AsyncBase, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
         return await continuation(self._details(client_call_details, unary=False), request)
 
+
+class AsyncStreamUnaryInterceptor(_AsyncBase, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._details(client_call_details, unary=False), request_iterator)
+
+
+class AsyncStreamStreamInterceptor(_AsyncBase, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
         return await continuation(self._details(client_call_details, unary=False), request_iterator)
+
+
+def async_interceptors(api_key: str | None, timeout: float | None) -> list[Any]:
+    """One interceptor per call kind: grpc.aio files an interceptor under the first
+    kind it implements only, so one class serving several kinds misses the others."""
+    return [
+        AsyncUnaryInterceptor(api_key, timeout),
+        AsyncUnaryStreamInterceptor(api_key, timeout),
+        AsyncStreamUnaryInterceptor(api_key, timeout),
+        AsyncStreamStreamInterceptor(api_key, timeout),
+    ]

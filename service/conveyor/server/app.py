@@ -23,6 +23,7 @@ from conveyor.server.address import connectable_host, format_address, parse_addr
 from conveyor.server.context import AppContext
 from conveyor.server.embedded import EmbeddedPostgres
 from conveyor.server.gateway.app import build_http_app
+from conveyor.server.gateway.dispatch import Gateway
 from conveyor.server.grpc_server import GrpcServer, Register
 from conveyor.server.http_server import HttpServer
 from conveyor.server.logging import configure_logging, get_logger
@@ -146,7 +147,13 @@ class ConveyorServer:
         self._grpc = grpc_server
         self._stack.push_async_callback(grpc_server.stop, 0)
         await grpc_server.start()
-        http = HttpServer(build_http_app(health=self._healthy), settings.http_address)
+        # The REST gateway calls gRPC through a real channel (opened on first use), by
+        # default to the listener just started, so REST gets the same interceptor.
+        gateway = Gateway(settings.gateway_target or self.grpc_target)
+        self._stack.push_async_callback(gateway.close)
+        http = HttpServer(
+            build_http_app(health=self._healthy, gateway=gateway), settings.http_address
+        )
         self._http = http
         self._stack.push_async_callback(http.stop, 0)
         await http.start()

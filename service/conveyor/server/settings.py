@@ -27,6 +27,8 @@ _ENV_FIELDS = {
     "CONVEYOR_LOG_LEVEL": "log_level",
     "CONVEYOR_SHUTDOWN_GRACE": "shutdown_grace",
     "CONVEYOR_WEBHOOK_ALLOW": "webhook_allow",
+    "CONVEYOR_EVENT_RETENTION": "event_retention",
+    "CONVEYOR_GATEWAY_TARGET": "gateway_target",
 }
 
 
@@ -57,6 +59,10 @@ class Settings:
     """Seconds in-flight RPCs and HTTP requests get to finish after SIGTERM."""
     webhook_allow: tuple[str, ...] = ()
     """Hosts webhooks may target besides public ones (for example a local test receiver)."""
+    event_retention: float = 7 * 86400.0
+    """Seconds events are kept; env accepts seconds or 90s, 30m, 12h, 7d."""
+    gateway_target: str | None = None
+    """gRPC target the REST gateway calls (e.g. `grpc.internal:50051`); None: this process."""
 
     def __post_init__(self) -> None:
         for name in ("grpc_address", "http_address"):
@@ -69,8 +75,13 @@ class Settings:
             raise ValueError(f"log_level {self.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
         # Frozen: __setattr__ is blocked, so normalise through object's.
         object.__setattr__(self, "log_level", level)
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
         if not math.isfinite(self.shutdown_grace) or self.shutdown_grace < 0:
             raise ValueError(f"shutdown_grace {self.shutdown_grace!r} must be seconds >= 0")
+        if not math.isfinite(self.event_retention) or self.event_retention <= 0:
+            raise ValueError(f"event_retention {self.event_retention!r} must be seconds > 0")
+        if self.gateway_target == "":
+            object.__setattr__(self, "gateway_target", None)
         if self.database_url == "":
             # An empty DATABASE_URL almost always means "unset" in shell scripts.
             object.__setattr__(self, "database_url", None)
@@ -103,6 +114,16 @@ def _from_env_text(field_name: str, env_name: str, raw: str) -> Any:
             return float(raw)
         except ValueError:
             raise ValueError(f"{env_name}={raw!r} must be a number of seconds") from None
+    if field_name == "event_retention":
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        text = raw.strip().lower()
+        scale = units.get(text[-1:], 0)
+        try:
+            return float(text[:-1]) * scale if scale else float(text)
+        except ValueError:
+            raise ValueError(
+                f"{env_name}={raw!r} must be seconds or like 90s, 30m, 12h, 7d"
+            ) from None
     if field_name == "webhook_allow":
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw

@@ -1,1 +1,1 @@
-"""The HTTP side of the server: health, metrics and (later) the REST gateway."""
+"""The HTTP side of the server: health, metrics, the REST gateway and its OpenAPI."""

@@ -6,19 +6,32 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     """A Timestamp, or None so that `Message(field=None)` leaves the field unset."""
     if value is None:
         return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value.astimezone(UTC))
-    return ts
+    if value.tzinfo is None:
+        ts = timestamp_pb2.Timestamp()
+        ts.FromDatetime(value.astimezone(UTC))
+        return ts
+    # Aware datetimes (all of psycopg's timestamptz) by arithmetic: a few times faster
+    # than FromDatetime, and every task message carries several.
+    delta = value - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000
+    )
 
 
 def duration(value: timedelta | None) -> duration_pb2.Duration | None:
     if value is None:
         return None
+    if value >= timedelta(0):
+        return duration_pb2.Duration(
+            seconds=value.days * 86_400 + value.seconds, nanos=value.microseconds * 1000
+        )
     d = duration_pb2.Duration()
     d.FromTimedelta(value)
     return d

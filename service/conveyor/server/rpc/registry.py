@@ -9,17 +9,36 @@ contract method answers and is authorised.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 
 from conveyor.server.context import AppContext
 from conveyor.server.domain.auth import Principal
 from conveyor.server.domain.keys import Authenticator, ensure_bootstrap_key
+from conveyor.server.domain.leases import Leases
 from conveyor.server.domain.projects import Projects
+from conveyor.server.domain.queues import Queues
+from conveyor.server.domain.schedule_tasks import ScheduledTasks
+from conveyor.server.domain.schedules import Schedules
+from conveyor.server.domain.tasks import Tasks
+from conveyor.server.domain.workers import Workers
+from conveyor.server.events.notifier import Notifier
+from conveyor.server.loops.promoter import Promoter
+from conveyor.server.loops.reaper import Reaper
+from conveyor.server.loops.scheduler import SchedulerLoop
 from conveyor.server.rpc import unimplemented
+from conveyor.server.rpc.export import ExportServicer
 from conveyor.server.rpc.interceptor import ConveyorInterceptor
 from conveyor.server.rpc.projects import ProjectServicer
+from conveyor.server.rpc.queues import QueueServicer
 from conveyor.server.rpc.rules import SERVICES, method_rules
+from conveyor.server.rpc.schedules import ScheduleServicer
+from conveyor.server.rpc.tasks import TaskServicer
+from conveyor.server.rpc.workers import WorkerServicer
+from conveyor.server.store.task_batcher import CreateBatcher
+from conveyor.server.streams.wiring import wire_events
+from conveyor.v1 import task_pb2, task_service_pb2
 
 
 class _LateAuthenticator(Authenticator):
@@ -50,10 +69,37 @@ class Services:
         self._authenticator.bound = Authenticator(ctx.pool)
         # Service full name -> servicers. Each method is served by the first servicer
         # whose class defines it; the rest answer UNIMPLEMENTED with an ErrorInfo.
+        create_batcher = CreateBatcher(ctx.pool)
+        ctx.loops.append(create_batcher)
+        notifier = Notifier(ctx.database_url)
+        promoter = Promoter(ctx.pool)
+        ctx.loops += [notifier, promoter, Reaper(ctx.pool, on_retry=promoter.poke)]
+        leases = Leases(ctx.pool, on_retry=promoter.poke)
+        task_servicer = TaskServicer(Tasks(ctx.pool, create_batcher))
+        schedules = Schedules(ctx.pool, ScheduledTasks())
+        ctx.loops.append(SchedulerLoop(ctx.pool, schedules))
+
+        async def get_task(name: str) -> task_pb2.Task:
+            # GetTask reads no context; the servicer is reused so the answer is the same.
+            no_context: Any = None
+            return await task_servicer.GetTask(
+                task_service_pb2.GetTaskRequest(name=name), no_context
+            )
+
         implemented: dict[str, list[object]] = {
+            "conveyor.v1.ScheduleService": [ScheduleServicer(schedules, get_task)],
+            "conveyor.v1.TaskService": [
+                task_servicer,
+                ExportServicer(ctx.pool),
+            ],
+            "conveyor.v1.QueueService": [QueueServicer(Queues(ctx.pool, ctx.server_key))],
+            "conveyor.v1.WorkerService": [
+                WorkerServicer(leases, Workers(ctx.pool), notifier, ctx.shutting_down)
+            ],
             "conveyor.v1.ProjectService": [
                 ProjectServicer(Projects(ctx.pool, self._authenticator)),
             ],
+            "conveyor.v1.EventService": [wire_events(ctx)],
         }
         for service in SERVICES:
             server.add_generic_rpc_handlers(

@@ -17,6 +17,22 @@ def value(data: Any) -> struct_pb2.Value | None:
     """A JSON value as google.protobuf.Value (None leaves the field unset)."""
     if data is None:
         return None
+    # Struct.update and direct fields are several times faster than json_format, and
+    # every leased or reported task goes through here.
+    if isinstance(data, dict):
+        message = struct_pb2.Value()
+        message.struct_value.update(data)
+        return message
+    if isinstance(data, list):
+        message = struct_pb2.Value()
+        message.list_value.extend(data)
+        return message
+    if isinstance(data, bool):
+        return struct_pb2.Value(bool_value=data)
+    if isinstance(data, int | float):
+        return struct_pb2.Value(number_value=data)
+    if isinstance(data, str):
+        return struct_pb2.Value(string_value=data)
     message = struct_pb2.Value()
     json_format.ParseDict(data, message)
     return message
@@ -102,4 +118,12 @@ def task_message(
         attempts=[attempt_message(a) for a in attempts],
         blocked_reason=blocked_reason,
         cancel_requested=row.cancel_requested,
+        approval_timeout=(
+            duration(timedelta(milliseconds=row.approval_timeout_ms))
+            if row.approval_timeout_ms is not None
+            else None
+        ),
+        approval_timeout_action=enums_pb2.ApprovalAction.Value(
+            f"APPROVAL_ACTION_{row.approval_timeout_action or 'UNSPECIFIED'}"
+        ),
     )

@@ -92,6 +92,9 @@ CREATE TABLE tasks (
     concurrency_key text,
     concurrency_limit integer NOT NULL DEFAULT 1,
     requires_approval boolean NOT NULL DEFAULT false,
+    -- How long it may wait in AWAITING_APPROVAL (NULL: forever) and what happens then.
+    approval_timeout_ms bigint,
+    approval_timeout_action text NOT NULL DEFAULT '',
     correlation_id text NOT NULL DEFAULT '',
     parent_task uuid,
     root_task uuid NOT NULL,
@@ -117,6 +120,8 @@ CREATE TABLE tasks (
         'SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED')),
     CONSTRAINT tasks_priority_valid CHECK (priority BETWEEN 1 AND 9),
     CONSTRAINT tasks_backoff_valid CHECK (backoff IN ('EXPONENTIAL_JITTER', 'LINEAR', 'FIXED')),
+    CONSTRAINT tasks_approval_action_valid CHECK (
+        approval_timeout_action IN ('', 'APPROVE', 'REJECT')),
     CONSTRAINT tasks_attempts_valid CHECK (max_attempts >= 1 AND attempt >= 0),
     CONSTRAINT tasks_running_has_lease CHECK (
         state <> 'RUNNING' OR (lease_id IS NOT NULL AND lease_expire_time IS NOT NULL)),
@@ -135,6 +140,22 @@ CREATE UNIQUE INDEX tasks_request_id_idx ON tasks (project, request_id)
     WHERE request_id IS NOT NULL;
 CREATE INDEX tasks_root_idx ON tasks (project, root_task);
 CREATE INDEX tasks_state_idx ON tasks (project, state, id);
+
+-- The retry delay of every policy, in one place: FailTask and the lease reaper both call it.
+-- `attempt` is the attempt that just ended (1 for the first); `rand` in [0, 1) draws the
+-- jitter (callers pass random(); tests pass a fixed value).
+CREATE FUNCTION conveyor_backoff_ms(
+    backoff text, attempt integer, initial_ms bigint, max_ms bigint, rand double precision
+) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE backoff
+    WHEN 'FIXED' THEN least(initial_ms, max_ms)
+    WHEN 'LINEAR' THEN least(initial_ms::numeric * greatest(attempt, 1), max_ms)::bigint
+    -- EXPONENTIAL_JITTER, "full jitter": uniform over [0, min(max, initial * 2^(attempt-1))].
+    ELSE floor(
+        rand * (least(initial_ms * power(2::numeric, least(greatest(attempt, 1) - 1, 62)), max_ms) + 1)
+    )::bigint
+END;
 
 -- One row per lease of a task.
 CREATE TABLE task_attempts (
@@ -171,7 +192,8 @@ CREATE TABLE events (
 
 CREATE INDEX events_time_idx ON events (time);
 
--- A worker as last seen; `replica` and `last_seen_time` tell whether it is connected.
+-- A worker as last seen. `session` is the Connect stream that holds it (NULL for unary
+-- LeaseTasks callers); the reaper marks it disconnected when `last_seen_time` grows old.
 CREATE TABLE workers (
     project text NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
     id text NOT NULL,
@@ -182,5 +204,174 @@ CREATE TABLE workers (
     connected boolean NOT NULL DEFAULT false,
     connect_time timestamptz NOT NULL DEFAULT now(),
     last_seen_time timestamptz NOT NULL DEFAULT now(),
+    session uuid,
     PRIMARY KEY (project, id)
 );
+
+-- Schedules (0003). A run's primary key is the occurrence: exactly once per occurrence.
+CREATE TABLE schedules (
+    project text NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    id text NOT NULL,
+    title text NOT NULL DEFAULT '',
+    description text NOT NULL DEFAULT '',
+    kind text NOT NULL,
+    expression text NOT NULL,
+    timezone text NOT NULL DEFAULT 'UTC',
+    -- TaskTemplate in proto JSON (field names as in the proto).
+    task_template jsonb NOT NULL,
+    state text NOT NULL DEFAULT 'ACTIVE',
+    notes text NOT NULL DEFAULT '',
+    created_by text NOT NULL DEFAULT '',
+    overlap_policy text NOT NULL DEFAULT 'SKIP',
+    catchup_window_ms bigint NOT NULL DEFAULT 0,
+    jitter_ms bigint NOT NULL DEFAULT 0,
+    dst_policy text NOT NULL DEFAULT 'RUN_ONCE',
+    -- The next occurrence (nominal time, before jitter); NULL when there is none.
+    next_run_time timestamptz,
+    last_run_time timestamptz,
+    snooze_until timestamptz,
+    snooze_reason text NOT NULL DEFAULT '',
+    run_count bigint NOT NULL DEFAULT 0,
+    missed_count bigint NOT NULL DEFAULT 0,
+    -- BUFFER_ONE: an occurrence that waits for the running task to end.
+    buffered_time timestamptz,
+    -- EVENT schedules: the last event id looked at.
+    event_cursor bigint NOT NULL DEFAULT 0,
+    create_time timestamptz NOT NULL DEFAULT now(),
+    update_time timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project, id),
+    CONSTRAINT schedules_kind_valid CHECK (kind IN ('CRON', 'RRULE', 'ONCE', 'EVENT')),
+    CONSTRAINT schedules_state_valid CHECK (state IN ('ACTIVE', 'PAUSED', 'CANCELLED')),
+    CONSTRAINT schedules_overlap_valid CHECK (
+        overlap_policy IN ('SKIP', 'BUFFER_ONE', 'ALLOW_ALL', 'CANCEL_OTHER')),
+    CONSTRAINT schedules_dst_valid CHECK (dst_policy IN ('SKIP', 'RUN_ONCE'))
+);
+
+CREATE INDEX schedules_due_idx ON schedules (next_run_time) WHERE state = 'ACTIVE';
+CREATE INDEX schedules_event_idx ON schedules (project) WHERE state = 'ACTIVE' AND kind = 'EVENT';
+
+CREATE TABLE schedule_runs (
+    project text NOT NULL,
+    schedule_id text NOT NULL,
+    -- The occurrence: an RFC 3339 nominal time, or `event:<id>` for EVENT schedules.
+    occurrence text NOT NULL,
+    nominal_time timestamptz NOT NULL,
+    fire_time timestamptz NOT NULL DEFAULT now(),
+    task_id uuid,
+    note text NOT NULL DEFAULT '',
+    PRIMARY KEY (project, schedule_id, occurrence),
+    FOREIGN KEY (project, schedule_id) REFERENCES schedules (project, id) ON DELETE CASCADE
+);
+
+CREATE INDEX schedule_runs_recent_idx ON schedule_runs (project, schedule_id, fire_time DESC);
+
+-- Events and webhooks (0004): event ids that are cursors, NOTIFY for watchers, and
+-- the webhook outbox.
+
+-- An event id is (the writer's transaction id << 20) + its n-th event in that transaction.
+-- A sequence would number events in insert order, and a transaction holding id 10 can
+-- commit after one holding id 11: a watcher that passed 11 would never see 10. With the
+-- transaction id in the high bits, every id below
+-- (pg_snapshot_xmin(pg_current_snapshot()) << 20) belongs to a transaction that has ended:
+-- that range is final, so a reader hands out ids below it in order and never skips one.
+-- The counter lives in a transaction-local setting (SET LOCAL semantics), so it restarts
+-- at 1 in every transaction; the CHECK proves the high bits are the row's own xid and
+-- refuses a transaction's 1,048,576th event instead of letting it spill into the next xid.
+CREATE FUNCTION conveyor_event_id() RETURNS bigint
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+RETURN (pg_current_xact_id()::text::bigint << 20) + set_config(
+    'conveyor.event_n',
+    (coalesce(nullif(current_setting('conveyor.event_n', true), ''), '0')::bigint + 1)::text,
+    true
+)::bigint;
+
+ALTER TABLE events ALTER COLUMN id DROP IDENTITY;
+ALTER TABLE events ALTER COLUMN id SET DEFAULT conveyor_event_id();
+ALTER TABLE events ADD CONSTRAINT events_id_has_xid CHECK (id >> 20 = xid::text::bigint);
+
+-- Wakes every replica's watchers at commit. The payload is the project only (never the
+-- event: NOTIFY payloads stop at 8000 bytes, and the table is the truth); PostgreSQL
+-- folds identical payloads of one transaction into one notification.
+CREATE FUNCTION conveyor_events_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('conveyor_events', project) FROM (SELECT DISTINCT project FROM appended) p;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER events_notify AFTER INSERT ON events
+REFERENCING NEW TABLE AS appended
+FOR EACH STATEMENT EXECUTE FUNCTION conveyor_events_notify();
+
+-- The webhook outbox: one row per terminal transition of a task that has a target (its
+-- callback_url, else its project's). Written by a trigger, so it commits or rolls back
+-- with the transition whatever code made it. `task` is the row as the transition left it.
+CREATE TABLE webhook_deliveries (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    project text NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    task_id uuid NOT NULL,
+    event_type text NOT NULL,
+    url text NOT NULL,
+    task jsonb NOT NULL,
+    event_time timestamptz NOT NULL,
+    -- PENDING until DELIVERED (a 2xx) or FAILED (attempts or time ran out).
+    state text NOT NULL DEFAULT 'PENDING',
+    attempt_count integer NOT NULL DEFAULT 0,
+    -- Due time; while an attempt runs, the time another replica may take it over.
+    next_attempt_time timestamptz NOT NULL DEFAULT now(),
+    -- The JSON body, fixed by the first attempt so every attempt sends the same bytes.
+    body text,
+    last_status_code integer,
+    last_error text NOT NULL DEFAULT '',
+    create_time timestamptz NOT NULL DEFAULT now(),
+    update_time timestamptz NOT NULL DEFAULT now(),
+    finish_time timestamptz,
+    CONSTRAINT webhook_deliveries_state_valid CHECK (state IN ('PENDING', 'DELIVERED', 'FAILED'))
+);
+
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_time)
+    WHERE state = 'PENDING';
+CREATE INDEX webhook_deliveries_finished_idx ON webhook_deliveries (finish_time)
+    WHERE state <> 'PENDING';
+CREATE INDEX webhook_deliveries_task_idx ON webhook_deliveries (project, task_id);
+
+-- One row per attempt: what the receiver answered, or why there was no answer.
+CREATE TABLE webhook_attempts (
+    delivery uuid NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+    attempt integer NOT NULL,
+    start_time timestamptz NOT NULL,
+    duration_ms integer NOT NULL,
+    status_code integer,
+    error text NOT NULL DEFAULT '',
+    PRIMARY KEY (delivery, attempt)
+);
+
+CREATE FUNCTION conveyor_webhook_outbox() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO webhook_deliveries (project, task_id, event_type, url, task, event_time)
+    SELECT NEW.project, NEW.id, 'task.' || lower(NEW.state), target.url, to_jsonb(NEW),
+           coalesce(NEW.end_time, now())
+    FROM (
+        SELECT coalesce(
+            nullif(NEW.callback_url, ''),
+            (SELECT callback_url FROM projects WHERE id = NEW.project),
+            ''
+        ) AS url
+    ) target
+    WHERE target.url <> '';
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER tasks_webhook_outbox AFTER UPDATE ON tasks
+FOR EACH ROW
+WHEN (NEW.state IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED')
+      AND OLD.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED'))
+EXECUTE FUNCTION conveyor_webhook_outbox();
+
+CREATE TRIGGER tasks_webhook_outbox_insert AFTER INSERT ON tasks
+FOR EACH ROW
+WHEN (NEW.state IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED'))
+EXECUTE FUNCTION conveyor_webhook_outbox();

@@ -29,6 +29,8 @@ class TaskRow:
     concurrency_key: str | None
     concurrency_limit: int
     requires_approval: bool
+    approval_timeout_ms: int | None
+    approval_timeout_action: str
     correlation_id: str
     parent_task: uuid.UUID | None
     root_task: uuid.UUID

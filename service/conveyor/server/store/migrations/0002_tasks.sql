@@ -47,6 +47,9 @@ CREATE TABLE tasks (
     concurrency_key text,
     concurrency_limit integer NOT NULL DEFAULT 1,
     requires_approval boolean NOT NULL DEFAULT false,
+    -- How long it may wait in AWAITING_APPROVAL (NULL: forever) and what happens then.
+    approval_timeout_ms bigint,
+    approval_timeout_action text NOT NULL DEFAULT '',
     correlation_id text NOT NULL DEFAULT '',
     parent_task uuid,
     root_task uuid NOT NULL,
@@ -72,6 +75,8 @@ CREATE TABLE tasks (
         'SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED')),
     CONSTRAINT tasks_priority_valid CHECK (priority BETWEEN 1 AND 9),
     CONSTRAINT tasks_backoff_valid CHECK (backoff IN ('EXPONENTIAL_JITTER', 'LINEAR', 'FIXED')),
+    CONSTRAINT tasks_approval_action_valid CHECK (
+        approval_timeout_action IN ('', 'APPROVE', 'REJECT')),
     CONSTRAINT tasks_attempts_valid CHECK (max_attempts >= 1 AND attempt >= 0),
     CONSTRAINT tasks_running_has_lease CHECK (
         state <> 'RUNNING' OR (lease_id IS NOT NULL AND lease_expire_time IS NOT NULL)),
@@ -90,6 +95,22 @@ CREATE UNIQUE INDEX tasks_request_id_idx ON tasks (project, request_id)
     WHERE request_id IS NOT NULL;
 CREATE INDEX tasks_root_idx ON tasks (project, root_task);
 CREATE INDEX tasks_state_idx ON tasks (project, state, id);
+
+-- The retry delay of every policy, in one place: FailTask and the lease reaper both call it.
+-- `attempt` is the attempt that just ended (1 for the first); `rand` in [0, 1) draws the
+-- jitter (callers pass random(); tests pass a fixed value).
+CREATE FUNCTION conveyor_backoff_ms(
+    backoff text, attempt integer, initial_ms bigint, max_ms bigint, rand double precision
+) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE backoff
+    WHEN 'FIXED' THEN least(initial_ms, max_ms)
+    WHEN 'LINEAR' THEN least(initial_ms::numeric * greatest(attempt, 1), max_ms)::bigint
+    -- EXPONENTIAL_JITTER, "full jitter": uniform over [0, min(max, initial * 2^(attempt-1))].
+    ELSE floor(
+        rand * (least(initial_ms * power(2::numeric, least(greatest(attempt, 1) - 1, 62)), max_ms) + 1)
+    )::bigint
+END;
 
 -- One row per lease of a task.
 CREATE TABLE task_attempts (
@@ -126,7 +147,8 @@ CREATE TABLE events (
 
 CREATE INDEX events_time_idx ON events (time);
 
--- A worker as last seen; `replica` and `last_seen_time` tell whether it is connected.
+-- A worker as last seen. `session` is the Connect stream that holds it (NULL for unary
+-- LeaseTasks callers); the reaper marks it disconnected when `last_seen_time` grows old.
 CREATE TABLE workers (
     project text NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
     id text NOT NULL,
@@ -137,5 +159,6 @@ CREATE TABLE workers (
     connected boolean NOT NULL DEFAULT false,
     connect_time timestamptz NOT NULL DEFAULT now(),
     last_seen_time timestamptz NOT NULL DEFAULT now(),
+    session uuid,
     PRIMARY KEY (project, id)
 );

@@ -1,0 +1,396 @@
+"""Event streams under load: what one replica streams, and what idle watchers cost.
+
+    .venv/bin/python bench/bench_events.py [--seconds 5]
+
+Starts its own embedded PostgreSQL and one Conveyor server, then runs its load in
+child processes (so the server's process is measured, not the load's):
+
+1. Streaming. Tasks run (a Worker SDK process completes what a creator enqueues) while
+   events are appended straight to the table at a target rate, each carrying a real
+   task snapshot. One subscriber counts what WatchEvents delivers per second. Figures:
+   the live rate, its ratio to the 5,000 events/s target, and its ratio to the same
+   subscriber replaying a backlog with no load (the stream's ceiling, same run).
+2. Idle subscribers. CreateTask throughput (concurrent callers) with no watchers, with
+   500 idle WatchEvents streams of the project (500 different filters that match
+   nothing, then 500 sharing one), and with none again. Figures: each rate and its
+   ratio to the mean of the two baselines; the target is a cost under 10%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+PROJECT = "bench"
+PARENT = f"projects/{PROJECT}"
+
+
+# Child process roles. Each prints one JSON line with its result.
+
+
+async def role_subscriber(args: argparse.Namespace) -> dict[str, Any]:
+    from conveyor.client import AsyncClient
+    from conveyor.client._events import AsyncEventMethods
+
+    class Watcher(AsyncEventMethods, AsyncClient):
+        pass
+
+    client = Watcher(args.target, api_key=args.key, project=PROJECT)
+    async with client:
+        # The SDK's watch: after a cut-off it resumes from its last id by itself.
+        watch = client.watch_events(after=args.after, keepalives=True)
+        await anext(watch)  # the opening keep-alive: subscribed
+        print(json.dumps({"subscribed": True}), flush=True)
+        count = 0
+        first = last = 0.0
+        deadline = time.monotonic() + args.seconds + 60
+        async for event in watch:
+            if event.type == "conveyor.keepalive":
+                continue
+            now = time.monotonic()
+            if not count:
+                first = now
+                deadline = now + args.seconds
+            count += 1
+            last = now
+            if (args.expect and count >= args.expect) or now >= deadline:
+                break
+        await watch.aclose()
+    elapsed = last - first
+    return {
+        "events": count,
+        "seconds": elapsed,
+        "rate": count / elapsed if elapsed else 0.0,
+        "reconnects": watch.reconnects,
+    }
+
+
+def _insert_events(url: str, rate: float, seconds: float, stop: threading.Event) -> int:
+    import psycopg
+
+    batch = 250
+    inserted = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT to_jsonb(t) FROM tasks t LIMIT 1").fetchone()
+        snapshot = json.dumps(row[0]) if row else None
+        started = time.monotonic()
+        while not stop.is_set() and time.monotonic() - started < seconds:
+            conn.execute(
+                "INSERT INTO events (project, type, subject, task) "
+                "SELECT %s, 'task.started', 'projects/bench/tasks/x', %s::jsonb "
+                "FROM generate_series(1, %s)",
+                (PROJECT, snapshot, batch),
+            )
+            inserted += batch
+            ahead = inserted / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    return inserted
+
+
+async def role_load(args: argparse.Namespace) -> dict[str, Any]:
+    from conveyor.client import AsyncClient, Worker
+
+    completed = 0
+    created = 0
+    async with AsyncClient(args.target, api_key=args.key, project=PROJECT) as client:
+        worker = Worker(client, queues=["bench"], concurrency=16)
+
+        @worker.task("bench.noop")
+        async def noop(ctx: Any) -> dict[str, Any]:
+            nonlocal completed
+            completed += 1
+            return {"ok": True}
+
+        running = asyncio.create_task(worker.arun())
+        stop = threading.Event()
+        inserter = asyncio.create_task(
+            asyncio.to_thread(_insert_events, args.database_url, args.rate, args.seconds, stop)
+        )
+        started = time.monotonic()
+        while time.monotonic() - started < args.seconds:
+            await client.batch_create_tasks(
+                [{"kind": "bench.noop", "queue": "bench", "input": {"i": i}} for i in range(20)]
+            )
+            created += 20
+            await asyncio.sleep(0.05)
+        inserted = await inserter
+        await worker.stop(grace=5)
+        running.cancel()
+    return {"created": created, "completed": completed, "inserted": inserted}
+
+
+async def role_enqueue(args: argparse.Namespace) -> dict[str, Any]:
+    from conveyor.client import AsyncClient
+
+    count = 0
+    async with AsyncClient(args.target, api_key=args.key, project=PROJECT) as client:
+        await client.create_task("bench.warmup", queue="enqueue")
+        deadline = time.monotonic() + args.seconds
+
+        async def caller() -> None:
+            nonlocal count
+            while time.monotonic() < deadline:
+                await client.create_task("bench.enqueue", {"n": count}, queue="enqueue")
+                count += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(caller() for _ in range(args.concurrency)))
+        elapsed = time.monotonic() - started
+    return {"created": count, "seconds": elapsed, "rate": count / elapsed}
+
+
+async def role_idle(args: argparse.Namespace) -> dict[str, Any]:
+    from conveyor.client import AsyncClient
+    from conveyor.v1 import event_pb2
+
+    async with AsyncClient(args.target, api_key=args.key) as client:
+        calls = []
+        for i in range(args.count):
+            types = [f"idle.never.{i}"] if args.distinct else ["idle.never"]
+            calls.append(
+                client.events.WatchEvents(
+                    event_pb2.WatchEventsRequest(
+                        parent=PARENT, filter=event_pb2.EventFilter(types=types)
+                    )
+                )
+            )
+        await asyncio.gather(*(call.read() for call in calls))  # each one's opening keep-alive
+        print(json.dumps({"ready": len(calls)}), flush=True)
+        await asyncio.to_thread(sys.stdin.read)  # until the parent closes our stdin
+        for call in calls:
+            call.cancel()
+    return {"closed": args.count}
+
+
+ROLES = {
+    "subscriber": role_subscriber,
+    "load": role_load,
+    "enqueue": role_enqueue,
+    "idle": role_idle,
+}
+
+
+def child_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--role", required=True, choices=sorted(ROLES))
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--database-url", default="")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=8000.0)
+    parser.add_argument("--after", type=int, default=0)
+    parser.add_argument("--expect", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--distinct", action="store_true")
+    args = parser.parse_args(argv)
+    result = asyncio.run(ROLES[args.role](args))
+    print(json.dumps(result), flush=True)
+
+
+# The orchestrating parent: the server lives here.
+
+
+class Child:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def line(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        while True:
+            raw = await self.process.stdout.readline()
+            if not raw:
+                raise RuntimeError("child ended without a result")
+            text = raw.decode().strip()
+            if text.startswith("{"):
+                result: dict[str, Any] = json.loads(text)
+                return result
+
+    async def finish(self) -> dict[str, Any]:
+        result = await self.line()
+        await self.process.wait()
+        return result
+
+
+async def spawn(role: str, target: str, key: str, *extra: str) -> Child:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(HERE),
+        "--role",
+        role,
+        "--target",
+        target,
+        "--key",
+        key,
+        *extra,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    return Child(process)
+
+
+async def run(seconds: float, rate: float) -> dict[str, Any]:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from conveyor.client import AsyncClient
+    from conveyor.server.app import ConveyorServer
+    from conveyor.server.embedded import EmbeddedPostgres
+    from conveyor.server.services import default_hooks
+    from conveyor.server.settings import Settings
+    from conveyor.v1 import enums_pb2
+
+    root = Path(tempfile.mkdtemp(prefix="conveyor-bench-events-"))
+    embedded = EmbeddedPostgres(root / "pg")
+    admin_url = await asyncio.to_thread(embedded.start)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE bench_events")
+    url = make_conninfo(admin_url, dbname="bench_events")
+    settings = Settings(
+        data_dir=root / "data",
+        grpc_address="127.0.0.1:0",
+        http_address="127.0.0.1:0",
+        database_url=url,
+        log_level="warning",
+    )
+    server = ConveyorServer(settings, default_hooks())
+    await server.start()
+    results: dict[str, Any] = {}
+    try:
+        target = server.grpc_target
+        admin_key = (settings.data_dir / "admin.key").read_text().strip()
+        async with AsyncClient(target, api_key=admin_key) as admin:
+            await admin.create_project(PROJECT)
+            key = (await admin.create_api_key(PARENT, enums_pb2.ROLE_OPERATOR)).secret
+            # The load both enqueues and leases: a project admin may do both.
+            load_key = (await admin.create_api_key(PARENT, enums_pb2.ROLE_ADMIN)).secret
+            async with AsyncClient(target, api_key=key, project=PROJECT) as client:
+                await client.create_task("bench.seed", queue="seed")  # a snapshot to copy
+
+        # 1. Streaming, backlog replay first (the ceiling), then live under load.
+        backlog = 30_000
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("SELECT to_jsonb(t) FROM tasks t LIMIT 1").fetchone()
+            assert row is not None
+            for _ in range(backlog // 1000):
+                conn.execute(
+                    "INSERT INTO events (project, type, subject, task) "
+                    "SELECT %s, 'task.started', 'projects/bench/tasks/x', %s::jsonb "
+                    "FROM generate_series(1, 1000)",
+                    (PROJECT, json.dumps(row[0])),
+                )
+        replay = await spawn(
+            "subscriber",
+            target,
+            key,
+            "--after",
+            "1",
+            "--expect",
+            str(backlog),
+            "--seconds",
+            "120",
+        )
+        await replay.line()  # subscribed
+        results["replay"] = await replay.finish()
+
+        live = await spawn("subscriber", target, key, "--seconds", str(seconds))
+        await live.line()  # subscribed
+        load = await spawn(
+            "load",
+            target,
+            load_key,
+            "--database-url",
+            url,
+            "--seconds",
+            str(seconds + 2),
+            "--rate",
+            "7000",
+        )
+        results["live"] = await live.finish()
+        results["load"] = await load.finish()
+
+        # 2. Idle subscribers and the enqueue path.
+        enqueue_args = ("--seconds", str(seconds), "--concurrency", "32")
+        results["enqueue_baseline_1"] = await (
+            await spawn("enqueue", target, key, *enqueue_args)
+        ).finish()
+        for name, distinct in (("distinct", True), ("shared", False)):
+            idle = await spawn(
+                "idle", target, key, "--count", "500", *(["--distinct"] if distinct else [])
+            )
+            ready = await idle.line()
+            assert ready["ready"] == 500
+            results[f"enqueue_idle_{name}"] = await (
+                await spawn("enqueue", target, key, *enqueue_args)
+            ).finish()
+            assert idle.process.stdin is not None
+            idle.process.stdin.close()
+            await idle.finish()
+        results["enqueue_baseline_2"] = await (
+            await spawn("enqueue", target, key, *enqueue_args)
+        ).finish()
+    finally:
+        await server.stop(grace=1)
+        await asyncio.to_thread(embedded.stop)
+    return results
+
+
+def report(results: dict[str, Any]) -> None:
+    replay = results["replay"]["rate"]
+    live = results["live"]["rate"]
+    load = results["load"]
+    print("Event streams, one replica (2 cores shared with PostgreSQL and the load):")
+    print(f"  backlog replay, no load:   {replay:8.0f} events/s")
+    print(
+        f"  live, tasks running:       {live:8.0f} events/s  "
+        f"({live / 5000:.2f}x the 5,000/s target, {live / replay:.2f}x replay)"
+    )
+    print(
+        f"    load: {load['created']} tasks created, {load['completed']} completed, "
+        f"{load['inserted']} events appended by SQL; "
+        f"the subscriber reconnected {results['live']['reconnects']} times"
+    )
+    base = (results["enqueue_baseline_1"]["rate"] + results["enqueue_baseline_2"]["rate"]) / 2
+    print("CreateTask throughput (32 concurrent callers):")
+    for name in (
+        "enqueue_baseline_1",
+        "enqueue_idle_distinct",
+        "enqueue_idle_shared",
+        "enqueue_baseline_2",
+    ):
+        rate = results[name]["rate"]
+        print(f"  {name:24s} {rate:8.0f} tasks/s  ({rate / base:.3f}x baseline)")
+    for name in ("enqueue_idle_distinct", "enqueue_idle_shared"):
+        cost = 1 - results[name]["rate"] / base
+        print(f"  cost of 500 idle subscribers ({name.rsplit('_', 1)[1]} filters): {cost:+.1%}")
+
+
+def main() -> None:
+    if "--role" in sys.argv:
+        child_main(sys.argv[1:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=6000, help="events/s appended by SQL")
+    parser.add_argument("--json", action="store_true", help="print the raw results too")
+    args = parser.parse_args()
+    results = asyncio.run(run(args.seconds, args.rate))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    report(results)
+
+
+if __name__ == "__main__":
+    main()

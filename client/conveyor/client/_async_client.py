@@ -1,0 +1,367 @@
+"""AsyncClient: the asyncio twin of Client, method for method."""
+
+# `timeout=` is the gRPC deadline of the call, as on Client, not an asyncio timeout.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Unpack
+
+import grpc
+
+from conveyor.client import _requests as req
+from conveyor.client._calls import async_interceptors
+from conveyor.client._client import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, project_from_env
+from conveyor.client._local import resolve
+from conveyor.client._requests import Seconds, TaskCriteria, TaskOptions, TaskSpec
+from conveyor.v1 import (
+    command_pb2_grpc,
+    enums_pb2,
+    event_pb2_grpc,
+    project_pb2,
+    project_pb2_grpc,
+    queue_pb2,
+    queue_pb2_grpc,
+    schedule_pb2_grpc,
+    task_pb2,
+    task_service_pb2,
+    task_service_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
+
+
+class AsyncClient:
+    """The asyncio twin of Client: the same methods, awaitable; the list methods are
+    async iterators. Use `async with AsyncClient() as client:`."""
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        api_key: str | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        project: str | None = None,
+    ) -> None:
+        self.target, self.api_key = resolve(target, api_key, data_dir)
+        self.project = project_from_env(project)
+        self.timeout = timeout
+        self.channel = grpc.aio.insecure_channel(
+            self.target,
+            options=CHANNEL_OPTIONS,
+            interceptors=async_interceptors(self.api_key, timeout),
+        )
+        self.tasks = task_service_pb2_grpc.TaskServiceStub(self.channel)
+        self.queues = queue_pb2_grpc.QueueServiceStub(self.channel)
+        self.workers = worker_pb2_grpc.WorkerServiceStub(self.channel)
+        self.schedules = schedule_pb2_grpc.ScheduleServiceStub(self.channel)
+        self.commands = command_pb2_grpc.CommandServiceStub(self.channel)
+        self.events = event_pb2_grpc.EventServiceStub(self.channel)
+        self.projects = project_pb2_grpc.ProjectServiceStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # Tasks.
+
+    async def create_task(
+        self,
+        kind: str,
+        input: Any = None,
+        *,
+        request_id: str | None = None,
+        project: str | None = None,
+        timeout: float | None = None,
+        **options: Unpack[TaskOptions],
+    ) -> task_pb2.Task:
+        """Enqueues one task of `kind` with `input` (any JSON value) and returns it.
+
+        `request_id` defaults to a fresh one, so a retry after UNAVAILABLE returns the
+        first result; pass your own to dedupe retries across processes, or "" for none.
+        """
+        request = req.create_task(project or self.project, kind, input, request_id, options)
+        return await self.tasks.CreateTask(request, timeout=timeout)
+
+    async def batch_create_tasks(
+        self,
+        tasks: Iterable[task_pb2.Task | TaskSpec],
+        *,
+        atomic: bool = False,
+        project: str | None = None,
+        timeout: float | None = None,
+    ) -> task_service_pb2.BatchCreateTasksResponse:
+        """Enqueues up to 1000 tasks (Task messages or TaskSpec dicts) in one call.
+
+        Each result holds `task`, `existing_task` (a dedupe hit) or `status`; with
+        `atomic` any bad item fails the whole call and nothing is created.
+        """
+        request = req.batch_create_tasks(project or self.project, tasks, atomic)
+        return await self.tasks.BatchCreateTasks(request, timeout=timeout)
+
+    async def get_task(self, name: str, *, timeout: float | None = None) -> task_pb2.Task:
+        request = task_service_pb2.GetTaskRequest(name=req.child(self.project, "tasks", name))
+        return await self.tasks.GetTask(request, timeout=timeout)
+
+    async def list_tasks(
+        self,
+        *,
+        filter: task_pb2.TaskFilter | None = None,
+        order_by: str = "",
+        page_size: int = 0,
+        project: str | None = None,
+        timeout: float | None = None,
+        **criteria: Unpack[TaskCriteria],
+    ) -> AsyncIterator[task_pb2.Task]:
+        """Every task matching `filter` and the criteria, fetched a page at a time."""
+        token = ""
+        while True:
+            page = await self.list_tasks_page(
+                filter=filter,
+                order_by=order_by,
+                page_size=page_size,
+                page_token=token,
+                project=project,
+                timeout=timeout,
+                **criteria,
+            )
+            for item in page.tasks:
+                yield item
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def list_tasks_page(
+        self,
+        *,
+        filter: task_pb2.TaskFilter | None = None,
+        order_by: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        project: str | None = None,
+        timeout: float | None = None,
+        **criteria: Unpack[TaskCriteria],
+    ) -> task_service_pb2.ListTasksResponse:
+        """One page of tasks and the token of the next ("" on the last page)."""
+        request = req.list_tasks(
+            project or self.project, filter, criteria, order_by, page_size, page_token
+        )
+        return await self.tasks.ListTasks(request, timeout=timeout)
+
+    async def wait_for_task(self, name: str, *, timeout: float = 60.0) -> task_pb2.Task:
+        """Polls the task until it is terminal and returns it; TimeoutError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        for delay in req.poll_delays():
+            task = await self.get_task(name)
+            if task.state in req.TERMINAL_STATES:
+                return task
+            if time.monotonic() + delay > deadline:
+                raise TimeoutError(f"{task.name} is still {req.state_name(task.state)}")
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def cancel_task(
+        self, name: str, reason: str = "", *, timeout: float | None = None
+    ) -> task_pb2.Task:
+        """Cancels a waiting task at once, or asks a running one's worker to stop."""
+        request = task_service_pb2.CancelTaskRequest(
+            name=req.child(self.project, "tasks", name), reason=reason
+        )
+        return await self.tasks.CancelTask(request, timeout=timeout)
+
+    # Queues.
+
+    async def get_queue(self, name: str, *, timeout: float | None = None) -> queue_pb2.Queue:
+        request = queue_pb2.GetQueueRequest(name=req.child(self.project, "queues", name))
+        return await self.queues.GetQueue(request, timeout=timeout)
+
+    async def list_queues(
+        self, *, page_size: int = 0, project: str | None = None, timeout: float | None = None
+    ) -> AsyncIterator[queue_pb2.Queue]:
+        token = ""
+        while True:
+            page = await self.queues.ListQueues(
+                queue_pb2.ListQueuesRequest(
+                    parent=req.parent(project or self.project),
+                    page_size=page_size,
+                    page_token=token,
+                ),
+                timeout=timeout,
+            )
+            for item in page.queues:
+                yield item
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def pause_queue(
+        self, name: str, reason: str = "", *, timeout: float | None = None
+    ) -> queue_pb2.Queue:
+        request = queue_pb2.PauseQueueRequest(
+            name=req.child(self.project, "queues", name), reason=reason
+        )
+        return await self.queues.PauseQueue(request, timeout=timeout)
+
+    async def resume_queue(self, name: str, *, timeout: float | None = None) -> queue_pb2.Queue:
+        request = queue_pb2.ResumeQueueRequest(name=req.child(self.project, "queues", name))
+        return await self.queues.ResumeQueue(request, timeout=timeout)
+
+    async def update_queue(
+        self,
+        name: str,
+        *,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        default_retry_policy: task_pb2.RetryPolicy | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> queue_pb2.Queue:
+        """Changes the settings given (and only those)."""
+        request = req.update_queue(
+            self.project, name, max_concurrency, rate_limit, default_retry_policy
+        )
+        return await self.queues.UpdateQueue(request, timeout=timeout)
+
+    # Workers.
+
+    async def get_worker(self, name: str, *, timeout: float | None = None) -> worker_pb2.Worker:
+        request = worker_pb2.GetWorkerRequest(name=req.child(self.project, "workers", name))
+        return await self.workers.GetWorker(request, timeout=timeout)
+
+    async def list_workers(
+        self, *, page_size: int = 0, project: str | None = None, timeout: float | None = None
+    ) -> AsyncIterator[worker_pb2.Worker]:
+        token = ""
+        while True:
+            page = await self.workers.ListWorkers(
+                worker_pb2.ListWorkersRequest(
+                    parent=req.parent(project or self.project),
+                    page_size=page_size,
+                    page_token=token,
+                ),
+                timeout=timeout,
+            )
+            for item in page.workers:
+                yield item
+            token = page.next_page_token
+            if not token:
+                return
+
+    # Leases, for workers of your own; the Worker SDK does all of this for you.
+
+    async def lease_tasks(
+        self,
+        queues: Iterable[str],
+        *,
+        worker: str,
+        max_tasks: int = 1,
+        wait_timeout: Seconds = 0,
+        lease_duration: Seconds | None = None,
+        project: str | None = None,
+        timeout: float | None = None,
+    ) -> list[task_pb2.Lease]:
+        """Leases up to max_tasks ready tasks, waiting up to wait_timeout for one."""
+        request = req.lease_tasks(
+            project or self.project, worker, queues, max_tasks, wait_timeout, lease_duration
+        )
+        # The call's deadline covers the long poll on top of the usual allowance.
+        deadline = (timeout or self.timeout or DEFAULT_TIMEOUT) + req.seconds(wait_timeout)
+        response = await self.workers.LeaseTasks(request, timeout=deadline)
+        return list(response.leases)
+
+    async def extend_lease(
+        self,
+        name: str,
+        lease_id: str,
+        *,
+        lease_duration: Seconds | None = None,
+        progress: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> worker_pb2.ExtendLeaseResponse:
+        request = req.extend_lease(self.project, name, lease_id, lease_duration, progress)
+        return await self.workers.ExtendLease(request, timeout=timeout)
+
+    async def complete_task(
+        self,
+        name: str,
+        lease_id: str,
+        result: Any = None,
+        *,
+        summary: str = "",
+        resume_token: str = "",
+        timeout: float | None = None,
+    ) -> task_pb2.Task:
+        request = req.complete_task(self.project, name, lease_id, result, summary, resume_token)
+        return await self.workers.CompleteTask(request, timeout=timeout)
+
+    async def fail_task(
+        self,
+        name: str,
+        lease_id: str,
+        *,
+        error_type: str = "Error",
+        message: str = "",
+        details: Mapping[str, Any] | None = None,
+        retryable: bool = True,
+        timeout: float | None = None,
+    ) -> task_pb2.Task:
+        request = req.fail_task(
+            self.project, name, lease_id, error_type, message, details, retryable
+        )
+        return await self.workers.FailTask(request, timeout=timeout)
+
+    # Projects and keys.
+
+    async def create_project(
+        self, project_id: str, *, display_name: str = "", callback_url: str = ""
+    ) -> project_pb2.Project:
+        return await self.projects.CreateProject(
+            project_pb2.CreateProjectRequest(
+                project_id=project_id,
+                project=project_pb2.Project(display_name=display_name, callback_url=callback_url),
+            )
+        )
+
+    async def get_project(self, name: str) -> project_pb2.Project:
+        return await self.projects.GetProject(project_pb2.GetProjectRequest(name=req.parent(name)))
+
+    async def list_projects(self, *, page_size: int = 0) -> AsyncIterator[project_pb2.Project]:
+        token = ""
+        while True:
+            page = await self.projects.ListProjects(
+                project_pb2.ListProjectsRequest(page_size=page_size, page_token=token)
+            )
+            for item in page.projects:
+                yield item
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def create_api_key(
+        self, parent: str, role: enums_pb2.Role.ValueType, *, display_name: str = ""
+    ) -> project_pb2.ApiKey:
+        """Mints a key; its `secret` is in this answer only."""
+        return await self.projects.CreateApiKey(
+            project_pb2.CreateApiKeyRequest(
+                parent=req.parent(parent),
+                api_key=project_pb2.ApiKey(role=role, display_name=display_name),
+            )
+        )
+
+    async def delete_api_key(self, name: str) -> None:
+        await self.projects.DeleteApiKey(project_pb2.DeleteApiKeyRequest(name=name))

@@ -1,0 +1,183 @@
+"""EventService rules: publishing custom events, paging through the log, watching it.
+
+Event ids are cursors in commit order (store/events.py): ListEvents and WatchEvents
+only ever hand out events below the bound that no running transaction can still write
+under, so a client that pages with ListEvents and then watches from the last id it saw
+misses nothing, whichever replicas answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from google.protobuf import json_format
+
+from conveyor.server.domain import names, paging
+from conveyor.server.domain.errors import InvalidArgument, NotFound, Violations
+from conveyor.server.domain.events_filter import EventMatcher, parse_event_filter
+from conveyor.server.store import events as store
+from conveyor.server.store.db import Pool
+from conveyor.server.store.events import EventRow
+from conveyor.server.streams.hub import EventHub, Position
+from conveyor.v1 import event_pb2
+
+__all__ = [
+    "KEEPALIVE_TYPE",
+    "MAX_DATA_BYTES",
+    "RESERVED_PREFIXES",
+    "EventPage",
+    "Events",
+]
+
+KEEPALIVE_TYPE = "conveyor.keepalive"
+"""The type of the keep-alive a watch sends when idle; its id is the stream's cursor."""
+RESERVED_PREFIXES = ("task.", "queue.", "schedule.", "command.", "worker.", "webhook.", "conveyor.")
+"""Types only the system appends: the contract's five, plus webhook delivery outcomes
+and conveyor.keepalive, so no one can forge either."""
+MAX_DATA_BYTES = 64 * 1024
+MAX_TYPE = 200
+MAX_SUBJECT = 1000
+TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
+TYPE_RULE = "must start with a letter or digit and use only letters, digits and . _ : / -"
+# ListEvents looks at no more than this many rows per call, so a filter that matches
+# rarely returns a short page (with a token to go on) instead of scanning the whole log.
+_SCAN_LIMIT = 20_000
+_TOKEN_FIELDS = ("p", "fp")
+
+
+@dataclass(frozen=True)
+class EventPage:
+    rows: list[EventRow]
+    next_page_token: str
+
+
+def _project(parent: str) -> str:
+    return names.parse(parent, "parent").project
+
+
+def _after(v: Violations, after: int) -> int:
+    if after < 0:
+        v.add("after", "must be an event id (>= 0)")
+        return 0
+    return after
+
+
+def _fingerprint(project: str, event_filter: event_pb2.EventFilter, after: int) -> str:
+    digest = hashlib.sha256(f"{project}\0{after}\0".encode())
+    digest.update(event_filter.SerializeToString(deterministic=True))
+    return digest.hexdigest()[:16]
+
+
+def check_published(v: Violations, event: event_pb2.Event) -> dict[str, Any]:
+    """Validates a PublishEvent event; returns its data as JSON."""
+    if not event.type:
+        v.add("event.type", "is required")
+    elif len(event.type) > MAX_TYPE:
+        v.add("event.type", f"must be at most {MAX_TYPE} characters")
+    elif not TYPE_RE.fullmatch(event.type):
+        v.add("event.type", TYPE_RULE)
+    elif event.type.startswith(RESERVED_PREFIXES):
+        v.add(
+            "event.type",
+            f"{event.type!r} is reserved; types starting with "
+            f"{', '.join(RESERVED_PREFIXES)} are appended by the system",
+        )
+    if len(event.subject) > MAX_SUBJECT:
+        v.add("event.subject", f"must be at most {MAX_SUBJECT} characters")
+    elif any(ord(c) < 0x20 for c in event.subject):
+        v.add("event.subject", "must not contain control characters")
+    if event.data.ByteSize() > MAX_DATA_BYTES:
+        v.add("event.data", f"must be at most {MAX_DATA_BYTES} bytes (64 KiB)")
+        return {}
+    data: dict[str, Any] = json_format.MessageToDict(event.data)
+    return data
+
+
+class Events:
+    def __init__(self, pool: Pool, hub: EventHub) -> None:
+        self._pool = pool
+        self._hub = hub
+
+    async def publish(self, parent: str, event: event_pb2.Event | None) -> EventRow:
+        project = _project(parent)
+        v = Violations()
+        if event is None:
+            v.add("event", "is required")
+            v.raise_if_any()
+            raise AssertionError("unreachable")
+        data = check_published(v, event)
+        v.raise_if_any()
+        try:
+            async with self._pool.connection() as conn:
+                return await store.publish(
+                    conn, project=project, type=event.type, subject=event.subject, data=data
+                )
+        except psycopg.errors.ForeignKeyViolation:
+            raise NotFound(f"projects/{project} does not exist") from None
+
+    async def list_page(
+        self,
+        parent: str,
+        event_filter: event_pb2.EventFilter,
+        page_size: int,
+        page_token: str,
+        after: int,
+    ) -> EventPage:
+        project = _project(parent)
+        v = Violations()
+        size = paging.page_size(page_size)
+        after = _after(v, after)
+        matcher = parse_event_filter(v, event_filter, project)
+        v.raise_if_any()
+        fingerprint = _fingerprint(project, event_filter, after)
+        position = after
+        if page_token:
+            token = paging.decode_token(page_token, _TOKEN_FIELDS)
+            if token["fp"] != fingerprint or not isinstance(token["p"], int):
+                raise InvalidArgument.of(
+                    "page_token", "was made for another parent, filter or after"
+                )
+            position = max(after, token["p"])
+        rows, position, more = await self._scan(project, matcher, position, size)
+        next_token = paging.encode_token({"p": position, "fp": fingerprint}) if more else ""
+        return EventPage(rows, next_token)
+
+    async def _scan(
+        self, project: str, matcher: EventMatcher, position: int, size: int
+    ) -> tuple[list[EventRow], int, bool]:
+        """Up to `size` matching events after `position`; the position reached; whether
+        there may be more final events after it."""
+        matched: list[EventRow] = []
+        scanned = 0
+        chunk = min(1000, max(size, 100))
+        async with self._pool.connection() as conn:
+            while True:
+                page = await store.fetch_after(conn, project, position, chunk)
+                for row in page.rows:
+                    position = row.id
+                    scanned += 1
+                    if matcher(row):
+                        matched.append(row)
+                        if len(matched) == size:
+                            return matched, position, True
+                if len(page.rows) < chunk:
+                    # Read up to the bound: that is the end of the final log, for now.
+                    return matched, position, False
+                if scanned >= _SCAN_LIMIT:
+                    return matched, position, True
+
+    def watch(
+        self, parent: str, event_filter: event_pb2.EventFilter, after: int
+    ) -> AsyncIterator[EventRow | Position]:
+        """Validates a watch and returns its stream (see EventHub.watch)."""
+        project = _project(parent)
+        v = Violations()
+        after = _after(v, after)
+        matcher = parse_event_filter(v, event_filter, project)
+        v.raise_if_any()
+        return self._hub.watch(project, matcher, after)

@@ -1,0 +1,139 @@
+"""QueueService rules: reading queues with stats, pausing, resuming, updating settings.
+
+Queues are created on first use: by the first task that names one, or by the first
+Pause/Resume/UpdateQueue (configuring a queue before its tasks arrive, e.g. making it
+sequential, must not race them). GetQueue of a queue never used is NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from conveyor.server.domain import names, paging, rates, retry_policy, task_input
+from conveyor.server.domain.errors import InvalidArgument, NotFound, Violations
+from conveyor.server.store import queues as store
+from conveyor.server.store.queues import QueueRow
+from conveyor.v1 import task_pb2
+
+__all__ = ["UPDATABLE_FIELDS", "QueueSettings", "Queues", "purge_confirm_token"]
+
+UPDATABLE_FIELDS = ("max_concurrency", "rate_limit", "default_retry_policy")
+MAX_CONCURRENCY = 100_000
+MAX_REASON = 1000
+
+
+def purge_confirm_token(server_key: bytes, queue_name: str, queued: int) -> str:
+    """HMAC-SHA256(server key, "<queue resource name>:<queued depth>") in hex.
+
+    PurgeQueue recomputes it from the depth it sees: a token only matches while the
+    depth the caller was shown is unchanged.
+    """
+    message = f"{queue_name}:{queued}".encode()
+    return hmac.new(server_key, message, hashlib.sha256).hexdigest()
+
+
+def _no_project(project: str) -> NotFound:
+    # Only a system key can name a project that does not exist (authorisation first).
+    return NotFound(
+        f"projects/{project} does not exist", metadata={"resource": f"projects/{project}"}
+    )
+
+
+def parse_queue_name(value: str, field_path: str) -> names.Name:
+    return names.parse(value, field_path, "queues", id_re=task_input.QUEUE_RE)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """The settable fields of a Queue message."""
+
+    max_concurrency: int
+    rate_limit: str
+    default_retry_policy: task_pb2.RetryPolicy | None
+
+
+class Queues:
+    def __init__(self, pool: AsyncConnectionPool[Any], server_key: bytes) -> None:
+        self._pool = pool
+        self._server_key = server_key
+
+    def purge_token(self, row: QueueRow) -> str:
+        return purge_confirm_token(self._server_key, row.name, row.queued)
+
+    async def list_page(self, parent: str, size: int, token: str) -> tuple[list[QueueRow], str]:
+        project = names.parse(parent, "parent").project
+        limit = paging.page_size(size)
+        after = str(paging.decode_token(token, ("id",))["id"]) if token else ""
+        async with self._pool.connection() as conn:
+            rows = await store.list_page(conn, project, after=after, limit=limit + 1)
+        next_token = paging.encode_token({"id": rows[limit - 1].id}) if len(rows) > limit else ""
+        return rows[:limit], next_token
+
+    async def get(self, name: str, field_path: str = "name") -> QueueRow:
+        parsed = parse_queue_name(name, field_path)
+        async with self._pool.connection() as conn:
+            row = await store.get(conn, parsed.project, parsed.id)
+        if row is None:
+            raise NotFound(f"{name} does not exist", metadata={"resource": name})
+        return row
+
+    async def pause(self, name: str, reason: str) -> QueueRow:
+        parsed = parse_queue_name(name, "name")
+        v = Violations()
+        task_input.check_text(v, reason, "reason", MAX_REASON)
+        v.raise_if_any()
+        async with self._pool.connection() as conn:
+            if await store.pause(conn, parsed.project, parsed.id, reason=reason) is None:
+                raise _no_project(parsed.project)
+        return await self.get(name)
+
+    async def resume(self, name: str) -> QueueRow:
+        parsed = parse_queue_name(name, "name")
+        async with self._pool.connection() as conn:
+            if await store.resume(conn, parsed.project, parsed.id) is None:
+                raise _no_project(parsed.project)
+        return await self.get(name)
+
+    async def update(self, name: str, settings: QueueSettings, mask: Sequence[str]) -> QueueRow:
+        parsed = parse_queue_name(name, "queue.name")
+        paths = list(mask) or list(UPDATABLE_FIELDS)
+        v = Violations()
+        for path in paths:
+            if path not in UPDATABLE_FIELDS:
+                v.add("update_mask", f"{path} is not one of {', '.join(UPDATABLE_FIELDS)}")
+        max_concurrency = rate_limit = policy = None
+        if "max_concurrency" in paths:
+            if not 0 <= settings.max_concurrency <= MAX_CONCURRENCY:
+                v.add(
+                    "queue.max_concurrency",
+                    f"must be between 0 (unlimited) and {MAX_CONCURRENCY}",
+                )
+            else:
+                max_concurrency = settings.max_concurrency
+        if "rate_limit" in paths:
+            try:
+                rate_limit = rates.normalise(settings.rate_limit, "queue.rate_limit")
+            except InvalidArgument as error:
+                v.items.extend(error.violations)
+        if "default_retry_policy" in paths:
+            message = settings.default_retry_policy or task_pb2.RetryPolicy()
+            policy = retry_policy.parse(v, message, "queue.default_retry_policy").to_json()
+        v.raise_if_any()
+        async with self._pool.connection() as conn:
+            updated = await store.update(
+                conn,
+                parsed.project,
+                parsed.id,
+                max_concurrency=max_concurrency,
+                rate_limit=rate_limit,
+                default_retry_policy=policy,
+            )
+        if not updated:
+            raise _no_project(parsed.project)
+        return await self.get(name, "queue.name")

@@ -1,0 +1,348 @@
+"""What a caller may set on a new task: every check of DESIGN.md section 7, in one pass.
+
+`new_task` turns a Task message into the row to insert, or raises InvalidArgument
+with one violation per bad field (paths relative to the request, e.g. `task.priority`
+or `requests[3].task.labels[k]`). Output-only fields are ignored (AIP-203). The
+checks also keep out what PostgreSQL would refuse (NUL characters, non-finite
+numbers), so that one item can never fail a shared insert.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from conveyor.server.domain import names, retry_policy, states, validate
+from conveyor.server.domain.errors import InvalidArgument, Unimplemented, Violations
+from conveyor.server.domain.task_ids import TaskIds
+from conveyor.server.store.task_inserts import NewTask
+from conveyor.v1 import enums_pb2, task_pb2
+
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "DEFAULT_QUEUE",
+    "QUEUE_RE",
+    "check_queue",
+    "json_text",
+    "new_task",
+    "parse_task_name",
+    "timestamp",
+]
+
+DEFAULT_QUEUE = "default"
+DEFAULT_PRIORITY = 5
+DEFAULT_LEASE_MS = 30_000
+MIN_LEASE_MS = 1_000
+MAX_LEASE_MS = 24 * 3600 * 1000
+MIN_APPROVAL_TIMEOUT_MS = 1_000
+MAX_APPROVAL_TIMEOUT_MS = 365 * 24 * 3600 * 1000
+MAX_KIND = 200
+MAX_QUEUE = 200
+MAX_INPUT_BYTES = 1024 * 1024
+MAX_REQUEST_ID = 128
+MAX_CORRELATION_ID = 200
+MAX_CONCURRENCY_KEY = 200
+MAX_CONCURRENCY_LIMIT = 10_000
+MAX_RESUME_TOKEN = 64 * 1024
+MAX_DEDUPE_KEY = 200
+MIN_DEDUPE_WINDOW_MS = 1_000
+MAX_DEDUPE_WINDOW_MS = 30 * 24 * 3600 * 1000
+# Timestamp's valid range (0001-01-01 .. 9999-12-31), as google.protobuf defines it.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+QUEUE_RULE = (
+    "must be 1 to 200 characters of A-Z, a-z, 0-9, _ . and -, starting with a letter or digit"
+)
+_KIND_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+_UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+_ACTIONS = {
+    enums_pb2.APPROVAL_ACTION_UNSPECIFIED: "",
+    enums_pb2.APPROVAL_ACTION_APPROVE: "APPROVE",
+    enums_pb2.APPROVAL_ACTION_REJECT: "REJECT",
+}
+_ON_CONFLICT = frozenset(enums_pb2.OnConflict.values())
+_UNSET_POLICY = retry_policy.Policy()
+
+
+def check_queue(v: Violations, value: str, field_path: str) -> None:
+    if not QUEUE_RE.match(value):
+        v.add(field_path, QUEUE_RULE)
+
+
+def parse_task_name(value: str, field_path: str) -> names.Name:
+    """`projects/{project}/tasks/{uuid}`; InvalidArgument naming field_path otherwise."""
+    return names.parse(value, field_path, "tasks", id_re=_UUID_RE)
+
+
+def check_text(v: Violations, value: str, field_path: str, limit: int) -> None:
+    if len(value) > limit:
+        v.add(field_path, f"must be at most {limit} characters")
+    elif "\x00" in value:
+        v.add(field_path, "must not contain NUL characters")
+
+
+def _plain(value: struct_pb2.Value) -> Any:
+    """A google.protobuf.Value as plain JSON data (faster than json_format for our needs)."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            raise ValueError("numbers must be finite")
+        # JSON has one number type; keep integral values integral (1, not 1.0).
+        if number.is_integer() and abs(number) < 2**53:
+            return int(number)
+        return number
+    if kind == "struct_value":
+        return {k: _plain(item) for k, item in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_plain(item) for item in value.list_value.values]
+    if kind == "bool_value":
+        return value.bool_value
+    return None  # null_value, or a Value with nothing set
+
+
+def _has_nul(data: Any) -> bool:
+    if isinstance(data, str):
+        return "\x00" in data
+    if isinstance(data, dict):
+        return any("\x00" in k or _has_nul(item) for k, item in data.items())
+    if isinstance(data, list):
+        return any(_has_nul(item) for item in data)
+    return False
+
+
+def json_text(v: Violations, value: struct_pb2.Value, field_path: str, limit: int) -> str | None:
+    """The JSON text of a Value within `limit` bytes, or None after adding a violation."""
+    try:
+        text = json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"))
+    except ValueError as error:
+        v.add(field_path, str(error))
+        return None
+    if len(text) * 4 > limit and len(text.encode()) > limit:
+        v.add(field_path, f"must be at most {limit} bytes of JSON")
+        return None
+    # json.dumps writes NUL as \u0000; the full walk runs only when that text appears.
+    if "\\u0000" in text and _has_nul(_plain(value)):
+        v.add(field_path, "must not contain NUL characters (PostgreSQL cannot store them)")
+        return None
+    return text
+
+
+def timestamp(v: Violations, value: timestamp_pb2.Timestamp, field_path: str) -> datetime | None:
+    if not (_MIN_SECONDS <= value.seconds <= _MAX_SECONDS and 0 <= value.nanos < 1_000_000_000):
+        v.add(field_path, "must be a valid timestamp")
+        return None
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def _labels(v: Violations, labels: Any, field_path: str) -> str:
+    plain = dict(labels)
+    if plain:
+        validate.labels(v, plain, field_path)
+        for key, item in plain.items():
+            if "\x00" in key or "\x00" in item:
+                v.add(f"{field_path}[{key}]", "must not contain NUL characters")
+    return json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
+
+
+def _dedupe(v: Violations, policy: task_pb2.DedupePolicy, field_path: str) -> None:
+    if not policy.key:
+        v.add(f"{field_path}.key", "is required")
+    else:
+        check_text(v, policy.key, f"{field_path}.key", MAX_DEDUPE_KEY)
+    if policy.HasField("window"):
+        retry_policy.duration_ms(
+            v,
+            policy.window,
+            f"{field_path}.window",
+            low_ms=MIN_DEDUPE_WINDOW_MS,
+            high_ms=MAX_DEDUPE_WINDOW_MS,
+        )
+    if policy.on_conflict not in _ON_CONFLICT:
+        v.add(f"{field_path}.on_conflict", "is not a known OnConflict value")
+
+
+def new_task(
+    task: task_pb2.Task,
+    *,
+    project: str,
+    request_id: str,
+    ids: TaskIds,
+    prefix: str = "",
+    schedule: str = "",
+) -> NewTask:
+    """The row for a new task, or InvalidArgument listing every bad field.
+
+    `prefix` is prepended to field paths (`requests[3].` in a batch). A well-formed
+    dedupe_policy raises Unimplemented: deduplication is not built yet, and silently
+    creating a duplicate would mislead the caller.
+
+    This runs once per created task, so field paths are only built for violations and
+    unset fields cost no more than reading them.
+    """
+    v = Violations()
+    path = prefix + "task."
+
+    kind = task.kind
+    if not kind:
+        v.add(path + "kind", "is required")
+    elif not _KIND_RE.fullmatch(kind):
+        v.add(path + "kind", f"must be 1 to {MAX_KIND} characters without control characters")
+    queue = task.queue
+    if not queue:
+        queue = DEFAULT_QUEUE
+    elif not QUEUE_RE.match(queue):
+        v.add(path + "queue", QUEUE_RULE)
+
+    input_text = None
+    # A JSON null reads back as unset, so it is stored as unset.
+    if task.HasField("input") and task.input.WhichOneof("kind") not in (None, "null_value"):
+        input_text = json_text(v, task.input, path + "input", MAX_INPUT_BYTES)
+
+    priority = task.priority or DEFAULT_PRIORITY
+    if not 1 <= priority <= 9:
+        v.add(path + "priority", "must be between 1 (highest) and 9 (0: the default, 5)")
+
+    labels = _labels(v, task.labels, path + "labels") if task.labels else "{}"
+
+    policy = _UNSET_POLICY
+    if task.HasField("retry_policy"):
+        policy = retry_policy.parse(v, task.retry_policy, path + "retry_policy")
+
+    schedule_time = None
+    if task.HasField("schedule_time"):
+        schedule_time = timestamp(v, task.schedule_time, path + "schedule_time")
+
+    lease_ms: int | None = DEFAULT_LEASE_MS
+    if task.HasField("lease_duration") and (
+        task.lease_duration.seconds or task.lease_duration.nanos
+    ):
+        lease_ms = retry_policy.duration_ms(
+            v,
+            task.lease_duration,
+            path + "lease_duration",
+            low_ms=MIN_LEASE_MS,
+            high_ms=MAX_LEASE_MS,
+        )
+
+    concurrency_key = task.concurrency_key
+    if concurrency_key:
+        check_text(v, concurrency_key, path + "concurrency_key", MAX_CONCURRENCY_KEY)
+    concurrency_limit = task.concurrency_limit or 1
+    if not 1 <= concurrency_limit <= MAX_CONCURRENCY_LIMIT:
+        v.add(
+            path + "concurrency_limit",
+            f"must be between 1 and {MAX_CONCURRENCY_LIMIT} (0: the default, 1)",
+        )
+
+    approval_timeout_ms = None
+    has_approval_timeout = task.HasField("approval_timeout")
+    if has_approval_timeout:
+        approval_timeout_ms = retry_policy.duration_ms(
+            v,
+            task.approval_timeout,
+            path + "approval_timeout",
+            low_ms=MIN_APPROVAL_TIMEOUT_MS,
+            high_ms=MAX_APPROVAL_TIMEOUT_MS,
+        )
+        if not task.requires_approval:
+            v.add(path + "approval_timeout", "is only allowed with requires_approval")
+    action = _ACTIONS.get(task.approval_timeout_action)
+    if action is None:
+        v.add(path + "approval_timeout_action", "must be APPROVE or REJECT")
+    elif action and not has_approval_timeout:
+        v.add(path + "approval_timeout_action", "is only allowed with approval_timeout")
+
+    correlation_id = task.correlation_id
+    if correlation_id:
+        check_text(v, correlation_id, path + "correlation_id", MAX_CORRELATION_ID)
+    parent_task = None
+    if task.parent_task:
+        parent_task = _parent(v, task.parent_task, path + "parent_task", project)
+    callback_url = task.callback_url
+    if callback_url:
+        validate.url(v, callback_url, path + "callback_url")
+        if "\x00" in callback_url:
+            v.add(path + "callback_url", "must not contain NUL characters")
+    resume_token = task.resume_token
+    if resume_token:
+        check_text(v, resume_token, path + "resume_token", MAX_RESUME_TOKEN)
+    if request_id:
+        check_text(v, request_id, prefix + "request_id", MAX_REQUEST_ID)
+
+    dedupe = task.HasField("dedupe_policy")
+    if dedupe:
+        _dedupe(v, task.dedupe_policy, path + "dedupe_policy")
+    if v.items:
+        v.raise_if_any()
+    if dedupe:
+        raise Unimplemented(
+            "dedupe_policy is not supported yet; create without it or use request_id",
+            reason="DEDUPE_NOT_SUPPORTED",
+            metadata={"field": path + "dedupe_policy"},
+        )
+
+    task_id, create_time = ids.next()
+    if schedule_time is None or schedule_time <= create_time:
+        due = True
+        schedule_time = schedule_time or create_time
+    else:
+        due = False
+    requires_approval = task.requires_approval
+    if requires_approval:
+        state = states.State.AWAITING_APPROVAL.value
+    else:
+        state = states.initial(requires_approval=False, due=due).value
+    assert lease_ms is not None  # a violation would have raised
+    return NewTask(
+        project=project,
+        id=task_id,
+        queue=queue,
+        kind=kind,
+        input=input_text,
+        priority=priority,
+        state=state,
+        labels=labels,
+        max_attempts=policy.max_attempts,
+        backoff=policy.backoff,
+        initial_backoff_ms=policy.initial_backoff_ms,
+        max_backoff_ms=policy.max_backoff_ms,
+        schedule_time=schedule_time,
+        lease_duration_ms=lease_ms,
+        concurrency_key=concurrency_key or None,
+        concurrency_limit=concurrency_limit,
+        requires_approval=requires_approval,
+        approval_timeout_ms=approval_timeout_ms,
+        approval_timeout_action=action or "",
+        correlation_id=correlation_id,
+        parent_task=parent_task,
+        callback_url=callback_url,
+        resume_token=resume_token,
+        schedule=schedule,
+        request_id=request_id or None,
+        create_time=create_time,
+    )
+
+
+def _parent(v: Violations, value: str, field_path: str, project: str) -> uuid.UUID | None:
+    try:
+        parent = parse_task_name(value, field_path)
+    except InvalidArgument as error:
+        v.items.extend(error.violations)
+        return None
+    if parent.project != project:
+        v.add(field_path, f"must be a task of projects/{project}")
+        return None
+    return uuid.UUID(parent.id)

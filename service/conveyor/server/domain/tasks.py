@@ -1,0 +1,222 @@
+"""TaskService rules: create (single and batch), get, list and cancel.
+
+Creates are validated here and inserted by the replica's CreateBatcher, which folds
+concurrent single creates into shared statements. Cancelling follows the transition
+table in `states`: a guarded UPDATE applies it, and when the guard misses (the task
+moved on meanwhile) the task is read again and the new state decides.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from conveyor.server.domain import names, states, task_input, task_list
+from conveyor.server.domain.errors import (
+    ConveyorError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+    Violations,
+)
+from conveyor.server.domain.states import State
+from conveyor.server.domain.task_ids import TaskIds
+from conveyor.server.store import tasks as store
+from conveyor.server.store.task_batcher import CreateBatcher
+from conveyor.server.store.task_inserts import Inserted, NewTask, Outcome, Result
+from conveyor.server.store.task_rows import TaskRow
+from conveyor.server.store.tasks import TaskView
+from conveyor.v1 import task_pb2, task_service_pb2
+
+__all__ = ["MAX_BATCH", "WORKER_SEEN_WITHIN", "Created", "Tasks"]
+
+MAX_BATCH = 1000
+MAX_REASON = 1000
+# A worker not heard from for this long does not count against NO_WORKER, even if
+# its row still says connected (its replica died before marking it).
+WORKER_SEEN_WITHIN = timedelta(minutes=2)
+_CANCEL_TRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """A create's answer: a new task (what was asked plus what the insert decided), or
+    the task an earlier create with the same request_id made."""
+
+    new: NewTask | None = None
+    inserted: Inserted | None = None
+    existing: TaskRow | None = None
+
+
+def _outcome(result: Result, new: NewTask, parent: str, prefix: str) -> Created:
+    if result.outcome is Outcome.CREATED:
+        return Created(new=new, inserted=result.inserted)
+    if result.outcome is Outcome.EXISTING:
+        return Created(existing=result.row)
+    if result.outcome is Outcome.NO_PROJECT:
+        raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
+    if result.outcome is Outcome.NO_PARENT:
+        raise InvalidArgument.of(f"{prefix}task.parent_task", "does not exist")
+    raise Internal(f"unexpected create outcome {result.outcome}")
+
+
+def _merge(errors: Sequence[ConveyorError]) -> ConveyorError:
+    """One error for an atomic batch: every field violation, else the first error."""
+    invalid = [e for e in errors if isinstance(e, InvalidArgument)]
+    if not invalid:
+        return errors[0]
+    v = Violations()
+    for error in invalid:
+        v.items.extend(error.violations)
+    try:
+        v.raise_if_any()
+    except InvalidArgument as merged:
+        return merged
+    return invalid[0]
+
+
+def _reason(value: str, field_path: str = "reason") -> str:
+    v = Violations()
+    task_input.check_text(v, value, field_path, MAX_REASON)
+    v.raise_if_any()
+    return value
+
+
+class Tasks:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        batcher: CreateBatcher,
+        *,
+        ids: TaskIds | None = None,
+        worker_seen_within: timedelta = WORKER_SEEN_WITHIN,
+    ) -> None:
+        self._pool = pool
+        self._batcher = batcher
+        self._ids = ids or TaskIds()
+        self._worker_seen_within = worker_seen_within
+
+    async def create(self, parent: str, task: task_pb2.Task, request_id: str) -> Created:
+        project = names.parse(parent, "parent").project
+        new = task_input.new_task(task, project=project, request_id=request_id, ids=self._ids)
+        return _outcome(await self._batcher.create(new), new, parent, "")
+
+    async def batch_create(
+        self,
+        parent: str,
+        requests: Sequence[task_service_pb2.CreateTaskRequest],
+        *,
+        atomic: bool,
+    ) -> list[Created | ConveyorError]:
+        """One result per request: the created (or first) task, or why it was refused.
+
+        With `atomic`, any refusal raises for the whole call and nothing is created.
+        """
+        project = names.parse(parent, "parent").project
+        if not 1 <= len(requests) <= MAX_BATCH:
+            raise InvalidArgument.of("requests", f"must hold 1 to {MAX_BATCH} creates")
+        results: list[Created | ConveyorError | None] = [None] * len(requests)
+        items: list[NewTask] = []
+        positions: list[int] = []
+        for i, request in enumerate(requests):
+            prefix = f"requests[{i}]."
+            try:
+                if request.parent and request.parent != parent:
+                    raise InvalidArgument.of(f"{prefix}parent", f"must be empty or {parent}")
+                new = task_input.new_task(
+                    request.task,
+                    project=project,
+                    request_id=request.request_id,
+                    ids=self._ids,
+                    prefix=prefix,
+                )
+            except ConveyorError as error:
+                results[i] = error
+            else:
+                items.append(new)
+                positions.append(i)
+        refused = [r for r in results if isinstance(r, ConveyorError)]
+        if atomic and refused:
+            raise _merge(refused)
+        if items:
+            inserted = await self._batcher.create_many(items, atomic=atomic)
+            if any(r.outcome is Outcome.NO_PROJECT for r in inserted):
+                # Every item shares the project: the whole call is NOT_FOUND.
+                raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
+            failures: list[ConveyorError] = []
+            for i, new, result in zip(positions, items, inserted, strict=True):
+                if result.outcome is Outcome.ABORTED:
+                    continue  # atomic, and another item's refusal is reported below
+                try:
+                    results[i] = _outcome(result, new, parent, f"requests[{i}].")
+                except ConveyorError as error:
+                    results[i] = error
+                    failures.append(error)
+            if atomic and failures:
+                raise _merge(failures)
+        return [r if r is not None else Internal("no result for this item") for r in results]
+
+    async def get(self, name: str) -> TaskView:
+        parsed = task_input.parse_task_name(name, "name")
+        async with self._pool.connection() as conn:
+            view = await store.get(
+                conn,
+                parsed.project,
+                uuid.UUID(parsed.id),
+                worker_seen_within=self._worker_seen_within,
+            )
+        if view is None:
+            raise NotFound(f"{name} does not exist", metadata={"resource": name})
+        return view
+
+    async def list_page(
+        self, request: task_service_pb2.ListTasksRequest
+    ) -> tuple[list[TaskRow], str]:
+        query = task_list.query(
+            request.parent, request.filter, request.page_size, request.page_token, request.order_by
+        )
+        async with self._pool.connection() as conn:
+            rows = await store.list_page(conn, query)
+        return task_list.next_token(rows, query, request.filter)
+
+    async def cancel(self, name: str, reason: str) -> TaskRow:
+        """CANCELLED at once when waiting; cancel_requested when RUNNING; else refused."""
+        parsed = task_input.parse_task_name(name, "name")
+        reason = _reason(reason)
+        project, task_id = parsed.project, uuid.UUID(parsed.id)
+        sources = [s.value for s in states.sources("cancel")]
+        async with self._pool.connection() as conn:
+            for _ in range(_CANCEL_TRIES):
+                row = await store.cancel(
+                    conn,
+                    project,
+                    task_id,
+                    reason=reason,
+                    sources=sources,
+                    event_type=states.EVENT_TYPES["cancel"],
+                )
+                if row is not None:
+                    return row
+                current = await store.get_row(conn, project, task_id)
+                if current is None:
+                    raise NotFound(f"{name} does not exist", metadata={"resource": name})
+                state = State(current.state)
+                if state is State.RUNNING:
+                    row = await store.request_cancel(conn, project, task_id, reason=reason)
+                    if row is not None:
+                        return row
+                elif state.value not in sources:
+                    states.target(state, "cancel", subject=name)  # raises: it is terminal
+                # It moved on between the two statements: try again from its new state.
+        raise FailedPrecondition(
+            f"{name} kept changing state; try again",
+            reason="TASK_STATE_CONFLICT",
+            violations=[PreconditionViolation("STATE", name, "the task kept changing state")],
+        )

@@ -1,0 +1,1 @@
+"""Wake-ups across replicas: one LISTEN connection per replica, fanned out in process."""

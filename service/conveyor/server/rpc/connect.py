@@ -1,0 +1,297 @@
+"""One worker's Connect stream: credit-based pushing of leases, heartbeats, reports.
+
+Protocol (server side):
+
+- The first message is a Hello; the answer is a Welcome. The window starts at 0.
+- Credit{tasks: n} adds n to the window (negative shrinks it, never below 0). While the
+  worker holds fewer unreported assignments than the window, the server leases ready
+  tasks of the Hello's queues and pushes them (`assignment`). It learns that tasks are
+  ready from NOTIFY (events.Notifier), never by spinning.
+- complete / fail are answered by a ReportAck each, in the order they were sent. A
+  report of a task pushed on this stream frees its slot, whether it was accepted or
+  refused as stale; when that leaves room, the next tasks are leased in the same
+  statement (one round trip, one commit) and pushed right after the acks.
+- heartbeat is answered by an ExtendLeaseResponse carrying name and lease_id. A lease
+  that is no longer current (or a bad heartbeat) is answered without lease_expire_time
+  and with cancel_requested set: the handler should stop; its report will be refused.
+- command_ack is accepted and ignored (worker control comes later).
+
+Messages that arrive while the server is busy are handled together: consecutive reports
+settle in one statement, consecutive heartbeats extend in one statement. The stream
+ends when the worker half-closes (after every report already sent is answered) or the
+server shuts down; the worker is then marked disconnected and its tasks stay leased
+until they are reported (after a reconnect) or their leases expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from conveyor.server.domain.errors import ConveyorError, InvalidArgument, PermissionDenied
+from conveyor.server.domain.leases import MAX_TAKE, Heartbeat, Leases, Report, Take
+from conveyor.server.domain.workers import TOUCH_INTERVAL, Hello, Workers
+from conveyor.server.events.notifier import Notifier
+from conveyor.server.logging import get_logger
+from conveyor.server.rpc import lease_messages
+from conveyor.server.rpc.convert import duration
+from conveyor.server.rpc.status import to_status_proto
+from conveyor.server.rpc.task_messages import task_message
+from conveyor.v1 import worker_pb2
+
+__all__ = ["ConnectSession", "heartbeat_interval"]
+
+_log = get_logger(__name__)
+
+DEFAULT_LEASE_MS = 30_000
+"""The lease the Welcome's heartbeat interval assumes when the Hello sets none."""
+
+
+def heartbeat_interval(lease_ms: int | None) -> timedelta:
+    """A third of the lease: two heartbeats may be lost before it expires."""
+    return timedelta(milliseconds=(lease_ms or DEFAULT_LEASE_MS) / 3)
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One complete, fail or heartbeat message, parsed (or why it could not be)."""
+
+    which: str
+    name: str
+    lease_id: str
+    value: Report | Heartbeat | ConveyorError
+
+
+class ConnectSession:
+    def __init__(
+        self,
+        hello: Hello,
+        *,
+        leases: Leases,
+        workers: Workers,
+        notifier: Notifier,
+        stopping: asyncio.Event,
+        touch_interval: float = TOUCH_INTERVAL,
+    ) -> None:
+        self.hello = hello
+        self.id = uuid.uuid4()
+        self.wake = asyncio.Event()
+        """Set by whatever gives the session something to do (messages, NOTIFY, shutdown)."""
+        self._leases = leases
+        self._workers = workers
+        self._notifier = notifier
+        self._stopping = stopping
+        self._touch_interval = touch_interval
+        self._inbox: deque[worker_pb2.ConnectRequest] = deque()
+        self._reading = True
+        self._window = 0
+        self._outstanding: set[uuid.UUID] = set()
+        """Lease ids pushed on this stream and not reported on it yet."""
+        self._want = False
+        """Tasks may be ready without a notification saying so (credit grew, last lease full)."""
+
+    async def run(
+        self,
+        requests: AsyncIterator[worker_pb2.ConnectRequest],
+        gone: Callable[[], bool] = lambda: False,
+    ) -> AsyncIterator[worker_pb2.ConnectResponse]:
+        """The response stream; `requests` continues after the Hello."""
+        hello = self.hello
+        await self._workers.connect(hello, self.id)
+        reader = asyncio.create_task(self._read(requests), name=f"connect-read-{hello.worker}")
+        waiter = self._notifier.subscribe(hello.project, hello.queues, self.wake)
+        reason = "stream ended"
+        try:
+            yield worker_pb2.ConnectResponse(
+                welcome=worker_pb2.Welcome(
+                    worker=hello.name,
+                    heartbeat_interval=duration(heartbeat_interval(hello.lease_ms)),
+                )
+            )
+            next_touch = time.monotonic() + self._touch_interval
+            while True:
+                # Cleared before looking, so anything arriving after the look wakes us.
+                self.wake.clear()
+                if self._inbox:
+                    batch = list(self._inbox)
+                    self._inbox.clear()
+                    for response in await self._process(batch, gone):
+                        yield response
+                    continue
+                if self._stopping.is_set():
+                    reason = "server shutting down"
+                    break
+                if not self._reading or gone():
+                    break
+                limit = min(self._window - len(self._outstanding), MAX_TAKE)
+                notified = waiter.take()
+                if limit > 0 and (self._want or notified):
+                    rows = await self._leases.take(hello.project, self._take(limit))
+                    self._want = len(rows) == limit
+                    for row in rows:
+                        self._outstanding.add(row.lease_id)  # type: ignore[arg-type]
+                        yield worker_pb2.ConnectResponse(
+                            assignment=lease_messages.lease_message(row)
+                        )
+                    continue
+                now = time.monotonic()
+                if now >= next_touch:
+                    await self._touch()
+                    next_touch = now + self._touch_interval
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(next_touch - now):
+                        await self.wake.wait()
+        finally:
+            reader.cancel()
+            waiter.close()
+            # Shielded: a cancelled stream (the client went away) still records it.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    self._workers.disconnect(hello.project, hello.worker, self.id, reason)
+                )
+
+    def _take(self, limit: int) -> Take:
+        return Take(self.hello.worker, self.hello.queues, limit, self.hello.lease_ms)
+
+    async def _read(self, requests: AsyncIterator[worker_pb2.ConnectRequest]) -> None:
+        try:
+            async for request in requests:
+                self._inbox.append(request)
+                self.wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            # The stream broke (the client reset it); the response side ends too.
+            _log.info("connect stream read failed", worker=self.hello.worker, error=str(error))
+        finally:
+            self._reading = False
+            self.wake.set()
+
+    async def _touch(self) -> None:
+        if not await self._workers.touch(self.hello.project, self.hello.worker, self.id):
+            # The reaper (or a lost race) marked us gone: say hello again.
+            await self._workers.connect(self.hello, self.id)
+
+    async def _process(
+        self, batch: list[worker_pb2.ConnectRequest], gone: Callable[[], bool]
+    ) -> list[worker_pb2.ConnectResponse]:
+        out: list[worker_pb2.ConnectResponse] = []
+        group: list[_Item] = []
+        group_kind = ""
+        ids: set[uuid.UUID] = set()
+        for message in batch:
+            which = message.WhichOneof("message")
+            if which == "credit":
+                self._window = max(0, self._window + message.credit.tasks)
+                if message.credit.tasks > 0:
+                    self._want = True
+                continue
+            if which == "hello":
+                raise InvalidArgument.of("hello", "may only be the first message of a stream")
+            if which not in ("complete", "fail", "heartbeat"):
+                continue  # command_ack: worker control is not built yet
+            item = self._parse(which, message)
+            kind = "beat" if which == "heartbeat" else "report"
+            task_id = None if isinstance(item.value, ConveyorError) else item.value.task.id
+            # One statement changes a row once: a repeated task starts a new group.
+            if group and (kind != group_kind or (task_id is not None and task_id in ids)):
+                out.extend(await self._flush(group_kind, group, gone))
+                group, ids = [], set()
+            group_kind = kind
+            group.append(item)
+            if task_id is not None:
+                ids.add(task_id)
+        if group:
+            out.extend(await self._flush(group_kind, group, gone))
+        return out
+
+    def _parse(self, which: str, message: worker_pb2.ConnectRequest) -> _Item:
+        request = getattr(message, which)
+        value: Report | Heartbeat | ConveyorError
+        try:
+            if which == "complete":
+                value = lease_messages.completion(request, "complete.")
+            elif which == "fail":
+                value = lease_messages.failure(request, "fail.")
+            else:
+                value = lease_messages.heartbeat(request, "heartbeat.")
+            if value.task.project != self.hello.project:
+                raise PermissionDenied(
+                    f"this stream serves projects/{self.hello.project}, not {value.task.name}",
+                    reason="PROJECT_DENIED",
+                    metadata={"project": value.task.project},
+                )
+        except ConveyorError as error:
+            value = error
+        return _Item(which, request.name, request.lease_id, value)
+
+    async def _flush(
+        self, kind: str, items: list[_Item], gone: Callable[[], bool]
+    ) -> list[worker_pb2.ConnectResponse]:
+        if kind == "beat":
+            return await self._flush_beats(items)
+        return await self._flush_reports(items, gone)
+
+    async def _flush_beats(self, items: list[_Item]) -> list[worker_pb2.ConnectResponse]:
+        beats = [i.value for i in items if isinstance(i.value, Heartbeat)]
+        results = iter(await self._leases.extend(self.hello.project, beats) if beats else [])
+        out = []
+        for item in items:
+            extension = None
+            if isinstance(item.value, Heartbeat):
+                result = next(results)
+                extension = None if isinstance(result, ConveyorError) else result
+            out.append(
+                worker_pb2.ConnectResponse(
+                    heartbeat=lease_messages.extension_message(item.name, item.lease_id, extension)
+                )
+            )
+        return out
+
+    async def _flush_reports(
+        self, items: list[_Item], gone: Callable[[], bool]
+    ) -> list[worker_pb2.ConnectResponse]:
+        reports: list[Report] = [
+            i.value for i in items if not isinstance(i.value, ConveyorError | Heartbeat)
+        ]
+        freed = sum(1 for r in reports if r.lease_id in self._outstanding)
+        limit = min(self._window - (len(self._outstanding) - freed), MAX_TAKE)
+        # No new work for a stream that is draining or gone.
+        may_lease = limit > 0 and self._reading and not self._stopping.is_set() and not gone()
+        take = self._take(limit) if may_lease else None
+        outcomes = []
+        leased = []
+        if reports or take is not None:
+            settled = await self._leases.settle(self.hello.project, reports, take)
+            outcomes, leased = settled.outcomes, settled.leased
+            if take is not None:
+                self._want = len(leased) == limit
+        for report in reports:
+            self._outstanding.discard(report.lease_id)
+        results = iter(outcomes)
+        out = []
+        for item in items:
+            outcome = item.value if isinstance(item.value, ConveyorError) else next(results)
+            if isinstance(outcome, ConveyorError):
+                ack = worker_pb2.ReportAck(
+                    name=item.name, lease_id=item.lease_id, status=to_status_proto(outcome)
+                )
+            else:
+                ack = worker_pb2.ReportAck(
+                    name=item.name,
+                    lease_id=item.lease_id,
+                    status=lease_messages.OK,
+                    task=task_message(outcome),
+                )
+            out.append(worker_pb2.ConnectResponse(report_ack=ack))
+        for row in leased:
+            self._outstanding.add(row.lease_id)  # type: ignore[arg-type]
+            out.append(worker_pb2.ConnectResponse(assignment=lease_messages.lease_message(row)))
+        return out

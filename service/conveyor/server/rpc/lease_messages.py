@@ -1,0 +1,83 @@
+"""WorkerService messages <-> lease domain values (shared by the unary RPCs and Connect)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+from google.rpc import status_pb2
+
+from conveyor.server.domain import leases
+from conveyor.server.domain.errors import Violations
+from conveyor.server.domain.leases import Completion, Extension, Failure, Heartbeat
+from conveyor.server.rpc.convert import timestamp
+from conveyor.server.rpc.task_messages import task_message
+from conveyor.server.store.task_rows import TaskRow
+from conveyor.v1 import task_pb2, worker_pb2
+
+OK = status_pb2.Status(code=0)
+
+
+def completion(request: worker_pb2.CompleteTaskRequest, prefix: str = "") -> Completion:
+    task = leases.task_ref(request.name, f"{prefix}name")
+    lease_id = leases.lease_token(request.lease_id, f"{prefix}lease_id")
+    result_json = None
+    if request.HasField("result") and request.result.WhichOneof("kind") is not None:
+        result_json = json_format.MessageToJson(request.result, indent=None)
+    return Completion.check(
+        task, lease_id, result_json, request.summary, request.resume_token, prefix
+    )
+
+
+def failure(request: worker_pb2.FailTaskRequest, prefix: str = "") -> Failure:
+    task = leases.task_ref(request.name, f"{prefix}name")
+    lease_id = leases.lease_token(request.lease_id, f"{prefix}lease_id")
+    error: dict[str, Any] = {
+        "type": request.error.type,
+        "message": request.error.message,
+        "retryable": request.retryable,
+    }
+    if request.error.HasField("details"):
+        error["details"] = json_format.MessageToDict(request.error.details)
+    return Failure.check(task, lease_id, error, request.retryable, prefix)
+
+
+def heartbeat(request: worker_pb2.ExtendLeaseRequest, prefix: str = "") -> Heartbeat:
+    task = leases.task_ref(request.name, f"{prefix}name")
+    lease_id = leases.lease_token(request.lease_id, f"{prefix}lease_id")
+    lease_ms = None
+    if request.HasField("lease_duration"):
+        v = Violations()
+        lease_ms = leases.lease_ms(
+            v,
+            request.lease_duration.seconds,
+            request.lease_duration.nanos,
+            f"{prefix}lease_duration",
+        )
+        v.raise_if_any()
+    progress = None
+    if request.HasField("progress"):
+        progress = json_format.MessageToDict(request.progress)
+    return Heartbeat(task, lease_id, lease_ms, progress)
+
+
+def lease_message(row: TaskRow) -> task_pb2.Lease:
+    return task_pb2.Lease(
+        task=task_message(row),
+        lease_id=str(row.lease_id),
+        lease_expire_time=timestamp(row.lease_expire_time),
+    )
+
+
+def extension_message(
+    name: str, lease_id: str, extension: Extension | None
+) -> worker_pb2.ExtendLeaseResponse:
+    """A heartbeat answer; None (the lease is lost) has no expire time and says stop."""
+    if extension is None:
+        return worker_pb2.ExtendLeaseResponse(name=name, lease_id=lease_id, cancel_requested=True)
+    return worker_pb2.ExtendLeaseResponse(
+        name=name,
+        lease_id=lease_id,
+        lease_expire_time=timestamp(extension.lease_expire_time),
+        cancel_requested=extension.cancel_requested,
+    )

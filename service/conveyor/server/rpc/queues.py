@@ -1,0 +1,89 @@
+"""QueueService: ListQueues, GetQueue, UpdateQueue, PauseQueue, ResumeQueue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from conveyor.server.domain import retry_policy
+from conveyor.server.domain.queues import Queues, QueueSettings
+from conveyor.server.rpc.convert import duration, timestamp
+from conveyor.server.store.queues import QueueRow
+from conveyor.v1 import queue_pb2, queue_pb2_grpc
+
+__all__ = ["QueueServicer", "queue_message"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def queue_message(row: QueueRow, purge_confirm_token: str) -> queue_pb2.Queue:
+    return queue_pb2.Queue(
+        name=row.name,
+        paused=row.paused,
+        max_concurrency=row.max_concurrency,
+        rate_limit=row.rate_limit,
+        default_retry_policy=retry_policy.message(
+            retry_policy.Policy.from_json(row.default_retry_policy)
+        ),
+        stats=queue_pb2.QueueStats(
+            queued=row.queued,
+            scheduled=row.scheduled,
+            running=row.running,
+            awaiting_approval=row.awaiting_approval,
+            oldest_queued_age=duration(row.oldest_queued_age),
+            succeeded_last_hour=row.succeeded_last_hour,
+            failed_last_hour=row.failed_last_hour,
+        ),
+        purge_confirm_token=purge_confirm_token,
+        pause_reason=row.pause_reason,
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+    )
+
+
+class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
+    def __init__(self, queues: Queues) -> None:
+        self._queues = queues
+
+    def _message(self, row: QueueRow) -> queue_pb2.Queue:
+        return queue_message(row, self._queues.purge_token(row))
+
+    async def ListQueues(
+        self, request: queue_pb2.ListQueuesRequest, context: Context
+    ) -> queue_pb2.ListQueuesResponse:
+        rows, token = await self._queues.list_page(
+            request.parent, request.page_size, request.page_token
+        )
+        return queue_pb2.ListQueuesResponse(
+            queues=[self._message(r) for r in rows], next_page_token=token
+        )
+
+    async def GetQueue(
+        self, request: queue_pb2.GetQueueRequest, context: Context
+    ) -> queue_pb2.Queue:
+        return self._message(await self._queues.get(request.name))
+
+    async def UpdateQueue(
+        self, request: queue_pb2.UpdateQueueRequest, context: Context
+    ) -> queue_pb2.Queue:
+        queue = request.queue
+        settings = QueueSettings(
+            max_concurrency=queue.max_concurrency,
+            rate_limit=queue.rate_limit,
+            default_retry_policy=(
+                queue.default_retry_policy if queue.HasField("default_retry_policy") else None
+            ),
+        )
+        row = await self._queues.update(queue.name, settings, list(request.update_mask.paths))
+        return self._message(row)
+
+    async def PauseQueue(
+        self, request: queue_pb2.PauseQueueRequest, context: Context
+    ) -> queue_pb2.Queue:
+        return self._message(await self._queues.pause(request.name, request.reason))
+
+    async def ResumeQueue(
+        self, request: queue_pb2.ResumeQueueRequest, context: Context
+    ) -> queue_pb2.Queue:
+        return self._message(await self._queues.resume(request.name))

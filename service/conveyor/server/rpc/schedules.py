@@ -1,0 +1,151 @@
+"""ScheduleService: thin translation between messages and domain.schedules."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2, json_format
+
+from conveyor.server.domain.schedules import Schedules
+from conveyor.server.rpc import principal
+from conveyor.server.rpc.convert import duration, timestamp, to_datetime
+from conveyor.server.store.schedules import RunRow, ScheduleRow
+from conveyor.v1 import enums_pb2, schedule_pb2, task_pb2
+
+Context = grpc.aio.ServicerContext[Any, Any]
+TaskLoader = Callable[[str], Awaitable[task_pb2.Task]]
+
+
+def run_message(project: str, run: RunRow) -> schedule_pb2.ScheduleRun:
+    outcome = enums_pb2.TaskState.Value(f"TASK_STATE_{run.task_state}") if run.task_state else 0
+    return schedule_pb2.ScheduleRun(
+        nominal_time=timestamp(run.nominal_time),
+        fire_time=timestamp(run.fire_time),
+        task=f"projects/{project}/tasks/{run.task_id}" if run.task_id else "",
+        outcome=outcome,  # type: ignore[arg-type]
+        note=run.note,
+    )
+
+
+def schedule_message(row: ScheduleRow, runs: list[RunRow] | None = None) -> schedule_pb2.Schedule:
+    message = schedule_pb2.Schedule(
+        name=row.name,
+        title=row.title,
+        description=row.description,
+        spec=schedule_pb2.ScheduleSpec(
+            kind=enums_pb2.ScheduleKind.Value(f"SCHEDULE_KIND_{row.kind}"),
+            expression=row.expression,
+            timezone=row.timezone,
+        ),
+        state=enums_pb2.ScheduleState.Value(f"SCHEDULE_STATE_{row.state}"),
+        notes=row.notes,
+        created_by=row.created_by,
+        overlap_policy=enums_pb2.OverlapPolicy.Value(f"OVERLAP_POLICY_{row.overlap_policy}"),
+        catchup_window=duration(timedelta(milliseconds=row.catchup_window_ms)),
+        jitter=duration(timedelta(milliseconds=row.jitter_ms)),
+        dst_policy=enums_pb2.DstPolicy.Value(f"DST_POLICY_{row.dst_policy}"),
+        next_run_time=timestamp(row.next_run_time),
+        last_run_time=timestamp(row.last_run_time),
+        snooze_until=timestamp(row.snooze_until),
+        snooze_reason=row.snooze_reason,
+        run_count=row.run_count,
+        missed_count=row.missed_count,
+        recent_runs=[run_message(row.project, r) for r in runs or []],
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+    )
+    json_format.ParseDict(row.task_template, message.task_template)
+    return message
+
+
+class ScheduleServicer:
+    """Implements conveyor.v1.ScheduleService (registered method by method)."""
+
+    def __init__(self, schedules: Schedules, get_task: TaskLoader) -> None:
+        self._schedules = schedules
+        self._get_task = get_task
+
+    async def CreateSchedule(
+        self, request: schedule_pb2.CreateScheduleRequest, context: Context
+    ) -> schedule_pb2.Schedule:
+        row = await self._schedules.create(
+            request.parent, request.schedule_id, request.schedule, principal.current().key_name
+        )
+        return schedule_message(row)
+
+    async def GetSchedule(
+        self, request: schedule_pb2.GetScheduleRequest, context: Context
+    ) -> schedule_pb2.Schedule:
+        row, runs = await self._schedules.get(request.name)
+        return schedule_message(row, runs)
+
+    async def ListSchedules(
+        self, request: schedule_pb2.ListSchedulesRequest, context: Context
+    ) -> schedule_pb2.ListSchedulesResponse:
+        rows, token = await self._schedules.list_page(
+            request.parent, request.filter, request.page_size, request.page_token
+        )
+        return schedule_pb2.ListSchedulesResponse(
+            schedules=[schedule_message(r) for r in rows], next_page_token=token
+        )
+
+    async def UpdateSchedule(
+        self, request: schedule_pb2.UpdateScheduleRequest, context: Context
+    ) -> schedule_pb2.Schedule:
+        row = await self._schedules.update(request.schedule, list(request.update_mask.paths))
+        return schedule_message(row)
+
+    async def DeleteSchedule(
+        self, request: schedule_pb2.DeleteScheduleRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self._schedules.delete(request.name)
+        return empty_pb2.Empty()
+
+    async def PauseSchedule(
+        self, request: schedule_pb2.PauseScheduleRequest, context: Context
+    ) -> schedule_pb2.Schedule:
+        return schedule_message(await self._schedules.pause(request.name, request.notes))
+
+    async def ResumeSchedule(
+        self, request: schedule_pb2.ResumeScheduleRequest, context: Context
+    ) -> schedule_pb2.Schedule:
+        return schedule_message(await self._schedules.resume(request.name))
+
+    async def CancelSchedule(
+        self, request: schedule_pb2.CancelScheduleRequest, context: Context
+    ) -> schedule_pb2.Schedule:
+        return schedule_message(await self._schedules.cancel(request.name))
+
+    async def SnoozeSchedule(
+        self, request: schedule_pb2.SnoozeScheduleRequest, context: Context
+    ) -> schedule_pb2.Schedule:
+        row = await self._schedules.snooze(
+            request.name, request.delay.ToTimedelta(), request.reason
+        )
+        return schedule_message(row)
+
+    async def RunScheduleNow(
+        self, request: schedule_pb2.RunScheduleNowRequest, context: Context
+    ) -> task_pb2.Task:
+        task_id = await self._schedules.run_now(request.name, request.overlap_policy)
+        project = request.name.split("/")[1]
+        return await self._get_task(f"projects/{project}/tasks/{task_id}")
+
+    async def PreviewSchedule(
+        self, request: schedule_pb2.PreviewScheduleRequest, context: Context
+    ) -> schedule_pb2.PreviewScheduleResponse:
+        start = to_datetime(request.start_time) if request.HasField("start_time") else None
+        times = await self._schedules.preview(
+            request.name,
+            request.parent,
+            request.schedule if request.HasField("schedule") else None,
+            request.count,
+            start,
+        )
+        response = schedule_pb2.PreviewScheduleResponse()
+        for instant in times:
+            response.fire_times.add().FromDatetime(instant)
+        return response

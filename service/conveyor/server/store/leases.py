@@ -1,0 +1,196 @@
+"""Leases in SQL: take ready tasks, settle reports, extend leases (the worker's hot path).
+
+Every function is one statement on an autocommit connection, so it is one round trip and
+one commit; the events of each change are appended by the same statement.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, LiteralString
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from conveyor.server.store import sql
+from conveyor.server.store.task_rows import TaskRow, task_row
+
+
+def _compact(text: LiteralString) -> LiteralString:
+    """The statement without comments and indentation.
+
+    psycopg caches the parse of a statement (placeholders to $n) only below 4 KiB of
+    text; the settle statement is longer with its comments, and parsing it at every
+    call costs more than a tenth of a millisecond. Our SQL has no `--` inside literals.
+    """
+    lines = (line.split("--", 1)[0].strip() for line in text.splitlines())
+    return " ".join(line for line in lines if line)
+
+
+_BLOCKS = sql.load_blocks("lease_report")
+_SETTLE_ONE_QUEUE = _compact(
+    ",\n".join((_BLOCKS["reports"], _BLOCKS["ready_one_queue"], _BLOCKS["lease"]))
+)
+_SETTLE_MANY_QUEUES = _compact(
+    ",\n".join((_BLOCKS["reports"], _BLOCKS["ready_many_queues"], _BLOCKS["lease"]))
+)
+_LOOKUP = sql.load("lease_lookup")
+_EXTEND = sql.load("lease_extend")
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteRow:
+    id: uuid.UUID
+    lease_id: uuid.UUID
+    result_json: str | None
+    """The result as JSON text; None stores SQL NULL (no result)."""
+    summary: str
+    resume_token: str | None
+    """None keeps the task's token."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailRow:
+    id: uuid.UUID
+    lease_id: uuid.UUID
+    error: dict[str, Any]
+    retryable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TakeRow:
+    worker: str
+    queues: Sequence[str]
+    limit: int
+    lease_ms: int | None
+    """None leases each task for its own lease_duration."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    succeeded: dict[uuid.UUID, TaskRow]
+    failed: dict[uuid.UUID, TaskRow]
+    leased: list[TaskRow]
+    """In lease order: priority, schedule_time, id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What a report that matched nothing ran into."""
+
+    task: TaskRow | None
+    attempt_outcome: str | None
+    """The outcome of the attempt the reported lease_id belongs to (None: no such attempt)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Extended:
+    id: uuid.UUID
+    lease_id: uuid.UUID
+    lease_expire_time: datetime
+    cancel_requested: bool
+
+
+def _lease_order(row: TaskRow) -> tuple[int, datetime, uuid.UUID]:
+    return (row.priority, row.schedule_time, row.id)
+
+
+async def settle(
+    conn: AsyncConnection[Any],
+    *,
+    project: str,
+    completes: Sequence[CompleteRow] = (),
+    fails: Sequence[FailRow] = (),
+    take: TakeRow | None = None,
+    rand: float | None = None,
+) -> Settled:
+    """Applies the reports whose lease is still current, then leases `take.limit` tasks.
+
+    Task ids must be distinct across `completes` and `fails` (one statement cannot change a
+    row twice). `rand` draws the retry jitter; None lets the database draw per task.
+    """
+    queues = list(take.queues) if take else []
+    # An absent part is NULL rather than an empty array: unnest(NULL) is empty too, and
+    # NULL costs nothing to send.
+    params = {
+        "project": project,
+        "c_ids": [c.id for c in completes] or None,
+        "c_lease_ids": [c.lease_id for c in completes] or None,
+        "c_results": [c.result_json for c in completes] or None,
+        "c_summaries": [c.summary for c in completes] or None,
+        "c_resume_tokens": [c.resume_token for c in completes] or None,
+        "f_ids": [f.id for f in fails] or None,
+        "f_lease_ids": [f.lease_id for f in fails] or None,
+        "f_errors": [Jsonb(f.error) for f in fails] or None,
+        "f_retryable": [f.retryable for f in fails] or None,
+        "rand": rand,
+        "worker": take.worker if take else "",
+        "queue": queues[0] if queues else "",
+        "queues": queues,
+        "limit": take.limit if take else 0,
+        "lease_ms": take.lease_ms if take else None,
+    }
+    succeeded: dict[uuid.UUID, TaskRow] = {}
+    failed: dict[uuid.UUID, TaskRow] = {}
+    leased: list[TaskRow] = []
+    async with conn.cursor(row_factory=dict_row) as cur:
+        # Prepared at once: planning this statement costs more than running it.
+        await cur.execute(
+            _SETTLE_MANY_QUEUES if len(queues) > 1 else _SETTLE_ONE_QUEUE, params, prepare=True
+        )
+        for raw in await cur.fetchall():
+            row = task_row(raw)
+            outcome = raw["outcome"]
+            if outcome == "leased":
+                leased.append(row)
+            elif outcome == "succeeded":
+                succeeded[row.id] = row
+            else:
+                failed[row.id] = row
+    leased.sort(key=_lease_order)
+    return Settled(succeeded, failed, leased)
+
+
+async def lookup(
+    conn: AsyncConnection[Any], project: str, reports: Sequence[tuple[uuid.UUID, uuid.UUID]]
+) -> list[Lookup]:
+    """For each (task id, lease_id): the task now and its attempt under that lease."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            _LOOKUP,
+            {
+                "project": project,
+                "ids": [task_id for task_id, _ in reports],
+                "lease_ids": [lease_id for _, lease_id in reports],
+            },
+        )
+        rows = await cur.fetchall()
+    return [
+        Lookup(task_row(r) if r["id"] is not None else None, r["attempt_outcome"]) for r in rows
+    ]
+
+
+async def extend(
+    conn: AsyncConnection[Any],
+    project: str,
+    beats: Sequence[tuple[uuid.UUID, uuid.UUID, int | None, dict[str, Any] | None]],
+) -> dict[uuid.UUID, Extended]:
+    """Extends the leases still held: (task id, lease_id, lease_ms, progress) -> by task id."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            _EXTEND,
+            {
+                "project": project,
+                "ids": [b[0] for b in beats],
+                "lease_ids": [b[1] for b in beats],
+                "lease_ms": [b[2] for b in beats],
+                "progress": [Jsonb(b[3]) if b[3] is not None else None for b in beats],
+            },
+            prepare=True,
+        )
+        rows = await cur.fetchall()
+    return {r["id"]: Extended(**r) for r in rows}

@@ -1,0 +1,27 @@
+-- The final events after a cursor, oldest first, and the bound they were read below.
+--
+-- An event id is (xid << 20) + n (see 0004_events.sql), so every id below
+-- `bound` = (pg_snapshot_xmin(pg_current_snapshot()) << 20) was written by a transaction
+-- that has ended: no smaller id can appear later, and a reader that has read everything
+-- below `bound` may move its cursor to bound - 1 even past the last row it saw.
+-- `held` says committed events wait at or above the bound (an older writer is still
+-- running), so the caller looks again soon instead of at its next poll.
+-- Always one row at least: with no events, the event columns are NULL.
+WITH horizon AS (
+    SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20) AS bound
+)
+SELECT
+    h.bound,
+    EXISTS (
+        SELECT 1 FROM events WHERE project = %(project)s AND id >= h.bound
+    ) AS held,
+    e.id, e.type, e.time, e.subject, e.task::text AS task, e.data::text AS data
+FROM horizon h
+LEFT JOIN LATERAL (
+    SELECT id, type, time, subject, task, data
+    FROM events
+    WHERE project = %(project)s AND id > %(after)s AND id < h.bound
+    ORDER BY id
+    LIMIT %(limit)s
+) e ON true
+ORDER BY e.id

@@ -1,0 +1,2 @@
+-- Proves the event LISTEN connection is still alive.
+SELECT 1

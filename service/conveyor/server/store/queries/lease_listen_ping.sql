@@ -1,0 +1,2 @@
+-- Proves the LISTEN connection is still alive.
+SELECT 1

@@ -1,0 +1,160 @@
+-- Settles a worker's reports and leases its next tasks, in one statement and one commit:
+-- the hot path of a worker (complete one, take the next). Each part may be empty.
+--
+-- Reports are fenced: a report changes its task only while the task is RUNNING under the
+-- report's lease_id; the caller looks up reports that matched nothing (lease_lookup).
+-- Leasing takes QUEUED tasks of the worker's queues that are not paused, in lease order
+-- (priority, schedule_time, id), skipping rows another leaser holds.
+--
+-- Returns one row per changed task: `outcome` ('succeeded', 'failed', 'leased') + tasks.*.
+--
+-- Composed from the blocks below: reports, one of the two `ready` blocks, lease. A
+-- worker of one queue gets an ordered index scan that stops at `limit` (the hot case);
+-- `queue = ANY(...)` cannot be read in lease order from the index, so several queues
+-- cost a sort of their ready tasks.
+
+-- name: reports
+WITH completes AS (
+    SELECT *
+    FROM unnest(
+        %(c_ids)s::uuid[], %(c_lease_ids)s::uuid[], %(c_results)s::jsonb[],
+        %(c_summaries)s::text[], %(c_resume_tokens)s::text[]
+    ) AS c (id, lease_id, result, summary, resume_token)
+),
+succeeded AS (
+    UPDATE tasks t
+    SET state = 'SUCCEEDED',
+        result = c.result,
+        summary = c.summary,
+        -- NULL keeps the token the task has.
+        resume_token = coalesce(c.resume_token, t.resume_token),
+        lease_expire_time = NULL,
+        end_time = now(),
+        update_time = now()
+    FROM completes c
+    -- Absent parts are NULL: a one-time filter then skips them without touching tasks.
+    WHERE %(c_ids)s::uuid[] IS NOT NULL
+      AND t.project = %(project)s AND t.id = c.id
+      AND t.lease_id = c.lease_id AND t.state = 'RUNNING'
+    RETURNING t.*
+),
+fail_targets AS (
+    SELECT t.project, t.id, t.attempt, f.error,
+           CASE
+               WHEN t.cancel_requested THEN 'INTERRUPTED'
+               WHEN f.retryable AND t.attempt < t.max_attempts THEN 'SCHEDULED'
+               ELSE 'FAILED'
+           END AS next_state,
+           conveyor_backoff_ms(
+               t.backoff, t.attempt, t.initial_backoff_ms, t.max_backoff_ms,
+               coalesce(%(rand)s::double precision, random())
+           ) AS delay_ms
+    FROM unnest(
+        %(f_ids)s::uuid[], %(f_lease_ids)s::uuid[], %(f_errors)s::jsonb[],
+        %(f_retryable)s::boolean[]
+    ) AS f (id, lease_id, error, retryable)
+    JOIN tasks t
+      ON t.project = %(project)s AND t.id = f.id
+     AND t.lease_id = f.lease_id AND t.state = 'RUNNING'
+    WHERE %(f_ids)s::uuid[] IS NOT NULL
+    FOR UPDATE OF t
+),
+failed AS (
+    UPDATE tasks t
+    SET state = ft.next_state,
+        error = ft.error,
+        schedule_time = CASE
+            WHEN ft.next_state = 'SCHEDULED' THEN now() + ft.delay_ms * interval '1 millisecond'
+            ELSE t.schedule_time
+        END,
+        end_time = CASE WHEN ft.next_state = 'SCHEDULED' THEN NULL ELSE now() END,
+        lease_expire_time = NULL,
+        update_time = now()
+    FROM fail_targets ft
+    WHERE %(f_ids)s::uuid[] IS NOT NULL
+      AND t.project = ft.project AND t.id = ft.id AND t.state = 'RUNNING'
+    RETURNING t.*
+),
+attempts_ended AS (
+    UPDATE task_attempts a
+    SET end_time = now(), outcome = ended.outcome, error = ended.error
+    FROM (
+        SELECT project, id, attempt, 'SUCCEEDED' AS outcome, NULL::jsonb AS error
+        FROM succeeded
+        UNION ALL
+        SELECT project, id, attempt, 'FAILED', error FROM failed
+    ) AS ended
+    WHERE a.project = ended.project AND a.task_id = ended.id AND a.attempt = ended.attempt
+)
+
+-- name: ready_one_queue
+ready AS (
+    SELECT t.project, t.id
+    FROM tasks t
+    WHERE t.project = %(project)s
+      AND t.state = 'QUEUED'
+      AND t.queue = %(queue)s
+      AND NOT EXISTS (
+          SELECT FROM queues q WHERE q.project = %(project)s AND q.id = %(queue)s AND q.paused)
+    ORDER BY t.priority, t.schedule_time, t.id
+    LIMIT %(limit)s::integer
+    FOR UPDATE OF t SKIP LOCKED
+)
+
+-- name: ready_many_queues
+ready AS (
+    SELECT t.project, t.id
+    FROM tasks t
+    WHERE t.project = %(project)s
+      AND t.state = 'QUEUED'
+      AND t.queue = ANY (%(queues)s::text[])
+      AND t.queue <> ALL (ARRAY(
+          SELECT q.id FROM queues q WHERE q.project = %(project)s AND q.paused))
+    ORDER BY t.priority, t.schedule_time, t.id
+    LIMIT %(limit)s::integer
+    FOR UPDATE OF t SKIP LOCKED
+)
+
+-- name: lease
+leased AS (
+    UPDATE tasks t
+    SET state = 'RUNNING',
+        state_reason = '',
+        attempt = t.attempt + 1,
+        worker = %(worker)s,
+        lease_id = gen_random_uuid(),
+        lease_expire_time =
+            now() + coalesce(%(lease_ms)s::bigint, t.lease_duration_ms) * interval '1 millisecond',
+        start_time = now(),
+        end_time = NULL,
+        update_time = now()
+    FROM ready r
+    WHERE t.project = r.project AND t.id = r.id
+    RETURNING t.*
+),
+attempts_started AS (
+    INSERT INTO task_attempts (project, task_id, attempt, worker, lease_id, start_time)
+    SELECT project, id, attempt, worker, lease_id, start_time FROM leased
+),
+events_written AS (
+    INSERT INTO events (project, type, subject, task)
+    SELECT s.project, 'task.succeeded', 'projects/' || s.project || '/tasks/' || s.id, to_jsonb(s)
+    FROM succeeded s
+    UNION ALL
+    SELECT f.project,
+           CASE f.state
+               WHEN 'SCHEDULED' THEN 'task.retrying'
+               WHEN 'FAILED' THEN 'task.failed'
+               ELSE 'task.interrupted'
+           END,
+           'projects/' || f.project || '/tasks/' || f.id, to_jsonb(f)
+    FROM failed f
+    UNION ALL
+    SELECT l.project, 'task.started', 'projects/' || l.project || '/tasks/' || l.id, to_jsonb(l)
+    FROM leased l
+)
+SELECT 'succeeded' AS outcome, s.* FROM succeeded s
+UNION ALL
+SELECT 'failed', f.* FROM failed f
+UNION ALL
+SELECT 'leased', l.* FROM leased l

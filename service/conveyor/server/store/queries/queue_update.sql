@@ -1,0 +1,20 @@
+-- Sets the queue settings whose set_* flag is true (creating the queue if no task used
+-- it yet) and wakes its workers: a higher max_concurrency may let tasks run.
+WITH updated AS (
+    INSERT INTO queues AS q (project, id, max_concurrency, rate_limit, default_retry_policy)
+    VALUES (
+        %(project)s, %(id)s, %(max_concurrency)s, %(rate_limit)s, %(default_retry_policy)s::jsonb
+    )
+    ON CONFLICT (project, id) DO UPDATE
+    SET max_concurrency = CASE
+            WHEN %(set_max_concurrency)s THEN excluded.max_concurrency ELSE q.max_concurrency
+        END,
+        rate_limit = CASE WHEN %(set_rate_limit)s THEN excluded.rate_limit ELSE q.rate_limit END,
+        default_retry_policy = CASE
+            WHEN %(set_default_retry_policy)s THEN excluded.default_retry_policy
+            ELSE q.default_retry_policy
+        END,
+        update_time = now()
+    RETURNING q.project, q.id
+)
+SELECT count(pg_notify('conveyor_tasks', project || '/' || id)) AS woken FROM updated

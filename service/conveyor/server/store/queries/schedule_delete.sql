@@ -1,0 +1,1 @@
+DELETE FROM schedules WHERE project = %(project)s AND id = %(id)s RETURNING id

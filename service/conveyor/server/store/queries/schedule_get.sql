@@ -1,0 +1,1 @@
+SELECT * FROM schedules WHERE project = %(project)s AND id = %(id)s

@@ -1,0 +1,178 @@
+"""Coalesces concurrent single-task creates of one replica into shared inserts.
+
+Each commit costs a WAL flush, and a statement a round trip; a CreateTask that
+waited for both alone would cap throughput at one commit per call. The batcher
+queues callers and flushes whatever has gathered as soon as a flush slot is free
+(group commit): an idle server runs a lone create at once, a busy one folds every
+create that arrived during the previous flush into the next statement. A flush
+is one `insert_batch` statement (tasks, events, queue rows, NOTIFY) in autocommit,
+so one round trip and one commit for up to MAX_BATCH callers.
+
+Failure isolation: an item refused by the database's checks gets its own outcome;
+if the statement itself fails (it should not: input is validated first) the batch
+is split and each item retried alone, so only the bad item sees the error.
+
+A caller that gives up (deadline, cancellation) stops waiting, but its item stays in
+the flush and may commit: as with any create, a retry with the same request_id
+learns the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg import errors as pg_errors
+from psycopg_pool import AsyncConnectionPool
+
+from conveyor.server.store.task_inserts import NewTask, Outcome, Result, insert_batch
+
+__all__ = ["CreateBatcher"]
+
+log = structlog.get_logger("conveyor.tasks")
+
+MAX_BATCH = 500
+MAX_IN_FLIGHT = 2
+# A deadlock can only come from two batches racing on the same new request_ids or
+# queues in opposite orders; retrying the whole statement settles it.
+_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+_ATTEMPTS = 3
+# Errors a single bad item could cause; a lost connection fails the whole batch.
+_DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
+
+
+@dataclass
+class _Waiter:
+    item: NewTask
+    future: asyncio.Future[Result] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class CreateBatcher:
+    """Runs single creates through shared multi-row inserts; also runs whole batches.
+
+    `known_queues` remembers (project, queue) pairs whose row exists, so the hot
+    path skips the queue upsert for them (queues are never deleted).
+    """
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        *,
+        max_batch: int = MAX_BATCH,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
+        self._pool = pool
+        self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
+        self._pending: list[_Waiter] = []
+        self._in_flight = 0
+        self._scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
+        self.known_queues: set[tuple[str, str]] = set()
+
+    async def start(self) -> None:
+        """Nothing runs between calls; here for the BackgroundLoop lifecycle."""
+
+    async def stop(self) -> None:
+        """Waits for flushes under way (their callers are still waiting for them)."""
+        while self._flushes or self._pending:
+            if self._pending and not self._scheduled:
+                self._schedule()
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+            if self._pending and not self._flushes:
+                await asyncio.sleep(0)
+
+    async def create(self, item: NewTask) -> Result:
+        """Inserts one task (in a shared statement); its own Result."""
+        waiter = _Waiter(item)
+        self._pending.append(waiter)
+        if not self._scheduled:
+            self._schedule()
+        return await waiter.future
+
+    async def create_many(self, items: Sequence[NewTask], *, atomic: bool) -> list[Result]:
+        """Inserts a caller's batch in one statement of its own; one Result per item."""
+        return await self._run(items, atomic=atomic)
+
+    def _schedule(self) -> None:
+        # call_soon: creates that arrive in the same event-loop pass join this flush.
+        # A fresh context: the flush serves many callers, so it must not carry the first
+        # caller's request id and principal into its log lines.
+        self._scheduled = True
+        asyncio.get_running_loop().call_soon(self._drain, context=contextvars.Context())
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        while self._pending and self._in_flight < self._max_in_flight:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            self._in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._flush(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[_Waiter]) -> None:
+        try:
+            try:
+                results = await self._run([w.item for w in batch], atomic=False)
+            except _DATA_ERRORS as error:
+                if len(batch) == 1:
+                    _fail(batch, error)
+                else:
+                    await self._isolate(batch, error)
+                return
+            except Exception as error:
+                _fail(batch, error)
+                return
+            for waiter, result in zip(batch, results, strict=True):
+                if not waiter.future.done():
+                    waiter.future.set_result(result)
+        finally:
+            for waiter in batch:  # only when the flush itself was cancelled
+                if not waiter.future.done():
+                    waiter.future.cancel()
+            self._in_flight -= 1
+            if self._pending and not self._scheduled:
+                self._schedule()
+
+    async def _isolate(self, batch: list[_Waiter], error: Exception) -> None:
+        log.warning("task_batch.split", size=len(batch), error=str(error))
+        for waiter in batch:
+            try:
+                result = (await self._run([waiter.item], atomic=False))[0]
+            except Exception as item_error:
+                if not waiter.future.done():
+                    waiter.future.set_exception(item_error)
+            else:
+                if not waiter.future.done():
+                    waiter.future.set_result(result)
+
+    async def _run(self, items: Sequence[NewTask], *, atomic: bool) -> list[Result]:
+        upsert = [(i.project, i.queue) not in self.known_queues for i in items]
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                async with self._pool.connection() as conn:
+                    results = await insert_batch(conn, items, upsert_queue=upsert, atomic=atomic)
+            except _RETRYABLE:
+                if attempt == _ATTEMPTS:
+                    raise
+                continue
+            break
+        if any(upsert):
+            for item, result in zip(items, results, strict=True):
+                if result.outcome is Outcome.CREATED:
+                    self.known_queues.add((item.project, item.queue))
+        return results
+
+
+def _fail(batch: list[_Waiter], error: Exception) -> None:
+    for waiter in batch:
+        if not waiter.future.done():
+            waiter.future.set_exception(error)

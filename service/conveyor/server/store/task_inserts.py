@@ -1,0 +1,194 @@
+"""Inserting new tasks: many per statement, one commit, per-item outcomes.
+
+`insert_batch` is the only way tasks are created. Every item gets an outcome of its
+own, so one refused item (missing parent, unknown project) never fails the others
+unless the caller asked for all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from conveyor.server.store import sql
+from conveyor.server.store.task_rows import TaskRow, task_row
+
+__all__ = ["Inserted", "NewTask", "Outcome", "Result", "get_by_request_ids", "insert_batch"]
+
+# psycopg caches the parsing of statements up to 4096 characters (and 50 parameters);
+# without the comments and indentation the insert fits, which saves ~0.2 ms per call.
+# tests/test_tasks_create.py keeps it under the limit.
+INSERT_STATEMENT = "\n".join(
+    line.strip()
+    for line in sql.load("task_insert_batch").splitlines()
+    if line.strip() and not line.strip().startswith("--")
+)
+_BY_REQUEST_ID = sql.load("task_get_by_request_id")
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """The column values of a task to insert. None retry fields inherit the queue's."""
+
+    project: str
+    id: uuid.UUID
+    queue: str
+    kind: str
+    input: str | None  # JSON text; None when unset (a JSON null is stored as unset too)
+    priority: int
+    state: str
+    labels: str  # JSON text of an object
+    max_attempts: int | None
+    backoff: str | None
+    initial_backoff_ms: int | None
+    max_backoff_ms: int | None
+    schedule_time: datetime
+    lease_duration_ms: int
+    concurrency_key: str | None
+    concurrency_limit: int
+    requires_approval: bool
+    approval_timeout_ms: int | None
+    approval_timeout_action: str
+    correlation_id: str
+    parent_task: uuid.UUID | None
+    callback_url: str
+    resume_token: str
+    schedule: str
+    request_id: str | None
+    create_time: datetime
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class Outcome(Enum):
+    CREATED = "created"
+    EXISTING = "existing"  # its request_id was used before: `row` is the first task
+    NO_PROJECT = "no_project"
+    NO_PARENT = "no_parent"
+    ABORTED = "aborted"  # atomic batch with another item refused
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    """What the insert decided for a created task (the rest is what was asked)."""
+
+    root_task: uuid.UUID
+    max_attempts: int
+    backoff: str
+    initial_backoff_ms: int
+    max_backoff_ms: int
+    update_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: Outcome
+    inserted: Inserted | None = None
+    row: TaskRow | None = None
+
+
+def _row(item: NewTask, upsert_queue: bool) -> str:
+    """One task as the JSON array task_insert_batch.sql reads (positions matter).
+
+    input and labels are JSON text already: they are spliced in, not encoded again.
+    """
+    head = _encode(
+        [
+            item.project,
+            str(item.id),
+            item.queue,
+            item.kind,
+            item.priority,
+            item.state,
+            item.max_attempts,
+            item.backoff,
+            item.initial_backoff_ms,
+            item.max_backoff_ms,
+            item.schedule_time.isoformat(),
+            item.lease_duration_ms,
+            item.concurrency_key,
+            item.concurrency_limit,
+            item.requires_approval,
+            item.approval_timeout_ms,
+            item.approval_timeout_action,
+            item.correlation_id,
+            str(item.parent_task) if item.parent_task is not None else None,
+            item.callback_url,
+            item.resume_token,
+            item.schedule,
+            item.request_id,
+            item.create_time.isoformat(),
+            upsert_queue,
+        ]
+    )
+    return f"{head[:-1]},{item.labels},{item.input or 'null'}]"
+
+
+def _params(items: Sequence[NewTask], upsert_queue: Sequence[bool], atomic: bool) -> dict[str, Any]:
+    rows = ",".join(map(_row, items, upsert_queue))
+    return {"items": f"[{rows}]", "atomic": atomic}
+
+
+async def insert_batch(
+    conn: AsyncConnection[Any],
+    items: Sequence[NewTask],
+    *,
+    upsert_queue: Sequence[bool],
+    atomic: bool = False,
+) -> list[Result]:
+    """Inserts `items` in one statement; one Result per item, in order.
+
+    Run it outside a transaction (autocommit) so it is one round trip and one commit;
+    items whose request_id was used before are read back with a second statement,
+    which sees tasks that a concurrent insert committed while this one waited.
+    """
+    async with conn.cursor() as cur:
+        await cur.execute(INSERT_STATEMENT, _params(items, upsert_queue, atomic))
+        rows = await cur.fetchall()
+    results: list[Result | None] = [None] * len(items)
+    replays: list[int] = []
+    for ord_, project_ok, parent_ok, aborted, created, root, ma, bo, ib, mb, ut in rows:
+        if created:
+            results[ord_] = Result(Outcome.CREATED, Inserted(root, ma, bo, ib, mb, ut))
+        elif not project_ok:
+            results[ord_] = Result(Outcome.NO_PROJECT)
+        elif not parent_ok:
+            results[ord_] = Result(Outcome.NO_PARENT)
+        elif aborted:
+            results[ord_] = Result(Outcome.ABORTED)
+        else:
+            replays.append(ord_)
+    if replays:
+        found = await get_by_request_ids(
+            conn, [(items[i].project, items[i].request_id or "") for i in replays]
+        )
+        for i in replays:
+            row = found.get((items[i].project, items[i].request_id or ""))
+            if row is None:
+                # Only an item with a request_id can be skipped, and its holder has
+                # committed by now; anything else is a bug worth a loud error.
+                raise RuntimeError(f"task insert skipped item {i} without a request_id holder")
+            results[i] = Result(Outcome.EXISTING, row=row)
+    return [r for r in results if r is not None]
+
+
+async def get_by_request_ids(
+    conn: AsyncConnection[Any], keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], TaskRow]:
+    """The tasks holding these (project, request_id) pairs."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            _BY_REQUEST_ID,
+            {"project": [k[0] for k in keys], "request_id": [k[1] for k in keys]},
+        )
+        rows = [task_row(r) for r in await cur.fetchall()]
+    return {(r.project, r.request_id or ""): r for r in rows}

@@ -1,0 +1,269 @@
+"""The event hub: per-project tails that read each final event once and fan it out.
+
+A watch replays from its cursor with its own reads until it reaches the tail's position,
+then attaches to the tail without yielding control in between, so no event falls
+between the replay and the live part, and a subscription skips what it already has, so
+none comes twice. Positions are cursors every replica agrees on (see store/events.py):
+a client may resume on any replica from the last id it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge
+
+from conveyor.server.domain.events_filter import EventMatcher
+from conveyor.server.logging import get_logger
+from conveyor.server.store import events as store
+from conveyor.server.store.db import Pool
+from conveyor.server.store.events import EventRow
+from conveyor.server.streams.subscription import Closed, Overflowed, Subscription
+
+__all__ = ["Closed", "EventHub", "Overflowed", "Position"]
+
+_log = get_logger(__name__)
+
+SUBSCRIBERS = Gauge("conveyor_event_subscribers", "Live WatchEvents subscribers on this replica.")
+OVERFLOWS = Counter(
+    "conveyor_event_subscriber_overflows_total",
+    "WatchEvents streams cut off because their subscriber fell behind its buffer.",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A cursor a stream reports while it has nothing to send (a keep-alive)."""
+
+    id: int
+
+
+@dataclass
+class _Group:
+    """Subscribers sharing one filter: it runs once per event for all of them."""
+
+    matcher: EventMatcher
+    subscriptions: set[Subscription] = field(default_factory=set)
+
+
+class _Tail:
+    """Reads one project's final events in cursor order and hands them to subscribers."""
+
+    def __init__(self, hub: EventHub, project: str) -> None:
+        self.hub = hub
+        self.project = project
+        self.position = 0
+        self.ready = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.groups: dict[str, _Group] = {}
+        self.refs = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def attach(self, matcher: EventMatcher, subscription: Subscription) -> None:
+        group = self.groups.get(matcher.key)
+        if group is None:
+            group = self.groups[matcher.key] = _Group(matcher)
+        group.subscriptions.add(subscription)
+        SUBSCRIBERS.inc()
+
+    def detach(self, matcher: EventMatcher, subscription: Subscription) -> None:
+        group = self.groups.get(matcher.key)
+        if group is not None and subscription in group.subscriptions:
+            group.subscriptions.discard(subscription)
+            SUBSCRIBERS.dec()
+            if not group.subscriptions:
+                del self.groups[matcher.key]
+
+    async def run(self) -> None:
+        hub = self.hub
+        while not self.ready.is_set():
+            try:
+                self.position = await store.live_position(hub.pool)
+                self.ready.set()
+            except Exception:
+                _log.exception("event tail could not start", project=self.project)
+                await asyncio.sleep(hub.poll_interval)
+        delay = hub.poll_interval
+        held_delay = hub.held_retry
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self.wake.wait()
+            self.wake.clear()
+            try:
+                held = await self._read()
+            except Exception:
+                _log.exception("event tail read failed", project=self.project)
+                held = False
+            # Events held back by an older writer become readable when it ends, which
+            # no notification announces (it may have written nothing here): look again
+            # soon, backing off towards the poll interval.
+            if held:
+                delay, held_delay = held_delay, min(held_delay * 2, hub.poll_interval)
+            else:
+                delay, held_delay = hub.poll_interval, hub.held_retry
+
+    async def _read(self) -> bool:
+        hub = self.hub
+        # Never more at once than a buffer holds: a subscriber that keeps up must not be
+        # cut off by the size of a read.
+        limit = max(1, min(hub.batch, hub.buffer_size))
+        while True:
+            async with hub.pool.connection() as conn:
+                page = await store.fetch_after(conn, self.project, self.position, limit)
+            self._dispatch(page.rows, page.position)
+            if len(page.rows) < limit:
+                return page.held
+
+    def _dispatch(self, rows: list[EventRow], position: int) -> None:
+        for group in list(self.groups.values()):
+            matcher = group.matcher
+            matched = rows if matcher.matches_everything else [r for r in rows if matcher(r)]
+            for subscription in list(group.subscriptions):
+                if not subscription.offer(matched, position):
+                    self.detach(matcher, subscription)
+                    OVERFLOWS.inc()
+        self.position = max(self.position, position)
+
+
+class EventHub:
+    """A BackgroundLoop: the tails of the projects someone watches on this replica."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        shutting_down: asyncio.Event | None = None,
+        buffer_size: int = 10_000,
+        keepalive_interval: float = 15.0,
+        batch: int = 1000,
+        poll_interval: float = 1.0,
+        held_retry: float = 0.005,
+    ) -> None:
+        self.pool = pool
+        self.buffer_size = buffer_size
+        """Events a subscriber may fall behind before it is cut off."""
+        self.keepalive_interval = keepalive_interval
+        """Seconds of silence after which a stream sends a keep-alive."""
+        self.batch = batch
+        self.poll_interval = poll_interval
+        self.held_retry = held_retry
+        self._shutting_down = shutting_down or asyncio.Event()
+        self._tails: dict[str, _Tail] = {}
+        self._closing = False
+        self._watcher: asyncio.Task[None] | None = None
+        self._subscriptions: set[Subscription] = set()
+
+    async def start(self) -> None:
+        self._watcher = asyncio.create_task(self._close_on_shutdown(), name="conveyor-event-hub")
+
+    async def stop(self) -> None:
+        self._close_all()
+        tasks = [t.task for t in self._tails.values() if t.task is not None]
+        if self._watcher is not None:
+            tasks.append(self._watcher)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tails.clear()
+
+    def notify(self, project: str | None) -> None:
+        """A project has new events (None: any may have)."""
+        if project is None:
+            for tail in self._tails.values():
+                tail.wake.set()
+        else:
+            found = self._tails.get(project)
+            if found is not None:
+                found.wake.set()
+
+    def position(self, project: str) -> int | None:
+        """The tail's position, when this replica tails the project (for tests)."""
+        tail = self._tails.get(project)
+        return tail.position if tail is not None and tail.ready.is_set() else None
+
+    def subscribers(self, project: str) -> int:
+        """Live subscriptions attached to the project's tail (for tests and metrics)."""
+        tail = self._tails.get(project)
+        if tail is None:
+            return 0
+        return sum(len(group.subscriptions) for group in tail.groups.values())
+
+    async def watch(
+        self, project: str, matcher: EventMatcher, after: int
+    ) -> AsyncIterator[EventRow | Position]:
+        """Events after `after` (0: from now) matching `matcher`, then live ones, forever.
+
+        Starts with a Position (the cursor the stream starts from) and sends one after
+        `keepalive_interval` seconds without events. Raises Overflowed when the consumer
+        fell behind, Closed when the replica shuts down.
+        """
+        tail = self._acquire(project)
+        try:
+            await self._wait_ready(tail)
+            position = after if after > 0 else tail.position
+            yield Position(position)
+            while position < tail.position:
+                async with self.pool.connection() as conn:
+                    page = await store.fetch_after(conn, project, position, self.batch)
+                for row in page.rows:
+                    if matcher(row):
+                        yield row
+                    if self._closing:
+                        raise Closed
+                if page.position <= position:
+                    await asyncio.sleep(self.held_retry)
+                position = max(position, page.position)
+            # Caught up: attach in the same step as the check above (no await in
+            # between), so the tail's next read starts where this replay stopped.
+            subscription = Subscription(position, self.buffer_size)
+            tail.attach(matcher, subscription)
+            self._subscriptions.add(subscription)
+            try:
+                while True:
+                    live = await subscription.next(self.keepalive_interval)
+                    yield live if live is not None else Position(subscription.position)
+            finally:
+                self._subscriptions.discard(subscription)
+                tail.detach(matcher, subscription)
+        finally:
+            self._release(tail)
+
+    async def _wait_ready(self, tail: _Tail) -> None:
+        while not tail.ready.is_set():
+            if self._closing:
+                raise Closed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await tail.ready.wait()
+
+    def _acquire(self, project: str) -> _Tail:
+        if self._closing:
+            raise Closed
+        tail = self._tails.get(project)
+        if tail is None:
+            tail = self._tails[project] = _Tail(self, project)
+            tail.task = asyncio.create_task(tail.run(), name=f"conveyor-event-tail-{project}")
+        tail.refs += 1
+        return tail
+
+    def _release(self, tail: _Tail) -> None:
+        tail.refs -= 1
+        if tail.refs == 0 and self._tails.get(tail.project) is tail:
+            del self._tails[tail.project]
+            if tail.task is not None:
+                tail.task.cancel()
+
+    def _close_all(self) -> None:
+        self._closing = True
+        for subscription in list(self._subscriptions):
+            subscription.close()
+
+    async def _close_on_shutdown(self) -> None:
+        await self._shutting_down.wait()
+        self._close_all()

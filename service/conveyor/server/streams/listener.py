@@ -1,0 +1,136 @@
+"""The replica's LISTEN connection for `conveyor_events`.
+
+The events_notify trigger NOTIFYs the project of every appended event at commit; the
+listener hands each project to its subscribers (the event hub, the webhook loop).
+NOTIFY is a hint and the events table is the truth: every `poll_interval` the listener
+calls its subscribers with None ("look at everything"), and while the connection is down
+it does so every `retry_interval` and reconnects, so streams degrade to polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from conveyor.server.logging import get_logger
+from conveyor.server.store import sql
+
+__all__ = ["EVENTS_CHANNEL", "EventListener"]
+
+EVENTS_CHANNEL = "conveyor_events"
+_LISTEN = sql.load("event_listen")
+_PING = sql.load("event_listen_ping")
+# Notice a dead peer within ~25 s even when no query is running on the connection.
+_KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
+_log = get_logger(__name__)
+
+Subscriber = Callable[[str | None], None]
+"""Called with the project that has new events, or None for "maybe any project"."""
+
+
+class EventListener:
+    """A BackgroundLoop holding one LISTEN connection."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        poll_interval: float = 1.0,
+        retry_interval: float = 0.5,
+        ping_timeout: float = 5.0,
+    ) -> None:
+        self._url = database_url
+        self.poll_interval = poll_interval
+        self._retry_interval = retry_interval
+        self._ping_timeout = ping_timeout
+        self._subscribers: list[Subscriber] = []
+        self._task: asyncio.Task[None] | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._listening = asyncio.Event()
+        self._first_attempt = asyncio.Event()
+        self.notifications = 0
+        """Notifications received (for tests and metrics)."""
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    @property
+    def listening(self) -> bool:
+        return self._listening.is_set()
+
+    async def start(self) -> None:
+        """Starts listening; returns after the first connection attempt (either way)."""
+        self._task = asyncio.create_task(self._run(), name="conveyor-event-listener")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await self._first_attempt.wait()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def wait_listening(self, within: float = 10.0) -> None:
+        async with asyncio.timeout(within):
+            await self._listening.wait()
+
+    async def drop_connection(self) -> None:
+        """Closes the LISTEN connection as a network failure would (for tests)."""
+        if self._conn is not None:
+            await self._conn.close()
+
+    def _tell(self, project: str | None) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(project)
+            except Exception:
+                _log.exception("event subscriber failed")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if self._listening.is_set():
+                    _log.warning("event listen connection lost; polling", error=str(error))
+            finally:
+                self._listening.clear()
+                self._first_attempt.set()
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            self._tell(None)
+            await asyncio.sleep(self._retry_interval)
+
+    async def _listen(self) -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            self._url, autocommit=True, application_name="conveyor-events", **_KEEPALIVES
+        )
+        self._conn = conn
+        await conn.execute(_LISTEN)
+        self._listening.set()
+        self._first_attempt.set()
+        # Whatever was notified while we were not listening is lost: look once.
+        self._tell(None)
+        while True:
+            async for notify in conn.notifies(timeout=self.poll_interval):
+                self.notifications += 1
+                self._tell(notify.payload)
+            self._tell(None)
+            async with asyncio.timeout(self._ping_timeout):
+                await conn.execute(_PING)

@@ -1,0 +1,93 @@
+"""One live subscriber: a bounded buffer between a project's tail and a stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable
+
+from conveyor.server.store.events import EventRow
+
+__all__ = ["Closed", "Overflowed", "Subscription"]
+
+
+class Overflowed(Exception):
+    """The subscriber fell more than its buffer behind and was detached."""
+
+
+class Closed(Exception):
+    """The replica is shutting down."""
+
+
+class Subscription:
+    """Events handed over by a tail, waiting for the stream to send them.
+
+    `position`: every event up to it has been put in the buffer or left out by the
+    filter, so once the buffer is empty a stream may report it as its cursor.
+    """
+
+    __slots__ = ("_buffer", "_capacity", "_ready", "closed", "overflowed", "position")
+
+    def __init__(self, position: int, capacity: int) -> None:
+        self.position = position
+        self._capacity = capacity
+        self._buffer: deque[EventRow] = deque()
+        self._ready = asyncio.Event()
+        self.overflowed = False
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def offer(self, rows: Iterable[EventRow], position: int) -> bool:
+        """Takes the rows after its position; False (and drops the buffer) on overflow."""
+        if self.overflowed or self.closed:
+            return False
+        added = False
+        for row in rows:
+            if row.id <= self.position:
+                continue
+            if len(self._buffer) >= self._capacity:
+                self.overflowed = True
+                # Freed at once: the stream resumes from what it sent, not from here.
+                self._buffer.clear()
+                self._ready.set()
+                return False
+            self._buffer.append(row)
+            self.position = row.id
+            added = True
+        if position > self.position:
+            self.position = position
+        if added:
+            # Only events wake the stream: hundreds of idle subscribers must not all
+            # run whenever the tail moves past events they do not want.
+            self._ready.set()
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+    async def next(self, idle: float) -> EventRow | None:
+        """The next event, or None when none came for `idle` seconds.
+
+        Raises Overflowed once the subscriber was cut off, Closed on shutdown.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + idle
+        # Woken by events, overflow or close; otherwise idle until a keep-alive is due.
+        while not self._buffer and not (self.overflowed or self.closed):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._ready.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._ready.wait()
+            except TimeoutError:
+                break
+        if self.overflowed:
+            raise Overflowed
+        if self.closed:
+            raise Closed
+        return self._buffer.popleft() if self._buffer else None

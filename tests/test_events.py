@@ -1,0 +1,499 @@
+"""EventService end to end: publish, list, watch (replay, live, filters, keep-alives),
+twenty subscribers on two replicas, a replica killed mid-stream, a slow subscriber cut
+off and resumed, shutdown, and retention."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+import pytest_asyncio
+from google.protobuf import struct_pb2
+
+from conveyor.client import (
+    AsyncClient,
+    Client,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from conveyor.client._events import AsyncEventMethods, EventMethods
+from conveyor.client.errors import from_rpc_error
+from conveyor.server.app import ConveyorServer
+from conveyor.server.loops.retention import RetentionLoop
+from conveyor.server.services import default_hooks
+from conveyor.server.settings import Settings
+from conveyor.server.streams.hub import EventHub
+from conveyor.v1 import enums_pb2, event_pb2, task_pb2
+
+PARENT = "projects/alpha"
+KEEPALIVE = "conveyor.keepalive"
+
+
+# Until AsyncClient and Client inherit the event methods (a one-line change in
+# _async_client.py and _client.py), the tests mix them in themselves.
+class EventClient(AsyncEventMethods, AsyncClient):
+    async def __aenter__(self) -> EventClient:
+        return self
+
+
+class SyncEventClient(EventMethods, Client):
+    def __enter__(self) -> SyncEventClient:
+        return self
+
+
+def hub_of(server: ConveyorServer) -> EventHub:
+    return next(loop for loop in server.context.loops if isinstance(loop, EventHub))
+
+
+@pytest_asyncio.fixture
+async def client(server: ConveyorServer, keys: dict[str, str]) -> AsyncIterator[EventClient]:
+    async with EventClient(server.grpc_target, api_key=keys["operator"], project="alpha") as c:
+        yield c
+
+
+@contextlib.asynccontextmanager
+async def replica(settings: Settings, data_dir: Path) -> AsyncIterator[ConveyorServer]:
+    """Another server on the same database, as a second replica would be."""
+    running = ConveyorServer(settings.replace(data_dir=data_dir), default_hooks())
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop(grace=0)
+
+
+def published(event_type: str, **data: Any) -> event_pb2.Event:
+    message = struct_pb2.Struct()
+    message.update(data)
+    return event_pb2.Event(type=event_type, data=message)
+
+
+async def first_keepalive(watch: Any) -> int:
+    """Waits until a watch (made with keepalives=True) is subscribed; returns its cursor."""
+    async with asyncio.timeout(10):
+        event = await anext(watch)
+    assert event.type == KEEPALIVE
+    return int(event.id)
+
+
+async def collect(watch: Any, count: int, *, within: float = 30) -> list[event_pb2.Event]:
+    got: list[event_pb2.Event] = []
+    async with asyncio.timeout(within):
+        async for event in watch:
+            if event.type != KEEPALIVE:
+                got.append(event)
+                if len(got) == count:
+                    return got
+    return got
+
+
+def insert_events(
+    database_url: str, count: int, *, event_type: str = "bulk.event", size: int = 0
+) -> None:
+    """Appends events straight to the table, in transactions of 100."""
+    with psycopg.connect(database_url) as conn:
+        for start in range(0, count, 100):
+            conn.execute(
+                "INSERT INTO events (project, type, data) "
+                "SELECT 'alpha', %s, jsonb_build_object('n', n, 'pad', repeat('x', %s::int)) "
+                "FROM generate_series(%s::int, %s::int) n",
+                (event_type, size, start, min(start + 100, count) - 1),
+            )
+            conn.commit()
+
+
+# PublishEvent.
+
+
+async def test_publish_returns_the_event_with_its_cursor(client: EventClient) -> None:
+    event = await client.publish_event("deploy.started", {"version": "1.2"}, subject="svc/api")
+    assert event.id > 0 and event.type == "deploy.started" and event.subject == "svc/api"
+    assert dict(event.data) == {"version": "1.2"}
+    assert event.time.ToDatetime(tzinfo=UTC) > datetime.now(UTC) - timedelta(minutes=1)
+    listed = [e async for e in client.list_events(after=event.id - 1)]
+    assert [e.id for e in listed] == [event.id]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "why"),
+    [
+        ("", "is required"),
+        ("task.succeeded", "reserved"),
+        ("queue.paused", "reserved"),
+        ("schedule.fired", "reserved"),
+        ("command.x", "reserved"),
+        ("worker.connected", "reserved"),
+        ("webhook.delivered", "reserved"),
+        (KEEPALIVE, "reserved"),
+        ("has space", "letters, digits"),
+        ("x" * 201, "at most 200"),
+    ],
+)
+async def test_publish_refuses_bad_and_reserved_types(
+    client: EventClient, event_type: str, why: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        await client.publish_event(event_type)
+    assert caught.value.field_violations[0][0] == "event.type"
+    assert why in caught.value.field_violations[0][1]
+
+
+async def test_publish_limits_data_to_64_kib_and_checks_every_field(client: EventClient) -> None:
+    await client.publish_event("big.enough", {"blob": "x" * 60_000})
+    with pytest.raises(InvalidArgumentError) as caught:
+        await client.publish_event("too.big", {"blob": "x" * 70_000}, subject="s" * 1001)
+    assert {f for f, _ in caught.value.field_violations} == {"event.data", "event.subject"}
+    assert [e async for e in client.list_events(types=["too.big"])] == []
+
+
+async def test_publishing_takes_an_operator_and_stays_in_its_project(
+    server: ConveyorServer, keys: dict[str, str], client: EventClient
+) -> None:
+    async with EventClient(server.grpc_target, api_key=keys["viewer"], project="alpha") as viewer:
+        with pytest.raises(PermissionDeniedError):
+            await viewer.publish_event("deploy.started")
+    with pytest.raises(PermissionDeniedError):
+        await client.publish_event("deploy.started", project="beta")
+    with pytest.raises(PermissionDeniedError):
+        await anext(client.list_events(project="beta"))
+    watch = client.watch_events(project="beta")
+    with pytest.raises(PermissionDeniedError):
+        await anext(watch)
+
+
+# ListEvents.
+
+
+async def test_list_pages_in_cursor_order_with_filters(client: EventClient) -> None:
+    ids = [(await client.publish_event(f"deploy.step{i % 3}", {"i": i})).id for i in range(25)]
+    assert ids == sorted(ids)
+    page = await client.events.ListEvents(
+        event_pb2.ListEventsRequest(parent=PARENT, page_size=10, after=ids[0] - 1)
+    )
+    assert [e.id for e in page.events] == ids[:10] and page.next_page_token
+    everything = [e.id async for e in client.list_events(after=ids[0] - 1, page_size=7)]
+    assert everything == ids
+    step0 = [e.id async for e in client.list_events(types=["deploy.step0"], page_size=3)]
+    assert step0 == ids[0::3]
+    globbed = [e.id async for e in client.list_events(types=["deploy.step[12]"])]
+    assert globbed == [i for n, i in enumerate(ids) if n % 3]
+    after = [e.id async for e in client.list_events(after=ids[20])]
+    assert after == ids[21:]
+
+
+async def test_list_refuses_bad_pages_and_tokens_of_other_filters(client: EventClient) -> None:
+    await client.publish_event("a.b")
+    await client.publish_event("a.b")
+    with pytest.raises(InvalidArgumentError):
+        await client.events.ListEvents(event_pb2.ListEventsRequest(parent=PARENT, page_size=5001))
+    with pytest.raises(InvalidArgumentError):
+        await client.events.ListEvents(
+            event_pb2.ListEventsRequest(parent=PARENT, page_token="nope")
+        )
+    with pytest.raises(InvalidArgumentError):
+        await client.events.ListEvents(event_pb2.ListEventsRequest(parent=PARENT, after=-1))
+    page = await client.events.ListEvents(event_pb2.ListEventsRequest(parent=PARENT, page_size=1))
+    with pytest.raises(InvalidArgumentError) as caught:
+        await client.events.ListEvents(
+            event_pb2.ListEventsRequest(
+                parent=PARENT,
+                page_size=1,
+                page_token=page.next_page_token,
+                filter=event_pb2.EventFilter(types=["other"]),
+            )
+        )
+    assert caught.value.field_violations[0][0] == "page_token"
+    with pytest.raises(InvalidArgumentError) as caught:
+        await anext(
+            client.list_events(
+                types=[""],
+                tasks=["projects/alpha/tasks/not-a-uuid"],
+                task_filter=task_pb2.TaskFilter(priorities=["urgent"]),
+            )
+        )
+    assert {f for f, _ in caught.value.field_violations} == {
+        "filter.types",
+        "filter.tasks",
+        "filter.task_filter.priorities",
+    }
+
+
+# WatchEvents.
+
+
+async def test_watch_replays_after_the_cursor_then_tails_live(client: EventClient) -> None:
+    before = [(await client.publish_event("replay.me", {"i": i})).id for i in range(5)]
+    watch = client.watch_events(after=before[1])
+    replayed = await collect(watch, 3)
+    assert [e.id for e in replayed] == before[2:]
+    live = [(await client.publish_event("live.one", {"i": i})).id for i in range(3)]
+    assert [e.id for e in await collect(watch, 3)] == live
+    assert watch.last_id == live[-1]
+    await watch.aclose()
+
+
+async def test_a_watch_from_now_opens_with_a_keepalive_that_is_its_cursor(
+    server: ConveyorServer, client: EventClient
+) -> None:
+    old = await client.publish_event("old.news")
+    hub_of(server).keepalive_interval = 0.2
+    watch = client.watch_events(keepalives=True)
+    start = await first_keepalive(watch)
+    assert start >= old.id
+    new = await client.publish_event("new.news")
+    event = await anext(watch)
+    assert event.id == new.id
+    # Idle: keep-alives carry the cursor, never behind what was sent.
+    idle = await anext(watch)
+    assert idle.type == KEEPALIVE and idle.id >= new.id
+    await watch.aclose()
+
+
+async def test_a_filtered_watch_advances_its_cursor_past_what_it_skips(
+    server: ConveyorServer, client: EventClient
+) -> None:
+    hub_of(server).keepalive_interval = 0.2
+    watch = client.watch_events(types=["wanted.*"], keepalives=True)
+    await first_keepalive(watch)
+    skipped = [(await client.publish_event("unwanted")).id for _ in range(3)]
+    async with asyncio.timeout(10):
+        while True:
+            event = await anext(watch)
+            assert event.type == KEEPALIVE
+            if event.id >= skipped[-1]:
+                break
+    wanted = await client.publish_event("wanted.now")
+    assert (await anext(watch)).id == wanted.id
+    await watch.aclose()
+
+
+async def test_watch_filters_on_the_task_snapshot(client: EventClient) -> None:
+    watch = client.watch_events(
+        keepalives=True,
+        types=["task.*"],
+        task_filter=task_pb2.TaskFilter(
+            queues=["emails"], states=[enums_pb2.TASK_STATE_QUEUED], labels={"team": "a"}
+        ),
+    )
+    await first_keepalive(watch)
+    wanted = await client.create_task(
+        "email.send", {"to": "x"}, queue="emails", labels={"team": "a"}
+    )
+    await client.create_task("email.send", queue="emails", labels={"team": "b"})
+    await client.create_task("sms.send", queue="sms", labels={"team": "a"})
+    await client.publish_event("deploy.done")
+    mine = await client.create_task("email.send", queue="emails", labels={"team": "a"})
+    got = await collect(watch, 2)
+    assert [e.task.name for e in got] == [wanted.name, mine.name]
+    assert got[0].type == "task.created" and got[0].subject == wanted.name
+    assert got[0].task.input.struct_value["to"] == "x"
+    assert got[0].task.labels["team"] == "a"
+    await watch.aclose()
+    by_task = client.watch_events(tasks=[wanted.name], after=got[0].id - 1)
+    assert [e.task.name for e in await collect(by_task, 1)] == [wanted.name]
+    await by_task.aclose()
+
+
+async def test_the_blocking_client_watches_too(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    def run() -> list[str]:
+        with SyncEventClient(server.grpc_target, api_key=keys["operator"], project="alpha") as c:
+            first = c.publish_event("sync.one")
+            c.publish_event("sync.two")
+            watch = c.watch_events(after=first.id - 1)
+            got = [next(watch).type, next(watch).type]
+            watch.close()
+            return got
+
+    assert await asyncio.to_thread(run) == ["sync.one", "sync.two"]
+
+
+async def test_twenty_subscribers_on_two_replicas_get_1000_events_in_order_exactly_once(
+    server: ConveyorServer, keys: dict[str, str], server_settings: Settings, tmp_path: Path
+) -> None:
+    async with replica(server_settings, tmp_path / "replica") as other:
+        clients = [
+            EventClient(s.grpc_target, api_key=keys["operator"], project="alpha")
+            for s in (server, other)
+        ]
+        try:
+            watches = [clients[i % 2].watch_events(keepalives=True) for i in range(20)]
+            await asyncio.gather(*(first_keepalive(w) for w in watches))
+
+            async def publisher(n: int) -> list[int]:
+                c = clients[n % 2]
+                return [(await c.publish_event(f"load.p{n}", {"i": i})).id for i in range(125)]
+
+            receiving = [asyncio.create_task(collect(w, 1000, within=60)) for w in watches]
+            sent = await asyncio.gather(*(publisher(n) for n in range(8)))
+            received = await asyncio.gather(*receiving)
+        finally:
+            for c in clients:
+                await c.close()
+    every = sorted(i for ids in sent for i in ids)
+    assert len(set(every)) == 1000
+    for ids in sent:
+        assert ids == sorted(ids)  # one writer's events in the order it wrote them
+    for got in received:
+        assert [e.id for e in got] == every
+
+
+async def test_a_subscriber_resumes_on_another_replica_when_its_server_dies(
+    server: ConveyorServer, keys: dict[str, str], server_settings: Settings, tmp_path: Path
+) -> None:
+    async with (
+        replica(server_settings, tmp_path / "a") as first,
+        replica(server_settings, tmp_path / "b") as second,
+    ):
+        # A channel over both addresses, as behind a load balancer: it uses the first
+        # while it lives, then the second.
+        target = f"ipv4:{first.grpc_target},{second.grpc_target}"
+        async with (
+            EventClient(target, api_key=keys["operator"], project="alpha") as watcher,
+            EventClient(server.grpc_target, api_key=keys["operator"], project="alpha") as writer,
+        ):
+            watch = watcher.watch_events(keepalives=True, max_backoff=0.2)
+            await first_keepalive(watch)
+            assert hub_of(first).position("alpha") is not None
+            assert hub_of(second).position("alpha") is None
+
+            async def publish() -> list[int]:
+                ids = []
+                for i in range(300):
+                    ids.append((await writer.publish_event("stream.tick", {"i": i})).id)
+                    if i % 20 == 0:
+                        await asyncio.sleep(0.01)
+                return ids
+
+            publishing = asyncio.create_task(publish())
+            got = await collect(watch, 50)
+            await first.stop(grace=0)
+            got += await collect(watch, 250)
+            sent = await publishing
+            assert hub_of(second).position("alpha") is not None
+            await watch.aclose()
+    assert watch.reconnects >= 1
+    assert [e.id for e in got] == sent
+
+
+async def test_a_slow_subscriber_is_cut_off_with_its_last_id_and_resumes(
+    server: ConveyorServer, client: EventClient, database_url: str
+) -> None:
+    hub = hub_of(server)
+    hub.buffer_size, hub.batch = 500, 100
+    call = client.events.WatchEvents(event_pb2.WatchEventsRequest(parent=PARENT))
+    start = await call.read()
+    assert isinstance(start, event_pb2.Event) and start.type == KEEPALIVE
+    # Stop reading while 5000 events of 2 KB arrive: once flow control stops the sends
+    # (a few MB in flight), the buffer fills and the hub cuts the subscriber off rather
+    # than wait for it.
+    await asyncio.to_thread(insert_events, database_url, 5000, size=2000)
+    async with asyncio.timeout(20):
+        while hub.subscribers("alpha"):  # noqa: ASYNC110 - the server's state, polled
+            await asyncio.sleep(0.05)
+    received: list[int] = []
+    with pytest.raises(grpc.RpcError) as caught:
+        async with asyncio.timeout(20):
+            async for event in call:
+                received.append(event.id)
+    error = from_rpc_error(caught.value)
+    assert isinstance(error, ResourceExhaustedError)
+    assert error.reason == "EVENT_BUFFER_OVERFLOW"
+    assert received, "events in flight before the cut still arrive"
+    assert len(received) < 5000
+    assert int(error.metadata["last_event_id"]) == received[-1]
+    # Resuming from that id continues with the next event: nothing lost, nothing twice.
+    hub.buffer_size = 10_000
+    rest = client.watch_events(after=int(error.metadata["last_event_id"]))
+    tail = await collect(rest, 5000 - len(received))
+    await rest.aclose()
+    assert received + [e.id for e in tail] == _all_ids(database_url, "bulk.event")
+
+
+async def test_the_client_resumes_by_itself_after_being_cut_off(
+    server: ConveyorServer, client: EventClient, database_url: str
+) -> None:
+    hub = hub_of(server)
+    hub.buffer_size, hub.batch = 300, 100
+    watch = client.watch_events(keepalives=True)
+    await first_keepalive(watch)
+    await asyncio.to_thread(insert_events, database_url, 5000, size=2000)
+    got: list[int] = []
+    async with asyncio.timeout(60):
+        async for event in watch:
+            if event.type == KEEPALIVE:
+                continue  # a resumed stream opens with one: its id is the cursor again
+            got.append(event.id)
+            if len(got) == 10:
+                await asyncio.sleep(1)  # a consumer that stalls
+            if len(got) == 5000:
+                break
+    await watch.aclose()
+    assert watch.reconnects >= 1
+    assert got == _all_ids(database_url, "bulk.event")
+
+
+def _max_id(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT max(id) FROM events").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _all_ids(database_url: str, event_type: str) -> list[int]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT id FROM events WHERE type = %s ORDER BY id", (event_type,))
+        return [int(r[0]) for r in rows]
+
+
+async def test_shutdown_ends_watches_with_unavailable_and_the_cursor(
+    keys: dict[str, str], server_settings: Settings, tmp_path: Path
+) -> None:
+    async with (
+        replica(server_settings, tmp_path / "r") as doomed,
+        EventClient(doomed.grpc_target, api_key=keys["operator"], project="alpha") as c,
+    ):
+        event = await c.publish_event("last.words")
+        call = c.events.WatchEvents(event_pb2.WatchEventsRequest(parent=PARENT, after=event.id - 1))
+        opening, first = await call.read(), await call.read()
+        assert isinstance(opening, event_pb2.Event) and opening.type == KEEPALIVE
+        assert isinstance(first, event_pb2.Event) and first.id == event.id
+        stopping = asyncio.create_task(doomed.stop(grace=5))
+        with pytest.raises(grpc.RpcError) as caught:
+            async with asyncio.timeout(5):
+                await call.read()
+        error = from_rpc_error(caught.value)
+        await stopping
+    assert isinstance(error, UnavailableError)
+    assert error.metadata["last_event_id"] == str(event.id)
+
+
+# Retention.
+
+
+async def test_retention_prunes_old_events_in_batches_on_several_replicas(
+    server: ConveyorServer, client: EventClient, database_url: str
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO events (project, type, time) "
+            "SELECT 'alpha', 'old', now() - interval '8 days' FROM generate_series(1, 2500)"
+        )
+    kept = await client.publish_event("fresh")
+    loops = [RetentionLoop(server.context.pool, timedelta(days=7), batch=100) for _ in range(3)]
+    deleted = await asyncio.gather(*(loop.run_once() for loop in loops))
+    assert sum(deleted) == 2500
+    remaining = [e.type async for e in client.list_events()]
+    assert "old" not in remaining and "fresh" in remaining
+    assert [e.id async for e in client.list_events(types=["fresh"])] == [kept.id]
+    configured = next(loop for loop in server.context.loops if isinstance(loop, RetentionLoop))
+    assert configured.retention == timedelta(days=7)

@@ -1,0 +1,126 @@
+"""google.rpc.Status -> problem+json: status codes, details and allowed actions."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from conveyor.server.gateway import problems
+from conveyor.server.gateway.routes import Router, bindings
+from conveyor.server.rpc.rules import SERVICES
+from conveyor.v1 import command_pb2, worker_pb2
+
+ROUTER = Router(bindings(SERVICES))
+
+
+def status(code: int, reason: str, *details: object, **metadata: str) -> status_pb2.Status:
+    packed = []
+    for detail in (error_details_pb2.ErrorInfo(reason=reason, metadata=metadata), *details):
+        item = any_pb2.Any()
+        item.Pack(detail)  # type: ignore[arg-type]
+        packed.append(item)
+    return status_pb2.Status(code=code, message=f"{reason} happened", details=packed)
+
+
+@pytest.mark.parametrize(
+    ("code", "http"),
+    [
+        (code_pb2.INVALID_ARGUMENT, 400),
+        (code_pb2.UNAUTHENTICATED, 401),
+        (code_pb2.PERMISSION_DENIED, 403),
+        (code_pb2.NOT_FOUND, 404),
+        (code_pb2.ALREADY_EXISTS, 409),
+        (code_pb2.ABORTED, 409),
+        (code_pb2.FAILED_PRECONDITION, 412),
+        (code_pb2.RESOURCE_EXHAUSTED, 429),
+        (code_pb2.CANCELLED, 499),
+        (code_pb2.INTERNAL, 500),
+        (code_pb2.UNIMPLEMENTED, 501),
+        (code_pb2.UNAVAILABLE, 503),
+        (code_pb2.DEADLINE_EXCEEDED, 504),
+    ],
+)
+def test_codes_map_to_http_statuses(code: int, http: int) -> None:
+    problem = problems.from_status(status(code, "SOME_REASON"), "/v1/x")
+    assert problem.status == http
+    assert problem.body["code"] == "some_reason"
+    assert problem.body["type"] == "https://conveyor.dev/problems/some-reason"
+    assert problem.body["title"] == "Some reason"
+
+
+def test_without_error_info_the_code_names_the_problem() -> None:
+    problem = problems.from_status(status_pb2.Status(code=code_pb2.UNAVAILABLE), "/v1/x")
+    assert (problem.status, problem.body["code"], problem.body["detail"]) == (
+        503,
+        "unavailable",
+        "unavailable",
+    )
+
+
+def test_details_become_members_and_headers() -> None:
+    bad = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field="task.kind", description="is required"
+            )
+        ]
+    )
+    retry = error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=1, nanos=500_000_000)
+    )
+    problem = problems.from_status(
+        status(code_pb2.RESOURCE_EXHAUSTED, "RATE_LIMITED", bad, retry, queue="q"),
+        "/v1/projects/p/tasks",
+        request_id="r-1",
+    )
+    assert problem.body["errors"] == [{"field": "task.kind", "description": "is required"}]
+    assert problem.body["retry_after_seconds"] == 1.5
+    assert problem.headers["Retry-After"] == "2"
+    assert problem.body["metadata"] == {"queue": "q"}
+    assert problem.body["request_id"] == "r-1"
+    assert problem.body["instance"] == "/v1/projects/p/tasks"
+
+
+def test_a_paused_queue_suggests_resuming_it() -> None:
+    request = worker_pb2.LeaseTasksRequest(parent="projects/acme", queues=["mail"])
+    problem = problems.from_status(
+        status(code_pb2.FAILED_PRECONDITION, "QUEUE_PAUSED", queue="mail"),
+        "/v1/projects/acme/tasks:lease",
+        router=ROUTER,
+        request=request,
+    )
+    [action] = problem.body["allowed_actions"]
+    assert action["rel"] == "resume"
+    assert (action["method"], action["href"]) == (
+        "POST",
+        "/v1/projects/acme/queues/mail:resume",
+    )
+    assert action["operation_id"] == "QueueService_ResumeQueue"
+    assert action["hint"]
+
+
+def test_a_stale_purge_token_suggests_reading_the_queue_again() -> None:
+    request = command_pb2.PurgeQueueRequest(
+        parent="projects/acme", queue="mail", confirm_token="old"
+    )
+    problem = problems.from_status(
+        status(code_pb2.FAILED_PRECONDITION, "PURGE_TOKEN_STALE", depth="12"),
+        "/v1/projects/acme/commands:purgeQueue",
+        router=ROUTER,
+        request=request,
+    )
+    [action] = problem.body["allowed_actions"]
+    assert (action["rel"], action["method"], action["href"]) == (
+        "refresh",
+        "GET",
+        "/v1/projects/acme/queues/mail",
+    )
+    assert action["operation_id"] == "QueueService_GetQueue"
+
+
+def test_no_action_without_a_resource_to_point_at() -> None:
+    problem = problems.from_status(
+        status(code_pb2.FAILED_PRECONDITION, "QUEUE_PAUSED"), "/v1/x", router=ROUTER
+    )
+    assert problem.body["allowed_actions"] == []
