@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -9,10 +10,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import httpx
+import psycopg
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
@@ -20,6 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from conveyor.server.app import ConveyorServer
 from conveyor.server.gateway.app import build_http_app
 from conveyor.server.grpc_server import HEALTH_SERVICE_NAME
+from conveyor.server.services import default_hooks
 from conveyor.server.settings import Settings
 
 
@@ -181,3 +185,38 @@ async def test_taken_port_fails_start_cleanly(server_settings: Settings, listene
     assert not (server.data_dir / "server.json").exists()
     # Everything it had opened was released, so the database can be dropped without FORCE.
     assert server.context.pool.closed
+
+
+async def test_two_servers_starting_together_on_an_empty_database(
+    database_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    """Both migrate, bootstrap and serve; the schema is applied once, one admin key minted."""
+    url = database_factory()  # empty: not cloned from the migrated template
+    servers = [
+        ConveyorServer(
+            Settings(
+                data_dir=tmp_path / f"replica{i}",
+                grpc_address="127.0.0.1:0",
+                http_address="127.0.0.1:0",
+                database_url=url,
+                log_level="warning",
+                shutdown_grace=1.0,
+            ),
+            default_hooks(),
+        )
+        for i in range(2)
+    ]
+    await asyncio.gather(*(s.start() for s in servers))
+    try:
+        keys = [s.data_dir / "admin.key" for s in servers]
+        assert sum(k.exists() for k in keys) == 1
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            cursor = await conn.execute("SELECT count(*) FROM api_keys WHERE system")
+            assert await cursor.fetchone() == (1,)
+            cursor = await conn.execute(
+                "SELECT count(*), count(DISTINCT version) FROM schema_migrations"
+            )
+            total, distinct = await cursor.fetchone() or (0, 0)
+            assert total == distinct > 0
+    finally:
+        await asyncio.gather(*(s.stop(grace=0) for s in servers))
