@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -37,40 +38,79 @@ PARENT = f"projects/{PROJECT}"
 # Child process roles. Each prints one JSON line with its result.
 
 
+def _varint(data: bytes, at: int) -> int:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value
+        at += 1
+        shift += 7
+
+
 async def role_subscriber(args: argparse.Namespace) -> dict[str, Any]:
-    from conveyor.client import AsyncClient
-    from conveyor.client._events import AsyncEventMethods
+    """A lean subscriber, so the figure is what the server streams rather than what a
+    Python client can parse: the blocking gRPC client, events kept as bytes (only the
+    id, the first field, is read), and the SDK's resume rule (reopen after the last id
+    on RESOURCE_EXHAUSTED or UNAVAILABLE)."""
+    return await asyncio.to_thread(_subscribe, args)
 
-    class Watcher(AsyncEventMethods, AsyncClient):
-        pass
 
-    client = Watcher(args.target, api_key=args.key, project=PROJECT)
-    async with client:
-        # The SDK's watch: after a cut-off it resumes from its last id by itself.
-        watch = client.watch_events(after=args.after, keepalives=True)
-        await anext(watch)  # the opening keep-alive: subscribed
-        print(json.dumps({"subscribed": True}), flush=True)
-        count = 0
-        first = last = 0.0
-        deadline = time.monotonic() + args.seconds + 60
-        async for event in watch:
-            if event.type == "conveyor.keepalive":
+def _subscribe(args: argparse.Namespace) -> dict[str, Any]:
+    import grpc
+
+    from conveyor.v1 import event_pb2
+
+    channel = grpc.insecure_channel(args.target)
+    watch = channel.unary_stream(
+        "/conveyor.v1.EventService/WatchEvents",
+        request_serializer=event_pb2.WatchEventsRequest.SerializeToString,
+        response_deserializer=None,
+    )
+    metadata = (("authorization", f"Bearer {args.key}"),)
+    count = reconnects = 0
+    first = last = 0.0
+    cursor = args.after
+    deadline = time.monotonic() + args.seconds + 60
+    subscribed = False
+    while True:
+        call = watch(event_pb2.WatchEventsRequest(parent=PARENT, after=cursor), metadata=metadata)
+        try:
+            for raw in call:
+                cursor = max(cursor, _varint(raw, 1))
+                if b"conveyor.keepalive" in raw[:40]:
+                    if not subscribed:
+                        subscribed = True
+                        print(json.dumps({"subscribed": True}), flush=True)
+                    continue
+                now = time.monotonic()
+                if not count:
+                    first = now
+                    deadline = now + args.seconds
+                count += 1
+                last = now
+                if (args.expect and count >= args.expect) or now >= deadline:
+                    call.cancel()
+                    break
+            else:
+                reconnects += 1
                 continue
-            now = time.monotonic()
-            if not count:
-                first = now
-                deadline = now + args.seconds
-            count += 1
-            last = now
-            if (args.expect and count >= args.expect) or now >= deadline:
-                break
-        await watch.aclose()
+            break
+        except grpc.RpcError as error:
+            if error.code() not in (
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.UNAVAILABLE,
+            ):
+                raise
+            reconnects += 1
+    channel.close()
     elapsed = last - first
     return {
         "events": count,
         "seconds": elapsed,
         "rate": count / elapsed if elapsed else 0.0,
-        "reconnects": watch.reconnects,
+        "reconnects": reconnects,
     }
 
 
@@ -118,11 +158,12 @@ async def role_load(args: argparse.Namespace) -> dict[str, Any]:
         )
         started = time.monotonic()
         while time.monotonic() - started < args.seconds:
+            # About 100 tasks/s, each created, leased and completed (three events).
             await client.batch_create_tasks(
-                [{"kind": "bench.noop", "queue": "bench", "input": {"i": i}} for i in range(20)]
+                [{"kind": "bench.noop", "queue": "bench", "input": {"i": i}} for i in range(10)]
             )
-            created += 20
-            await asyncio.sleep(0.05)
+            created += 10
+            await asyncio.sleep(0.1)
         inserted = await inserter
         await worker.stop(grace=5)
         running.cancel()
@@ -241,7 +282,7 @@ async def spawn(role: str, target: str, key: str, *extra: str) -> Child:
     return Child(process)
 
 
-async def run(seconds: float, rate: float) -> dict[str, Any]:
+async def run(seconds: float, rate: float, rounds: int) -> dict[str, Any]:
     import psycopg
     from psycopg.conninfo import make_conninfo
 
@@ -279,7 +320,8 @@ async def run(seconds: float, rate: float) -> dict[str, Any]:
             async with AsyncClient(target, api_key=key, project=PROJECT) as client:
                 await client.create_task("bench.seed", queue="seed")  # a snapshot to copy
 
-        # 1. Streaming, backlog replay first (the ceiling), then live under load.
+        # 1. Streaming: a backlog replayed with no load (the ceiling), then live events
+        # while tasks run and SQL appends events at `rate`.
         backlog = 30_000
         with psycopg.connect(url, autocommit=True) as conn:
             row = conn.execute("SELECT to_jsonb(t) FROM tasks t LIMIT 1").fetchone()
@@ -291,60 +333,54 @@ async def run(seconds: float, rate: float) -> dict[str, Any]:
                     "FROM generate_series(1, 1000)",
                     (PROJECT, json.dumps(row[0])),
                 )
+        cpu = time.process_time()
         replay = await spawn(
-            "subscriber",
-            target,
-            key,
-            "--after",
-            "1",
-            "--expect",
-            str(backlog),
-            "--seconds",
-            "120",
-        )
+            "subscriber", target, key, "--after", "1", "--expect", str(backlog),
+            "--seconds", "120",
+        )  # fmt: skip
         await replay.line()  # subscribed
         results["replay"] = await replay.finish()
+        results["replay"]["server_cpu"] = time.process_time() - cpu
 
         live = await spawn("subscriber", target, key, "--seconds", str(seconds))
         await live.line()  # subscribed
+        cpu = time.process_time()
         load = await spawn(
-            "load",
-            target,
-            load_key,
-            "--database-url",
-            url,
-            "--seconds",
-            str(seconds + 2),
-            "--rate",
-            "7000",
-        )
+            "load", target, load_key, "--database-url", url,
+            "--seconds", str(seconds + 2), "--rate", str(rate),
+        )  # fmt: skip
         results["live"] = await live.finish()
         results["load"] = await load.finish()
+        results["live"]["server_cpu"] = time.process_time() - cpu
 
-        # 2. Idle subscribers and the enqueue path.
+        # 2. The enqueue path without and with 500 idle subscribers, in alternating
+        # rounds so that drift (other work on the machine) hits every variant alike.
         enqueue_args = ("--seconds", str(seconds), "--concurrency", "32")
-        results["enqueue_baseline_1"] = await (
-            await spawn("enqueue", target, key, *enqueue_args)
-        ).finish()
-        for name, distinct in (("distinct", True), ("shared", False)):
-            idle = await spawn(
-                "idle", target, key, "--count", "500", *(["--distinct"] if distinct else [])
-            )
-            ready = await idle.line()
-            assert ready["ready"] == 500
-            results[f"enqueue_idle_{name}"] = await (
-                await spawn("enqueue", target, key, *enqueue_args)
-            ).finish()
-            assert idle.process.stdin is not None
-            idle.process.stdin.close()
-            await idle.finish()
-        results["enqueue_baseline_2"] = await (
-            await spawn("enqueue", target, key, *enqueue_args)
-        ).finish()
+        for variant in ("baseline", "distinct", "shared") * rounds:
+            idle = None
+            if variant != "baseline":
+                extra = ["--distinct"] if variant == "distinct" else []
+                idle = await spawn("idle", target, key, "--count", "500", *extra)
+                assert (await idle.line())["ready"] == 500
+            cpu = time.process_time()
+            outcome = await (await spawn("enqueue", target, key, *enqueue_args)).finish()
+            outcome["server_cpu"] = time.process_time() - cpu
+            results.setdefault(f"enqueue_{variant}", []).append(outcome)
+            if idle is not None:
+                assert idle.process.stdin is not None
+                idle.process.stdin.close()
+                await idle.finish()
     finally:
         await server.stop(grace=1)
         await asyncio.to_thread(embedded.stop)
+        shutil.rmtree(root, ignore_errors=True)
     return results
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def report(results: dict[str, Any]) -> None:
@@ -352,29 +388,42 @@ def report(results: dict[str, Any]) -> None:
     live = results["live"]["rate"]
     load = results["load"]
     print("Event streams, one replica (2 cores shared with PostgreSQL and the load):")
-    print(f"  backlog replay, no load:   {replay:8.0f} events/s")
+    print(
+        f"  backlog replay, no load:   {replay:8.0f} events/s  "
+        f"({replay / 5000:.2f}x the 5,000/s target; "
+        f"server CPU {results['replay']['server_cpu'] / results['replay']['events'] * 1e6:.0f}"
+        " us/event)"
+    )
     print(
         f"  live, tasks running:       {live:8.0f} events/s  "
-        f"({live / 5000:.2f}x the 5,000/s target, {live / replay:.2f}x replay)"
+        f"({live / 5000:.2f}x the target, {live / replay:.2f}x replay)"
     )
     print(
         f"    load: {load['created']} tasks created, {load['completed']} completed, "
         f"{load['inserted']} events appended by SQL; "
         f"the subscriber reconnected {results['live']['reconnects']} times"
     )
-    base = (results["enqueue_baseline_1"]["rate"] + results["enqueue_baseline_2"]["rate"]) / 2
-    print("CreateTask throughput (32 concurrent callers):")
-    for name in (
-        "enqueue_baseline_1",
-        "enqueue_idle_distinct",
-        "enqueue_idle_shared",
-        "enqueue_baseline_2",
+    base = _median([r["rate"] for r in results["enqueue_baseline"]])
+    base_cpu = _median([r["server_cpu"] / r["created"] * 1e6 for r in results["enqueue_baseline"]])
+    rounds = len(results["enqueue_baseline"])
+    print(f"CreateTask throughput, 32 concurrent callers (median of {rounds} rounds):")
+    for variant, label in (
+        ("baseline", "no subscribers"),
+        ("distinct", "500 idle, 500 filters"),
+        ("shared", "500 idle, one filter"),
     ):
-        rate = results[name]["rate"]
-        print(f"  {name:24s} {rate:8.0f} tasks/s  ({rate / base:.3f}x baseline)")
-    for name in ("enqueue_idle_distinct", "enqueue_idle_shared"):
-        cost = 1 - results[name]["rate"] / base
-        print(f"  cost of 500 idle subscribers ({name.rsplit('_', 1)[1]} filters): {cost:+.1%}")
+        runs = results[f"enqueue_{variant}"]
+        rate = _median([r["rate"] for r in runs])
+        cpu = _median([r["server_cpu"] / r["created"] * 1e6 for r in runs])
+        each = ", ".join(f"{r['rate']:.0f}" for r in runs)
+        print(
+            f"  {label:24s} {rate:6.0f} tasks/s  ({rate / base:.3f}x baseline; "
+            f"cost {1 - rate / base:+.1%}; rounds: {each})"
+        )
+        print(
+            f"  {'':24s} server CPU {cpu:6.0f} us/task  ({cpu / base_cpu:.3f}x baseline; "
+            f"cost {cpu / base_cpu - 1:+.1%})"
+        )
 
 
 def main() -> None:
@@ -384,9 +433,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=6000, help="events/s appended by SQL")
+    parser.add_argument("--rounds", type=int, default=3, help="enqueue rounds per variant")
     parser.add_argument("--json", action="store_true", help="print the raw results too")
     args = parser.parse_args()
-    results = asyncio.run(run(args.seconds, args.rate))
+    results = asyncio.run(run(args.seconds, args.rate, args.rounds))
     if args.json:
         print(json.dumps(results, indent=2))
     report(results)

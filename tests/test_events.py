@@ -25,10 +25,10 @@ from conveyor.client import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from conveyor.client._events import AsyncEventMethods, EventMethods
 from conveyor.client.errors import from_rpc_error
 from conveyor.server.app import ConveyorServer
 from conveyor.server.loops.retention import RetentionLoop
+from conveyor.server.rpc.events import fill_task, snapshot_task_message
 from conveyor.server.services import default_hooks
 from conveyor.server.settings import Settings
 from conveyor.server.streams.hub import EventHub
@@ -40,12 +40,12 @@ KEEPALIVE = "conveyor.keepalive"
 
 # Until AsyncClient and Client inherit the event methods (a one-line change in
 # _async_client.py and _client.py), the tests mix them in themselves.
-class EventClient(AsyncEventMethods, AsyncClient):
+class EventClient(AsyncClient):
     async def __aenter__(self) -> EventClient:
         return self
 
 
-class SyncEventClient(EventMethods, Client):
+class SyncEventClient(Client):
     def __enter__(self) -> SyncEventClient:
         return self
 
@@ -303,6 +303,49 @@ async def test_watch_filters_on_the_task_snapshot(client: EventClient) -> None:
     await by_task.aclose()
 
 
+async def test_streams_render_tasks_exactly_as_the_task_mapping_does(
+    client: EventClient, database_url: str
+) -> None:
+    parent = await client.create_task(
+        "agent.run",
+        {"prompt": "hi", "n": [1, 2.5, None, True]},
+        queue="agents",
+        labels={"team": "a", "env": "prod"},
+        callback_url="https://example.com/hook",
+        correlation_id="corr-1",
+        priority=2,
+    )
+    await client.create_task("child.step", parent_task=parent.name)
+    await client.cancel_task((await client.create_task("doomed")).name, "no")
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE tasks SET state = 'RUNNING', attempt = 1, worker = 'w-1', "
+            "lease_id = gen_random_uuid(), lease_expire_time = now() + interval '30 s', "
+            "start_time = now() - interval '2.5 s', cancel_requested = true, "
+            "approval_timeout_ms = 90500, approval_timeout_action = 'REJECT', "
+            "summary = 'half way', concurrency_key = 'k' WHERE kind = 'agent.run'"
+        )
+        conn.execute(
+            "UPDATE tasks SET state = 'FAILED', start_time = now() - interval '1 s', "
+            "end_time = now(), result = '\"partial\"', error = jsonb_build_object("
+            "'type', 'Boom', 'message', 'it broke', 'details', jsonb_build_object('x', 1), "
+            "'retryable', true) WHERE kind = 'child.step'"
+        )
+        snapshots = [r[0] for r in conn.execute("SELECT to_jsonb(t) FROM tasks t")]
+        snapshots += [r[0] for r in conn.execute("SELECT task FROM events WHERE task IS NOT NULL")]
+    assert len(snapshots) >= 6
+    for snapshot in snapshots:
+        fast = task_pb2.Task()
+        fill_task(fast, snapshot)
+        assert fast == snapshot_task_message(snapshot), snapshot
+    # Snapshots written before a column existed still render.
+    old = dict(snapshots[0])
+    del old["approval_timeout_ms"], old["labels"]
+    fast = task_pb2.Task()
+    fill_task(fast, old)
+    assert fast == snapshot_task_message(old)
+
+
 async def test_the_blocking_client_watches_too(
     server: ConveyorServer, keys: dict[str, str]
 ) -> None:
@@ -497,3 +540,72 @@ async def test_retention_prunes_old_events_in_batches_on_several_replicas(
     assert [e.id async for e in client.list_events(types=["fresh"])] == [kept.id]
     configured = next(loop for loop in server.context.loops if isinstance(loop, RetentionLoop))
     assert configured.retention == timedelta(days=7)
+
+
+def test_retention_is_configured_by_environment() -> None:
+    assert Settings().event_retention == 7 * 86400
+    assert Settings.from_env({"CONVEYOR_EVENT_RETENTION": "36h"}).event_retention == 36 * 3600
+    assert Settings.from_env({"CONVEYOR_EVENT_RETENTION": "600"}).event_retention == 600
+    with pytest.raises(ValueError, match="CONVEYOR_EVENT_RETENTION"):
+        Settings.from_env({"CONVEYOR_EVENT_RETENTION": "a week"})
+    with pytest.raises(ValueError, match="event_retention"):
+        Settings(event_retention=0)
+
+
+async def test_published_events_fire_event_schedules(
+    server: ConveyorServer, client: EventClient, database_url: str
+) -> None:
+    from conveyor.server.loops.scheduler import SchedulerLoop
+    from conveyor.v1 import schedule_pb2
+
+    await client.schedules.CreateSchedule(
+        schedule_pb2.CreateScheduleRequest(
+            parent=PARENT,
+            schedule_id="on-deploy",
+            schedule=schedule_pb2.Schedule(
+                spec=schedule_pb2.ScheduleSpec(
+                    kind=enums_pb2.SCHEDULE_KIND_EVENT, expression="deploy.*"
+                ),
+                task_template=schedule_pb2.TaskTemplate(kind="smoke.test"),
+                overlap_policy=enums_pb2.OVERLAP_POLICY_ALLOW_ALL,
+            ),
+        )
+    )
+    await client.publish_event("deploy.finished", {"version": "2"})
+    await client.publish_event("build.finished")
+    loop = next(lp for lp in server.context.loops if isinstance(lp, SchedulerLoop))
+    assert await loop.run_once() == 1
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM tasks WHERE kind = 'smoke.test'").fetchone()
+    assert row == (1,)
+
+
+async def test_one_listener_wakes_watchers_and_webhook_dispatchers_by_channel(
+    database_url: str,
+) -> None:
+    from conveyor.server.streams.listener import WEBHOOKS_CHANNEL, EventListener
+
+    seen: list[tuple[str, str | None]] = []
+    both = asyncio.Event()
+
+    def note(channel: str, project: str | None) -> None:
+        seen.append((channel, project))
+        if len(seen) >= 2:
+            both.set()
+
+    listener = EventListener(database_url, poll_interval=30)
+    listener.subscribe(lambda project: note("events", project))
+    listener.subscribe(lambda project: note("webhooks", project), WEBHOOKS_CHANNEL)
+    await listener.start()
+    try:
+        await listener.wait_listening()
+        seen.clear()
+        both.clear()
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO events (project, type) VALUES ('default', 'x.y')")
+            conn.execute("SELECT pg_notify('conveyor_webhooks', '')")
+        async with asyncio.timeout(5):
+            await both.wait()
+    finally:
+        await listener.stop()
+    assert seen == [("events", "default"), ("webhooks", None)]

@@ -20,7 +20,6 @@ import pytest_asyncio
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from conveyor.client import AsyncClient
-from conveyor.client._events import AsyncEventMethods
 from conveyor.client.webhooks import (
     MalformedSignatureError,
     SignatureMismatchError,
@@ -39,7 +38,7 @@ PARENT = "projects/alpha"
 FAST = WebhookPolicy(initial_backoff=0.05, max_backoff=0.2, timeout=2.0, lease=5.0)
 
 
-class EventClient(AsyncEventMethods, AsyncClient):
+class EventClient(AsyncClient):
     async def __aenter__(self) -> EventClient:
         return self
 

@@ -17,6 +17,7 @@ import grpc
 from conveyor.client import _requests as req
 from conveyor.client._calls import async_interceptors
 from conveyor.client._client import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, project_from_env
+from conveyor.client._events import AsyncEventMethods
 from conveyor.client._local import resolve
 from conveyor.client._requests import Seconds, TaskCriteria, TaskOptions, TaskSpec
 from conveyor.v1 import (
@@ -36,7 +37,7 @@ from conveyor.v1 import (
 )
 
 
-class AsyncClient:
+class AsyncClient(AsyncEventMethods):
     """The asyncio twin of Client: the same methods, awaitable; the list methods are
     async iterators. Use `async with AsyncClient() as client:`."""
 

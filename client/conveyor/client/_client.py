@@ -12,6 +12,7 @@ import grpc
 
 from conveyor.client import _requests as req
 from conveyor.client._calls import SyncInterceptor
+from conveyor.client._events import EventMethods
 from conveyor.client._local import resolve
 from conveyor.client._requests import Seconds, TaskCriteria, TaskOptions, TaskSpec
 from conveyor.v1 import (
@@ -43,7 +44,7 @@ def project_from_env(project: str | None) -> str:
     return project or os.environ.get("CONVEYOR_PROJECT") or DEFAULT_PROJECT
 
 
-class Client:
+class Client(EventMethods):
     """A blocking client. `Client()` talks to the local server with its admin key.
 
     Every unary call gets `timeout` seconds unless the call passes its own

@@ -22,6 +22,10 @@ keep running and report with the unary RPCs once the server answers again (a lea
 that expired meanwhile gets FAILED_PRECONDITION: logged and dropped). Stopping
 shrinks the window to 0, waits up to the grace period for running handlers, reports
 the ones still running as retryable `WorkerStopped` failures, and closes the stream.
+
+Worker-control commands pushed on the stream are obeyed and acknowledged: RESIZE_POOL
+changes `concurrency` (and the window) by its delta, ADD_CONSUMER / CANCEL_CONSUMER
+change `queues`, and they and RESTART_WORKER then open a new stream with a new Hello.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from importlib import metadata
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from conveyor.client import _requests as req
 from conveyor.client._async_client import AsyncClient
@@ -51,7 +56,7 @@ from conveyor.client._context import TaskContext
 from conveyor.client._registry import H, Handler, Registry, registered
 from conveyor.client._stream import Stream
 from conveyor.client.errors import ConveyorError, from_rpc_error
-from conveyor.v1 import task_pb2, worker_pb2
+from conveyor.v1 import enums_pb2, task_pb2, worker_pb2
 
 _log = logging.getLogger("conveyor.worker")
 
@@ -340,15 +345,52 @@ class Worker:
         elif kind == "report_ack":
             self._on_ack(response.report_ack)
         elif kind == "command":
-            # Worker-control commands are not carried out by this SDK version yet.
-            command = response.command
-            stream.send(
-                worker_pb2.ConnectRequest(
-                    command_ack=worker_pb2.CommandAck(
-                        command=command.command, ok=False, error="not supported by this worker"
-                    )
-                )
-            )
+            self._on_command(stream, response.command)
+
+    # Worker control.
+
+    def _on_command(self, stream: Stream, command: worker_pb2.WorkerCommand) -> None:
+        """Carries out a worker-control command and acknowledges it on the stream.
+
+        RESTART_WORKER and a consumer change end this stream after the ack: the connect
+        loop opens a new one with a new Hello (the new queues); running tasks go on and
+        report with the unary RPCs. RESIZE_POOL changes the concurrency and the window.
+        """
+        verb = enums_pb2.CommandVerb.Name(command.verb).removeprefix("COMMAND_VERB_")
+        args = json_format.MessageToDict(command.args)
+        ok, error, reconnect = True, "", False
+        result: dict[str, Any] = {}
+        if verb == "RESTART_WORKER":
+            reconnect = True
+        elif verb == "RESIZE_POOL":
+            delta = int(args.get("delta", 0))
+            new = max(1, self.concurrency + delta)
+            change, self.concurrency = new - self.concurrency, new
+            if self._executor is not None:
+                self._executor._max_workers = max(self._executor._max_workers, new)
+            if not self._stop_requested_set():
+                stream.grant(change)
+            result = {"concurrency": new}
+        elif verb in ("ADD_CONSUMER", "CANCEL_CONSUMER"):
+            queue = str(args.get("queue", ""))
+            if verb == "ADD_CONSUMER" and queue not in self.queues:
+                self.queues.append(queue)
+                reconnect = True
+            elif verb == "CANCEL_CONSUMER" and queue in self.queues:
+                if len(self.queues) == 1:
+                    ok, error = False, "a worker needs at least one queue"
+                else:
+                    self.queues.remove(queue)
+                    reconnect = True
+            result = {"queues": list(self.queues)}
+        else:
+            ok, error = False, f"{verb} is not a worker-control command this worker knows"
+        _log.info("worker %s: command %s %s (ok=%s)", self.name, command.command, verb, ok)
+        ack = worker_pb2.CommandAck(command=command.command, ok=ok, error=error)
+        ack.result.update(result)
+        stream.send(worker_pb2.ConnectRequest(command_ack=ack))
+        if reconnect and ok:
+            stream.close()
 
     def _on_welcome(self, stream: Stream, welcome: worker_pb2.Welcome) -> None:
         stream.welcomed = True

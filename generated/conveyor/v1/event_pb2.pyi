@@ -218,7 +218,8 @@ class PublishEventRequest(_message.Message):
     @_builtins.property
     def event(self) -> Global___Event:
         """Required. The event: type (not under the reserved `task.`, `queue.`,
-        `schedule.`, `command.` and `worker.` prefixes), subject, data.
+        `schedule.`, `command.`, `worker.`, `webhook.` and `conveyor.` prefixes),
+        subject, data.
         """
 
     def __init__(

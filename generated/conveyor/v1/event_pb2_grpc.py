@@ -60,8 +60,14 @@ class EventServiceServicer:
 
     def WatchEvents(self, request, context):
         """WatchEvents replays the events after a cursor, then tails live ones, with
-        no gap and no duplicate; returns RESOURCE_EXHAUSTED carrying the last
-        delivered id when the subscriber falls too far behind.
+        no gap and no duplicate; returns RESOURCE_EXHAUSTED (reason
+        EVENT_BUFFER_OVERFLOW) when the subscriber falls more than its buffer
+        behind, and UNAVAILABLE (reason SHUTTING_DOWN) when the replica stops; both
+        carry ErrorInfo metadata `last_event_id`. Idle streams receive Events of
+        type `conveyor.keepalive` (one opens every stream, another follows every
+        15 s without events) whose `id` is the stream's cursor: every matching
+        event up to it has been sent, so a client resumes from the largest id it
+        received, keep-alive or not.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

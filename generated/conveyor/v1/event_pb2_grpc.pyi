@@ -37,8 +37,14 @@ class EventServiceStub:
     def __new__(cls, channel: _aio.Channel) -> EventServiceAsyncStub: ...
     WatchEvents: _grpc.UnaryStreamMultiCallable[_event_pb2.WatchEventsRequest, _event_pb2.Event]
     """WatchEvents replays the events after a cursor, then tails live ones, with
-    no gap and no duplicate; returns RESOURCE_EXHAUSTED carrying the last
-    delivered id when the subscriber falls too far behind.
+    no gap and no duplicate; returns RESOURCE_EXHAUSTED (reason
+    EVENT_BUFFER_OVERFLOW) when the subscriber falls more than its buffer
+    behind, and UNAVAILABLE (reason SHUTTING_DOWN) when the replica stops; both
+    carry ErrorInfo metadata `last_event_id`. Idle streams receive Events of
+    type `conveyor.keepalive` (one opens every stream, another follows every
+    15 s without events) whose `id` is the stream's cursor: every matching
+    event up to it has been sent, so a client resumes from the largest id it
+    received, keep-alive or not.
     """
     ListEvents: _grpc.UnaryUnaryMultiCallable[_event_pb2.ListEventsRequest, _event_pb2.ListEventsResponse]
     """ListEvents returns one page of the event log, oldest first; returns
@@ -59,8 +65,14 @@ class EventServiceAsyncStub(EventServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     WatchEvents: _aio.UnaryStreamMultiCallable[_event_pb2.WatchEventsRequest, _event_pb2.Event]  # type: ignore[assignment]
     """WatchEvents replays the events after a cursor, then tails live ones, with
-    no gap and no duplicate; returns RESOURCE_EXHAUSTED carrying the last
-    delivered id when the subscriber falls too far behind.
+    no gap and no duplicate; returns RESOURCE_EXHAUSTED (reason
+    EVENT_BUFFER_OVERFLOW) when the subscriber falls more than its buffer
+    behind, and UNAVAILABLE (reason SHUTTING_DOWN) when the replica stops; both
+    carry ErrorInfo metadata `last_event_id`. Idle streams receive Events of
+    type `conveyor.keepalive` (one opens every stream, another follows every
+    15 s without events) whose `id` is the stream's cursor: every matching
+    event up to it has been sent, so a client resumes from the largest id it
+    received, keep-alive or not.
     """
     ListEvents: _aio.UnaryUnaryMultiCallable[_event_pb2.ListEventsRequest, _event_pb2.ListEventsResponse]  # type: ignore[assignment]
     """ListEvents returns one page of the event log, oldest first; returns
@@ -84,8 +96,14 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_event_pb2.Event], _abc.AsyncIterator[_event_pb2.Event]]:
         """WatchEvents replays the events after a cursor, then tails live ones, with
-        no gap and no duplicate; returns RESOURCE_EXHAUSTED carrying the last
-        delivered id when the subscriber falls too far behind.
+        no gap and no duplicate; returns RESOURCE_EXHAUSTED (reason
+        EVENT_BUFFER_OVERFLOW) when the subscriber falls more than its buffer
+        behind, and UNAVAILABLE (reason SHUTTING_DOWN) when the replica stops; both
+        carry ErrorInfo metadata `last_event_id`. Idle streams receive Events of
+        type `conveyor.keepalive` (one opens every stream, another follows every
+        15 s without events) whose `id` is the stream's cursor: every matching
+        event up to it has been sent, so a client resumes from the largest id it
+        received, keep-alive or not.
         """
 
     @_abc_1.abstractmethod

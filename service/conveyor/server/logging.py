@@ -14,7 +14,10 @@ from typing import Any, TextIO, cast
 import structlog
 from structlog.typing import FilteringBoundLogger, Processor
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["configure_logging", "debug_enabled", "get_logger"]
+
+# The level configure_logging set last (NOTSET before: structlog's default logs everything).
+_level = logging.NOTSET
 
 # Libraries that narrate routine work (every command run, request sent, loop picked) at
 # INFO or DEBUG. Their warnings and errors still show; "debug" is for Conveyor's own logs.
@@ -57,7 +60,9 @@ def configure_logging(level: str) -> None:
 
     Safe to call more than once (each in-process test server does); the last call wins.
     """
+    global _level
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    _level = numeric_level
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -96,6 +101,15 @@ def configure_logging(level: str) -> None:
     root.setLevel(numeric_level)
     for name in _CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))
+
+
+def debug_enabled() -> bool:
+    """Whether DEBUG lines are written: a cheap check for hot paths.
+
+    A filtered call on a lazy logger still builds the logger first (a few microseconds),
+    so a line logged per RPC or per message is worth guarding with this.
+    """
+    return _level <= logging.DEBUG
 
 
 def get_logger(name: str) -> FilteringBoundLogger:

@@ -93,10 +93,6 @@ class EventMatcher:
     subjects: frozenset[str] = frozenset()
     task: TaskMatch | None = None
 
-    @property
-    def matches_everything(self) -> bool:
-        return not (self.exact_types or self.type_patterns or self.subjects or self.task)
-
     def __call__(self, row: EventRow) -> bool:
         if (self.exact_types or self.type_patterns) and not (
             row.type in self.exact_types or any(p.match(row.type) for p in self.type_patterns)

@@ -23,7 +23,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import names
+from conveyor.server.domain import flow, names
 from conveyor.server.domain.errors import (
     ConveyorError,
     FailedPrecondition,
@@ -32,6 +32,7 @@ from conveyor.server.domain.errors import (
     PreconditionViolation,
     Violations,
 )
+from conveyor.server.store import lease_limits
 from conveyor.server.store import leases as store
 from conveyor.server.store.task_rows import TaskRow
 
@@ -237,6 +238,8 @@ class Settled:
     """Per report, in order: the task after it, or why it was refused."""
     leased: list[TaskRow]
     """The tasks leased in the same commit, in lease order."""
+    retry_after: float | None = None
+    """Nothing more could be leased for rate limits alone: seconds until the next token."""
 
 
 class Leases:
@@ -310,11 +313,20 @@ class Leases:
                 )
                 for i, lookup in zip(missed, found, strict=True):
                     outcomes[i] = _refusal(reports[i], lookup)
+            leased = settled.leased
+            retry_after = None
+            if take is not None and settled.limited and len(leased) < take.limit:
+                more, retry_after = await _take_limited(
+                    conn, project, take, take.limit - len(leased)
+                )
+                leased = leased + more
         if self._on_retry is not None and any(
             row.state == "SCHEDULED" for row in settled.failed.values()
         ):
             self._on_retry()
-        return Settled([o for o in outcomes if o is not None], settled.leased)
+        return Settled(
+            [o for o in outcomes if o is not None], leased, retry_after if not leased else None
+        )
 
     async def complete(self, report: Completion) -> TaskRow:
         return _single(await self.settle(report.task.project, [report]))
@@ -359,6 +371,68 @@ class Leases:
         if isinstance(result, ConveyorError):
             raise result
         return result
+
+
+async def _take_limited(
+    conn: Any, project: str, take: Take, want: int
+) -> tuple[list[TaskRow], float | None]:
+    """Leases up to `want` tasks that limits apply to, under the advisory locks of those
+    limits; also the seconds until a rate-limited task could start, if one waits."""
+    async with conn.transaction():
+        seen = await lease_limits.candidates(conn, project, take.queues)
+        if not seen:
+            return [], None
+        kinds = sorted({c.kind for c in seen})
+        kind_buckets = await lease_limits.kind_limits(conn, project, take.worker, kinds)
+        locks: set[str] = set()
+        for c in seen:
+            if c.max_concurrency > 0 or c.rate_limit:
+                locks.add(flow.lock_key(project, "queue", c.queue))
+            if c.rate_limit:
+                locks.add(flow.lock_key(project, "rate", "queue", c.queue, ""))
+            if c.concurrency_key is not None:
+                locks.add(flow.lock_key(project, "key", c.concurrency_key))
+            for bid in kind_buckets.get(c.kind, []):
+                locks.add(flow.lock_key(project, "rate", *bid))
+        if not locks:
+            return [], None
+        # Sorted, so two leasers never wait for each other's locks in a cycle.
+        await lease_limits.lock(conn, sorted(locks))
+        # A new statement, a new snapshot: it sees every lease committed under the locks.
+        fresh = await lease_limits.candidates(conn, project, take.queues)
+        limited_queues = sorted({c.queue for c in fresh if c.max_concurrency > 0})
+        keys = sorted({c.concurrency_key for c in fresh if c.concurrency_key is not None})
+        per_queue, per_key = await lease_limits.running(conn, project, limited_queues, keys)
+        wanted: dict[flow.BucketId, str | None] = {}
+        for c in fresh:
+            if c.rate_limit:
+                wanted[("queue", c.queue, "")] = c.rate_limit
+            for bid in kind_buckets.get(c.kind, []):
+                wanted[bid] = None
+        buckets = await lease_limits.buckets(conn, project, wanted) if wanted else {}
+        admission = flow.admit(
+            fresh,
+            want,
+            running_queue=per_queue,
+            running_key=per_key,
+            buckets=buckets,
+            kind_buckets=kind_buckets,
+            locked=locks,
+            project=project,
+        )
+        rows: list[TaskRow] = []
+        if admission.chosen:
+            rows = await store.lease_chosen(
+                conn,
+                project=project,
+                worker=take.worker,
+                ids=[c.id for c in admission.chosen],
+                lease_ms=take.lease_ms,
+            )
+            await lease_limits.store_buckets(
+                conn, project, [b for b in buckets.values() if b.taken]
+            )
+    return rows, admission.rate_wait
 
 
 def _refusal(report: Report, lookup: store.Lookup) -> TaskRow | ConveyorError:

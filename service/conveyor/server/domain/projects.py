@@ -8,15 +8,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import names, paging, validate
+from conveyor.server.domain import audit, names, paging, validate
 from conveyor.server.domain.auth import ROLE_NAMES, MintedKey, Principal, mint_key
 from conveyor.server.domain.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from conveyor.server.domain.keys import Authenticator
 from conveyor.server.store import api_keys, projects
 from conveyor.server.store.api_keys import KeyRow
 from conveyor.server.store.projects import ProjectRow, SecretRow
+from conveyor.v1 import enums_pb2
 
 UPDATABLE_PROJECT_FIELDS = ("display_name", "callback_url", "labels")
 DEFAULT_GRACE = timedelta(hours=24)
@@ -50,17 +52,37 @@ def _check_fields(
 
 
 class Projects:
-    def __init__(self, pool: AsyncConnectionPool[Any], authenticator: Authenticator) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], authenticator: Authenticator, server_key: bytes = b""
+    ) -> None:
         self._pool = pool
         self._authenticator = authenticator
+        self._server_key = server_key
 
-    async def create(self, project_id: str, fields: ProjectFields) -> ProjectRow:
+    async def _audit(
+        self,
+        conn: AsyncConnection[Any],
+        principal: Principal | None,
+        verb: int,
+        target: str,
+        args: dict[str, Any],
+    ) -> None:
+        """Records the change in the target project's audit chain (DESIGN.md: Command)."""
+        if principal is not None:
+            project = names.project_of(target) or principal.project
+            await audit.record(
+                conn, self._server_key, principal, verb, target, args, project=project
+            )
+
+    async def create(
+        self, project_id: str, fields: ProjectFields, principal: Principal | None = None
+    ) -> ProjectRow:
         v = Violations()
         if not names.ID_RE.match(project_id):
             v.add("project_id", names.ID_RULE)
         _check_fields(v, fields, "project")
         v.raise_if_any()
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             row = await projects.insert(
                 conn,
                 id=project_id,
@@ -69,9 +91,16 @@ class Projects:
                 labels=fields.labels,
                 webhook_secret=new_webhook_secret(),
             )
-        if row is None:
-            raise AlreadyExists(
-                f"project {project_id} already exists", metadata={"project": project_id}
+            if row is None:
+                raise AlreadyExists(
+                    f"project {project_id} already exists", metadata={"project": project_id}
+                )
+            await self._audit(
+                conn,
+                principal,
+                enums_pb2.COMMAND_VERB_CREATE_PROJECT,
+                f"projects/{project_id}",
+                {"display_name": fields.display_name, "callback_url": fields.callback_url},
             )
         return row
 
@@ -94,7 +123,13 @@ class Projects:
         next_token = paging.encode_token({"id": rows[limit - 1].id}) if len(rows) > limit else ""
         return rows[:limit], next_token
 
-    async def update(self, name: str, fields: ProjectFields, mask: Sequence[str]) -> ProjectRow:
+    async def update(
+        self,
+        name: str,
+        fields: ProjectFields,
+        mask: Sequence[str],
+        principal: Principal | None = None,
+    ) -> ProjectRow:
         parsed = names.parse(name, "project.name")
         paths = list(mask) or list(UPDATABLE_PROJECT_FIELDS)
         v = Violations()
@@ -103,7 +138,7 @@ class Projects:
                 v.add("update_mask", f"{path} is not one of {', '.join(UPDATABLE_PROJECT_FIELDS)}")
         _check_fields(v, fields, "project", paths)
         v.raise_if_any()
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             row = await projects.update(
                 conn,
                 parsed.project,
@@ -111,12 +146,15 @@ class Projects:
                 callback_url=fields.callback_url if "callback_url" in paths else None,
                 labels=fields.labels if "labels" in paths else None,
             )
-        if row is None:
-            raise NotFound(f"{name} does not exist", metadata={"resource": name})
+            if row is None:
+                raise NotFound(f"{name} does not exist", metadata={"resource": name})
+            await self._audit(
+                conn, principal, enums_pb2.COMMAND_VERB_UPDATE_PROJECT, name, {"update_mask": paths}
+            )
         return row
 
     async def create_key(
-        self, parent: str, role: int, display_name: str
+        self, parent: str, role: int, display_name: str, principal: Principal | None = None
     ) -> tuple[KeyRow, MintedKey]:
         parsed = names.parse(parent, "parent")
         v = Violations()
@@ -127,7 +165,7 @@ class Projects:
         validate.text(v, display_name, "api_key.display_name", validate.MAX_DISPLAY_NAME)
         v.raise_if_any()
         minted = mint_key()
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             if await projects.get(conn, parsed.project) is None:
                 raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
             row = await api_keys.insert(
@@ -137,6 +175,14 @@ class Projects:
                 role=ROLE_NAMES[role],
                 display_name=display_name,
                 secret_hash=minted.secret_hash,
+            )
+            # The secret never enters the audit log; the key's name and role do.
+            await self._audit(
+                conn,
+                principal,
+                enums_pb2.COMMAND_VERB_CREATE_API_KEY,
+                f"projects/{parsed.project}/apiKeys/{minted.key_id}",
+                {"role": ROLE_NAMES[role], "display_name": display_name},
             )
         return row, minted
 
@@ -153,14 +199,15 @@ class Projects:
 
     async def delete_key(self, principal: Principal, name: str) -> None:
         parsed = names.parse(name, "name", "apiKeys")
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             deleted = await api_keys.delete(
                 conn, project=parsed.project, id=parsed.id, allow_system=principal.system
             )
-        if not deleted:
-            # A system key is reported as missing to project admins: they may not
-            # learn of it, let alone revoke it.
-            raise NotFound(f"{name} does not exist", metadata={"resource": name})
+            if not deleted:
+                # A system key is reported as missing to project admins: they may not
+                # learn of it, let alone revoke it.
+                raise NotFound(f"{name} does not exist", metadata={"resource": name})
+            await self._audit(conn, principal, enums_pb2.COMMAND_VERB_DELETE_API_KEY, name, {})
         self._authenticator.forget(parsed.id)
 
     async def get_secret(self, name: str) -> SecretRow:
@@ -171,16 +218,25 @@ class Projects:
             raise NotFound(f"projects/{parsed.project} does not exist")
         return row
 
-    async def rotate_secret(self, name: str, grace: timedelta | None) -> SecretRow:
+    async def rotate_secret(
+        self, name: str, grace: timedelta | None, principal: Principal | None = None
+    ) -> SecretRow:
         parsed = names.parse_singleton(name, "name", "webhookSecret")
         if grace is None:
             grace = DEFAULT_GRACE
         if grace < timedelta(0) or grace > MAX_GRACE:
             raise InvalidArgument.of("grace_period", "must be between 0 and 7 days")
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             row = await projects.rotate_secret(
                 conn, parsed.project, secret=new_webhook_secret(), grace=grace
             )
-        if row is None:
-            raise NotFound(f"projects/{parsed.project} does not exist")
+            if row is None:
+                raise NotFound(f"projects/{parsed.project} does not exist")
+            await self._audit(
+                conn,
+                principal,
+                enums_pb2.COMMAND_VERB_ROTATE_WEBHOOK_SECRET,
+                name,
+                {"grace_seconds": grace.total_seconds()},
+            )
         return row

@@ -15,11 +15,12 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import names, paging, rates, retry_policy, task_input
+from conveyor.server.domain import audit, names, paging, rates, retry_policy, task_input
+from conveyor.server.domain.auth import Principal
 from conveyor.server.domain.errors import InvalidArgument, NotFound, Violations
 from conveyor.server.store import queues as store
 from conveyor.server.store.queues import QueueRow
-from conveyor.v1 import task_pb2
+from conveyor.v1 import enums_pb2, task_pb2
 
 __all__ = ["UPDATABLE_FIELDS", "QueueSettings", "Queues", "purge_confirm_token"]
 
@@ -83,24 +84,53 @@ class Queues:
             raise NotFound(f"{name} does not exist", metadata={"resource": name})
         return row
 
-    async def pause(self, name: str, reason: str) -> QueueRow:
+    async def _record(
+        self,
+        conn: Any,
+        principal: Principal | None,
+        verb: int,
+        name: str,
+        args: dict[str, Any],
+        project: str,
+    ) -> None:
+        if principal is not None:
+            await audit.record(conn, self._server_key, principal, verb, name, args, project=project)
+
+    async def pause(self, name: str, reason: str, principal: Principal | None = None) -> QueueRow:
         parsed = parse_queue_name(name, "name")
         v = Violations()
         task_input.check_text(v, reason, "reason", MAX_REASON)
         v.raise_if_any()
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             if await store.pause(conn, parsed.project, parsed.id, reason=reason) is None:
                 raise _no_project(parsed.project)
+            await self._record(
+                conn,
+                principal,
+                enums_pb2.COMMAND_VERB_PAUSE_QUEUE,
+                name,
+                {"reason": reason},
+                parsed.project,
+            )
         return await self.get(name)
 
-    async def resume(self, name: str) -> QueueRow:
+    async def resume(self, name: str, principal: Principal | None = None) -> QueueRow:
         parsed = parse_queue_name(name, "name")
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             if await store.resume(conn, parsed.project, parsed.id) is None:
                 raise _no_project(parsed.project)
+            await self._record(
+                conn, principal, enums_pb2.COMMAND_VERB_RESUME_QUEUE, name, {}, parsed.project
+            )
         return await self.get(name)
 
-    async def update(self, name: str, settings: QueueSettings, mask: Sequence[str]) -> QueueRow:
+    async def update(
+        self,
+        name: str,
+        settings: QueueSettings,
+        mask: Sequence[str],
+        principal: Principal | None = None,
+    ) -> QueueRow:
         parsed = parse_queue_name(name, "queue.name")
         paths = list(mask) or list(UPDATABLE_FIELDS)
         v = Violations()
@@ -125,7 +155,7 @@ class Queues:
             message = settings.default_retry_policy or task_pb2.RetryPolicy()
             policy = retry_policy.parse(v, message, "queue.default_retry_policy").to_json()
         v.raise_if_any()
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             updated = await store.update(
                 conn,
                 parsed.project,
@@ -134,6 +164,22 @@ class Queues:
                 rate_limit=rate_limit,
                 default_retry_policy=policy,
             )
+            if updated:
+                args: dict[str, Any] = {"update_mask": paths}
+                if max_concurrency is not None:
+                    args["max_concurrency"] = max_concurrency
+                if rate_limit is not None:
+                    args["rate_limit"] = rate_limit
+                if policy is not None:
+                    args["default_retry_policy"] = policy
+                await self._record(
+                    conn,
+                    principal,
+                    enums_pb2.COMMAND_VERB_UPDATE_QUEUE,
+                    name,
+                    args,
+                    parsed.project,
+                )
         if not updated:
             raise _no_project(parsed.project)
         return await self.get(name, "queue.name")

@@ -14,7 +14,8 @@ from google.protobuf import json_format
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import names, paging, schedule_spec, validate
+from conveyor.server.domain import audit, names, paging, schedule_spec, validate
+from conveyor.server.domain.auth import Principal
 from conveyor.server.domain.errors import (
     AlreadyExists,
     ConveyorError,
@@ -127,9 +128,11 @@ class Schedules:
         tasks: TaskFactory,
         clock: Clock = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        server_key: bytes = b"",
     ) -> None:
         self._pool = pool
         self._tasks = tasks
+        self._server_key = server_key
         self._clock = clock
         self._rng = rng or random.Random()
 
@@ -199,7 +202,12 @@ class Schedules:
         )
 
     async def create(
-        self, parent: str, schedule_id: str, message: schedule_pb2.Schedule, created_by: str
+        self,
+        parent: str,
+        schedule_id: str,
+        message: schedule_pb2.Schedule,
+        created_by: str,
+        principal: Principal | None = None,
     ) -> ScheduleRow:
         project = names.parse(parent, "parent").project
         if schedule_id:
@@ -218,9 +226,25 @@ class Schedules:
             if row.event_cursor:
                 await store.set_event_cursor(conn, project, schedule_id, row.event_cursor)
             await self._event(conn, created, "schedule.created")
+            await self._audit(
+                conn,
+                principal,
+                enums_pb2.COMMAND_VERB_CREATE_SCHEDULE,
+                created,
+                {
+                    "kind": created.kind,
+                    "expression": created.expression,
+                    "timezone": created.timezone,
+                },
+            )
         return created
 
-    async def update(self, message: schedule_pb2.Schedule, mask: Sequence[str]) -> ScheduleRow:
+    async def update(
+        self,
+        message: schedule_pb2.Schedule,
+        mask: Sequence[str],
+        principal: Principal | None = None,
+    ) -> ScheduleRow:
         name = names.parse(message.name, "schedule.name", "schedules")
         paths = list(mask) or list(UPDATABLE)
         v = Violations()
@@ -253,28 +277,59 @@ class Schedules:
             )
             updated = await store.update(conn, merged, now)
             await self._event(conn, updated, "schedule.updated")
+            await self._audit(
+                conn,
+                principal,
+                enums_pb2.COMMAND_VERB_UPDATE_SCHEDULE,
+                updated,
+                {"update_mask": paths},
+            )
         return updated
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, principal: Principal | None = None) -> None:
         parsed = names.parse(name, "name", "schedules")
         async with self._pool.connection() as conn, conn.transaction():
             current = await self._locked(conn, parsed)
             await store.delete(conn, parsed.project, parsed.id)
             await self._event(conn, current, "schedule.deleted")
+            await self._audit(conn, principal, enums_pb2.COMMAND_VERB_DELETE_SCHEDULE, current)
 
-    async def pause(self, name: str, notes: str) -> ScheduleRow:
+    async def pause(self, name: str, notes: str, principal: Principal | None = None) -> ScheduleRow:
         validate_notes = Violations()
         validate.text(validate_notes, notes, "notes", 2000)
         validate_notes.raise_if_any()
-        return await self._set_state(name, "PAUSED", "schedule.paused", notes=notes)
+        return await self._set_state(
+            name,
+            "PAUSED",
+            "schedule.paused",
+            notes=notes,
+            principal=principal,
+            verb=enums_pb2.COMMAND_VERB_PAUSE_SCHEDULE,
+        )
 
-    async def resume(self, name: str) -> ScheduleRow:
-        return await self._set_state(name, "ACTIVE", "schedule.resumed", notes="")
+    async def resume(self, name: str, principal: Principal | None = None) -> ScheduleRow:
+        return await self._set_state(
+            name,
+            "ACTIVE",
+            "schedule.resumed",
+            notes="",
+            principal=principal,
+            verb=enums_pb2.COMMAND_VERB_RESUME_SCHEDULE,
+        )
 
-    async def cancel(self, name: str) -> ScheduleRow:
-        return await self._set_state(name, "CANCELLED", "schedule.cancelled", notes=None)
+    async def cancel(self, name: str, principal: Principal | None = None) -> ScheduleRow:
+        return await self._set_state(
+            name,
+            "CANCELLED",
+            "schedule.cancelled",
+            notes=None,
+            principal=principal,
+            verb=enums_pb2.COMMAND_VERB_CANCEL_SCHEDULE,
+        )
 
-    async def snooze(self, name: str, delay: timedelta, reason: str) -> ScheduleRow:
+    async def snooze(
+        self, name: str, delay: timedelta, reason: str, principal: Principal | None = None
+    ) -> ScheduleRow:
         v = Violations()
         if delay <= timedelta(0) or delay > MAX_SNOOZE:
             v.add("delay", "must be more than 0 and at most 7 days")
@@ -292,10 +347,24 @@ class Schedules:
             await self._event(
                 conn, updated, "schedule.snoozed", {"until": until.isoformat(), "reason": reason}
             )
+            await self._audit(
+                conn,
+                principal,
+                enums_pb2.COMMAND_VERB_SNOOZE_SCHEDULE,
+                updated,
+                {"delay_seconds": delay.total_seconds(), "reason": reason},
+            )
         return updated
 
     async def _set_state(
-        self, name: str, state: str, event: str, *, notes: str | None
+        self,
+        name: str,
+        state: str,
+        event: str,
+        *,
+        notes: str | None,
+        principal: Principal | None,
+        verb: int,
     ) -> ScheduleRow:
         parsed = names.parse(name, "name", "schedules")
         now = self._clock()
@@ -314,6 +383,7 @@ class Schedules:
             )
             updated = await store.update(conn, changed, now)
             await self._event(conn, updated, event)
+            await self._audit(conn, principal, verb, updated, {"notes": notes} if notes else {})
         return updated
 
     # Reads.
@@ -382,7 +452,9 @@ class Schedules:
 
     # Firing.
 
-    async def run_now(self, name: str, overlap_override: int) -> uuid.UUID:
+    async def run_now(
+        self, name: str, overlap_override: int, principal: Principal | None = None
+    ) -> uuid.UUID:
         parsed = names.parse(name, "name", "schedules")
         now = self._clock()
         async with self._pool.connection() as conn, conn.transaction():
@@ -402,6 +474,14 @@ class Schedules:
                 missed=0,
                 buffered_time=now if note == "buffered" else row.buffered_time,
             )
+            if task_id is not None:
+                await self._audit(
+                    conn,
+                    principal,
+                    enums_pb2.COMMAND_VERB_RUN_SCHEDULE_NOW,
+                    row,
+                    {"overlap_policy": policy, "task": f"projects/{row.project}/tasks/{task_id}"},
+                )
         if task_id is None:
             raise FailedPrecondition(
                 f"the overlap policy {policy} did not start a task: {note}",
@@ -585,6 +665,20 @@ class Schedules:
                 f"{row.name} is cancelled and read-only",
                 reason="SCHEDULE_CANCELLED",
                 violations=[PreconditionViolation("STATE", row.name, "schedule is CANCELLED")],
+            )
+
+    async def _audit(
+        self,
+        conn: AsyncConnection[Any],
+        principal: Principal | None,
+        verb: int,
+        row: ScheduleRow,
+        args: dict[str, Any] | None = None,
+    ) -> None:
+        """Records the change in the project's audit chain (DESIGN.md: Command)."""
+        if principal is not None:
+            await audit.record(
+                conn, self._server_key, principal, verb, row.name, args or {}, project=row.project
             )
 
     async def _event(

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import names, states, task_input, task_list
+from conveyor.server.domain import audit, names, states, task_input, task_list
+from conveyor.server.domain.auth import Principal
 from conveyor.server.domain.errors import (
     ConveyorError,
     FailedPrecondition,
@@ -28,17 +29,21 @@ from conveyor.server.domain.errors import (
 )
 from conveyor.server.domain.states import State
 from conveyor.server.domain.task_ids import TaskIds
+from conveyor.server.store import approvals
+from conveyor.server.store import projects as project_store
 from conveyor.server.store import tasks as store
 from conveyor.server.store.task_batcher import CreateBatcher
 from conveyor.server.store.task_inserts import Inserted, NewTask, Outcome, Result
 from conveyor.server.store.task_rows import TaskRow
 from conveyor.server.store.tasks import TaskView
-from conveyor.v1 import task_pb2, task_service_pb2
+from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
 
 __all__ = ["MAX_BATCH", "WORKER_SEEN_WITHIN", "Created", "Tasks"]
 
 MAX_BATCH = 1000
 MAX_REASON = 1000
+MAX_TREE = 500
+MAX_DELETE = 1000
 # A worker not heard from for this long does not count against NO_WORKER, even if
 # its row still says connected (its replica died before marking it).
 WORKER_SEEN_WITHIN = timedelta(minutes=2)
@@ -97,7 +102,10 @@ class Tasks:
         *,
         ids: TaskIds | None = None,
         worker_seen_within: timedelta = WORKER_SEEN_WITHIN,
+        server_key: bytes | None = None,
     ) -> None:
+        self._server_key = server_key
+        """Signs the audit log; with it, cancels on behalf of a principal are recorded."""
         self._pool = pool
         self._batcher = batcher
         self._ids = ids or TaskIds()
@@ -176,6 +184,15 @@ class Tasks:
             raise NotFound(f"{name} does not exist", metadata={"resource": name})
         return view
 
+    async def tree(self, name: str) -> tuple[list[TaskRow], bool]:
+        """The named task's tree (root first, at most MAX_TREE) and whether it is cut."""
+        parsed = task_input.parse_task_name(name, "name")
+        async with self._pool.connection() as conn:
+            rows = await store.tree(conn, parsed.project, uuid.UUID(parsed.id), limit=MAX_TREE + 1)
+        if not rows:
+            raise NotFound(f"{name} does not exist", metadata={"resource": name})
+        return rows[:MAX_TREE], len(rows) > MAX_TREE
+
     async def list_page(
         self, request: task_service_pb2.ListTasksRequest
     ) -> tuple[list[TaskRow], str]:
@@ -186,13 +203,26 @@ class Tasks:
             rows = await store.list_page(conn, query)
         return task_list.next_token(rows, query, request.filter)
 
-    async def cancel(self, name: str, reason: str) -> TaskRow:
-        """CANCELLED at once when waiting; cancel_requested when RUNNING; else refused."""
+    async def cancel(self, name: str, reason: str, principal: Principal | None = None) -> TaskRow:
+        """CANCELLED at once when waiting; cancel_requested when RUNNING; else refused.
+
+        With a principal, the cancel is recorded in the audit log in its transaction.
+        """
         parsed = task_input.parse_task_name(name, "name")
         reason = _reason(reason)
         project, task_id = parsed.project, uuid.UUID(parsed.id)
         sources = [s.value for s in states.sources("cancel")]
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
+            if principal is not None and self._server_key is not None:
+                await audit.record(
+                    conn,
+                    self._server_key,
+                    principal,
+                    enums_pb2.COMMAND_VERB_CANCEL_TASK,
+                    name,
+                    {"reason": reason},
+                    project=project,
+                )
             for _ in range(_CANCEL_TRIES):
                 row = await store.cancel(
                     conn,
@@ -220,3 +250,102 @@ class Tasks:
             reason="TASK_STATE_CONFLICT",
             violations=[PreconditionViolation("STATE", name, "the task kept changing state")],
         )
+
+    async def decide(
+        self, name: str, *, approve: bool, text: str, principal: Principal | None
+    ) -> TaskRow:
+        """ApproveTask (`text` is the comment) or RejectTask (`text` is the reason).
+
+        Only an AWAITING_APPROVAL task may be decided; the decision, its approver (the
+        principal's key name) and its Command in the audit log commit together.
+        """
+        parsed = task_input.parse_task_name(name, "name")
+        text = _reason(text, "comment" if approve else "reason")
+        project, task_id = parsed.project, uuid.UUID(parsed.id)
+        approver = principal.key_name if principal is not None else "system"
+        async with self._pool.connection() as conn, conn.transaction():
+            row = await approvals.decide(
+                conn, project, task_id, approve=approve, approver=approver, comment=text
+            )
+            if row is None:
+                current = await store.get_row(conn, project, task_id)
+                if current is None:
+                    raise NotFound(f"{name} does not exist", metadata={"resource": name})
+                states.target(State(current.state), "approve" if approve else "reject", name)
+                raise Internal(f"{name} could not be decided")  # unreachable: target raised
+            if principal is not None and self._server_key is not None:
+                await audit.record(
+                    conn,
+                    self._server_key,
+                    principal,
+                    enums_pb2.COMMAND_VERB_APPROVE_TASK
+                    if approve
+                    else enums_pb2.COMMAND_VERB_REJECT_TASK,
+                    name,
+                    {"comment": text} if approve else {"reason": text},
+                    project=project,
+                )
+            return row
+
+    async def batch_delete(
+        self,
+        parent: str,
+        task_names: Sequence[str],
+        task_filter: task_pb2.TaskFilter | None,
+        principal: Principal | None = None,
+    ) -> tuple[int, list[str]]:
+        """Deletes terminal tasks by name (reporting the others as skipped) or by filter
+        (at most MAX_DELETE per call); returns (deleted_count, skipped names).
+
+        Exactly one of names and filter. The Command is recorded in the same transaction.
+        """
+        project = names.parse(parent, "parent").project
+        v = Violations()
+        if bool(task_names) == (task_filter is not None):
+            v.add("names", "give exactly one of names and filter")
+        if len(task_names) > MAX_DELETE:
+            v.add("names", f"must hold at most {MAX_DELETE} names")
+        ids: list[uuid.UUID] = []
+        for i, task_name in enumerate(task_names):
+            try:
+                parsed = task_input.parse_task_name(task_name, f"names[{i}]")
+            except InvalidArgument as error:
+                v.items.extend(error.violations)
+                continue
+            if parsed.project != project:
+                v.add(f"names[{i}]", f"must be a task of {parent}")
+            ids.append(uuid.UUID(parsed.id))
+        query = None
+        if task_filter is not None:
+            query = task_list.parse_filter(v, task_filter, project)
+        v.raise_if_any()
+        terminal = sorted(s.value for s in states.TERMINAL)
+        skipped: list[str] = []
+        async with self._pool.connection() as conn, conn.transaction():
+            if await project_store.get(conn, project) is None:
+                raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
+            if query is None:
+                deleted, kept = await store.delete_named(conn, project, ids, terminal=terminal)
+                skipped = [f"projects/{project}/tasks/{i}" for i in kept]
+            else:
+                wanted = [s for s in terminal if not query.states or s in query.states]
+                deleted = 0
+                if wanted:
+                    query = replace(query, states=wanted, limit=MAX_DELETE, order="id")
+                    deleted = await store.delete_matching(conn, query, terminal=terminal)
+            if principal is not None and self._server_key is not None:
+                await audit.record(
+                    conn,
+                    self._server_key,
+                    principal,
+                    enums_pb2.COMMAND_VERB_BATCH_DELETE_TASKS,
+                    parent,
+                    {
+                        "by": "filter" if query is not None else "names",
+                        "requested": len(ids),
+                        "deleted": deleted,
+                        "skipped": len(skipped),
+                    },
+                    project=project,
+                )
+        return deleted, skipped

@@ -10,9 +10,8 @@ error, duration) with an event that ListEvents and WatchEvents show. An attempt 
 Conveyor-Webhook-Id (the same on every attempt), Conveyor-Event and
 Conveyor-Webhook-Attempt headers, a total timeout, and no redirects followed (a 3xx is
 a failed attempt). The body is fixed by the first attempt so every retry sends the same
-bytes. The listener pokes the loop whenever events are appended (every terminal
-transition appends one), so a delivery starts within milliseconds; the interval is the
-backstop.
+bytes. The outbox trigger NOTIFYs `conveyor_webhooks` and the listener pokes the loop,
+so a delivery starts within milliseconds; the interval is the backstop.
 """
 
 from __future__ import annotations
@@ -124,7 +123,7 @@ class WebhookLoop(PeriodicLoop):
             await http.aclose()
 
     def wake(self, project: str | None = None) -> None:
-        """An EventListener subscriber: a transition may have queued a delivery."""
+        """An EventListener subscriber: the outbox has a new delivery."""
         self.poke()
 
     async def delay(self) -> float:

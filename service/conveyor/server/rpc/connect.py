@@ -14,7 +14,11 @@ Protocol (server side):
 - heartbeat is answered by an ExtendLeaseResponse carrying name and lease_id. A lease
   that is no longer current (or a bad heartbeat) is answered without lease_expire_time
   and with cancel_requested set: the handler should stop; its report will be refused.
-- command_ack is accepted and ignored (worker control comes later).
+- Worker control: commands addressed to this worker (CommandService) are pushed as
+  `command` when the stream opens (also those DISPATCHED to an earlier stream and not
+  acknowledged) and whenever a NOTIFY '<project>/@<worker>' (or the notifier's
+  periodic backstop) says one was issued; each goes DISPATCHED, and the worker's
+  command_ack makes it SUCCEEDED or FAILED.
 
 Messages that arrive while the server is busy are handled together: consecutive reports
 settle in one statement, consecutive heartbeats extend in one statement. The stream
@@ -34,6 +38,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from google.protobuf import json_format, struct_pb2
+
+from conveyor.server.domain.commands import Commands
 from conveyor.server.domain.errors import ConveyorError, InvalidArgument, PermissionDenied
 from conveyor.server.domain.leases import MAX_TAKE, Heartbeat, Leases, Report, Take
 from conveyor.server.domain.workers import TOUCH_INTERVAL, Hello, Workers
@@ -43,7 +50,8 @@ from conveyor.server.rpc import lease_messages
 from conveyor.server.rpc.convert import duration
 from conveyor.server.rpc.status import to_status_proto
 from conveyor.server.rpc.task_messages import task_message
-from conveyor.v1 import worker_pb2
+from conveyor.server.store.commands import Dispatched
+from conveyor.v1 import enums_pb2, worker_pb2
 
 __all__ = ["ConnectSession", "heartbeat_interval"]
 
@@ -68,6 +76,16 @@ class _Item:
     value: Report | Heartbeat | ConveyorError
 
 
+def _command_message(hello: Hello, command: Dispatched) -> worker_pb2.WorkerCommand:
+    args = struct_pb2.Struct()
+    args.update(command.args)
+    return worker_pb2.WorkerCommand(
+        command=f"projects/{hello.project}/commands/{command.sequence}",
+        verb=enums_pb2.CommandVerb.Value(f"COMMAND_VERB_{command.verb}"),
+        args=args,
+    )
+
+
 class ConnectSession:
     def __init__(
         self,
@@ -78,8 +96,10 @@ class ConnectSession:
         notifier: Notifier,
         stopping: asyncio.Event,
         touch_interval: float = TOUCH_INTERVAL,
+        commands: Commands | None = None,
     ) -> None:
         self.hello = hello
+        self._commands = commands
         self.id = uuid.uuid4()
         self.wake = asyncio.Event()
         """Set by whatever gives the session something to do (messages, NOTIFY, shutdown)."""
@@ -95,6 +115,7 @@ class ConnectSession:
         """Lease ids pushed on this stream and not reported on it yet."""
         self._want = False
         """Tasks may be ready without a notification saying so (credit grew, last lease full)."""
+        self._retry_timer: asyncio.TimerHandle | None = None
 
     async def run(
         self,
@@ -106,6 +127,9 @@ class ConnectSession:
         await self._workers.connect(hello, self.id)
         reader = asyncio.create_task(self._read(requests), name=f"connect-read-{hello.worker}")
         waiter = self._notifier.subscribe(hello.project, hello.queues, self.wake)
+        # Commands have their own waiter, so task notifications never cost a look at them.
+        command_waiter = self._notifier.subscribe(hello.project, ["@" + hello.worker], self.wake)
+        redeliver = True
         reason = "stream ended"
         try:
             yield worker_pb2.ConnectResponse(
@@ -130,10 +154,21 @@ class ConnectSession:
                 if not self._reading or gone():
                     break
                 limit = min(self._window - len(self._outstanding), MAX_TAKE)
+                if self._commands is not None and (command_waiter.take() or redeliver):
+                    found = await self._commands.dispatch(
+                        hello.project, hello.worker, redeliver=redeliver
+                    )
+                    redeliver = False
+                    for command in found:
+                        yield worker_pb2.ConnectResponse(command=_command_message(hello, command))
+                    if found:
+                        continue
                 notified = waiter.take()
                 if limit > 0 and (self._want or notified):
-                    rows = await self._leases.take(hello.project, self._take(limit))
+                    settled = await self._leases.settle(hello.project, (), self._take(limit))
+                    rows = settled.leased
                     self._want = len(rows) == limit
+                    self._retry_later(settled.retry_after)
                     for row in rows:
                         self._outstanding.add(row.lease_id)  # type: ignore[arg-type]
                         yield worker_pb2.ConnectResponse(
@@ -151,11 +186,26 @@ class ConnectSession:
         finally:
             reader.cancel()
             waiter.close()
+            command_waiter.close()
+            if self._retry_timer is not None:
+                self._retry_timer.cancel()
             # Shielded: a cancelled stream (the client went away) still records it.
             with contextlib.suppress(Exception):
                 await asyncio.shield(
                     self._workers.disconnect(hello.project, hello.worker, self.id, reason)
                 )
+
+    def _retry_later(self, delay: float | None) -> None:
+        """Looks again once a rate limit has a token (no notification says so)."""
+        if delay is None or self._retry_timer is not None:
+            return
+
+        def fire() -> None:
+            self._retry_timer = None
+            self._want = True
+            self.wake.set()
+
+        self._retry_timer = asyncio.get_running_loop().call_later(delay, fire)
 
     def _take(self, limit: int) -> Take:
         return Take(self.hello.worker, self.hello.queues, limit, self.hello.lease_ms)
@@ -195,8 +245,11 @@ class ConnectSession:
                 continue
             if which == "hello":
                 raise InvalidArgument.of("hello", "may only be the first message of a stream")
+            if which == "command_ack":
+                await self._acknowledge(message.command_ack)
+                continue
             if which not in ("complete", "fail", "heartbeat"):
-                continue  # command_ack: worker control is not built yet
+                continue
             item = self._parse(which, message)
             kind = "beat" if which == "heartbeat" else "report"
             task_id = None if isinstance(item.value, ConveyorError) else item.value.task.id
@@ -211,6 +264,20 @@ class ConnectSession:
         if group:
             out.extend(await self._flush(group_kind, group, gone))
         return out
+
+    async def _acknowledge(self, ack: worker_pb2.CommandAck) -> None:
+        if self._commands is None:
+            return
+        applied = await self._commands.acknowledge(
+            self.hello.project,
+            self.hello.worker,
+            ack.command,
+            ok=ack.ok,
+            error=ack.error,
+            result=json_format.MessageToDict(ack.result),
+        )
+        if not applied:
+            _log.info("command ack ignored", worker=self.hello.worker, command=ack.command)
 
     def _parse(self, which: str, message: worker_pb2.ConnectRequest) -> _Item:
         request = getattr(message, which)
@@ -273,6 +340,7 @@ class ConnectSession:
             outcomes, leased = settled.outcomes, settled.leased
             if take is not None:
                 self._want = len(leased) == limit
+                self._retry_later(settled.retry_after)
         for report in reports:
             self._outstanding.discard(report.lease_id)
         results = iter(outcomes)

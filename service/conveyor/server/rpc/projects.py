@@ -64,7 +64,9 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
     async def CreateProject(
         self, request: project_pb2.CreateProjectRequest, context: Context
     ) -> project_pb2.Project:
-        row = await self._projects.create(request.project_id, _fields(request.project))
+        row = await self._projects.create(
+            request.project_id, _fields(request.project), principal.current()
+        )
         return project_message(row)
 
     async def GetProject(
@@ -86,7 +88,10 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         self, request: project_pb2.UpdateProjectRequest, context: Context
     ) -> project_pb2.Project:
         row = await self._projects.update(
-            request.project.name, _fields(request.project), list(request.update_mask.paths)
+            request.project.name,
+            _fields(request.project),
+            list(request.update_mask.paths),
+            principal.current(),
         )
         return project_message(row)
 
@@ -94,7 +99,7 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         self, request: project_pb2.CreateApiKeyRequest, context: Context
     ) -> project_pb2.ApiKey:
         row, minted = await self._projects.create_key(
-            request.parent, request.api_key.role, request.api_key.display_name
+            request.parent, request.api_key.role, request.api_key.display_name, principal.current()
         )
         return key_message(row, secret=minted.token)
 
@@ -124,5 +129,5 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         self, request: project_pb2.RotateWebhookSecretRequest, context: Context
     ) -> project_pb2.WebhookSecret:
         grace = request.grace_period.ToTimedelta() if request.HasField("grace_period") else None
-        row = await self._projects.rotate_secret(request.name, grace)
+        row = await self._projects.rotate_secret(request.name, grace, principal.current())
         return secret_message(request.name.split("/")[1], row)

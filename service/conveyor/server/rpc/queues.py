@@ -8,6 +8,7 @@ import grpc
 
 from conveyor.server.domain import retry_policy
 from conveyor.server.domain.queues import Queues, QueueSettings
+from conveyor.server.rpc import principal
 from conveyor.server.rpc.convert import duration, timestamp
 from conveyor.server.store.queues import QueueRow
 from conveyor.v1 import queue_pb2, queue_pb2_grpc
@@ -75,15 +76,19 @@ class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
                 queue.default_retry_policy if queue.HasField("default_retry_policy") else None
             ),
         )
-        row = await self._queues.update(queue.name, settings, list(request.update_mask.paths))
+        row = await self._queues.update(
+            queue.name, settings, list(request.update_mask.paths), principal.current()
+        )
         return self._message(row)
 
     async def PauseQueue(
         self, request: queue_pb2.PauseQueueRequest, context: Context
     ) -> queue_pb2.Queue:
-        return self._message(await self._queues.pause(request.name, request.reason))
+        return self._message(
+            await self._queues.pause(request.name, request.reason, principal.current())
+        )
 
     async def ResumeQueue(
         self, request: queue_pb2.ResumeQueueRequest, context: Context
     ) -> queue_pb2.Queue:
-        return self._message(await self._queues.resume(request.name))
+        return self._message(await self._queues.resume(request.name, principal.current()))

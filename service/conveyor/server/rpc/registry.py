@@ -15,6 +15,7 @@ import grpc
 
 from conveyor.server.context import AppContext
 from conveyor.server.domain.auth import Principal
+from conveyor.server.domain.commands import Commands
 from conveyor.server.domain.keys import Authenticator, ensure_bootstrap_key
 from conveyor.server.domain.leases import Leases
 from conveyor.server.domain.projects import Projects
@@ -24,10 +25,13 @@ from conveyor.server.domain.schedules import Schedules
 from conveyor.server.domain.tasks import Tasks
 from conveyor.server.domain.workers import Workers
 from conveyor.server.events.notifier import Notifier
+from conveyor.server.loops.approvals import ApprovalTimeouts
+from conveyor.server.loops.command_timeouts import CommandTimeouts
 from conveyor.server.loops.promoter import Promoter
 from conveyor.server.loops.reaper import Reaper
 from conveyor.server.loops.scheduler import SchedulerLoop
 from conveyor.server.rpc import unimplemented
+from conveyor.server.rpc.commands import CommandServicer
 from conveyor.server.rpc.export import ExportServicer
 from conveyor.server.rpc.interceptor import ConveyorInterceptor
 from conveyor.server.rpc.projects import ProjectServicer
@@ -74,9 +78,10 @@ class Services:
         notifier = Notifier(ctx.database_url)
         promoter = Promoter(ctx.pool)
         ctx.loops += [notifier, promoter, Reaper(ctx.pool, on_retry=promoter.poke)]
+        ctx.loops.append(ApprovalTimeouts(ctx.pool))
         leases = Leases(ctx.pool, on_retry=promoter.poke)
-        task_servicer = TaskServicer(Tasks(ctx.pool, create_batcher))
-        schedules = Schedules(ctx.pool, ScheduledTasks())
+        task_servicer = TaskServicer(Tasks(ctx.pool, create_batcher, server_key=ctx.server_key))
+        schedules = Schedules(ctx.pool, ScheduledTasks(), server_key=ctx.server_key)
         ctx.loops.append(SchedulerLoop(ctx.pool, schedules))
 
         async def get_task(name: str) -> task_pb2.Task:
@@ -86,7 +91,11 @@ class Services:
                 task_service_pb2.GetTaskRequest(name=name), no_context
             )
 
+        commands = Commands(ctx.pool, ctx.server_key)
+        ctx.loops += [commands.jobs, CommandTimeouts(ctx.pool)]
+
         implemented: dict[str, list[object]] = {
+            "conveyor.v1.CommandService": [CommandServicer(commands)],
             "conveyor.v1.ScheduleService": [ScheduleServicer(schedules, get_task)],
             "conveyor.v1.TaskService": [
                 task_servicer,
@@ -94,10 +103,10 @@ class Services:
             ],
             "conveyor.v1.QueueService": [QueueServicer(Queues(ctx.pool, ctx.server_key))],
             "conveyor.v1.WorkerService": [
-                WorkerServicer(leases, Workers(ctx.pool), notifier, ctx.shutting_down)
+                WorkerServicer(leases, Workers(ctx.pool), notifier, ctx.shutting_down, commands)
             ],
             "conveyor.v1.ProjectService": [
-                ProjectServicer(Projects(ctx.pool, self._authenticator)),
+                ProjectServicer(Projects(ctx.pool, self._authenticator, ctx.server_key)),
             ],
             "conveyor.v1.EventService": [wire_events(ctx)],
         }

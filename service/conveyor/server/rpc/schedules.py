@@ -71,8 +71,9 @@ class ScheduleServicer:
     async def CreateSchedule(
         self, request: schedule_pb2.CreateScheduleRequest, context: Context
     ) -> schedule_pb2.Schedule:
+        caller = principal.current()
         row = await self._schedules.create(
-            request.parent, request.schedule_id, request.schedule, principal.current().key_name
+            request.parent, request.schedule_id, request.schedule, caller.key_name, caller
         )
         return schedule_message(row)
 
@@ -95,42 +96,48 @@ class ScheduleServicer:
     async def UpdateSchedule(
         self, request: schedule_pb2.UpdateScheduleRequest, context: Context
     ) -> schedule_pb2.Schedule:
-        row = await self._schedules.update(request.schedule, list(request.update_mask.paths))
+        row = await self._schedules.update(
+            request.schedule, list(request.update_mask.paths), principal.current()
+        )
         return schedule_message(row)
 
     async def DeleteSchedule(
         self, request: schedule_pb2.DeleteScheduleRequest, context: Context
     ) -> empty_pb2.Empty:
-        await self._schedules.delete(request.name)
+        await self._schedules.delete(request.name, principal.current())
         return empty_pb2.Empty()
 
     async def PauseSchedule(
         self, request: schedule_pb2.PauseScheduleRequest, context: Context
     ) -> schedule_pb2.Schedule:
-        return schedule_message(await self._schedules.pause(request.name, request.notes))
+        return schedule_message(
+            await self._schedules.pause(request.name, request.notes, principal.current())
+        )
 
     async def ResumeSchedule(
         self, request: schedule_pb2.ResumeScheduleRequest, context: Context
     ) -> schedule_pb2.Schedule:
-        return schedule_message(await self._schedules.resume(request.name))
+        return schedule_message(await self._schedules.resume(request.name, principal.current()))
 
     async def CancelSchedule(
         self, request: schedule_pb2.CancelScheduleRequest, context: Context
     ) -> schedule_pb2.Schedule:
-        return schedule_message(await self._schedules.cancel(request.name))
+        return schedule_message(await self._schedules.cancel(request.name, principal.current()))
 
     async def SnoozeSchedule(
         self, request: schedule_pb2.SnoozeScheduleRequest, context: Context
     ) -> schedule_pb2.Schedule:
         row = await self._schedules.snooze(
-            request.name, request.delay.ToTimedelta(), request.reason
+            request.name, request.delay.ToTimedelta(), request.reason, principal.current()
         )
         return schedule_message(row)
 
     async def RunScheduleNow(
         self, request: schedule_pb2.RunScheduleNowRequest, context: Context
     ) -> task_pb2.Task:
-        task_id = await self._schedules.run_now(request.name, request.overlap_policy)
+        task_id = await self._schedules.run_now(
+            request.name, request.overlap_policy, principal.current()
+        )
         project = request.name.split("/")[1]
         return await self._get_task(f"projects/{project}/tasks/{task_id}")
 

@@ -78,7 +78,16 @@ def task_message(
     run_duration = None
     if row.start_time is not None and row.end_time is not None and row.end_time >= row.start_time:
         run_duration = duration(row.end_time - row.start_time)
+    approval = None
+    if row.decide_time is not None:
+        approval = task_pb2.Approval(
+            approver=row.approver,
+            approved=bool(row.approved),
+            comment=row.approval_comment,
+            decide_time=timestamp(row.decide_time),
+        )
     return task_pb2.Task(
+        approval=approval,
         name=row.name,
         queue=row.queue,
         kind=row.kind,

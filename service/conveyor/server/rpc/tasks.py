@@ -1,4 +1,5 @@
-"""TaskService: CreateTask, BatchCreateTasks, GetTask, ListTasks, CancelTask.
+"""TaskService: CreateTask, BatchCreateTasks, GetTask, ListTasks, CancelTask,
+ApproveTask, RejectTask, GetTaskTree, BatchDeleteTasks.
 
 The other TaskService methods are not defined here and answer UNIMPLEMENTED.
 """
@@ -14,6 +15,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from conveyor.server.domain.errors import ConveyorError
 from conveyor.server.domain.tasks import Created, Tasks
+from conveyor.server.rpc import principal
 from conveyor.server.rpc.status import to_status_proto
 from conveyor.server.rpc.task_messages import task_message
 from conveyor.server.store.task_inserts import Inserted, NewTask
@@ -165,4 +167,38 @@ class TaskServicer:
     async def CancelTask(
         self, request: task_service_pb2.CancelTaskRequest, context: Context
     ) -> task_pb2.Task:
-        return task_message(await self._tasks.cancel(request.name, request.reason))
+        cancelled = await self._tasks.cancel(request.name, request.reason, principal.current())
+        return task_message(cancelled)
+
+    async def ApproveTask(
+        self, request: task_service_pb2.ApproveTaskRequest, context: Context
+    ) -> task_pb2.Task:
+        row = await self._tasks.decide(
+            request.name, approve=True, text=request.comment, principal=principal.current()
+        )
+        return task_message(row)
+
+    async def RejectTask(
+        self, request: task_service_pb2.RejectTaskRequest, context: Context
+    ) -> task_pb2.Task:
+        row = await self._tasks.decide(
+            request.name, approve=False, text=request.reason, principal=principal.current()
+        )
+        return task_message(row)
+
+    async def GetTaskTree(
+        self, request: task_service_pb2.GetTaskTreeRequest, context: Context
+    ) -> task_service_pb2.TaskTree:
+        rows, truncated = await self._tasks.tree(request.name)
+        return task_service_pb2.TaskTree(tasks=[task_message(r) for r in rows], truncated=truncated)
+
+    async def BatchDeleteTasks(
+        self, request: task_service_pb2.BatchDeleteTasksRequest, context: Context
+    ) -> task_service_pb2.BatchDeleteTasksResponse:
+        deleted, skipped = await self._tasks.batch_delete(
+            request.parent,
+            request.names,
+            request.filter if request.HasField("filter") else None,
+            principal.current(),
+        )
+        return task_service_pb2.BatchDeleteTasksResponse(deleted_count=deleted, skipped=skipped)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import grpc
 
 from conveyor.server.domain import leases, names
-from conveyor.server.domain.errors import InvalidArgument, Violations
+from conveyor.server.domain.commands import Commands
+from conveyor.server.domain.errors import InvalidArgument, ResourceExhausted, Violations
 from conveyor.server.domain.leases import MAX_TAKE, Leases, Take
 from conveyor.server.domain.workers import Workers, check_hello, worker_id
 from conveyor.server.events.notifier import Notifier
@@ -49,8 +51,14 @@ def worker_message(row: WorkerRow) -> worker_pb2.Worker:
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     def __init__(
-        self, leases: Leases, workers: Workers, notifier: Notifier, stopping: asyncio.Event
+        self,
+        leases: Leases,
+        workers: Workers,
+        notifier: Notifier,
+        stopping: asyncio.Event,
+        commands: Commands | None = None,
     ) -> None:
+        self._commands = commands
         self._leases = leases
         self._workers = workers
         self._notifier = notifier
@@ -98,6 +106,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             workers=self._workers,
             notifier=self._notifier,
             stopping=self._stopping,
+            commands=self._commands,
         )
         self._sleeper(session.wake)
         try:
@@ -147,13 +156,22 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             self._sleeper(event)
             try:
                 while True:
-                    rows = await self._leases.take(project, take)
+                    settled = await self._leases.settle(project, (), take)
+                    rows, retry_after = settled.leased, settled.retry_after
                     left = deadline - time.monotonic()
+                    if not rows and retry_after is not None and wait == 0:
+                        raise ResourceExhausted(
+                            "the ready tasks of these queues are rate limited",
+                            reason="RATE_LIMITED",
+                            metadata={"queues": ",".join(queues)},
+                            retry_after=timedelta(seconds=retry_after),
+                        )
                     if rows or left <= 0 or self._stopping.is_set():
                         return worker_pb2.LeaseTasksResponse(
                             leases=[lease_messages.lease_message(r) for r in rows]
                         )
-                    await waiter.wait(left)
+                    # No notification says a token is back: look again when it is.
+                    await waiter.wait(left if retry_after is None else min(left, retry_after))
             finally:
                 self._sleepers.discard(event)
 

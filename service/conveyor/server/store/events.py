@@ -10,9 +10,9 @@ watchers on every replica agree on where they are without talking to each other.
 from __future__ import annotations
 
 import json
+import types
 import typing
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -151,48 +151,56 @@ async def prune(conn: AsyncConnection[Any], cutoff: datetime, limit: int) -> int
 
 
 # Task snapshots are to_jsonb of a tasks row: uuids and timestamps arrive as strings, and
-# snapshots written before a column existed lack it. Each TaskRow field gets a parser
-# for its type and a default for its absence.
-def _parser(hint: Any) -> tuple[Callable[[Any], Any], Any]:
-    args = set(typing.get_args(hint)) or {hint}
-    optional = type(None) in args
-    args.discard(type(None))
-    base = next(iter(args)) if len(args) == 1 else Any
-    parse: Callable[[Any], Any]
-    if base is uuid.UUID:
-        parse = uuid.UUID
-    elif base is datetime:
-        parse = datetime.fromisoformat
-    else:
-        parse = _same
-    defaults: dict[Any, Any] = {str: "", int: 0, bool: False}
-    default = None if optional else defaults.get(base)
-    if base is datetime and not optional:
-        default = datetime.fromtimestamp(0).astimezone()
-    if typing.get_origin(base) is dict or base is dict:
-        default = {}
-    return parse, default
+# snapshots written before a column existed lack it. Fields are sorted once by what
+# they need, so converting a snapshot (once per event, on the streaming path) is a
+# dict comprehension and two short loops.
+def _fields() -> tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]:
+    hints = typing.get_type_hints(TaskRow)
+    defaults: dict[str, Any] = {}
+    uuids: list[str] = []
+    times: list[str] = []
+    for f in fields(TaskRow):
+        hint = hints[f.name]
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        args = set(typing.get_args(hint)) if union else {hint}
+        optional = type(None) in args
+        args.discard(type(None))
+        base = next(iter(args)) if len(args) == 1 else Any
+        if base is uuid.UUID:
+            uuids.append(f.name)
+        elif base is datetime:
+            times.append(f.name)
+        default: Any = None
+        if not optional:
+            if base is datetime:
+                default = _EPOCH
+            elif base is dict or typing.get_origin(base) is dict:
+                default = {}
+            else:
+                default = {str: "", int: 0, bool: False}.get(base)
+        defaults[f.name] = default
+    return defaults, tuple(uuids), tuple(times)
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
-_TASK_FIELDS: list[tuple[str, Callable[[Any], Any], Any]] = [
-    (f.name, *_parser(hint))
-    for f in fields(TaskRow)
-    for hint in [typing.get_type_hints(TaskRow)[f.name]]
-]
+_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+_DEFAULTS, _UUIDS, _TIMES = _fields()
+_NIL = str(uuid.UUID(int=0))
 
 
 def task_from_snapshot(data: dict[str, Any]) -> TaskRow:
     """The TaskRow of an event's task snapshot."""
-    values: dict[str, Any] = {}
-    for name, parse, default in _TASK_FIELDS:
-        raw = data.get(name)
-        if name == "id" and raw is None:
-            raw = str(uuid.UUID(int=0))
-        values[name] = default if raw is None else parse(raw)
-    if values["root_task"] is None:
-        values["root_task"] = values["id"]
+    values = {name: data.get(name, default) for name, default in _DEFAULTS.items()}
+    values["id"] = values["id"] or _NIL
+    values["root_task"] = values["root_task"] or values["id"]
+    for name in _UUIDS:
+        raw = values[name]
+        if raw is not None:
+            values[name] = uuid.UUID(raw)
+    for name in _TIMES:
+        raw = values[name]
+        if isinstance(raw, str):
+            values[name] = datetime.fromisoformat(raw)
+    for name, default in _DEFAULTS.items():
+        if values[name] is None and default is not None:
+            values[name] = default
     return TaskRow(**values)

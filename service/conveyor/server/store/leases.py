@@ -6,29 +6,52 @@ one commit; the events of each change are appended by the same statement.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, LiteralString
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncRawCursor
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from conveyor.server.store import sql
 from conveyor.server.store.task_rows import TaskRow, task_row
 
+_PARAM = re.compile(r"%\((\w+)\)s")
 
-def _compact(text: LiteralString) -> LiteralString:
-    """The statement without comments and indentation.
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    """A statement with `$n` placeholders and the parameter name of each n."""
+
+    text: LiteralString
+    names: tuple[str, ...]
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        return [params[n] for n in self.names]
+
+
+def _compact(text: LiteralString) -> _Raw:
+    """The statement without comments and indentation, its `%(name)s` turned into `$n`.
 
     psycopg caches the parse of a statement (placeholders to $n) only below 4 KiB of
-    text; the settle statement is longer with its comments, and parsing it at every
-    call costs more than a tenth of a millisecond. Our SQL has no `--` inside literals.
+    text, and parsing the settle statement at every call costs more than a tenth of a
+    millisecond: so it is converted once here and run on a raw cursor, which sends it
+    as it is. Our SQL has no `--` or `%(` inside literals.
     """
     lines = (line.split("--", 1)[0].strip() for line in text.splitlines())
-    return " ".join(line for line in lines if line)
+    compact = " ".join(line for line in lines if line)
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return _Raw(_PARAM.sub(number, compact), tuple(names))
 
 
 _BLOCKS = sql.load_blocks("lease_report")
@@ -37,6 +60,9 @@ _SETTLE_ONE_QUEUE = _compact(
 )
 _SETTLE_MANY_QUEUES = _compact(
     ",\n".join((_BLOCKS["reports"], _BLOCKS["ready_many_queues"], _BLOCKS["lease"]))
+)
+_SETTLE_CHOSEN = _compact(
+    ",\n".join((_BLOCKS["reports"], _BLOCKS["ready_chosen"], _BLOCKS["lease"]))
 )
 _LOOKUP = sql.load("lease_lookup")
 _EXTEND = sql.load("lease_extend")
@@ -76,6 +102,8 @@ class Settled:
     failed: dict[uuid.UUID, TaskRow]
     leased: list[TaskRow]
     """In lease order: priority, schedule_time, id."""
+    limited: bool = False
+    """Ready tasks that limits apply to wait: store/lease_limits.py may lease them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,22 +165,57 @@ async def settle(
     succeeded: dict[uuid.UUID, TaskRow] = {}
     failed: dict[uuid.UUID, TaskRow] = {}
     leased: list[TaskRow] = []
-    async with conn.cursor(row_factory=dict_row) as cur:
+    limited = False
+    statement = _SETTLE_MANY_QUEUES if len(queues) > 1 else _SETTLE_ONE_QUEUE
+    async with AsyncRawCursor(conn, row_factory=dict_row) as cur:
         # Prepared at once: planning this statement costs more than running it.
-        await cur.execute(
-            _SETTLE_MANY_QUEUES if len(queues) > 1 else _SETTLE_ONE_QUEUE, params, prepare=True
-        )
+        await cur.execute(statement.text, statement.args(params), prepare=True)
         for raw in await cur.fetchall():
             row = task_row(raw)
             outcome = raw["outcome"]
-            if outcome == "leased":
+            if outcome == "limited":
+                limited = True
+            elif outcome == "leased":
                 leased.append(row)
             elif outcome == "succeeded":
                 succeeded[row.id] = row
             else:
                 failed[row.id] = row
     leased.sort(key=_lease_order)
-    return Settled(succeeded, failed, leased)
+    return Settled(succeeded, failed, leased, limited)
+
+
+async def lease_chosen(
+    conn: AsyncConnection[Any],
+    *,
+    project: str,
+    worker: str,
+    ids: Sequence[uuid.UUID],
+    lease_ms: int | None,
+) -> list[TaskRow]:
+    """Leases the tasks `ids` that are still QUEUED (waiting for their row locks)."""
+    params = {
+        "project": project,
+        "c_ids": None,
+        "c_lease_ids": None,
+        "c_results": None,
+        "c_summaries": None,
+        "c_resume_tokens": None,
+        "f_ids": None,
+        "f_lease_ids": None,
+        "f_errors": None,
+        "f_retryable": None,
+        "rand": None,
+        "worker": worker,
+        "chosen": list(ids),
+        "limit": 0,
+        "lease_ms": lease_ms,
+    }
+    async with AsyncRawCursor(conn, row_factory=dict_row) as cur:
+        await cur.execute(_SETTLE_CHOSEN.text, _SETTLE_CHOSEN.args(params), prepare=True)
+        rows = [task_row(r) for r in await cur.fetchall() if r["outcome"] == "leased"]
+    rows.sort(key=_lease_order)
+    return rows
 
 
 async def lookup(

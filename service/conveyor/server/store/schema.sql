@@ -361,6 +361,11 @@ BEGIN
         ) AS url
     ) target
     WHERE target.url <> '';
+    IF FOUND THEN
+        -- Wakes the webhook dispatchers (on their own channel, so the many event
+        -- notifications that carry no webhook do not).
+        PERFORM pg_notify('conveyor_webhooks', '');
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -375,3 +380,166 @@ CREATE TRIGGER tasks_webhook_outbox_insert AFTER INSERT ON tasks
 FOR EACH ROW
 WHEN (NEW.state IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED'))
 EXECUTE FUNCTION conveyor_webhook_outbox();
+
+-- Flow control (0005).
+-- Token buckets shared by every replica, one row per limit:
+--   scope 'queue': key = queue id, worker = '' (rate copied from queues.rate_limit; the
+--                  row is created by the first lease that meets the limit);
+--   scope 'kind':  key = task kind; worker = '' for every worker, else the worker id (a
+--                  limit of that worker alone). CommandService.SetRateLimit upserts it:
+--                    INSERT INTO rate_limits (project, scope, key, worker, rate)
+--                    VALUES (p, 'kind', kind, worker, '100/m')
+--                    ON CONFLICT (project, scope, key, worker)
+--                    DO UPDATE SET rate = EXCLUDED.rate, tokens = NULL, refill_time = now();
+--                  and a rate of "0" deletes the row.
+-- `rate` is the normalised "<count>/<s|m|h>" of domain/rates.py. `tokens` is the bucket's
+-- content at `refill_time` (NULL: full); leasing refills it by the rate since then, up
+-- to the bucket's burst, and takes one token per leased task, under an advisory lock.
+CREATE TABLE rate_limits (
+    project text NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    scope text NOT NULL,
+    key text NOT NULL,
+    worker text NOT NULL DEFAULT '',
+    rate text NOT NULL,
+    tokens double precision,
+    refill_time timestamptz NOT NULL DEFAULT now(),
+    update_time timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project, scope, key, worker),
+    CONSTRAINT rate_limits_scope_valid CHECK (scope IN ('queue', 'kind'))
+);
+
+-- Running tasks per queue (max_concurrency) and per concurrency key.
+CREATE INDEX tasks_running_queue_idx ON tasks (project, queue) WHERE state = 'RUNNING';
+CREATE INDEX tasks_running_key_idx ON tasks (project, concurrency_key)
+    WHERE state = 'RUNNING' AND concurrency_key IS NOT NULL;
+
+-- For the lease statement (kept short: psycopg caches the parse of statements < 4 KiB).
+-- Kinds rate limited for worker `w` (its own limits and everyone's).
+CREATE FUNCTION conveyor_rate_kinds(p text, w text) RETURNS text[]
+LANGUAGE sql STABLE
+RETURN ARRAY(
+    SELECT r.key FROM rate_limits r
+    WHERE r.project = p AND r.scope = 'kind' AND r.worker IN ('', w));
+
+-- Queues not leased from by the unlimited path: paused ones, and with `limits` those
+-- with a max_concurrency or a rate_limit.
+CREATE FUNCTION conveyor_closed_queues(p text, limits boolean) RETURNS text[]
+LANGUAGE sql STABLE
+RETURN ARRAY(
+    SELECT q.id FROM queues q
+    WHERE q.project = p
+      AND (q.paused OR (limits AND (q.max_concurrency > 0 OR q.rate_limit <> ''))));
+
+-- Queues with a max_concurrency or a rate_limit.
+CREATE FUNCTION conveyor_limited_queues(p text) RETURNS text[]
+LANGUAGE sql STABLE
+RETURN ARRAY(
+    SELECT q.id FROM queues q
+    WHERE q.project = p AND (q.max_concurrency > 0 OR q.rate_limit <> ''));
+
+-- A task of queue `q` with concurrency key `k` ended: if a limit held others back, wake
+-- the leasers of its queue (a NOTIFY sent at commit; repeats in one transaction fold).
+CREATE FUNCTION conveyor_wake_limited(p text, q text, k text) RETURNS integer
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF k IS NOT NULL OR EXISTS (
+        SELECT FROM queues WHERE project = p AND id = q AND max_concurrency > 0
+    ) THEN
+        PERFORM pg_notify('conveyor_tasks', p || '/' || q);
+        RETURN 1;
+    END IF;
+    RETURN 0;
+END
+$$;
+
+-- Commands (0006): operator commands in a signed, hash-chained audit log.
+
+-- The head of each project's chain: the last sequence and its digest. An append takes
+-- this row FOR UPDATE (an upsert), so appends of one project are serialised while
+-- other projects append in parallel; the lock is held until the appending
+-- transaction ends, so sequences are gap-free and each row chains onto the previous.
+CREATE TABLE audit_heads (
+    project text PRIMARY KEY REFERENCES projects (id) ON DELETE CASCADE,
+    sequence bigint NOT NULL DEFAULT 0,
+    digest text NOT NULL DEFAULT ''
+);
+
+-- The chain itself: immutable once written (see commands_immutable). The command's id
+-- is its sequence number: projects/{project}/commands/{sequence}.
+-- digest = SHA-256(prev_digest || canonical bytes), signature = HMAC-SHA-256(server
+-- key, digest); domain/audit.py defines the canonical bytes.
+CREATE TABLE commands (
+    project text NOT NULL REFERENCES projects (id),
+    sequence bigint NOT NULL,
+    verb text NOT NULL,
+    target text NOT NULL,
+    args jsonb NOT NULL DEFAULT '{}',
+    issued_by text NOT NULL,
+    idempotency_key text NOT NULL DEFAULT '',
+    create_time timestamptz NOT NULL,
+    prev_digest text NOT NULL,
+    digest text NOT NULL,
+    signature text NOT NULL,
+    PRIMARY KEY (project, sequence),
+    CONSTRAINT commands_sequence_valid CHECK (sequence >= 1)
+);
+
+-- The same idempotency key from the same principal names one command.
+CREATE UNIQUE INDEX commands_idempotency_idx ON commands (project, issued_by, idempotency_key)
+    WHERE idempotency_key <> '';
+CREATE INDEX commands_create_time_idx ON commands (project, create_time);
+
+-- Chained rows are never rewritten or removed, whoever the server's role is: the
+-- trigger refuses UPDATE, DELETE and TRUNCATE. (Only a superuser can switch it off,
+-- and VerifyAuditLog then still names the first row that was touched.)
+CREATE FUNCTION conveyor_commands_immutable() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'commands are an append-only audit log: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+
+CREATE TRIGGER commands_immutable BEFORE UPDATE OR DELETE ON commands
+FOR EACH ROW EXECUTE FUNCTION conveyor_commands_immutable();
+CREATE TRIGGER commands_no_truncate BEFORE TRUNCATE ON commands
+FOR EACH STATEMENT EXECUTE FUNCTION conveyor_commands_immutable();
+
+-- How far each command has come: mutable, outside the digest. Status changes are made
+-- by the system (a worker's acknowledgement, a timeout, a background job), not by a
+-- principal, and each one appends a command.<status> event in its transaction, so the
+-- event log keeps their history while the chain stays immutable.
+CREATE TABLE command_states (
+    project text NOT NULL,
+    sequence bigint NOT NULL,
+    status text NOT NULL,
+    result jsonb NOT NULL DEFAULT '{}',
+    -- google.rpc.Status as JSON {code, message} when FAILED or TIMED_OUT.
+    error jsonb,
+    -- Worker control: the addressed worker's id and when an unacknowledged command times out.
+    worker text NOT NULL DEFAULT '',
+    deadline timestamptz,
+    dispatch_time timestamptz,
+    finish_time timestamptz,
+    update_time timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project, sequence),
+    FOREIGN KEY (project, sequence) REFERENCES commands (project, sequence) ON DELETE CASCADE,
+    CONSTRAINT command_states_status_valid CHECK (
+        status IN ('ISSUED', 'DISPATCHED', 'SUCCEEDED', 'FAILED', 'TIMED_OUT'))
+);
+
+CREATE INDEX command_states_open_worker_idx ON command_states (project, worker, sequence)
+    WHERE worker <> '' AND status IN ('ISSUED', 'DISPATCHED');
+CREATE INDEX command_states_deadline_idx ON command_states (deadline)
+    WHERE status IN ('ISSUED', 'DISPATCHED') AND deadline IS NOT NULL;
+
+-- 0007: human approval: who decided, how, and when (Task.approval); and the index the
+-- approval-timeout loop scans.
+ALTER TABLE tasks
+    ADD COLUMN approver text NOT NULL DEFAULT '',
+    ADD COLUMN approved boolean,
+    ADD COLUMN approval_comment text NOT NULL DEFAULT '',
+    ADD COLUMN decide_time timestamptz;
+
+CREATE INDEX tasks_approval_due_idx ON tasks (create_time)
+    WHERE state = 'AWAITING_APPROVAL' AND approval_timeout_ms IS NOT NULL;

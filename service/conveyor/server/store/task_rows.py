@@ -49,6 +49,10 @@ class TaskRow:
     start_time: datetime | None
     end_time: datetime | None
     update_time: datetime
+    approver: str = ""
+    approved: bool | None = None
+    approval_comment: str = ""
+    decide_time: datetime | None = None
 
     @property
     def name(self) -> str:

@@ -21,10 +21,13 @@ __all__ = [
     "TaskQuery",
     "TaskView",
     "cancel",
+    "delete_matching",
+    "delete_named",
     "get",
     "get_row",
     "list_page",
     "request_cancel",
+    "tree",
 ]
 
 _GET = sql.load("task_get")
@@ -32,6 +35,8 @@ _GET_ROW = sql.load("task_get_row")
 _CANCEL = sql.load("task_cancel")
 _REQUEST_CANCEL = sql.load("task_request_cancel")
 _LIST = sql.load_blocks("task_list")
+_TREE = sql.load("task_tree")
+_DELETE = sql.load_blocks("task_delete")
 
 Order = Literal["id", "id_desc", "priority", "priority_desc"]
 
@@ -196,3 +201,42 @@ async def request_cancel(
         await cur.execute(_REQUEST_CANCEL, {"project": project, "id": id, "reason": reason})
         row = await cur.fetchone()
     return task_row(row) if row else None
+
+
+async def tree(
+    conn: AsyncConnection[Any], project: str, id: uuid.UUID, *, limit: int
+) -> list[TaskRow]:
+    """Up to `limit` tasks of the named task's tree, parents first; [] if it is missing."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_TREE, {"project": project, "id": id, "limit": limit})
+        return [task_row(r) for r in await cur.fetchall()]
+
+
+async def delete_named(
+    conn: AsyncConnection[Any],
+    project: str,
+    ids: Sequence[uuid.UUID],
+    *,
+    terminal: Sequence[str],
+) -> tuple[int, list[uuid.UUID]]:
+    """Deletes the terminal tasks of `ids`; returns (deleted, the non-terminal ids)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            _DELETE["names"], {"project": project, "ids": list(ids), "terminal": list(terminal)}
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row["deleted"]), list(row["skipped"])
+
+
+async def delete_matching(
+    conn: AsyncConnection[Any], query: TaskQuery, *, terminal: Sequence[str]
+) -> int:
+    """Deletes up to query.limit tasks matching `query` (its states all terminal)."""
+    select, params = _compose(query)
+    statement = pgsql.SQL(_DELETE["filter"]).format(select=select)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(statement, params | {"terminal": list(terminal)})
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row["deleted"])

@@ -41,7 +41,7 @@ class Position:
     id: int
 
 
-@dataclass
+@dataclass(eq=False)
 class _Group:
     """Subscribers sharing one filter: it runs once per event for all of them."""
 
@@ -56,9 +56,16 @@ class _Tail:
         self.hub = hub
         self.project = project
         self.position = 0
+        """Every event up to here has been handed to the subscribers that want it."""
         self.ready = asyncio.Event()
         self.wake = asyncio.Event()
         self.groups: dict[str, _Group] = {}
+        # Groups whose filter names exact types (the common case) are found by the
+        # event's type; only the rest are asked about every event. So hundreds of idle
+        # subscribers with different filters cost a dict lookup per event, not hundreds
+        # of filter runs.
+        self.by_type: dict[str, set[_Group]] = {}
+        self.scanned: set[_Group] = set()
         self.refs = 0
         self.task: asyncio.Task[None] | None = None
 
@@ -66,6 +73,11 @@ class _Tail:
         group = self.groups.get(matcher.key)
         if group is None:
             group = self.groups[matcher.key] = _Group(matcher)
+            if matcher.exact_types and not matcher.type_patterns:
+                for event_type in matcher.exact_types:
+                    self.by_type.setdefault(event_type, set()).add(group)
+            else:
+                self.scanned.add(group)
         group.subscriptions.add(subscription)
         SUBSCRIBERS.inc()
 
@@ -76,6 +88,13 @@ class _Tail:
             SUBSCRIBERS.dec()
             if not group.subscriptions:
                 del self.groups[matcher.key]
+                self.scanned.discard(group)
+                for event_type in matcher.exact_types:
+                    indexed = self.by_type.get(event_type)
+                    if indexed is not None:
+                        indexed.discard(group)
+                        if not indexed:
+                            del self.by_type[event_type]
 
     async def run(self) -> None:
         hub = self.hub
@@ -92,6 +111,9 @@ class _Tail:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self.wake.wait()
+            # Commits notify one by one; a moment's pause lets a burst of them share
+            # one read instead of costing one read each.
+            await asyncio.sleep(hub.read_delay)
             self.wake.clear()
             try:
                 held = await self._read()
@@ -119,12 +141,20 @@ class _Tail:
                 return page.held
 
     def _dispatch(self, rows: list[EventRow], position: int) -> None:
-        for group in list(self.groups.values()):
-            matcher = group.matcher
-            matched = rows if matcher.matches_everything else [r for r in rows if matcher(r)]
+        matched: dict[_Group, list[EventRow]] = {}
+        for row in rows:
+            for group in self.by_type.get(row.type, ()):
+                if group.matcher(row):
+                    matched.setdefault(group, []).append(row)
+            for group in self.scanned:
+                if group.matcher(row):
+                    matched.setdefault(group, []).append(row)
+        # Subscribers without events this time are not touched: their position is the
+        # tail's (see EventHub.watch).
+        for group, group_rows in matched.items():
             for subscription in list(group.subscriptions):
-                if not subscription.offer(matched, position):
-                    self.detach(matcher, subscription)
+                if not subscription.offer(group_rows):
+                    self.detach(group.matcher, subscription)
                     OVERFLOWS.inc()
         self.position = max(self.position, position)
 
@@ -142,6 +172,7 @@ class EventHub:
         batch: int = 1000,
         poll_interval: float = 1.0,
         held_retry: float = 0.005,
+        read_delay: float = 0.002,
     ) -> None:
         self.pool = pool
         self.buffer_size = buffer_size
@@ -151,6 +182,7 @@ class EventHub:
         self.batch = batch
         self.poll_interval = poll_interval
         self.held_retry = held_retry
+        self.read_delay = read_delay
         self._shutting_down = shutting_down or asyncio.Event()
         self._tails: dict[str, _Tail] = {}
         self._closing = False
@@ -227,7 +259,12 @@ class EventHub:
             try:
                 while True:
                     live = await subscription.next(self.keepalive_interval)
-                    yield live if live is not None else Position(subscription.position)
+                    if live is not None:
+                        yield live
+                    else:
+                        # An empty buffer holds everything the tail dispatched up to its
+                        # position that this filter wants: all of it has been sent.
+                        yield Position(max(subscription.position, tail.position))
             finally:
                 self._subscriptions.discard(subscription)
                 tail.detach(matcher, subscription)

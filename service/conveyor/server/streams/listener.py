@@ -1,7 +1,9 @@
-"""The replica's LISTEN connection for `conveyor_events`.
+"""The replica's LISTEN connection for `conveyor_events` and `conveyor_webhooks`.
 
-The events_notify trigger NOTIFYs the project of every appended event at commit; the
-listener hands each project to its subscribers (the event hub, the webhook loop).
+The events_notify trigger NOTIFYs the project of every appended event at commit, and the
+webhook outbox trigger NOTIFYs `conveyor_webhooks` when it queues a delivery; the
+listener hands each notification to the subscribers of its channel (the event hub, the
+webhook loop).
 NOTIFY is a hint and the events table is the truth: every `poll_interval` the listener
 calls its subscribers with None ("look at everything"), and while the connection is down
 it does so every `retry_interval` and reconnects, so streams degrade to polling.
@@ -19,9 +21,10 @@ import psycopg
 from conveyor.server.logging import get_logger
 from conveyor.server.store import sql
 
-__all__ = ["EVENTS_CHANNEL", "EventListener"]
+__all__ = ["EVENTS_CHANNEL", "WEBHOOKS_CHANNEL", "EventListener"]
 
 EVENTS_CHANNEL = "conveyor_events"
+WEBHOOKS_CHANNEL = "conveyor_webhooks"
 _LISTEN = sql.load("event_listen")
 _PING = sql.load("event_listen_ping")
 # Notice a dead peer within ~25 s even when no query is running on the connection.
@@ -53,7 +56,10 @@ class EventListener:
         self.poll_interval = poll_interval
         self._retry_interval = retry_interval
         self._ping_timeout = ping_timeout
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: dict[str, list[Subscriber]] = {
+            EVENTS_CHANNEL: [],
+            WEBHOOKS_CHANNEL: [],
+        }
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._listening = asyncio.Event()
@@ -61,8 +67,8 @@ class EventListener:
         self.notifications = 0
         """Notifications received (for tests and metrics)."""
 
-    def subscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.append(subscriber)
+    def subscribe(self, subscriber: Subscriber, channel: str = EVENTS_CHANNEL) -> None:
+        self._subscribers[channel].append(subscriber)
 
     @property
     def listening(self) -> bool:
@@ -91,12 +97,16 @@ class EventListener:
         if self._conn is not None:
             await self._conn.close()
 
-    def _tell(self, project: str | None) -> None:
-        for subscriber in self._subscribers:
-            try:
-                subscriber(project)
-            except Exception:
-                _log.exception("event subscriber failed")
+    def _tell(self, project: str | None, channel: str | None = None) -> None:
+        """Calls the subscribers of `channel` (None: of every channel)."""
+        for name, subscribers in self._subscribers.items():
+            if channel is not None and name != channel:
+                continue
+            for subscriber in subscribers:
+                try:
+                    subscriber(project)
+                except Exception:
+                    _log.exception("event subscriber failed")
 
     async def _run(self) -> None:
         while True:
@@ -130,7 +140,7 @@ class EventListener:
         while True:
             async for notify in conn.notifies(timeout=self.poll_interval):
                 self.notifications += 1
-                self._tell(notify.payload)
+                self._tell(notify.payload or None, notify.channel)
             self._tell(None)
             async with asyncio.timeout(self._ping_timeout):
                 await conn.execute(_PING)

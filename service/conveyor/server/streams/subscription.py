@@ -22,8 +22,9 @@ class Closed(Exception):
 class Subscription:
     """Events handed over by a tail, waiting for the stream to send them.
 
-    `position`: every event up to it has been put in the buffer or left out by the
-    filter, so once the buffer is empty a stream may report it as its cursor.
+    `position`: the last event put in the buffer (or where the subscriber attached, if
+    later): events up to it are never taken again. Events the filter leaves out do not
+    move it; the tail's position covers them.
     """
 
     __slots__ = ("_buffer", "_capacity", "_ready", "closed", "overflowed", "position")
@@ -39,7 +40,7 @@ class Subscription:
     def __len__(self) -> int:
         return len(self._buffer)
 
-    def offer(self, rows: Iterable[EventRow], position: int) -> bool:
+    def offer(self, rows: Iterable[EventRow]) -> bool:
         """Takes the rows after its position; False (and drops the buffer) on overflow."""
         if self.overflowed or self.closed:
             return False
@@ -56,8 +57,6 @@ class Subscription:
             self._buffer.append(row)
             self.position = row.id
             added = True
-        if position > self.position:
-            self.position = position
         if added:
             # Only events wake the stream: hundreds of idle subscribers must not all
             # run whenever the tail moves past events they do not want.

@@ -13,7 +13,7 @@ from conveyor.server.loops.retention import RetentionLoop
 from conveyor.server.loops.webhooks import WebhookLoop
 from conveyor.server.rpc.events import EventServicer
 from conveyor.server.streams.hub import EventHub
-from conveyor.server.streams.listener import EventListener
+from conveyor.server.streams.listener import WEBHOOKS_CHANNEL, EventListener
 
 __all__ = ["wire_events"]
 
@@ -24,7 +24,7 @@ def wire_events(ctx: AppContext) -> EventServicer:
     hub = EventHub(ctx.pool, shutting_down=ctx.shutting_down)
     webhooks = WebhookLoop(ctx.pool, WebhookGuard(ctx.settings.webhook_allow))
     listener.subscribe(hub.notify)
-    listener.subscribe(webhooks.wake)
+    listener.subscribe(webhooks.wake, WEBHOOKS_CHANNEL)
     retention = RetentionLoop(ctx.pool, timedelta(seconds=ctx.settings.event_retention))
     # Started in this order and stopped in reverse: the listener (which calls the others)
     # starts last and stops first.

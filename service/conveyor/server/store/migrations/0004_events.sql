@@ -93,6 +93,11 @@ BEGIN
         ) AS url
     ) target
     WHERE target.url <> '';
+    IF FOUND THEN
+        -- Wakes the webhook dispatchers (on their own channel, so the many event
+        -- notifications that carry no webhook do not).
+        PERFORM pg_notify('conveyor_webhooks', '');
+    END IF;
     RETURN NULL;
 END
 $$;

@@ -8,7 +8,7 @@
 --
 -- Returns one row per changed task: `outcome` ('succeeded', 'failed', 'leased') + tasks.*.
 --
--- Composed from the blocks below: reports, one of the two `ready` blocks, lease. A
+-- Composed from the blocks below: reports, one of the `ready` blocks, lease. A
 -- worker of one queue gets an ordered index scan that stops at `limit` (the hot case);
 -- `queue = ANY(...)` cannot be read in lease order from the index, so several queues
 -- cost a sort of their ready tasks.
@@ -88,34 +88,71 @@ attempts_ended AS (
 )
 
 -- name: ready_one_queue
+-- Only tasks no limit applies to: not in a queue with max_concurrency or a rate_limit,
+-- without a concurrency_key, of a kind without a rate limit (for every worker or this
+-- one). The others are leased under locks by store/lease_limits.py; `limited` (one such
+-- task) tells the caller that some wait there.
 ready AS (
     SELECT t.project, t.id
     FROM tasks t
-    WHERE t.project = %(project)s
-      AND t.state = 'QUEUED'
-      AND t.queue = %(queue)s
-      AND NOT EXISTS (
-          SELECT FROM queues q WHERE q.project = %(project)s AND q.id = %(queue)s AND q.paused)
+    WHERE t.project = %(project)s AND t.state = 'QUEUED' AND t.queue = %(queue)s
+      AND t.concurrency_key IS NULL
+      AND t.kind <> ALL ((SELECT conveyor_rate_kinds(%(project)s, %(worker)s))::text[])
+      AND t.queue <> ALL ((SELECT conveyor_closed_queues(%(project)s, true))::text[])
     ORDER BY t.priority, t.schedule_time, t.id
     LIMIT %(limit)s::integer
     FOR UPDATE OF t SKIP LOCKED
+),
+limited AS (
+    SELECT t.*
+    FROM tasks t
+    WHERE t.project = %(project)s AND t.state = 'QUEUED' AND t.queue = %(queue)s
+      AND t.queue <> ALL ((SELECT conveyor_closed_queues(%(project)s, false))::text[])
+      AND (t.concurrency_key IS NOT NULL
+           OR t.kind = ANY ((SELECT conveyor_rate_kinds(%(project)s, %(worker)s))::text[])
+           OR t.queue = ANY ((SELECT conveyor_limited_queues(%(project)s))::text[]))
+    LIMIT 1
 )
 
 -- name: ready_many_queues
 ready AS (
     SELECT t.project, t.id
     FROM tasks t
-    WHERE t.project = %(project)s
-      AND t.state = 'QUEUED'
-      AND t.queue = ANY (%(queues)s::text[])
-      AND t.queue <> ALL (ARRAY(
-          SELECT q.id FROM queues q WHERE q.project = %(project)s AND q.paused))
+    WHERE t.project = %(project)s AND t.state = 'QUEUED' AND t.queue = ANY (%(queues)s::text[])
+      AND t.concurrency_key IS NULL
+      AND t.kind <> ALL ((SELECT conveyor_rate_kinds(%(project)s, %(worker)s))::text[])
+      AND t.queue <> ALL ((SELECT conveyor_closed_queues(%(project)s, true))::text[])
     ORDER BY t.priority, t.schedule_time, t.id
     LIMIT %(limit)s::integer
     FOR UPDATE OF t SKIP LOCKED
+),
+limited AS (
+    SELECT t.*
+    FROM tasks t
+    WHERE t.project = %(project)s AND t.state = 'QUEUED' AND t.queue = ANY (%(queues)s::text[])
+      AND t.queue <> ALL ((SELECT conveyor_closed_queues(%(project)s, false))::text[])
+      AND (t.concurrency_key IS NOT NULL
+           OR t.kind = ANY ((SELECT conveyor_rate_kinds(%(project)s, %(worker)s))::text[])
+           OR t.queue = ANY ((SELECT conveyor_limited_queues(%(project)s))::text[]))
+    LIMIT 1
+)
+
+-- name: ready_chosen
+-- The tasks store/lease_limits.py admitted under its locks (waiting for a row lock, not
+-- skipping it: a sequential queue must not pass over its head).
+ready AS (
+    SELECT t.project, t.id
+    FROM tasks t
+    WHERE t.project = %(project)s AND t.id = ANY (%(chosen)s::uuid[]) AND t.state = 'QUEUED'
+    FOR UPDATE OF t
+),
+limited AS (
+    SELECT t.* FROM tasks t WHERE false
 )
 
 -- name: lease
+-- statement_timestamp(), not now(): in the limited path's transaction now() is its start,
+-- before it waited for its locks, and a start must not precede the end it waited for.
 leased AS (
     UPDATE tasks t
     SET state = 'RUNNING',
@@ -124,10 +161,10 @@ leased AS (
         worker = %(worker)s,
         lease_id = gen_random_uuid(),
         lease_expire_time =
-            now() + coalesce(%(lease_ms)s::bigint, t.lease_duration_ms) * interval '1 millisecond',
-        start_time = now(),
+            statement_timestamp() + coalesce(%(lease_ms)s::bigint, t.lease_duration_ms) * interval '1 millisecond',
+        start_time = statement_timestamp(),
         end_time = NULL,
-        update_time = now()
+        update_time = statement_timestamp()
     FROM ready r
     WHERE t.project = r.project AND t.id = r.id
     RETURNING t.*
@@ -158,3 +195,13 @@ UNION ALL
 SELECT 'failed', f.* FROM failed f
 UNION ALL
 SELECT 'leased', l.* FROM leased l
+UNION ALL
+-- One ready task that a limit applies to, when the unlimited ones did not fill the take.
+SELECT 'limited', x.* FROM limited x
+WHERE (SELECT count(*) FROM leased) < %(limit)s::integer
+UNION ALL
+-- Never a row: wakes the leasers of queues where an ended task frees a limited place.
+SELECT 'freed', x.* FROM limited x
+WHERE (SELECT sum(conveyor_wake_limited(e.project, e.queue, e.concurrency_key))
+       FROM (SELECT project, queue, concurrency_key FROM succeeded
+             UNION ALL SELECT project, queue, concurrency_key FROM failed) e) < 0

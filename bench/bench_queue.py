@@ -1,0 +1,636 @@
+"""The queue core against raw PostgreSQL: throughput and latency ratios from one run.
+
+    .venv/bin/python bench/bench_queue.py [--quick] [--seconds 6] [--json]
+
+Starts its own embedded PostgreSQL and one Conveyor server as a subprocess
+(`python -m conveyor.server --log-level warning`, so the server's CPU and memory are its
+own), then measures, in the same run and on the same database:
+
+Raw PostgreSQL baselines (psycopg, a table shaped like `tasks` with the same indexes):
+  - single-row INSERT + COMMIT on 8 connections (rows/s)
+  - COPY of 1000 rows (rows/s)
+  - a SKIP LOCKED lease-and-complete loop at N=1 and N=100 (a lease statement and a
+    complete statement per round, each its own commit; tasks/s)
+  - NOTIFY wake latency: NOTIFY committed on one connection until LISTEN sees it (p50/p99)
+
+The service, driven by the real client (conveyor.client.AsyncClient):
+  - CreateTask, one task per call, 16 calls in flight
+  - BatchCreateTasks of 1000
+  - lease-and-complete one at a time over Connect: the SDK Worker (concurrency=1) and a
+    raw Connect stream (credit 1, complete each assignment as it arrives)
+  - the same in batches of 100: SDK Worker (concurrency=100) and raw stream (credit 100)
+  - enqueue-to-handler-start latency with an idle SDK worker (p50/p99)
+  - server RSS under load (peak of /proc samples) and server CPU per operation
+
+Then the ratios against the targets of issue 3, each marked PASS or MISS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+PROJECT = "bench"
+PARENT = f"projects/{PROJECT}"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# Server process accounting.
+
+
+class ServerProbe:
+    """Samples the server process's RSS and CPU time from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def rss(self) -> int:
+        with open(f"/proc/{self.pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def cpu(self) -> float:
+        with open(f"/proc/{self.pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak_rss = max(self.peak_rss, self.rss())
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+# Raw PostgreSQL baselines.
+
+RAW_COLUMNS = ("project", "id", "queue", "kind", "input", "state", "root_task")
+
+
+def _raw_row(queue: str, i: int) -> tuple[Any, ...]:
+    task_id = uuid.uuid4()
+    return (PROJECT, task_id, queue, "bench.raw", json.dumps({"i": i}), "QUEUED", task_id)
+
+
+def raw_setup(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS raw_tasks")
+        # Same columns, defaults, CHECKs and indexes as tasks (no foreign keys).
+        conn.execute("CREATE TABLE raw_tasks (LIKE tasks INCLUDING ALL)")
+
+
+def raw_inserts(url: str, seconds: float, connections: int = 8) -> float:
+    import psycopg
+
+    sql = (
+        "INSERT INTO raw_tasks (project, id, queue, kind, input, state, root_task) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    )
+    counts = [0] * connections
+    barrier = threading.Barrier(connections + 1)
+    deadline = [0.0]
+
+    def run(slot: int) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql, _raw_row("raw-insert", -1), prepare=True)
+            barrier.wait()
+            n = 0
+            while time.monotonic() < deadline[0]:
+                conn.execute(sql, _raw_row("raw-insert", n), prepare=True)
+                n += 1
+            counts[slot] = n
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    deadline[0] = time.monotonic() + seconds
+    started = time.monotonic()
+    barrier.wait()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.monotonic() - started)
+
+
+def raw_copy(url: str, seconds: float, rows: int = 1000, queue: str = "raw-copy") -> float:
+    import psycopg
+
+    total = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            batch = [_raw_row(queue, i) for i in range(rows)]
+            with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                cur.copy(f"COPY raw_tasks ({', '.join(RAW_COLUMNS)}) FROM STDIN") as copy,
+            ):
+                for row in batch:
+                    copy.write_row(row)
+            total += rows
+        return total / (time.monotonic() - started)
+
+
+RAW_LEASE = """
+UPDATE raw_tasks t
+SET state = 'RUNNING', attempt = t.attempt + 1, worker = 'raw', lease_id = gen_random_uuid(),
+    lease_expire_time = now() + interval '30 seconds', start_time = now(), update_time = now()
+FROM (
+    SELECT project, id FROM raw_tasks
+    WHERE project = %(project)s AND queue = %(queue)s AND state = 'QUEUED'
+    ORDER BY priority, schedule_time, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+) r
+WHERE t.project = r.project AND t.id = r.id
+RETURNING t.id, t.lease_id
+"""
+
+RAW_COMPLETE = """
+UPDATE raw_tasks t
+SET state = 'SUCCEEDED', result = '{"ok": true}', lease_expire_time = NULL,
+    end_time = now(), update_time = now()
+FROM unnest(%(ids)s::uuid[], %(lease_ids)s::uuid[]) AS c (id, lease_id)
+WHERE t.project = %(project)s AND t.id = c.id AND t.lease_id = c.lease_id
+  AND t.state = 'RUNNING'
+"""
+
+
+def raw_fill(url: str, queue: str, count: int) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        with (
+            conn.transaction(),
+            conn.cursor() as cur,
+            cur.copy(f"COPY raw_tasks ({', '.join(RAW_COLUMNS)}) FROM STDIN") as copy,
+        ):
+            for i in range(count):
+                copy.write_row(_raw_row(queue, i))
+        conn.execute("VACUUM ANALYZE raw_tasks")
+
+
+def raw_lease_loop(url: str, queue: str, limit: int, seconds: float) -> float:
+    """Lease `limit`, complete them, repeat: tasks/s on one connection."""
+    import psycopg
+
+    done = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        params = {"project": PROJECT, "queue": queue, "limit": limit}
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            rows = conn.execute(RAW_LEASE, params, prepare=True).fetchall()
+            if not rows:
+                break
+            conn.execute(
+                RAW_COMPLETE,
+                {
+                    "project": PROJECT,
+                    "ids": [r[0] for r in rows],
+                    "lease_ids": [r[1] for r in rows],
+                },
+                prepare=True,
+            )
+            done += len(rows)
+        return done / (time.monotonic() - started)
+
+
+def raw_notify_latency(url: str, samples: int) -> list[float]:
+    """Seconds from issuing NOTIFY (autocommit) until the listening connection has it."""
+    import psycopg
+
+    latencies: list[float] = []
+    with (
+        psycopg.connect(url, autocommit=True) as listener,
+        psycopg.connect(url, autocommit=True) as sender,
+    ):
+        listener.execute("LISTEN bench_wake")
+        for i in range(samples + 5):
+            sent = time.perf_counter()
+            sender.execute("SELECT pg_notify('bench_wake', %s)", (str(i),), prepare=True)
+            for _ in listener.notifies(timeout=1.0, stop_after=1):
+                latencies.append(time.perf_counter() - sent)
+            time.sleep(0.003)
+    return latencies[5:]  # the first few warm up
+
+
+# The service.
+
+
+async def svc_create(client: Any, seconds: float, in_flight: int = 16) -> float:
+    count = 0
+    deadline = time.monotonic() + seconds
+
+    async def caller() -> None:
+        nonlocal count
+        while time.monotonic() < deadline:
+            await client.create_task("bench.create", {"n": count}, queue="svc-create")
+            count += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(caller() for _ in range(in_flight)))
+    return count / (time.monotonic() - started)
+
+
+async def svc_batch(client: Any, seconds: float, size: int = 1000) -> float:
+    total = 0
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        await client.batch_create_tasks(
+            [{"kind": "bench.batch", "queue": "svc-batch", "input": {"i": i}} for i in range(size)]
+        )
+        total += size
+    return total / (time.monotonic() - started)
+
+
+async def svc_fill(client: Any, queue: str, count: int) -> None:
+    for start in range(0, count, 1000):
+        n = min(1000, count - start)
+        await client.batch_create_tasks(
+            [{"kind": "bench.noop", "queue": queue, "input": {"i": i}} for i in range(n)]
+        )
+
+
+async def svc_worker(client: Any, queue: str, concurrency: int, seconds: float) -> float:
+    """The SDK Worker completing no-op tasks: tasks/s over `seconds` (after the first)."""
+    from conveyor.client import Worker
+
+    worker = Worker(client, queues=[queue], concurrency=concurrency, worker_id=f"sdk-{queue}")
+    done = 0
+    first = asyncio.Event()
+    marks: list[tuple[float, int]] = []
+
+    @worker.task("bench.noop")
+    async def noop(ctx: Any) -> dict[str, Any]:
+        nonlocal done
+        done += 1
+        if not first.is_set():
+            first.set()
+        return {"ok": True}
+
+    running = asyncio.create_task(worker.arun())
+    await first.wait()
+    marks.append((time.monotonic(), done))
+    await asyncio.sleep(seconds)
+    marks.append((time.monotonic(), done))
+    await worker.stop(grace=5)
+    running.cancel()
+    (t0, n0), (t1, n1) = marks
+    return (n1 - n0) / (t1 - t0)
+
+
+async def svc_stream(client: Any, queue: str, credit: int, seconds: float) -> float:
+    """A bare Connect stream: credit `credit`, complete each assignment when it arrives."""
+    from conveyor.v1 import worker_pb2
+
+    outbox: asyncio.Queue[worker_pb2.ConnectRequest | None] = asyncio.Queue()
+    await outbox.put(
+        worker_pb2.ConnectRequest(
+            hello=worker_pb2.Hello(
+                parent=PARENT, worker=f"raw-{queue}", queues=[queue], capacity=credit
+            )
+        )
+    )
+    await outbox.put(worker_pb2.ConnectRequest(credit=worker_pb2.Credit(tasks=credit)))
+
+    async def requests() -> Any:
+        while (message := await outbox.get()) is not None:
+            yield message
+
+    call = client.workers.Connect(requests())
+    done = 0
+    started = 0.0
+    deadline = float("inf")
+    async for response in call:
+        which = response.WhichOneof("message")
+        if which == "assignment":
+            lease = response.assignment
+            outbox.put_nowait(
+                worker_pb2.ConnectRequest(
+                    complete=worker_pb2.CompleteTaskRequest(
+                        name=lease.task.name, lease_id=lease.lease_id
+                    )
+                )
+            )
+        elif which == "report_ack":
+            if not started:
+                started = time.monotonic()
+                deadline = started + seconds
+            done += 1
+            if time.monotonic() >= deadline:
+                break
+    elapsed = time.monotonic() - started
+    await outbox.put(None)
+    call.cancel()
+    return done / elapsed
+
+
+async def svc_latency(client: Any, samples: int) -> list[float]:
+    """Seconds from calling CreateTask until an idle SDK worker's handler starts."""
+    from conveyor.client import Worker
+
+    worker = Worker(client, queues=["svc-latency"], concurrency=4, worker_id="sdk-latency")
+    started: asyncio.Queue[float] = asyncio.Queue()
+
+    @worker.task("bench.latency")
+    async def handler(ctx: Any) -> None:
+        started.put_nowait(time.perf_counter())
+
+    running = asyncio.create_task(worker.arun())
+    latencies = []
+    # Warm up: the stream is open and idle once the first task ran.
+    await client.create_task("bench.latency", queue="svc-latency")
+    await started.get()
+    await asyncio.sleep(0.2)
+    for _ in range(samples):
+        sent = time.perf_counter()
+        await client.create_task("bench.latency", queue="svc-latency")
+        latencies.append(await started.get() - sent)
+        await asyncio.sleep(0.01)
+    await worker.stop(grace=5)
+    running.cancel()
+    return latencies
+
+
+# Orchestration.
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def measure(
+    probe: ServerProbe, results: dict[str, Any], name: str, run: Callable[[], Awaitable[float]]
+) -> None:
+    cpu0 = probe.cpu()
+    own0 = time.process_time()
+    wall0 = time.monotonic()
+    rate = await run()
+    wall = time.monotonic() - wall0
+    cpu = probe.cpu() - cpu0
+    own = time.process_time() - own0
+    results[name] = {
+        "rate": rate,
+        "server_cpu_share": cpu / wall if wall else 0.0,
+        "client_cpu_share": own / wall if wall else 0.0,
+    }
+    if rate:
+        results[name]["server_cpu_us_per_task"] = cpu / (rate * wall) * 1e6
+
+
+def start_server(root: Path, url: str, processes: int) -> subprocess.Popen[bytes]:
+    data = root / "data"
+    command = [
+        sys.executable,
+        "-m",
+        "conveyor.server",
+        "--data-dir",
+        str(data),
+        "--grpc-address",
+        "127.0.0.1:0",
+        "--http-address",
+        "127.0.0.1:0",
+        "--database-url",
+        url,
+        "--log-level",
+        "warning",
+    ]
+    env = dict(os.environ)
+    if processes > 1:
+        env["CONVEYOR_PROCESSES"] = str(processes)
+    log = open(root / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 60
+    while not (data / "server.json").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"server did not start; see {root / 'server.log'}")
+        time.sleep(0.05)
+    return process
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from conveyor.client import AsyncClient
+    from conveyor.server.embedded import EmbeddedPostgres
+    from conveyor.v1 import enums_pb2
+
+    seconds = args.seconds
+    root = Path(tempfile.mkdtemp(prefix="conveyor-bench-queue-"))
+    embedded = EmbeddedPostgres(root / "pg")
+    admin_url = await asyncio.to_thread(embedded.start)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE bench_queue")
+    url = make_conninfo(admin_url, dbname="bench_queue")
+    server = start_server(root, url, args.processes)
+    results: dict[str, Any] = {"seconds": seconds, "cores": os.cpu_count()}
+    probe = ServerProbe(server.pid)
+    try:
+        target = json.loads((root / "data" / "server.json").read_text())["grpc"]
+        admin_key = (root / "data" / "admin.key").read_text().strip()
+        async with AsyncClient(target, api_key=admin_key) as admin:
+            await admin.create_project(PROJECT)
+            key = (await admin.create_api_key(PARENT, enums_pb2.ROLE_ADMIN)).secret
+        results["rss_idle"] = probe.rss()
+        probe.start()
+
+        only = set(args.only.split(",")) if args.only else None
+
+        def wanted(name: str) -> bool:
+            return only is None or name in only
+
+        # Raw baselines.
+        # Enough ready tasks that no loop runs dry within `seconds` on this kind of machine.
+        fill = int(max(2000, 1000 * seconds))
+        await asyncio.to_thread(raw_setup, url)
+        if wanted("raw"):
+            results["raw_insert_8"] = await asyncio.to_thread(raw_inserts, url, seconds)
+            results["raw_copy_1000"] = await asyncio.to_thread(raw_copy, url, seconds)
+            await asyncio.to_thread(raw_fill, url, "raw-lease-1", fill)
+            results["raw_lease_1"] = await asyncio.to_thread(
+                raw_lease_loop, url, "raw-lease-1", 1, seconds
+            )
+            await asyncio.to_thread(raw_fill, url, "raw-lease-100", fill * 12)
+            results["raw_lease_100"] = await asyncio.to_thread(
+                raw_lease_loop, url, "raw-lease-100", 100, seconds
+            )
+            results["raw_notify"] = await asyncio.to_thread(raw_notify_latency, url, args.samples)
+
+        # The service.
+        async with AsyncClient(target, api_key=key, project=PROJECT) as client:
+            await client.create_task("bench.warmup", queue="svc-create")
+            if wanted("create"):
+                await measure(probe, results, "svc_create_16", lambda: svc_create(client, seconds))
+            if wanted("batch"):
+                await measure(probe, results, "svc_batch_1000", lambda: svc_batch(client, seconds))
+            # Leasing: ready tasks waiting, then one worker drains them.
+            for name, queue, size, run_one in (
+                ("sdk1", "svc-sdk-1", 1, svc_worker),
+                ("stream1", "svc-raw-1", 1, svc_stream),
+                ("sdk100", "svc-sdk-100", 100, svc_worker),
+                ("stream100", "svc-raw-100", 100, svc_stream),
+            ):
+                if not wanted(name):
+                    continue
+                await svc_fill(client, queue, fill if size == 1 else fill * 4)
+                await measure(
+                    probe,
+                    results,
+                    f"svc_{name[:-3] if size == 100 else name[:-1]}_{size}",
+                    lambda q=queue, n=size, f=run_one: f(client, q, n, seconds),  # type: ignore[misc]
+                )
+            if wanted("latency"):
+                results["svc_latency"] = await svc_latency(client, args.samples)
+        results["rss_peak"] = probe.peak_rss
+    finally:
+        probe.stop()
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        await asyncio.to_thread(embedded.stop)
+    shutil.rmtree(root, ignore_errors=True)  # kept (with server.log) when the run failed
+    return results
+
+
+def report(results: dict[str, Any]) -> bool:
+    """Prints the figures and the targets; True when every measured target passed."""
+    mb = 1024 * 1024
+
+    def rate(name: str) -> float | None:
+        entry = results.get(name)
+        return entry["rate"] if isinstance(entry, dict) else entry
+
+    print(f"Queue core, {results['cores']} cores, {results['seconds']:g} s per figure")
+    print("Raw PostgreSQL (psycopg):")
+    for label, name, unit in (
+        ("INSERT + COMMIT, 8 connections", "raw_insert_8", "rows/s"),
+        ("COPY of 1000 rows", "raw_copy_1000", "rows/s"),
+        ("SKIP LOCKED lease+complete N=1", "raw_lease_1", "tasks/s"),
+        ("SKIP LOCKED lease+complete N=100", "raw_lease_100", "tasks/s"),
+    ):
+        if name in results:
+            print(f"  {label:34s} {results[name]:9.0f} {unit}")
+    raw_notify = results.get("raw_notify")
+    if raw_notify:
+        print(
+            f"  {'NOTIFY wake':34s} p50 {pct(raw_notify, 0.5) * 1e3:.2f} ms"
+            f"  p99 {pct(raw_notify, 0.99) * 1e3:.2f} ms"
+        )
+    print("Service (server CPU per task in brackets):")
+    for label, name in (
+        ("CreateTask, 16 in flight", "svc_create_16"),
+        ("BatchCreateTasks of 1000", "svc_batch_1000"),
+        ("Connect 1 at a time, SDK Worker", "svc_sdk_1"),
+        ("Connect 1 at a time, raw stream", "svc_stream_1"),
+        ("Connect by 100, SDK Worker", "svc_sdk_100"),
+        ("Connect by 100, raw stream", "svc_stream_100"),
+    ):
+        if name in results:
+            entry = results[name]
+            print(
+                f"  {label:34s} {entry['rate']:9.0f} tasks/s"
+                f"  [{entry.get('server_cpu_us_per_task', 0):5.0f} us server CPU;"
+                f" cores busy: server {entry['server_cpu_share']:.2f},"
+                f" client {entry['client_cpu_share']:.2f}]"
+            )
+    latency = results.get("svc_latency")
+    if latency:
+        print(
+            f"  {'enqueue to handler start':34s} p50 {pct(latency, 0.5) * 1e3:.2f} ms"
+            f"  p99 {pct(latency, 0.99) * 1e3:.2f} ms"
+        )
+    print(
+        f"  {'server RSS':34s} idle {results['rss_idle'] / mb:.0f} MiB,"
+        f" peak under load {results['rss_peak'] / mb:.0f} MiB"
+    )
+
+    print("Targets:")
+    ok = True
+    for label, service, raw, target in (
+        ("CreateTask x16 / raw 8-conn INSERT", "svc_create_16", "raw_insert_8", 0.35),
+        ("BatchCreateTasks 1000 / raw COPY", "svc_batch_1000", "raw_copy_1000", 0.6),
+        ("Connect N=1 (SDK) / raw N=1 loop", "svc_sdk_1", "raw_lease_1", 0.6),
+        ("Connect N=1 (stream) / raw N=1 loop", "svc_stream_1", "raw_lease_1", 0.6),
+        ("Connect N=100 (SDK) / raw N=100", "svc_sdk_100", "raw_lease_100", 0.75),
+        ("Connect N=100 (stream) / raw N=100", "svc_stream_100", "raw_lease_100", 0.75),
+    ):
+        got, base = rate(service), rate(raw)
+        if got is None or not base:
+            continue
+        ratio = got / base
+        passed = ratio >= target
+        ok &= passed
+        print(f"  {label:38s} {ratio:6.2f}x  (>= {target:.2f}x)  {'PASS' if passed else 'MISS'}")
+    if latency and raw_notify:
+        p50_ratio = pct(latency, 0.5) / pct(raw_notify, 0.5)
+        passed = p50_ratio <= 2.0
+        ok &= passed
+        print(
+            f"  {'enqueue->start p50 / NOTIFY wake p50':38s} {p50_ratio:6.2f}x  (<= 2x)     "
+            f"{'PASS' if passed else 'MISS'}"
+        )
+    if latency:
+        p99_ms = pct(latency, 0.99) * 1e3
+        passed = p99_ms <= 15.0
+        ok &= passed
+        print(
+            f"  {'enqueue->start p99':38s} {p99_ms:6.2f} ms (<= 15 ms)  "
+            f"{'PASS' if passed else 'MISS'}"
+        )
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (under a minute)")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per figure")
+    parser.add_argument("--samples", type=int, default=None, help="latency samples")
+    parser.add_argument("--processes", type=int, default=1, help="server processes")
+    parser.add_argument("--json", action="store_true", help="print the raw results too")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated subset: raw,create,batch,sdk1,stream1,sdk100,stream100,latency",
+    )
+    args = parser.parse_args()
+    if args.seconds is None:
+        args.seconds = 2.0 if args.quick else 8.0
+    if args.samples is None:
+        args.samples = 100 if args.quick else 400
+    results = asyncio.run(run(args))
+    if args.json:
+        shown = {k: v for k, v in results.items() if k not in ("raw_notify", "svc_latency")}
+        print(json.dumps(shown, indent=2))
+    report(results)
+
+
+if __name__ == "__main__":
+    main()

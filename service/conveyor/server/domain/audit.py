@@ -1,0 +1,225 @@
+"""The audit chain: canonical bytes, digests, signatures, verification, and `record`.
+
+Every state change made on behalf of a principal (other than creating tasks and a
+worker's own reports) calls `record(conn, principal, verb, target, args)` inside the
+transaction that makes the change, so the change and its Command commit together.
+
+Chain (per project): command n has `sequence` n (1, 2, ... without gaps),
+`prev_digest` = digest of n-1 ("" for 1),
+`digest` = hex SHA-256(prev_digest as ASCII hex || canonical(n)) and
+`signature` = hex HMAC-SHA-256(server key, digest as ASCII hex).
+
+canonical(n) is UTF-8 JSON with sorted keys and no whitespace of
+`{"args", "create_time", "idempotency_key", "issued_by", "name", "sequence",
+"target", "verb"}`, where create_time is RFC 3339 UTC with microseconds
+(`2025-01-02T03:04:05.000006Z`), verb the stored name (e.g. `RETRY_TASK`) and name
+`projects/{project}/commands/{sequence}`. The status, result and times after
+create_time live in `command_states`, outside the digest: they are set by the system
+(acknowledgements, timeouts, jobs), never rewritten into the chain, and each change
+appends a `command.<status>` event.
+
+Appends are serialised per project by the row lock on the project's `audit_heads`
+row (no global lock). The database refuses UPDATE, DELETE and TRUNCATE of chained
+rows; `verify` names the first sequence that is missing, altered or out of place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from conveyor.server.domain.auth import Principal
+from conveyor.server.store import commands as store
+from conveyor.server.store.commands import CommandRow
+from conveyor.v1 import enums_pb2
+
+__all__ = [
+    "Verdict",
+    "canonical",
+    "digest_of",
+    "record",
+    "sign",
+    "verb_name",
+    "verify_rows",
+]
+
+STATUSES = ("ISSUED", "DISPATCHED", "SUCCEEDED", "FAILED", "TIMED_OUT")
+FINAL = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT"})
+
+
+def verb_name(verb: int) -> str:
+    """The stored name of a CommandVerb (COMMAND_VERB_RETRY_TASK -> RETRY_TASK)."""
+    return enums_pb2.CommandVerb.Name(verb).removeprefix("COMMAND_VERB_")  # type: ignore[arg-type]
+
+
+def rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _normal(args: dict[str, Any]) -> dict[str, Any]:
+    # The args as jsonb hands them back, so the digest written equals the one re-read.
+    value: dict[str, Any] = json.loads(json.dumps(args, allow_nan=False))
+    return value
+
+
+def canonical(
+    *,
+    project: str,
+    sequence: int,
+    verb: str,
+    target: str,
+    args: dict[str, Any],
+    issued_by: str,
+    idempotency_key: str,
+    create_time: datetime,
+) -> bytes:
+    """The canonical bytes of a command (see the module docstring)."""
+    body = {
+        "args": _normal(args),
+        "create_time": rfc3339(create_time),
+        "idempotency_key": idempotency_key,
+        "issued_by": issued_by,
+        "name": f"projects/{project}/commands/{sequence}",
+        "sequence": sequence,
+        "target": target,
+        "verb": verb,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest_of(prev_digest: str, canonical_bytes: bytes) -> str:
+    return hashlib.sha256(prev_digest.encode("ascii") + canonical_bytes).hexdigest()
+
+
+def sign(server_key: bytes, digest: str) -> str:
+    return hmac.new(server_key, digest.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def _row_digest(row: CommandRow) -> str:
+    return digest_of(
+        row.prev_digest,
+        canonical(
+            project=row.project,
+            sequence=row.sequence,
+            verb=row.verb,
+            target=row.target,
+            args=row.args,
+            issued_by=row.issued_by,
+            idempotency_key=row.idempotency_key,
+            create_time=row.create_time,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What record() did: the command, and whether it existed already (idempotency)."""
+
+    command: CommandRow
+    existing: bool
+
+
+async def record(
+    conn: AsyncConnection[Any],
+    server_key: bytes,
+    principal: Principal,
+    verb: int,
+    target: str,
+    args: dict[str, Any] | None = None,
+    *,
+    project: str,
+    idempotency_key: str = "",
+    status: str = "SUCCEEDED",
+    result: dict[str, Any] | None = None,
+    worker: str = "",
+    timeout_ms: int | None = None,
+) -> Recorded:
+    """Appends a Command to the project's chain in the caller's transaction.
+
+    With an idempotency_key the principal already used in this project, nothing is
+    appended and the first command is returned (`existing`): the caller must then not
+    act again. The check runs under the project's head lock, so two racing calls with
+    the same key append once. `status` is the command's first status (SUCCEEDED for a
+    change made in this transaction, ISSUED for one carried out later); a command
+    addressed to a worker names it in `worker` and times out after `timeout_ms`.
+    """
+    head = await store.lock_head(conn, project)
+    if idempotency_key:
+        first = await store.get_by_key(conn, project, principal.key_name, idempotency_key)
+        if first is not None:
+            return Recorded(first, existing=True)
+    sequence = head.sequence + 1
+    name = verb_name(verb)
+    args = _normal(args or {})
+    digest = digest_of(
+        head.digest,
+        canonical(
+            project=project,
+            sequence=sequence,
+            verb=name,
+            target=target,
+            args=args,
+            issued_by=principal.key_name,
+            idempotency_key=idempotency_key,
+            create_time=head.now,
+        ),
+    )
+    row = await store.append(
+        conn,
+        store.NewCommand(
+            project=project,
+            sequence=sequence,
+            verb=name,
+            target=target,
+            args=args,
+            issued_by=principal.key_name,
+            idempotency_key=idempotency_key,
+            create_time=head.now,
+            prev_digest=head.digest,
+            digest=digest,
+            signature=sign(server_key, digest),
+            status=status,
+            result=result or {},
+            worker=worker,
+            timeout_ms=timeout_ms,
+        ),
+    )
+    return Recorded(row, existing=False)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    verified_count: int
+    first_bad_sequence: int
+
+
+def verify_rows(server_key: bytes, rows: Iterable[CommandRow], head_sequence: int) -> Verdict:
+    """Walks the chain in sequence order; the first row that breaks it is named.
+
+    A row is bad when its sequence is not the next one (one before it was deleted, or
+    rows were reordered), its prev_digest is not the previous row's digest, its digest
+    does not match its content, or its signature does not match its digest. When the
+    head says more rows were appended than remain, the first missing one is bad.
+    """
+    expected, prev, count = 1, "", 0
+    for row in rows:
+        if row.sequence != expected:
+            return Verdict(False, count, expected)
+        if (
+            row.prev_digest != prev
+            or not hmac.compare_digest(_row_digest(row), row.digest)
+            or not hmac.compare_digest(sign(server_key, row.digest), row.signature)
+        ):
+            return Verdict(False, count, row.sequence)
+        prev, expected, count = row.digest, expected + 1, count + 1
+    if head_sequence >= expected:
+        return Verdict(False, count, expected)
+    return Verdict(True, count, 0)

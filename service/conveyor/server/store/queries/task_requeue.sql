@@ -1,0 +1,28 @@
+-- RetryTask / BatchRetryTasks: FAILED, CANCELLED or INTERRUPTED tasks (guarded by
+-- %(sources)s, the transition table's 'requeue') go back to QUEUED as a new attempt:
+-- the outcome of the last run is cleared (its attempt record stays), one more attempt
+-- is allowed, and the input is replaced when %(set_input)s. Appends task.queued for
+-- each and wakes the workers of their queues. Rows not in a source state are skipped.
+WITH requeued AS (
+    UPDATE tasks
+    SET state = 'QUEUED', state_reason = %(reason)s,
+        input = CASE WHEN %(set_input)s THEN %(input)s::jsonb ELSE input END,
+        max_attempts = greatest(max_attempts, attempt + 1),
+        schedule_time = now(), result = NULL, error = NULL, summary = '', worker = '',
+        lease_id = NULL, lease_expire_time = NULL, cancel_requested = false,
+        end_time = NULL, update_time = now()
+    WHERE project = %(project)s AND id = ANY (%(ids)s::uuid[])
+      AND state = ANY (%(sources)s::text[])
+    RETURNING *
+),
+event AS (
+    INSERT INTO events (project, type, subject, task, data)
+    SELECT project, 'task.queued', 'projects/' || project || '/tasks/' || id, to_jsonb(requeued),
+           jsonb_build_object('reason', state_reason, 'command', %(command)s::text)
+    FROM requeued
+),
+wake AS (
+    SELECT pg_notify('conveyor_tasks', q.project || '/' || q.queue)
+    FROM (SELECT DISTINCT project, queue FROM requeued) q
+)
+SELECT r.*, (SELECT count(*) FROM wake) AS woken FROM requeued r

@@ -1,0 +1,209 @@
+"""Flow control at lease time: max_concurrency (the sequential queue), concurrency keys,
+and rate limits, held across leasers on separate pools (as replicas are)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest_asyncio
+from psycopg.rows import TupleRow
+
+from conveyor.server.domain.leases import Completion, Leases, Take, TaskRef
+from conveyor.server.domain.task_ids import TaskIds
+from conveyor.server.store.db import Pool, open_pool
+
+Conn = psycopg.AsyncConnection[TupleRow]
+PROJECT = "default"
+_ids = TaskIds()
+
+
+async def insert_tasks(conn: Conn, n: int, *, queue: str, priority: int = 5) -> list[uuid.UUID]:
+    """Inserts QUEUED tasks the way CreateTask leaves them (no validation)."""
+    ids = [_ids.next()[0] for _ in range(n)]
+    await conn.execute(
+        "INSERT INTO tasks (project, id, queue, kind, priority, state, root_task)"
+        " SELECT %s, id, %s, 'test.kind', %s, 'QUEUED', id FROM unnest(%s::uuid[]) AS id",
+        [PROJECT, queue, priority, ids],
+    )
+    return ids
+
+
+@pytest_asyncio.fixture
+async def pools(database_url: str) -> AsyncIterator[list[Pool]]:
+    """Two pools: two replicas' worth of connections on one database."""
+    made = [await open_pool(database_url, min_size=1, max_size=6) for _ in range(2)]
+    try:
+        yield made
+    finally:
+        for p in made:
+            await p.close()
+
+
+@pytest_asyncio.fixture
+async def conn(database_url: str) -> AsyncIterator[Conn]:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
+        yield c
+
+
+async def set_queue(conn: Conn, queue: str, *, max_concurrency: int = 0, rate: str = "") -> None:
+    await conn.execute(
+        "INSERT INTO queues (project, id, max_concurrency, rate_limit) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (project, id) DO UPDATE SET max_concurrency = EXCLUDED.max_concurrency,"
+        " rate_limit = EXCLUDED.rate_limit",
+        [PROJECT, queue, max_concurrency, rate],
+    )
+
+
+async def run_worker(
+    leases: Leases, name: str, queue: str, stop: asyncio.Event, *, limit: int = 2
+) -> list[uuid.UUID]:
+    """Leases, holds each task briefly, completes it; returns the ids in start order."""
+    done: list[uuid.UUID] = []
+    while not stop.is_set():
+        rows = await leases.take(PROJECT, Take(name, (queue,), limit))
+        if not rows:
+            await asyncio.sleep(0.005)
+            continue
+        for row in rows:
+            done.append(row.id)
+        await asyncio.sleep(random.uniform(0.001, 0.01))
+        for row in rows:
+            assert row.lease_id is not None
+            await leases.complete(Completion(TaskRef(PROJECT, row.id), row.lease_id))
+    return done
+
+
+async def attempts(conn: Conn) -> list[tuple[uuid.UUID, Any, Any, str | None]]:
+    cur = await conn.execute(
+        "SELECT a.task_id, a.start_time, a.end_time, t.concurrency_key"
+        " FROM task_attempts a JOIN tasks t ON t.project = a.project AND t.id = a.task_id"
+        " ORDER BY a.start_time"
+    )
+    return list(await cur.fetchall())
+
+
+def max_overlap(intervals: list[tuple[Any, Any]]) -> int:
+    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    level = most = 0
+    for _, step in points:  # at equal times an end (-1) sorts before a start (+1)
+        level += step
+        most = max(most, level)
+    return most
+
+
+async def until_done(conn: Conn, n: int, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        cur = await conn.execute("SELECT count(*) FROM tasks WHERE state = 'SUCCEEDED'")
+        row = await cur.fetchone()
+        assert row is not None
+        if row[0] >= n:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("tasks did not finish in time")
+
+
+async def test_sequential_queue_runs_one_at_a_time_in_order(pools: list[Pool], conn: Conn) -> None:
+    await set_queue(conn, "seq", max_concurrency=1)
+    ids = []
+    for priority in (5, 3, 5, 1, 7, 5, 3, 9, 5, 5, 2, 5):
+        ids += await insert_tasks(conn, 2, queue="seq", priority=priority)
+    expected = [
+        r[0]
+        for r in await (
+            await conn.execute(
+                "SELECT id FROM tasks WHERE queue = 'seq' ORDER BY priority, schedule_time, id"
+            )
+        ).fetchall()
+    ]
+    stop = asyncio.Event()
+    workers = [
+        asyncio.create_task(run_worker(Leases(pools[i % 2]), f"w{i}", "seq", stop))
+        for i in range(3)
+    ]
+    await until_done(conn, len(ids))
+    stop.set()
+    await asyncio.gather(*workers)
+    rows = await attempts(conn)
+    assert [r[0] for r in rows] == expected
+    assert max_overlap([(r[1], r[2]) for r in rows]) == 1
+    for before, after in itertools.pairwise(rows):
+        assert before[2] <= after[1]
+
+
+async def test_concurrency_key_limit_holds_across_leasers(pools: list[Pool], conn: Conn) -> None:
+    ids = await insert_tasks(conn, 40, queue="k")
+    # Half share key "a" (limit 2), half have no key.
+    await conn.execute(
+        "UPDATE tasks SET concurrency_key = 'a', concurrency_limit = 2 WHERE id = ANY(%s)",
+        [ids[::2]],
+    )
+    stop = asyncio.Event()
+    workers = [
+        asyncio.create_task(run_worker(Leases(pools[i % 2]), f"w{i}", "k", stop, limit=3))
+        for i in range(4)
+    ]
+    await until_done(conn, len(ids))
+    stop.set()
+    await asyncio.gather(*workers)
+    rows = await attempts(conn)
+    keyed = [(r[1], r[2]) for r in rows if r[3] == "a"]
+    assert len(keyed) == 20
+    assert max_overlap(keyed) == 2
+
+
+async def test_unlimited_tasks_pass_a_blocked_key(pools: list[Pool], conn: Conn) -> None:
+    (blocked,) = await insert_tasks(conn, 1, queue="m", priority=1)
+    (free,) = await insert_tasks(conn, 1, queue="m", priority=9)
+    await conn.execute("UPDATE tasks SET concurrency_key = 'x' WHERE id = %s", [blocked])
+    # Something already runs under key x.
+    (running,) = await insert_tasks(conn, 1, queue="other")
+    await conn.execute(
+        "UPDATE tasks SET concurrency_key = 'x', state = 'RUNNING', lease_id = gen_random_uuid(),"
+        " lease_expire_time = now() + interval '1 minute' WHERE id = %s",
+        [running],
+    )
+    rows = await Leases(pools[0]).take(PROJECT, Take("w", ("m",), 5))
+    assert [r.id for r in rows] == [free]
+
+
+async def test_queue_rate_limit_spaces_starts(pools: list[Pool], conn: Conn) -> None:
+    await set_queue(conn, "r", rate="10/s")
+    await insert_tasks(conn, 100, queue="r")
+    leasers = [Leases(p) for p in pools]
+    started = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 2.0:
+        settled = await leasers[started % 2].settle(PROJECT, (), Take("w", ("r",), 10))
+        started += len(settled.leased)
+        if not settled.leased:
+            assert settled.retry_after is not None
+            assert 0 < settled.retry_after <= 0.1 + 1e-6
+            await asyncio.sleep(settled.retry_after)
+    # A full bucket of two, then ten a second.
+    assert 19 <= started <= 23
+
+
+async def test_kind_rate_limit_per_worker(pools: list[Pool], conn: Conn) -> None:
+    await insert_tasks(conn, 10, queue="kr")
+    await conn.execute(
+        "INSERT INTO rate_limits (project, scope, key, worker, rate)"
+        " VALUES (%s, 'kind', 'test.kind', 'w1', '1/h')",
+        [PROJECT],
+    )
+    leases = Leases(pools[0])
+    first = await leases.settle(PROJECT, (), Take("w1", ("kr",), 5))
+    assert len(first.leased) == 1
+    second = await leases.settle(PROJECT, (), Take("w1", ("kr",), 5))
+    assert second.leased == []
+    assert second.retry_after is not None and second.retry_after > 3000
+    # Another worker is not limited.
+    other = await leases.settle(PROJECT, (), Take("w2", ("kr",), 5))
+    assert len(other.leased) == 5
