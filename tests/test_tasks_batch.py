@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 from google.rpc import code_pb2, error_details_pb2
 
-from conveyor.client import AsyncClient, InvalidArgumentError, NotFoundError, UnimplementedError
+from conveyor.client import AsyncClient, InvalidArgumentError, NotFoundError
 from conveyor.server.app import ConveyorServer
 from conveyor.v1 import task_pb2, task_service_pb2
 
@@ -90,14 +90,13 @@ async def test_non_atomic_refuses_items_one_by_one(client: AsyncClient, database
         ],
     )
     kinds = [r.WhichOneof("result") for r in response.results]
-    assert kinds == ["task", "status", "status", "status", "task"]
-    bad, orphan, dedupe = (r.status for r in response.results[1:4])
+    assert kinds == ["task", "status", "status", "task", "task"]
+    bad, orphan = (r.status for r in response.results[1:3])
     assert bad.code == code_pb2.INVALID_ARGUMENT
     assert _violations(bad) == ["requests[1].task.priority"]
     assert orphan.code == code_pb2.INVALID_ARGUMENT
     assert _violations(orphan) == ["requests[2].task.parent_task"]
-    assert dedupe.code == code_pb2.UNIMPLEMENTED
-    assert await _task_count(database_url) == 2
+    assert await _task_count(database_url) == 3
 
 
 async def test_atomic_refuses_everything_for_one_bad_field(
@@ -136,12 +135,29 @@ async def test_atomic_refuses_everything_for_a_missing_parent(
     assert ok.results[0].task.root_task == parent.name
 
 
-async def test_atomic_with_dedupe_is_unimplemented(client: AsyncClient, database_url: str) -> None:
-    with pytest.raises(UnimplementedError):
+async def test_atomic_with_dedupe_is_all_or_nothing(client: AsyncClient, database_url: str) -> None:
+    missing = f"projects/alpha/tasks/{uuid.uuid4()}"
+    with pytest.raises(InvalidArgumentError) as caught:
         await _batch(
-            client, [_item(), _item(dedupe_policy=task_pb2.DedupePolicy(key="x"))], atomic=True
+            client,
+            [
+                _item(dedupe_policy=task_pb2.DedupePolicy(key="x")),
+                _item("orphan", parent_task=missing),
+            ],
+            atomic=True,
         )
+    assert [f for f, _ in caught.value.field_violations] == ["requests[1].task.parent_task"]
     assert await _task_count(database_url) == 0
+
+    ok = await _batch(
+        client,
+        [_item(), _item(dedupe_policy=task_pb2.DedupePolicy(key="x"))] * 2,
+        atomic=True,
+    )
+    kinds = [r.WhichOneof("result") for r in ok.results]
+    assert kinds == ["task", "task", "task", "existing_task"]
+    assert ok.results[3].existing_task.name == ok.results[1].task.name
+    assert await _task_count(database_url) == 3
 
 
 @pytest.mark.parametrize("size", [0, 1001])

@@ -14,7 +14,7 @@ import pytest_asyncio
 from google.protobuf import duration_pb2, timestamp_pb2
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.client import AsyncClient, InvalidArgumentError, NotFoundError, UnimplementedError
+from conveyor.client import AsyncClient, InvalidArgumentError, NotFoundError
 from conveyor.server.app import ConveyorServer
 from conveyor.server.domain.task_ids import TaskIds, create_time_of
 from conveyor.server.domain.task_input import new_task
@@ -390,17 +390,6 @@ async def test_input_of_exactly_the_limit_is_accepted(client: AsyncClient) -> No
     task.input.string_value = "x" * (1024 * 1024 - 2)  # plus two quotes: 1 MiB of JSON
     created = await _create(client, task)
     assert (await _get(client, created.name)).input.string_value == task.input.string_value
-
-
-async def test_dedupe_policy_is_refused_as_unimplemented(
-    client: AsyncClient, database_url: str
-) -> None:
-    with pytest.raises(UnimplementedError) as caught:
-        await _create(
-            client, task_pb2.Task(kind="k", dedupe_policy=task_pb2.DedupePolicy(key="once"))
-        )
-    assert caught.value.reason == "DEDUPE_NOT_SUPPORTED"
-    assert await _counts(database_url) == (0, 0, 0)
 
 
 async def test_request_id_returns_the_first_task(

@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from conveyor.server.domain import states, task_input
+from conveyor.server.domain import states, task_dedupe, task_input
 from conveyor.server.domain.errors import FailedPrecondition
 from conveyor.server.domain.task_ids import TaskIds
 from conveyor.server.store import tasks as task_store
@@ -62,6 +62,14 @@ class ScheduledTasks:
             prefix="schedule.task_template.",
             schedule=schedule,
         )
+        if new.dedupe is not None:
+            # A held key gives its holder as this occurrence's task (or, REJECT, an error).
+            created = await task_dedupe.create(
+                conn, new, f"projects/{project}", "schedule.task_template."
+            )
+            task = created.existing if created.existing is not None else created.new
+            assert task is not None
+            return task.id
         (result,) = await insert_batch(conn, [new], upsert_queue=[True])
         if result.outcome is Outcome.CREATED:
             return new.id

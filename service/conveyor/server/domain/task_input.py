@@ -19,9 +19,9 @@ from typing import Any
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from conveyor.server.domain import names, retry_policy, states, validate
-from conveyor.server.domain.errors import InvalidArgument, Unimplemented, Violations
+from conveyor.server.domain.errors import InvalidArgument, Violations
 from conveyor.server.domain.task_ids import TaskIds
-from conveyor.server.store.task_inserts import NewTask
+from conveyor.server.store.task_inserts import Dedupe, NewTask
 from conveyor.v1 import enums_pb2, task_pb2
 
 __all__ = [
@@ -53,6 +53,7 @@ MAX_RESUME_TOKEN = 64 * 1024
 MAX_DEDUPE_KEY = 200
 MIN_DEDUPE_WINDOW_MS = 1_000
 MAX_DEDUPE_WINDOW_MS = 30 * 24 * 3600 * 1000
+DEFAULT_DEDUPE_WINDOW_MS = 3600 * 1000
 # Timestamp's valid range (0001-01-01 .. 9999-12-31), as google.protobuf defines it.
 _MIN_SECONDS = -62_135_596_800
 _MAX_SECONDS = 253_402_300_799
@@ -70,7 +71,13 @@ _ACTIONS = {
     enums_pb2.APPROVAL_ACTION_APPROVE: "APPROVE",
     enums_pb2.APPROVAL_ACTION_REJECT: "REJECT",
 }
-_ON_CONFLICT = frozenset(enums_pb2.OnConflict.values())
+_ON_CONFLICT = {
+    enums_pb2.ON_CONFLICT_UNSPECIFIED: "RETURN_EXISTING",
+    enums_pb2.ON_CONFLICT_RETURN_EXISTING: "RETURN_EXISTING",
+    enums_pb2.ON_CONFLICT_REJECT: "REJECT",
+    enums_pb2.ON_CONFLICT_REPLACE_INPUT: "REPLACE_INPUT",
+    enums_pb2.ON_CONFLICT_DEBOUNCE: "DEBOUNCE",
+}
 _UNSET_POLICY = retry_policy.Policy()
 
 
@@ -157,21 +164,26 @@ def _labels(v: Violations, labels: Any, field_path: str) -> str:
     return json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
 
 
-def _dedupe(v: Violations, policy: task_pb2.DedupePolicy, field_path: str) -> None:
+def _dedupe(v: Violations, policy: task_pb2.DedupePolicy, field_path: str) -> Dedupe | None:
     if not policy.key:
         v.add(f"{field_path}.key", "is required")
     else:
         check_text(v, policy.key, f"{field_path}.key", MAX_DEDUPE_KEY)
+    window_ms: int | None = DEFAULT_DEDUPE_WINDOW_MS
     if policy.HasField("window"):
-        retry_policy.duration_ms(
+        window_ms = retry_policy.duration_ms(
             v,
             policy.window,
             f"{field_path}.window",
             low_ms=MIN_DEDUPE_WINDOW_MS,
             high_ms=MAX_DEDUPE_WINDOW_MS,
         )
-    if policy.on_conflict not in _ON_CONFLICT:
+    on_conflict = _ON_CONFLICT.get(policy.on_conflict)
+    if on_conflict is None:
         v.add(f"{field_path}.on_conflict", "is not a known OnConflict value")
+    if window_ms is None or on_conflict is None:
+        return None
+    return Dedupe(key=policy.key, window_ms=window_ms, on_conflict=on_conflict)
 
 
 def new_task(
@@ -185,9 +197,8 @@ def new_task(
 ) -> NewTask:
     """The row for a new task, or InvalidArgument listing every bad field.
 
-    `prefix` is prepended to field paths (`requests[3].` in a batch). A well-formed
-    dedupe_policy raises Unimplemented: deduplication is not built yet, and silently
-    creating a duplicate would mislead the caller.
+    `prefix` is prepended to field paths (`requests[3].` in a batch). A dedupe_policy
+    comes back as `NewTask.dedupe`; the caller applies it (domain/tasks.py).
 
     This runs once per created task, so field paths are only built for violations and
     unset fields cost no more than reading them.
@@ -282,17 +293,11 @@ def new_task(
     if request_id:
         check_text(v, request_id, prefix + "request_id", MAX_REQUEST_ID)
 
-    dedupe = task.HasField("dedupe_policy")
-    if dedupe:
-        _dedupe(v, task.dedupe_policy, path + "dedupe_policy")
+    dedupe = None
+    if task.HasField("dedupe_policy"):
+        dedupe = _dedupe(v, task.dedupe_policy, path + "dedupe_policy")
     if v.items:
         v.raise_if_any()
-    if dedupe:
-        raise Unimplemented(
-            "dedupe_policy is not supported yet; create without it or use request_id",
-            reason="DEDUPE_NOT_SUPPORTED",
-            metadata={"field": path + "dedupe_policy"},
-        )
 
     task_id, create_time = ids.next()
     if schedule_time is None or schedule_time <= create_time:
@@ -333,6 +338,7 @@ def new_task(
         schedule=schedule,
         request_id=request_id or None,
         create_time=create_time,
+        dedupe=dedupe,
     )
 
 

@@ -1,7 +1,8 @@
 """TaskService rules: create (single and batch), get, list and cancel.
 
 Creates are validated here and inserted by the replica's CreateBatcher, which folds
-concurrent single creates into shared statements. Cancelling follows the transition
+concurrent single creates into shared statements; a create with a dedupe_policy goes
+through task_dedupe instead, one transaction per item. Cancelling follows the transition
 table in `states`: a guarded UPDATE applies it, and when the guard misses (the task
 moved on meanwhile) the task is read again and the new state decides.
 """
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import audit, names, states, task_input, task_list
+from conveyor.server.domain import audit, names, states, task_dedupe, task_input, task_list
 from conveyor.server.domain.auth import Principal
 from conveyor.server.domain.errors import (
     ConveyorError,
@@ -28,12 +30,13 @@ from conveyor.server.domain.errors import (
     Violations,
 )
 from conveyor.server.domain.states import State
+from conveyor.server.domain.task_dedupe import Created, outcome
 from conveyor.server.domain.task_ids import TaskIds
 from conveyor.server.store import approvals
 from conveyor.server.store import projects as project_store
 from conveyor.server.store import tasks as store
 from conveyor.server.store.task_batcher import CreateBatcher
-from conveyor.server.store.task_inserts import Inserted, NewTask, Outcome, Result
+from conveyor.server.store.task_inserts import NewTask, Outcome, Result, insert_batch
 from conveyor.server.store.task_rows import TaskRow
 from conveyor.server.store.tasks import TaskView
 from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
@@ -50,26 +53,26 @@ WORKER_SEEN_WITHIN = timedelta(minutes=2)
 _CANCEL_TRIES = 5
 
 
-@dataclass(frozen=True, slots=True)
-class Created:
-    """A create's answer: a new task (what was asked plus what the insert decided), or
-    the task an earlier create with the same request_id made."""
-
-    new: NewTask | None = None
-    inserted: Inserted | None = None
-    existing: TaskRow | None = None
-
-
-def _outcome(result: Result, new: NewTask, parent: str, prefix: str) -> Created:
-    if result.outcome is Outcome.CREATED:
-        return Created(new=new, inserted=result.inserted)
-    if result.outcome is Outcome.EXISTING:
-        return Created(existing=result.row)
-    if result.outcome is Outcome.NO_PROJECT:
+def _collect(
+    items: Sequence[tuple[int, NewTask]],
+    inserted: Sequence[Result],
+    results: list[Created | ConveyorError | None],
+    parent: str,
+) -> list[ConveyorError]:
+    """Fills `results` from a bulk insert's outcomes; returns the refusals."""
+    if any(r.outcome is Outcome.NO_PROJECT for r in inserted):
+        # Every item shares the project: the whole call is NOT_FOUND.
         raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
-    if result.outcome is Outcome.NO_PARENT:
-        raise InvalidArgument.of(f"{prefix}task.parent_task", "does not exist")
-    raise Internal(f"unexpected create outcome {result.outcome}")
+    failures: list[ConveyorError] = []
+    for (i, new), result in zip(items, inserted, strict=True):
+        if result.outcome is Outcome.ABORTED:
+            continue  # atomic, and another item's refusal is reported
+        try:
+            results[i] = outcome(result, new, parent, f"requests[{i}].")
+        except ConveyorError as error:
+            results[i] = error
+            failures.append(error)
+    return failures
 
 
 def _merge(errors: Sequence[ConveyorError]) -> ConveyorError:
@@ -114,7 +117,10 @@ class Tasks:
     async def create(self, parent: str, task: task_pb2.Task, request_id: str) -> Created:
         project = names.parse(parent, "parent").project
         new = task_input.new_task(task, project=project, request_id=request_id, ids=self._ids)
-        return _outcome(await self._batcher.create(new), new, parent, "")
+        if new.dedupe is not None:
+            async with self._pool.connection() as conn:
+                return await task_dedupe.create(conn, new, parent, "")
+        return outcome(await self._batcher.create(new), new, parent, "")
 
     async def batch_create(
         self,
@@ -153,23 +159,50 @@ class Tasks:
         refused = [r for r in results if isinstance(r, ConveyorError)]
         if atomic and refused:
             raise _merge(refused)
-        if items:
-            inserted = await self._batcher.create_many(items, atomic=atomic)
-            if any(r.outcome is Outcome.NO_PROJECT for r in inserted):
-                # Every item shares the project: the whole call is NOT_FOUND.
-                raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
-            failures: list[ConveyorError] = []
-            for i, new, result in zip(positions, items, inserted, strict=True):
-                if result.outcome is Outcome.ABORTED:
-                    continue  # atomic, and another item's refusal is reported below
-                try:
-                    results[i] = _outcome(result, new, parent, f"requests[{i}].")
-                except ConveyorError as error:
-                    results[i] = error
-                    failures.append(error)
-            if atomic and failures:
-                raise _merge(failures)
+        plain = [(i, new) for i, new in zip(positions, items, strict=True) if new.dedupe is None]
+        deduped = [(i, new) for i, new in zip(positions, items, strict=True) if new.dedupe]
+        if deduped and atomic:
+            # All or nothing: every item in one transaction, each dedupe item a savepoint.
+            async with self._pool.connection() as conn, conn.transaction():
+                failures = await self._dedupe_items(conn, deduped, results, parent)
+                if failures:
+                    raise _merge(failures)
+                if plain:
+                    inserted = await insert_batch(
+                        conn, [n for _, n in plain], upsert_queue=[True] * len(plain), atomic=True
+                    )
+                    failures = _collect(plain, inserted, results, parent)
+                    if failures:
+                        raise _merge(failures)
+        else:
+            if plain:
+                inserted = await self._batcher.create_many([n for _, n in plain], atomic=atomic)
+                failures = _collect(plain, inserted, results, parent)
+                if atomic and failures:
+                    raise _merge(failures)
+            if deduped:
+                async with self._pool.connection() as conn:
+                    await self._dedupe_items(conn, deduped, results, parent)
         return [r if r is not None else Internal("no result for this item") for r in results]
+
+    async def _dedupe_items(
+        self,
+        conn: AsyncConnection[Any],
+        items: Sequence[tuple[int, NewTask]],
+        results: list[Created | ConveyorError | None],
+        parent: str,
+    ) -> list[ConveyorError]:
+        """Creates the dedupe items one after another (a later duplicate sees the first)."""
+        failures: list[ConveyorError] = []
+        for i, new in items:
+            try:
+                results[i] = await task_dedupe.create(conn, new, parent, f"requests[{i}].")
+            except NotFound:
+                raise  # the project: the whole call is NOT_FOUND
+            except ConveyorError as error:
+                results[i] = error
+                failures.append(error)
+        return failures
 
     async def get(self, name: str) -> TaskView:
         parsed = task_input.parse_task_name(name, "name")

@@ -141,6 +141,8 @@ class TaskServicer:
             entry = response.results.add()
             if isinstance(result, ConveyorError):
                 entry.status.CopyFrom(to_status_proto(result))
+            elif result.deduped:
+                entry.existing_task.CopyFrom(_answer(result, item.task))
             else:
                 entry.task.CopyFrom(_answer(result, item.task))
         return response

@@ -21,7 +21,15 @@ from psycopg.rows import dict_row
 from conveyor.server.store import sql
 from conveyor.server.store.task_rows import TaskRow, task_row
 
-__all__ = ["Inserted", "NewTask", "Outcome", "Result", "get_by_request_ids", "insert_batch"]
+__all__ = [
+    "Dedupe",
+    "Inserted",
+    "NewTask",
+    "Outcome",
+    "Result",
+    "get_by_request_ids",
+    "insert_batch",
+]
 
 # psycopg caches the parsing of statements up to 4096 characters (and 50 parameters);
 # without the comments and indentation the insert fits, which saves ~0.2 ms per call.
@@ -32,6 +40,15 @@ INSERT_STATEMENT = "\n".join(
     if line.strip() and not line.strip().startswith("--")
 )
 _BY_REQUEST_ID = sql.load("task_get_by_request_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Dedupe:
+    """A new task's dedupe_policy: the key, its window, and what a conflict does."""
+
+    key: str
+    window_ms: int
+    on_conflict: str  # RETURN_EXISTING, REJECT, REPLACE_INPUT or DEBOUNCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +81,7 @@ class NewTask:
     schedule: str
     request_id: str | None
     create_time: datetime
+    dedupe: Dedupe | None = None  # created one at a time, outside the batcher
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
