@@ -220,3 +220,18 @@ async def test_two_servers_starting_together_on_an_empty_database(
             assert total == distinct > 0
     finally:
         await asyncio.gather(*(s.stop(grace=0) for s in servers))
+
+
+async def test_a_replica_holds_one_listen_connection(server: ConveyorServer) -> None:
+    """Leasing, event watchers and webhooks share one LISTEN connection (DESIGN.md 6)."""
+    from conveyor.server.events.notifier import Notifier
+
+    notifier = next(loop for loop in server.context.loops if isinstance(loop, Notifier))
+    await notifier.wait_listening()
+    async with await psycopg.AsyncConnection.connect(server.context.database_url) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database()"
+            " AND application_name IN ('conveyor-listen', 'conveyor-events')"
+        )
+        assert await cursor.fetchone() == (1,)

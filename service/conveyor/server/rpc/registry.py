@@ -41,6 +41,7 @@ from conveyor.server.rpc.schedules import ScheduleServicer
 from conveyor.server.rpc.tasks import TaskServicer
 from conveyor.server.rpc.workers import WorkerServicer
 from conveyor.server.store.task_batcher import CreateBatcher
+from conveyor.server.streams.listener import EventListener
 from conveyor.server.streams.wiring import wire_events
 from conveyor.v1 import task_pb2, task_service_pb2
 
@@ -75,7 +76,9 @@ class Services:
         # whose class defines it; the rest answer UNIMPLEMENTED with an ErrorInfo.
         create_batcher = CreateBatcher(ctx.pool)
         ctx.loops.append(create_batcher)
-        notifier = Notifier(ctx.database_url)
+        # One LISTEN connection per replica, shared by leasing, watchers and webhooks.
+        listener = EventListener(ctx.database_url)
+        notifier = Notifier(listener)
         promoter = Promoter(ctx.pool)
         ctx.loops += [notifier, promoter, Reaper(ctx.pool, on_retry=promoter.poke)]
         ctx.loops.append(ApprovalTimeouts(ctx.pool))
@@ -108,7 +111,7 @@ class Services:
             "conveyor.v1.ProjectService": [
                 ProjectServicer(Projects(ctx.pool, self._authenticator, ctx.server_key)),
             ],
-            "conveyor.v1.EventService": [wire_events(ctx)],
+            "conveyor.v1.EventService": [wire_events(ctx, listener)],
         }
         for service in SERVICES:
             server.add_generic_rpc_handlers(

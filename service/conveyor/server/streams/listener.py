@@ -1,9 +1,10 @@
-"""The replica's LISTEN connection for `conveyor_events` and `conveyor_webhooks`.
+"""The replica's one LISTEN connection: `conveyor_tasks`, `conveyor_events`, `conveyor_webhooks`.
 
-The events_notify trigger NOTIFYs the project of every appended event at commit, and the
-webhook outbox trigger NOTIFYs `conveyor_webhooks` when it queues a delivery; the
-listener hands each notification to the subscribers of its channel (the event hub, the
-webhook loop).
+Writers that make tasks ready NOTIFY `conveyor_tasks` with '<project>/<queue>'; the
+events_notify trigger NOTIFYs the project of every appended event at commit; the webhook
+outbox trigger NOTIFYs `conveyor_webhooks` when it queues a delivery. The listener hands
+each notification to the subscribers of its channel (the lease notifier, the event hub,
+the webhook loop).
 NOTIFY is a hint and the events table is the truth: every `poll_interval` the listener
 calls its subscribers with None ("look at everything"), and while the connection is down
 it does so every `retry_interval` and reconnects, so streams degrade to polling.
@@ -21,8 +22,9 @@ import psycopg
 from conveyor.server.logging import get_logger
 from conveyor.server.store import sql
 
-__all__ = ["EVENTS_CHANNEL", "WEBHOOKS_CHANNEL", "EventListener"]
+__all__ = ["EVENTS_CHANNEL", "TASKS_CHANNEL", "WEBHOOKS_CHANNEL", "EventListener"]
 
+TASKS_CHANNEL = "conveyor_tasks"
 EVENTS_CHANNEL = "conveyor_events"
 WEBHOOKS_CHANNEL = "conveyor_webhooks"
 _LISTEN = sql.load("event_listen")
@@ -38,7 +40,7 @@ _KEEPALIVES: dict[str, Any] = {
 _log = get_logger(__name__)
 
 Subscriber = Callable[[str | None], None]
-"""Called with the project that has new events, or None for "maybe any project"."""
+"""Called with the notification payload, or None for "maybe anything changed"."""
 
 
 class EventListener:
@@ -57,6 +59,7 @@ class EventListener:
         self._retry_interval = retry_interval
         self._ping_timeout = ping_timeout
         self._subscribers: dict[str, list[Subscriber]] = {
+            TASKS_CHANNEL: [],
             EVENTS_CHANNEL: [],
             WEBHOOKS_CHANNEL: [],
         }
@@ -129,7 +132,7 @@ class EventListener:
 
     async def _listen(self) -> None:
         conn = await psycopg.AsyncConnection.connect(
-            self._url, autocommit=True, application_name="conveyor-events", **_KEEPALIVES
+            self._url, autocommit=True, application_name="conveyor-listen", **_KEEPALIVES
         )
         self._conn = conn
         await conn.execute(_LISTEN)

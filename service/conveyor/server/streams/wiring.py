@@ -18,9 +18,9 @@ from conveyor.server.streams.listener import WEBHOOKS_CHANNEL, EventListener
 __all__ = ["wire_events"]
 
 
-def wire_events(ctx: AppContext) -> EventServicer:
-    """The EventService servicer; appends its listener, hub and loops to ctx.loops."""
-    listener = EventListener(ctx.database_url)
+def wire_events(ctx: AppContext, listener: EventListener) -> EventServicer:
+    """The EventService servicer; appends the replica's listener, the hub and loops to
+    ctx.loops (the listener is shared with the lease notifier)."""
     hub = EventHub(ctx.pool, shutting_down=ctx.shutting_down)
     webhooks = WebhookLoop(ctx.pool, WebhookGuard(ctx.settings.webhook_allow))
     listener.subscribe(hub.notify)

@@ -1,2 +1,0 @@
--- Proves the LISTEN connection is still alive.
-SELECT 1
