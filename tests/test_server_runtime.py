@@ -235,3 +235,38 @@ async def test_a_replica_holds_one_listen_connection(server: ConveyorServer) -> 
             " AND application_name IN ('conveyor-listen', 'conveyor-events')"
         )
         assert await cursor.fetchone() == (1,)
+
+
+@pytest.mark.parametrize("level", ["debug", "info"])
+async def test_rpc_log_lines_carry_the_request_id(
+    server_settings: Settings, capfd: pytest.CaptureFixture[str], level: str
+) -> None:
+    """Every call logs with its request id at debug; at info, failed and slow calls do."""
+    from conveyor.client import AsyncClient, NotFoundError
+    from conveyor.v1 import project_pb2
+
+    running = ConveyorServer(server_settings.replace(log_level=level), default_hooks())
+    await running.start()
+    try:
+        key = (running.data_dir / "admin.key").read_text().strip()
+        async with AsyncClient(running.grpc_target, api_key=key) as client:
+            await client.projects.GetProject(
+                project_pb2.GetProjectRequest(name="projects/default"),
+                metadata=(("x-request-id", "req-ok"),),
+            )
+            with pytest.raises(NotFoundError):
+                await client.projects.GetProject(
+                    project_pb2.GetProjectRequest(name="projects/missing"),
+                    metadata=(("x-request-id", "req-missing"),),
+                )
+    finally:
+        await running.stop(grace=0)
+    lines = [
+        json.loads(line)
+        for line in capfd.readouterr().err.splitlines()
+        if line.startswith("{") and '"rpc"' in line
+    ]
+    by_id = {line.get("request_id"): line for line in lines if line.get("event") == "rpc"}
+    assert by_id["req-missing"]["code"] == "NOT_FOUND"
+    assert by_id["req-missing"]["method"] == "/conveyor.v1.ProjectService/GetProject"
+    assert ("req-ok" in by_id) == (level == "debug")
