@@ -129,7 +129,7 @@ async def test_debounce_replaces_input_and_delays(client: AsyncClient, database_
 async def test_concurrent_creates_with_one_key_make_one_task(
     client: AsyncClient, database_url: str
 ) -> None:
-    answers = await asyncio.gather(*(_create(client, _task("race")) for _ in range(20)))
+    answers = await asyncio.gather(*(_create(client, _task("race")) for _ in range(50)))
     assert len({a.name for a in answers}) == 1
     assert await _count(database_url) == 1
 

@@ -149,6 +149,16 @@ async def test_blocked_reason_says_why_a_waiting_task_does_not_run(
     assert await reason(approval.name) == "BLOCKED_REASON_AWAITING_APPROVAL"
     assert await reason(scheduled.name) == "BLOCKED_REASON_SCHEDULED_IN_FUTURE"
 
+    # ListTasks says the same of each task on its page, read at the same moment.
+    page = await client.tasks.ListTasks(task_service_pb2.ListTasksRequest(parent=PARENT))
+    listed = {t.name: enums_pb2.BlockedReason.Name(t.blocked_reason) for t in page.tasks}
+    assert listed == {
+        queued.name: "BLOCKED_REASON_QUEUE_PAUSED",
+        scheduled.name: "BLOCKED_REASON_SCHEDULED_IN_FUTURE",
+        approval.name: "BLOCKED_REASON_AWAITING_APPROVAL",
+        running.name: "BLOCKED_REASON_UNSPECIFIED",
+    }
+
     # Reasons are not stored: a terminal task has none.
     await _sql(
         database_url,

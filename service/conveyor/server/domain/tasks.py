@@ -51,6 +51,7 @@ MAX_DELETE = 1000
 # its row still says connected (its replica died before marking it).
 WORKER_SEEN_WITHIN = timedelta(minutes=2)
 _CANCEL_TRIES = 5
+_WAITING = frozenset({State.SCHEDULED.value, State.QUEUED.value, State.AWAITING_APPROVAL.value})
 
 
 def _collect(
@@ -228,13 +229,22 @@ class Tasks:
 
     async def list_page(
         self, request: task_service_pb2.ListTasksRequest
-    ) -> tuple[list[TaskRow], str]:
+    ) -> tuple[list[TaskRow], dict[uuid.UUID, str], str]:
+        """A page of tasks, why each waiting one is not running, and the next page token."""
         query = task_list.query(
             request.parent, request.filter, request.page_size, request.page_token, request.order_by
         )
         async with self._pool.connection() as conn:
-            rows = await store.list_page(conn, query)
-        return task_list.next_token(rows, query, request.filter)
+            rows, token = task_list.next_token(
+                await store.list_page(conn, query), query, request.filter
+            )
+            blocked = await store.blocked_reasons(
+                conn,
+                query.project,
+                [r.id for r in rows if r.state in _WAITING],
+                worker_seen_within=self._worker_seen_within,
+            )
+        return rows, blocked, token
 
     async def cancel(self, name: str, reason: str, principal: Principal | None = None) -> TaskRow:
         """CANCELLED at once when waiting; cancel_requested when RUNNING; else refused.

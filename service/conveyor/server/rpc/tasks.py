@@ -151,19 +151,15 @@ class TaskServicer:
         self, request: task_service_pb2.GetTaskRequest, context: Context
     ) -> task_pb2.Task:
         view = await self._tasks.get(request.name)
-        blocked = (
-            enums_pb2.BlockedReason.Value(f"BLOCKED_REASON_{view.blocked_reason}")
-            if view.blocked_reason
-            else enums_pb2.BLOCKED_REASON_UNSPECIFIED
-        )
-        return task_message(view.row, view.attempts, blocked)
+        return task_message(view.row, view.attempts, _blocked(view.blocked_reason))
 
     async def ListTasks(
         self, request: task_service_pb2.ListTasksRequest, context: Context
     ) -> task_service_pb2.ListTasksResponse:
-        rows, token = await self._tasks.list_page(request)
+        rows, blocked, token = await self._tasks.list_page(request)
         return task_service_pb2.ListTasksResponse(
-            tasks=[task_message(r) for r in rows], next_page_token=token
+            tasks=[task_message(r, blocked_reason=_blocked(blocked.get(r.id))) for r in rows],
+            next_page_token=token,
         )
 
     async def CancelTask(
@@ -204,3 +200,11 @@ class TaskServicer:
             principal.current(),
         )
         return task_service_pb2.BatchDeleteTasksResponse(deleted_count=deleted, skipped=skipped)
+
+
+def _blocked(reason: str | None) -> enums_pb2.BlockedReason.ValueType:
+    return (
+        enums_pb2.BlockedReason.Value(f"BLOCKED_REASON_{reason}")
+        if reason
+        else enums_pb2.BLOCKED_REASON_UNSPECIFIED
+    )

@@ -20,6 +20,7 @@ __all__ = [
     "Order",
     "TaskQuery",
     "TaskView",
+    "blocked_reasons",
     "cancel",
     "delete_matching",
     "delete_named",
@@ -30,7 +31,9 @@ __all__ = [
     "tree",
 ]
 
-_GET = sql.load("task_get")
+_BLOCKED = sql.load_blocks("task_blocked")
+_GET = pgsql.SQL(sql.load("task_get")).format(blocked_reason=pgsql.SQL(_BLOCKED["reason"]))
+_BLOCKED_FOR_IDS = pgsql.SQL(_BLOCKED["for_ids"]).format(reason=pgsql.SQL(_BLOCKED["reason"]))
 _GET_ROW = sql.load("task_get_row")
 _CANCEL = sql.load("task_cancel")
 _REQUEST_CANCEL = sql.load("task_request_cancel")
@@ -103,6 +106,23 @@ async def get(
         return None
     attempts = [_attempt(a) for a in row["attempts_json"]]
     return TaskView(task_row(row), attempts, row["blocked_reason"])
+
+
+async def blocked_reasons(
+    conn: AsyncConnection[Any],
+    project: str,
+    ids: Sequence[uuid.UUID],
+    *,
+    worker_seen_within: timedelta,
+) -> dict[uuid.UUID, str]:
+    """Why each of these tasks waits, now; tasks that do not wait are left out."""
+    if not ids:
+        return {}
+    cur = await conn.execute(
+        _BLOCKED_FOR_IDS,
+        {"project": project, "ids": list(ids), "worker_seen_within": worker_seen_within},
+    )
+    return {row[0]: row[1] for row in await cur.fetchall() if row[1] is not None}
 
 
 async def get_row(conn: AsyncConnection[Any], project: str, id: uuid.UUID) -> TaskRow | None:

@@ -1,5 +1,5 @@
 -- One task, its attempts (JSON, oldest first) and, for a task that waits, why it is
--- not running: the first reason that holds, NULL when none does.
+-- not running (the `reason` fragment of task_blocked.sql, put in with psycopg.sql).
 SELECT
     t.*,
     (
@@ -7,45 +7,7 @@ SELECT
         FROM task_attempts a
         WHERE a.project = t.project AND a.task_id = t.id
     ) AS attempts_json,
-    CASE
-        WHEN t.state = 'AWAITING_APPROVAL' THEN 'AWAITING_APPROVAL'
-        WHEN t.state NOT IN ('SCHEDULED', 'QUEUED') THEN NULL
-        WHEN t.schedule_time > now() THEN 'SCHEDULED_IN_FUTURE'
-        WHEN q.paused THEN 'QUEUE_PAUSED'
-        WHEN q.max_concurrency > 0 AND (
-            SELECT count(*)
-            FROM (
-                SELECT 1 FROM tasks r
-                WHERE r.project = t.project AND r.queue = t.queue AND r.state = 'RUNNING'
-                LIMIT q.max_concurrency
-            ) AS running
-        ) >= q.max_concurrency THEN 'CONCURRENCY_LIMITED'
-        WHEN t.concurrency_key IS NOT NULL AND (
-            SELECT count(*)
-            FROM (
-                SELECT 1 FROM tasks r
-                WHERE r.project = t.project AND r.concurrency_key = t.concurrency_key
-                  AND r.state = 'RUNNING'
-                LIMIT greatest(t.concurrency_limit, 1)
-            ) AS running
-        ) >= greatest(t.concurrency_limit, 1) THEN 'CONCURRENCY_LIMITED'
-        -- An empty bucket (of every worker's limits) now: see store/lease_limits.py.
-        WHEN EXISTS (
-            SELECT 1 FROM rate_limits b
-            WHERE b.project = t.project AND b.worker = '' AND b.tokens IS NOT NULL
-              AND ((b.scope = 'queue' AND b.key = t.queue AND b.rate = q.rate_limit)
-                   OR (b.scope = 'kind' AND b.key = t.kind))
-              AND b.tokens + extract(epoch FROM now() - b.refill_time)
-                  * split_part(b.rate, '/', 1)::double precision
-                  / CASE split_part(b.rate, '/', 2) WHEN 'm' THEN 60 WHEN 'h' THEN 3600 ELSE 1 END
-                  < 1
-        ) THEN 'RATE_LIMITED'
-        WHEN NOT EXISTS (
-            SELECT 1 FROM workers w
-            WHERE w.project = t.project AND w.connected AND t.queue = ANY (w.queues)
-              AND w.last_seen_time > now() - %(worker_seen_within)s::interval
-        ) THEN 'NO_WORKER'
-    END AS blocked_reason
+    {blocked_reason} AS blocked_reason
 FROM tasks t
 LEFT JOIN queues q ON q.project = t.project AND q.id = t.queue
 WHERE t.project = %(project)s AND t.id = %(id)s
