@@ -13,6 +13,10 @@ Raw PostgreSQL baselines (psycopg, a table shaped like `tasks` with the same ind
     complete statement per round, each its own commit; tasks/s)
   - NOTIFY wake latency: NOTIFY committed on one connection until LISTEN sees it (p50/p99)
 
+A bare gRPC echo (bench/grpc_echo.py: grpc.aio with no database, in its own process):
+  - unary round-trip latency, unary calls/s with 16 in flight, and the Connect loop's
+    message shape at credit 1 and 100: what gRPC alone allows on this machine
+
 The service, driven by the real client (conveyor.client.AsyncClient):
   - CreateTask, one task per call, 16 calls in flight
   - BatchCreateTasks of 1000
@@ -41,6 +45,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import grpc_echo
 
 PROJECT = "bench"
 PARENT = f"projects/{PROJECT}"
@@ -481,6 +487,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 raw_lease_loop, url, "raw-lease-100", 100, seconds
             )
             results["raw_notify"] = await asyncio.to_thread(raw_notify_latency, url, args.samples)
+        if wanted("echo"):
+            results.update(await grpc_echo.measure(seconds, args.samples))
 
         # The service.
         async with AsyncClient(target, api_key=key, project=PROJECT) as client:
@@ -544,6 +552,19 @@ def report(results: dict[str, Any]) -> bool:
             f"  {'NOTIFY wake':34s} p50 {pct(raw_notify, 0.5) * 1e3:.2f} ms"
             f"  p99 {pct(raw_notify, 0.99) * 1e3:.2f} ms"
         )
+    echo_latency = results.get("echo_unary_latency")
+    if echo_latency:
+        print("Bare gRPC (grpc.aio echo server in its own process, no database, bytes only):")
+        print(
+            f"  {'unary echo, 1 in flight':34s} p50 {pct(echo_latency, 0.5) * 1e3:.2f} ms"
+            f"  p99 {pct(echo_latency, 0.99) * 1e3:.2f} ms"
+        )
+        for label, name, unit in (
+            ("unary echo, 16 in flight", "echo_unary_16", "calls/s"),
+            ("Connect's shape, credit 1", "echo_loop_1", "tasks/s"),
+            ("Connect's shape, credit 100", "echo_loop_100", "tasks/s"),
+        ):
+            print(f"  {label:34s} {results[name]:9.0f} {unit}")
     print("Service (server CPU per task in brackets):")
     for label, name in (
         ("CreateTask, 16 in flight", "svc_create_16"),
@@ -605,6 +626,29 @@ def report(results: dict[str, Any]) -> bool:
             f"  {'enqueue->start p99':38s} {p99_ms:6.2f} ms (<= 15 ms)  "
             f"{'PASS' if passed else 'MISS'}"
         )
+    if echo_latency:
+        # Not targets: how close the service comes to gRPC alone, and where gRPC alone
+        # stands against each target's raw baseline (a target above that is out of reach
+        # for any service answering over this gRPC stack on this machine).
+        print("Against the bare gRPC echo (service / echo; echo / raw baseline):")
+        for label, service, echo, raw, target in (
+            ("CreateTask x16", "svc_create_16", "echo_unary_16", "raw_insert_8", 0.35),
+            ("Connect N=1 (stream)", "svc_stream_1", "echo_loop_1", "raw_lease_1", 0.6),
+            ("Connect N=100 (stream)", "svc_stream_100", "echo_loop_100", "raw_lease_100", 0.75),
+        ):
+            got, ceiling, base = rate(service), rate(echo), rate(raw)
+            if got is None or not ceiling or not base:
+                continue
+            print(
+                f"  {label:34s} {got / ceiling:6.2f}x of echo;"
+                f" echo is {ceiling / base:5.2f}x raw (target {target:.2f}x)"
+            )
+        if latency and raw_notify:
+            echo_p50 = pct(echo_latency, 0.5)
+            print(
+                f"  {'enqueue->start p50':34s} {pct(latency, 0.5) / echo_p50:6.2f}x one echo;"
+                f" one echo is {echo_p50 / pct(raw_notify, 0.5):5.2f}x NOTIFY p50 (target 2x)"
+            )
     return ok
 
 
@@ -618,7 +662,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated subset: raw,create,batch,sdk1,stream1,sdk100,stream100,latency",
+        help="comma-separated subset: raw,echo,create,batch,sdk1,stream1,sdk100,stream100,latency",
     )
     args = parser.parse_args()
     if args.seconds is None:
@@ -627,7 +671,7 @@ def main() -> None:
         args.samples = 100 if args.quick else 400
     results = asyncio.run(run(args))
     if args.json:
-        shown = {k: v for k, v in results.items() if k not in ("raw_notify", "svc_latency")}
+        shown = {k: v for k, v in results.items() if not isinstance(v, list)}
         print(json.dumps(shown, indent=2))
     report(results)
 
