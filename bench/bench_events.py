@@ -1,6 +1,6 @@
 """Event streams under load: what one replica streams, and what idle watchers cost.
 
-    .venv/bin/python bench/bench_events.py [--seconds 5]
+    .venv/bin/python bench/bench_events.py [--seconds 5] [--only stream|idle]
 
 Starts its own embedded PostgreSQL and one Conveyor server, then runs its load in
 child processes (so the server's process is measured, not the load's):
@@ -236,10 +236,34 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--distinct", action="store_true")
     args = parser.parse_args(argv)
     result = asyncio.run(ROLES[args.role](args))
+    result["cpu"] = time.process_time()  # the child's own CPU seconds, threads included
     print(json.dumps(result), flush=True)
 
 
 # The orchestrating parent: the server lives here.
+
+
+def _postgres_cpu(pgdata: Path) -> float:
+    """CPU seconds of PostgreSQL: the postmaster with the children it reaped, and its live
+    children (Linux /proc)."""
+    try:
+        postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == postmaster:
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        elif int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 class Child:
@@ -282,7 +306,7 @@ async def spawn(role: str, target: str, key: str, *extra: str) -> Child:
     return Child(process)
 
 
-async def run(seconds: float, rate: float, rounds: int) -> dict[str, Any]:
+async def run(seconds: float, rate: float, rounds: int, only: set[str]) -> dict[str, Any]:
     import psycopg
     from psycopg.conninfo import make_conninfo
 
@@ -320,61 +344,86 @@ async def run(seconds: float, rate: float, rounds: int) -> dict[str, Any]:
             async with AsyncClient(target, api_key=key, project=PROJECT) as client:
                 await client.create_task("bench.seed", queue="seed")  # a snapshot to copy
 
-        # 1. Streaming: a backlog replayed with no load (the ceiling), then live events
-        # while tasks run and SQL appends events at `rate`.
-        backlog = 30_000
-        with psycopg.connect(url, autocommit=True) as conn:
-            row = conn.execute("SELECT to_jsonb(t) FROM tasks t LIMIT 1").fetchone()
-            assert row is not None
-            for _ in range(backlog // 1000):
-                conn.execute(
-                    "INSERT INTO events (project, type, subject, task) "
-                    "SELECT %s, 'task.started', 'projects/bench/tasks/x', %s::jsonb "
-                    "FROM generate_series(1, 1000)",
-                    (PROJECT, json.dumps(row[0])),
-                )
-        cpu = time.process_time()
-        replay = await spawn(
-            "subscriber", target, key, "--after", "1", "--expect", str(backlog),
-            "--seconds", "120",
-        )  # fmt: skip
-        await replay.line()  # subscribed
-        results["replay"] = await replay.finish()
-        results["replay"]["server_cpu"] = time.process_time() - cpu
-
-        live = await spawn("subscriber", target, key, "--seconds", str(seconds))
-        await live.line()  # subscribed
-        cpu = time.process_time()
-        load = await spawn(
-            "load", target, load_key, "--database-url", url,
-            "--seconds", str(seconds + 2), "--rate", str(rate),
-        )  # fmt: skip
-        results["live"] = await live.finish()
-        results["load"] = await load.finish()
-        results["live"]["server_cpu"] = time.process_time() - cpu
-
-        # 2. The enqueue path without and with 500 idle subscribers, in alternating
-        # rounds so that drift (other work on the machine) hits every variant alike.
-        enqueue_args = ("--seconds", str(seconds), "--concurrency", "32")
-        for variant in ("baseline", "distinct", "shared") * rounds:
-            idle = None
-            if variant != "baseline":
-                extra = ["--distinct"] if variant == "distinct" else []
-                idle = await spawn("idle", target, key, "--count", "500", *extra)
-                assert (await idle.line())["ready"] == 500
-            cpu = time.process_time()
-            outcome = await (await spawn("enqueue", target, key, *enqueue_args)).finish()
-            outcome["server_cpu"] = time.process_time() - cpu
-            results.setdefault(f"enqueue_{variant}", []).append(outcome)
-            if idle is not None:
-                assert idle.process.stdin is not None
-                idle.process.stdin.close()
-                await idle.finish()
+        if "stream" in only:
+            await _streaming(results, url, embedded.pgdata, target, key, load_key, seconds, rate)
+        if "idle" in only:
+            await _idle(results, target, key, seconds, rounds)
     finally:
         await server.stop(grace=1)
         await asyncio.to_thread(embedded.stop)
         shutil.rmtree(root, ignore_errors=True)
     return results
+
+
+async def _streaming(
+    results: dict[str, Any],
+    url: str,
+    pgdata: Path,
+    target: str,
+    key: str,
+    load_key: str,
+    seconds: float,
+    rate: float,
+) -> None:
+    """A backlog replayed with no load (the ceiling), then live events while tasks run
+    and SQL appends events at `rate`."""
+    import psycopg
+
+    backlog = 30_000
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT to_jsonb(t) FROM tasks t LIMIT 1").fetchone()
+        assert row is not None
+        for _ in range(backlog // 1000):
+            conn.execute(
+                "INSERT INTO events (project, type, subject, task) "
+                "SELECT %s, 'task.started', 'projects/bench/tasks/x', %s::jsonb "
+                "FROM generate_series(1, 1000)",
+                (PROJECT, json.dumps(row[0])),
+            )
+    cpu, pg_cpu = time.process_time(), _postgres_cpu(pgdata)
+    replay = await spawn(
+        "subscriber", target, key, "--after", "1", "--expect", str(backlog),
+        "--seconds", "120",
+    )  # fmt: skip
+    await replay.line()  # subscribed
+    results["replay"] = await replay.finish()
+    results["replay"]["server_cpu"] = time.process_time() - cpu
+    results["replay"]["postgres_cpu"] = _postgres_cpu(pgdata) - pg_cpu
+
+    live = await spawn("subscriber", target, key, "--seconds", str(seconds))
+    await live.line()  # subscribed
+    cpu, pg_cpu, started = time.process_time(), _postgres_cpu(pgdata), time.monotonic()
+    load = await spawn(
+        "load", target, load_key, "--database-url", url,
+        "--seconds", str(seconds + 2), "--rate", str(rate),
+    )  # fmt: skip
+    results["live"] = await live.finish()
+    results["load"] = await load.finish()
+    results["live"]["server_cpu"] = time.process_time() - cpu
+    results["live"]["postgres_cpu"] = _postgres_cpu(pgdata) - pg_cpu
+    results["live"]["wall"] = time.monotonic() - started
+
+
+async def _idle(
+    results: dict[str, Any], target: str, key: str, seconds: float, rounds: int
+) -> None:
+    """The enqueue path without and with 500 idle subscribers, in alternating rounds so
+    that drift (other work on the machine) hits every variant alike."""
+    enqueue_args = ("--seconds", str(seconds), "--concurrency", "32")
+    for variant in ("baseline", "distinct", "shared") * rounds:
+        idle = None
+        if variant != "baseline":
+            extra = ["--distinct"] if variant == "distinct" else []
+            idle = await spawn("idle", target, key, "--count", "500", *extra)
+            assert (await idle.line())["ready"] == 500
+        cpu = time.process_time()
+        outcome = await (await spawn("enqueue", target, key, *enqueue_args)).finish()
+        outcome["server_cpu"] = time.process_time() - cpu
+        results.setdefault(f"enqueue_{variant}", []).append(outcome)
+        if idle is not None:
+            assert idle.process.stdin is not None
+            idle.process.stdin.close()
+            await idle.finish()
 
 
 def _median(values: list[float]) -> float:
@@ -384,6 +433,13 @@ def _median(values: list[float]) -> float:
 
 
 def report(results: dict[str, Any]) -> None:
+    if "replay" in results:
+        report_streaming(results)
+    if "enqueue_baseline" in results:
+        report_idle(results)
+
+
+def report_streaming(results: dict[str, Any]) -> None:
     replay = results["replay"]["rate"]
     live = results["live"]["rate"]
     load = results["load"]
@@ -403,6 +459,19 @@ def report(results: dict[str, Any]) -> None:
         f"{load['inserted']} events appended by SQL; "
         f"the subscriber reconnected {results['live']['reconnects']} times"
     )
+    live_run = results["live"]
+    if "wall" in live_run:
+        wall = live_run["wall"]
+        server = live_run["server_cpu"] / wall
+        print(
+            f"    cores busy while live ({wall:.1f} s): server {server:.2f}, "
+            f"PostgreSQL {live_run['postgres_cpu'] / wall:.2f}, "
+            f"load process {load.get('cpu', 0) / wall:.2f}, "
+            f"subscriber {live_run.get('cpu', 0) / wall:.2f} (children: whole life)"
+        )
+
+
+def report_idle(results: dict[str, Any]) -> None:
     base = _median([r["rate"] for r in results["enqueue_baseline"]])
     base_cpu = _median([r["server_cpu"] / r["created"] * 1e6 for r in results["enqueue_baseline"]])
     rounds = len(results["enqueue_baseline"])
@@ -434,9 +503,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=6000, help="events/s appended by SQL")
     parser.add_argument("--rounds", type=int, default=3, help="enqueue rounds per variant")
+    parser.add_argument(
+        "--only",
+        default="stream,idle",
+        help="comma-separated parts to run: stream (figure 1), idle (figure 2)",
+    )
     parser.add_argument("--json", action="store_true", help="print the raw results too")
     args = parser.parse_args()
-    results = asyncio.run(run(args.seconds, args.rate, args.rounds))
+    only = {part.strip() for part in args.only.split(",") if part.strip()}
+    if not only or only - {"stream", "idle"}:
+        parser.error("--only takes stream, idle or both")
+    results = asyncio.run(run(args.seconds, args.rate, args.rounds, only))
     if args.json:
         print(json.dumps(results, indent=2))
     report(results)

@@ -334,6 +334,19 @@ async def test_streams_render_tasks_exactly_as_the_task_mapping_does(
         snapshots = [r[0] for r in conn.execute("SELECT to_jsonb(t) FROM tasks t")]
         snapshots += [r[0] for r in conn.execute("SELECT task FROM events WHERE task IS NOT NULL")]
     assert len(snapshots) >= 6
+    # A decided approval, empty JSON containers, and an end before the start.
+    decided = dict(snapshots[0])
+    decided.update(
+        approver="projects/alpha/apiKeys/k1",
+        approved=True,
+        approval_comment="ok",
+        decide_time="2026-01-02T03:04:05.678901+00:00",
+        input={},
+        result=[],
+        start_time="2026-01-02T03:04:06+00:00",
+        end_time="2026-01-02T03:04:05+00:00",
+    )
+    snapshots.append(decided)
     for snapshot in snapshots:
         fast = task_pb2.Task()
         fill_task(fast, snapshot)

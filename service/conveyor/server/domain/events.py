@@ -173,7 +173,7 @@ class Events:
 
     def watch(
         self, parent: str, event_filter: event_pb2.EventFilter, after: int
-    ) -> AsyncIterator[EventRow | Position]:
+    ) -> AsyncIterator[list[EventRow] | Position]:
         """Validates a watch and returns its stream (see EventHub.watch)."""
         project = _project(parent)
         v = Violations()

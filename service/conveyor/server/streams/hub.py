@@ -66,6 +66,8 @@ class _Tail:
         # of filter runs.
         self.by_type: dict[str, set[_Group]] = {}
         self.scanned: set[_Group] = set()
+        # Groups without a filter take every event, with no question asked per event.
+        self.unfiltered: set[_Group] = set()
         self.refs = 0
         self.task: asyncio.Task[None] | None = None
 
@@ -73,7 +75,9 @@ class _Tail:
         group = self.groups.get(matcher.key)
         if group is None:
             group = self.groups[matcher.key] = _Group(matcher)
-            if matcher.exact_types and not matcher.type_patterns:
+            if _takes_everything(matcher):
+                self.unfiltered.add(group)
+            elif matcher.exact_types and not matcher.type_patterns:
                 for event_type in matcher.exact_types:
                     self.by_type.setdefault(event_type, set()).add(group)
             else:
@@ -89,6 +93,7 @@ class _Tail:
             if not group.subscriptions:
                 del self.groups[matcher.key]
                 self.scanned.discard(group)
+                self.unfiltered.discard(group)
                 for event_type in matcher.exact_types:
                     indexed = self.by_type.get(event_type)
                     if indexed is not None:
@@ -141,7 +146,7 @@ class _Tail:
                 return page.held
 
     def _dispatch(self, rows: list[EventRow], position: int) -> None:
-        matched: dict[_Group, list[EventRow]] = {}
+        matched: dict[_Group, list[EventRow]] = dict.fromkeys(self.unfiltered, rows) if rows else {}
         for row in rows:
             for group in self.by_type.get(row.type, ()):
                 if group.matcher(row):
@@ -159,6 +164,16 @@ class _Tail:
         self.position = max(self.position, position)
 
 
+def _takes_everything(matcher: EventMatcher) -> bool:
+    return not (matcher.exact_types or matcher.type_patterns or matcher.subjects or matcher.task)
+
+
+def _discard(task: asyncio.Task[store.Page]) -> None:
+    """Retrieves the outcome of a read nobody waits for any more (no warning logged)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class EventHub:
     """A BackgroundLoop: the tails of the projects someone watches on this replica."""
 
@@ -170,6 +185,7 @@ class EventHub:
         buffer_size: int = 10_000,
         keepalive_interval: float = 15.0,
         batch: int = 1000,
+        chunk: int = 64,
         poll_interval: float = 1.0,
         held_retry: float = 0.005,
         read_delay: float = 0.002,
@@ -180,6 +196,9 @@ class EventHub:
         self.keepalive_interval = keepalive_interval
         """Seconds of silence after which a stream sends a keep-alive."""
         self.batch = batch
+        """Events per read of the log (replays and tails)."""
+        self.chunk = chunk
+        """Events a stream takes at once: rendered together, then sent one by one."""
         self.poll_interval = poll_interval
         self.held_retry = held_retry
         self.read_delay = read_delay
@@ -228,29 +247,45 @@ class EventHub:
 
     async def watch(
         self, project: str, matcher: EventMatcher, after: int
-    ) -> AsyncIterator[EventRow | Position]:
-        """Events after `after` (0: from now) matching `matcher`, then live ones, forever.
+    ) -> AsyncIterator[list[EventRow] | Position]:
+        """Events after `after` (0: from now) matching `matcher`, then live ones, forever,
+        in batches of at most `chunk` (never empty), oldest first.
 
         Starts with a Position (the cursor the stream starts from) and sends one after
-        `keepalive_interval` seconds without events. Raises Overflowed when the consumer
-        fell behind, Closed when the replica shuts down.
+        `keepalive_interval` seconds without events. The consumer sends a whole batch
+        before it asks for more, so a Position covers every event yielded before it.
+        Raises Overflowed when the consumer fell behind, Closed when the replica shuts
+        down.
         """
         tail = self._acquire(project)
+        ahead: asyncio.Task[store.Page] | None = None
+        everything = _takes_everything(matcher)
         try:
             await self._wait_ready(tail)
             position = after if after > 0 else tail.position
             yield Position(position)
             while position < tail.position:
-                async with self.pool.connection() as conn:
-                    page = await store.fetch_after(conn, project, position, self.batch)
-                for row in page.rows:
-                    if matcher(row):
-                        yield row
+                if ahead is not None:
+                    page, ahead = await ahead, None
+                else:
+                    page = await self._fetch(project, position)
+                reached = max(position, page.position)
+                # A full page says more is there: read the next one while this one is
+                # sent (the tail's position only grows, so the loop will take it). A
+                # replay holds at most two pages.
+                if len(page.rows) >= self.batch and reached < tail.position:
+                    ahead = asyncio.create_task(self._fetch(project, reached))
+                chunk = self.chunk
+                matched = page.rows if everything else [r for r in page.rows if matcher(r)]
+                for start in range(0, len(matched), chunk):
                     if self._closing:
                         raise Closed
+                    yield matched[start : start + chunk]
+                if self._closing:
+                    raise Closed
                 if page.position <= position:
                     await asyncio.sleep(self.held_retry)
-                position = max(position, page.position)
+                position = reached
             # Caught up: attach in the same step as the check above (no await in
             # between), so the tail's next read starts where this replay stopped.
             subscription = Subscription(position, self.buffer_size)
@@ -258,8 +293,8 @@ class EventHub:
             self._subscriptions.add(subscription)
             try:
                 while True:
-                    live = await subscription.next(self.keepalive_interval)
-                    if live is not None:
+                    live = await subscription.take(self.keepalive_interval, self.chunk)
+                    if live:
                         yield live
                     else:
                         # An empty buffer holds everything the tail dispatched up to its
@@ -269,7 +304,15 @@ class EventHub:
                 self._subscriptions.discard(subscription)
                 tail.detach(matcher, subscription)
         finally:
+            if ahead is not None:
+                # Not awaited: the read gives its connection back as it is cancelled.
+                ahead.cancel()
+                ahead.add_done_callback(_discard)
             self._release(tail)
+
+    async def _fetch(self, project: str, position: int) -> store.Page:
+        async with self.pool.connection() as conn:
+            return await store.fetch_after(conn, project, position, self.batch)
 
     async def _wait_ready(self, tail: _Tail) -> None:
         while not tail.ready.is_set():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from conveyor.server.store.events import EventRow
 
@@ -40,10 +40,17 @@ class Subscription:
     def __len__(self) -> int:
         return len(self._buffer)
 
-    def offer(self, rows: Iterable[EventRow]) -> bool:
-        """Takes the rows after its position; False (and drops the buffer) on overflow."""
+    def offer(self, rows: Sequence[EventRow]) -> bool:
+        """Takes the rows (in id order) after its position; False (and drops the buffer)
+        on overflow."""
         if self.overflowed or self.closed:
             return False
+        if rows and rows[0].id > self.position and len(self._buffer) + len(rows) <= self._capacity:
+            # The usual case, all new and room for all: no question per row.
+            self._buffer.extend(rows)
+            self.position = rows[-1].id
+            self._ready.set()
+            return True
         added = False
         for row in rows:
             if row.id <= self.position:
@@ -67,26 +74,35 @@ class Subscription:
         self.closed = True
         self._ready.set()
 
-    async def next(self, idle: float) -> EventRow | None:
-        """The next event, or None when none came for `idle` seconds.
+    async def take(self, idle: float, most: int) -> list[EventRow]:
+        """Up to `most` events, oldest first; [] when none came for `idle` seconds.
 
-        Raises Overflowed once the subscriber was cut off, Closed on shutdown.
+        Taking several at once lets the stream render them together and costs one wait
+        per batch rather than per event. Taken events leave the buffer, so a stream holds
+        at most its buffer plus one batch. Raises Overflowed once the subscriber was cut
+        off, Closed on shutdown.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + idle
-        # Woken by events, overflow or close; otherwise idle until a keep-alive is due.
-        while not self._buffer and not (self.overflowed or self.closed):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            self._ready.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._ready.wait()
-            except TimeoutError:
-                break
+        buffer = self._buffer
+        if not buffer and not (self.overflowed or self.closed):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + idle
+            # Woken by events, overflow or close; otherwise idle until a keep-alive is due.
+            while not buffer and not (self.overflowed or self.closed):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._ready.clear()
+                try:
+                    async with asyncio.timeout(remaining):
+                        await self._ready.wait()
+                except TimeoutError:
+                    break
         if self.overflowed:
             raise Overflowed
         if self.closed:
             raise Closed
-        return self._buffer.popleft() if self._buffer else None
+        if len(buffer) <= most:
+            rows = list(buffer)
+            buffer.clear()
+            return rows
+        return [buffer.popleft() for _ in range(most)]
