@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -42,7 +43,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -273,11 +275,25 @@ async def svc_batch(client: Any, seconds: float, size: int = 1000) -> float:
     return total / (time.monotonic() - started)
 
 
-async def svc_fill(client: Any, queue: str, count: int) -> None:
+async def svc_fill(
+    client: Any,
+    queue: str,
+    count: int,
+    options: Callable[[int], Mapping[str, Any]] | None = None,
+) -> None:
+    """`count` ready no-op tasks in `queue`; `options(i)` adds task options to the i-th."""
     for start in range(0, count, 1000):
         n = min(1000, count - start)
         await client.batch_create_tasks(
-            [{"kind": "bench.noop", "queue": queue, "input": {"i": i}} for i in range(n)]
+            [
+                {
+                    "kind": "bench.noop",
+                    "queue": queue,
+                    "input": {"i": i},
+                    **(options(i) if options else {}),
+                }
+                for i in range(start, start + n)
+            ]
         )
 
 
@@ -439,7 +455,25 @@ def start_server(root: Path, url: str, processes: int) -> subprocess.Popen[bytes
     return process
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Served:
+    """A running server subprocess on its own embedded PostgreSQL (see `served`)."""
+
+    root: Path
+    url: str
+    """The bench database."""
+    target: str
+    """The server's gRPC address."""
+    key: str
+    """An admin key of PROJECT."""
+    probe: ServerProbe
+
+
+@contextlib.asynccontextmanager
+async def served(name: str, processes: int = 1) -> AsyncIterator[Served]:
+    """An embedded PostgreSQL in a temporary directory, a database `name` on it, and a
+    Conveyor server subprocess on that database with project PROJECT. Everything is
+    stopped afterwards; the directory (with server.log) is kept when the block failed."""
     import psycopg
     from psycopg.conninfo import make_conninfo
 
@@ -447,22 +481,41 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from conveyor.server.embedded import EmbeddedPostgres
     from conveyor.v1 import enums_pb2
 
-    seconds = args.seconds
-    root = Path(tempfile.mkdtemp(prefix="conveyor-bench-queue-"))
+    root = Path(tempfile.mkdtemp(prefix=f"conveyor-{name.replace('_', '-')}-"))
     embedded = EmbeddedPostgres(root / "pg")
     admin_url = await asyncio.to_thread(embedded.start)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute("CREATE DATABASE bench_queue")
-    url = make_conninfo(admin_url, dbname="bench_queue")
-    server = start_server(root, url, args.processes)
-    results: dict[str, Any] = {"seconds": seconds, "cores": os.cpu_count()}
-    probe = ServerProbe(server.pid)
     try:
-        target = json.loads((root / "data" / "server.json").read_text())["grpc"]
-        admin_key = (root / "data" / "admin.key").read_text().strip()
-        async with AsyncClient(target, api_key=admin_key) as admin:
-            await admin.create_project(PROJECT)
-            key = (await admin.create_api_key(PARENT, enums_pb2.ROLE_ADMIN)).secret
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        url = make_conninfo(admin_url, dbname=name)
+        server = start_server(root, url, processes)
+        probe = ServerProbe(server.pid)
+        try:
+            target = json.loads((root / "data" / "server.json").read_text())["grpc"]
+            admin_key = (root / "data" / "admin.key").read_text().strip()
+            async with AsyncClient(target, api_key=admin_key) as admin:
+                await admin.create_project(PROJECT)
+                key = (await admin.create_api_key(PARENT, enums_pb2.ROLE_ADMIN)).secret
+            yield Served(root, url, target, key, probe)
+        finally:
+            probe.stop()
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    finally:
+        await asyncio.to_thread(embedded.stop)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from conveyor.client import AsyncClient
+
+    seconds = args.seconds
+    results: dict[str, Any] = {"seconds": seconds, "cores": os.cpu_count()}
+    async with served("bench_queue", args.processes) as service:
+        url, target, key, probe = service.url, service.target, service.key, service.probe
         results["rss_idle"] = probe.rss()
         probe.start()
 
@@ -516,15 +569,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if wanted("latency"):
                 results["svc_latency"] = await svc_latency(client, args.samples)
         results["rss_peak"] = probe.peak_rss
-    finally:
-        probe.stop()
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        await asyncio.to_thread(embedded.stop)
-    shutil.rmtree(root, ignore_errors=True)  # kept (with server.log) when the run failed
     return results
 
 

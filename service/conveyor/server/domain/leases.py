@@ -239,7 +239,9 @@ class Settled:
     leased: list[TaskRow]
     """The tasks leased in the same commit, in lease order."""
     retry_after: float | None = None
-    """Nothing more could be leased for rate limits alone: seconds until the next token."""
+    """Fewer tasks than asked for were leased and a rate limit held back a ready one:
+    seconds until its next token (also when some were leased: no notification says the
+    token is back, so a stream with room left must look again by itself)."""
 
 
 class Leases:
@@ -324,9 +326,7 @@ class Leases:
             row.state == "SCHEDULED" for row in settled.failed.values()
         ):
             self._on_retry()
-        return Settled(
-            [o for o in outcomes if o is not None], leased, retry_after if not leased else None
-        )
+        return Settled([o for o in outcomes if o is not None], leased, retry_after)
 
     async def complete(self, report: Completion) -> TaskRow:
         return _single(await self.settle(report.task.project, [report]))

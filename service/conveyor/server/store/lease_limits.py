@@ -22,9 +22,16 @@ SCAN = 500
 async def candidates(
     conn: AsyncConnection[Any], project: str, queues: Sequence[str]
 ) -> list[Candidate]:
+    one = len(queues) == 1
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            _Q["candidates"], {"project": project, "queues": list(queues), "scan": SCAN}
+            _Q["candidates_one_queue" if one else "candidates"],
+            {
+                "project": project,
+                "queues": list(queues),
+                "queue": queues[0] if one else "",
+                "scan": SCAN,
+            },
         )
         return [Candidate(**r) for r in await cur.fetchall()]
 

@@ -6,6 +6,8 @@
 
 -- name: candidates
 -- Ready tasks of the worker's unpaused queues in lease order, with their queue's limits.
+-- `queue = ANY(...)` cannot be read in lease order from tasks_ready_idx: every ready task
+-- of those queues is read and sorted. A worker of one queue uses candidates_one_queue.
 SELECT t.id, t.queue, t.kind, t.concurrency_key, t.concurrency_limit,
        coalesce(q.max_concurrency, 0) AS max_concurrency,
        coalesce(q.rate_limit, '') AS rate_limit
@@ -14,6 +16,21 @@ LEFT JOIN queues q ON q.project = t.project AND q.id = t.queue
 WHERE t.project = %(project)s
   AND t.state = 'QUEUED'
   AND t.queue = ANY (%(queues)s::text[])
+  AND NOT coalesce(q.paused, false)
+ORDER BY t.priority, t.schedule_time, t.id
+LIMIT %(scan)s::integer
+
+-- name: candidates_one_queue
+-- The same for one queue: an ordered scan of tasks_ready_idx that stops at `scan` rows,
+-- however many tasks are ready.
+SELECT t.id, t.queue, t.kind, t.concurrency_key, t.concurrency_limit,
+       coalesce(q.max_concurrency, 0) AS max_concurrency,
+       coalesce(q.rate_limit, '') AS rate_limit
+FROM tasks t
+LEFT JOIN queues q ON q.project = t.project AND q.id = t.queue
+WHERE t.project = %(project)s
+  AND t.state = 'QUEUED'
+  AND t.queue = %(queue)s
   AND NOT coalesce(q.paused, false)
 ORDER BY t.priority, t.schedule_time, t.id
 LIMIT %(scan)s::integer
@@ -47,13 +64,17 @@ GROUP BY t.concurrency_key
 
 -- name: buckets
 -- The buckets of the given (scope, key, worker), with the database clock.
-SELECT r.scope, r.key, r.worker, r.rate, r.tokens, r.refill_time, now() AS now
+-- statement_timestamp(), not now(): read under the locks, the clock must be at least the
+-- refill_time the previous holder stored. now() is this transaction's start, before it
+-- waited for the locks: reading the bucket that early, then storing that time, would
+-- move refill_time back and hand out the tokens of the time in between twice.
+SELECT r.scope, r.key, r.worker, r.rate, r.tokens, r.refill_time, statement_timestamp() AS now
 FROM rate_limits r
 JOIN unnest(%(scopes)s::text[], %(keys)s::text[], %(workers)s::text[]) AS b (scope, key, worker)
   ON r.project = %(project)s AND r.scope = b.scope AND r.key = b.key AND r.worker = b.worker
 
 -- name: clock
-SELECT now() AS now
+SELECT statement_timestamp() AS now
 
 -- name: buckets_store
 -- Writes back the buckets after a lease took tokens (queue buckets are created here).
