@@ -30,6 +30,7 @@ from conveyor.server.loops.command_timeouts import CommandTimeouts
 from conveyor.server.loops.promoter import Promoter
 from conveyor.server.loops.reaper import Reaper
 from conveyor.server.loops.scheduler import SchedulerLoop
+from conveyor.server.loops.statistics import StatisticsLoop
 from conveyor.server.rpc import unimplemented
 from conveyor.server.rpc.commands import CommandServicer
 from conveyor.server.rpc.export import ExportServicer
@@ -81,7 +82,7 @@ class Services:
         notifier = Notifier(listener)
         promoter = Promoter(ctx.pool)
         ctx.loops += [notifier, promoter, Reaper(ctx.pool, on_retry=promoter.poke)]
-        ctx.loops.append(ApprovalTimeouts(ctx.pool))
+        ctx.loops += [ApprovalTimeouts(ctx.pool), StatisticsLoop(ctx.pool)]
         leases = Leases(ctx.pool, on_retry=promoter.poke)
         task_servicer = TaskServicer(Tasks(ctx.pool, create_batcher, server_key=ctx.server_key))
         schedules = Schedules(ctx.pool, ScheduledTasks(), server_key=ctx.server_key)

@@ -92,13 +92,19 @@ attempts_ended AS (
 -- without a concurrency_key, of a kind without a rate limit (for every worker or this
 -- one). The others are leased under locks by store/lease_limits.py; `limited` (one such
 -- task) tells the caller that some wait there.
+-- The coalesce(…, true) around each `<> ALL` changes nothing (no NULLs on either side)
+-- but hides the test from the planner's estimates: compared with unknown values, a
+-- column with one distinct value (every task of one kind) makes `<> ALL` look like it
+-- passes no row, and the planner then sorts the queue's whole backlog (a bitmap scan)
+-- rather than read tasks_ready_idx in order and stop at `limit` (1 ms vs 0.06 ms with
+-- 2,000 ready tasks).
 ready AS (
     SELECT t.project, t.id
     FROM tasks t
     WHERE t.project = %(project)s AND t.state = 'QUEUED' AND t.queue = %(queue)s
       AND t.concurrency_key IS NULL
-      AND t.kind <> ALL ((SELECT conveyor_rate_kinds(%(project)s, %(worker)s))::text[])
-      AND t.queue <> ALL ((SELECT conveyor_closed_queues(%(project)s, true))::text[])
+      AND coalesce(t.kind <> ALL ((SELECT conveyor_rate_kinds(%(project)s, %(worker)s))::text[]), true)
+      AND coalesce(t.queue <> ALL ((SELECT conveyor_closed_queues(%(project)s, true))::text[]), true)
     ORDER BY t.priority, t.schedule_time, t.id
     LIMIT %(limit)s::integer
     FOR UPDATE OF t SKIP LOCKED
@@ -120,8 +126,8 @@ ready AS (
     FROM tasks t
     WHERE t.project = %(project)s AND t.state = 'QUEUED' AND t.queue = ANY (%(queues)s::text[])
       AND t.concurrency_key IS NULL
-      AND t.kind <> ALL ((SELECT conveyor_rate_kinds(%(project)s, %(worker)s))::text[])
-      AND t.queue <> ALL ((SELECT conveyor_closed_queues(%(project)s, true))::text[])
+      AND coalesce(t.kind <> ALL ((SELECT conveyor_rate_kinds(%(project)s, %(worker)s))::text[]), true)
+      AND coalesce(t.queue <> ALL ((SELECT conveyor_closed_queues(%(project)s, true))::text[]), true)
     ORDER BY t.priority, t.schedule_time, t.id
     LIMIT %(limit)s::integer
     FOR UPDATE OF t SKIP LOCKED

@@ -1,0 +1,128 @@
+"""The statistics loop: ANALYZE of `tasks` once a burst made its statistics stale, by one
+replica at a time; and the lease plan those statistics give."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest_asyncio
+from psycopg import AsyncRawCursor
+
+from conveyor.server.loops.statistics import StatisticsLoop
+from conveyor.server.store import leases
+from conveyor.server.store.db import Pool, open_pool
+
+
+@pytest_asyncio.fixture
+async def pool(database_url: str) -> AsyncIterator[Pool]:
+    made = await open_pool(database_url, min_size=1, max_size=2)
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+async def _burst(database_url: str, n: int) -> None:
+    """n QUEUED tasks in one statement, its statistics flushed at once."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO tasks (project, id, queue, kind, state, root_task)"
+            " SELECT 'default', id, 'burst', 'k', 'QUEUED', id"
+            " FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, %s)) AS g",
+            [n],
+        )
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+
+
+async def _last_analyze(database_url: str) -> object:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT last_analyze FROM pg_stat_user_tables"
+            " WHERE schemaname = current_schema() AND relname = 'tasks'"
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return row[0]
+
+
+async def _until_counted(database_url: str, changes: int, within: float = 15.0) -> None:
+    """Until the statistics views show `changes` rows changed since the last analyze."""
+    deadline = time.monotonic() + within
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        while True:
+            cur = await conn.execute(
+                "SELECT n_mod_since_analyze FROM pg_stat_user_tables"
+                " WHERE schemaname = current_schema() AND relname = 'tasks'"
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0] >= changes:
+                return
+            assert time.monotonic() < deadline, "the burst was never counted"
+            await asyncio.sleep(0.1)
+
+
+async def _until_analyzed(loop: StatisticsLoop, within: float = 15.0) -> None:
+    # Backends publish their counters shortly after their transactions end.
+    deadline = time.monotonic() + within
+    while await loop.run_once() != ["tasks"]:
+        assert time.monotonic() < deadline, "tasks was never found stale"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_burst_gets_tasks_analyzed_once(pool: Pool, database_url: str) -> None:
+    loop = StatisticsLoop(pool, min_changes=1000)
+    await _burst(database_url, 300)
+    await _until_counted(database_url, 300)
+    assert await loop.run_once() == []  # below min_changes: left to autovacuum
+    assert await _last_analyze(database_url) is None
+
+    await _burst(database_url, 2000)
+    await _until_analyzed(loop)
+    assert await _last_analyze(database_url) is not None
+    assert await loop.run_once() == []  # fresh now
+
+
+async def test_a_replica_analyzing_makes_the_others_skip(pool: Pool, database_url: str) -> None:
+    loop = StatisticsLoop(pool, min_changes=1000)
+    await _burst(database_url, 2000)
+    async with await psycopg.AsyncConnection.connect(database_url) as other:
+        # Another replica holds the table's claim (its transaction stays open).
+        await other.execute("SELECT pg_advisory_xact_lock(hashtext('conveyor.analyze.tasks'))")
+        await _until_counted(database_url, 2000)
+        assert await loop.run_once() == []
+        assert await _last_analyze(database_url) is None
+        await other.rollback()
+    await _until_analyzed(loop)
+
+
+async def test_once_analyzed_a_lease_reads_the_queue_in_order(
+    pool: Pool, database_url: str
+) -> None:
+    """With fresh statistics (every task of one kind), the lease statement walks
+    tasks_ready_idx in lease order and stops at its limit: no sort of the backlog."""
+    await _burst(database_url, 3000)
+    await _until_analyzed(StatisticsLoop(pool, min_changes=1000))
+    statement = leases._SETTLE_ONE_QUEUE
+    params = dict.fromkeys(statement.names)
+    params.update(project="default", worker="w", queue="burst", queues=["burst"], limit=1)
+    async with (
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn,
+        AsyncRawCursor(conn) as cur,
+    ):
+        await cur.execute("EXPLAIN (FORMAT JSON) " + statement.text, statement.args(params))
+        row = await cur.fetchone()
+    assert row is not None
+    ready = next(p for p in _nodes(row[0][0]["Plan"]) if p.get("Subplan Name") == "CTE ready")
+    scans = [p for p in _nodes(ready) if "Scan" in p["Node Type"]]
+    assert [(p["Node Type"], p.get("Index Name")) for p in scans] == [
+        ("Index Scan", "tasks_ready_idx")
+    ]
+    assert not [p for p in _nodes(ready) if p["Node Type"] == "Sort"]
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan] + [n for child in plan.get("Plans", []) for n in _nodes(child)]
