@@ -258,6 +258,45 @@ async def test_a_watch_from_now_opens_with_a_keepalive_that_is_its_cursor(
     await watch.aclose()
 
 
+async def test_watchers_of_new_types_joining_a_busy_tail_miss_nothing(
+    client: EventClient, database_url: str
+) -> None:
+    """The tail reads only the types its watchers want; a watcher of another type that
+    joins while a read is in flight still gets every event of its type after its cursor."""
+    idle = client.watch_events(types=["idle.never"], keepalives=True)
+    await first_keepalive(idle)
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        while not stop.is_set():
+            await asyncio.to_thread(insert_events, database_url, 200, event_type="busy.a")
+            await asyncio.to_thread(insert_events, database_url, 200, event_type="busy.b")
+
+    writing = asyncio.create_task(writer())
+    try:
+        joined = []
+        for event_type in ("busy.a", "busy.b") * 4:
+            watch = client.watch_events(types=[event_type], keepalives=True)
+            joined.append((event_type, watch, await first_keepalive(watch)))
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        await writing
+    with psycopg.connect(database_url) as conn:
+        written = conn.execute("SELECT id, type FROM events WHERE type LIKE 'busy.%' ORDER BY id")
+        by_type: dict[str, list[int]] = {}
+        for event_id, event_type in written:
+            by_type.setdefault(event_type, []).append(event_id)
+    for event_type, watch, start in joined:
+        expected = [i for i in by_type[event_type] if i > start]
+        assert expected
+        got = await collect(watch, len(expected))
+        assert [e.id for e in got] == expected
+        await watch.aclose()
+    await idle.aclose()
+
+
 async def test_a_filtered_watch_advances_its_cursor_past_what_it_skips(
     server: ConveyorServer, client: EventClient
 ) -> None:
