@@ -9,6 +9,7 @@ Tiers (see STYLE.md, habit 10):
 - `server`: a real ConveyorServer on 127.0.0.1:0 over `database_url`. Override the
   `server_hooks` fixture (in a conftest or a test module) to plug in services, auth
   interceptors and the bootstrap step.
+- `replica`: a second server on the same database (two replicas of one deployment).
 
 PostgreSQL comes from DATABASE_URL when set (CI against a real server), else from an
 embedded PostgreSQL started in a temporary directory for the session.
@@ -171,6 +172,17 @@ async def server(
         yield running
     finally:
         await running.stop()
+
+
+@pytest_asyncio.fixture
+async def replica(server_settings: Settings, tmp_path: Path) -> AsyncIterator[ConveyorServer]:
+    """A second server on the `server` fixture's database."""
+    other = ConveyorServer(server_settings.replace(data_dir=tmp_path / "replica"), default_hooks())
+    await other.start()
+    try:
+        yield other
+    finally:
+        await other.stop()
 
 
 @pytest.fixture

@@ -19,33 +19,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest_asyncio
 
 from conveyor.client import AsyncClient, TaskContext, TaskSpec, Worker
 from conveyor.server.app import ConveyorServer
 from conveyor.server.domain import flow
 from conveyor.server.domain.leases import Leases, Take
-from conveyor.server.services import default_hooks
-from conveyor.server.settings import Settings
 from conveyor.server.store.db import open_pool
 
 PROJECT = "alpha"
 Handler = Callable[[TaskContext], Awaitable[Any]]
-
-
-@pytest_asyncio.fixture
-async def replica(server_settings: Settings, tmp_path: Path) -> AsyncIterator[ConveyorServer]:
-    """A second server on the `server` fixture's database."""
-    other = ConveyorServer(server_settings.replace(data_dir=tmp_path / "replica"), default_hooks())
-    await other.start()
-    try:
-        yield other
-    finally:
-        await other.stop()
 
 
 @dataclass

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import psycopg
-import pytest_asyncio
 
 from conveyor.server.app import ConveyorServer
-from conveyor.server.services import default_hooks
-from conveyor.server.settings import Settings
 from conveyor.v1 import (
     enums_pb2,
     task_pb2,
@@ -27,17 +22,6 @@ PARENT = "projects/alpha"
 TASKS = 2000
 WORKERS = 4
 BATCH = 250
-
-
-@pytest_asyncio.fixture
-async def replica(server_settings: Settings, tmp_path: Path) -> AsyncIterator[ConveyorServer]:
-    """A second server on the `server` fixture's database."""
-    other = ConveyorServer(server_settings.replace(data_dir=tmp_path / "replica"), default_hooks())
-    await other.start()
-    try:
-        yield other
-    finally:
-        await other.stop()
 
 
 async def create_batch(tasks: task_service_pb2_grpc.TaskServiceAsyncStub, key: str) -> None:
