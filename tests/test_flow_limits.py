@@ -207,3 +207,24 @@ async def test_kind_rate_limit_per_worker(pools: list[Pool], conn: Conn) -> None
     # Another worker is not limited.
     other = await leases.settle(PROJECT, (), Take("w2", ("kr",), 5))
     assert len(other.leased) == 5
+
+
+async def test_a_task_past_a_window_of_blocked_keys_is_leased(
+    pools: list[Pool], conn: Conn
+) -> None:
+    """The limited path looks at a few candidates first; when a key of their own holds
+    them all back, it looks further down the queue (up to lease_limits.SCAN)."""
+    blocked = await insert_tasks(conn, 40, queue="w", priority=1)
+    (free,) = await insert_tasks(conn, 1, queue="w", priority=9)
+    await conn.execute("UPDATE tasks SET concurrency_key = 'busy' WHERE id = ANY(%s)", [blocked])
+    await conn.execute("UPDATE tasks SET concurrency_key = 'idle' WHERE id = %s", [free])
+    # Something already runs under key busy (limit 1).
+    (running,) = await insert_tasks(conn, 1, queue="elsewhere")
+    await conn.execute(
+        "UPDATE tasks SET concurrency_key = 'busy', state = 'RUNNING',"
+        " lease_id = gen_random_uuid(), lease_expire_time = now() + interval '1 minute'"
+        " WHERE id = %s",
+        [running],
+    )
+    rows = await Leases(pools[0]).take(PROJECT, Take("w", ("w",), 1))
+    assert [r.id for r in rows] == [free]

@@ -100,6 +100,9 @@ class Admission:
     """Seconds until a rate-limited candidate could start (None: none was rate limited)."""
     rate_limited: int = 0
     concurrency_limited: int = 0
+    passed_over_own: int = 0
+    """Candidates held back by a limit of their own (concurrency key, kind bucket) rather
+    than their queue's: later candidates of the same queue may still be admitted."""
 
 
 def admit(
@@ -128,6 +131,7 @@ def admit(
         if c.concurrency_key is not None and (
             lock_key(project, "key", c.concurrency_key) not in locked
         ):
+            out.passed_over_own += 1
             continue
         if c.max_concurrency > 0 and running_queue.get(c.queue, 0) >= c.max_concurrency:
             out.concurrency_limited += 1
@@ -136,16 +140,20 @@ def admit(
             running_key.get(c.concurrency_key, 0) >= max(1, c.concurrency_limit)
         ):
             out.concurrency_limited += 1
+            out.passed_over_own += 1
             continue
         ids = list(kind_buckets.get(c.kind, []))
         if c.rate_limit:
             ids.append(("queue", c.queue, ""))
         applying = [buckets[i] for i in ids if i in buckets]
         if any(lock_key(project, "rate", *b.id) not in locked for b in applying):
+            out.passed_over_own += 1
             continue
         empty = [b for b in applying if b.tokens < 1]
         if empty:
             out.rate_limited += 1
+            if any(b.id[0] == "kind" for b in empty):
+                out.passed_over_own += 1
             wait = max(b.wait() for b in empty)
             out.rate_wait = wait if out.rate_wait is None else min(out.rate_wait, wait)
             continue

@@ -373,15 +373,43 @@ class Leases:
         return result
 
 
+_WINDOW = 16
+"""Candidates the limited path looks at first (at least; 4 per wanted task)."""
+
+
 async def _take_limited(
     conn: Any, project: str, take: Take, want: int
 ) -> tuple[list[TaskRow], float | None]:
     """Leases up to `want` tasks that limits apply to, under the advisory locks of those
-    limits; also the seconds until a rate-limited task could start, if one waits."""
+    limits; also the seconds until a rate-limited task could start, if one waits.
+
+    Looks at a few candidates first (the head of the queue is what a lease takes, and
+    each candidate costs locks, reads and Python work), and at up to SCAN of them, in a
+    second transaction, only when that window was full and limits of the candidates'
+    own (concurrency keys, kind buckets) or other queues held it back, so that tasks
+    further down may pass.
+    """
+    window = min(lease_limits.SCAN, max(_WINDOW, 4 * want))
+    rows, wait, retry = await _take_limited_pass(conn, project, take, want, window)
+    if retry and len(rows) < want and window < lease_limits.SCAN:
+        more, later, _ = await _take_limited_pass(
+            conn, project, take, want - len(rows), lease_limits.SCAN
+        )
+        rows = rows + more
+        if later is not None:
+            wait = later if wait is None else min(wait, later)
+    return rows, wait
+
+
+async def _take_limited_pass(
+    conn: Any, project: str, take: Take, want: int, scan: int
+) -> tuple[list[TaskRow], float | None, bool]:
+    """One transaction of the limited path over the first `scan` candidates; also
+    whether a wider look could admit more."""
     async with conn.transaction():
-        seen = await lease_limits.candidates(conn, project, take.queues)
+        seen = await lease_limits.candidates(conn, project, take.queues, scan)
         if not seen:
-            return [], None
+            return [], None, False
         kinds = sorted({c.kind for c in seen})
         kind_buckets = await lease_limits.kind_limits(conn, project, take.worker, kinds)
         locks: set[str] = set()
@@ -395,11 +423,11 @@ async def _take_limited(
             for bid in kind_buckets.get(c.kind, []):
                 locks.add(flow.lock_key(project, "rate", *bid))
         if not locks:
-            return [], None
+            return [], None, False
         # Sorted, so two leasers never wait for each other's locks in a cycle.
         await lease_limits.lock(conn, sorted(locks))
         # A new statement, a new snapshot: it sees every lease committed under the locks.
-        fresh = await lease_limits.candidates(conn, project, take.queues)
+        fresh = await lease_limits.candidates(conn, project, take.queues, scan)
         limited_queues = sorted({c.queue for c in fresh if c.max_concurrency > 0})
         keys = sorted({c.concurrency_key for c in fresh if c.concurrency_key is not None})
         per_queue, per_key = await lease_limits.running(conn, project, limited_queues, keys)
@@ -432,7 +460,8 @@ async def _take_limited(
             await lease_limits.store_buckets(
                 conn, project, [b for b in buckets.values() if b.taken]
             )
-    return rows, admission.rate_wait
+    wider = len(fresh) >= scan and (admission.passed_over_own > 0 or len(take.queues) > 1)
+    return rows, admission.rate_wait, wider
 
 
 def _refusal(report: Report, lookup: store.Lookup) -> TaskRow | ConveyorError:

@@ -20,8 +20,9 @@ SCAN = 500
 
 
 async def candidates(
-    conn: AsyncConnection[Any], project: str, queues: Sequence[str]
+    conn: AsyncConnection[Any], project: str, queues: Sequence[str], scan: int = SCAN
 ) -> list[Candidate]:
+    """The first `scan` ready tasks of `queues` in lease order."""
     one = len(queues) == 1
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
@@ -30,7 +31,7 @@ async def candidates(
                 "project": project,
                 "queues": list(queues),
                 "queue": queues[0] if one else "",
-                "scan": SCAN,
+                "scan": scan,
             },
         )
         return [Candidate(**r) for r in await cur.fetchall()]
