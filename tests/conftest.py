@@ -9,6 +9,7 @@ Tiers (see STYLE.md, habit 10):
 - `server`: a real ConveyorServer on 127.0.0.1:0 over `database_url`. Override the
   `server_hooks` fixture (in a conftest or a test module) to plug in services, auth
   interceptors and the bootstrap step.
+- `pool` / `conn`: a small pool, or one autocommit connection, on `database_url`.
 - `replica`: a second server on the same database (two replicas of one deployment).
 
 PostgreSQL comes from DATABASE_URL when set (CI against a real server), else from an
@@ -33,6 +34,7 @@ from conveyor.server.app import ConveyorServer, ServerHooks
 from conveyor.server.embedded import EmbeddedPostgres
 from conveyor.server.services import default_hooks
 from conveyor.server.settings import Settings
+from conveyor.server.store.db import Pool, open_pool
 from conveyor.server.store.migrate import migrate
 
 DatabaseFactory = Callable[..., str]
@@ -140,6 +142,23 @@ async def db_conn(
         # Not autocommit: the first statement opens the transaction we roll back.
         yield conn
         await conn.rollback()
+
+
+@pytest_asyncio.fixture
+async def pool(database_url: str) -> AsyncIterator[Pool]:
+    """A small pool of the server's kind on `database_url` (for domain and store tests)."""
+    made = await open_pool(database_url, min_size=1, max_size=4)
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+@pytest_asyncio.fixture
+async def conn(database_url: str) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
+    """An autocommit connection to `database_url` (committed setup and checks)."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
+        yield c
 
 
 @pytest.fixture

@@ -46,12 +46,6 @@ async def pools(database_url: str) -> AsyncIterator[list[Pool]]:
             await p.close()
 
 
-@pytest_asyncio.fixture
-async def conn(database_url: str) -> AsyncIterator[Conn]:
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
-        yield c
-
-
 async def set_queue(conn: Conn, queue: str, *, max_concurrency: int = 0, rate: str = "") -> None:
     await conn.execute(
         "INSERT INTO queues (project, id, max_concurrency, rate_limit) VALUES (%s, %s, %s, %s)"

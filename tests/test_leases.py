@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
-import pytest_asyncio
 from psycopg.rows import TupleRow
 
 from conveyor.server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -23,7 +21,7 @@ from conveyor.server.domain.leases import (
     task_ref,
 )
 from conveyor.server.domain.task_ids import TaskIds
-from conveyor.server.store.db import Pool, open_pool
+from conveyor.server.store.db import Pool
 
 PROJECT = "default"
 _ids = TaskIds()
@@ -87,21 +85,6 @@ async def event_types(conn: psycopg.AsyncConnection[Any], task_id: uuid.UUID) ->
         [f"projects/{PROJECT}/tasks/{task_id}"],
     )
     return [r[0] for r in await cur.fetchall()]
-
-
-@pytest_asyncio.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    p = await open_pool(database_url, min_size=1, max_size=4)
-    try:
-        yield p
-    finally:
-        await p.close()
-
-
-@pytest_asyncio.fixture
-async def conn(database_url: str) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
-        yield c
 
 
 def take(worker: str = "w1", limit: int = 1, queues: tuple[str, ...] = ("q",)) -> Take:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
-import pytest_asyncio
 from psycopg.rows import TupleRow, dict_row
 
 from conveyor.server.domain.errors import FailedPrecondition
@@ -81,21 +79,6 @@ def take(worker: str = "w1", limit: int = 1, queues: tuple[str, ...] = ("q",)) -
 
 def ref(task_id: uuid.UUID) -> TaskRef:
     return TaskRef(PROJECT, task_id)
-
-
-@pytest_asyncio.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    p = await open_pool(database_url, min_size=1, max_size=4)
-    try:
-        yield p
-    finally:
-        await p.close()
-
-
-@pytest_asyncio.fixture
-async def conn(database_url: str) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
-        yield c
 
 
 async def db_now(conn: psycopg.AsyncConnection[Any]) -> datetime:

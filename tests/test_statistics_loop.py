@@ -5,25 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
-import pytest_asyncio
 from psycopg import AsyncRawCursor
 
 from conveyor.server.loops.statistics import StatisticsLoop
 from conveyor.server.store import leases
-from conveyor.server.store.db import Pool, open_pool
-
-
-@pytest_asyncio.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    made = await open_pool(database_url, min_size=1, max_size=2)
-    try:
-        yield made
-    finally:
-        await made.close()
+from conveyor.server.store.db import Pool
 
 
 async def _burst(database_url: str, n: int) -> None:
