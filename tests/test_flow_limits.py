@@ -15,6 +15,7 @@ import psycopg
 import pytest_asyncio
 from psycopg.rows import TupleRow
 
+from conveyor.server.domain import rates
 from conveyor.server.domain.leases import Completion, Leases, Take, TaskRef
 from conveyor.server.domain.task_ids import TaskIds
 from conveyor.server.store.db import Pool, open_pool
@@ -207,7 +208,7 @@ async def test_a_task_past_a_window_of_blocked_keys_is_leased(
     pools: list[Pool], conn: Conn
 ) -> None:
     """The limited path looks at a few candidates first; when a key of their own holds
-    them all back, it looks further down the queue (up to lease_limits.SCAN)."""
+    them all back, it looks further down the queue (up to store.leases.SCAN)."""
     blocked = await insert_tasks(conn, 40, queue="w", priority=1)
     (free,) = await insert_tasks(conn, 1, queue="w", priority=9)
     await conn.execute("UPDATE tasks SET concurrency_key = 'busy' WHERE id = ANY(%s)", [blocked])
@@ -222,3 +223,23 @@ async def test_a_task_past_a_window_of_blocked_keys_is_leased(
     )
     rows = await Leases(pools[0]).take(PROJECT, Take("w", ("w",), 1))
     assert [r.id for r in rows] == [free]
+
+
+async def test_rate_grammar_in_sql(conn: Conn) -> None:
+    """The lease statement parses the stored rates itself; a bucket holds a fifth of a
+    second's worth of tokens, at least one."""
+    cur = await conn.execute(
+        "SELECT conveyor_rate_per_second(r), conveyor_rate_burst(conveyor_rate_per_second(r))"
+        " FROM unnest(%s::text[]) AS r",
+        [["10/s", "2/s", "120/m", "7200/h", "1000000/s"]],
+    )
+    assert await cur.fetchall() == [
+        (10.0, 2.0),
+        (2.0, 1.0),
+        (2.0, 1.0),
+        (2.0, 1.0),
+        (1_000_000.0, 200_000.0),
+    ]
+    for rate in ("10/s", "120/m", "7200/h"):
+        parsed = rates.parse(rate, "rate")
+        assert parsed is not None and str(parsed) == rate

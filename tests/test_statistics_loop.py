@@ -105,7 +105,7 @@ async def test_once_analyzed_a_lease_reads_the_queue_in_order(
         await cur.execute("EXPLAIN (FORMAT JSON) " + statement.text, statement.args(params))
         row = await cur.fetchone()
     assert row is not None
-    ready = next(p for p in _nodes(row[0][0]["Plan"]) if p.get("Subplan Name") == "CTE ready")
+    ready = next(p for p in _nodes(row[0][0]["Plan"]) if p.get("Subplan Name") == "CTE ready_plain")
     scans = [p for p in _nodes(ready) if "Scan" in p["Node Type"]]
     assert [(p["Node Type"], p.get("Index Name")) for p in scans] == [
         ("Index Scan", "tasks_ready_idx")

@@ -23,7 +23,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import flow, names
+from conveyor.server.domain import names
 from conveyor.server.domain.errors import (
     ConveyorError,
     FailedPrecondition,
@@ -32,7 +32,6 @@ from conveyor.server.domain.errors import (
     PreconditionViolation,
     Violations,
 )
-from conveyor.server.store import lease_limits
 from conveyor.server.store import leases as store
 from conveyor.server.store.task_rows import TaskRow
 
@@ -246,7 +245,8 @@ class Settled:
 
 class Leases:
     """Leasing and reports over the pool; each call is one statement (plus a lookup when a
-    report is refused)."""
+    report is refused). Flow control (max_concurrency, concurrency keys, rate limits) is
+    decided in that statement, under advisory locks: store/migrations/0009."""
 
     def __init__(
         self,
@@ -315,13 +315,8 @@ class Leases:
                 )
                 for i, lookup in zip(missed, found, strict=True):
                     outcomes[i] = _refusal(reports[i], lookup)
-            leased = settled.leased
-            retry_after = None
-            if take is not None and settled.limited and len(leased) < take.limit:
-                more, retry_after = await _take_limited(
-                    conn, project, take, take.limit - len(leased)
-                )
-                leased = leased + more
+        leased = settled.leased
+        retry_after = settled.rate_wait if take is not None and len(leased) < take.limit else None
         if self._on_retry is not None and any(
             row.state == "SCHEDULED" for row in settled.failed.values()
         ):
@@ -371,97 +366,6 @@ class Leases:
         if isinstance(result, ConveyorError):
             raise result
         return result
-
-
-_WINDOW = 16
-"""Candidates the limited path looks at first (at least; 4 per wanted task)."""
-
-
-async def _take_limited(
-    conn: Any, project: str, take: Take, want: int
-) -> tuple[list[TaskRow], float | None]:
-    """Leases up to `want` tasks that limits apply to, under the advisory locks of those
-    limits; also the seconds until a rate-limited task could start, if one waits.
-
-    Looks at a few candidates first (the head of the queue is what a lease takes, and
-    each candidate costs locks, reads and Python work), and at up to SCAN of them, in a
-    second transaction, only when that window was full and limits of the candidates'
-    own (concurrency keys, kind buckets) or other queues held it back, so that tasks
-    further down may pass.
-    """
-    window = min(lease_limits.SCAN, max(_WINDOW, 4 * want))
-    rows, wait, retry = await _take_limited_pass(conn, project, take, want, window)
-    if retry and len(rows) < want and window < lease_limits.SCAN:
-        more, later, _ = await _take_limited_pass(
-            conn, project, take, want - len(rows), lease_limits.SCAN
-        )
-        rows = rows + more
-        if later is not None:
-            wait = later if wait is None else min(wait, later)
-    return rows, wait
-
-
-async def _take_limited_pass(
-    conn: Any, project: str, take: Take, want: int, scan: int
-) -> tuple[list[TaskRow], float | None, bool]:
-    """One transaction of the limited path over the first `scan` candidates; also
-    whether a wider look could admit more."""
-    async with conn.transaction():
-        seen = await lease_limits.candidates(conn, project, take.queues, scan)
-        if not seen:
-            return [], None, False
-        kinds = sorted({c.kind for c in seen})
-        kind_buckets = await lease_limits.kind_limits(conn, project, take.worker, kinds)
-        locks: set[str] = set()
-        for c in seen:
-            if c.max_concurrency > 0 or c.rate_limit:
-                locks.add(flow.lock_key(project, "queue", c.queue))
-            if c.rate_limit:
-                locks.add(flow.lock_key(project, "rate", "queue", c.queue, ""))
-            if c.concurrency_key is not None:
-                locks.add(flow.lock_key(project, "key", c.concurrency_key))
-            for bid in kind_buckets.get(c.kind, []):
-                locks.add(flow.lock_key(project, "rate", *bid))
-        if not locks:
-            return [], None, False
-        # Sorted, so two leasers never wait for each other's locks in a cycle.
-        await lease_limits.lock(conn, sorted(locks))
-        # A new statement, a new snapshot: it sees every lease committed under the locks.
-        fresh = await lease_limits.candidates(conn, project, take.queues, scan)
-        limited_queues = sorted({c.queue for c in fresh if c.max_concurrency > 0})
-        keys = sorted({c.concurrency_key for c in fresh if c.concurrency_key is not None})
-        per_queue, per_key = await lease_limits.running(conn, project, limited_queues, keys)
-        wanted: dict[flow.BucketId, str | None] = {}
-        for c in fresh:
-            if c.rate_limit:
-                wanted[("queue", c.queue, "")] = c.rate_limit
-            for bid in kind_buckets.get(c.kind, []):
-                wanted[bid] = None
-        buckets = await lease_limits.buckets(conn, project, wanted) if wanted else {}
-        admission = flow.admit(
-            fresh,
-            want,
-            running_queue=per_queue,
-            running_key=per_key,
-            buckets=buckets,
-            kind_buckets=kind_buckets,
-            locked=locks,
-            project=project,
-        )
-        rows: list[TaskRow] = []
-        if admission.chosen:
-            rows = await store.lease_chosen(
-                conn,
-                project=project,
-                worker=take.worker,
-                ids=[c.id for c in admission.chosen],
-                lease_ms=take.lease_ms,
-            )
-            await lease_limits.store_buckets(
-                conn, project, [b for b in buckets.values() if b.taken]
-            )
-    wider = len(fresh) >= scan and (admission.passed_over_own > 0 or len(take.queues) > 1)
-    return rows, admission.rate_wait, wider
 
 
 def _refusal(report: Report, lookup: store.Lookup) -> TaskRow | ConveyorError:

@@ -56,14 +56,18 @@ def _compact(text: LiteralString) -> _Raw:
 
 _BLOCKS = sql.load_blocks("lease_report")
 _SETTLE_ONE_QUEUE = _compact(
-    ",\n".join((_BLOCKS["reports"], _BLOCKS["ready_one_queue"], _BLOCKS["lease"]))
+    ",\n".join((_BLOCKS["reports"], _BLOCKS["ready_one_queue"], _BLOCKS["admit"], _BLOCKS["lease"]))
 )
 _SETTLE_MANY_QUEUES = _compact(
-    ",\n".join((_BLOCKS["reports"], _BLOCKS["ready_many_queues"], _BLOCKS["lease"]))
+    ",\n".join(
+        (_BLOCKS["reports"], _BLOCKS["ready_many_queues"], _BLOCKS["admit"], _BLOCKS["lease"])
+    )
 )
-_SETTLE_CHOSEN = _compact(
-    ",\n".join((_BLOCKS["reports"], _BLOCKS["ready_chosen"], _BLOCKS["lease"]))
-)
+
+WINDOW = 16
+"""Candidates a limited lease looks at first (at least; 4 per wanted task)."""
+SCAN = 500
+"""Most candidates a limited lease looks at, when the window's own limits held it back."""
 _LOOKUP = sql.load("lease_lookup")
 _EXTEND = sql.load("lease_extend")
 
@@ -102,8 +106,8 @@ class Settled:
     failed: dict[uuid.UUID, TaskRow]
     leased: list[TaskRow]
     """In lease order: priority, schedule_time, id."""
-    limited: bool = False
-    """Ready tasks that limits apply to wait: store/lease_limits.py may lease them."""
+    rate_wait: float | None = None
+    """Seconds until a ready task that a rate limit held back could start (None: none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,61 +165,31 @@ async def settle(
         "queues": queues,
         "limit": take.limit if take else 0,
         "lease_ms": take.lease_ms if take else None,
+        "window": WINDOW,
+        "scan": SCAN,
     }
     succeeded: dict[uuid.UUID, TaskRow] = {}
     failed: dict[uuid.UUID, TaskRow] = {}
     leased: list[TaskRow] = []
-    limited = False
+    rate_wait: float | None = None
     statement = _SETTLE_MANY_QUEUES if len(queues) > 1 else _SETTLE_ONE_QUEUE
     async with AsyncRawCursor(conn, row_factory=dict_row) as cur:
         # Prepared at once: planning this statement costs more than running it.
         await cur.execute(statement.text, statement.args(params), prepare=True)
         for raw in await cur.fetchall():
-            row = task_row(raw)
             outcome = raw["outcome"]
-            if outcome == "limited":
-                limited = True
-            elif outcome == "leased":
+            if outcome == "rate_wait":
+                rate_wait = raw["rate_wait"]
+                continue
+            row = task_row(raw)
+            if outcome == "leased":
                 leased.append(row)
             elif outcome == "succeeded":
                 succeeded[row.id] = row
             else:
                 failed[row.id] = row
     leased.sort(key=_lease_order)
-    return Settled(succeeded, failed, leased, limited)
-
-
-async def lease_chosen(
-    conn: AsyncConnection[Any],
-    *,
-    project: str,
-    worker: str,
-    ids: Sequence[uuid.UUID],
-    lease_ms: int | None,
-) -> list[TaskRow]:
-    """Leases the tasks `ids` that are still QUEUED (waiting for their row locks)."""
-    params = {
-        "project": project,
-        "c_ids": None,
-        "c_lease_ids": None,
-        "c_results": None,
-        "c_summaries": None,
-        "c_resume_tokens": None,
-        "f_ids": None,
-        "f_lease_ids": None,
-        "f_errors": None,
-        "f_retryable": None,
-        "rand": None,
-        "worker": worker,
-        "chosen": list(ids),
-        "limit": 0,
-        "lease_ms": lease_ms,
-    }
-    async with AsyncRawCursor(conn, row_factory=dict_row) as cur:
-        await cur.execute(_SETTLE_CHOSEN.text, _SETTLE_CHOSEN.args(params), prepare=True)
-        rows = [task_row(r) for r in await cur.fetchall() if r["outcome"] == "leased"]
-    rows.sort(key=_lease_order)
-    return rows
+    return Settled(succeeded, failed, leased, rate_wait)
 
 
 async def lookup(

@@ -558,3 +558,341 @@ CREATE TABLE task_dedupe_keys (
 );
 
 CREATE INDEX task_dedupe_keys_task_idx ON task_dedupe_keys (project, task_id);
+
+-- Lease admission (0009): the limited lease path as one function call inside the lease
+-- statement (the limits and the names of their locks: migrations/0009_lease_admission.sql).
+CREATE TYPE conveyor_lease_candidate AS (
+    id uuid,
+    queue text,
+    kind text,
+    concurrency_key text,
+    concurrency_limit integer,
+    max_concurrency integer,
+    rate_limit text
+);
+
+-- Tokens a second of a normalised rate "<count>/<s|m|h>" (domain/rates.py).
+CREATE FUNCTION conveyor_rate_per_second(rate text) RETURNS double precision
+LANGUAGE sql IMMUTABLE
+RETURN split_part(rate, '/', 1)::double precision
+    / CASE split_part(rate, '/', 2) WHEN 'm' THEN 60 WHEN 'h' THEN 3600 ELSE 1 END;
+
+-- The most tokens a bucket of `per_second` holds.
+CREATE FUNCTION conveyor_rate_burst(per_second double precision) RETURNS double precision
+LANGUAGE sql IMMUTABLE
+RETURN greatest(1, floor(per_second / 5));
+
+-- The first `size` ready tasks of queues `qs` that a limit applies to, in lease order,
+-- leaving out `skip`, with their queue's limits; `kinds`: the kinds rate limited for the
+-- worker. Each queue is read in order from tasks_ready_idx and stops at `size`, so a
+-- long backlog costs nothing. (A SQL function: inlined into the statement calling it.)
+CREATE FUNCTION conveyor_lease_candidates(
+    p text, qs text[], size integer, skip uuid[], kinds text[]
+) RETURNS SETOF conveyor_lease_candidate
+LANGUAGE sql STABLE AS $$
+    SELECT c.id, c.queue, c.kind, c.concurrency_key, c.concurrency_limit,
+           c.max_concurrency, c.rate_limit
+    FROM (SELECT DISTINCT u.queue FROM unnest(qs) AS u (queue)) AS u
+    LEFT JOIN queues q ON q.project = p AND q.id = u.queue
+    CROSS JOIN LATERAL (
+        SELECT t.id, t.queue, t.kind, t.concurrency_key, t.concurrency_limit,
+               coalesce(q.max_concurrency, 0) AS max_concurrency,
+               coalesce(q.rate_limit, '') AS rate_limit,
+               t.priority, t.schedule_time
+        FROM tasks t
+        WHERE t.project = p AND t.state = 'QUEUED' AND t.queue = u.queue
+          AND (coalesce(q.max_concurrency, 0) > 0 OR coalesce(q.rate_limit, '') <> ''
+               OR t.concurrency_key IS NOT NULL OR t.kind = ANY (kinds))
+          AND t.id <> ALL (coalesce(skip, '{}'))
+        ORDER BY t.priority, t.schedule_time, t.id
+        LIMIT size
+    ) AS c
+    WHERE NOT coalesce(q.paused, false)
+    ORDER BY c.priority, c.schedule_time, c.id
+    LIMIT size
+$$;
+
+-- Admits up to `want` ready tasks of queues `qs` that limits apply to, for worker `w`,
+-- and takes their tokens; the lease statement then leases `chosen`. Locks are held
+-- until that statement's transaction ends. Also returns the seconds until a
+-- rate-limited candidate could start (NULL: none was), and the clock read once the
+-- locks were held (a lease's start must not precede an end it waited for).
+--
+-- It looks at a window of max(win, 4 x want) candidates first (the head of the queue is
+-- what a lease takes, and each candidate costs locks and reads), and at up to `scan`
+-- only when that window was full and limits of the candidates' own (concurrency keys,
+-- kind buckets) or other queues held it back, so that tasks further down may pass. The
+-- wider look takes only the locks it gets at once (pg_try_advisory_xact_lock): the
+-- first look's locks are still held, and waiting for more out of order could deadlock.
+--
+-- `skip`: tasks the statement's unlimited part already took. `freed`/`freed_leases`:
+-- the (task, lease) pairs the same statement completes or fails, not counted as running.
+-- A candidate whose limit was not locked (a limit that appeared after the locks were
+-- taken) is left for the next lease.
+--
+-- Few statements, each cheap: this runs inside a worker's every lease of a limited
+-- queue. Maps are jsonb objects: rq (running per queue with max_concurrency), rk
+-- (running per concurrency key), kb (kind -> names of the kind buckets that apply to
+-- w); buckets are parallel arrays.
+-- Generic plans: planning these statements at each call would cost more than running
+-- them.
+CREATE FUNCTION conveyor_admit(
+    p text, w text, qs text[], want integer, win integer, scan integer,
+    skip uuid[], freed uuid[], freed_leases uuid[],
+    OUT chosen uuid[], OUT rate_wait double precision, OUT clock timestamptz
+)
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    size integer := least(scan, greatest(win, 4 * want));
+    kinds text[];
+    kb jsonb;
+    held text[] := '{}';
+    keys text[];
+    k text;
+    cands conveyor_lease_candidate[];
+    c conveyor_lease_candidate;
+    rq jsonb := '{}';
+    rk jsonb := '{}';
+    -- Buckets, one element each: name, scope, key, worker, rate, tokens a second, tokens,
+    -- when read, tokens taken, whether a row exists.
+    bn text[] := '{}';
+    bscope text[] := '{}';
+    bkey text[] := '{}';
+    bworker text[] := '{}';
+    brate text[] := '{}';
+    bps double precision[] := '{}';
+    btok double precision[] := '{}';
+    bat timestamptz[] := '{}';
+    btaken integer[] := '{}';
+    bstored boolean[] := '{}';
+    own integer := 0;
+    names text[];
+    n text;
+    i integer;
+    wait double precision;
+    unheld boolean;
+    kind_empty boolean;
+    pass integer;
+BEGIN
+    chosen := '{}';
+    clock := statement_timestamp();
+    IF want <= 0 THEN
+        RETURN;
+    END IF;
+    SELECT coalesce(array_agg(b.key), '{}'), coalesce(jsonb_object_agg(b.key, b.names), '{}')
+    INTO kinds, kb
+    FROM (
+        SELECT r.key, jsonb_agg('conveyor/rate/' || p || '/kind/' || r.key || '/' || r.worker) AS names
+        FROM rate_limits r
+        WHERE r.project = p AND r.scope = 'kind' AND r.worker IN ('', w)
+        GROUP BY r.key
+    ) AS b;
+    FOR pass IN 1..2 LOOP
+        IF pass = 2 THEN
+            EXIT WHEN NOT (cardinality(cands) >= size AND size < scan
+                           AND cardinality(chosen) < want
+                           AND (own > 0 OR cardinality(qs) > 1));
+            size := scan;
+        END IF;
+        -- The locks of the candidates as they are now, sorted.
+        SELECT array_agg(DISTINCT l.name COLLATE "C" ORDER BY l.name COLLATE "C")
+        INTO keys
+        FROM conveyor_lease_candidates(p, qs, size, skip || chosen, kinds) x
+        CROSS JOIN LATERAL (
+            SELECT 'conveyor/queue/' || p || '/' || x.queue
+            WHERE x.max_concurrency > 0 OR x.rate_limit <> ''
+            UNION ALL
+            SELECT 'conveyor/rate/' || p || '/queue/' || x.queue || '/' WHERE x.rate_limit <> ''
+            UNION ALL
+            SELECT 'conveyor/key/' || p || '/' || x.concurrency_key
+            WHERE x.concurrency_key IS NOT NULL
+            UNION ALL
+            SELECT jsonb_array_elements_text(kb -> x.kind)
+        ) AS l (name)
+        WHERE l.name <> ALL (held);
+        -- Every candidate has a limit, so no lock means no candidate.
+        IF keys IS NULL AND pass = 1 THEN
+            RETURN;
+        END IF;
+        FOREACH k IN ARRAY coalesce(keys, '{}') LOOP
+            IF pass = 1 THEN
+                PERFORM pg_advisory_xact_lock(hashtextextended(k, 0));
+                held := held || k;
+            ELSIF pg_try_advisory_xact_lock(hashtextextended(k, 0)) THEN
+                held := held || k;
+            END IF;
+        END LOOP;
+        IF pass = 1 THEN
+            clock := clock_timestamp();
+        END IF;
+        -- A new statement, a new snapshot: it sees every lease committed under the locks.
+        cands := ARRAY(SELECT x FROM conveyor_lease_candidates(p, qs, size, skip || chosen, kinds) x);
+        -- Running counts and buckets not read yet (those read in the first look carry its
+        -- admissions, and their locks are still held). Buckets are refilled to now; a
+        -- changed rate starts full. The clock is read after the locks: the previous holder
+        -- stored its own, and reading an earlier one here would move refill_time back and
+        -- hand out the tokens in between twice.
+        SELECT rq || coalesce((
+                   SELECT jsonb_object_agg(r.queue, r.n)
+                   FROM (
+                       SELECT t.queue, count(*) AS n
+                       FROM tasks t
+                       WHERE t.project = p AND t.state = 'RUNNING'
+                         AND t.queue = ANY (ARRAY(
+                             SELECT x.queue FROM unnest(cands) x
+                             WHERE x.max_concurrency > 0 AND NOT rq ? x.queue))
+                         AND NOT EXISTS (
+                             SELECT FROM unnest(freed, freed_leases) AS f (id, lease_id)
+                             WHERE f.id = t.id AND f.lease_id = t.lease_id)
+                       GROUP BY t.queue
+                   ) AS r), '{}'),
+               rk || coalesce((
+                   SELECT jsonb_object_agg(r.key, r.n)
+                   FROM (
+                       SELECT t.concurrency_key AS key, count(*) AS n
+                       FROM tasks t
+                       WHERE t.project = p AND t.state = 'RUNNING'
+                         AND t.concurrency_key = ANY (ARRAY(
+                             SELECT x.concurrency_key FROM unnest(cands) x
+                             WHERE x.concurrency_key IS NOT NULL AND NOT rk ? x.concurrency_key))
+                         AND NOT EXISTS (
+                             SELECT FROM unnest(freed, freed_leases) AS f (id, lease_id)
+                             WHERE f.id = t.id AND f.lease_id = t.lease_id)
+                       GROUP BY t.concurrency_key
+                   ) AS r), '{}'),
+               bn || coalesce(array_agg(b.name), '{}'),
+               bscope || coalesce(array_agg(b.scope), '{}'),
+               bkey || coalesce(array_agg(b.key), '{}'),
+               bworker || coalesce(array_agg(b.worker), '{}'),
+               brate || coalesce(array_agg(b.rate), '{}'),
+               bps || coalesce(array_agg(b.ps), '{}'),
+               btok || coalesce(array_agg(CASE
+                   WHEN r.tokens IS NULL OR r.rate IS DISTINCT FROM b.rate
+                       THEN conveyor_rate_burst(b.ps)
+                   ELSE least(
+                       conveyor_rate_burst(b.ps),
+                       r.tokens
+                       + greatest(0, extract(epoch FROM b.at - r.refill_time))::double precision
+                         * b.ps)
+               END), '{}'),
+               bat || coalesce(array_agg(b.at), '{}'),
+               btaken || coalesce(array_agg(0), '{}'),
+               bstored || coalesce(array_agg(r.project IS NOT NULL), '{}')
+        INTO rq, rk, bn, bscope, bkey, bworker, brate, bps, btok, bat, btaken, bstored
+        FROM (
+            SELECT DISTINCT ON (v.name) v.*, conveyor_rate_per_second(v.rate) AS ps,
+                   clock_timestamp() AS at
+            FROM (
+                SELECT 'conveyor/rate/' || p || '/queue/' || x.queue || '/' AS name,
+                       'queue' AS scope, x.queue AS key, '' AS worker, x.rate_limit AS rate
+                FROM unnest(cands) x
+                WHERE x.rate_limit <> ''
+                UNION ALL
+                SELECT 'conveyor/rate/' || p || '/kind/' || r.key || '/' || r.worker,
+                       'kind', r.key, r.worker, r.rate
+                FROM rate_limits r
+                WHERE kinds <> '{}' AND r.project = p AND r.scope = 'kind'
+                  AND r.worker IN ('', w)
+                  AND r.key = ANY (ARRAY(SELECT x.kind FROM unnest(cands) x))
+            ) AS v
+            WHERE v.name <> ALL (bn)
+        ) AS b
+        LEFT JOIN rate_limits r
+          ON r.project = p AND r.scope = b.scope AND r.key = b.key AND r.worker = b.worker;
+
+        -- Only plain expressions from here on (no queries but for kind buckets): this loop
+        -- runs per candidate.
+        FOREACH c IN ARRAY cands LOOP
+            EXIT WHEN cardinality(chosen) >= want;
+            IF (c.max_concurrency > 0 OR c.rate_limit <> '')
+               AND ('conveyor/queue/' || p || '/' || c.queue) <> ALL (held) THEN
+                CONTINUE;
+            END IF;
+            IF c.concurrency_key IS NOT NULL
+               AND ('conveyor/key/' || p || '/' || c.concurrency_key) <> ALL (held) THEN
+                own := own + 1;
+                CONTINUE;
+            END IF;
+            IF c.max_concurrency > 0
+               AND coalesce((rq ->> c.queue)::integer, 0) >= c.max_concurrency THEN
+                CONTINUE;
+            END IF;
+            IF c.concurrency_key IS NOT NULL
+               AND coalesce((rk ->> c.concurrency_key)::integer, 0)
+                   >= greatest(1, c.concurrency_limit) THEN
+                own := own + 1;
+                CONTINUE;
+            END IF;
+            names := CASE
+                WHEN c.rate_limit <> '' THEN ARRAY['conveyor/rate/' || p || '/queue/' || c.queue || '/']
+                ELSE '{}'::text[]
+            END;
+            IF kb ? c.kind THEN
+                names := names || ARRAY(SELECT jsonb_array_elements_text(kb -> c.kind));
+            END IF;
+            wait := NULL;
+            unheld := false;
+            kind_empty := false;
+            FOREACH n IN ARRAY names LOOP
+                i := array_position(bn, n);
+                CONTINUE WHEN i IS NULL;  -- the bucket went away: no limit
+                IF n <> ALL (held) THEN
+                    unheld := true;
+                ELSIF btok[i] < 1 THEN
+                    wait := greatest(wait, (1 - btok[i]) / bps[i]);
+                    kind_empty := kind_empty OR bscope[i] = 'kind';
+                END IF;
+            END LOOP;
+            IF unheld THEN
+                own := own + 1;
+                CONTINUE;
+            END IF;
+            IF wait IS NOT NULL THEN
+                rate_wait := least(rate_wait, wait);
+                IF kind_empty THEN
+                    own := own + 1;
+                END IF;
+                CONTINUE;
+            END IF;
+            FOREACH n IN ARRAY names LOOP
+                i := array_position(bn, n);
+                CONTINUE WHEN i IS NULL;
+                btok[i] := btok[i] - 1;
+                btaken[i] := btaken[i] + 1;
+            END LOOP;
+            rq := jsonb_set(rq, ARRAY[c.queue], to_jsonb(coalesce((rq ->> c.queue)::integer, 0) + 1));
+            IF c.concurrency_key IS NOT NULL THEN
+                rk := jsonb_set(rk, ARRAY[c.concurrency_key],
+                                to_jsonb(coalesce((rk ->> c.concurrency_key)::integer, 0) + 1));
+            END IF;
+            chosen := chosen || c.id;
+        END LOOP;
+    END LOOP;
+    -- The buckets that gave tokens, written back: an UPDATE of the stored ones (no
+    -- foreign-key check), an insert of the new.
+    IF 0 < ANY (btaken) THEN
+        WITH b AS (
+            SELECT *
+            FROM unnest(bscope, bkey, bworker, brate, btok, bat, btaken, bstored)
+                AS b (scope, key, worker, rate, tokens, at, taken, stored)
+            WHERE b.taken > 0
+        ),
+        updated AS (
+            UPDATE rate_limits r
+            SET rate = b.rate, tokens = b.tokens, refill_time = b.at, update_time = now()
+            FROM b
+            WHERE b.stored AND r.project = p AND r.scope = b.scope AND r.key = b.key
+              AND r.worker = b.worker
+        )
+        INSERT INTO rate_limits AS r (project, scope, key, worker, rate, tokens, refill_time, update_time)
+        SELECT p, b.scope, b.key, b.worker, b.rate, b.tokens, b.at, now()
+        FROM b
+        WHERE NOT b.stored
+        ON CONFLICT (project, scope, key, worker) DO UPDATE
+        SET rate = EXCLUDED.rate, tokens = EXCLUDED.tokens, refill_time = EXCLUDED.refill_time,
+            update_time = now();
+    END IF;
+END
+$$;

@@ -6,9 +6,11 @@
 -- Leasing takes QUEUED tasks of the worker's queues that are not paused, in lease order
 -- (priority, schedule_time, id), skipping rows another leaser holds.
 --
--- Returns one row per changed task: `outcome` ('succeeded', 'failed', 'leased') + tasks.*.
+-- Returns one row per changed task: `outcome` ('succeeded', 'failed', 'leased'),
+-- `rate_wait` (NULL) + tasks.*; and a row 'rate_wait' (no task) when a rate limit held
+-- back a ready task.
 --
--- Composed from the blocks below: reports, one of the `ready` blocks, lease. A
+-- Composed from the blocks below: reports, one of the `ready` blocks, admit, lease. A
 -- worker of one queue gets an ordered index scan that stops at `limit` (the hot case);
 -- `queue = ANY(...)` cannot be read in lease order from the index, so several queues
 -- cost a sort of their ready tasks.
@@ -88,40 +90,46 @@ attempts_ended AS (
 )
 
 -- name: ready_one_queue
--- Only tasks no limit applies to: not in a queue with max_concurrency or a rate_limit,
+-- Tasks no limit applies to: not in a queue with max_concurrency or a rate_limit,
 -- without a concurrency_key, of a kind without a rate limit (for every worker or this
--- one). The others are leased under locks by store/lease_limits.py; `limited` (one such
--- task) tells the caller that some wait there.
--- The coalesce(…, true) around each `<> ALL` changes nothing (no NULLs on either side)
--- but hides the test from the planner's estimates: compared with unknown values, a
--- column with one distinct value (every task of one kind) makes `<> ALL` look like it
--- passes no row, and the planner then sorts the queue's whole backlog (a bitmap scan)
--- rather than read tasks_ready_idx in order and stop at `limit` (1 ms vs 0.06 ms with
--- 2,000 ready tasks).
-ready AS (
+-- one), taken in lease order skipping rows another leaser holds. The others are
+-- admitted by conveyor_admit (migrations/0009) under the advisory locks of their limits,
+-- when the unlimited ones did not fill the take and `limited` finds one waiting.
+-- The queue test is on the parameter, not the row: a queue with limits skips this
+-- part at once instead of walking its backlog to find no row.
+-- The coalesce(…, true) around `<> ALL` changes nothing (no NULLs on either side) but
+-- hides the test from the planner's estimates: compared with unknown values, a column
+-- with one distinct value (every task of one kind) makes `<> ALL` look like it passes no
+-- row, and the planner then sorts the queue's whole backlog (a bitmap scan) rather than
+-- read tasks_ready_idx in order and stop at `limit` (1 ms vs 0.06 ms with 2,000 ready
+-- tasks).
+ready_plain AS MATERIALIZED (
     SELECT t.project, t.id
     FROM tasks t
     WHERE t.project = %(project)s AND t.state = 'QUEUED' AND t.queue = %(queue)s
       AND t.concurrency_key IS NULL
       AND coalesce(t.kind <> ALL ((SELECT conveyor_rate_kinds(%(project)s, %(worker)s))::text[]), true)
-      AND coalesce(t.queue <> ALL ((SELECT conveyor_closed_queues(%(project)s, true))::text[]), true)
+      AND %(queue)s::text <> ALL ((SELECT conveyor_closed_queues(%(project)s, true))::text[])
     ORDER BY t.priority, t.schedule_time, t.id
     LIMIT %(limit)s::integer
     FOR UPDATE OF t SKIP LOCKED
 ),
+-- `limited`: one ready task a limit applies to, read in index order (without the ORDER
+-- BY the planner may scan the whole table for it).
 limited AS (
     SELECT t.*
     FROM tasks t
     WHERE t.project = %(project)s AND t.state = 'QUEUED' AND t.queue = %(queue)s
-      AND t.queue <> ALL ((SELECT conveyor_closed_queues(%(project)s, false))::text[])
+      AND %(queue)s::text <> ALL ((SELECT conveyor_closed_queues(%(project)s, false))::text[])
       AND (t.concurrency_key IS NOT NULL
            OR t.kind = ANY ((SELECT conveyor_rate_kinds(%(project)s, %(worker)s))::text[])
-           OR t.queue = ANY ((SELECT conveyor_limited_queues(%(project)s))::text[]))
+           OR %(queue)s::text = ANY ((SELECT conveyor_limited_queues(%(project)s))::text[]))
+    ORDER BY t.priority, t.schedule_time, t.id
     LIMIT 1
 )
 
 -- name: ready_many_queues
-ready AS (
+ready_plain AS MATERIALIZED (
     SELECT t.project, t.id
     FROM tasks t
     WHERE t.project = %(project)s AND t.state = 'QUEUED' AND t.queue = ANY (%(queues)s::text[])
@@ -143,22 +151,48 @@ limited AS (
     LIMIT 1
 )
 
--- name: ready_chosen
--- The tasks store/lease_limits.py admitted under its locks (waiting for a row lock, not
--- skipping it: a sequential queue must not pass over its head).
-ready AS (
+-- name: admit
+-- The limited part, after either ready block: only when the unlimited part left room
+-- (the CASE keeps `limited` unread otherwise) and a limited task waits. The tasks this
+-- statement reports on are not counted as running. SKIP LOCKED: a chosen task another
+-- transaction holds (a cancel) is left for the next lease, rather than waiting for it
+-- while holding the advisory locks.
+admitted AS MATERIALIZED (
+    SELECT a.chosen, a.rate_wait, a.clock
+    FROM conveyor_admit(
+        %(project)s, %(worker)s, %(queues)s::text[],
+        %(limit)s::integer - (SELECT count(*) FROM ready_plain)::integer,
+        %(window)s::integer, %(scan)s::integer,
+        ARRAY(SELECT id FROM ready_plain),
+        %(c_ids)s::uuid[] || %(f_ids)s::uuid[],
+        %(c_lease_ids)s::uuid[] || %(f_lease_ids)s::uuid[]
+    ) AS a
+    WHERE CASE
+        WHEN (SELECT count(*) FROM ready_plain) < %(limit)s::integer
+            THEN EXISTS (SELECT FROM limited)
+        ELSE false
+    END
+),
+ready_admitted AS (
     SELECT t.project, t.id
     FROM tasks t
-    WHERE t.project = %(project)s AND t.id = ANY (%(chosen)s::uuid[]) AND t.state = 'QUEUED'
-    FOR UPDATE OF t
+    WHERE t.project = %(project)s AND t.id = ANY ((SELECT a.chosen FROM admitted a)::uuid[])
+      AND t.state = 'QUEUED'
+    FOR UPDATE OF t SKIP LOCKED
 ),
-limited AS (
-    SELECT t.* FROM tasks t WHERE false
+ready AS (
+    SELECT project, id FROM ready_plain
+    UNION ALL
+    SELECT project, id FROM ready_admitted
 )
 
 -- name: lease
--- statement_timestamp(), not now(): in the limited path's transaction now() is its start,
--- before it waited for its locks, and a start must not precede the end it waited for.
+-- The clock of the admission when there was one, read once its locks were held: the
+-- statement's start may precede the end of a task whose limit it waited for, and a
+-- start must not.
+clock AS (
+    SELECT coalesce((SELECT a.clock FROM admitted a), statement_timestamp()) AS now
+),
 leased AS (
     UPDATE tasks t
     SET state = 'RUNNING',
@@ -167,11 +201,11 @@ leased AS (
         worker = %(worker)s,
         lease_id = gen_random_uuid(),
         lease_expire_time =
-            statement_timestamp() + coalesce(%(lease_ms)s::bigint, t.lease_duration_ms) * interval '1 millisecond',
-        start_time = statement_timestamp(),
+            k.now + coalesce(%(lease_ms)s::bigint, t.lease_duration_ms) * interval '1 millisecond',
+        start_time = k.now,
         end_time = NULL,
-        update_time = statement_timestamp()
-    FROM ready r
+        update_time = k.now
+    FROM ready r, clock k
     WHERE t.project = r.project AND t.id = r.id
     RETURNING t.*
 ),
@@ -196,18 +230,18 @@ events_written AS (
     SELECT l.project, 'task.started', 'projects/' || l.project || '/tasks/' || l.id, to_jsonb(l)
     FROM leased l
 )
-SELECT 'succeeded' AS outcome, s.* FROM succeeded s
+SELECT 'succeeded' AS outcome, NULL::double precision AS rate_wait, s.* FROM succeeded s
 UNION ALL
-SELECT 'failed', f.* FROM failed f
+SELECT 'failed', NULL, f.* FROM failed f
 UNION ALL
-SELECT 'leased', l.* FROM leased l
+SELECT 'leased', NULL, l.* FROM leased l
 UNION ALL
--- One ready task that a limit applies to, when the unlimited ones did not fill the take.
-SELECT 'limited', x.* FROM limited x
-WHERE (SELECT count(*) FROM leased) < %(limit)s::integer
+-- Seconds until a rate-limited task could start, when one was held back.
+SELECT 'rate_wait', a.rate_wait, (NULL::tasks).* FROM admitted a
+WHERE a.rate_wait IS NOT NULL
 UNION ALL
 -- Never a row: wakes the leasers of queues where an ended task frees a limited place.
-SELECT 'freed', x.* FROM limited x
+SELECT 'freed', NULL, x.* FROM limited x
 WHERE (SELECT sum(conveyor_wake_limited(e.project, e.queue, e.concurrency_key))
        FROM (SELECT project, queue, concurrency_key FROM succeeded
              UNION ALL SELECT project, queue, concurrency_key FROM failed) e) < 0
