@@ -1,7 +1,7 @@
 """Flow control on the lease path: lease-and-complete with the controls active (and not
 binding) against the same run without them.
 
-    .venv/bin/python bench/bench_flow.py [--quick] [--seconds 4] [--rounds 2] [--json]
+    .venv/bin/python bench/bench_flow.py [--quick] [--seconds 4] [--rounds 2] [--warmup 0.5] [--json]
 
 Starts its own embedded PostgreSQL and one Conveyor server as a subprocess (the helpers
 of bench_queue.py), then, over Connect, drains a queue of ready no-op tasks with the SDK
@@ -15,7 +15,10 @@ Worker and with a bare Connect stream, one at a time (concurrency / credit 1) an
     path (advisory locks, running counts, the token bucket) and every task holds a key.
 
 Plain and controlled alternate (ABBA across rounds, fresh queues each time), so drift in
-the machine's load and the growth of the tasks table fall on both. The target (issue 4):
+the machine's load and the growth of the tasks table fall on both; each is first run
+unrecorded for `--warmup` seconds per case, so no figure carries first-call costs (the
+server's connections compiling the admission function, planning their prepared
+statements). The target (issue 4):
 the controlled rate >= 0.8x the plain rate, per case, printed PASS or MISS. With
 `--breakdown` each control is also measured alone (dedupe keys only; queue limits only;
 concurrency key only) to show where the cost is.
@@ -115,6 +118,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async with AsyncClient(
             service.target, api_key=service.key, project=bench_queue.PROJECT
         ) as client:
+            # Warm-up, not recorded: each variant's path once on every case, so that no
+            # figure carries first-call costs (the server's connections compiling the
+            # admission function and planning their prepared statements).
+            for size in SIZES:
+                for mode, drain in MODES.items():
+                    if args.only and f"{mode}{size}" not in args.only.split(","):
+                        continue
+                    for variant in variants:
+                        queue = f"{variant.name}-{mode}-{size}-warm"
+                        await variant.prepare(client, queue)
+                        await svc_fill(client, queue, fill[size] // 4, variant.options(queue))
+                        await drain(client, queue, size, args.warmup)
             for round_ in range(args.rounds):
                 # ABBA: the plain queue first in even rounds, last in odd ones.
                 order = variants if round_ % 2 == 0 else variants[::-1]
@@ -215,6 +230,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--only", default="", help="comma-separated subset: sdk1,stream1,sdk100,stream100"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=0.5, help="seconds of unrecorded warm-up per figure"
     )
     parser.add_argument("--json", action="store_true", help="print the raw results too")
     args = parser.parse_args()

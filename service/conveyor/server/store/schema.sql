@@ -612,11 +612,28 @@ LANGUAGE sql STABLE AS $$
     LIMIT size
 $$;
 
+-- The names of the advisory locks of a candidate's limits (NULL where a limit does not
+-- apply); `kb`: kind -> the names of the kind buckets that apply (at most two: every
+-- worker's and this worker's).
+CREATE FUNCTION conveyor_lease_locks(p text, x conveyor_lease_candidate, kb jsonb)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+RETURN ARRAY[
+    CASE WHEN x.max_concurrency > 0 OR x.rate_limit <> ''
+        THEN 'conveyor/queue/' || p || '/' || x.queue END,
+    CASE WHEN x.rate_limit <> '' THEN 'conveyor/rate/' || p || '/queue/' || x.queue || '/' END,
+    'conveyor/key/' || p || '/' || x.concurrency_key,
+    kb -> x.kind ->> 0,
+    kb -> x.kind ->> 1
+];
+
 -- Admits up to `want` ready tasks of queues `qs` that limits apply to, for worker `w`,
--- and takes their tokens; the lease statement then leases `chosen`. Locks are held
--- until that statement's transaction ends. Also returns the seconds until a
--- rate-limited candidate could start (NULL: none was), and the clock read once the
--- locks were held (a lease's start must not precede an end it waited for).
+-- and takes their tokens; the lease statement then leases `chosen` and writes back
+-- `buckets` (those that gave tokens: [{scope, key, worker, rate, tokens, at, stored}]).
+-- Locks are held until that statement's transaction ends. Also returns the seconds
+-- until a rate-limited candidate could start (NULL: none was), and the clock read once
+-- the locks were held and the tasks read (a lease's start must not precede an end it
+-- waited for).
 --
 -- It looks at a window of max(win, 4 x want) candidates first (the head of the queue is
 -- what a lease takes, and each candidate costs locks and reads), and at up to `scan`
@@ -634,16 +651,13 @@ $$;
 -- queue. Maps are jsonb objects: rq (running per queue with max_concurrency), rk
 -- (running per concurrency key), kb (kind -> names of the kind buckets that apply to
 -- w); buckets are parallel arrays.
--- Generic plans: planning these statements at each call would cost more than running
--- them.
 CREATE FUNCTION conveyor_admit(
     p text, w text, qs text[], want integer, win integer, scan integer,
     skip uuid[], freed uuid[], freed_leases uuid[],
-    OUT chosen uuid[], OUT rate_wait double precision, OUT clock timestamptz
+    OUT chosen uuid[], OUT rate_wait double precision, OUT clock timestamptz,
+    OUT buckets jsonb
 )
-LANGUAGE plpgsql
-SET plan_cache_mode = force_generic_plan
-AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     size integer := least(scan, greatest(win, 4 * want));
     kinds text[];
@@ -681,67 +695,81 @@ BEGIN
     IF want <= 0 THEN
         RETURN;
     END IF;
-    SELECT coalesce(array_agg(b.key), '{}'), coalesce(jsonb_object_agg(b.key, b.names), '{}')
-    INTO kinds, kb
-    FROM (
-        SELECT r.key, jsonb_agg('conveyor/rate/' || p || '/kind/' || r.key || '/' || r.worker) AS names
-        FROM rate_limits r
-        WHERE r.project = p AND r.scope = 'kind' AND r.worker IN ('', w)
-        GROUP BY r.key
-    ) AS b;
     FOR pass IN 1..2 LOOP
-        IF pass = 2 THEN
+        IF pass = 1 THEN
+            -- The kind buckets of this worker, the locks of the candidates as they are
+            -- now, taken in sorted order (a volatile function in the select list runs
+            -- after the sort).
+            WITH kind_buckets AS MATERIALIZED (
+                SELECT coalesce(jsonb_object_agg(r.key, r.names), '{}') AS kb,
+                       coalesce(array_agg(r.key), '{}') AS kinds
+                FROM (
+                    SELECT r.key,
+                           jsonb_agg('conveyor/rate/' || p || '/kind/' || r.key || '/' || r.worker)
+                               AS names
+                    FROM rate_limits r
+                    WHERE r.project = p AND r.scope = 'kind' AND r.worker IN ('', w)
+                    GROUP BY r.key
+                ) AS r
+            ),
+            lock_names AS (
+                SELECT DISTINCT l.name COLLATE "C" AS name
+                FROM kind_buckets kbs,
+                     conveyor_lease_candidates(p, qs, size, skip, kbs.kinds) x,
+                     unnest(conveyor_lease_locks(p, x, kbs.kb)) AS l (name)
+                WHERE l.name IS NOT NULL
+            )
+            SELECT kbs.kb, kbs.kinds, (
+                       SELECT array_agg(l.name)
+                       FROM (
+                           SELECT ln.name, pg_advisory_xact_lock(hashtextextended(ln.name, 0))
+                           FROM lock_names ln
+                           ORDER BY ln.name
+                       ) AS l
+                   )
+            INTO kb, kinds, held
+            FROM kind_buckets kbs;
+            -- Every candidate has a limit, so no lock means no candidate.
+            IF held IS NULL THEN
+                RETURN;
+            END IF;
+        ELSE
             EXIT WHEN NOT (cardinality(cands) >= size AND size < scan
                            AND cardinality(chosen) < want
                            AND (own > 0 OR cardinality(qs) > 1));
             size := scan;
-        END IF;
-        -- The locks of the candidates as they are now, sorted.
-        SELECT array_agg(DISTINCT l.name COLLATE "C" ORDER BY l.name COLLATE "C")
-        INTO keys
-        FROM conveyor_lease_candidates(p, qs, size, skip || chosen, kinds) x
-        CROSS JOIN LATERAL (
-            SELECT 'conveyor/queue/' || p || '/' || x.queue
-            WHERE x.max_concurrency > 0 OR x.rate_limit <> ''
-            UNION ALL
-            SELECT 'conveyor/rate/' || p || '/queue/' || x.queue || '/' WHERE x.rate_limit <> ''
-            UNION ALL
-            SELECT 'conveyor/key/' || p || '/' || x.concurrency_key
-            WHERE x.concurrency_key IS NOT NULL
-            UNION ALL
-            SELECT jsonb_array_elements_text(kb -> x.kind)
-        ) AS l (name)
-        WHERE l.name <> ALL (held);
-        -- Every candidate has a limit, so no lock means no candidate.
-        IF keys IS NULL AND pass = 1 THEN
-            RETURN;
-        END IF;
-        FOREACH k IN ARRAY coalesce(keys, '{}') LOOP
-            IF pass = 1 THEN
-                PERFORM pg_advisory_xact_lock(hashtextextended(k, 0));
-                held := held || k;
-            ELSIF pg_try_advisory_xact_lock(hashtextextended(k, 0)) THEN
-                held := held || k;
-            END IF;
-        END LOOP;
-        IF pass = 1 THEN
-            clock := clock_timestamp();
+            SELECT array_agg(DISTINCT l.name COLLATE "C" ORDER BY l.name COLLATE "C")
+            INTO keys
+            FROM conveyor_lease_candidates(p, qs, size, skip || chosen, kinds) x,
+                 unnest(conveyor_lease_locks(p, x, kb)) AS l (name)
+            WHERE l.name IS NOT NULL AND l.name <> ALL (held);
+            FOREACH k IN ARRAY coalesce(keys, '{}') LOOP
+                IF pg_try_advisory_xact_lock(hashtextextended(k, 0)) THEN
+                    held := held || k;
+                END IF;
+            END LOOP;
         END IF;
         -- A new statement, a new snapshot: it sees every lease committed under the locks.
-        cands := ARRAY(SELECT x FROM conveyor_lease_candidates(p, qs, size, skip || chosen, kinds) x);
-        -- Running counts and buckets not read yet (those read in the first look carry its
-        -- admissions, and their locks are still held). Buckets are refilled to now; a
-        -- changed rate starts full. The clock is read after the locks: the previous holder
-        -- stored its own, and reading an earlier one here would move refill_time back and
-        -- hand out the tokens in between twice.
-        SELECT rq || coalesce((
+        -- The clock is read after that snapshot, so a lease starts after every end it saw
+        -- (an end is its transaction's start, which precedes its commit).
+        -- The candidates again, with the running counts and buckets not read yet (those
+        -- read in the first look carry its admissions, and their locks are still held).
+        -- Buckets are refilled to now; a changed rate starts full. The clock is read after
+        -- the locks: the previous holder stored its own, and reading an earlier one here
+        -- would move refill_time back and hand out the tokens in between twice.
+        WITH x AS MATERIALIZED (
+            SELECT x FROM conveyor_lease_candidates(p, qs, size, skip || chosen, kinds) x
+        )
+        SELECT ARRAY(SELECT x.x FROM x),
+               clock_timestamp(),
+               rq || coalesce((
                    SELECT jsonb_object_agg(r.queue, r.n)
                    FROM (
                        SELECT t.queue, count(*) AS n
                        FROM tasks t
                        WHERE t.project = p AND t.state = 'RUNNING'
                          AND t.queue = ANY (ARRAY(
-                             SELECT x.queue FROM unnest(cands) x
+                             SELECT x.queue FROM (SELECT (x.x).* FROM x) x
                              WHERE x.max_concurrency > 0 AND NOT rq ? x.queue))
                          AND NOT EXISTS (
                              SELECT FROM unnest(freed, freed_leases) AS f (id, lease_id)
@@ -755,7 +783,7 @@ BEGIN
                        FROM tasks t
                        WHERE t.project = p AND t.state = 'RUNNING'
                          AND t.concurrency_key = ANY (ARRAY(
-                             SELECT x.concurrency_key FROM unnest(cands) x
+                             SELECT x.concurrency_key FROM (SELECT (x.x).* FROM x) x
                              WHERE x.concurrency_key IS NOT NULL AND NOT rk ? x.concurrency_key))
                          AND NOT EXISTS (
                              SELECT FROM unnest(freed, freed_leases) AS f (id, lease_id)
@@ -780,30 +808,27 @@ BEGIN
                bat || coalesce(array_agg(b.at), '{}'),
                btaken || coalesce(array_agg(0), '{}'),
                bstored || coalesce(array_agg(r.project IS NOT NULL), '{}')
-        INTO rq, rk, bn, bscope, bkey, bworker, brate, bps, btok, bat, btaken, bstored
+        INTO cands, clock, rq, rk, bn, bscope, bkey, bworker, brate, bps, btok, bat, btaken, bstored
         FROM (
-            SELECT DISTINCT ON (v.name) v.*, conveyor_rate_per_second(v.rate) AS ps,
-                   clock_timestamp() AS at
+            SELECT v.*, conveyor_rate_per_second(v.rate) AS ps, clock_timestamp() AS at
             FROM (
-                SELECT 'conveyor/rate/' || p || '/queue/' || x.queue || '/' AS name,
-                       'queue' AS scope, x.queue AS key, '' AS worker, x.rate_limit AS rate
-                FROM unnest(cands) x
-                WHERE x.rate_limit <> ''
+                SELECT 'conveyor/rate/' || p || '/queue/' || q.id || '/' AS name,
+                       'queue' AS scope, q.id AS key, '' AS worker, q.rate_limit AS rate
+                FROM queues q
+                WHERE q.project = p AND q.id = ANY (qs) AND q.rate_limit <> ''
                 UNION ALL
                 SELECT 'conveyor/rate/' || p || '/kind/' || r.key || '/' || r.worker,
                        'kind', r.key, r.worker, r.rate
                 FROM rate_limits r
                 WHERE kinds <> '{}' AND r.project = p AND r.scope = 'kind'
                   AND r.worker IN ('', w)
-                  AND r.key = ANY (ARRAY(SELECT x.kind FROM unnest(cands) x))
             ) AS v
             WHERE v.name <> ALL (bn)
         ) AS b
         LEFT JOIN rate_limits r
           ON r.project = p AND r.scope = b.scope AND r.key = b.key AND r.worker = b.worker;
 
-        -- Only plain expressions from here on (no queries but for kind buckets): this loop
-        -- runs per candidate.
+        -- Only plain expressions from here on (no queries): this loop runs per candidate.
         FOREACH c IN ARRAY cands LOOP
             EXIT WHEN cardinality(chosen) >= want;
             IF (c.max_concurrency > 0 OR c.rate_limit <> '')
@@ -825,19 +850,18 @@ BEGIN
                 own := own + 1;
                 CONTINUE;
             END IF;
-            names := CASE
-                WHEN c.rate_limit <> '' THEN ARRAY['conveyor/rate/' || p || '/queue/' || c.queue || '/']
-                ELSE '{}'::text[]
-            END;
-            IF kb ? c.kind THEN
-                names := names || ARRAY(SELECT jsonb_array_elements_text(kb -> c.kind));
-            END IF;
+            names := ARRAY[
+                CASE WHEN c.rate_limit <> '' THEN 'conveyor/rate/' || p || '/queue/' || c.queue || '/' END,
+                kb -> c.kind ->> 0,
+                kb -> c.kind ->> 1
+            ];
             wait := NULL;
             unheld := false;
             kind_empty := false;
             FOREACH n IN ARRAY names LOOP
+                -- NULL: no such limit; not in bn: the bucket went away, no limit.
                 i := array_position(bn, n);
-                CONTINUE WHEN i IS NULL;  -- the bucket went away: no limit
+                CONTINUE WHEN i IS NULL;
                 IF n <> ALL (held) THEN
                     unheld := true;
                 ELSIF btok[i] < 1 THEN
@@ -870,29 +894,16 @@ BEGIN
             chosen := chosen || c.id;
         END LOOP;
     END LOOP;
-    -- The buckets that gave tokens, written back: an UPDATE of the stored ones (no
-    -- foreign-key check), an insert of the new.
+    -- The buckets that gave tokens, for the lease statement to write back.
     IF 0 < ANY (btaken) THEN
-        WITH b AS (
-            SELECT *
+        buckets := (
+            SELECT jsonb_agg(jsonb_build_object(
+                'scope', b.scope, 'key', b.key, 'worker', b.worker, 'rate', b.rate,
+                'tokens', b.tokens, 'at', b.at, 'stored', b.stored))
             FROM unnest(bscope, bkey, bworker, brate, btok, bat, btaken, bstored)
                 AS b (scope, key, worker, rate, tokens, at, taken, stored)
             WHERE b.taken > 0
-        ),
-        updated AS (
-            UPDATE rate_limits r
-            SET rate = b.rate, tokens = b.tokens, refill_time = b.at, update_time = now()
-            FROM b
-            WHERE b.stored AND r.project = p AND r.scope = b.scope AND r.key = b.key
-              AND r.worker = b.worker
-        )
-        INSERT INTO rate_limits AS r (project, scope, key, worker, rate, tokens, refill_time, update_time)
-        SELECT p, b.scope, b.key, b.worker, b.rate, b.tokens, b.at, now()
-        FROM b
-        WHERE NOT b.stored
-        ON CONFLICT (project, scope, key, worker) DO UPDATE
-        SET rate = EXCLUDED.rate, tokens = EXCLUDED.tokens, refill_time = EXCLUDED.refill_time,
-            update_time = now();
+        );
     END IF;
 END
 $$;

@@ -158,7 +158,7 @@ limited AS (
 -- transaction holds (a cancel) is left for the next lease, rather than waiting for it
 -- while holding the advisory locks.
 admitted AS MATERIALIZED (
-    SELECT a.chosen, a.rate_wait, a.clock
+    SELECT a.chosen, a.rate_wait, a.clock, a.buckets
     FROM conveyor_admit(
         %(project)s, %(worker)s, %(queues)s::text[],
         %(limit)s::integer - (SELECT count(*) FROM ready_plain)::integer,
@@ -184,6 +184,31 @@ ready AS (
     SELECT project, id FROM ready_plain
     UNION ALL
     SELECT project, id FROM ready_admitted
+),
+-- The token buckets the admission took from, written back (still under its locks; the
+-- values were read after them). A queue's bucket is created at its first lease.
+admitted_buckets AS (
+    SELECT b.*
+    FROM admitted a,
+         jsonb_to_recordset(a.buckets) AS b (
+             scope text, key text, worker text, rate text, tokens double precision,
+             at timestamptz, stored boolean)
+),
+buckets_updated AS (
+    UPDATE rate_limits r
+    SET rate = b.rate, tokens = b.tokens, refill_time = b.at, update_time = now()
+    FROM admitted_buckets b
+    WHERE b.stored AND r.project = %(project)s AND r.scope = b.scope AND r.key = b.key
+      AND r.worker = b.worker
+),
+buckets_created AS (
+    INSERT INTO rate_limits AS r (project, scope, key, worker, rate, tokens, refill_time, update_time)
+    SELECT %(project)s, b.scope, b.key, b.worker, b.rate, b.tokens, b.at, now()
+    FROM admitted_buckets b
+    WHERE NOT b.stored
+    ON CONFLICT (project, scope, key, worker) DO UPDATE
+    SET rate = EXCLUDED.rate, tokens = EXCLUDED.tokens, refill_time = EXCLUDED.refill_time,
+        update_time = now()
 )
 
 -- name: lease
