@@ -1,7 +1,8 @@
 """Flow control on the lease path: lease-and-complete with the controls active (and not
 binding) against the same run without them.
 
-    .venv/bin/python bench/bench_flow.py [--quick] [--seconds 4] [--rounds 2] [--warmup 0.5] [--json]
+    .venv/bin/python bench/bench_flow.py [--quick] [--seconds 4] [--rounds 2] [--warmup 0.5]
+                                         [--only sdk1,stream100] [--breakdown] [--json]
 
 Starts its own embedded PostgreSQL and one Conveyor server as a subprocess (the helpers
 of bench_queue.py), then, over Connect, drains a queue of ready no-op tasks with the SDK
