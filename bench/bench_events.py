@@ -306,7 +306,9 @@ async def spawn(role: str, target: str, key: str, *extra: str) -> Child:
     return Child(process)
 
 
-async def run(seconds: float, rate: float, rounds: int, only: set[str]) -> dict[str, Any]:
+async def run(
+    seconds: float, rate: float, rounds: int, only: set[str], idle_read_interval: float | None
+) -> dict[str, Any]:
     import psycopg
     from psycopg.conninfo import make_conninfo
 
@@ -315,6 +317,7 @@ async def run(seconds: float, rate: float, rounds: int, only: set[str]) -> dict[
     from conveyor.server.embedded import EmbeddedPostgres
     from conveyor.server.services import default_hooks
     from conveyor.server.settings import Settings
+    from conveyor.server.streams.hub import EventHub
     from conveyor.v1 import enums_pb2
 
     root = Path(tempfile.mkdtemp(prefix="conveyor-bench-events-"))
@@ -332,6 +335,9 @@ async def run(seconds: float, rate: float, rounds: int, only: set[str]) -> dict[
     )
     server = ConveyorServer(settings, default_hooks())
     await server.start()
+    if idle_read_interval is not None:
+        hub = next(loop for loop in server.context.loops if isinstance(loop, EventHub))
+        hub.idle_read_interval = idle_read_interval
     results: dict[str, Any] = {}
     try:
         target = server.grpc_target
@@ -508,12 +514,19 @@ def main() -> None:
         default="stream,idle",
         help="comma-separated parts to run: stream (figure 1), idle (figure 2)",
     )
+    parser.add_argument(
+        "--idle-read-interval",
+        type=float,
+        default=None,
+        help="seconds between a tail's reads while they hand nothing over (default: the "
+        "server's; 0 reads after every notification burst, as before it existed)",
+    )
     parser.add_argument("--json", action="store_true", help="print the raw results too")
     args = parser.parse_args()
     only = {part.strip() for part in args.only.split(",") if part.strip()}
     if not only or only - {"stream", "idle"}:
         parser.error("--only takes stream, idle or both")
-    results = asyncio.run(run(args.seconds, args.rate, args.rounds, only))
+    results = asyncio.run(run(args.seconds, args.rate, args.rounds, only, args.idle_read_interval))
     if args.json:
         print(json.dumps(results, indent=2))
     report(results)

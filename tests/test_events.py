@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import psycopg
@@ -27,11 +27,15 @@ from conveyor.client import (
 )
 from conveyor.client.errors import from_rpc_error
 from conveyor.server.app import ConveyorServer
+from conveyor.server.domain.errors import Violations
+from conveyor.server.domain.events_filter import parse_event_filter
 from conveyor.server.loops.retention import RetentionLoop
 from conveyor.server.rpc.events import fill_task, snapshot_task_message
 from conveyor.server.services import default_hooks
 from conveyor.server.settings import Settings
-from conveyor.server.streams.hub import EventHub
+from conveyor.server.store.events import EventRow
+from conveyor.server.streams.hub import EventHub, _Tail
+from conveyor.server.streams.subscription import Subscription
 from conveyor.v1 import enums_pb2, event_pb2, task_pb2
 
 PARENT = "projects/alpha"
@@ -261,8 +265,8 @@ async def test_a_watch_from_now_opens_with_a_keepalive_that_is_its_cursor(
 async def test_watchers_of_new_types_joining_a_busy_tail_miss_nothing(
     client: EventClient, database_url: str
 ) -> None:
-    """The tail reads only the types its watchers want; a watcher of another type that
-    joins while a read is in flight still gets every event of its type after its cursor."""
+    """A watcher of another type that joins while the tail is busy (reads in flight, spaced
+    out while they hand nothing over) still gets every event of its type after its cursor."""
     idle = client.watch_events(types=["idle.never"], keepalives=True)
     await first_keepalive(idle)
     stop = asyncio.Event()
@@ -295,6 +299,69 @@ async def test_watchers_of_new_types_joining_a_busy_tail_miss_nothing(
         assert [e.id for e in got] == expected
         await watch.aclose()
     await idle.aclose()
+
+
+async def test_events_a_watcher_wants_in_a_flood_nobody_wants_arrive_once_in_order(
+    server: ConveyorServer, client: EventClient, database_url: str
+) -> None:
+    """While its reads hand nothing over, a tail spaces them idle_read_interval apart
+    (longer here than the writes between wanted events); every wanted event still comes,
+    in commit order, once, and a watcher joining during the flood misses none either."""
+    hub_of(server).idle_read_interval = 0.2
+    rare = client.watch_events(types=["rare.one"], keepalives=True)
+    await first_keepalive(rare)
+    stop = asyncio.Event()
+
+    async def flood() -> None:
+        while not stop.is_set():
+            await asyncio.to_thread(insert_events, database_url, 100, event_type="flood")
+
+    writing = asyncio.create_task(flood())
+    sent: list[int] = []
+    try:
+        for i in range(6):
+            if i == 3:
+                late = client.watch_events(types=["rare.one"], keepalives=True)
+                late_start = await first_keepalive(late)
+            sent.append((await client.publish_event("rare.one", {"i": i})).id)
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await writing
+    assert [e.id for e in await collect(rare, len(sent))] == sent
+    expected = [i for i in sent if i > late_start]
+    assert expected
+    assert [e.id for e in await collect(late, len(expected))] == expected
+    await rare.aclose()
+    await late.aclose()
+
+
+def test_a_tail_spaces_its_reads_while_they_hand_nothing_over() -> None:
+    hub = EventHub(cast(Any, None), read_delay=0.002, idle_read_interval=0.025)
+    tail = _Tail(hub, "alpha")
+    violations = Violations()
+    wanted = parse_event_filter(violations, event_pb2.EventFilter(types=["wanted"]), "alpha")
+    violations.raise_if_any()
+    tail.attach(wanted, Subscription(0, 10))
+    now = datetime.now(UTC)
+
+    def read(event_id: int, event_type: str, ended: float) -> None:
+        # What _read does around one page.
+        tail.delivered = False
+        tail._dispatch([EventRow("alpha", event_id, event_type, now, "", None, None)], event_id)
+        tail.read_end = ended
+
+    assert tail.pause(0.0) == 0.002  # before any read
+    read(1, "unwanted", ended=100.0)
+    assert tail.pause(100.0) == pytest.approx(0.025)
+    assert tail.pause(100.020) == pytest.approx(0.005)
+    # Quiet since that read: a notification is read as soon as any other.
+    assert tail.pause(100.5) == 0.002
+    read(2, "wanted", ended=101.0)
+    assert tail.pause(101.0) == 0.002
+    read(3, "unwanted", ended=102.0)
+    assert tail.pause(102.0) == pytest.approx(0.025)
+    assert tail.position == 3
 
 
 async def test_a_filtered_watch_advances_its_cursor_past_what_it_skips(

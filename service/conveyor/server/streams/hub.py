@@ -70,6 +70,10 @@ class _Tail:
         self.unfiltered: set[_Group] = set()
         self.refs = 0
         self.task: asyncio.Task[None] | None = None
+        self.delivered = True
+        """Whether the last read handed events to a subscriber (see pause)."""
+        self.read_end = 0.0
+        """When the last read ended (the event loop's clock)."""
 
     def attach(self, matcher: EventMatcher, subscription: Subscription) -> None:
         group = self.groups.get(matcher.key)
@@ -110,21 +114,21 @@ class _Tail:
             except Exception:
                 _log.exception("event tail could not start", project=self.project)
                 await asyncio.sleep(hub.poll_interval)
+        loop = asyncio.get_running_loop()
         delay = hub.poll_interval
         held_delay = hub.held_retry
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self.wake.wait()
-            # Commits notify one by one; a moment's pause lets a burst of them share
-            # one read instead of costing one read each.
-            await asyncio.sleep(hub.read_delay)
+            await asyncio.sleep(self.pause(loop.time()))
             self.wake.clear()
             try:
                 held = await self._read()
             except Exception:
                 _log.exception("event tail read failed", project=self.project)
-                held = False
+                held, self.delivered = False, True
+            self.read_end = loop.time()
             # Events held back by an older writer become readable when it ends, which
             # no notification announces (it may have written nothing here): look again
             # soon, backing off towards the poll interval.
@@ -133,11 +137,29 @@ class _Tail:
             else:
                 delay, held_delay = hub.poll_interval, hub.held_retry
 
+    def pause(self, now: float) -> float:
+        """Seconds to wait, once notified, before reading.
+
+        Commits notify one by one; a moment's pause (read_delay) lets a burst of them
+        share one read instead of costing one read each. While the project is busy with
+        events that none of the subscribers here wanted in the last read, reads are
+        spaced idle_read_interval apart: each read costs a pooled connection and a
+        database round trip that the writers pay for on a busy machine, and no one is
+        waiting on those events. A read that hands anything over restores the short
+        pause, so a subscriber that gets events sees them within read_delay.
+        """
+        if self.delivered:
+            return self.hub.read_delay
+        return max(self.hub.read_delay, self.read_end + self.hub.idle_read_interval - now)
+
     async def _read(self) -> bool:
+        """Reads up to the bound; returns whether committed events are held back by an
+        older writer."""
         hub = self.hub
         # Never more at once than a buffer holds: a subscriber that keeps up must not be
         # cut off by the size of a read.
         limit = max(1, min(hub.batch, hub.buffer_size))
+        self.delivered = False
         while True:
             async with hub.pool.connection() as conn:
                 page = await store.fetch_after(conn, self.project, self.position, limit)
@@ -162,6 +184,8 @@ class _Tail:
                     self.detach(group.matcher, subscription)
                     OVERFLOWS.inc()
         self.position = max(self.position, position)
+        if matched:
+            self.delivered = True
 
 
 def _takes_everything(matcher: EventMatcher) -> bool:
@@ -189,6 +213,7 @@ class EventHub:
         poll_interval: float = 1.0,
         held_retry: float = 0.005,
         read_delay: float = 0.002,
+        idle_read_interval: float = 0.025,
     ) -> None:
         self.pool = pool
         self.buffer_size = buffer_size
@@ -202,6 +227,11 @@ class EventHub:
         self.poll_interval = poll_interval
         self.held_retry = held_retry
         self.read_delay = read_delay
+        """Seconds a tail waits after a notification, so that a burst shares one read."""
+        self.idle_read_interval = idle_read_interval
+        """Seconds from the end of a tail's read to the start of the next while its reads
+        hand nothing to anyone (see _Tail.pause): how long an event that a subscriber
+        wants may wait, beyond one read, amid a flood of events no one here wants."""
         self._shutting_down = shutting_down or asyncio.Event()
         self._tails: dict[str, _Tail] = {}
         self._closing = False
