@@ -243,3 +243,32 @@ async def test_rate_grammar_in_sql(conn: Conn) -> None:
     for rate in ("10/s", "120/m", "7200/h"):
         parsed = rates.parse(rate, "rate")
         assert parsed is not None and str(parsed) == rate
+
+
+async def test_an_end_wakes_its_queue_only_when_its_limit_was_full(
+    pools: list[Pool], conn: Conn, database_url: str
+) -> None:
+    """A task that ends frees a place; the leasers of its queue are woken only when the
+    place was wanted (its key was at its limit), not at every end."""
+    ids = await insert_tasks(conn, 4, queue="wk")
+    await conn.execute(
+        "UPDATE tasks SET concurrency_key = 'z', concurrency_limit = 2 WHERE id = ANY(%s)", [ids]
+    )
+    leases = Leases(pools[0])
+    first, second = await leases.take(PROJECT, Take("w", ("wk",), 4))  # the key is full
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as listener:
+        await listener.execute("LISTEN conveyor_tasks")
+
+        async def woken() -> list[str]:
+            return [
+                n.payload
+                async for n in listener.notifies(timeout=0.5)
+                if n.channel == "conveyor_tasks"
+            ]
+
+        assert first.lease_id is not None and second.lease_id is not None
+        await leases.complete(Completion(TaskRef(PROJECT, first.id), first.lease_id))
+        assert await woken() == [f"{PROJECT}/wk"]
+        # One place of two is taken now: the next end frees a place nobody waited for.
+        await leases.complete(Completion(TaskRef(PROJECT, second.id), second.lease_id))
+        assert await woken() == []

@@ -907,3 +907,40 @@ BEGIN
     END IF;
 END
 $$;
+
+-- A task of queue `q` with concurrency key `k` (limit `kl`) ended: if a limit it counted
+-- against was full, others may have waited for its place: wake the leasers of its queue
+-- (a NOTIFY sent at commit; repeats in one transaction fold). A limit with room held no
+-- one back, and waking every leaser of a busy keyed queue at each end costs each of
+-- them a lease. Counted so as to wake rather than not: the ended task may still count
+-- as running here. (The three-argument version of 0005 stays for replicas that still
+-- run the previous lease statement during an upgrade.)
+CREATE FUNCTION conveyor_wake_limited(p text, q text, k text, kl integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    mc integer;
+BEGIN
+    IF k IS NULL OR (
+        SELECT count(*)
+        FROM (
+            SELECT FROM tasks t
+            WHERE t.project = p AND t.state = 'RUNNING' AND t.concurrency_key = k
+            LIMIT greatest(1, kl) - 1
+        ) AS r
+    ) < greatest(1, kl) - 1 THEN
+        SELECT max_concurrency INTO mc FROM queues WHERE project = p AND id = q;
+        IF coalesce(mc, 0) = 0 OR (
+            SELECT count(*)
+            FROM (
+                SELECT FROM tasks t
+                WHERE t.project = p AND t.state = 'RUNNING' AND t.queue = q
+                LIMIT mc - 1
+            ) AS r
+        ) < mc - 1 THEN
+            RETURN 0;
+        END IF;
+    END IF;
+    PERFORM pg_notify('conveyor_tasks', p || '/' || q);
+    RETURN 1;
+END
+$$;

@@ -267,6 +267,7 @@ WHERE a.rate_wait IS NOT NULL
 UNION ALL
 -- Never a row: wakes the leasers of queues where an ended task frees a limited place.
 SELECT 'freed', NULL, x.* FROM limited x
-WHERE (SELECT sum(conveyor_wake_limited(e.project, e.queue, e.concurrency_key))
-       FROM (SELECT project, queue, concurrency_key FROM succeeded
-             UNION ALL SELECT project, queue, concurrency_key FROM failed) e) < 0
+-- Once per queue and key: the check counts the tasks running under the limit.
+WHERE (SELECT sum(conveyor_wake_limited(e.project, e.queue, e.concurrency_key, e.concurrency_limit))
+       FROM (SELECT project, queue, concurrency_key, concurrency_limit FROM succeeded
+             UNION SELECT project, queue, concurrency_key, concurrency_limit FROM failed) e) < 0
