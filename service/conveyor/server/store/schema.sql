@@ -628,8 +628,9 @@ RETURN ARRAY[
 ];
 
 -- Admits up to `want` ready tasks of queues `qs` that limits apply to, for worker `w`,
--- and takes their tokens; the lease statement then leases `chosen` and writes back
--- `buckets` (those that gave tokens: [{scope, key, worker, rate, tokens, at, stored}]).
+-- and takes their tokens; the lease statement then leases `chosen` and writes back the
+-- buckets that gave tokens (the b* arrays, one element per bucket read: btaken > 0;
+-- bstored: whether its row exists).
 -- Locks are held until that statement's transaction ends. Also returns the seconds
 -- until a rate-limited candidate could start (NULL: none was), and the clock read once
 -- the locks were held and the tasks read (a lease's start must not precede an end it
@@ -655,7 +656,9 @@ CREATE FUNCTION conveyor_admit(
     p text, w text, qs text[], want integer, win integer, scan integer,
     skip uuid[], freed uuid[], freed_leases uuid[],
     OUT chosen uuid[], OUT rate_wait double precision, OUT clock timestamptz,
-    OUT buckets jsonb
+    OUT bscope text[], OUT bkey text[], OUT bworker text[], OUT brate text[],
+    OUT btok double precision[], OUT bat timestamptz[], OUT btaken integer[],
+    OUT bstored boolean[]
 )
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -669,18 +672,9 @@ DECLARE
     c conveyor_lease_candidate;
     rq jsonb := '{}';
     rk jsonb := '{}';
-    -- Buckets, one element each: name, scope, key, worker, rate, tokens a second, tokens,
-    -- when read, tokens taken, whether a row exists.
+    -- Buckets, one element each (with the OUT b* arrays): name, tokens a second.
     bn text[] := '{}';
-    bscope text[] := '{}';
-    bkey text[] := '{}';
-    bworker text[] := '{}';
-    brate text[] := '{}';
     bps double precision[] := '{}';
-    btok double precision[] := '{}';
-    bat timestamptz[] := '{}';
-    btaken integer[] := '{}';
-    bstored boolean[] := '{}';
     own integer := 0;
     names text[];
     n text;
@@ -692,6 +686,8 @@ DECLARE
 BEGIN
     chosen := '{}';
     clock := statement_timestamp();
+    bscope := '{}'; bkey := '{}'; bworker := '{}'; brate := '{}';
+    btok := '{}'; bat := '{}'; btaken := '{}'; bstored := '{}';
     IF want <= 0 THEN
         RETURN;
     END IF;
@@ -894,17 +890,6 @@ BEGIN
             chosen := chosen || c.id;
         END LOOP;
     END LOOP;
-    -- The buckets that gave tokens, for the lease statement to write back.
-    IF 0 < ANY (btaken) THEN
-        buckets := (
-            SELECT jsonb_agg(jsonb_build_object(
-                'scope', b.scope, 'key', b.key, 'worker', b.worker, 'rate', b.rate,
-                'tokens', b.tokens, 'at', b.at, 'stored', b.stored))
-            FROM unnest(bscope, bkey, bworker, brate, btok, bat, btaken, bstored)
-                AS b (scope, key, worker, rate, tokens, at, taken, stored)
-            WHERE b.taken > 0
-        );
-    END IF;
 END
 $$;
 

@@ -158,7 +158,7 @@ limited AS (
 -- transaction holds (a cancel) is left for the next lease, rather than waiting for it
 -- while holding the advisory locks.
 admitted AS MATERIALIZED (
-    SELECT a.chosen, a.rate_wait, a.clock, a.buckets
+    SELECT a.*
     FROM conveyor_admit(
         %(project)s, %(worker)s, %(queues)s::text[],
         %(limit)s::integer - (SELECT count(*) FROM ready_plain)::integer,
@@ -190,9 +190,9 @@ ready AS (
 admitted_buckets AS (
     SELECT b.*
     FROM admitted a,
-         jsonb_to_recordset(a.buckets) AS b (
-             scope text, key text, worker text, rate text, tokens double precision,
-             at timestamptz, stored boolean)
+         unnest(a.bscope, a.bkey, a.bworker, a.brate, a.btok, a.bat, a.btaken, a.bstored)
+             AS b (scope, key, worker, rate, tokens, at, taken, stored)
+    WHERE b.taken > 0
 ),
 buckets_updated AS (
     UPDATE rate_limits r
