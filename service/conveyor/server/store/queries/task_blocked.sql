@@ -25,16 +25,14 @@ CASE
             LIMIT greatest(t.concurrency_limit, 1)
         ) AS running
     ) >= greatest(t.concurrency_limit, 1) THEN 'CONCURRENCY_LIMITED'
-    -- An empty bucket (of every worker's limits) now: see store/lease_limits.py.
+    -- An empty bucket (of every worker's limits) now: see conveyor_admit (migration 0009).
     WHEN EXISTS (
         SELECT 1 FROM rate_limits b
         WHERE b.project = t.project AND b.worker = '' AND b.tokens IS NOT NULL
           AND ((b.scope = 'queue' AND b.key = t.queue AND b.rate = q.rate_limit)
                OR (b.scope = 'kind' AND b.key = t.kind))
           AND b.tokens + extract(epoch FROM now() - b.refill_time)
-              * split_part(b.rate, '/', 1)::double precision
-              / CASE split_part(b.rate, '/', 2) WHEN 'm' THEN 60 WHEN 'h' THEN 3600 ELSE 1 END
-              < 1
+              * conveyor_rate_per_second(b.rate) < 1
     ) THEN 'RATE_LIMITED'
     WHEN NOT EXISTS (
         SELECT 1 FROM workers w
