@@ -100,6 +100,18 @@ BREAKDOWN = (
 )
 
 
+def _cases(
+    only: str | None,
+) -> list[tuple[int, str, Callable[[Any, str, int, float], Awaitable[float]]]]:
+    """(size, mode, drain) of every case measured, `--only` applied."""
+    return [
+        (size, mode, drain)
+        for size in SIZES
+        for mode, drain in MODES.items()
+        if not only or f"{mode}{size}" in only.split(",")
+    ]
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from conveyor.client import AsyncClient
 
@@ -122,37 +134,31 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # Warm-up, not recorded: each variant's path once on every case, so that no
             # figure carries first-call costs (the server's connections compiling the
             # admission function and planning their prepared statements).
-            for size in SIZES:
-                for mode, drain in MODES.items():
-                    if args.only and f"{mode}{size}" not in args.only.split(","):
-                        continue
-                    for variant in variants:
-                        queue = f"{variant.name}-{mode}-{size}-warm"
-                        await variant.prepare(client, queue)
-                        await svc_fill(client, queue, fill[size] // 4, variant.options(queue))
-                        await drain(client, queue, size, args.warmup)
+            for size, mode, drain in _cases(args.only):
+                for variant in variants:
+                    queue = f"{variant.name}-{mode}-{size}-warm"
+                    await variant.prepare(client, queue)
+                    await svc_fill(client, queue, fill[size] // 4, variant.options(queue))
+                    await drain(client, queue, size, args.warmup)
             for round_ in range(args.rounds):
                 # ABBA: the plain queue first in even rounds, last in odd ones.
                 order = variants if round_ % 2 == 0 else variants[::-1]
-                for size in SIZES:
-                    for mode, drain in MODES.items():
-                        if args.only and f"{mode}{size}" not in args.only.split(","):
-                            continue
-                        for variant in order:
-                            queue = f"{variant.name}-{mode}-{size}-r{round_}"
-                            await variant.prepare(client, queue)
-                            await svc_fill(client, queue, fill[size], variant.options(queue))
-                            entry: dict[str, Any] = {}
-                            drain_queue = functools.partial(drain, client, queue, size, seconds)
-                            await measure(service.probe, entry, "m", drain_queue)
-                            results["runs"].append(
-                                {
-                                    "case": f"{mode}{size}",
-                                    "variant": variant.name,
-                                    "round": round_,
-                                    **entry["m"],
-                                }
-                            )
+                for size, mode, drain in _cases(args.only):
+                    for variant in order:
+                        queue = f"{variant.name}-{mode}-{size}-r{round_}"
+                        await variant.prepare(client, queue)
+                        await svc_fill(client, queue, fill[size], variant.options(queue))
+                        entry: dict[str, Any] = {}
+                        drain_queue = functools.partial(drain, client, queue, size, seconds)
+                        await measure(service.probe, entry, "m", drain_queue)
+                        results["runs"].append(
+                            {
+                                "case": f"{mode}{size}",
+                                "variant": variant.name,
+                                "round": round_,
+                                **entry["m"],
+                            }
+                        )
     results["loadavg_end"] = os.getloadavg()
     return results
 
