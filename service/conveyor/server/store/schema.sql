@@ -627,6 +627,32 @@ RETURN ARRAY[
     kb -> x.kind ->> 1
 ];
 
+-- What a limited lease must lock, read before it locks anything: the kind buckets that
+-- apply to worker `w` (`kb`: kind -> their names; `kinds`), and the sorted names of the
+-- locks of the first `size` candidates (NULL: no candidate). The lease statement reads
+-- it and hands it to conveyor_admit, which takes the locks and reads again.
+CREATE FUNCTION conveyor_lease_plan(p text, w text, qs text[], size integer, skip uuid[])
+RETURNS TABLE (kb jsonb, kinds text[], locks text[])
+LANGUAGE sql STABLE AS $$
+    SELECT k.kb, k.kinds, (
+               SELECT array_agg(DISTINCT l.name COLLATE "C" ORDER BY l.name COLLATE "C")
+               FROM conveyor_lease_candidates(p, qs, size, skip, k.kinds) x,
+                    unnest(conveyor_lease_locks(p, x, k.kb)) AS l (name)
+               WHERE l.name IS NOT NULL
+           )
+    FROM (
+        SELECT coalesce(jsonb_object_agg(r.key, r.names), '{}') AS kb,
+               coalesce(array_agg(r.key), '{}') AS kinds
+        FROM (
+            SELECT r.key,
+                   jsonb_agg('conveyor/rate/' || p || '/kind/' || r.key || '/' || r.worker) AS names
+            FROM rate_limits r
+            WHERE r.project = p AND r.scope = 'kind' AND r.worker IN ('', w)
+            GROUP BY r.key
+        ) AS r
+    ) AS k
+$$;
+
 -- Admits up to `want` ready tasks of queues `qs` that limits apply to, for worker `w`,
 -- and takes their tokens; the lease statement then leases `chosen` and writes back the
 -- buckets that gave tokens (the b* arrays, one element per bucket read: btaken > 0;
@@ -636,8 +662,9 @@ RETURN ARRAY[
 -- the locks were held and the tasks read (a lease's start must not precede an end it
 -- waited for).
 --
--- It looks at a window of max(win, 4 x want) candidates first (the head of the queue is
--- what a lease takes, and each candidate costs locks and reads), and at up to `scan`
+-- It looks at a window of `size` candidates first (max(16, 4 x want): the head of the
+-- queue is what a lease takes, and each candidate costs locks and reads), whose locks
+-- conveyor_lease_plan named (`kb`, `kinds`, `locks`), and at up to `scan`
 -- only when that window was full and limits of the candidates' own (concurrency keys,
 -- kind buckets) or other queues held it back, so that tasks further down may pass. The
 -- wider look takes only the locks it gets at once (pg_try_advisory_xact_lock): the
@@ -653,8 +680,8 @@ RETURN ARRAY[
 -- (running per concurrency key), kb (kind -> names of the kind buckets that apply to
 -- w); buckets are parallel arrays.
 CREATE FUNCTION conveyor_admit(
-    p text, w text, qs text[], want integer, win integer, scan integer,
-    skip uuid[], freed uuid[], freed_leases uuid[],
+    p text, w text, qs text[], want integer, size integer, scan integer,
+    skip uuid[], freed uuid[], freed_leases uuid[], kb jsonb, kinds text[], locks text[],
     OUT chosen uuid[], OUT rate_wait double precision, OUT clock timestamptz,
     OUT bscope text[], OUT bkey text[], OUT bworker text[], OUT brate text[],
     OUT btok double precision[], OUT bat timestamptz[], OUT btaken integer[],
@@ -662,9 +689,6 @@ CREATE FUNCTION conveyor_admit(
 )
 LANGUAGE plpgsql AS $$
 DECLARE
-    size integer := least(scan, greatest(win, 4 * want));
-    kinds text[];
-    kb jsonb;
     held text[] := '{}';
     keys text[];
     k text;
@@ -693,42 +717,15 @@ BEGIN
     END IF;
     FOR pass IN 1..2 LOOP
         IF pass = 1 THEN
-            -- The kind buckets of this worker, the locks of the candidates as they are
-            -- now, taken in sorted order (a volatile function in the select list runs
-            -- after the sort).
-            WITH kind_buckets AS MATERIALIZED (
-                SELECT coalesce(jsonb_object_agg(r.key, r.names), '{}') AS kb,
-                       coalesce(array_agg(r.key), '{}') AS kinds
-                FROM (
-                    SELECT r.key,
-                           jsonb_agg('conveyor/rate/' || p || '/kind/' || r.key || '/' || r.worker)
-                               AS names
-                    FROM rate_limits r
-                    WHERE r.project = p AND r.scope = 'kind' AND r.worker IN ('', w)
-                    GROUP BY r.key
-                ) AS r
-            ),
-            lock_names AS (
-                SELECT DISTINCT l.name COLLATE "C" AS name
-                FROM kind_buckets kbs,
-                     conveyor_lease_candidates(p, qs, size, skip, kbs.kinds) x,
-                     unnest(conveyor_lease_locks(p, x, kbs.kb)) AS l (name)
-                WHERE l.name IS NOT NULL
-            )
-            SELECT kbs.kb, kbs.kinds, (
-                       SELECT array_agg(l.name)
-                       FROM (
-                           SELECT ln.name, pg_advisory_xact_lock(hashtextextended(ln.name, 0))
-                           FROM lock_names ln
-                           ORDER BY ln.name
-                       ) AS l
-                   )
-            INTO kb, kinds, held
-            FROM kind_buckets kbs;
-            -- Every candidate has a limit, so no lock means no candidate.
-            IF held IS NULL THEN
+            -- The locks of the first look (conveyor_lease_plan, sorted). Every candidate
+            -- has a limit, so no lock means no candidate.
+            IF locks IS NULL THEN
                 RETURN;
             END IF;
+            FOREACH k IN ARRAY locks LOOP
+                PERFORM pg_advisory_xact_lock(hashtextextended(k, 0));
+            END LOOP;
+            held := locks;
         ELSE
             EXIT WHEN NOT (cardinality(cands) >= size AND size < scan
                            AND cardinality(chosen) < want

@@ -94,7 +94,7 @@ attempts_ended AS (
 -- without a concurrency_key, of a kind without a rate limit (for every worker or this
 -- one), taken in lease order skipping rows another leaser holds. The others are
 -- admitted by conveyor_admit (migrations/0009) under the advisory locks of their limits,
--- when the unlimited ones did not fill the take and `limited` finds one waiting.
+-- when the unlimited ones did not fill the take (the admit block).
 -- The queue test is on the parameter, not the row: a queue with limits skips this
 -- part at once instead of walking its backlog to find no row.
 -- The coalesce(…, true) around `<> ALL` changes nothing (no NULLs on either side) but
@@ -113,19 +113,6 @@ ready_plain AS MATERIALIZED (
     ORDER BY t.priority, t.schedule_time, t.id
     LIMIT %(limit)s::integer
     FOR UPDATE OF t SKIP LOCKED
-),
--- `limited`: one ready task a limit applies to, read in index order (without the ORDER
--- BY the planner may scan the whole table for it).
-limited AS (
-    SELECT t.*
-    FROM tasks t
-    WHERE t.project = %(project)s AND t.state = 'QUEUED' AND t.queue = %(queue)s
-      AND %(queue)s::text <> ALL ((SELECT conveyor_closed_queues(%(project)s, false))::text[])
-      AND (t.concurrency_key IS NOT NULL
-           OR t.kind = ANY ((SELECT conveyor_rate_kinds(%(project)s, %(worker)s))::text[])
-           OR %(queue)s::text = ANY ((SELECT conveyor_limited_queues(%(project)s))::text[]))
-    ORDER BY t.priority, t.schedule_time, t.id
-    LIMIT 1
 )
 
 -- name: ready_many_queues
@@ -139,39 +126,36 @@ ready_plain AS MATERIALIZED (
     ORDER BY t.priority, t.schedule_time, t.id
     LIMIT %(limit)s::integer
     FOR UPDATE OF t SKIP LOCKED
-),
-limited AS (
-    SELECT t.*
-    FROM tasks t
-    WHERE t.project = %(project)s AND t.state = 'QUEUED' AND t.queue = ANY (%(queues)s::text[])
-      AND t.queue <> ALL ((SELECT conveyor_closed_queues(%(project)s, false))::text[])
-      AND (t.concurrency_key IS NOT NULL
-           OR t.kind = ANY ((SELECT conveyor_rate_kinds(%(project)s, %(worker)s))::text[])
-           OR t.queue = ANY ((SELECT conveyor_limited_queues(%(project)s))::text[]))
-    LIMIT 1
 )
 
 -- name: admit
--- The limited part, after either ready block: only when the unlimited part left room
--- (the CASE keeps `limited` unread otherwise) and a limited task waits. The tasks this
--- statement reports on are not counted as running. SKIP LOCKED: a chosen task another
--- transaction holds (a cancel) is left for the next lease, rather than waiting for it
--- while holding the advisory locks.
+-- The limited part, after either ready block: only when the unlimited part left room.
+-- conveyor_lease_plan reads what the first `size` limited candidates must lock (none: no
+-- limited task waits, and nothing more runs); conveyor_admit takes those locks, reads
+-- again and chooses. The tasks this statement reports on are not counted as running.
+-- SKIP LOCKED: a chosen task another transaction holds (a cancel) is left for the next
+-- lease, rather than waiting for it while holding the advisory locks.
+lock_plan AS MATERIALIZED (
+    SELECT lp.*, s.want, s.size
+    FROM (
+        SELECT w.want, least(%(scan)s::integer, greatest(%(window)s::integer, 4 * w.want)) AS size
+        FROM (SELECT %(limit)s::integer - (SELECT count(*) FROM ready_plain)::integer AS want) AS w
+    ) AS s,
+    conveyor_lease_plan(%(project)s, %(worker)s, %(queues)s::text[], s.size,
+                        ARRAY(SELECT id FROM ready_plain)) AS lp
+    WHERE s.want > 0
+),
 admitted AS MATERIALIZED (
     SELECT a.*
-    FROM conveyor_admit(
-        %(project)s, %(worker)s, %(queues)s::text[],
-        %(limit)s::integer - (SELECT count(*) FROM ready_plain)::integer,
-        %(window)s::integer, %(scan)s::integer,
-        ARRAY(SELECT id FROM ready_plain),
-        %(c_ids)s::uuid[] || %(f_ids)s::uuid[],
-        %(c_lease_ids)s::uuid[] || %(f_lease_ids)s::uuid[]
-    ) AS a
-    WHERE CASE
-        WHEN (SELECT count(*) FROM ready_plain) < %(limit)s::integer
-            THEN EXISTS (SELECT FROM limited)
-        ELSE false
-    END
+    FROM lock_plan lp,
+         conveyor_admit(
+             %(project)s, %(worker)s, %(queues)s::text[], lp.want, lp.size, %(scan)s::integer,
+             ARRAY(SELECT id FROM ready_plain),
+             %(c_ids)s::uuid[] || %(f_ids)s::uuid[],
+             %(c_lease_ids)s::uuid[] || %(f_lease_ids)s::uuid[],
+             lp.kb, lp.kinds, lp.locks
+         ) AS a
+    WHERE lp.locks IS NOT NULL
 ),
 ready_admitted AS (
     SELECT t.project, t.id
@@ -266,7 +250,7 @@ SELECT 'rate_wait', a.rate_wait, (NULL::tasks).* FROM admitted a
 WHERE a.rate_wait IS NOT NULL
 UNION ALL
 -- Never a row: wakes the leasers of queues where an ended task frees a limited place.
-SELECT 'freed', NULL, x.* FROM limited x
+SELECT 'freed', NULL, x.* FROM (SELECT (NULL::tasks).*) AS x
 -- Once per queue and key: the check counts the tasks running under the limit.
 WHERE (SELECT sum(conveyor_wake_limited(e.project, e.queue, e.concurrency_key, e.concurrency_limit))
        FROM (SELECT project, queue, concurrency_key, concurrency_limit FROM succeeded
