@@ -671,7 +671,9 @@ $$;
 -- first look's locks are still held, and waiting for more out of order could deadlock.
 --
 -- `skip`: tasks the statement's unlimited part already took. `freed`/`freed_leases`:
--- the (task, lease) pairs the same statement completes or fails, not counted as running.
+-- the (task, lease) pairs the same statement completes or fails, not counted as running
+-- (whether this function sees the statement's own updates depends on the order
+-- PostgreSQL runs the statement's parts in, which nothing promises).
 -- A candidate whose limit was not locked (a limit that appeared after the locks were
 -- taken) is left for the next lease.
 --
