@@ -49,72 +49,90 @@ RETURN greatest(1, floor(per_second / 5));
 -- The first `size` ready tasks of queues `qs` that a limit applies to, in lease order,
 -- leaving out `skip`, with their queue's limits; `kinds`: the kinds rate limited for the
 -- worker. Each queue is read in order from tasks_ready_idx and stops at `size`, so a
--- long backlog costs nothing. (A SQL function: inlined into the statement calling it.)
+-- long backlog costs nothing. One queue (a worker's usual case) is read alone: merging
+-- several costs a join and a sort even when there is one. (A SQL function: inlined into
+-- the statement calling it; `cardinality(qs)` picks a branch once per call.)
 CREATE FUNCTION conveyor_lease_candidates(
     p text, qs text[], size integer, skip uuid[], kinds text[]
 ) RETURNS SETOF conveyor_lease_candidate
 LANGUAGE sql STABLE AS $$
     SELECT c.id, c.queue, c.kind, c.concurrency_key, c.concurrency_limit,
-           c.max_concurrency, c.rate_limit
-    FROM (SELECT DISTINCT u.queue FROM unnest(qs) AS u (queue)) AS u
-    LEFT JOIN queues q ON q.project = p AND q.id = u.queue
+           q.max_concurrency, q.rate_limit
+    FROM (
+        -- One row, also when the queue has no row (no limits, not paused).
+        SELECT coalesce(max(q.max_concurrency), 0) AS max_concurrency,
+               coalesce(max(q.rate_limit), '') AS rate_limit
+        FROM queues q
+        WHERE q.project = p AND q.id = qs[1]
+        HAVING cardinality(qs) = 1 AND NOT coalesce(bool_or(q.paused), false)
+    ) AS q
     CROSS JOIN LATERAL (
-        SELECT t.id, t.queue, t.kind, t.concurrency_key, t.concurrency_limit,
-               coalesce(q.max_concurrency, 0) AS max_concurrency,
-               coalesce(q.rate_limit, '') AS rate_limit,
-               t.priority, t.schedule_time
+        SELECT t.id, t.queue, t.kind, t.concurrency_key, t.concurrency_limit
         FROM tasks t
-        WHERE t.project = p AND t.state = 'QUEUED' AND t.queue = u.queue
-          AND (coalesce(q.max_concurrency, 0) > 0 OR coalesce(q.rate_limit, '') <> ''
+        WHERE t.project = p AND t.state = 'QUEUED' AND t.queue = qs[1]
+          AND (q.max_concurrency > 0 OR q.rate_limit <> ''
                OR t.concurrency_key IS NOT NULL OR t.kind = ANY (kinds))
           AND t.id <> ALL (coalesce(skip, '{}'))
         ORDER BY t.priority, t.schedule_time, t.id
         LIMIT size
     ) AS c
-    WHERE NOT coalesce(q.paused, false)
-    ORDER BY c.priority, c.schedule_time, c.id
-    LIMIT size
+    UNION ALL
+    (
+        SELECT c.id, c.queue, c.kind, c.concurrency_key, c.concurrency_limit,
+               c.max_concurrency, c.rate_limit
+        FROM (SELECT DISTINCT u.queue FROM unnest(qs) AS u (queue)) AS u
+        LEFT JOIN queues q ON q.project = p AND q.id = u.queue
+        CROSS JOIN LATERAL (
+            SELECT t.id, t.queue, t.kind, t.concurrency_key, t.concurrency_limit,
+                   coalesce(q.max_concurrency, 0) AS max_concurrency,
+                   coalesce(q.rate_limit, '') AS rate_limit,
+                   t.priority, t.schedule_time
+            FROM tasks t
+            WHERE t.project = p AND t.state = 'QUEUED' AND t.queue = u.queue
+              AND (coalesce(q.max_concurrency, 0) > 0 OR coalesce(q.rate_limit, '') <> ''
+                   OR t.concurrency_key IS NOT NULL OR t.kind = ANY (kinds))
+              AND t.id <> ALL (coalesce(skip, '{}'))
+            ORDER BY t.priority, t.schedule_time, t.id
+            LIMIT size
+        ) AS c
+        WHERE cardinality(qs) > 1 AND NOT coalesce(q.paused, false)
+        ORDER BY c.priority, c.schedule_time, c.id
+        LIMIT size
+    )
 $$;
 
 -- The names of the advisory locks of a candidate's limits (NULL where a limit does not
--- apply); `kb`: kind -> the names of the kind buckets that apply (at most two: every
+-- apply): its queue (`mc`: max_concurrency, `rl`: rate_limit), kind and concurrency key
+-- `k`; `kb`: kind -> the names of the kind buckets that apply (at most two: every
 -- worker's and this worker's).
-CREATE FUNCTION conveyor_lease_locks(p text, x conveyor_lease_candidate, kb jsonb)
-RETURNS text[]
+CREATE FUNCTION conveyor_lease_locks(
+    p text, queue text, kind text, k text, mc integer, rl text, kb jsonb
+) RETURNS text[]
 LANGUAGE sql IMMUTABLE
 RETURN ARRAY[
-    CASE WHEN x.max_concurrency > 0 OR x.rate_limit <> ''
-        THEN 'conveyor/queue/' || p || '/' || x.queue END,
-    CASE WHEN x.rate_limit <> '' THEN 'conveyor/rate/' || p || '/queue/' || x.queue || '/' END,
-    'conveyor/key/' || p || '/' || x.concurrency_key,
-    kb -> x.kind ->> 0,
-    kb -> x.kind ->> 1
+    CASE WHEN mc > 0 OR rl <> '' THEN 'conveyor/queue/' || p || '/' || queue END,
+    CASE WHEN rl <> '' THEN 'conveyor/rate/' || p || '/queue/' || queue || '/' END,
+    'conveyor/key/' || p || '/' || k,
+    kb -> kind ->> 0,
+    kb -> kind ->> 1
 ];
 
--- What a limited lease must lock, read before it locks anything: the kind buckets that
--- apply to worker `w` (`kb`: kind -> their names; `kinds`), and the sorted names of the
--- locks of the first `size` candidates (NULL: no candidate). The lease statement reads
--- it and hands it to conveyor_admit, which takes the locks and reads again.
-CREATE FUNCTION conveyor_lease_plan(p text, w text, qs text[], size integer, skip uuid[])
-RETURNS TABLE (kb jsonb, kinds text[], locks text[])
+-- The sorted names of the locks the first `size` candidates need, but not those in `held`
+-- (NULL: none). Candidates share most of their limits, so they are made distinct first.
+-- (A one-row set rather than a value: a SQL function is inlined only as a set.)
+CREATE FUNCTION conveyor_lease_lock_names(
+    p text, qs text[], size integer, skip uuid[], kinds text[], kb jsonb, held text[]
+) RETURNS TABLE (names text[])
 LANGUAGE sql STABLE AS $$
-    SELECT k.kb, k.kinds, (
-               SELECT array_agg(DISTINCT l.name COLLATE "C" ORDER BY l.name COLLATE "C")
-               FROM conveyor_lease_candidates(p, qs, size, skip, k.kinds) x,
-                    unnest(conveyor_lease_locks(p, x, k.kb)) AS l (name)
-               WHERE l.name IS NOT NULL
-           )
+    SELECT array_agg(DISTINCT l.name COLLATE "C" ORDER BY l.name COLLATE "C")
     FROM (
-        SELECT coalesce(jsonb_object_agg(r.key, r.names), '{}') AS kb,
-               coalesce(array_agg(r.key), '{}') AS kinds
-        FROM (
-            SELECT r.key,
-                   jsonb_agg('conveyor/rate/' || p || '/kind/' || r.key || '/' || r.worker) AS names
-            FROM rate_limits r
-            WHERE r.project = p AND r.scope = 'kind' AND r.worker IN ('', w)
-            GROUP BY r.key
-        ) AS r
-    ) AS k
+        SELECT DISTINCT x.queue, x.kind, x.concurrency_key, x.max_concurrency, x.rate_limit
+        FROM conveyor_lease_candidates(p, qs, size, skip, kinds) AS x
+    ) AS x,
+    unnest(conveyor_lease_locks(
+        p, x.queue, x.kind, x.concurrency_key, x.max_concurrency, x.rate_limit, kb
+    )) AS l (name)
+    WHERE l.name IS NOT NULL AND l.name <> ALL (held)
 $$;
 
 -- Admits up to `want` ready tasks of queues `qs` that limits apply to, for worker `w`,
@@ -123,16 +141,20 @@ $$;
 -- bstored: whether its row exists).
 -- Locks are held until that statement's transaction ends. Also returns the seconds
 -- until a rate-limited candidate could start (NULL: none was), and the clock read once
--- the locks were held and the tasks read (a lease's start must not precede an end it
+-- the tasks were read under the locks (a lease's start must not precede an end it
 -- waited for).
 --
--- It looks at a window of `size` candidates first (max(16, 4 x want): the head of the
--- queue is what a lease takes, and each candidate costs locks and reads), whose locks
--- conveyor_lease_plan named (`kb`, `kinds`, `locks`), and at up to `scan`
--- only when that window was full and limits of the candidates' own (concurrency keys,
--- kind buckets) or other queues held it back, so that tasks further down may pass. The
--- wider look takes only the locks it gets at once (pg_try_advisory_xact_lock): the
--- first look's locks are still held, and waiting for more out of order could deadlock.
+-- The first look reads a window of `size` candidates (max(8, 4 x want): the head of the
+-- queue is what a lease takes, and each candidate costs locks and reads) with their
+-- running counts and buckets and the names of their limits' locks, then takes those
+-- locks, waiting, in "C" order. What it read holds under the locks unless a transaction
+-- committed in between: only when the snapshot after the locks differs from the one it
+-- read in does it read again (a quiet queue's lease reads once). The next look, at up
+-- to `scan` candidates, comes only when the window was full and limits of the
+-- candidates' own (concurrency keys, kind buckets) or other queues held it back, so that
+-- tasks further down may pass. It takes only the locks it gets at once
+-- (pg_try_advisory_xact_lock): the first look's locks are still held, and waiting for
+-- more out of order could deadlock.
 --
 -- `skip`: tasks the statement's unlimited part already took. `freed`/`freed_leases`:
 -- the (task, lease) pairs the same statement completes or fails, not counted as running
@@ -147,7 +169,7 @@ $$;
 -- w); buckets are parallel arrays.
 CREATE FUNCTION conveyor_admit(
     p text, w text, qs text[], want integer, size integer, scan integer,
-    skip uuid[], freed uuid[], freed_leases uuid[], kb jsonb, kinds text[], locks text[],
+    skip uuid[], freed uuid[], freed_leases uuid[],
     OUT chosen uuid[], OUT rate_wait double precision, OUT clock timestamptz,
     OUT bscope text[], OUT bkey text[], OUT bworker text[], OUT brate text[],
     OUT btok double precision[], OUT bat timestamptz[], OUT btaken integer[],
@@ -155,9 +177,14 @@ CREATE FUNCTION conveyor_admit(
 )
 LANGUAGE plpgsql AS $$
 DECLARE
+    -- 'first', 'again' (the first look read again under its locks), 'wider'.
+    look text := 'first';
     held text[] := '{}';
     keys text[];
     k text;
+    snap text;
+    kb jsonb;
+    kinds text[];
     cands conveyor_lease_candidate[];
     c conveyor_lease_candidate;
     rq jsonb := '{}';
@@ -172,7 +199,6 @@ DECLARE
     wait double precision;
     unheld boolean;
     kind_empty boolean;
-    pass integer;
 BEGIN
     chosen := '{}';
     clock := statement_timestamp();
@@ -181,46 +207,61 @@ BEGIN
     IF want <= 0 THEN
         RETURN;
     END IF;
-    FOR pass IN 1..2 LOOP
-        IF pass = 1 THEN
-            -- The locks of the first look (conveyor_lease_plan, sorted). Every candidate
-            -- has a limit, so no lock means no candidate.
-            IF locks IS NULL THEN
-                RETURN;
-            END IF;
-            FOREACH k IN ARRAY locks LOOP
-                PERFORM pg_advisory_xact_lock(hashtextextended(k, 0));
-            END LOOP;
-            held := locks;
-        ELSE
+    LOOP
+        IF look = 'wider' THEN
             EXIT WHEN NOT (cardinality(cands) >= size AND size < scan
                            AND cardinality(chosen) < want
                            AND (own > 0 OR cardinality(qs) > 1));
             size := scan;
-            SELECT array_agg(DISTINCT l.name COLLATE "C" ORDER BY l.name COLLATE "C")
-            INTO keys
-            FROM conveyor_lease_candidates(p, qs, size, skip || chosen, kinds) x,
-                 unnest(conveyor_lease_locks(p, x, kb)) AS l (name)
-            WHERE l.name IS NOT NULL AND l.name <> ALL (held);
+            SELECT n.names INTO keys
+            FROM conveyor_lease_lock_names(p, qs, size, skip || chosen, kinds, kb, held) AS n;
             FOREACH k IN ARRAY coalesce(keys, '{}') LOOP
                 IF pg_try_advisory_xact_lock(hashtextextended(k, 0)) THEN
                     held := held || k;
                 END IF;
             END LOOP;
+        ELSIF look = 'again' THEN
+            rq := '{}'; rk := '{}'; bn := '{}'; bps := '{}';
+            bscope := '{}'; bkey := '{}'; bworker := '{}'; brate := '{}';
+            btok := '{}'; bat := '{}'; btaken := '{}'; bstored := '{}';
         END IF;
-        -- A new statement, a new snapshot: it sees every lease committed under the locks.
-        -- The clock is read after that snapshot, so a lease starts after every end it saw
-        -- (an end is its transaction's start, which precedes its commit).
-        -- The candidates again, with the running counts and buckets not read yet (those
-        -- read in the first look carry its admissions, and their locks are still held).
-        -- Buckets are refilled to now; a changed rate starts full. The clock is read after
-        -- the locks: the previous holder stored its own, and reading an earlier one here
+        -- A new statement, a new snapshot (`snap`): it sees every lease committed before
+        -- it. The clock is read after that snapshot, so a lease starts after every end it
+        -- saw (an end is its transaction's start, which precedes its commit).
+        -- The candidates, with the running counts and buckets not read yet (those read in
+        -- the first look carry its admissions, and their locks are still held), and the
+        -- names of the locks the candidates need that are not held. Buckets are refilled
+        -- to now; a changed rate starts full. The previous holder of a bucket's lock
+        -- stored its own clock, committed before this snapshot: an earlier clock here
         -- would move refill_time back and hand out the tokens in between twice.
-        WITH x AS MATERIALIZED (
-            SELECT x FROM conveyor_lease_candidates(p, qs, size, skip || chosen, kinds) x
+        WITH k AS (
+            SELECT coalesce(jsonb_object_agg(r.key, r.names), '{}') AS kb,
+                   coalesce(array_agg(r.key), '{}') AS kinds
+            FROM (
+                SELECT r.key,
+                       jsonb_agg('conveyor/rate/' || p || '/kind/' || r.key || '/' || r.worker) AS names
+                FROM rate_limits r
+                WHERE r.project = p AND r.scope = 'kind' AND r.worker IN ('', w)
+                GROUP BY r.key
+            ) AS r
+        ),
+        x AS MATERIALIZED (
+            SELECT x FROM k, conveyor_lease_candidates(p, qs, size, skip || chosen, k.kinds) x
         )
         SELECT ARRAY(SELECT x.x FROM x),
                clock_timestamp(),
+               pg_current_snapshot()::text,
+               (SELECT k.kb FROM k),
+               (SELECT k.kinds FROM k),
+               (SELECT array_agg(DISTINCT l.name COLLATE "C" ORDER BY l.name COLLATE "C")
+                FROM (SELECT DISTINCT (x.x).queue, (x.x).kind, (x.x).concurrency_key,
+                                      (x.x).max_concurrency, (x.x).rate_limit
+                      FROM x) AS d,
+                     unnest(conveyor_lease_locks(
+                         p, d.queue, d.kind, d.concurrency_key, d.max_concurrency,
+                         d.rate_limit, (SELECT k.kb FROM k)
+                     )) AS l (name)
+                WHERE l.name IS NOT NULL AND l.name <> ALL (held)),
                rq || coalesce((
                    SELECT jsonb_object_agg(r.queue, r.n)
                    FROM (
@@ -267,7 +308,8 @@ BEGIN
                bat || coalesce(array_agg(b.at), '{}'),
                btaken || coalesce(array_agg(0), '{}'),
                bstored || coalesce(array_agg(r.project IS NOT NULL), '{}')
-        INTO cands, clock, rq, rk, bn, bscope, bkey, bworker, brate, bps, btok, bat, btaken, bstored
+        INTO cands, clock, snap, kb, kinds, keys, rq, rk, bn, bscope, bkey, bworker, brate, bps,
+             btok, bat, btaken, bstored
         FROM (
             SELECT v.*, conveyor_rate_per_second(v.rate) AS ps, clock_timestamp() AS at
             FROM (
@@ -279,7 +321,7 @@ BEGIN
                 SELECT 'conveyor/rate/' || p || '/kind/' || r.key || '/' || r.worker,
                        'kind', r.key, r.worker, r.rate
                 FROM rate_limits r
-                WHERE kinds <> '{}' AND r.project = p AND r.scope = 'kind'
+                WHERE (SELECT k.kinds FROM k) <> '{}' AND r.project = p AND r.scope = 'kind'
                   AND r.worker IN ('', w)
             ) AS v
             WHERE v.name <> ALL (bn)
@@ -287,6 +329,22 @@ BEGIN
         LEFT JOIN rate_limits r
           ON r.project = p AND r.scope = b.scope AND r.key = b.key AND r.worker = b.worker;
 
+        IF look = 'first' THEN
+            -- Every candidate has a limit, so no lock means no candidate.
+            IF keys IS NULL THEN
+                RETURN;
+            END IF;
+            -- One statement for all of them; the sort puts the calls in the names' order.
+            PERFORM pg_advisory_xact_lock(hashtextextended(l.name, 0))
+            FROM unnest(keys) WITH ORDINALITY AS l (name, i)
+            ORDER BY l.i;
+            held := keys;
+            -- An expression sees a new snapshot too: a commit since the read shows in it.
+            IF pg_current_snapshot()::text <> snap THEN
+                look := 'again';
+                CONTINUE;
+            END IF;
+        END IF;
         -- Only plain expressions from here on (no queries): this loop runs per candidate.
         FOREACH c IN ARRAY cands LOOP
             EXIT WHEN cardinality(chosen) >= want;
@@ -352,43 +410,8 @@ BEGIN
             END IF;
             chosen := chosen || c.id;
         END LOOP;
+        EXIT WHEN look = 'wider';
+        look := 'wider';
     END LOOP;
-END
-$$;
-
--- A task of queue `q` with concurrency key `k` (limit `kl`) ended: if a limit it counted
--- against was full, others may have waited for its place: wake the leasers of its queue
--- (a NOTIFY sent at commit; repeats in one transaction fold). A limit with room held no
--- one back, and waking every leaser of a busy keyed queue at each end costs each of
--- them a lease. Counted so as to wake rather than not: the ended task may still count
--- as running here. (The three-argument version of 0005 stays for replicas that still
--- run the previous lease statement during an upgrade.)
-CREATE FUNCTION conveyor_wake_limited(p text, q text, k text, kl integer) RETURNS integer
-LANGUAGE plpgsql AS $$
-DECLARE
-    mc integer;
-BEGIN
-    IF k IS NULL OR (
-        SELECT count(*)
-        FROM (
-            SELECT FROM tasks t
-            WHERE t.project = p AND t.state = 'RUNNING' AND t.concurrency_key = k
-            LIMIT greatest(1, kl) - 1
-        ) AS r
-    ) < greatest(1, kl) - 1 THEN
-        SELECT max_concurrency INTO mc FROM queues WHERE project = p AND id = q;
-        IF coalesce(mc, 0) = 0 OR (
-            SELECT count(*)
-            FROM (
-                SELECT FROM tasks t
-                WHERE t.project = p AND t.state = 'RUNNING' AND t.queue = q
-                LIMIT mc - 1
-            ) AS r
-        ) < mc - 1 THEN
-            RETURN 0;
-        END IF;
-    END IF;
-    PERFORM pg_notify('conveyor_tasks', p || '/' || q);
-    RETURN 1;
 END
 $$;

@@ -133,33 +133,33 @@ ready_plain AS MATERIALIZED (
 )
 
 -- name: admit
--- The limited part, after either ready block: only when the unlimited part left room.
--- conveyor_lease_plan reads what the first `size` limited candidates must lock (none: no
--- limited task waits, and nothing more runs); conveyor_admit takes those locks, reads
--- again and chooses. The tasks this statement reports on are not counted as running.
+-- The limited part, after either ready block: only when the unlimited part left room
+-- and a limited task may wait: a queue has limits, or the probe finds one candidate (on
+-- a drained queue without limits the function is not called). conveyor_admit takes the locks of the candidates'
+-- limits, reads under them and chooses. The tasks this statement reports on are not
+-- counted as running. (The unlimited part's tasks are never candidates in this
+-- statement's snapshot; the function reads in its own, and is told them.)
 -- SKIP LOCKED: a chosen task another transaction holds (a cancel) is left for the next
 -- lease, rather than waiting for it while holding the advisory locks.
-lock_plan AS MATERIALIZED (
-    SELECT lp.*, s.want, s.size
-    FROM (
-        SELECT w.want, least(%(scan)s::integer, greatest(%(window)s::integer, 4 * w.want)) AS size
-        FROM (SELECT %(limit)s::integer - (SELECT count(*) FROM ready_plain)::integer AS want) AS w
-    ) AS s,
-    conveyor_lease_plan(%(project)s, %(worker)s, %(queues)s::text[], s.size,
-                        ARRAY(SELECT id FROM ready_plain)) AS lp
-    WHERE s.want > 0
-),
 admitted AS MATERIALIZED (
     SELECT a.*
-    FROM lock_plan lp,
+    FROM (SELECT %(limit)s::integer - (SELECT count(*) FROM ready_plain)::integer AS want) AS s,
          conveyor_admit(
-             %(project)s, %(worker)s, %(queues)s::text[], lp.want, lp.size, %(scan)s::integer,
+             %(project)s, %(worker)s, %(queues)s::text[], s.want,
+             least(%(scan)s::integer, greatest(%(window)s::integer, 4 * s.want)),
+             %(scan)s::integer,
              ARRAY(SELECT id FROM ready_plain),
              %(c_ids)s::uuid[] || %(f_ids)s::uuid[],
-             %(c_lease_ids)s::uuid[] || %(f_lease_ids)s::uuid[],
-             lp.kb, lp.kinds, lp.locks
+             %(c_lease_ids)s::uuid[] || %(f_lease_ids)s::uuid[]
          ) AS a
-    WHERE lp.locks IS NOT NULL
+    WHERE s.want > 0
+      AND (%(queues)s::text[] && (SELECT conveyor_limited_queues(%(project)s))::text[]
+           OR EXISTS (
+               SELECT FROM conveyor_lease_candidates(
+                   %(project)s, %(queues)s::text[], 1, NULL,
+                   (SELECT conveyor_rate_kinds(%(project)s, %(worker)s))
+               )
+           ))
 ),
 ready_admitted AS (
     SELECT t.project, t.id
@@ -244,6 +244,11 @@ events_written AS (
     UNION ALL
     SELECT l.project, 'task.started', 'projects/' || l.project || '/tasks/' || l.id, to_jsonb(l)
     FROM leased l
+),
+ended AS (
+    SELECT project, id, queue, concurrency_key, concurrency_limit FROM succeeded
+    UNION ALL
+    SELECT project, id, queue, concurrency_key, concurrency_limit FROM failed
 )
 SELECT 'succeeded' AS outcome, NULL::double precision AS rate_wait, s.* FROM succeeded s
 UNION ALL
@@ -255,9 +260,31 @@ UNION ALL
 SELECT 'rate_wait', a.rate_wait, (NULL::tasks).* FROM admitted a
 WHERE a.rate_wait IS NOT NULL
 UNION ALL
--- Never a row: wakes the leasers of queues where an ended task frees a limited place.
+-- Never a row: wakes the leasers of queues where an ended task frees a limited place (a
+-- NOTIFY sent at commit; repeats fold): where the others running under its key or queue
+-- fill the limit but for it. A limit with room held no one back, and waking every leaser
+-- of a busy keyed queue at each end would cost each of them a lease. Checked once per
+-- queue and key; this statement's snapshot still counts the ended tasks as running, so
+-- they are left out by id.
 SELECT 'freed', NULL, x.* FROM (SELECT (NULL::tasks).*) AS x
--- Once per queue and key: the check counts the tasks running under the limit.
-WHERE (SELECT sum(conveyor_wake_limited(e.project, e.queue, e.concurrency_key, e.concurrency_limit))
-       FROM (SELECT project, queue, concurrency_key, concurrency_limit FROM succeeded
-             UNION SELECT project, queue, concurrency_key, concurrency_limit FROM failed) e) < 0
+WHERE (
+    SELECT count(pg_notify('conveyor_tasks', e.project || '/' || e.queue))
+    FROM (SELECT DISTINCT project, queue, concurrency_key, concurrency_limit FROM ended) AS e
+    WHERE (e.concurrency_key IS NOT NULL
+           AND (SELECT count(*)
+                FROM (SELECT FROM tasks t
+                      WHERE t.project = e.project AND t.state = 'RUNNING'
+                        AND t.concurrency_key = e.concurrency_key
+                        AND t.id <> ALL (ARRAY(SELECT id FROM ended))
+                      LIMIT greatest(1, e.concurrency_limit) - 1) AS r)
+               >= greatest(1, e.concurrency_limit) - 1)
+       OR EXISTS (
+           SELECT FROM queues q
+           WHERE q.project = e.project AND q.id = e.queue AND q.max_concurrency > 0
+             AND (SELECT count(*)
+                  FROM (SELECT FROM tasks t
+                        WHERE t.project = q.project AND t.state = 'RUNNING' AND t.queue = q.id
+                          AND t.id <> ALL (ARRAY(SELECT id FROM ended))
+                        LIMIT q.max_concurrency - 1) AS r)
+                 >= q.max_concurrency - 1)
+) < 0
