@@ -49,89 +49,61 @@ RETURN greatest(1, floor(per_second / 5));
 -- The first `size` ready tasks of queues `qs` that a limit applies to, in lease order,
 -- leaving out `skip`, with their queue's limits; `kinds`: the kinds rate limited for the
 -- worker. Each queue is read in order from tasks_ready_idx and stops at `size`, so a
--- long backlog costs nothing. One queue (a worker's usual case) is read alone: merging
--- several costs a join and a sort even when there is one. (A SQL function: inlined into
--- the statement calling it; `cardinality(qs)` picks a branch once per call.)
+-- long backlog costs nothing. (A SQL function: inlined into the statement calling it.)
 CREATE FUNCTION conveyor_lease_candidates(
     p text, qs text[], size integer, skip uuid[], kinds text[]
 ) RETURNS SETOF conveyor_lease_candidate
 LANGUAGE sql STABLE AS $$
     SELECT c.id, c.queue, c.kind, c.concurrency_key, c.concurrency_limit,
-           q.max_concurrency, q.rate_limit
-    FROM (
-        -- One row, also when the queue has no row (no limits, not paused).
-        SELECT coalesce(max(q.max_concurrency), 0) AS max_concurrency,
-               coalesce(max(q.rate_limit), '') AS rate_limit
-        FROM queues q
-        WHERE q.project = p AND q.id = qs[1]
-        HAVING cardinality(qs) = 1 AND NOT coalesce(bool_or(q.paused), false)
-    ) AS q
+           c.max_concurrency, c.rate_limit
+    FROM (SELECT DISTINCT u.queue FROM unnest(qs) AS u (queue)) AS u
+    LEFT JOIN queues q ON q.project = p AND q.id = u.queue
     CROSS JOIN LATERAL (
-        SELECT t.id, t.queue, t.kind, t.concurrency_key, t.concurrency_limit
+        SELECT t.id, t.queue, t.kind, t.concurrency_key, t.concurrency_limit,
+               coalesce(q.max_concurrency, 0) AS max_concurrency,
+               coalesce(q.rate_limit, '') AS rate_limit,
+               t.priority, t.schedule_time
         FROM tasks t
-        WHERE t.project = p AND t.state = 'QUEUED' AND t.queue = qs[1]
-          AND (q.max_concurrency > 0 OR q.rate_limit <> ''
+        WHERE t.project = p AND t.state = 'QUEUED' AND t.queue = u.queue
+          AND (coalesce(q.max_concurrency, 0) > 0 OR coalesce(q.rate_limit, '') <> ''
                OR t.concurrency_key IS NOT NULL OR t.kind = ANY (kinds))
           AND t.id <> ALL (coalesce(skip, '{}'))
         ORDER BY t.priority, t.schedule_time, t.id
         LIMIT size
     ) AS c
-    UNION ALL
-    (
-        SELECT c.id, c.queue, c.kind, c.concurrency_key, c.concurrency_limit,
-               c.max_concurrency, c.rate_limit
-        FROM (SELECT DISTINCT u.queue FROM unnest(qs) AS u (queue)) AS u
-        LEFT JOIN queues q ON q.project = p AND q.id = u.queue
-        CROSS JOIN LATERAL (
-            SELECT t.id, t.queue, t.kind, t.concurrency_key, t.concurrency_limit,
-                   coalesce(q.max_concurrency, 0) AS max_concurrency,
-                   coalesce(q.rate_limit, '') AS rate_limit,
-                   t.priority, t.schedule_time
-            FROM tasks t
-            WHERE t.project = p AND t.state = 'QUEUED' AND t.queue = u.queue
-              AND (coalesce(q.max_concurrency, 0) > 0 OR coalesce(q.rate_limit, '') <> ''
-                   OR t.concurrency_key IS NOT NULL OR t.kind = ANY (kinds))
-              AND t.id <> ALL (coalesce(skip, '{}'))
-            ORDER BY t.priority, t.schedule_time, t.id
-            LIMIT size
-        ) AS c
-        WHERE cardinality(qs) > 1 AND NOT coalesce(q.paused, false)
-        ORDER BY c.priority, c.schedule_time, c.id
-        LIMIT size
-    )
+    WHERE NOT coalesce(q.paused, false)
+    ORDER BY c.priority, c.schedule_time, c.id
+    LIMIT size
 $$;
 
 -- The names of the advisory locks of a candidate's limits (NULL where a limit does not
--- apply): its queue (`mc`: max_concurrency, `rl`: rate_limit), kind and concurrency key
--- `k`; `kb`: kind -> the names of the kind buckets that apply (at most two: every
--- worker's and this worker's).
+-- apply): its queue (`mc`: max_concurrency, `rl`: rate_limit), concurrency key `k`, and
+-- kind when `kinds` (the kinds rate limited for worker `w`) has it: the buckets of every
+-- worker and of `w` (one of them may not exist; its lock costs nothing).
 CREATE FUNCTION conveyor_lease_locks(
-    p text, queue text, kind text, k text, mc integer, rl text, kb jsonb
+    p text, w text, queue text, kind text, k text, mc integer, rl text, kinds text[]
 ) RETURNS text[]
 LANGUAGE sql IMMUTABLE
 RETURN ARRAY[
     CASE WHEN mc > 0 OR rl <> '' THEN 'conveyor/queue/' || p || '/' || queue END,
     CASE WHEN rl <> '' THEN 'conveyor/rate/' || p || '/queue/' || queue || '/' END,
     'conveyor/key/' || p || '/' || k,
-    kb -> kind ->> 0,
-    kb -> kind ->> 1
+    CASE WHEN kind = ANY (kinds) THEN 'conveyor/rate/' || p || '/kind/' || kind || '/' END,
+    CASE WHEN kind = ANY (kinds) THEN 'conveyor/rate/' || p || '/kind/' || kind || '/' || w END
 ];
 
 -- The sorted names of the locks the first `size` candidates need, but not those in `held`
--- (NULL: none). Candidates share most of their limits, so they are made distinct first.
--- (A one-row set rather than a value: a SQL function is inlined only as a set.)
+-- (NULL: none). (A one-row set rather than a value: a SQL function is inlined only as a
+-- set.)
 CREATE FUNCTION conveyor_lease_lock_names(
-    p text, qs text[], size integer, skip uuid[], kinds text[], kb jsonb, held text[]
+    p text, w text, qs text[], size integer, skip uuid[], kinds text[], held text[]
 ) RETURNS TABLE (names text[])
 LANGUAGE sql STABLE AS $$
     SELECT array_agg(DISTINCT l.name COLLATE "C" ORDER BY l.name COLLATE "C")
-    FROM (
-        SELECT DISTINCT x.queue, x.kind, x.concurrency_key, x.max_concurrency, x.rate_limit
-        FROM conveyor_lease_candidates(p, qs, size, skip, kinds) AS x
-    ) AS x,
-    unnest(conveyor_lease_locks(
-        p, x.queue, x.kind, x.concurrency_key, x.max_concurrency, x.rate_limit, kb
-    )) AS l (name)
+    FROM conveyor_lease_candidates(p, qs, size, skip, kinds) AS x,
+         unnest(conveyor_lease_locks(
+             p, w, x.queue, x.kind, x.concurrency_key, x.max_concurrency, x.rate_limit, kinds
+         )) AS l (name)
     WHERE l.name IS NOT NULL AND l.name <> ALL (held)
 $$;
 
@@ -156,8 +128,9 @@ $$;
 -- (pg_try_advisory_xact_lock): the first look's locks are still held, and waiting for
 -- more out of order could deadlock.
 --
--- `skip`: tasks the statement's unlimited part already took. `freed`/`freed_leases`:
--- the (task, lease) pairs the same statement completes or fails, not counted as running
+-- `skip`: tasks the statement's unlimited part already took. `freed`: the leases (each
+-- names one attempt of one task) the same statement completes or fails, not counted
+-- as running
 -- (whether this function sees the statement's own updates depends on the order
 -- PostgreSQL runs the statement's parts in, which nothing promises).
 -- A candidate whose limit was not locked (a limit that appeared after the locks were
@@ -165,11 +138,10 @@ $$;
 --
 -- Few statements, each cheap: this runs inside a worker's every lease of a limited
 -- queue. Maps are jsonb objects: rq (running per queue with max_concurrency), rk
--- (running per concurrency key), kb (kind -> names of the kind buckets that apply to
--- w); buckets are parallel arrays.
+-- (running per concurrency key); buckets are parallel arrays.
 CREATE FUNCTION conveyor_admit(
     p text, w text, qs text[], want integer, size integer, scan integer,
-    skip uuid[], freed uuid[], freed_leases uuid[],
+    skip uuid[], freed uuid[],
     OUT chosen uuid[], OUT rate_wait double precision, OUT clock timestamptz,
     OUT bscope text[], OUT bkey text[], OUT bworker text[], OUT brate text[],
     OUT btok double precision[], OUT bat timestamptz[], OUT btaken integer[],
@@ -183,7 +155,6 @@ DECLARE
     keys text[];
     k text;
     snap text;
-    kb jsonb;
     kinds text[];
     cands conveyor_lease_candidate[];
     c conveyor_lease_candidate;
@@ -214,7 +185,7 @@ BEGIN
                            AND (own > 0 OR cardinality(qs) > 1));
             size := scan;
             SELECT n.names INTO keys
-            FROM conveyor_lease_lock_names(p, qs, size, skip || chosen, kinds, kb, held) AS n;
+            FROM conveyor_lease_lock_names(p, w, qs, size, skip || chosen, kinds, held) AS n;
             FOREACH k IN ARRAY coalesce(keys, '{}') LOOP
                 IF pg_try_advisory_xact_lock(hashtextextended(k, 0)) THEN
                     held := held || k;
@@ -235,33 +206,35 @@ BEGIN
         -- stored its own clock, committed before this snapshot: an earlier clock here
         -- would move refill_time back and hand out the tokens in between twice.
         WITH k AS (
-            SELECT coalesce(jsonb_object_agg(r.key, r.names), '{}') AS kb,
-                   coalesce(array_agg(r.key), '{}') AS kinds
-            FROM (
-                SELECT r.key,
-                       jsonb_agg('conveyor/rate/' || p || '/kind/' || r.key || '/' || r.worker) AS names
-                FROM rate_limits r
+            SELECT ARRAY(
+                SELECT DISTINCT r.key FROM rate_limits r
                 WHERE r.project = p AND r.scope = 'kind' AND r.worker IN ('', w)
-                GROUP BY r.key
-            ) AS r
+            ) AS kinds
         ),
         x AS MATERIALIZED (
-            SELECT x FROM k, conveyor_lease_candidates(p, qs, size, skip || chosen, k.kinds) x
+            SELECT x.* FROM k, conveyor_lease_candidates(p, qs, size, skip || chosen, k.kinds) x
+        ),
+        nm AS MATERIALIZED (
+            SELECT array_agg(DISTINCT l.name COLLATE "C" ORDER BY l.name COLLATE "C") AS names
+            FROM x, unnest(conveyor_lease_locks(
+                p, w, x.queue, x.kind, x.concurrency_key, x.max_concurrency, x.rate_limit,
+                (SELECT k.kinds FROM k)
+            )) AS l (name)
+            WHERE l.name IS NOT NULL AND l.name <> ALL (held)
         )
-        SELECT ARRAY(SELECT x.x FROM x),
+        SELECT ARRAY(SELECT (x.id, x.queue, x.kind, x.concurrency_key, x.concurrency_limit,
+                             x.max_concurrency, x.rate_limit)::conveyor_lease_candidate
+                     FROM x),
                clock_timestamp(),
                pg_current_snapshot()::text,
-               (SELECT k.kb FROM k),
                (SELECT k.kinds FROM k),
-               (SELECT array_agg(DISTINCT l.name COLLATE "C" ORDER BY l.name COLLATE "C")
-                FROM (SELECT DISTINCT (x.x).queue, (x.x).kind, (x.x).concurrency_key,
-                                      (x.x).max_concurrency, (x.x).rate_limit
-                      FROM x) AS d,
-                     unnest(conveyor_lease_locks(
-                         p, d.queue, d.kind, d.concurrency_key, d.max_concurrency,
-                         d.rate_limit, (SELECT k.kb FROM k)
-                     )) AS l (name)
-                WHERE l.name IS NOT NULL AND l.name <> ALL (held)),
+               (SELECT nm.names FROM nm),
+               -- The first look takes the locks it names, waiting, in the names' order (an
+               -- array unnests in order): its reads precede them, which the snapshot
+               -- check after this statement makes good.
+               (SELECT count(pg_advisory_xact_lock(hashtextextended(l.name, 0)))
+                FROM nm, unnest(nm.names) AS l (name)
+                WHERE look = 'first'),
                rq || coalesce((
                    SELECT jsonb_object_agg(r.queue, r.n)
                    FROM (
@@ -269,11 +242,9 @@ BEGIN
                        FROM tasks t
                        WHERE t.project = p AND t.state = 'RUNNING'
                          AND t.queue = ANY (ARRAY(
-                             SELECT x.queue FROM (SELECT (x.x).* FROM x) x
+                             SELECT x.queue FROM x
                              WHERE x.max_concurrency > 0 AND NOT rq ? x.queue))
-                         AND NOT EXISTS (
-                             SELECT FROM unnest(freed, freed_leases) AS f (id, lease_id)
-                             WHERE f.id = t.id AND f.lease_id = t.lease_id)
+                         AND t.lease_id <> ALL (coalesce(freed, '{}'))
                        GROUP BY t.queue
                    ) AS r), '{}'),
                rk || coalesce((
@@ -283,11 +254,9 @@ BEGIN
                        FROM tasks t
                        WHERE t.project = p AND t.state = 'RUNNING'
                          AND t.concurrency_key = ANY (ARRAY(
-                             SELECT x.concurrency_key FROM (SELECT (x.x).* FROM x) x
+                             SELECT x.concurrency_key FROM x
                              WHERE x.concurrency_key IS NOT NULL AND NOT rk ? x.concurrency_key))
-                         AND NOT EXISTS (
-                             SELECT FROM unnest(freed, freed_leases) AS f (id, lease_id)
-                             WHERE f.id = t.id AND f.lease_id = t.lease_id)
+                         AND t.lease_id <> ALL (coalesce(freed, '{}'))
                        GROUP BY t.concurrency_key
                    ) AS r), '{}'),
                bn || coalesce(array_agg(b.name), '{}'),
@@ -308,7 +277,7 @@ BEGIN
                bat || coalesce(array_agg(b.at), '{}'),
                btaken || coalesce(array_agg(0), '{}'),
                bstored || coalesce(array_agg(r.project IS NOT NULL), '{}')
-        INTO cands, clock, snap, kb, kinds, keys, rq, rk, bn, bscope, bkey, bworker, brate, bps,
+        INTO cands, clock, snap, kinds, keys, i, rq, rk, bn, bscope, bkey, bworker, brate, bps,
              btok, bat, btaken, bstored
         FROM (
             SELECT v.*, conveyor_rate_per_second(v.rate) AS ps, clock_timestamp() AS at
@@ -334,12 +303,9 @@ BEGIN
             IF keys IS NULL THEN
                 RETURN;
             END IF;
-            -- One statement for all of them; the sort puts the calls in the names' order.
-            PERFORM pg_advisory_xact_lock(hashtextextended(l.name, 0))
-            FROM unnest(keys) WITH ORDINALITY AS l (name, i)
-            ORDER BY l.i;
             held := keys;
-            -- An expression sees a new snapshot too: a commit since the read shows in it.
+            -- What was read holds under the locks unless a transaction committed since:
+            -- an expression sees a new snapshot, where such a commit shows.
             IF pg_current_snapshot()::text <> snap THEN
                 look := 'again';
                 CONTINUE;
@@ -369,8 +335,8 @@ BEGIN
             END IF;
             names := ARRAY[
                 CASE WHEN c.rate_limit <> '' THEN 'conveyor/rate/' || p || '/queue/' || c.queue || '/' END,
-                kb -> c.kind ->> 0,
-                kb -> c.kind ->> 1
+                'conveyor/rate/' || p || '/kind/' || c.kind || '/',
+                'conveyor/rate/' || p || '/kind/' || c.kind || '/' || w
             ];
             wait := NULL;
             unheld := false;
@@ -403,12 +369,14 @@ BEGIN
                 btok[i] := btok[i] - 1;
                 btaken[i] := btaken[i] + 1;
             END LOOP;
+            chosen := chosen || c.id;
+            -- The counts are for the candidates after it; the last one needs none.
+            EXIT WHEN cardinality(chosen) >= want;
             rq := jsonb_set(rq, ARRAY[c.queue], to_jsonb(coalesce((rq ->> c.queue)::integer, 0) + 1));
             IF c.concurrency_key IS NOT NULL THEN
                 rk := jsonb_set(rk, ARRAY[c.concurrency_key],
                                 to_jsonb(coalesce((rk ->> c.concurrency_key)::integer, 0) + 1));
             END IF;
-            chosen := chosen || c.id;
         END LOOP;
         EXIT WHEN look = 'wider';
         look := 'wider';

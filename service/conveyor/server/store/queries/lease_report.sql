@@ -149,7 +149,6 @@ admitted AS MATERIALIZED (
              least(%(scan)s::integer, greatest(%(window)s::integer, 4 * s.want)),
              %(scan)s::integer,
              ARRAY(SELECT id FROM ready_plain),
-             %(c_ids)s::uuid[] || %(f_ids)s::uuid[],
              %(c_lease_ids)s::uuid[] || %(f_lease_ids)s::uuid[]
          ) AS a
     WHERE s.want > 0
