@@ -302,3 +302,44 @@ async def test_pool_connections_use_generic_plans(pools: list[Pool]) -> None:
     async with pools[0].connection() as c:
         cur = await c.execute("SHOW plan_cache_mode")
         assert await cur.fetchone() == ("force_generic_plan",)
+
+
+async def test_a_lease_committed_while_the_first_look_waited_is_counted(
+    pools: list[Pool], conn: Conn, database_url: str
+) -> None:
+    """The limited lease reads before it locks, then checks that nothing committed in
+    between. Another leaser that held the key's lock and leased under it while this one
+    read is seen: the key (limit 1) is full, so nothing more starts."""
+    first_id, second_id = await insert_tasks(conn, 2, queue="race")
+    await conn.execute(
+        "UPDATE tasks SET concurrency_key = 'r', concurrency_limit = 1 WHERE id = ANY(%s)",
+        [[first_id, second_id]],
+    )
+    async with await psycopg.AsyncConnection.connect(database_url) as other:
+        # Another leaser holds the key's lock and leases a task under it (the second: the
+        # first, still QUEUED in what this lease read, is the one it would take).
+        await other.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"conveyor/key/{PROJECT}/r"]
+        )
+        await other.execute(
+            "UPDATE tasks SET state = 'RUNNING', attempt = 1, lease_id = gen_random_uuid(),"
+            " lease_expire_time = now() + interval '1 minute', start_time = now(), worker = 'o'"
+            " WHERE id = %s",
+            [second_id],
+        )
+        lease = asyncio.create_task(Leases(pools[0]).take(PROJECT, Take("w", ("race",), 1)))
+        # Until this lease waits for the key's lock, having read the key as empty.
+        deadline = time.monotonic() + 10
+        while True:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0] > 0:
+                break
+            assert time.monotonic() < deadline, "the lease never waited for the key's lock"
+            await asyncio.sleep(0.01)
+        await other.commit()
+        assert await lease == []
+    cur = await conn.execute("SELECT state FROM tasks WHERE id = %s", [first_id])
+    assert await cur.fetchone() == ("QUEUED",)
