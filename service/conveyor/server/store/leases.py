@@ -64,7 +64,7 @@ _SETTLE_MANY_QUEUES = _compact(
     )
 )
 
-WINDOW = 8
+WINDOW = 4
 """Candidates a limited lease looks at first (at least; 4 per wanted task)."""
 SCAN = 500
 """Most candidates a limited lease looks at, when the window's own limits held it back."""

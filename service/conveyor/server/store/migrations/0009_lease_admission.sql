@@ -116,7 +116,7 @@ $$;
 -- the tasks were read under the locks (a lease's start must not precede an end it
 -- waited for).
 --
--- The first look reads a window of `size` candidates (max(8, 4 x want): the head of the
+-- The first look reads a window of `size` candidates (max(4, 4 x want): the head of the
 -- queue is what a lease takes, and each candidate costs locks and reads) with their
 -- running counts and buckets and the names of their limits' locks, then takes those
 -- locks, waiting, in "C" order. What it read holds under the locks unless a transaction
@@ -162,7 +162,7 @@ DECLARE
     rk jsonb := '{}';
     -- Buckets, one element each (with the OUT b* arrays): name, tokens a second.
     bn text[] := '{}';
-    bps double precision[] := '{}';
+    bps double precision[];
     own integer := 0;
     names text[];
     n text;
@@ -171,10 +171,10 @@ DECLARE
     unheld boolean;
     kind_empty boolean;
 BEGIN
+    -- The other OUT values start NULL: no clock (the statement's is used), no buckets
+    -- (the reads append to them). Fewer expressions: each costs its first use in every
+    -- transaction, and a lease is one.
     chosen := '{}';
-    clock := statement_timestamp();
-    bscope := '{}'; bkey := '{}'; bworker := '{}'; brate := '{}';
-    btok := '{}'; bat := '{}'; btaken := '{}'; bstored := '{}';
     IF want <= 0 THEN
         RETURN;
     END IF;
@@ -192,9 +192,9 @@ BEGIN
                 END IF;
             END LOOP;
         ELSIF look = 'again' THEN
-            rq := '{}'; rk := '{}'; bn := '{}'; bps := '{}';
-            bscope := '{}'; bkey := '{}'; bworker := '{}'; brate := '{}';
-            btok := '{}'; bat := '{}'; btaken := '{}'; bstored := '{}';
+            rq := '{}'; rk := '{}'; bn := '{}'; bps := NULL;
+            bscope := NULL; bkey := NULL; bworker := NULL; brate := NULL;
+            btok := NULL; bat := NULL; btaken := NULL; bstored := NULL;
         END IF;
         -- A new statement, a new snapshot (`snap`): it sees every lease committed before
         -- it. The clock is read after that snapshot, so a lease starts after every end it
