@@ -343,3 +343,29 @@ async def test_a_lease_committed_while_the_first_look_waited_is_counted(
         assert await lease == []
     cur = await conn.execute("SELECT state FROM tasks WHERE id = %s", [first_id])
     assert await cur.fetchone() == ("QUEUED",)
+
+
+async def test_an_end_whose_place_the_same_call_takes_again_wakes_no_one(
+    pools: list[Pool], conn: Conn, database_url: str
+) -> None:
+    """A worker completing a task and taking the next of the same key in one call leaves
+    the key as full as it was: the other leasers are not woken for a place that is gone."""
+    ids = await insert_tasks(conn, 4, queue="wk2")
+    await conn.execute(
+        "UPDATE tasks SET concurrency_key = 'z2', concurrency_limit = 2 WHERE id = ANY(%s)", [ids]
+    )
+    leases = Leases(pools[0])
+    first, _second = await leases.take(PROJECT, Take("w", ("wk2",), 4))  # the key is full
+    assert first.lease_id is not None
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as listener:
+        await listener.execute("LISTEN conveyor_tasks")
+        settled = await leases.settle(
+            PROJECT,
+            [Completion(TaskRef(PROJECT, first.id), first.lease_id)],
+            Take("w", ("wk2",), 1),
+        )
+        assert [r.id for r in settled.leased] == [ids[2]]
+        woken = [
+            n.payload async for n in listener.notifies(timeout=0.5) if n.channel == "conveyor_tasks"
+        ]
+        assert woken == []

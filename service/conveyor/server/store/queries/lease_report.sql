@@ -263,27 +263,35 @@ UNION ALL
 -- NOTIFY sent at commit; repeats fold): where the others running under its key or queue
 -- fill the limit but for it. A limit with room held no one back, and waking every leaser
 -- of a busy keyed queue at each end would cost each of them a lease. Checked once per
--- queue and key; this statement's snapshot still counts the ended tasks as running, so
--- they are left out by id.
+-- queue and key, and not where this statement leased as many tasks of the same queue
+-- and key as ended (a worker completing one and taking the next: the place is taken
+-- again). This statement's snapshot still counts the ended tasks as running, so they
+-- are left out by id.
 SELECT 'freed', NULL, x.* FROM (SELECT (NULL::tasks).*) AS x
 WHERE (
     SELECT count(pg_notify('conveyor_tasks', e.project || '/' || e.queue))
-    FROM (SELECT DISTINCT project, queue, concurrency_key, concurrency_limit FROM ended) AS e
-    WHERE (e.concurrency_key IS NOT NULL
-           AND (SELECT count(*)
-                FROM (SELECT FROM tasks t
-                      WHERE t.project = e.project AND t.state = 'RUNNING'
-                        AND t.concurrency_key = e.concurrency_key
-                        AND t.id <> ALL (ARRAY(SELECT id FROM ended))
-                      LIMIT greatest(1, e.concurrency_limit) - 1) AS r)
-               >= greatest(1, e.concurrency_limit) - 1)
-       OR EXISTS (
-           SELECT FROM queues q
-           WHERE q.project = e.project AND q.id = e.queue AND q.max_concurrency > 0
-             AND (SELECT count(*)
-                  FROM (SELECT FROM tasks t
-                        WHERE t.project = q.project AND t.state = 'RUNNING' AND t.queue = q.id
-                          AND t.id <> ALL (ARRAY(SELECT id FROM ended))
-                        LIMIT q.max_concurrency - 1) AS r)
-                 >= q.max_concurrency - 1)
+    FROM (
+        SELECT project, queue, concurrency_key, concurrency_limit, count(*) AS n
+        FROM ended
+        GROUP BY project, queue, concurrency_key, concurrency_limit
+    ) AS e
+    WHERE e.n > (SELECT count(*) FROM leased l
+                 WHERE l.queue = e.queue AND l.concurrency_key IS NOT DISTINCT FROM e.concurrency_key)
+      AND ((e.concurrency_key IS NOT NULL
+            AND (SELECT count(*)
+                 FROM (SELECT FROM tasks t
+                       WHERE t.project = e.project AND t.state = 'RUNNING'
+                         AND t.concurrency_key = e.concurrency_key
+                         AND t.id <> ALL (ARRAY(SELECT id FROM ended))
+                       LIMIT greatest(1, e.concurrency_limit) - 1) AS r)
+                >= greatest(1, e.concurrency_limit) - 1)
+        OR EXISTS (
+            SELECT FROM queues q
+            WHERE q.project = e.project AND q.id = e.queue AND q.max_concurrency > 0
+              AND (SELECT count(*)
+                   FROM (SELECT FROM tasks t
+                         WHERE t.project = q.project AND t.state = 'RUNNING' AND t.queue = q.id
+                           AND t.id <> ALL (ARRAY(SELECT id FROM ended))
+                         LIMIT q.max_concurrency - 1) AS r)
+                  >= q.max_concurrency - 1))
 ) < 0
