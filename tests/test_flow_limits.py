@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
+import pytest
 import pytest_asyncio
 from psycopg.rows import TupleRow
 
@@ -105,7 +106,12 @@ async def until_done(conn: Conn, n: int, within: float = 30.0) -> None:
     raise AssertionError("tasks did not finish in time")
 
 
-async def test_sequential_queue_runs_one_at_a_time_in_order(pools: list[Pool], conn: Conn) -> None:
+# A take of one from one queue tries the queue's head alone first (conveyor_admit);
+# larger takes go the general way: the rules are tested both ways.
+@pytest.mark.parametrize("take", [1, 2])
+async def test_sequential_queue_runs_one_at_a_time_in_order(
+    pools: list[Pool], conn: Conn, take: int
+) -> None:
     await set_queue(conn, "seq", max_concurrency=1)
     ids = []
     for priority in (5, 3, 5, 1, 7, 5, 3, 9, 5, 5, 2, 5):
@@ -120,7 +126,7 @@ async def test_sequential_queue_runs_one_at_a_time_in_order(pools: list[Pool], c
     ]
     stop = asyncio.Event()
     workers = [
-        asyncio.create_task(run_worker(Leases(pools[i % 2]), f"w{i}", "seq", stop))
+        asyncio.create_task(run_worker(Leases(pools[i % 2]), f"w{i}", "seq", stop, limit=take))
         for i in range(3)
     ]
     await until_done(conn, len(ids))
@@ -133,7 +139,10 @@ async def test_sequential_queue_runs_one_at_a_time_in_order(pools: list[Pool], c
         assert before[2] <= after[1]
 
 
-async def test_concurrency_key_limit_holds_across_leasers(pools: list[Pool], conn: Conn) -> None:
+@pytest.mark.parametrize("take", [1, 3])
+async def test_concurrency_key_limit_holds_across_leasers(
+    pools: list[Pool], conn: Conn, take: int
+) -> None:
     ids = await insert_tasks(conn, 40, queue="k")
     # Half share key "a" (limit 2), half have no key.
     await conn.execute(
@@ -142,7 +151,7 @@ async def test_concurrency_key_limit_holds_across_leasers(pools: list[Pool], con
     )
     stop = asyncio.Event()
     workers = [
-        asyncio.create_task(run_worker(Leases(pools[i % 2]), f"w{i}", "k", stop, limit=3))
+        asyncio.create_task(run_worker(Leases(pools[i % 2]), f"w{i}", "k", stop, limit=take))
         for i in range(4)
     ]
     await until_done(conn, len(ids))
@@ -169,14 +178,15 @@ async def test_unlimited_tasks_pass_a_blocked_key(pools: list[Pool], conn: Conn)
     assert [r.id for r in rows] == [free]
 
 
-async def test_queue_rate_limit_spaces_starts(pools: list[Pool], conn: Conn) -> None:
+@pytest.mark.parametrize("take", [1, 10])
+async def test_queue_rate_limit_spaces_starts(pools: list[Pool], conn: Conn, take: int) -> None:
     await set_queue(conn, "r", rate="10/s")
     await insert_tasks(conn, 100, queue="r")
     leasers = [Leases(p) for p in pools]
     started = 0
     t0 = time.monotonic()
     while time.monotonic() - t0 < 2.0:
-        settled = await leasers[started % 2].settle(PROJECT, (), Take("w", ("r",), 10))
+        settled = await leasers[started % 2].settle(PROJECT, (), Take("w", ("r",), take))
         started += len(settled.leased)
         if not settled.leased:
             assert settled.retry_after is not None

@@ -582,6 +582,22 @@ CREATE FUNCTION conveyor_rate_burst(per_second double precision) RETURNS double 
 LANGUAGE sql IMMUTABLE
 RETURN greatest(1, floor(per_second / 5));
 
+-- The tokens at `at` of a bucket of `rate` that stored `tokens` at `refill_time` under
+-- `stored_rate`: refilled up to its burst; a new bucket or a changed rate starts full.
+CREATE FUNCTION conveyor_bucket_tokens(
+    rate text, stored_rate text, tokens double precision, refill_time timestamptz,
+    at timestamptz
+) RETURNS double precision
+LANGUAGE sql IMMUTABLE
+RETURN CASE
+    WHEN tokens IS NULL OR stored_rate IS DISTINCT FROM rate
+        THEN conveyor_rate_burst(conveyor_rate_per_second(rate))
+    ELSE least(
+        conveyor_rate_burst(conveyor_rate_per_second(rate)),
+        tokens + greatest(0, extract(epoch FROM at - refill_time))::double precision
+                 * conveyor_rate_per_second(rate))
+END;
+
 -- The first `size` ready tasks of queues `qs` that a limit applies to, in lease order,
 -- leaving out `skip`, with their queue's limits; `kinds`: the kinds rate limited for the
 -- worker. Each queue is read in order from tasks_ready_idx and stops at `size`, so a
@@ -706,6 +722,21 @@ DECLARE
     wait double precision;
     unheld boolean;
     kind_empty boolean;
+    -- The head alone (see below): the candidate, whether kinds are limited, the running
+    -- counts of its queue and key, its queue's bucket as stored.
+    hid uuid;
+    hqueue text;
+    hkey text;
+    hlimit integer;
+    hmc integer;
+    hrl text;
+    kind_limits boolean;
+    hq bigint;
+    hk bigint;
+    rtok double precision;
+    rrate text;
+    rtime timestamptz;
+    rstored boolean;
 BEGIN
     -- The other OUT values start NULL: no clock (the statement's is used), no buckets
     -- (the reads append to them). Fewer expressions: each costs its first use in every
@@ -713,6 +744,86 @@ BEGIN
     chosen := '{}';
     IF want <= 0 THEN
         RETURN;
+    END IF;
+    -- A lease of one from one queue (a worker taking its next task) first tries the head
+    -- alone, in one small statement: it takes the locks of the head's limits, waiting, in
+    -- "C" order (key, queue, rate), and reads the running counts of its queue and key and
+    -- its queue's bucket. The same snapshot check makes the reads good. When the head may
+    -- start, that is the lease; when its queue is full or its queue's bucket empty, no
+    -- task of the queue may. Otherwise (its key is full, a commit came in between, kinds
+    -- are rate limited) the general look below decides, with these locks held and taking
+    -- the others only when it gets them at once.
+    IF want = 1 AND cardinality(qs) = 1 THEN
+        WITH kl AS (
+            SELECT EXISTS (
+                SELECT FROM rate_limits r
+                WHERE r.project = p AND r.scope = 'kind' AND r.worker IN ('', w)
+            ) AS limited
+        ),
+        h AS MATERIALIZED (
+            SELECT hh.*
+            FROM kl, conveyor_lease_candidates(p, qs, 1, skip, '{}') AS hh
+            WHERE NOT kl.limited
+        )
+        SELECT (SELECT kl.limited FROM kl),
+               h.id, h.queue, h.concurrency_key, h.concurrency_limit, h.max_concurrency,
+               h.rate_limit,
+               clock_timestamp(),
+               pg_current_snapshot()::text,
+               ARRAY(
+                   SELECT l.name
+                   FROM unnest(ARRAY[
+                       'conveyor/key/' || p || '/' || h.concurrency_key,
+                       CASE WHEN h.max_concurrency > 0 OR h.rate_limit <> ''
+                           THEN 'conveyor/queue/' || p || '/' || h.queue END,
+                       CASE WHEN h.rate_limit <> ''
+                           THEN 'conveyor/rate/' || p || '/queue/' || h.queue || '/' END
+                   ]) AS l (name)
+                   WHERE l.name IS NOT NULL
+                     AND pg_advisory_xact_lock(hashtextextended(l.name, 0)) IS NOT NULL
+               ),
+               (SELECT count(*) FROM tasks t
+                WHERE h.max_concurrency > 0 AND t.project = p AND t.state = 'RUNNING'
+                  AND t.queue = h.queue AND t.lease_id <> ALL (coalesce(freed, '{}'))),
+               (SELECT count(*) FROM tasks t
+                WHERE t.project = p AND t.state = 'RUNNING'
+                  AND t.concurrency_key = h.concurrency_key
+                  AND t.lease_id <> ALL (coalesce(freed, '{}'))),
+               r.tokens, r.rate, r.refill_time, r.project IS NOT NULL
+        INTO kind_limits, hid, hqueue, hkey, hlimit, hmc, hrl, clock, snap, held, hq, hk,
+             rtok, rrate, rtime, rstored
+        FROM (SELECT) AS one
+        LEFT JOIN h ON true
+        LEFT JOIN rate_limits r
+          ON h.rate_limit <> '' AND r.project = p AND r.scope = 'queue' AND r.key = h.queue
+         AND r.worker = '';
+        IF hid IS NULL AND NOT kind_limits THEN
+            RETURN;
+        END IF;
+        IF hid IS NOT NULL AND pg_current_snapshot()::text = snap THEN
+            -- The queue's own limits hold back every task of the queue alike.
+            IF hmc > 0 AND hq >= hmc THEN
+                RETURN;
+            END IF;
+            IF hrl <> '' THEN
+                rtok := conveyor_bucket_tokens(hrl, rrate, rtok, rtime, clock);
+                IF rtok < 1 THEN
+                    rate_wait := (1 - rtok) / conveyor_rate_per_second(hrl);
+                    RETURN;
+                END IF;
+            END IF;
+            IF hkey IS NULL OR hk < greatest(1, hlimit) THEN
+                chosen := ARRAY[hid];
+                IF hrl <> '' THEN
+                    bscope := '{queue}'; bkey := ARRAY[hqueue]; bworker := '{""}';
+                    brate := ARRAY[hrl]; btok := ARRAY[rtok - 1];
+                    bat := ARRAY[clock]; btaken := '{1}'; bstored := ARRAY[rstored];
+                END IF;
+                RETURN;
+            END IF;
+        END IF;
+        held := coalesce(held, '{}');
+        clock := NULL;
     END IF;
     LOOP
         IF look = 'wider' THEN
@@ -770,7 +881,7 @@ BEGIN
                -- check after this statement makes good.
                (SELECT count(pg_advisory_xact_lock(hashtextextended(l.name, 0)))
                 FROM nm, unnest(nm.names) AS l (name)
-                WHERE look = 'first'),
+                WHERE look = 'first' AND held = '{}'),
                rq || coalesce((
                    SELECT jsonb_object_agg(r.queue, r.n)
                    FROM (
@@ -801,15 +912,8 @@ BEGIN
                bworker || coalesce(array_agg(b.worker), '{}'),
                brate || coalesce(array_agg(b.rate), '{}'),
                bps || coalesce(array_agg(b.ps), '{}'),
-               btok || coalesce(array_agg(CASE
-                   WHEN r.tokens IS NULL OR r.rate IS DISTINCT FROM b.rate
-                       THEN conveyor_rate_burst(b.ps)
-                   ELSE least(
-                       conveyor_rate_burst(b.ps),
-                       r.tokens
-                       + greatest(0, extract(epoch FROM b.at - r.refill_time))::double precision
-                         * b.ps)
-               END), '{}'),
+               btok || coalesce(array_agg(
+                   conveyor_bucket_tokens(b.rate, r.rate, r.tokens, r.refill_time, b.at)), '{}'),
                bat || coalesce(array_agg(b.at), '{}'),
                btaken || coalesce(array_agg(0), '{}'),
                bstored || coalesce(array_agg(r.project IS NOT NULL), '{}')
@@ -835,11 +939,19 @@ BEGIN
           ON r.project = p AND r.scope = b.scope AND r.key = b.key AND r.worker = b.worker;
 
         IF look = 'first' THEN
-            -- Every candidate has a limit, so no lock means no candidate.
-            IF keys IS NULL THEN
+            IF cardinality(cands) = 0 THEN
                 RETURN;
             END IF;
-            held := keys;
+            IF held = '{}' THEN
+                held := coalesce(keys, '{}');
+            ELSE
+                -- The head's locks are held: waiting for more out of order could deadlock.
+                FOREACH k IN ARRAY coalesce(keys, '{}') LOOP
+                    IF pg_try_advisory_xact_lock(hashtextextended(k, 0)) THEN
+                        held := held || k;
+                    END IF;
+                END LOOP;
+            END IF;
             -- What was read holds under the locks unless a transaction committed since:
             -- an expression sees a new snapshot, where such a commit shows.
             IF pg_current_snapshot()::text <> snap THEN
