@@ -668,6 +668,8 @@ $$;
 -- the tasks were read under the locks (a lease's start must not precede an end it
 -- waited for).
 --
+-- A lease of one from one queue (a worker taking its next task) first tries the queue's
+-- head alone (see the body); the general way follows when that does not decide.
 -- The first look reads a window of `size` candidates (max(4, 4 x want): the head of the
 -- queue is what a lease takes, and each candidate costs locks and reads) with their
 -- running counts and buckets and the names of their limits' locks, then takes those
@@ -681,15 +683,15 @@ $$;
 -- more out of order could deadlock.
 --
 -- `skip`: tasks the statement's unlimited part already took. `freed`: the leases (each
--- names one attempt of one task) the same statement completes or fails, not counted
--- as running
--- (whether this function sees the statement's own updates depends on the order
+-- names one attempt of one task) the same statement completes or fails, not counted as
+-- running (whether this function sees the statement's own updates depends on the order
 -- PostgreSQL runs the statement's parts in, which nothing promises).
 -- A candidate whose limit was not locked (a limit that appeared after the locks were
 -- taken) is left for the next lease.
 --
--- Few statements, each cheap: this runs inside a worker's every lease of a limited
--- queue. Maps are jsonb objects: rq (running per queue with max_concurrency), rk
+-- Few statements, each cheap, and few expressions (each is prepared at its first use in
+-- a transaction, and a lease is one): this runs inside a worker's every lease of a
+-- limited queue. Maps are jsonb objects: rq (running per queue with max_concurrency), rk
 -- (running per concurrency key); buckets are parallel arrays.
 CREATE FUNCTION conveyor_admit(
     p text, w text, qs text[], want integer, size integer, scan integer,
