@@ -631,17 +631,19 @@ $$;
 -- The names of the advisory locks of a candidate's limits (NULL where a limit does not
 -- apply): its queue (`mc`: max_concurrency, `rl`: rate_limit), concurrency key `k`, and
 -- kind when `kinds` (the kinds rate limited for worker `w`) has it: the buckets of every
--- worker and of `w` (one of them may not exist; its lock costs nothing).
+-- worker and of `w` (one of them may not exist; its lock costs nothing). In "C" order
+-- ("key" < "queue" < "rate", "kind" < "queue"), so one candidate's may be taken as they
+-- come.
 CREATE FUNCTION conveyor_lease_locks(
     p text, w text, queue text, kind text, k text, mc integer, rl text, kinds text[]
 ) RETURNS text[]
 LANGUAGE sql IMMUTABLE
 RETURN ARRAY[
-    CASE WHEN mc > 0 OR rl <> '' THEN 'conveyor/queue/' || p || '/' || queue END,
-    CASE WHEN rl <> '' THEN 'conveyor/rate/' || p || '/queue/' || queue || '/' END,
     'conveyor/key/' || p || '/' || k,
+    CASE WHEN mc > 0 OR rl <> '' THEN 'conveyor/queue/' || p || '/' || queue END,
     CASE WHEN kind = ANY (kinds) THEN 'conveyor/rate/' || p || '/kind/' || kind || '/' END,
-    CASE WHEN kind = ANY (kinds) THEN 'conveyor/rate/' || p || '/kind/' || kind || '/' || w END
+    CASE WHEN kind = ANY (kinds) THEN 'conveyor/rate/' || p || '/kind/' || kind || '/' || w END,
+    CASE WHEN rl <> '' THEN 'conveyor/rate/' || p || '/queue/' || queue || '/' END
 ];
 
 -- The sorted names of the locks the first `size` candidates need, but not those in `held`
@@ -749,7 +751,7 @@ BEGIN
     END IF;
     -- A lease of one from one queue (a worker taking its next task) first tries the head
     -- alone, in one small statement: it takes the locks of the head's limits, waiting, in
-    -- "C" order (key, queue, rate), and reads the running counts of its queue and key and
+    -- "C" order (as conveyor_lease_locks lists them), and reads the running counts of its queue and key and
     -- its queue's bucket. The same snapshot check makes the reads good. When the head may
     -- start, that is the lease; when its queue is full or its queue's bucket empty, no
     -- task of the queue may. Otherwise (its key is full, a commit came in between, kinds
@@ -774,13 +776,10 @@ BEGIN
                pg_current_snapshot()::text,
                ARRAY(
                    SELECT l.name
-                   FROM unnest(ARRAY[
-                       'conveyor/key/' || p || '/' || h.concurrency_key,
-                       CASE WHEN h.max_concurrency > 0 OR h.rate_limit <> ''
-                           THEN 'conveyor/queue/' || p || '/' || h.queue END,
-                       CASE WHEN h.rate_limit <> ''
-                           THEN 'conveyor/rate/' || p || '/queue/' || h.queue || '/' END
-                   ]) AS l (name)
+                   FROM unnest(conveyor_lease_locks(
+                       p, w, h.queue, h.kind, h.concurrency_key, h.max_concurrency,
+                       h.rate_limit, '{}'
+                   )) AS l (name)
                    WHERE l.name IS NOT NULL
                      AND pg_advisory_xact_lock(hashtextextended(l.name, 0)) IS NOT NULL
                ),
@@ -919,6 +918,7 @@ BEGIN
                bat || coalesce(array_agg(b.at), '{}'),
                btaken || coalesce(array_agg(0), '{}'),
                bstored || coalesce(array_agg(r.project IS NOT NULL), '{}')
+        -- (`i`: the count of locks taken, not used.)
         INTO cands, clock, snap, kinds, keys, i, rq, rk, bn, bscope, bkey, bworker, brate, bps,
              btok, bat, btaken, bstored
         FROM (
