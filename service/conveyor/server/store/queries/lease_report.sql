@@ -135,9 +135,9 @@ ready_plain AS MATERIALIZED (
 -- name: admit
 -- The limited part, after either ready block: only when the unlimited part left room
 -- and a limited task may wait: a queue has limits, or the probe finds one candidate (on
--- a drained queue without limits the function is not called). conveyor_admit takes the locks of the candidates'
--- limits, reads under them and chooses. The tasks this statement reports on are not
--- counted as running. (The unlimited part's tasks are never candidates in this
+-- a drained queue without limits the function is not called). conveyor_admit takes the
+-- locks of the candidates' limits, makes sure what it read holds under them, and
+-- chooses. The tasks this statement reports on are not counted as running. (The unlimited part's tasks are never candidates in this
 -- statement's snapshot; the function reads in its own, and is told them.)
 -- SKIP LOCKED: a chosen task another transaction holds (a cancel) is left for the next
 -- lease, rather than waiting for it while holding the advisory locks.
@@ -172,8 +172,9 @@ ready AS (
     UNION ALL
     SELECT project, id FROM ready_admitted
 ),
--- The token buckets the admission took from, written back (still under its locks; the
--- values were read after them). A queue's bucket is created at its first lease.
+-- The token buckets the admission took from, written back (still under its locks, which
+-- no one took between the read and them). A queue's bucket is created at its first
+-- lease.
 admitted_buckets AS (
     SELECT b.*
     FROM admitted a,
