@@ -172,9 +172,9 @@ ready AS (
     UNION ALL
     SELECT project, id FROM ready_admitted
 ),
--- The token buckets the admission took from, written back (still under its locks, which
--- no one took between the read and them). A queue's bucket is created at its first
--- lease.
+-- The token buckets the admission took from, written back (still under its locks; it
+-- read them again if anything committed between its read and its locks). A queue's
+-- bucket is created at its first lease.
 admitted_buckets AS (
     SELECT b.*
     FROM admitted a,
