@@ -16,7 +16,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain.schedules import Schedules
+from conveyor.server.domain.schedule_firing import ScheduleFiring
 from conveyor.server.logging import get_logger
 from conveyor.server.store import schedules as store
 
@@ -28,13 +28,13 @@ class SchedulerLoop:
     def __init__(
         self,
         pool: AsyncConnectionPool[Any],
-        schedules: Schedules,
+        firing: ScheduleFiring,
         *,
         interval: float = 1.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._pool = pool
-        self._schedules = schedules
+        self._firing = firing
         self._interval = interval
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
@@ -65,12 +65,12 @@ class SchedulerLoop:
             async with self._pool.connection() as conn, conn.transaction():
                 rows = await store.lock_due(conn, now, BATCH)
                 for row in rows:
-                    created += await self._schedules.fire_due(conn, row, now)
+                    created += await self._firing.fire_due(conn, row, now)
             if len(rows) < BATCH:
                 break
         async with self._pool.connection() as conn, conn.transaction():
             for row in await store.lock_event_schedules(conn, BATCH):
-                created += await self._schedules.fire_events(conn, row, now)
+                created += await self._firing.fire_events(conn, row, now)
         return created
 
     async def _run(self) -> None:

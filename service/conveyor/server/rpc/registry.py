@@ -20,6 +20,8 @@ from conveyor.server.domain.keys import Authenticator, ensure_bootstrap_key
 from conveyor.server.domain.leases import Leases
 from conveyor.server.domain.projects import Projects
 from conveyor.server.domain.queues import Queues
+from conveyor.server.domain.schedule_firing import ScheduleFiring
+from conveyor.server.domain.schedule_states import ScheduleStates
 from conveyor.server.domain.schedule_tasks import ScheduledTasks
 from conveyor.server.domain.schedules import Schedules
 from conveyor.server.domain.tasks import Tasks
@@ -85,8 +87,8 @@ class Services:
         ctx.loops += [ApprovalTimeouts(ctx.pool), StatisticsLoop(ctx.pool)]
         leases = Leases(ctx.pool, on_retry=promoter.poke)
         task_servicer = TaskServicer(Tasks(ctx.pool, create_batcher, server_key=ctx.server_key))
-        schedules = Schedules(ctx.pool, ScheduledTasks(), server_key=ctx.server_key)
-        ctx.loops.append(SchedulerLoop(ctx.pool, schedules))
+        firing = ScheduleFiring(ctx.pool, ScheduledTasks(), server_key=ctx.server_key)
+        ctx.loops.append(SchedulerLoop(ctx.pool, firing))
 
         async def get_task(name: str) -> task_pb2.Task:
             # GetTask reads no context; the servicer is reused so the answer is the same.
@@ -100,7 +102,14 @@ class Services:
 
         implemented: dict[str, list[object]] = {
             "conveyor.v1.CommandService": [CommandServicer(commands)],
-            "conveyor.v1.ScheduleService": [ScheduleServicer(schedules, get_task)],
+            "conveyor.v1.ScheduleService": [
+                ScheduleServicer(
+                    Schedules(ctx.pool, server_key=ctx.server_key),
+                    ScheduleStates(ctx.pool, server_key=ctx.server_key),
+                    firing,
+                    get_task,
+                )
+            ],
             "conveyor.v1.TaskService": [
                 task_servicer,
                 ExportServicer(ctx.pool),

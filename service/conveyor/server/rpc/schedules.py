@@ -1,4 +1,5 @@
-"""ScheduleService: thin translation between messages and domain.schedules."""
+"""ScheduleService: thin translation between messages and domain.schedules,
+domain.schedule_states and domain.schedule_firing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2, json_format
 
+from conveyor.server.domain.schedule_firing import ScheduleFiring
+from conveyor.server.domain.schedule_states import ScheduleStates
 from conveyor.server.domain.schedules import Schedules
 from conveyor.server.rpc import principal
 from conveyor.server.rpc.convert import duration, timestamp, to_datetime
@@ -64,8 +67,16 @@ def schedule_message(row: ScheduleRow, runs: list[RunRow] | None = None) -> sche
 class ScheduleServicer:
     """Implements conveyor.v1.ScheduleService (registered method by method)."""
 
-    def __init__(self, schedules: Schedules, get_task: TaskLoader) -> None:
+    def __init__(
+        self,
+        schedules: Schedules,
+        states: ScheduleStates,
+        firing: ScheduleFiring,
+        get_task: TaskLoader,
+    ) -> None:
         self._schedules = schedules
+        self._states = states
+        self._firing = firing
         self._get_task = get_task
 
     async def CreateSchedule(
@@ -111,23 +122,23 @@ class ScheduleServicer:
         self, request: schedule_pb2.PauseScheduleRequest, context: Context
     ) -> schedule_pb2.Schedule:
         return schedule_message(
-            await self._schedules.pause(request.name, request.notes, principal.current())
+            await self._states.pause(request.name, request.notes, principal.current())
         )
 
     async def ResumeSchedule(
         self, request: schedule_pb2.ResumeScheduleRequest, context: Context
     ) -> schedule_pb2.Schedule:
-        return schedule_message(await self._schedules.resume(request.name, principal.current()))
+        return schedule_message(await self._states.resume(request.name, principal.current()))
 
     async def CancelSchedule(
         self, request: schedule_pb2.CancelScheduleRequest, context: Context
     ) -> schedule_pb2.Schedule:
-        return schedule_message(await self._schedules.cancel(request.name, principal.current()))
+        return schedule_message(await self._states.cancel(request.name, principal.current()))
 
     async def SnoozeSchedule(
         self, request: schedule_pb2.SnoozeScheduleRequest, context: Context
     ) -> schedule_pb2.Schedule:
-        row = await self._schedules.snooze(
+        row = await self._states.snooze(
             request.name, request.delay.ToTimedelta(), request.reason, principal.current()
         )
         return schedule_message(row)
@@ -135,7 +146,7 @@ class ScheduleServicer:
     async def RunScheduleNow(
         self, request: schedule_pb2.RunScheduleNowRequest, context: Context
     ) -> task_pb2.Task:
-        task_id = await self._schedules.run_now(
+        task_id = await self._firing.run_now(
             request.name, request.overlap_policy, principal.current()
         )
         project = request.name.split("/")[1]
