@@ -8,7 +8,9 @@ import grpc
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
-from conveyor.server.domain.commands import Commands
+from conveyor.server.domain.command_log import CommandLog
+from conveyor.server.domain.task_commands import TaskCommands
+from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.rpc import principal
 from conveyor.server.rpc.convert import timestamp, to_timedelta
 from conveyor.server.store.commands import CommandRow
@@ -60,23 +62,27 @@ def _timeout(request: Any) -> Any:
 
 
 class CommandServicer(command_pb2_grpc.CommandServiceServicer):
-    def __init__(self, commands: Commands) -> None:
-        self._commands = commands
+    def __init__(
+        self, log: CommandLog, task_commands: TaskCommands, worker_commands: WorkerCommands
+    ) -> None:
+        self._log = log
+        self._task_commands = task_commands
+        self._worker_commands = worker_commands
 
     async def RetryTask(
         self, request: command_pb2.RetryTaskRequest, context: Context
     ) -> command_pb2.Command:
-        return command_message(await self._commands.retry_task(principal.current(), request))
+        return command_message(await self._task_commands.retry_task(principal.current(), request))
 
     async def BatchRetryTasks(
         self, request: command_pb2.BatchRetryTasksRequest, context: Context
     ) -> command_pb2.Command:
-        return command_message(await self._commands.batch_retry(principal.current(), request))
+        return command_message(await self._task_commands.batch_retry(principal.current(), request))
 
     async def PurgeQueue(
         self, request: command_pb2.PurgeQueueRequest, context: Context
     ) -> command_pb2.Command:
-        return command_message(await self._commands.purge_queue(principal.current(), request))
+        return command_message(await self._task_commands.purge_queue(principal.current(), request))
 
     async def RestartWorker(
         self, request: command_pb2.RestartWorkerRequest, context: Context
@@ -118,7 +124,7 @@ class CommandServicer(command_pb2_grpc.CommandServiceServicer):
     async def _worker(
         self, request: Any, verb: int, args: dict[str, Any], key: str
     ) -> command_pb2.Command:
-        row = await self._commands.worker_command(
+        row = await self._worker_commands.worker_command(
             principal.current(),
             parent=request.parent,
             verb=verb,
@@ -132,17 +138,19 @@ class CommandServicer(command_pb2_grpc.CommandServiceServicer):
     async def SetRateLimit(
         self, request: command_pb2.SetRateLimitRequest, context: Context
     ) -> command_pb2.Command:
-        return command_message(await self._commands.set_rate_limit(principal.current(), request))
+        return command_message(
+            await self._worker_commands.set_rate_limit(principal.current(), request)
+        )
 
     async def GetCommand(
         self, request: command_pb2.GetCommandRequest, context: Context
     ) -> command_pb2.Command:
-        return command_message(await self._commands.get(request.name))
+        return command_message(await self._log.get(request.name))
 
     async def ListCommands(
         self, request: command_pb2.ListCommandsRequest, context: Context
     ) -> command_pb2.ListCommandsResponse:
-        rows, token = await self._commands.list_page(request)
+        rows, token = await self._log.list_page(request)
         return command_pb2.ListCommandsResponse(
             commands=[command_message(r) for r in rows], next_page_token=token
         )
@@ -150,7 +158,7 @@ class CommandServicer(command_pb2_grpc.CommandServiceServicer):
     async def VerifyAuditLog(
         self, request: command_pb2.VerifyAuditLogRequest, context: Context
     ) -> command_pb2.VerifyAuditLogResponse:
-        verdict = await self._commands.verify(request.parent)
+        verdict = await self._log.verify(request.parent)
         return command_pb2.VerifyAuditLogResponse(
             ok=verdict.ok,
             verified_count=verdict.verified_count,

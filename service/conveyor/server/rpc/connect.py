@@ -40,9 +40,9 @@ from datetime import timedelta
 
 from google.protobuf import json_format, struct_pb2
 
-from conveyor.server.domain.commands import Commands
 from conveyor.server.domain.errors import ConveyorError, InvalidArgument, PermissionDenied
 from conveyor.server.domain.leases import MAX_TAKE, Heartbeat, Leases, Report, Take
+from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import TOUCH_INTERVAL, Hello, Workers
 from conveyor.server.events.notifier import Notifier
 from conveyor.server.logging import get_logger
@@ -96,7 +96,7 @@ class ConnectSession:
         notifier: Notifier,
         stopping: asyncio.Event,
         touch_interval: float = TOUCH_INTERVAL,
-        commands: Commands | None = None,
+        commands: WorkerCommands | None = None,
     ) -> None:
         self.hello = hello
         self._commands = commands

@@ -15,7 +15,7 @@ import grpc
 
 from conveyor.server.context import AppContext
 from conveyor.server.domain.auth import Principal
-from conveyor.server.domain.commands import Commands
+from conveyor.server.domain.command_log import CommandLog
 from conveyor.server.domain.keys import Authenticator, ensure_bootstrap_key
 from conveyor.server.domain.leases import Leases
 from conveyor.server.domain.projects import Projects
@@ -24,7 +24,9 @@ from conveyor.server.domain.schedule_firing import ScheduleFiring
 from conveyor.server.domain.schedule_states import ScheduleStates
 from conveyor.server.domain.schedule_tasks import ScheduledTasks
 from conveyor.server.domain.schedules import Schedules
+from conveyor.server.domain.task_commands import TaskCommands
 from conveyor.server.domain.tasks import Tasks
+from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import Workers
 from conveyor.server.events.notifier import Notifier
 from conveyor.server.loops.approvals import ApprovalTimeouts
@@ -97,11 +99,16 @@ class Services:
                 task_service_pb2.GetTaskRequest(name=name), no_context
             )
 
-        commands = Commands(ctx.pool, ctx.server_key)
-        ctx.loops += [commands.jobs, CommandTimeouts(ctx.pool)]
+        task_commands = TaskCommands(ctx.pool, ctx.server_key)
+        worker_commands = WorkerCommands(ctx.pool, ctx.server_key)
+        ctx.loops += [task_commands.jobs, CommandTimeouts(ctx.pool)]
 
         implemented: dict[str, list[object]] = {
-            "conveyor.v1.CommandService": [CommandServicer(commands)],
+            "conveyor.v1.CommandService": [
+                CommandServicer(
+                    CommandLog(ctx.pool, ctx.server_key), task_commands, worker_commands
+                )
+            ],
             "conveyor.v1.ScheduleService": [
                 ScheduleServicer(
                     Schedules(ctx.pool, server_key=ctx.server_key),
@@ -116,7 +123,9 @@ class Services:
             ],
             "conveyor.v1.QueueService": [QueueServicer(Queues(ctx.pool, ctx.server_key))],
             "conveyor.v1.WorkerService": [
-                WorkerServicer(leases, Workers(ctx.pool), notifier, ctx.shutting_down, commands)
+                WorkerServicer(
+                    leases, Workers(ctx.pool), notifier, ctx.shutting_down, worker_commands
+                )
             ],
             "conveyor.v1.ProjectService": [
                 ProjectServicer(Projects(ctx.pool, self._authenticator, ctx.server_key)),

@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 
 from conveyor.server.domain import leases, names
-from conveyor.server.domain.commands import Commands
 from conveyor.server.domain.errors import InvalidArgument, ResourceExhausted, Violations
 from conveyor.server.domain.leases import MAX_TAKE, Leases, Take
+from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import Workers, check_hello, worker_id
 from conveyor.server.events.notifier import Notifier
 from conveyor.server.rpc import lease_messages
@@ -56,7 +56,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         workers: Workers,
         notifier: Notifier,
         stopping: asyncio.Event,
-        commands: Commands | None = None,
+        commands: WorkerCommands | None = None,
     ) -> None:
         self._commands = commands
         self._leases = leases
