@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from conveyor.server.app import ConveyorServer
-from conveyor.server.domain import export, task_list
+from conveyor.server.domain import export_columns, task_list
 from conveyor.server.domain.errors import Violations
 from conveyor.server.rpc.task_messages import task_message
 from conveyor.server.store import tasks as store
@@ -225,7 +225,7 @@ async def test_cells_read_from_the_row_equal_the_task_message(
     async with server.context.pool.connection() as conn:
         rows = await store.list_page(conn, replace(query, limit=100))
     assert len(rows) == 10
-    columns = export.parse_fields(list(export._FROM_ROW))
+    columns = export_columns.parse_fields(list(export_columns._FROM_ROW))
     for row in rows:
         task = task_message(row)
         for column in columns:
