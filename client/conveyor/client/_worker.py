@@ -23,9 +23,8 @@ that expired meanwhile gets FAILED_PRECONDITION: logged and dropped). Stopping
 shrinks the window to 0, waits up to the grace period for running handlers, reports
 the ones still running as retryable `WorkerStopped` failures, and closes the stream.
 
-Worker-control commands pushed on the stream are obeyed and acknowledged: RESIZE_POOL
-changes `concurrency` (and the window) by its delta, ADD_CONSUMER / CANCEL_CONSUMER
-change `queues`, and they and RESTART_WORKER then open a new stream with a new Hello.
+Worker-control commands pushed on the stream are obeyed and acknowledged
+(_worker_control.py).
 """
 
 from __future__ import annotations
@@ -33,34 +32,29 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import inspect
 import logging
-import os
-import random
-import re
-import signal
-import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 
 from conveyor.client import _requests as req
 from conveyor.client._async_client import AsyncClient
+from conveyor.client._backoff import full_jitter
 from conveyor.client._client import Client
-from conveyor.client._context import TaskContext
+from conveyor.client._hello import default_worker_id, hello
 from conveyor.client._registry import H, Handler, Registry, registered
+from conveyor.client._reports import Reports
 from conveyor.client._stream import Stream
+from conveyor.client._task_runs import TaskRun, wait_until_done
+from conveyor.client._worker_control import obey
+from conveyor.client._worker_signals import forget_signals, stop_on_signals
 from conveyor.client.errors import ConveyorError, from_rpc_error
-from conveyor.v1 import enums_pb2, task_pb2, worker_pb2
+from conveyor.v1 import task_pb2, worker_pb2
 
 _log = logging.getLogger("conveyor.worker")
 
-DEFAULT_LEASE = 30.0
 DEFAULT_GRACE = 30.0
 # Stream errors that retrying cannot fix: the worker stops and raises them.
 FATAL_CODES = frozenset(
@@ -78,37 +72,6 @@ REPORT_DEADLINE = 5.0
 HEALTHY_STREAM = 5.0
 # How long the server may take to end the call once the worker half-closed it.
 CLOSE_TIMEOUT = 2.0
-
-
-def sdk_version() -> str:
-    try:
-        return f"conveyor-python/{metadata.version('conveyor')}"
-    except metadata.PackageNotFoundError:
-        return "conveyor-python/0"
-
-
-def default_worker_id() -> str:
-    """`<hostname>-<pid>` as a worker id: 1..63 of [a-z0-9-]."""
-    host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-") or "worker"
-    suffix = f"-{os.getpid()}"
-    return host[: 63 - len(suffix)].rstrip("-") + suffix
-
-
-@dataclass(eq=False)
-class _Running:
-    """A task this worker holds: its context, runner and the stream it came on."""
-
-    ctx: TaskContext
-    generation: int
-    lease_seconds: float
-    runner: asyncio.Task[None] | None = None
-    handler: asyncio.Future[Any] | None = None
-    is_async: bool = False
-    abandoned: bool = False
-    key: tuple[str, str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.key = (self.ctx.name, self.ctx.lease_id)
 
 
 class Worker:
@@ -149,9 +112,8 @@ class Worker:
         self._aio: AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._running: dict[tuple[str, str], _Running] = {}
-        self._unacked: dict[tuple[str, str], worker_pb2.ConnectRequest] = {}
-        self._unary_reports: set[asyncio.Task[None]] = set()
+        self._running: dict[tuple[str, str], TaskRun] = {}
+        self._reports = Reports()
         self._stream: Stream | None = None
         self._generation = 0
         self._heartbeat_interval: float | None = None
@@ -162,7 +124,6 @@ class Worker:
         self._closed: asyncio.Event | None = None
         self._attempt: Stream | None = None
         self._connect_call: Any = None
-        self._settled: asyncio.Event | None = None
         self._done: asyncio.Event | None = None
         self._started = False
 
@@ -227,7 +188,6 @@ class Worker:
         self._stop_requested = asyncio.Event()
         self._done = asyncio.Event()
         self._closed = asyncio.Event()
-        self._settled = asyncio.Event()
         if self._stop_early:
             self._stop_requested.set()
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -240,8 +200,9 @@ class Worker:
         else:
             assert isinstance(self.client, AsyncClient)
             self._aio = self.client
+        self._reports.client = self._aio
         if handle_signals:
-            self._install_signals(loop)
+            stop_on_signals(loop, self.request_stop)
         drain = asyncio.create_task(self._drain_on_stop())
         try:
             await self._connect_loop()
@@ -251,24 +212,12 @@ class Worker:
                 await drain
             await self._abandon_all()
             if handle_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
+                forget_signals(loop)
             self._executor.shutdown(wait=False, cancel_futures=True)
             if own_client:
                 await self._aio.close()
             self._done.set()
             _log.info("worker %s stopped", self.name)
-
-    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        def on_signal(signum: signal.Signals) -> None:
-            _log.info("worker stopping on %s", signum.name)
-            self.request_stop()
-            # A second signal gets the default action, for an impatient operator.
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
 
     async def _connect_loop(self) -> None:
         assert self._loop is not None and self._closed is not None
@@ -290,7 +239,7 @@ class Worker:
             healthy = welcomed and self._loop.time() - began >= HEALTHY_STREAM
             failures = 0 if healthy else failures + 1
             # Full jitter, 0.1 s doubling up to 5 s.
-            delay = random.uniform(0, min(5.0, 0.1 * 2**failures))
+            delay = full_jitter(failures)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), delay)
 
@@ -299,17 +248,16 @@ class Worker:
         assert self._aio is not None
         self._generation += 1
         stream = Stream(self._generation)
-        hello = worker_pb2.Hello(
-            parent=self.project,
-            worker=self.worker_id,
-            queues=self.queues,
-            capacity=self.concurrency,
-            labels=self.labels,
-            sdk_version=sdk_version(),
+        stream.send(
+            hello(
+                project=self.project,
+                worker_id=self.worker_id,
+                queues=self.queues,
+                capacity=self.concurrency,
+                labels=self.labels,
+                lease_duration=self.lease_duration,
+            )
         )
-        if self.lease_duration is not None:
-            hello.lease_duration.CopyFrom(req.duration(self.lease_duration))
-        stream.send(worker_pb2.ConnectRequest(hello=hello))
         call = self._aio.workers.Connect(stream.requests())
         self._attempt, self._connect_call = stream, call
         try:
@@ -337,13 +285,10 @@ class Worker:
         elif kind == "heartbeat":
             beat = response.heartbeat
             entry = self._running.get((beat.name, beat.lease_id))
-            if entry is not None and beat.cancel_requested:
-                if not beat.HasField("lease_expire_time"):
-                    # Not extended: the lease is gone and the task moved on without us.
-                    _log.warning("task %s: lease lost; stopping its handler", beat.name)
-                self._cancel(entry)
+            if entry is not None:
+                entry.on_heartbeat_answer(beat)
         elif kind == "report_ack":
-            self._on_ack(response.report_ack)
+            self._reports.on_ack(response.report_ack)
         elif kind == "command":
             self._on_command(stream, response.command)
 
@@ -356,40 +301,18 @@ class Worker:
         loop opens a new one with a new Hello (the new queues); running tasks go on and
         report with the unary RPCs. RESIZE_POOL changes the concurrency and the window.
         """
-        verb = enums_pb2.CommandVerb.Name(command.verb).removeprefix("COMMAND_VERB_")
-        args = json_format.MessageToDict(command.args)
-        ok, error, reconnect = True, "", False
-        result: dict[str, Any] = {}
-        if verb == "RESTART_WORKER":
-            reconnect = True
-        elif verb == "RESIZE_POOL":
-            delta = int(args.get("delta", 0))
-            new = max(1, self.concurrency + delta)
-            change, self.concurrency = new - self.concurrency, new
+        obeyed = obey(command, self.concurrency, self.queues)
+        change, self.concurrency = obeyed.concurrency - self.concurrency, obeyed.concurrency
+        self.queues[:] = obeyed.queues
+        if obeyed.verb == "RESIZE_POOL":
             if self._executor is not None:
-                self._executor._max_workers = max(self._executor._max_workers, new)
+                self._executor._max_workers = max(self._executor._max_workers, self.concurrency)
             if not self._stop_requested_set():
                 stream.grant(change)
-            result = {"concurrency": new}
-        elif verb in ("ADD_CONSUMER", "CANCEL_CONSUMER"):
-            queue = str(args.get("queue", ""))
-            if verb == "ADD_CONSUMER" and queue not in self.queues:
-                self.queues.append(queue)
-                reconnect = True
-            elif verb == "CANCEL_CONSUMER" and queue in self.queues:
-                if len(self.queues) == 1:
-                    ok, error = False, "a worker needs at least one queue"
-                else:
-                    self.queues.remove(queue)
-                    reconnect = True
-            result = {"queues": list(self.queues)}
-        else:
-            ok, error = False, f"{verb} is not a worker-control command this worker knows"
-        _log.info("worker %s: command %s %s (ok=%s)", self.name, command.command, verb, ok)
-        ack = worker_pb2.CommandAck(command=command.command, ok=ok, error=error)
-        ack.result.update(result)
-        stream.send(worker_pb2.ConnectRequest(command_ack=ack))
-        if reconnect and ok:
+        ok = obeyed.ack.ok
+        _log.info("worker %s: command %s %s (ok=%s)", self.name, command.command, obeyed.verb, ok)
+        stream.send(worker_pb2.ConnectRequest(command_ack=obeyed.ack))
+        if obeyed.reconnect:
             stream.close()
 
     def _on_welcome(self, stream: Stream, welcome: worker_pb2.Welcome) -> None:
@@ -406,193 +329,36 @@ class Worker:
         stream.close()  # also ends grpc's reader of the request iterator
         if self._stream is stream:
             self._stream = None
-        # Reports sent on the lost stream may not have arrived: send them again with the
-        # unary RPCs (one that did arrive is refused as stale, which changes nothing).
-        for key, message in list(self._unacked.items()):
-            del self._unacked[key]
-            self._report_unary(message)
+        self._reports.on_stream_end()
 
     def _stop_requested_set(self) -> bool:
         return self._stop_requested is not None and self._stop_requested.is_set()
 
     # Tasks.
 
-    def _lease_seconds(self, task: task_pb2.Task) -> float:
-        if self.lease_duration is not None:
-            return req.seconds(self.lease_duration)
-        if task.HasField("lease_duration"):
-            return task.lease_duration.ToTimedelta().total_seconds() or DEFAULT_LEASE
-        return DEFAULT_LEASE
-
     def _start(self, stream: Stream, lease: task_pb2.Lease) -> None:
-        entry = _Running(
-            TaskContext(lease, self.worker_id), stream.generation, self._lease_seconds(lease.task)
-        )
+        entry = TaskRun.of(lease, self.worker_id, stream.generation, self.lease_duration)
         self._running[entry.key] = entry
         entry.runner = asyncio.create_task(self._run(entry), name=f"conveyor {entry.ctx.name}")
 
-    async def _run(self, entry: _Running) -> None:
-        beat = asyncio.create_task(self._heartbeat(entry))
+    async def _run(self, entry: TaskRun) -> None:
+        beat = asyncio.create_task(
+            entry.heartbeats(
+                lambda: self._stream, lambda: self._heartbeat_interval, self.lease_duration
+            )
+        )
         try:
-            report = await self._execute(entry)
+            report = await entry.execute(
+                self.handler_for(entry.ctx.kind), self.worker_id, self._executor
+            )
         finally:
             beat.cancel()
         self._report(entry, report)
 
-    async def _execute(self, entry: _Running) -> worker_pb2.ConnectRequest:
-        ctx = entry.ctx
-        handler = self.handler_for(ctx.kind)
-        if handler is None:
-            failure = ctx.failure(
-                "UnknownKind",
-                f"worker {self.worker_id} has no handler for kind {ctx.kind!r}",
-                retryable=False,
-            )
-            return worker_pb2.ConnectRequest(fail=failure)
-        try:
-            result = await self._invoke(entry, handler)
-        except asyncio.CancelledError as error:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # the runner itself is being cancelled: nothing to report
-            return worker_pb2.ConnectRequest(fail=self._failure(entry, error))
-        except Exception as error:
-            return worker_pb2.ConnectRequest(fail=self._failure(entry, error))
-        try:
-            return worker_pb2.ConnectRequest(complete=ctx.completion(result))
-        except TypeError as error:
-            # The same code would return the same thing again: no retry.
-            failure = ctx.failure("TypeError", f"the result is not JSON: {error}", retryable=False)
-            return worker_pb2.ConnectRequest(fail=failure)
-
-    @staticmethod
-    def _failure(entry: _Running, error: BaseException) -> worker_pb2.FailTaskRequest:
-        if entry.abandoned:
-            # Not the task's fault: another attempt (on another worker) may finish it.
-            return entry.ctx.failure(
-                "WorkerStopped", "the worker stopped before the handler did", retryable=True
-            )
-        return entry.ctx.failure_from(error)
-
-    async def _invoke(self, entry: _Running, handler: Handler) -> Any:
-        loop = asyncio.get_running_loop()
-        if inspect.iscoroutinefunction(handler):
-            entry.is_async = True
-            entry.handler = asyncio.ensure_future(handler(entry.ctx))
-        else:
-            entry.handler = loop.run_in_executor(self._executor, handler, entry.ctx)
-        if entry.ctx.cancelled.is_set() and entry.is_async:
-            entry.handler.cancel()
-        result = await entry.handler
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-
-    async def _heartbeat(self, entry: _Running) -> None:
-        while True:
-            interval = entry.lease_seconds / 3
-            if self._heartbeat_interval is not None:
-                interval = min(interval, self._heartbeat_interval)
-            await asyncio.sleep(max(interval, 0.05))
-            stream = self._stream
-            if stream is None or not stream.open:
-                continue
-            beat = worker_pb2.ExtendLeaseRequest(name=entry.ctx.name, lease_id=entry.ctx.lease_id)
-            if self.lease_duration is not None:
-                beat.lease_duration.CopyFrom(req.duration(self.lease_duration))
-            progress = entry.ctx.take_progress()
-            if progress is not None:
-                beat.progress.CopyFrom(progress)
-            stream.send(worker_pb2.ConnectRequest(heartbeat=beat))
-
-    def _cancel(self, entry: _Running) -> None:
-        if entry.ctx.cancelled.is_set():
-            return
-        _log.info("task %s: cancel requested", entry.ctx.name)
-        entry.ctx.cancelled.set()
-        if entry.is_async and entry.handler is not None:
-            entry.handler.cancel()
-
-    def _abandon(self, entry: _Running) -> None:
-        """Gives up on a handler after the grace period; a sync one's thread runs on."""
-        entry.abandoned = True
-        entry.ctx.cancelled.set()
-        if entry.handler is not None:
-            entry.handler.cancel()
-        elif entry.runner is not None:
-            entry.runner.cancel()
-
-    # Reports.
-
-    def _report(self, entry: _Running, message: worker_pb2.ConnectRequest) -> None:
+    def _report(self, entry: TaskRun, message: worker_pb2.ConnectRequest) -> None:
         self._running.pop(entry.key, None)
-        stream = self._stream
-        if stream is not None and stream.open and stream.generation == entry.generation:
-            self._unacked[entry.key] = message
-            stream.send(message)
-            return
-        # The slot this task held on the open stream's window is free again.
-        if stream is not None and stream.open and not self._stop_requested_set():
-            stream.grant(1)
-        self._report_unary(message)
-
-    def _on_ack(self, ack: worker_pb2.ReportAck) -> None:
-        message = self._unacked.pop((ack.name, ack.lease_id), None)
-        self._notify_settled()
-        if ack.status.code == grpc.StatusCode.OK.value[0]:
-            return
-        _log.warning("report on %s refused: %s", ack.name, ack.status.message)
-        # A result the server cannot store (too large, say) still ends the attempt.
-        if (
-            message is not None
-            and message.WhichOneof("message") == "complete"
-            and ack.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-        ):
-            failure = worker_pb2.FailTaskRequest(
-                name=ack.name,
-                lease_id=ack.lease_id,
-                error=task_pb2.TaskError(type="InvalidResult", message=ack.status.message),
-                retryable=False,
-            )
-            self._report_unary(worker_pb2.ConnectRequest(fail=failure))
-
-    def _report_unary(self, message: worker_pb2.ConnectRequest) -> None:
-        task = asyncio.create_task(self._send_unary(message))
-        self._unary_reports.add(task)
-        task.add_done_callback(self._unary_done)
-
-    def _unary_done(self, task: asyncio.Task[None]) -> None:
-        self._unary_reports.discard(task)
-        self._notify_settled()
-
-    def _notify_settled(self) -> None:
-        if self._settled is not None:
-            self._settled.set()
-
-    async def _send_unary(self, message: worker_pb2.ConnectRequest) -> None:
-        assert self._aio is not None
-        failures = 0
-        while True:
-            try:
-                if message.WhichOneof("message") == "complete":
-                    await self._aio.workers.CompleteTask(message.complete)
-                else:
-                    await self._aio.workers.FailTask(message.fail)
-                return
-            except ConveyorError as error:
-                code = error.code()
-                if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    # A stale lease (the task moved on while we were away) is expected.
-                    stale = code == grpc.StatusCode.FAILED_PRECONDITION
-                    level = logging.INFO if stale else logging.WARNING
-                    _log.log(level, "report on %s dropped: %s", self._task_of(message), error)
-                    return
-            failures += 1
-            await asyncio.sleep(random.uniform(0, min(5.0, 0.1 * 2**failures)))
-
-    @staticmethod
-    def _task_of(message: worker_pb2.ConnectRequest) -> str:
-        return message.complete.name or message.fail.name
+        free_slot = not self._stop_requested_set()
+        self._reports.send(self._stream, entry.generation, entry.key, message, free_slot)
 
     # Stopping.
 
@@ -604,11 +370,11 @@ class Worker:
         if stream is not None and stream.open:
             stream.grant(-stream.window)
         deadline = self._loop.time() + self._grace
-        await self._wait_running(deadline)
+        await wait_until_done(self._running, deadline)
         for entry in list(self._running.values()):
-            self._abandon(entry)
-        await self._wait_running(self._loop.time() + REPORT_DEADLINE)
-        await self._wait_reports(self._loop.time() + REPORT_DEADLINE)
+            entry.abandon()
+        await wait_until_done(self._running, self._loop.time() + REPORT_DEADLINE)
+        await self._reports.wait(self._loop.time() + REPORT_DEADLINE)
         self._close()
 
     def _close(self) -> None:
@@ -621,24 +387,6 @@ class Worker:
             call = self._connect_call
             self._loop.call_later(CLOSE_TIMEOUT, call.cancel)
 
-    async def _wait_running(self, deadline: float) -> None:
-        assert self._loop is not None
-        while self._running and self._loop.time() < deadline:
-            runners = [e.runner for e in self._running.values() if e.runner is not None]
-            await asyncio.wait(
-                runners,
-                timeout=deadline - self._loop.time(),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-
-    async def _wait_reports(self, deadline: float) -> None:
-        assert self._loop is not None
-        assert self._settled is not None
-        while (self._unacked or self._unary_reports) and self._loop.time() < deadline:
-            self._settled.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settled.wait(), deadline - self._loop.time())
-
     async def _abandon_all(self) -> None:
         """After the stream loop ended (stopped or refused): cancel what still runs."""
         for entry in list(self._running.values()):
@@ -647,7 +395,4 @@ class Worker:
         runners = [e.runner for e in self._running.values() if e.runner is not None]
         if runners:
             await asyncio.wait(runners, timeout=REPORT_DEADLINE)
-        for task in list(self._unary_reports):
-            task.cancel()
-        if self._unary_reports:
-            await asyncio.wait(list(self._unary_reports), timeout=1.0)
+        await self._reports.cancel()

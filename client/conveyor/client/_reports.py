@@ -1,0 +1,126 @@
+"""The reports of a Worker's finished tasks, until the server has them.
+
+A report sent on the stream is kept until its ReportAck; when the stream breaks first
+it is sent again with the unary RPCs (one that did arrive is refused as stale, which
+changes nothing). Unary reports are retried with backoff while the server is
+unavailable; any other refusal is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from conveyor.client._async_client import AsyncClient
+from conveyor.client._backoff import full_jitter
+from conveyor.client._stream import Stream
+from conveyor.client.errors import ConveyorError
+from conveyor.v1 import task_pb2, worker_pb2
+
+_log = logging.getLogger("conveyor.worker")
+
+Key = tuple[str, str]
+
+
+def _task_of(message: worker_pb2.ConnectRequest) -> str:
+    return message.complete.name or message.fail.name
+
+
+class Reports:
+    def __init__(self) -> None:
+        self.client: AsyncClient | None = None
+        self._unacked: dict[Key, worker_pb2.ConnectRequest] = {}
+        self._unary: set[asyncio.Task[None]] = set()
+        self._settled = asyncio.Event()
+
+    def send(
+        self,
+        stream: Stream | None,
+        generation: int,
+        key: Key,
+        message: worker_pb2.ConnectRequest,
+        free_slot: bool,
+    ) -> None:
+        """On the open stream when the task came on it; else with the unary RPCs, and
+        (with `free_slot`) the slot the task held on the open stream's window is free."""
+        if stream is not None and stream.open and stream.generation == generation:
+            self._unacked[key] = message
+            stream.send(message)
+            return
+        if stream is not None and stream.open and free_slot:
+            stream.grant(1)
+        self.unary(message)
+
+    def on_ack(self, ack: worker_pb2.ReportAck) -> None:
+        message = self._unacked.pop((ack.name, ack.lease_id), None)
+        self._settled.set()
+        if ack.status.code == grpc.StatusCode.OK.value[0]:
+            return
+        _log.warning("report on %s refused: %s", ack.name, ack.status.message)
+        # A result the server cannot store (too large, say) still ends the attempt.
+        if (
+            message is not None
+            and message.WhichOneof("message") == "complete"
+            and ack.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        ):
+            failure = worker_pb2.FailTaskRequest(
+                name=ack.name,
+                lease_id=ack.lease_id,
+                error=task_pb2.TaskError(type="InvalidResult", message=ack.status.message),
+                retryable=False,
+            )
+            self.unary(worker_pb2.ConnectRequest(fail=failure))
+
+    def on_stream_end(self) -> None:
+        """Sends what the lost stream may not have delivered with the unary RPCs."""
+        for key, message in list(self._unacked.items()):
+            del self._unacked[key]
+            self.unary(message)
+
+    def unary(self, message: worker_pb2.ConnectRequest) -> None:
+        task = asyncio.create_task(self._send_unary(message))
+        self._unary.add(task)
+        task.add_done_callback(self._unary_done)
+
+    def _unary_done(self, task: asyncio.Task[None]) -> None:
+        self._unary.discard(task)
+        self._settled.set()
+
+    async def _send_unary(self, message: worker_pb2.ConnectRequest) -> None:
+        assert self.client is not None
+        failures = 0
+        while True:
+            try:
+                if message.WhichOneof("message") == "complete":
+                    await self.client.workers.CompleteTask(message.complete)
+                else:
+                    await self.client.workers.FailTask(message.fail)
+                return
+            except ConveyorError as error:
+                code = error.code()
+                if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    # A stale lease (the task moved on while we were away) is expected.
+                    stale = code == grpc.StatusCode.FAILED_PRECONDITION
+                    level = logging.INFO if stale else logging.WARNING
+                    _log.log(level, "report on %s dropped: %s", _task_of(message), error)
+                    return
+            failures += 1
+            await asyncio.sleep(full_jitter(failures))
+
+    async def wait(self, deadline: float) -> None:
+        """Returns when every report is settled, or at `deadline` (loop time)."""
+        loop = asyncio.get_running_loop()
+        while (self._unacked or self._unary) and loop.time() < deadline:
+            self._settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), deadline - loop.time())
+
+    async def cancel(self) -> None:
+        """Cancels the unary reports still running (the worker is going away)."""
+        for task in list(self._unary):
+            task.cancel()
+        if self._unary:
+            await asyncio.wait(list(self._unary), timeout=1.0)

@@ -1,0 +1,174 @@
+"""One task a Worker holds: running its handler, and the report that ends it.
+
+Sync handlers run in the worker's thread pool, async ones on the loop. The outcome
+becomes a report: the return value as the result, or the exception as the error,
+retryable unless it is a PermanentError (or the worker abandoned the handler).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.client import _requests as req
+from conveyor.client._context import TaskContext
+from conveyor.client._registry import Handler
+from conveyor.client._requests import Seconds
+from conveyor.client._stream import Stream
+from conveyor.v1 import task_pb2, worker_pb2
+
+_log = logging.getLogger("conveyor.worker")
+
+DEFAULT_LEASE = 30.0
+
+
+@dataclass(eq=False)
+class TaskRun:
+    """A task this worker holds: its context, runner and the stream it came on."""
+
+    ctx: TaskContext
+    generation: int
+    lease_seconds: float
+    runner: asyncio.Task[None] | None = None
+    handler: asyncio.Future[Any] | None = None
+    is_async: bool = False
+    abandoned: bool = False
+    key: tuple[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = (self.ctx.name, self.ctx.lease_id)
+
+    @classmethod
+    def of(
+        cls, lease: task_pb2.Lease, worker_id: str, generation: int, override: Seconds | None
+    ) -> TaskRun:
+        """The run of a pushed lease; `override` is the worker's lease_duration."""
+        lease_seconds = DEFAULT_LEASE
+        if override is not None:
+            lease_seconds = req.seconds(override)
+        elif lease.task.HasField("lease_duration"):
+            lease_seconds = lease.task.lease_duration.ToTimedelta().total_seconds() or DEFAULT_LEASE
+        return cls(TaskContext(lease, worker_id), generation, lease_seconds)
+
+    async def heartbeats(
+        self,
+        stream: Callable[[], Stream | None],
+        interval: Callable[[], float | None],
+        override: Seconds | None,
+    ) -> None:
+        """Sends a heartbeat on the open stream every third of the lease (or the Welcome's
+        interval, when shorter) until cancelled."""
+        while True:
+            seconds = self.lease_seconds / 3
+            welcome = interval()
+            if welcome is not None:
+                seconds = min(seconds, welcome)
+            await asyncio.sleep(max(seconds, 0.05))
+            current = stream()
+            if current is not None and current.open:
+                current.send(self.heartbeat(override))
+
+    def heartbeat(self, override: Seconds | None) -> worker_pb2.ConnectRequest:
+        """The heartbeat that extends the lease and carries the progress since the last."""
+        beat = worker_pb2.ExtendLeaseRequest(name=self.ctx.name, lease_id=self.ctx.lease_id)
+        if override is not None:
+            beat.lease_duration.CopyFrom(req.duration(override))
+        progress = self.ctx.take_progress()
+        if progress is not None:
+            beat.progress.CopyFrom(progress)
+        return worker_pb2.ConnectRequest(heartbeat=beat)
+
+    async def execute(
+        self,
+        handler: Handler | None,
+        worker_id: str,
+        executor: concurrent.futures.ThreadPoolExecutor | None,
+    ) -> worker_pb2.ConnectRequest:
+        """Runs the handler; returns the report of its outcome."""
+        ctx = self.ctx
+        if handler is None:
+            failure = ctx.failure(
+                "UnknownKind",
+                f"worker {worker_id} has no handler for kind {ctx.kind!r}",
+                retryable=False,
+            )
+            return worker_pb2.ConnectRequest(fail=failure)
+        try:
+            result = await self._invoke(handler, executor)
+        except asyncio.CancelledError as error:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the runner itself is being cancelled: nothing to report
+            return worker_pb2.ConnectRequest(fail=self._failure(error))
+        except Exception as error:
+            return worker_pb2.ConnectRequest(fail=self._failure(error))
+        try:
+            return worker_pb2.ConnectRequest(complete=ctx.completion(result))
+        except TypeError as error:
+            # The same code would return the same thing again: no retry.
+            failure = ctx.failure("TypeError", f"the result is not JSON: {error}", retryable=False)
+            return worker_pb2.ConnectRequest(fail=failure)
+
+    def _failure(self, error: BaseException) -> worker_pb2.FailTaskRequest:
+        if self.abandoned:
+            # Not the task's fault: another attempt (on another worker) may finish it.
+            return self.ctx.failure(
+                "WorkerStopped", "the worker stopped before the handler did", retryable=True
+            )
+        return self.ctx.failure_from(error)
+
+    async def _invoke(
+        self, handler: Handler, executor: concurrent.futures.ThreadPoolExecutor | None
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        if inspect.iscoroutinefunction(handler):
+            self.is_async = True
+            self.handler = asyncio.ensure_future(handler(self.ctx))
+        else:
+            self.handler = loop.run_in_executor(executor, handler, self.ctx)
+        if self.ctx.cancelled.is_set() and self.is_async:
+            self.handler.cancel()
+        result = await self.handler
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def on_heartbeat_answer(self, beat: worker_pb2.ExtendLeaseResponse) -> None:
+        if beat.cancel_requested:
+            if not beat.HasField("lease_expire_time"):
+                # Not extended: the lease is gone and the task moved on without us.
+                _log.warning("task %s: lease lost; stopping its handler", beat.name)
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Sets ctx.cancelled, and cancels an async handler."""
+        if self.ctx.cancelled.is_set():
+            return
+        _log.info("task %s: cancel requested", self.ctx.name)
+        self.ctx.cancelled.set()
+        if self.is_async and self.handler is not None:
+            self.handler.cancel()
+
+    def abandon(self) -> None:
+        """Gives up on a handler after the grace period; a sync one's thread runs on."""
+        self.abandoned = True
+        self.ctx.cancelled.set()
+        if self.handler is not None:
+            self.handler.cancel()
+        elif self.runner is not None:
+            self.runner.cancel()
+
+
+async def wait_until_done(running: dict[tuple[str, str], TaskRun], deadline: float) -> None:
+    """Returns when no task runs (each removes itself when reported), or at `deadline`."""
+    loop = asyncio.get_running_loop()
+    while running and loop.time() < deadline:
+        runners = [e.runner for e in running.values() if e.runner is not None]
+        await asyncio.wait(
+            runners, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
+        )
