@@ -27,8 +27,8 @@ from conveyor.client import (
 )
 from conveyor.client.errors import from_rpc_error
 from conveyor.server.app import ConveyorServer
-from conveyor.server.domain.errors import Violations
 from conveyor.server.domain.events_filter import parse_event_filter
+from conveyor.server.errors import Violations
 from conveyor.server.loops.retention import RetentionLoop
 from conveyor.server.rpc.events import fill_task, snapshot_task_message
 from conveyor.server.services import default_hooks

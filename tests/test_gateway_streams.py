@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from conveyor.server.app import ConveyorServer, ServerHooks
 from conveyor.server.context import AppContext
-from conveyor.server.domain.errors import ResourceExhausted
+from conveyor.server.errors import ResourceExhausted
 from conveyor.server.gateway.app import build_http_app
 from conveyor.server.gateway.dispatch import Gateway, GatewayOptions
 from conveyor.server.http_server import HttpServer

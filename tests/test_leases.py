@@ -10,7 +10,6 @@ import psycopg
 import pytest
 from psycopg.rows import TupleRow
 
-from conveyor.server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from conveyor.server.domain.leases import (
     Completion,
     Failure,
@@ -21,6 +20,7 @@ from conveyor.server.domain.leases import (
     task_ref,
 )
 from conveyor.server.domain.task_ids import TaskIds
+from conveyor.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from conveyor.server.store.db import Pool
 
 PROJECT = "default"

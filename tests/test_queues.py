@@ -18,7 +18,7 @@ from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from conveyor.client import AsyncClient, InvalidArgumentError, NotFoundError
 from conveyor.server.app import ConveyorServer
 from conveyor.server.domain import rates
-from conveyor.server.domain.errors import InvalidArgument
+from conveyor.server.errors import InvalidArgument
 from conveyor.v1 import enums_pb2, queue_pb2, task_pb2, task_service_pb2
 
 PARENT = "projects/alpha"

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from psycopg.rows import TupleRow, dict_row
 
-from conveyor.server.domain.errors import FailedPrecondition
 from conveyor.server.domain.leases import Completion, Leases, Take, TaskRef
 from conveyor.server.domain.task_ids import TaskIds
+from conveyor.server.errors import FailedPrecondition
 from conveyor.server.loops.promoter import Promoter
 from conveyor.server.loops.reaper import Reaper
 from conveyor.server.store.db import Pool, open_pool

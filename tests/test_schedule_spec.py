@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from conveyor.server.domain import schedule_spec
-from conveyor.server.domain.errors import InvalidArgument
+from conveyor.server.errors import InvalidArgument
 
 
 def local_times(spec: schedule_spec.Spec, start: datetime, count: int, policy: str) -> list[str]:

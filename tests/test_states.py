@@ -8,9 +8,9 @@ import psycopg
 import pytest
 from psycopg.rows import TupleRow
 
-from conveyor.server.domain import states
-from conveyor.server.domain.errors import FailedPrecondition
-from conveyor.server.domain.states import TABLE, TERMINAL, WAITING, State
+from conveyor.server import states
+from conveyor.server.errors import FailedPrecondition
+from conveyor.server.states import TABLE, TERMINAL, WAITING, State
 from conveyor.v1 import enums_pb2
 
 

@@ -20,9 +20,9 @@ from conveyor.client import (
     NotFoundError,
     PermissionDeniedError,
 )
+from conveyor.server import states
 from conveyor.server.app import ConveyorServer
-from conveyor.server.domain import states
-from conveyor.server.domain.states import State
+from conveyor.server.states import State
 from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
 
 PARENT = "projects/alpha"

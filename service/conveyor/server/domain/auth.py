@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from conveyor.server.domain.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from conveyor.server.domain.names import project_of
+from conveyor.server.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from conveyor.v1 import auth_pb2, enums_pb2
 
 KEY_PREFIX = "cvk"

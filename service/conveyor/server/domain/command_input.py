@@ -4,7 +4,7 @@ and command names."""
 from __future__ import annotations
 
 from conveyor.server.domain import names, task_input
-from conveyor.server.domain.errors import InvalidArgument, Violations
+from conveyor.server.errors import InvalidArgument, Violations
 
 MAX_IDEMPOTENCY_KEY = 200
 

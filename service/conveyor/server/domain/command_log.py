@@ -9,7 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.domain import audit, paging, task_input
 from conveyor.server.domain.command_input import command_sequence, parent_project
-from conveyor.server.domain.errors import InvalidArgument, NotFound, Violations
+from conveyor.server.errors import InvalidArgument, NotFound, Violations
 from conveyor.server.store import commands as command_store
 from conveyor.server.store.commands import CommandQuery, CommandRow
 from conveyor.v1 import command_pb2, enums_pb2

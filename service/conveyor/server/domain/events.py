@@ -18,8 +18,8 @@ import psycopg
 from google.protobuf import json_format
 
 from conveyor.server.domain import names, paging
-from conveyor.server.domain.errors import InvalidArgument, NotFound, Violations
 from conveyor.server.domain.events_filter import EventMatcher, parse_event_filter
+from conveyor.server.errors import InvalidArgument, NotFound, Violations
 from conveyor.server.store import events as store
 from conveyor.server.store.db import Pool
 from conveyor.server.store.events import EventRow

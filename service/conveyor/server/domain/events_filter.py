@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import Any
 
 from conveyor.server.domain import task_list
-from conveyor.server.domain.errors import InvalidArgument, Violations
 from conveyor.server.domain.task_input import parse_task_name
+from conveyor.server.errors import InvalidArgument, Violations
 from conveyor.server.store.events import EventRow
 from conveyor.v1 import event_pb2
 

@@ -26,7 +26,6 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.domain import names, task_list
-from conveyor.server.domain.errors import InvalidArgument, Violations
 from conveyor.server.domain.export_columns import (
     DEFAULT_FIELDS,
     Cells,
@@ -40,6 +39,7 @@ from conveyor.server.domain.export_formats import (
     NdjsonWriter,
     XlsxWriter,
 )
+from conveyor.server.errors import InvalidArgument, Violations
 from conveyor.server.store import tasks as task_store
 from conveyor.server.store.task_rows import TaskRow
 from conveyor.v1 import enums_pb2, task_pb2

@@ -12,7 +12,7 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from conveyor.server.domain.errors import Violations
+from conveyor.server.errors import Violations
 from conveyor.server.store.task_rows import TaskRow
 from conveyor.v1 import task_pb2
 

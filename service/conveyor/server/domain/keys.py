@@ -18,7 +18,7 @@ from conveyor.server.domain.auth import (
     secret_matches,
     split_token,
 )
-from conveyor.server.domain.errors import Unauthenticated
+from conveyor.server.errors import Unauthenticated
 from conveyor.server.store import api_keys
 
 # A revoked key keeps working on other replicas for at most this long; the

@@ -24,7 +24,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.domain import names
-from conveyor.server.domain.errors import (
+from conveyor.server.errors import (
     ConveyorError,
     FailedPrecondition,
     InvalidArgument,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from conveyor.server.domain.errors import InvalidArgument
+from conveyor.server.errors import InvalidArgument
 
 ID_RE = re.compile(r"^[a-z0-9-]{1,63}$")
 ID_RULE = "must be 1 to 63 characters of a-z, 0-9 and -"

@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any
 
-from conveyor.server.domain.errors import InvalidArgument
+from conveyor.server.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 5000

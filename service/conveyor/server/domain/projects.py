@@ -13,8 +13,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.domain import audit, names, paging, validate
 from conveyor.server.domain.auth import ROLE_NAMES, MintedKey, Principal, mint_key
-from conveyor.server.domain.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from conveyor.server.domain.keys import Authenticator
+from conveyor.server.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from conveyor.server.store import api_keys, projects
 from conveyor.server.store.api_keys import KeyRow
 from conveyor.server.store.projects import ProjectRow, SecretRow

@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.domain import audit, names, paging, rates, retry_policy, task_input
 from conveyor.server.domain.auth import Principal
-from conveyor.server.domain.errors import InvalidArgument, NotFound, Violations
+from conveyor.server.errors import InvalidArgument, NotFound, Violations
 from conveyor.server.store import queues as store
 from conveyor.server.store.queues import QueueRow
 from conveyor.v1 import enums_pb2, task_pb2

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from conveyor.server.domain.errors import InvalidArgument
+from conveyor.server.errors import InvalidArgument
 
 __all__ = ["MAX_COUNT", "Rate", "normalise", "parse"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2
 
-from conveyor.server.domain.errors import Violations
+from conveyor.server.errors import Violations
 from conveyor.v1 import enums_pb2, task_pb2
 
 __all__ = ["DEFAULTS", "Policy", "message", "parse"]

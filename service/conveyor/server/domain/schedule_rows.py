@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 
 from conveyor.server.domain import audit, names, schedule_spec, validate
 from conveyor.server.domain.auth import Principal
-from conveyor.server.domain.errors import (
+from conveyor.server.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,

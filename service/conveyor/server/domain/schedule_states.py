@@ -10,7 +10,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.domain import names, validate
 from conveyor.server.domain.auth import Principal
-from conveyor.server.domain.errors import Violations
 from conveyor.server.domain.schedule_rows import (
     Clock,
     append_event,
@@ -20,6 +19,7 @@ from conveyor.server.domain.schedule_rows import (
     utc_now,
     writable,
 )
+from conveyor.server.errors import Violations
 from conveyor.server.store import schedules as schedule_store
 from conveyor.server.store.schedules import ScheduleRow
 from conveyor.v1 import enums_pb2

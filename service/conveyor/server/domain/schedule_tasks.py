@@ -13,9 +13,10 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from conveyor.server.domain import states, task_dedupe, task_input
-from conveyor.server.domain.errors import FailedPrecondition
+from conveyor.server import states
+from conveyor.server.domain import task_dedupe, task_input
 from conveyor.server.domain.task_ids import TaskIds
+from conveyor.server.errors import FailedPrecondition
 from conveyor.server.store import tasks as task_store
 from conveyor.server.store.task_inserts import Outcome, insert_batch
 from conveyor.v1 import schedule_pb2, task_pb2

@@ -13,7 +13,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.domain import names, paging, schedule_spec
 from conveyor.server.domain.auth import Principal
-from conveyor.server.domain.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from conveyor.server.domain.schedule_rows import (
     Clock,
     append_event,
@@ -28,6 +27,7 @@ from conveyor.server.domain.schedule_rows import (
     utc_now,
     writable,
 )
+from conveyor.server.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from conveyor.server.store import event_log
 from conveyor.server.store import schedules as schedule_store
 from conveyor.server.store.schedules import RunRow, ScheduleRow

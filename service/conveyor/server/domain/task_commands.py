@@ -19,17 +19,18 @@ from typing import Any
 from google.protobuf import json_format
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import audit, states, task_input, task_list
+from conveyor.server import states
+from conveyor.server.domain import audit, task_input, task_list
 from conveyor.server.domain.auth import Principal
 from conveyor.server.domain.command_input import check_idempotency_key, parent_project
-from conveyor.server.domain.errors import (
+from conveyor.server.domain.queues import parse_queue_name, purge_confirm_token
+from conveyor.server.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PreconditionViolation,
     Violations,
 )
-from conveyor.server.domain.queues import parse_queue_name, purge_confirm_token
 from conveyor.server.logging import get_logger
 from conveyor.server.store import commands as command_store
 from conveyor.server.store import queues as queue_store

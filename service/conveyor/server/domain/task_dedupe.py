@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from conveyor.server.domain.errors import AlreadyExists, Internal, InvalidArgument, NotFound
+from conveyor.server.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from conveyor.server.store import task_dedupe as dedupe_store
 from conveyor.server.store.task_inserts import Inserted, NewTask, Outcome, Result, insert_batch
 from conveyor.server.store.task_rows import TaskRow

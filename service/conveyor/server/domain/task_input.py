@@ -18,9 +18,10 @@ from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from conveyor.server.domain import names, retry_policy, states, validate
-from conveyor.server.domain.errors import InvalidArgument, Violations
+from conveyor.server import states
+from conveyor.server.domain import names, retry_policy, validate
 from conveyor.server.domain.task_ids import TaskIds
+from conveyor.server.errors import InvalidArgument, Violations
 from conveyor.server.store.task_inserts import Dedupe, NewTask
 from conveyor.v1 import enums_pb2, task_pb2
 

@@ -14,10 +14,10 @@ import uuid
 from dataclasses import replace
 
 from conveyor.server.domain import names, paging
-from conveyor.server.domain.errors import InvalidArgument, Violations
-from conveyor.server.domain.states import State
 from conveyor.server.domain.task_ids import lower_bound, upper_bound
 from conveyor.server.domain.task_input import MAX_KIND, parse_task_name, timestamp
+from conveyor.server.errors import InvalidArgument, Violations
+from conveyor.server.states import State
 from conveyor.server.store.task_rows import TaskRow
 from conveyor.server.store.tasks import Order, TaskQuery
 from conveyor.v1 import enums_pb2, task_pb2

@@ -18,9 +18,12 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import audit, names, states, task_dedupe, task_input, task_list
+from conveyor.server import states
+from conveyor.server.domain import audit, names, task_dedupe, task_input, task_list
 from conveyor.server.domain.auth import Principal
-from conveyor.server.domain.errors import (
+from conveyor.server.domain.task_dedupe import Created, outcome
+from conveyor.server.domain.task_ids import TaskIds
+from conveyor.server.errors import (
     ConveyorError,
     FailedPrecondition,
     Internal,
@@ -29,9 +32,7 @@ from conveyor.server.domain.errors import (
     PreconditionViolation,
     Violations,
 )
-from conveyor.server.domain.states import State
-from conveyor.server.domain.task_dedupe import Created, outcome
-from conveyor.server.domain.task_ids import TaskIds
+from conveyor.server.states import State
 from conveyor.server.store import approvals
 from conveyor.server.store import projects as project_store
 from conveyor.server.store import tasks as store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from conveyor.server.domain.errors import Violations
+from conveyor.server.errors import Violations
 
 MAX_LABELS = 64
 MAX_LABEL_KEY = 63

@@ -20,8 +20,8 @@ from conveyor.server.domain.command_input import (
     command_sequence,
     parent_project,
 )
-from conveyor.server.domain.errors import InvalidArgument, Violations
 from conveyor.server.domain.workers import worker_id
+from conveyor.server.errors import InvalidArgument, Violations
 from conveyor.server.store import commands as command_store
 from conveyor.server.store import task_commands as task_command_store
 from conveyor.server.store.commands import CommandRow

@@ -18,7 +18,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.domain import leases, names, paging, validate
-from conveyor.server.domain.errors import InvalidArgument, NotFound, Violations
+from conveyor.server.errors import InvalidArgument, NotFound, Violations
 from conveyor.server.store import workers as store
 from conveyor.server.store.workers import WorkerRow
 

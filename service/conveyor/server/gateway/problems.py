@@ -34,7 +34,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from conveyor.server.domain.errors import FieldViolation
+from conveyor.server.errors import FieldViolation
 from conveyor.server.gateway.routes import Router
 
 __all__ = [

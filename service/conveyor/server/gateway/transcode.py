@@ -26,7 +26,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from conveyor.server.domain.errors import FieldViolation
+from conveyor.server.errors import FieldViolation
 from conveyor.server.gateway.descriptors import enum_of, is_map, message_of
 from conveyor.server.gateway.routes import Binding
 

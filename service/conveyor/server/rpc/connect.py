@@ -40,10 +40,10 @@ from datetime import timedelta
 
 from google.protobuf import json_format, struct_pb2
 
-from conveyor.server.domain.errors import ConveyorError, InvalidArgument, PermissionDenied
 from conveyor.server.domain.leases import MAX_TAKE, Heartbeat, Leases, Report, Take
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import TOUCH_INTERVAL, Hello, Workers
+from conveyor.server.errors import ConveyorError, InvalidArgument, PermissionDenied
 from conveyor.server.events.notifier import Notifier
 from conveyor.server.logging import get_logger
 from conveyor.server.rpc import lease_messages

@@ -27,7 +27,7 @@ from google.protobuf import any_pb2, duration_pb2, json_format, struct_pb2, time
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from conveyor.server.domain import errors
+from conveyor.server import errors
 from conveyor.server.domain.events import KEEPALIVE_TYPE, Events
 from conveyor.server.rpc.convert import timestamp
 from conveyor.server.rpc.task_messages import task_message

@@ -24,8 +24,8 @@ import structlog
 from google.protobuf.message import Message
 from prometheus_client import Histogram
 
+from conveyor.server import errors
 from conveyor.server import logging as server_logging
-from conveyor.server.domain import errors
 from conveyor.server.domain.auth import authorize
 from conveyor.server.domain.keys import Authenticator
 from conveyor.server.rpc import principal as principal_ctx

@@ -8,8 +8,8 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from conveyor.server.domain import leases
-from conveyor.server.domain.errors import Violations
 from conveyor.server.domain.leases import Completion, Extension, Failure, Heartbeat
+from conveyor.server.errors import Violations
 from conveyor.server.rpc.convert import timestamp
 from conveyor.server.rpc.task_messages import task_message
 from conveyor.server.store.task_rows import TaskRow

@@ -7,7 +7,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from conveyor.server.domain import errors
+from conveyor.server import errors
 
 _CODES: dict[type[errors.ConveyorError], int] = {
     errors.InvalidArgument: code_pb2.INVALID_ARGUMENT,

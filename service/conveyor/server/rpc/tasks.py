@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from conveyor.server.domain.errors import ConveyorError
 from conveyor.server.domain.tasks import Created, Tasks
+from conveyor.server.errors import ConveyorError
 from conveyor.server.rpc import principal
 from conveyor.server.rpc.status import to_status_proto
 from conveyor.server.rpc.task_messages import task_message

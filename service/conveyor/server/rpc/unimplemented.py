@@ -14,7 +14,7 @@ import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 
-from conveyor.server.domain.errors import Unimplemented
+from conveyor.server.errors import Unimplemented
 
 
 def _error(method: MethodDescriptor) -> Unimplemented:

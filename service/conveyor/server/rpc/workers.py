@@ -11,10 +11,10 @@ from typing import Any
 import grpc
 
 from conveyor.server.domain import leases, names
-from conveyor.server.domain.errors import InvalidArgument, ResourceExhausted, Violations
 from conveyor.server.domain.leases import MAX_TAKE, Leases, Take
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import Workers, check_hello, worker_id
+from conveyor.server.errors import InvalidArgument, ResourceExhausted, Violations
 from conveyor.server.events.notifier import Notifier
 from conveyor.server.rpc import lease_messages
 from conveyor.server.rpc.connect import ConnectSession

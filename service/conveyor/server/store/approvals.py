@@ -9,8 +9,8 @@ from psycopg import AsyncConnection
 from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 
-from conveyor.server.domain import states
-from conveyor.server.domain.states import State
+from conveyor.server import states
+from conveyor.server.states import State
 from conveyor.server.store import sql
 from conveyor.server.store.task_rows import TaskRow, task_row
 

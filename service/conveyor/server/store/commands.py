@@ -17,7 +17,7 @@ from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from conveyor.server.domain.errors import NotFound
+from conveyor.server.errors import NotFound
 from conveyor.server.store import sql
 
 __all__ = [

@@ -2,7 +2,7 @@
 -- statement. The `select` block is completed with one `due` block: a single task
 -- (ApproveTask / RejectTask) or the tasks whose approval timeout has passed (the loop,
 -- SKIP LOCKED so replicas share the work). States and event types come from the
--- transition table (domain/states.py). Each task that became QUEUED wakes its queue.
+-- transition table (states.py). Each task that became QUEUED wakes its queue.
 
 -- name: select
 WITH due AS (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from conveyor.server.domain.errors import FailedPrecondition, PreconditionViolation
+from conveyor.server.errors import FailedPrecondition, PreconditionViolation
 from conveyor.v1 import enums_pb2
 
 
