@@ -19,6 +19,8 @@ embedded PostgreSQL started in a temporary directory for the session.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -73,17 +75,22 @@ def _unique_name(prefix: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """Admin connection string (superuser, `postgres` database) for the session's server."""
     url = os.environ.get("DATABASE_URL")
     if url:
         yield url
         return
-    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded"))
+    # Not under pytest's basetemp: the embedded server runs as another user, so its
+    # parents get a traverse grant, and every other pytest starting on the machine
+    # resets pytest-of-<user> to 0700, which locks the running server out of its files.
+    root = Path(tempfile.mkdtemp(prefix="conveyor-test-pg-"))
+    embedded = EmbeddedPostgres(root)
     try:
         yield embedded.start()
     finally:
         embedded.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
