@@ -9,9 +9,9 @@ from google.protobuf import struct_pb2
 
 from conveyor.client import PermanentError, TaskCancelled, TaskContext
 from conveyor.client import _requests as req
+from conveyor.client._hello import default_worker_id, sdk_version
 from conveyor.client._json import from_value, to_struct, to_value
 from conveyor.client._registry import Registry
-from conveyor.client._hello import default_worker_id, sdk_version
 from conveyor.v1 import enums_pb2, task_pb2
 
 
