@@ -290,7 +290,9 @@ async def test_watchers_of_new_types_joining_a_busy_tail_miss_nothing(
         # after the last one joined.
         after_joins = rounds
         async with asyncio.timeout(30):
-            while rounds < after_joins + 2:
+            while True:
+                if rounds >= after_joins + 2:
+                    break
                 await asyncio.sleep(0.01)
     finally:
         stop.set()

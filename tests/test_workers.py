@@ -417,7 +417,9 @@ async def test_lease_tasks_long_poll_returns_when_a_task_arrives(
     poll = asyncio.ensure_future(workers.LeaseTasks(request, metadata=auth(keys["worker"])))
     # The poll found nothing and parked: its waiter is registered with the notifier.
     async with asyncio.timeout(10):
-        while not len(notifier.waiters):
+        while True:
+            if len(notifier.waiters):
+                break
             await asyncio.sleep(0.01)
     assert not poll.done()
     created = await create_task(tasks, keys["operator"])

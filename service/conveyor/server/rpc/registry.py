@@ -41,7 +41,7 @@ from conveyor.server.rpc.export import ExportServicer
 from conveyor.server.rpc.interceptor import ConveyorInterceptor
 from conveyor.server.rpc.projects import ProjectServicer
 from conveyor.server.rpc.queues import QueueServicer
-from conveyor.server.rpc.rules import SERVICES, method_rules
+from conveyor.server.rpc.rules import SERVICES, method_rules, request_types
 from conveyor.server.rpc.schedules import ScheduleServicer
 from conveyor.server.rpc.tasks import TaskServicer
 from conveyor.server.rpc.workers import WorkerServicer
@@ -69,7 +69,7 @@ class _LateAuthenticator(Authenticator):
 class Services:
     def __init__(self) -> None:
         self._authenticator = _LateAuthenticator()
-        self.interceptor = ConveyorInterceptor(self._authenticator, method_rules())
+        self.interceptor = ConveyorInterceptor(self._authenticator, method_rules(), request_types())
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         return [self.interceptor]
