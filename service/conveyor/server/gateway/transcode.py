@@ -29,6 +29,7 @@ from google.protobuf.message_factory import GetMessageClass
 from conveyor.server.errors import FieldViolation
 from conveyor.server.gateway.descriptors import enum_of, is_map, message_of
 from conveyor.server.gateway.routes import Binding
+from conveyor.server.rpc.decoding import MAX_MESSAGE_DEPTH
 
 __all__ = ["SCALAR_WKT", "BadInput", "build_request", "enum_name", "find_field"]
 
@@ -138,6 +139,12 @@ def _merge_body(request: Message, body_field: str, raw: bytes) -> None:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BadInput.of("body", f"not valid JSON: {error}") from None
+    except RecursionError:
+        # Python's JSON reader recurses per level; the request could never be decoded
+        # anyway (messages nest at most MAX_MESSAGE_DEPTH deep).
+        raise BadInput.of(
+            "body", f"is nested too deeply (at most {MAX_MESSAGE_DEPTH} levels)"
+        ) from None
     target, prefix = request, ""
     if body_field != "*":
         field = request.DESCRIPTOR.fields_by_name[body_field]
@@ -155,6 +162,10 @@ def _merge_body(request: Message, body_field: str, raw: bytes) -> None:
         json_format.ParseDict(data, target)
     except json_format.ParseError as error:
         raise _parse_error(error, prefix) from None
+    except RecursionError:
+        raise BadInput.of(
+            prefix or "body", f"is nested too deeply (at most {MAX_MESSAGE_DEPTH} levels)"
+        ) from None
 
 
 # Message types whose JSON form need not be an object.
