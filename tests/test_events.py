@@ -270,11 +270,14 @@ async def test_watchers_of_new_types_joining_a_busy_tail_miss_nothing(
     idle = client.watch_events(types=["idle.never"], keepalives=True)
     await first_keepalive(idle)
     stop = asyncio.Event()
+    rounds = 0
 
     async def writer() -> None:
+        nonlocal rounds
         while not stop.is_set():
             await asyncio.to_thread(insert_events, database_url, 200, event_type="busy.a")
             await asyncio.to_thread(insert_events, database_url, 200, event_type="busy.b")
+            rounds += 1
 
     writing = asyncio.create_task(writer())
     try:
@@ -283,7 +286,14 @@ async def test_watchers_of_new_types_joining_a_busy_tail_miss_nothing(
             watch = client.watch_events(types=[event_type], keepalives=True)
             joined.append((event_type, watch, await first_keepalive(watch)))
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
+        # Every watcher has something to receive: a whole round of both types is written
+        # after the last one joined.
+        after_joins = rounds
+        async with asyncio.timeout(30):
+            while True:
+                if rounds >= after_joins + 2:
+                    break
+                await asyncio.sleep(0.01)
     finally:
         stop.set()
         await writing

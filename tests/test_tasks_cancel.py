@@ -140,6 +140,21 @@ async def test_cancel_checks_its_input(
             await _cancel(viewer, task.name)
 
 
+async def _blocked_by(database_url: str, pid: int, within: float = 10) -> None:
+    """Returns once some backend waits for a lock that backend `pid` holds."""
+    async with (
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as watcher,
+        asyncio.timeout(within),
+    ):
+        while True:
+            cur = await watcher.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (pid,)
+            )
+            if await cur.fetchone() is not None:
+                return
+            await asyncio.sleep(0.01)
+
+
 async def test_a_task_that_starts_while_being_cancelled_is_not_cancelled(
     client: AsyncClient, database_url: str
 ) -> None:
@@ -152,7 +167,7 @@ async def test_a_task_that_starts_while_being_cancelled_is_not_cancelled(
         )
         # The lease holds the row lock; the cancel blocks on it.
         cancelling = asyncio.create_task(_cancel(client, task.name, reason="race"))
-        await asyncio.sleep(0.3)
+        await _blocked_by(database_url, lease.info.backend_pid)
         assert not cancelling.done()
         await lease.commit()
     result = await cancelling

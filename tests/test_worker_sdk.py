@@ -233,11 +233,19 @@ async def test_graceful_stop_waits_for_running_handlers(
         done = await ops.get_task(task.name)
         assert done.state == S.TASK_STATE_SUCCEEDED
         assert from_value(done.result) == "finished"
-        # A stopped worker takes nothing more.
+        # A stopped worker takes nothing more: a task created now waits for the next
+        # worker, which runs it.
         later = await ops.create_task("slow")
-        await asyncio.sleep(0.3)
-        assert (await ops.get_task(later.name)).state == S.TASK_STATE_QUEUED
-        await ops.cancel_task(later.name)
+        successor = Worker(work, worker_id="w-successor")
+
+        @successor.task("slow")
+        def quick(ctx: TaskContext) -> str:
+            return "successor"
+
+        async with running(successor):
+            taken = await ops.wait_for_task(later.name, timeout=15)
+        assert taken.worker == successor.name
+        assert from_value(taken.result) == "successor"
 
 
 async def test_handlers_past_the_grace_period_are_retried(

@@ -408,13 +408,19 @@ async def test_lease_tasks_long_poll_returns_when_a_task_arrives(
     workers: worker_pb2_grpc.WorkerServiceAsyncStub,
     tasks: task_service_pb2_grpc.TaskServiceAsyncStub,
 ) -> None:
-    await loop_of(server, Notifier).wait_listening()
+    notifier = loop_of(server, Notifier)
+    await notifier.wait_listening()
     request = worker_pb2.LeaseTasksRequest(
         parent=PARENT, worker="poller", queues=["q"], max_tasks=5, wait_timeout=seconds(10)
     )
     started = time.perf_counter()
     poll = asyncio.ensure_future(workers.LeaseTasks(request, metadata=auth(keys["worker"])))
-    await asyncio.sleep(0.3)
+    # The poll found nothing and parked: its waiter is registered with the notifier.
+    async with asyncio.timeout(10):
+        while True:
+            if len(notifier.waiters):
+                break
+            await asyncio.sleep(0.01)
     assert not poll.done()
     created = await create_task(tasks, keys["operator"])
     response = await poll

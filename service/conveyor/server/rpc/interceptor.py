@@ -6,6 +6,11 @@ error mapping must see what the handler raised. Unary and streaming methods go
 through the same path. Methods outside the contract (health, reflection) pass
 through untouched.
 
+Requests are decoded here, not by gRPC (see decoding.py): every wrapped method is
+registered without a request deserializer, so a request that cannot be decoded is an
+INVALID_ARGUMENT with an ErrorInfo instead of gRPC's bare UNKNOWN. The key is checked
+before the bytes are read, so a caller without one learns nothing from them.
+
 Logs: every line logged while a call is handled carries its `request_id` and `method`.
 The call's own line ("rpc", with code and duration) is written at INFO for errors and for
 unary calls slower than SLOW_CALL_SECONDS, and at DEBUG for the rest: an access line per
@@ -29,6 +34,7 @@ from conveyor.server import logging as server_logging
 from conveyor.server.domain.auth import authorize
 from conveyor.server.domain.keys import Authenticator
 from conveyor.server.rpc import principal as principal_ctx
+from conveyor.server.rpc.decoding import decode
 from conveyor.server.rpc.status import to_grpc_status
 from conveyor.v1 import auth_pb2
 
@@ -69,9 +75,15 @@ def _request_id(metadata: Any) -> str:
 
 
 class ConveyorInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator, rules: dict[str, auth_pb2.MethodAuth]) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        rules: dict[str, auth_pb2.MethodAuth],
+        request_types: dict[str, type[Message]],
+    ) -> None:
         self._authenticator = authenticator
         self._rules = rules
+        self._request_types = request_types
 
     async def intercept_service(
         self,
@@ -81,26 +93,35 @@ class ConveyorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         rule = self._rules.get(method)
-        if handler is None or rule is None:
+        request_type = self._request_types.get(method)
+        if handler is None or rule is None or request_type is None:
             return handler
         metadata = handler_call_details.invocation_metadata
-        return _Wrapped(self._authenticator, rule, method, metadata).wrap(handler)
+        wrapped = _Wrapped(self._authenticator, rule, method, metadata, request_type)
+        return wrapped.wrap(handler)
 
 
 class _Wrapped:
     """The per-call state of one wrapped handler."""
 
     def __init__(
-        self, authenticator: Authenticator, rule: auth_pb2.MethodAuth, method: str, metadata: Any
+        self,
+        authenticator: Authenticator,
+        rule: auth_pb2.MethodAuth,
+        method: str,
+        metadata: Any,
+        request_type: type[Message],
     ) -> None:
         self.authenticator = authenticator
         self.rule = rule
         self.method = method
         self.metadata = metadata
+        self.request_type = request_type
 
     def wrap(self, handler: Handler) -> Handler:
+        # No request deserializer: the calls below get the raw bytes and decode them.
         kwargs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": None,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary is not None:
@@ -116,11 +137,17 @@ class _Wrapped:
         assert handler.stream_stream is not None
         return grpc.stream_stream_rpc_method_handler(self._bidi(handler.stream_stream), **kwargs)
 
-    async def _admit(self, request: Message | None) -> None:
+    def _decode(self, raw: bytes) -> Message:
+        return decode(self.request_type.FromString, raw, self.request_type.DESCRIPTOR.full_name)
+
+    async def _admit(self, raw: bytes) -> Message:
+        """Authenticates, decodes and authorises one request; returns the message."""
         principal = await self.authenticator.authenticate(self.metadata)
+        request = self._decode(raw)
         authorize(principal, self.rule, request)
         principal_ctx.set_current(principal)
         structlog.contextvars.bind_contextvars(principal=principal.key_name)
+        return request
 
     def _begin(self) -> float:
         structlog.contextvars.clear_contextvars()
@@ -148,10 +175,10 @@ class _Wrapped:
             log.debug("rpc", code=code.name, duration_ms=round(elapsed * 1000, 3), **extra)
 
     def _unary(self, behavior: Any) -> Any:
-        async def call(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def call(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = self._begin()
             try:
-                await self._admit(request)
+                request = await self._admit(raw)
                 response = await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -165,11 +192,11 @@ class _Wrapped:
 
     def _server_stream(self, behavior: Any) -> Any:
         async def call(
-            request: Message, context: grpc.aio.ServicerContext[Any, Any]
+            raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             started = self._begin()
             try:
-                await self._admit(request)
+                request = await self._admit(raw)
                 async for response in behavior(request, context):
                     yield response
             except grpc.aio.AbortError:
@@ -181,24 +208,25 @@ class _Wrapped:
 
         return call
 
-    async def _first_admitted(self, requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
-        """Authorises on the first message of a client stream, then replays it."""
+    async def _first_admitted(self, requests: AsyncIterator[bytes]) -> AsyncIterator[Message]:
+        """Authorises on the first message of a client stream, then replays it and
+        decodes the rest as they come."""
         try:
-            first = await anext(requests)
+            raw = await anext(requests)
         except StopAsyncIteration:
             raise errors.InvalidArgument("the stream ended before its first message") from None
-        await self._admit(first)
+        first = await self._admit(raw)
 
         async def replay() -> AsyncIterator[Message]:
             yield first
-            async for request in requests:
-                yield request
+            async for raw in requests:
+                yield self._decode(raw)
 
         return replay()
 
     def _client_stream(self, behavior: Any) -> Any:
         async def call(
-            requests: AsyncIterator[Message], context: grpc.aio.ServicerContext[Any, Any]
+            requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
         ) -> Any:
             started = self._begin()
             try:
@@ -216,7 +244,7 @@ class _Wrapped:
 
     def _bidi(self, behavior: Any) -> Any:
         async def call(
-            requests: AsyncIterator[Message], context: grpc.aio.ServicerContext[Any, Any]
+            requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             started = self._begin()
             try:

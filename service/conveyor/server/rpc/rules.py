@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 
 from conveyor.v1 import (
     auth_pb2,
@@ -36,3 +38,13 @@ def method_rules() -> dict[str, auth_pb2.MethodAuth]:
                 raise RuntimeError(f"{method.full_name} has no conveyor.v1.auth option")
             rules[f"/{service.full_name}/{method.name}"] = options.Extensions[auth_pb2.auth]
     return rules
+
+
+def request_types() -> dict[str, type[Message]]:
+    """Maps `/conveyor.v1.Service/Method` to its request message class, for every
+    contract method (the interceptor decodes requests itself; see decoding.py)."""
+    return {
+        f"/{service.full_name}/{method.name}": GetMessageClass(method.input_type)
+        for service in SERVICES
+        for method in service.methods
+    }

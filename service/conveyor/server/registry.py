@@ -28,6 +28,7 @@ from conveyor.server.domain.task_commands import TaskCommands
 from conveyor.server.domain.tasks import Tasks
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import Workers
+from conveyor.server.event_wiring import wire_events
 from conveyor.server.events.notifier import Notifier
 from conveyor.server.loops.approvals import ApprovalTimeouts
 from conveyor.server.loops.command_timeouts import CommandTimeouts
@@ -41,13 +42,12 @@ from conveyor.server.rpc.export import ExportServicer
 from conveyor.server.rpc.interceptor import ConveyorInterceptor
 from conveyor.server.rpc.projects import ProjectServicer
 from conveyor.server.rpc.queues import QueueServicer
-from conveyor.server.rpc.rules import SERVICES, method_rules
+from conveyor.server.rpc.rules import SERVICES, method_rules, request_types
 from conveyor.server.rpc.schedules import ScheduleServicer
 from conveyor.server.rpc.tasks import TaskServicer
 from conveyor.server.rpc.workers import WorkerServicer
 from conveyor.server.store.task_batcher import CreateBatcher
 from conveyor.server.streams.listener import EventListener
-from conveyor.server.streams.wiring import wire_events
 from conveyor.v1 import task_pb2, task_service_pb2
 
 
@@ -69,7 +69,7 @@ class _LateAuthenticator(Authenticator):
 class Services:
     def __init__(self) -> None:
         self._authenticator = _LateAuthenticator()
-        self.interceptor = ConveyorInterceptor(self._authenticator, method_rules())
+        self.interceptor = ConveyorInterceptor(self._authenticator, method_rules(), request_types())
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         return [self.interceptor]
