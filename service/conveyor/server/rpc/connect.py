@@ -46,10 +46,10 @@ from conveyor.server.domain.workers import TOUCH_INTERVAL, Hello, Workers
 from conveyor.server.errors import ConveyorError, InvalidArgument, PermissionDenied
 from conveyor.server.events.notifier import Notifier
 from conveyor.server.logging import get_logger
+from conveyor.server.render.convert import duration
+from conveyor.server.render.tasks import task_message
 from conveyor.server.rpc import lease_messages
-from conveyor.server.rpc.convert import duration
 from conveyor.server.rpc.status import to_status_proto
-from conveyor.server.rpc.task_messages import task_message
 from conveyor.server.store.commands import Dispatched
 from conveyor.v1 import enums_pb2, worker_pb2
 
