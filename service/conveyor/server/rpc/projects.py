@@ -88,10 +88,7 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         self, request: project_pb2.UpdateProjectRequest, context: Context
     ) -> project_pb2.Project:
         row = await self._projects.update(
-            request.project.name,
-            _fields(request.project),
-            list(request.update_mask.paths),
-            principal.current(),
+            request.project, request.update_mask.paths, principal.current()
         )
         return project_message(row)
 
