@@ -19,6 +19,7 @@ from conveyor.server.domain.schedule_rows import (
     dst_policy,
     enum_name,
     locked,
+    next_fire_time,
     record_change,
     row_from,
     schedule_kind,
@@ -204,7 +205,12 @@ class Schedules:
                 raise NotFound(f"{name} does not exist", metadata={"resource": name})
             if row.state == "CANCELLED":
                 return []
-            return spec_of(row).preview(max(now, row.snooze_until or now), count, row.dst_policy)
+            times = spec_of(row).preview(max(now, row.snooze_until or now), count, row.dst_policy)
+            first = next_fire_time(row)
+            if first is not None and first >= now and first not in times[:1]:
+                # An occurrence due during the snooze fires when the snooze ends.
+                times = [first, *times][:count]
+            return times
         if proposed is None or not proposed.HasField("spec"):
             raise InvalidArgument.of("schedule.spec", "is required with parent (or give name)")
         names.parse(parent, "parent")
