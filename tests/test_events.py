@@ -448,7 +448,15 @@ async def test_streams_render_tasks_exactly_as_the_task_mapping_does(
             "'retryable', true) WHERE kind = 'child.step'"
         )
         snapshots = [r[0] for r in conn.execute("SELECT to_jsonb(t) FROM tasks t")]
-        snapshots += [r[0] for r in conn.execute("SELECT task FROM events WHERE task IS NOT NULL")]
+        # Events store what changed; the snapshot is assembled as event_after.sql does.
+        snapshots += [
+            r[0]
+            for r in conn.execute(
+                "SELECT conveyor_task_snapshot(t, e.task, e.id) FROM events e "
+                "JOIN tasks t ON t.project = e.project AND t.id = (e.task ->> 'id')::uuid "
+                "WHERE e.task IS NOT NULL"
+            )
+        ]
     assert len(snapshots) >= 6
     # A decided approval, empty JSON containers, and an end before the start.
     decided = dict(snapshots[0])

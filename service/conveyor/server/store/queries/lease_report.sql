@@ -230,7 +230,7 @@ attempts_started AS (
 ),
 events_written AS (
     INSERT INTO events (project, type, subject, task)
-    SELECT s.project, 'task.succeeded', 'projects/' || s.project || '/tasks/' || s.id, to_jsonb(s)
+    SELECT s.project, 'task.succeeded', 'projects/' || s.project || '/tasks/' || s.id, conveyor_task_change(ROW(s.*)::tasks)
     FROM succeeded s
     UNION ALL
     SELECT f.project,
@@ -239,10 +239,10 @@ events_written AS (
                WHEN 'FAILED' THEN 'task.failed'
                ELSE 'task.interrupted'
            END,
-           'projects/' || f.project || '/tasks/' || f.id, to_jsonb(f)
+           'projects/' || f.project || '/tasks/' || f.id, conveyor_task_change(ROW(f.*)::tasks)
     FROM failed f
     UNION ALL
-    SELECT l.project, 'task.started', 'projects/' || l.project || '/tasks/' || l.id, to_jsonb(l)
+    SELECT l.project, 'task.started', 'projects/' || l.project || '/tasks/' || l.id, conveyor_task_change(ROW(l.*)::tasks)
     FROM leased l
 ),
 ended AS (

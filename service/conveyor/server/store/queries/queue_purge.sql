@@ -9,7 +9,7 @@ WITH purged AS (
 ),
 task_events AS (
     INSERT INTO events (project, type, subject, task, data)
-    SELECT project, 'task.cancelled', 'projects/' || project || '/tasks/' || id, to_jsonb(purged),
+    SELECT project, 'task.cancelled', 'projects/' || project || '/tasks/' || id, conveyor_task_change(ROW(purged.*)::tasks),
            jsonb_build_object('reason', 'purged', 'command', %(command)s::text)
     FROM purged
 ),

@@ -47,7 +47,7 @@ attempts_lost AS (
 ),
 events_written AS (
     INSERT INTO events (project, type, subject, task)
-    SELECT r.project, e.type, 'projects/' || r.project || '/tasks/' || r.id, to_jsonb(r)
+    SELECT r.project, e.type, 'projects/' || r.project || '/tasks/' || r.id, conveyor_task_change(ROW(r.*)::tasks)
     FROM reaped r
     CROSS JOIN LATERAL (
         VALUES (1, 'task.lost'),

@@ -21,7 +21,7 @@ promoted AS (
 ),
 events_written AS (
     INSERT INTO events (project, type, subject, task)
-    SELECT p.project, 'task.queued', 'projects/' || p.project || '/tasks/' || p.id, to_jsonb(p)
+    SELECT p.project, 'task.queued', 'projects/' || p.project || '/tasks/' || p.id, conveyor_task_change(ROW(p.*)::tasks)
     FROM promoted p
 ),
 woken AS (

@@ -9,7 +9,7 @@ WITH cancelled AS (
 ),
 event AS (
     INSERT INTO events (project, type, subject, task, data)
-    SELECT project, %(event_type)s, 'projects/' || project || '/tasks/' || id, to_jsonb(cancelled),
+    SELECT project, %(event_type)s, 'projects/' || project || '/tasks/' || id, conveyor_task_change(ROW(cancelled.*)::tasks),
            jsonb_build_object('reason', state_reason)
     FROM cancelled
 )

@@ -22,6 +22,7 @@ FOR UPDATE OF t
 WITH updated AS (
     UPDATE tasks
     SET input = %(input)s::jsonb,
+        input_version = input_version + 1,
         schedule_time = CASE WHEN %(debounce)s
             THEN now() + %(window_ms)s::double precision * interval '1 millisecond' ELSE schedule_time END,
         state = CASE WHEN %(debounce)s AND state = 'QUEUED' THEN 'SCHEDULED' ELSE state END,
@@ -37,7 +38,7 @@ key AS (
 ),
 event AS (
     INSERT INTO events (project, type, subject, task)
-    SELECT project, 'task.updated', 'projects/' || project || '/tasks/' || id, to_jsonb(updated)
+    SELECT project, 'task.updated', 'projects/' || project || '/tasks/' || id, conveyor_task_change(ROW(updated.*)::tasks, true)
     FROM updated
 )
 SELECT * FROM updated

@@ -7,6 +7,7 @@ WITH requeued AS (
     UPDATE tasks
     SET state = 'QUEUED', state_reason = %(reason)s,
         input = CASE WHEN %(set_input)s THEN %(input)s::jsonb ELSE input END,
+        input_version = input_version + CASE WHEN %(set_input)s THEN 1 ELSE 0 END,
         max_attempts = greatest(max_attempts, attempt + 1),
         schedule_time = now(), result = NULL, error = NULL, summary = '', worker = '',
         lease_id = NULL, lease_expire_time = NULL, cancel_requested = false,
@@ -17,7 +18,7 @@ WITH requeued AS (
 ),
 event AS (
     INSERT INTO events (project, type, subject, task, data)
-    SELECT project, 'task.queued', 'projects/' || project || '/tasks/' || id, to_jsonb(requeued),
+    SELECT project, 'task.queued', 'projects/' || project || '/tasks/' || id, conveyor_task_change(ROW(requeued.*)::tasks, %(set_input)s),
            jsonb_build_object('reason', state_reason, 'command', %(command)s::text)
     FROM requeued
 ),
