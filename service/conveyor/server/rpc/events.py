@@ -28,11 +28,11 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from conveyor.server import errors
-from conveyor.server.domain.events import KEEPALIVE_TYPE, Events
-from conveyor.server.rpc.convert import timestamp
-from conveyor.server.rpc.task_messages import task_message
+from conveyor.server.domain.events import KEEPALIVE_TYPE, Events, Position
+from conveyor.server.render.convert import timestamp
+from conveyor.server.render.tasks import task_message
 from conveyor.server.store.events import EventRow, task_from_snapshot
-from conveyor.server.streams.hub import Closed, Overflowed, Position
+from conveyor.server.streams.hub import Closed, Overflowed
 from conveyor.v1 import enums_pb2, event_pb2, task_pb2
 
 __all__ = [
@@ -67,7 +67,7 @@ def event_message(row: EventRow) -> event_pb2.Event:
 
 def snapshot_task_message(snapshot: dict[str, Any]) -> task_pb2.Task:
     """The Task of a snapshot as task_message renders it, by the one mapping
-    (rpc/task_messages.py). fill_task is the fast path that streams use; a test holds the
+    (render/tasks.py). fill_task is the fast path that streams use; a test holds the
     two equal, so a field added there and not here fails the suite."""
     return task_message(task_from_snapshot(snapshot))
 
@@ -113,7 +113,7 @@ def _set_ms(field: duration_pb2.Duration, ms: int) -> None:
 
 
 def _set_value(field: struct_pb2.Value, data: Any) -> None:
-    """A JSON value (not None) into a Value, as task_messages.value renders it."""
+    """A JSON value (not None) into a Value, as render.tasks.value renders it."""
     field.SetInParent()
     if isinstance(data, dict):
         field.struct_value.update(data)

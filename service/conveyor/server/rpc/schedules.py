@@ -14,8 +14,8 @@ from conveyor.server.domain.schedule_firing import ScheduleFiring
 from conveyor.server.domain.schedule_rows import next_fire_time
 from conveyor.server.domain.schedule_states import ScheduleStates
 from conveyor.server.domain.schedules import Schedules
+from conveyor.server.render.convert import duration, timestamp, to_datetime
 from conveyor.server.rpc import principal
-from conveyor.server.rpc.convert import duration, timestamp, to_datetime
 from conveyor.server.store.schedules import RunRow, ScheduleRow
 from conveyor.v1 import enums_pb2, schedule_pb2, task_pb2
 

@@ -15,9 +15,9 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from conveyor.server.domain.tasks import Created, Tasks
 from conveyor.server.errors import ConveyorError
+from conveyor.server.render.tasks import task_message
 from conveyor.server.rpc import principal
 from conveyor.server.rpc.status import to_status_proto
-from conveyor.server.rpc.task_messages import task_message
 from conveyor.server.store.task_inserts import Inserted, NewTask
 from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
 

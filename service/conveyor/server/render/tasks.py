@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
-from conveyor.server.rpc.convert import duration, timestamp
+from conveyor.server.render.convert import duration, timestamp
 from conveyor.server.store.task_rows import AttemptRow, TaskRow
 from conveyor.v1 import enums_pb2, task_pb2
 
