@@ -14,7 +14,8 @@ DESIGN_RPCS = {
     "ApproveTask "
     "RejectTask BatchDeleteTasks ExportTasks",
     "QueueService": "ListQueues GetQueue UpdateQueue PauseQueue ResumeQueue",
-    "WorkerService": "Connect LeaseTasks ExtendLease CompleteTask FailTask ListWorkers GetWorker",
+    "WorkerService": "Connect LeaseTasks ExtendLease CompleteTask FailTask ReportTasks ListWorkers "
+    "GetWorker",
     "ScheduleService": "CreateSchedule GetSchedule ListSchedules UpdateSchedule DeleteSchedule "
     "PauseSchedule ResumeSchedule CancelSchedule SnoozeSchedule RunScheduleNow PreviewSchedule",
     "CommandService": "RetryTask BatchRetryTasks PurgeQueue RestartWorker ResizePool AddConsumer "

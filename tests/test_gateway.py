@@ -14,8 +14,8 @@ import pytest_asyncio
 from conveyor.client import AsyncClient, UnimplementedError
 from conveyor.server.app import ConveyorServer, ServerHooks
 from conveyor.server.context import AppContext
+from conveyor.server.registry import Services
 from conveyor.server.rpc import unimplemented
-from conveyor.server.rpc.registry import Services
 from conveyor.server.settings import Settings
 from conveyor.v1 import command_pb2
 

@@ -24,8 +24,8 @@ from conveyor.server.errors import ResourceExhausted
 from conveyor.server.gateway.app import build_http_app
 from conveyor.server.gateway.dispatch import Gateway, GatewayOptions
 from conveyor.server.http_server import HttpServer
+from conveyor.server.registry import Services
 from conveyor.server.rpc import unimplemented
-from conveyor.server.rpc.registry import Services
 from conveyor.v1 import event_pb2
 
 WATCH = "/v1/projects/default/events:watch"

@@ -7,9 +7,13 @@ import re
 import socket
 from collections.abc import Mapping, Sequence
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 from conveyor.client import _requests as req
 from conveyor.v1 import worker_pb2
+
+if TYPE_CHECKING:
+    from conveyor.client._worker import Worker
 
 
 def sdk_version() -> str:
@@ -27,13 +31,13 @@ def default_worker_id() -> str:
 
 
 def hello(
-    *,
     project: str,
     worker_id: str,
     queues: Sequence[str],
     capacity: int,
     labels: Mapping[str, str],
     lease_duration: req.Seconds | None,
+    batches: bool = False,
 ) -> worker_pb2.ConnectRequest:
     message = worker_pb2.Hello(
         parent=project,
@@ -42,7 +46,21 @@ def hello(
         capacity=capacity,
         labels=labels,
         sdk_version=sdk_version(),
+        batches=batches,
     )
     if lease_duration is not None:
         message.lease_duration.CopyFrom(req.duration(lease_duration))
     return worker_pb2.ConnectRequest(hello=message)
+
+
+def worker_hello(worker: Worker, batches: bool) -> worker_pb2.ConnectRequest:
+    """The Hello of a Worker's next stream: who it is now (queues and concurrency change)."""
+    return hello(
+        worker.project,
+        worker.worker_id,
+        worker.queues,
+        worker.concurrency,
+        worker.labels,
+        worker.lease_duration,
+        batches,
+    )

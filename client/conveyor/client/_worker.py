@@ -43,7 +43,7 @@ from conveyor.client import _requests as req
 from conveyor.client._async_client import AsyncClient
 from conveyor.client._backoff import full_jitter
 from conveyor.client._client import Client
-from conveyor.client._hello import default_worker_id, hello
+from conveyor.client._hello import default_worker_id, worker_hello
 from conveyor.client._registry import H, Handler, Registry, registered
 from conveyor.client._reports import Reports
 from conveyor.client._stream import Stream
@@ -82,6 +82,8 @@ class Worker:
     worker id defaults to `<hostname>-<pid>`; `lease_duration` overrides the tasks'
     own. Handlers come from `@worker.task(kind)`, then from `@conveyor.client.task`;
     a task of a kind with neither fails at once as a non-retryable `UnknownKind`.
+    `batches` (the default) takes tasks in LeaseBatch messages and reports in
+    ReportBatch messages; False uses one message per task (servers before batches).
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class Worker:
         lease_duration: req.Seconds | None = None,
         labels: Mapping[str, str] | None = None,
         shutdown_grace: float = DEFAULT_GRACE,
+        batches: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -114,6 +117,8 @@ class Worker:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._running: dict[tuple[str, str], TaskRun] = {}
         self._reports = Reports()
+        self._reports.batches = batches
+        self._reports.max_batch = concurrency
         self._stream: Stream | None = None
         self._generation = 0
         self._heartbeat_interval: float | None = None
@@ -248,16 +253,7 @@ class Worker:
         assert self._aio is not None
         self._generation += 1
         stream = Stream(self._generation)
-        stream.send(
-            hello(
-                project=self.project,
-                worker_id=self.worker_id,
-                queues=self.queues,
-                capacity=self.concurrency,
-                labels=self.labels,
-                lease_duration=self.lease_duration,
-            )
-        )
+        stream.send(worker_hello(self, self._reports.batches))
         call = self._aio.workers.Connect(stream.requests())
         self._attempt, self._connect_call = stream, call
         try:
@@ -282,13 +278,16 @@ class Worker:
             self._on_welcome(stream, response.welcome)
         elif kind == "assignment":
             self._start(stream, response.assignment)
+        elif kind == "assignments":
+            for lease in response.assignments.leases:
+                self._start(stream, lease)
         elif kind == "heartbeat":
             beat = response.heartbeat
             entry = self._running.get((beat.name, beat.lease_id))
             if entry is not None:
                 entry.on_heartbeat_answer(beat)
-        elif kind == "report_ack":
-            self._reports.on_ack(response.report_ack)
+        elif kind in ("report_ack", "report_acks"):
+            self._reports.on_response(response)
         elif kind == "command":
             self._on_command(stream, response.command)
 
@@ -303,6 +302,7 @@ class Worker:
         """
         obeyed = obey(command, self.concurrency, self.queues)
         change, self.concurrency = obeyed.concurrency - self.concurrency, obeyed.concurrency
+        self._reports.max_batch = self.concurrency
         self.queues[:] = obeyed.queues
         if obeyed.verb == "RESIZE_POOL":
             if self._executor is not None:

@@ -120,6 +120,7 @@ class ConnectRequest(_message.Message):
     COMPLETE_FIELD_NUMBER: _builtins.int
     FAIL_FIELD_NUMBER: _builtins.int
     COMMAND_ACK_FIELD_NUMBER: _builtins.int
+    REPORTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello:
         """First message: who the worker is."""
@@ -144,6 +145,10 @@ class ConnectRequest(_message.Message):
     def command_ack(self) -> Global___CommandAck:
         """Acknowledges a worker-control command."""
 
+    @_builtins.property
+    def reports(self) -> Global___ReportBatch:
+        """Reports many tasks at once; answered by one ReportAckBatch."""
+
     def __init__(
         self,
         *,
@@ -153,16 +158,50 @@ class ConnectRequest(_message.Message):
         complete: Global___CompleteTaskRequest | None = ...,
         fail: Global___FailTaskRequest | None = ...,
         command_ack: Global___CommandAck | None = ...,
+        reports: Global___ReportBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["command_ack", b"command_ack", "complete", b"complete", "credit", b"credit", "fail", b"fail", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command_ack", b"command_ack", "complete", b"complete", "credit", b"credit", "fail", b"fail", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "reports", b"reports"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_ack", b"command_ack", "complete", b"complete", "credit", b"credit", "fail", b"fail", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_ack", b"command_ack", "complete", b"complete", "credit", b"credit", "fail", b"fail", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "reports", b"reports"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "credit", "heartbeat", "complete", "fail", "command_ack"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "credit", "heartbeat", "complete", "fail", "command_ack", "reports"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___ConnectRequest: _TypeAlias = ConnectRequest  # noqa: Y015
+
+@_typing.final
+class ReportBatch(_message.Message):
+    """ReportBatch is many complete and fail reports in one message. Each item is fenced
+    and acknowledged on its own; the acks come in one ReportAckBatch, the completes'
+    first, then the fails', each in the order sent.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLETES_FIELD_NUMBER: _builtins.int
+    FAILS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def completes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CompleteTaskRequest]:
+        """Success reports."""
+
+    @_builtins.property
+    def fails(self) -> _containers.RepeatedCompositeFieldContainer[Global___FailTaskRequest]:
+        """Failure reports."""
+
+    def __init__(
+        self,
+        *,
+        completes: _abc.Iterable[Global___CompleteTaskRequest] | None = ...,
+        fails: _abc.Iterable[Global___FailTaskRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completes", b"completes", "fails", b"fails"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportBatch: _TypeAlias = ReportBatch  # noqa: Y015
 
 @_typing.final
 class Hello(_message.Message):
@@ -197,6 +236,8 @@ class Hello(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     SDK_VERSION_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
+    BATCHES_FIELD_NUMBER: _builtins.int
+    ACK_TASKS_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """Required. The project, `projects/{project}`."""
     worker: _builtins.str
@@ -205,6 +246,15 @@ class Hello(_message.Message):
     """How many tasks it runs at once (shown on the Worker; Credit sets the window)."""
     sdk_version: _builtins.str
     """The SDK and its version."""
+    batches: _builtins.bool
+    """The worker takes batches: tasks come as LeaseBatch (`assignments`) and the acks
+    of a ReportBatch as one ReportAckBatch. Single reports are still answered by a
+    ReportAck each.
+    """
+    ack_tasks: _builtins.bool
+    """The acks of a ReportAckBatch carry the task after the report (without it they
+    carry name, lease_id and status only, which is cheaper for both sides).
+    """
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Required. The queues to take tasks from."""
@@ -227,10 +277,12 @@ class Hello(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         sdk_version: _builtins.str = ...,
         lease_duration: _duration_pb2.Duration | None = ...,
+        batches: _builtins.bool = ...,
+        ack_tasks: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "labels", b"labels", "lease_duration", b"lease_duration", "parent", b"parent", "queues", b"queues", "sdk_version", b"sdk_version", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_tasks", b"ack_tasks", "batches", b"batches", "capacity", b"capacity", "labels", b"labels", "lease_duration", b"lease_duration", "parent", b"parent", "queues", b"queues", "sdk_version", b"sdk_version", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -308,6 +360,8 @@ class ConnectResponse(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     REPORT_ACK_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    REPORT_ACKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome:
         """Answer to Hello."""
@@ -328,6 +382,14 @@ class ConnectResponse(_message.Message):
     def command(self) -> Global___WorkerCommand:
         """A worker-control command to carry out and acknowledge."""
 
+    @_builtins.property
+    def assignments(self) -> Global___LeaseBatch:
+        """Tasks to run (instead of `assignment` when the Hello set `batches`)."""
+
+    @_builtins.property
+    def report_acks(self) -> Global___ReportAckBatch:
+        """Answers to a ReportBatch, one ack per item."""
+
     def __init__(
         self,
         *,
@@ -336,16 +398,68 @@ class ConnectResponse(_message.Message):
         heartbeat: Global___ExtendLeaseResponse | None = ...,
         report_ack: Global___ReportAck | None = ...,
         command: Global___WorkerCommand | None = ...,
+        assignments: Global___LeaseBatch | None = ...,
+        report_acks: Global___ReportAckBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "command", b"command", "heartbeat", b"heartbeat", "message", b"message", "report_ack", b"report_ack", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "assignments", b"assignments", "command", b"command", "heartbeat", b"heartbeat", "message", b"message", "report_ack", b"report_ack", "report_acks", b"report_acks", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "command", b"command", "heartbeat", b"heartbeat", "message", b"message", "report_ack", b"report_ack", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "assignments", b"assignments", "command", b"command", "heartbeat", b"heartbeat", "message", b"message", "report_ack", b"report_ack", "report_acks", b"report_acks", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["welcome", "assignment", "heartbeat", "report_ack", "command"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["welcome", "assignment", "heartbeat", "report_ack", "command", "assignments", "report_acks"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___ConnectResponse: _TypeAlias = ConnectResponse  # noqa: Y015
+
+@_typing.final
+class LeaseBatch(_message.Message):
+    """LeaseBatch is many tasks pushed to a worker at once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def leases(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.Lease]:
+        """The leases, in lease order."""
+
+    def __init__(
+        self,
+        *,
+        leases: _abc.Iterable[_task_pb2.Lease] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leases", b"leases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaseBatch: _TypeAlias = LeaseBatch  # noqa: Y015
+
+@_typing.final
+class ReportAckBatch(_message.Message):
+    """ReportAckBatch answers a ReportBatch: the completes' acks first, then the fails',
+    each in the order sent.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportAck]:
+        """One ack per report."""
+
+    def __init__(
+        self,
+        *,
+        acks: _abc.Iterable[Global___ReportAck] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportAckBatch: _TypeAlias = ReportAckBatch  # noqa: Y015
 
 @_typing.final
 class Welcome(_message.Message):
@@ -666,6 +780,70 @@ class FailTaskRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FailTaskRequest: _TypeAlias = FailTaskRequest  # noqa: Y015
+
+@_typing.final
+class ReportTasksRequest(_message.Message):
+    """ReportTasksRequest is the input of ReportTasks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    COMPLETES_FIELD_NUMBER: _builtins.int
+    FAILS_FIELD_NUMBER: _builtins.int
+    ACK_TASKS_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """Required. The project, `projects/{project}`; every task reported must be in it."""
+    ack_tasks: _builtins.bool
+    """The acks carry the task after each accepted report."""
+    @_builtins.property
+    def completes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CompleteTaskRequest]:
+        """Success reports."""
+
+    @_builtins.property
+    def fails(self) -> _containers.RepeatedCompositeFieldContainer[Global___FailTaskRequest]:
+        """Failure reports."""
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        completes: _abc.Iterable[Global___CompleteTaskRequest] | None = ...,
+        fails: _abc.Iterable[Global___FailTaskRequest] | None = ...,
+        ack_tasks: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_tasks", b"ack_tasks", "completes", b"completes", "fails", b"fails", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportTasksRequest: _TypeAlias = ReportTasksRequest  # noqa: Y015
+
+@_typing.final
+class ReportTasksResponse(_message.Message):
+    """ReportTasksResponse holds one ack per report: the completes' first, then the
+    fails', each in the order sent.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportAck]:
+        """One ack per report, each with its own status."""
+
+    def __init__(
+        self,
+        *,
+        acks: _abc.Iterable[Global___ReportAck] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportTasksResponse: _TypeAlias = ReportTasksResponse  # noqa: Y015
 
 @_typing.final
 class ListWorkersRequest(_message.Message):

@@ -61,6 +61,11 @@ class WorkerServiceStub:
                 request_serializer=conveyor_dot_v1_dot_worker__pb2.FailTaskRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_task__pb2.Task.FromString,
                 _registered_method=True)
+        self.ReportTasks = channel.unary_unary(
+                '/conveyor.v1.WorkerService/ReportTasks',
+                request_serializer=conveyor_dot_v1_dot_worker__pb2.ReportTasksRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_worker__pb2.ReportTasksResponse.FromString,
+                _registered_method=True)
         self.ListWorkers = channel.unary_unary(
                 '/conveyor.v1.WorkerService/ListWorkers',
                 request_serializer=conveyor_dot_v1_dot_worker__pb2.ListWorkersRequest.SerializeToString,
@@ -119,6 +124,17 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportTasks(self, request, context):
+        """ReportTasks takes many completes and fails in one call (the batched form of
+        CompleteTask and FailTask, for clients without bidi streams). Each item is fenced
+        and answered on its own: one stale lease_id refuses that item alone
+        (FAILED_PRECONDITION in its ack) and changes nothing else. Returns
+        INVALID_ARGUMENT for a bad parent or more than 1000 items.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListWorkers(self, request, context):
         """ListWorkers returns one page of the project's workers; returns
         INVALID_ARGUMENT for a bad page_size or page_token.
@@ -161,6 +177,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.FailTask,
                     request_deserializer=conveyor_dot_v1_dot_worker__pb2.FailTaskRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_task__pb2.Task.SerializeToString,
+            ),
+            'ReportTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportTasks,
+                    request_deserializer=conveyor_dot_v1_dot_worker__pb2.ReportTasksRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_worker__pb2.ReportTasksResponse.SerializeToString,
             ),
             'ListWorkers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListWorkers,
@@ -309,6 +330,33 @@ class WorkerService:
             '/conveyor.v1.WorkerService/FailTask',
             conveyor_dot_v1_dot_worker__pb2.FailTaskRequest.SerializeToString,
             conveyor_dot_v1_dot_task__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.WorkerService/ReportTasks',
+            conveyor_dot_v1_dot_worker__pb2.ReportTasksRequest.SerializeToString,
+            conveyor_dot_v1_dot_worker__pb2.ReportTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

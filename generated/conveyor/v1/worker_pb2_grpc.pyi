@@ -56,6 +56,13 @@ class WorkerServiceStub:
     """FailTask reports a failed attempt and returns the task (retrying or
     FAILED); returns FAILED_PRECONDITION when the lease_id is stale.
     """
+    ReportTasks: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ReportTasksRequest, _worker_pb2.ReportTasksResponse]
+    """ReportTasks takes many completes and fails in one call (the batched form of
+    CompleteTask and FailTask, for clients without bidi streams). Each item is fenced
+    and answered on its own: one stale lease_id refuses that item alone
+    (FAILED_PRECONDITION in its ack) and changes nothing else. Returns
+    INVALID_ARGUMENT for a bad parent or more than 1000 items.
+    """
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ListWorkersRequest, _worker_pb2.ListWorkersResponse]
     """ListWorkers returns one page of the project's workers; returns
     INVALID_ARGUMENT for a bad page_size or page_token.
@@ -89,6 +96,13 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     FailTask: _aio.UnaryUnaryMultiCallable[_worker_pb2.FailTaskRequest, _task_pb2.Task]  # type: ignore[assignment]
     """FailTask reports a failed attempt and returns the task (retrying or
     FAILED); returns FAILED_PRECONDITION when the lease_id is stale.
+    """
+    ReportTasks: _aio.UnaryUnaryMultiCallable[_worker_pb2.ReportTasksRequest, _worker_pb2.ReportTasksResponse]  # type: ignore[assignment]
+    """ReportTasks takes many completes and fails in one call (the batched form of
+    CompleteTask and FailTask, for clients without bidi streams). Each item is fenced
+    and answered on its own: one stale lease_id refuses that item alone
+    (FAILED_PRECONDITION in its ack) and changes nothing else. Returns
+    INVALID_ARGUMENT for a bad parent or more than 1000 items.
     """
     ListWorkers: _aio.UnaryUnaryMultiCallable[_worker_pb2.ListWorkersRequest, _worker_pb2.ListWorkersResponse]  # type: ignore[assignment]
     """ListWorkers returns one page of the project's workers; returns
@@ -150,6 +164,19 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_pb2.Task, _abc.Awaitable[_task_pb2.Task]]:
         """FailTask reports a failed attempt and returns the task (retrying or
         FAILED); returns FAILED_PRECONDITION when the lease_id is stale.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportTasks(
+        self,
+        request: _worker_pb2.ReportTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.ReportTasksResponse, _abc.Awaitable[_worker_pb2.ReportTasksResponse]]:
+        """ReportTasks takes many completes and fails in one call (the batched form of
+        CompleteTask and FailTask, for clients without bidi streams). Each item is fenced
+        and answered on its own: one stale lease_id refuses that item alone
+        (FAILED_PRECONDITION in its ack) and changes nothing else. Returns
+        INVALID_ARGUMENT for a bad parent or more than 1000 items.
         """
 
     @_abc_1.abstractmethod

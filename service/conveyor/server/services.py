@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conveyor.server.app import ServerHooks
-from conveyor.server.rpc.registry import Services
+from conveyor.server.registry import Services
 
 __all__ = ["default_hooks"]
 

@@ -323,6 +323,21 @@ class Leases:
             self._on_retry()
         return Settled([o for o in outcomes if o is not None], leased, retry_after)
 
+    async def report(
+        self, project: str, reports: Sequence[Report]
+    ) -> list[TaskRow | ConveyorError]:
+        """Settles reports in order; a task reported again starts the next statement."""
+        outcomes: list[TaskRow | ConveyorError] = []
+        group: dict[uuid.UUID, Report] = {}
+        for r in [*reports, None]:
+            if r is None or r.task.id in group:
+                if group:
+                    outcomes.extend((await self.settle(project, list(group.values()))).outcomes)
+                group = {}
+            if r is not None:
+                group[r.task.id] = r
+        return outcomes
+
     async def complete(self, report: Completion) -> TaskRow:
         return _single(await self.settle(report.task.project, [report]))
 

@@ -7,10 +7,12 @@ Protocol (server side):
   worker holds fewer unreported assignments than the window, the server leases ready
   tasks of the Hello's queues and pushes them (`assignment`). It learns that tasks are
   ready from NOTIFY (events.Notifier), never by spinning.
-- complete / fail are answered by a ReportAck each, in the order they were sent. A
-  report of a task pushed on this stream frees its slot, whether it was accepted or
-  refused as stale; when that leaves room, the next tasks are leased in the same
-  statement (one round trip, one commit) and pushed right after the acks.
+- complete / fail are answered by a ReportAck each, in the order they were sent; a
+  ReportBatch (`reports`) by one ReportAckBatch, each item fenced and answered on its
+  own (rpc/report_acks.py). A report of a task pushed on this stream frees its slot,
+  whether it was accepted or refused as stale; when that leaves room, the next tasks
+  are leased in the same statement (one round trip, one commit) and pushed right
+  after the acks. A Hello with `batches` gets its tasks as LeaseBatch messages.
 - heartbeat is answered by an ExtendLeaseResponse carrying name and lease_id. A lease
   that is no longer current (or a bad heartbeat) is answered without lease_expire_time
   and with cancel_requested set: the handler should stop; its report will be refused.
@@ -35,7 +37,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import timedelta
 
 from google.protobuf import json_format, struct_pb2
@@ -43,13 +44,12 @@ from google.protobuf import json_format, struct_pb2
 from conveyor.server.domain.leases import MAX_TAKE, Heartbeat, Leases, Report, Take
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import TOUCH_INTERVAL, Hello, Workers
-from conveyor.server.errors import ConveyorError, InvalidArgument, PermissionDenied
+from conveyor.server.errors import ConveyorError, InvalidArgument
 from conveyor.server.events.notifier import Notifier
 from conveyor.server.logging import get_logger
+from conveyor.server.render.convert import duration
 from conveyor.server.rpc import lease_messages
-from conveyor.server.rpc.convert import duration
-from conveyor.server.rpc.status import to_status_proto
-from conveyor.server.rpc.task_messages import task_message
+from conveyor.server.rpc.report_acks import Item, Replies, batch_items, lease_batch, parse_item
 from conveyor.server.store.commands import Dispatched
 from conveyor.v1 import enums_pb2, worker_pb2
 
@@ -64,16 +64,6 @@ DEFAULT_LEASE_MS = 30_000
 def heartbeat_interval(lease_ms: int | None) -> timedelta:
     """A third of the lease: two heartbeats may be lost before it expires."""
     return timedelta(milliseconds=(lease_ms or DEFAULT_LEASE_MS) / 3)
-
-
-@dataclass(frozen=True, slots=True)
-class _Item:
-    """One complete, fail or heartbeat message, parsed (or why it could not be)."""
-
-    which: str
-    name: str
-    lease_id: str
-    value: Report | Heartbeat | ConveyorError
 
 
 def _command_message(hello: Hello, command: Dispatched) -> worker_pb2.WorkerCommand:
@@ -97,8 +87,12 @@ class ConnectSession:
         stopping: asyncio.Event,
         touch_interval: float = TOUCH_INTERVAL,
         commands: WorkerCommands | None = None,
+        batches: bool = False,
+        ack_tasks: bool = False,
     ) -> None:
         self.hello = hello
+        self._batches = batches
+        self._ack_tasks = ack_tasks
         self._commands = commands
         self.id = uuid.uuid4()
         self.wake = asyncio.Event()
@@ -171,6 +165,10 @@ class ConnectSession:
                     self._retry_later(settled.retry_after)
                     for row in rows:
                         self._outstanding.add(row.lease_id)  # type: ignore[arg-type]
+                    if self._batches and rows:
+                        yield lease_batch(rows)
+                        continue
+                    for row in rows:
                         yield worker_pb2.ConnectResponse(
                             assignment=lease_messages.lease_message(row)
                         )
@@ -232,10 +230,12 @@ class ConnectSession:
     async def _process(
         self, batch: list[worker_pb2.ConnectRequest], gone: Callable[[], bool]
     ) -> list[worker_pb2.ConnectResponse]:
-        out: list[worker_pb2.ConnectResponse] = []
-        group: list[_Item] = []
+        replies = Replies(self._batches, self._ack_tasks)
+        group: list[Item] = []
         group_kind = ""
         ids: set[uuid.UUID] = set()
+        project = self.hello.project
+        batches = 0
         for message in batch:
             which = message.WhichOneof("message")
             if which == "credit":
@@ -248,22 +248,29 @@ class ConnectSession:
             if which == "command_ack":
                 await self._acknowledge(message.command_ack)
                 continue
-            if which not in ("complete", "fail", "heartbeat"):
+            if which == "reports":
+                batches += 1
+                items = batch_items(
+                    message.reports.completes, message.reports.fails, project, "reports.", batches
+                )
+            elif which in ("complete", "fail", "heartbeat"):
+                items = [parse_item(which, getattr(message, which), project, f"{which}.")]
+            else:
                 continue
-            item = self._parse(which, message)
-            kind = "beat" if which == "heartbeat" else "report"
-            task_id = None if isinstance(item.value, ConveyorError) else item.value.task.id
-            # One statement changes a row once: a repeated task starts a new group.
-            if group and (kind != group_kind or (task_id is not None and task_id in ids)):
-                out.extend(await self._flush(group_kind, group, gone))
-                group, ids = [], set()
-            group_kind = kind
-            group.append(item)
-            if task_id is not None:
-                ids.add(task_id)
+            for item in items:
+                kind = "beat" if item.which == "heartbeat" else "report"
+                task_id = None if isinstance(item.value, ConveyorError) else item.value.task.id
+                # One statement changes a row once: a repeated task starts a new group.
+                if group and (kind != group_kind or (task_id is not None and task_id in ids)):
+                    await self._flush(group_kind, group, gone, replies)
+                    group, ids = [], set()
+                group_kind = kind
+                group.append(item)
+                if task_id is not None:
+                    ids.add(task_id)
         if group:
-            out.extend(await self._flush(group_kind, group, gone))
-        return out
+            await self._flush(group_kind, group, gone, replies)
+        return replies.finish()
 
     async def _acknowledge(self, ack: worker_pb2.CommandAck) -> None:
         if self._commands is None:
@@ -279,52 +286,31 @@ class ConnectSession:
         if not applied:
             _log.info("command ack ignored", worker=self.hello.worker, command=ack.command)
 
-    def _parse(self, which: str, message: worker_pb2.ConnectRequest) -> _Item:
-        request = getattr(message, which)
-        value: Report | Heartbeat | ConveyorError
-        try:
-            if which == "complete":
-                value = lease_messages.completion(request, "complete.")
-            elif which == "fail":
-                value = lease_messages.failure(request, "fail.")
-            else:
-                value = lease_messages.heartbeat(request, "heartbeat.")
-            if value.task.project != self.hello.project:
-                raise PermissionDenied(
-                    f"this stream serves projects/{self.hello.project}, not {value.task.name}",
-                    reason="PROJECT_DENIED",
-                    metadata={"project": value.task.project},
-                )
-        except ConveyorError as error:
-            value = error
-        return _Item(which, request.name, request.lease_id, value)
-
     async def _flush(
-        self, kind: str, items: list[_Item], gone: Callable[[], bool]
-    ) -> list[worker_pb2.ConnectResponse]:
+        self, kind: str, items: list[Item], gone: Callable[[], bool], replies: Replies
+    ) -> None:
         if kind == "beat":
-            return await self._flush_beats(items)
-        return await self._flush_reports(items, gone)
+            await self._flush_beats(items, replies)
+        else:
+            await self._flush_reports(items, gone, replies)
 
-    async def _flush_beats(self, items: list[_Item]) -> list[worker_pb2.ConnectResponse]:
+    async def _flush_beats(self, items: list[Item], replies: Replies) -> None:
         beats = [i.value for i in items if isinstance(i.value, Heartbeat)]
         results = iter(await self._leases.extend(self.hello.project, beats) if beats else [])
-        out = []
         for item in items:
             extension = None
             if isinstance(item.value, Heartbeat):
                 result = next(results)
                 extension = None if isinstance(result, ConveyorError) else result
-            out.append(
+            replies.add(
                 worker_pb2.ConnectResponse(
                     heartbeat=lease_messages.extension_message(item.name, item.lease_id, extension)
                 )
             )
-        return out
 
     async def _flush_reports(
-        self, items: list[_Item], gone: Callable[[], bool]
-    ) -> list[worker_pb2.ConnectResponse]:
+        self, items: list[Item], gone: Callable[[], bool], replies: Replies
+    ) -> None:
         reports: list[Report] = [
             i.value for i in items if not isinstance(i.value, ConveyorError | Heartbeat)
         ]
@@ -344,22 +330,9 @@ class ConnectSession:
         for report in reports:
             self._outstanding.discard(report.lease_id)
         results = iter(outcomes)
-        out = []
         for item in items:
-            outcome = item.value if isinstance(item.value, ConveyorError) else next(results)
-            if isinstance(outcome, ConveyorError):
-                ack = worker_pb2.ReportAck(
-                    name=item.name, lease_id=item.lease_id, status=to_status_proto(outcome)
-                )
-            else:
-                ack = worker_pb2.ReportAck(
-                    name=item.name,
-                    lease_id=item.lease_id,
-                    status=lease_messages.OK,
-                    task=task_message(outcome),
-                )
-            out.append(worker_pb2.ConnectResponse(report_ack=ack))
+            value = item.value
+            replies.ack(item, value if isinstance(value, ConveyorError) else next(results))
         for row in leased:
             self._outstanding.add(row.lease_id)  # type: ignore[arg-type]
-            out.append(worker_pb2.ConnectResponse(assignment=lease_messages.lease_message(row)))
-        return out
+        replies.leases(leased)

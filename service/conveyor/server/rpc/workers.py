@@ -11,15 +11,16 @@ from typing import Any
 import grpc
 
 from conveyor.server.domain import leases, names
-from conveyor.server.domain.leases import MAX_TAKE, Leases, Take
+from conveyor.server.domain.leases import MAX_TAKE, Completion, Failure, Leases, Take
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import Workers, check_hello, worker_id
-from conveyor.server.errors import InvalidArgument, ResourceExhausted, Violations
+from conveyor.server.errors import ConveyorError, InvalidArgument, ResourceExhausted, Violations
 from conveyor.server.events.notifier import Notifier
+from conveyor.server.render.convert import timestamp
+from conveyor.server.render.tasks import task_message
 from conveyor.server.rpc import lease_messages
 from conveyor.server.rpc.connect import ConnectSession
-from conveyor.server.rpc.convert import timestamp
-from conveyor.server.rpc.task_messages import task_message
+from conveyor.server.rpc.report_acks import ack_message, batch_items
 from conveyor.server.store.workers import WorkerRow
 from conveyor.v1 import enums_pb2, task_pb2, worker_pb2, worker_pb2_grpc
 
@@ -27,6 +28,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_WAIT = 60.0
 """Longest LeaseTasks wait_timeout, in seconds."""
+MAX_REPORTS = 1000
+"""Most completes and fails one ReportTasks call takes (the batch limit)."""
 _DEADLINE_MARGIN = 0.05
 """A long poll answers this long before the caller's deadline instead of missing it."""
 
@@ -107,6 +110,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             notifier=self._notifier,
             stopping=self._stopping,
             commands=self._commands,
+            batches=h.batches,
+            ack_tasks=h.ack_tasks,
         )
         self._sleeper(session.wake)
         try:
@@ -190,6 +195,28 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self, request: worker_pb2.FailTaskRequest, context: Context
     ) -> task_pb2.Task:
         return task_message(await self._leases.fail(lease_messages.failure(request)))
+
+    async def ReportTasks(
+        self, request: worker_pb2.ReportTasksRequest, context: Context
+    ) -> worker_pb2.ReportTasksResponse:
+        project = names.parse(request.parent, "parent").project
+        if len(request.completes) + len(request.fails) > MAX_REPORTS:
+            raise InvalidArgument.of(
+                "completes", f"at most {MAX_REPORTS} completes and fails together"
+            )
+        items = batch_items(request.completes, request.fails, project, "")
+        reports = [i.value for i in items if isinstance(i.value, Completion | Failure)]
+        outcomes = iter(await self._leases.report(project, reports))
+        return worker_pb2.ReportTasksResponse(
+            acks=[
+                ack_message(
+                    item,
+                    item.value if isinstance(item.value, ConveyorError) else next(outcomes),
+                    request.ack_tasks,
+                )
+                for item in items
+            ]
+        )
 
     async def ListWorkers(
         self, request: worker_pb2.ListWorkersRequest, context: Context

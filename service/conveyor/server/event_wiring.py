@@ -1,4 +1,4 @@
-"""Builds EventService and the loops behind it for one server (called by the registry):
+"""Builds EventService and the loops behind it for one server (called by registry.py):
 the event listener and hub (WatchEvents), the retention loop, and the webhook dispatcher.
 """
 

@@ -28,6 +28,7 @@ from conveyor.server.domain.task_commands import TaskCommands
 from conveyor.server.domain.tasks import Tasks
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import Workers
+from conveyor.server.event_wiring import wire_events
 from conveyor.server.events.notifier import Notifier
 from conveyor.server.loops.approvals import ApprovalTimeouts
 from conveyor.server.loops.command_timeouts import CommandTimeouts
@@ -47,7 +48,6 @@ from conveyor.server.rpc.tasks import TaskServicer
 from conveyor.server.rpc.workers import WorkerServicer
 from conveyor.server.store.task_batcher import CreateBatcher
 from conveyor.server.streams.listener import EventListener
-from conveyor.server.streams.wiring import wire_events
 from conveyor.v1 import task_pb2, task_service_pb2
 
 
@@ -85,6 +85,7 @@ class Services:
         # One LISTEN connection per replica, shared by leasing, watchers and webhooks.
         listener = EventListener(ctx.database_url)
         notifier = Notifier(listener)
+        create_batcher.on_ready = notifier.ready
         promoter = Promoter(ctx.pool)
         ctx.loops += [notifier, promoter, Reaper(ctx.pool, on_retry=promoter.poke)]
         ctx.loops += [ApprovalTimeouts(ctx.pool), StatisticsLoop(ctx.pool)]

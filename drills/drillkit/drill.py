@@ -1,0 +1,159 @@
+"""Drill: one drill's world (a fresh database, its replicas, its workers, its effect log).
+
+Everything a drill starts is ended when the drill ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conveyor.client import Client
+from drillkit.checker import Verdict, check, wait_terminal
+from drillkit.effect_worker import KIND
+from drillkit.effects import read_effects
+from drillkit.postgres import DrillPostgres
+from drillkit.replicas import Replica
+from drillkit.workers import WorkerProcess
+
+__all__ = ["KIND", "PROJECT", "RETRY", "Drill", "Figure", "Scale"]
+
+PROJECT = "default"
+# Faults cost attempts (an expired lease counts one), so drills give tasks plenty, and a
+# short fixed backoff so a re-run is not what the drain waits for.
+RETRY: dict[str, Any] = {"max_attempts": 50, "backoff": "fixed", "initial_backoff": 0.2}
+BATCH = 500
+
+Figure = Callable[[str], None]
+"""Records a drill's pass figure (the `figure` fixture)."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of one form of the drills: the short one (CI) or the full one (--full)."""
+
+    full: bool
+
+    def pick(self, short: float, full: float) -> float:
+        return full if self.full else short
+
+    def count(self, short: int, full: int) -> int:
+        return full if self.full else short
+
+
+class Drill:
+    def __init__(self, postgres: DrillPostgres, root: Path) -> None:
+        self.postgres = postgres
+        self.root = root
+        self.database_url = postgres.database()
+        self.effects_path = root / "effects.log"
+        self.reports_path = root / "reports.log"
+        self.replicas: list[Replica] = []
+        self.workers: list[WorkerProcess] = []
+        self._key = ""
+        self._worker_ids = itertools.count(1)
+
+    # Processes.
+
+    def replica(self, name: str, *, grace: float = 5.0) -> Replica:
+        """Starts a `conveyor serve` replica over the drill's database."""
+        started = Replica(name, self.root, self.database_url, grace=grace)
+        self.replicas.append(started)
+        started.start()
+        if not self._key:
+            self._key = started.admin_key()
+        return started
+
+    @property
+    def api_key(self) -> str:
+        return self._key
+
+    def client(self, replica: Replica, **options: Any) -> Client:
+        return Client(replica.grpc_target, api_key=self._key, project=PROJECT, **options)
+
+    def worker(
+        self,
+        *targets: Replica,
+        mode: str = "stream",
+        concurrency: int = 4,
+        threads: int = 1,
+        work: float = 0.005,
+        lease_duration: float = 3.0,
+        queue: str = "default",
+    ) -> WorkerProcess:
+        """Starts an effect worker process on the replicas' addresses (now)."""
+        worker_id = f"w{next(self._worker_ids)}"
+        args = [
+            "--mode",
+            mode,
+            "--project",
+            PROJECT,
+            "--queue",
+            queue,
+            "--concurrency",
+            str(concurrency),
+            "--threads",
+            str(threads),
+            "--work",
+            str(work),
+            "--lease-duration",
+            str(lease_duration),
+            "--worker-id",
+            worker_id,
+            "--effects",
+            str(self.effects_path),
+            "--reports",
+            str(self.reports_path),
+        ]
+        for target in targets:
+            args += ["--target", target.grpc_target]
+        started = WorkerProcess(
+            args, api_key=self._key, log_path=self.root / f"worker-{worker_id}.log"
+        )
+        self.workers.append(started)
+        return started
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+        for replica in self.replicas:
+            replica.close()
+
+    # Work and its check.
+
+    def create_tasks(
+        self, client: Client, count: int, *, queue: str = "default", **options: Any
+    ) -> list[str]:
+        """Creates `count` effect tasks in batches; returns their ids (all acknowledged)."""
+        ids: list[str] = []
+        spec = {"queue": queue, "retry_policy": RETRY, **options}
+        while len(ids) < count:
+            size = min(BATCH, count - len(ids))
+            specs: list[Any] = [
+                {"kind": KIND, "input": {"n": len(ids) + i}, **spec} for i in range(size)
+            ]
+            answer = client.batch_create_tasks(
+                specs,
+                atomic=True,
+                timeout=60,
+            )
+            ids += [result.task.name.rsplit("/", 1)[-1] for result in answer.results]
+        return ids
+
+    def wait_terminal(self, accepted: Iterable[str], timeout: float) -> int:
+        return wait_terminal(self.database_url, PROJECT, accepted, timeout=timeout)
+
+    def check(self, accepted: Iterable[str]) -> Verdict:
+        return check(self.database_url, PROJECT, accepted, read_effects(self.effects_path))
+
+    def reports(self) -> list[tuple[str, str, str]]:
+        """The unary workers' report outcomes: (task_id, lease_id, outcome)."""
+        if not self.reports_path.exists():
+            return []
+        return [
+            (fields[0], fields[1], fields[2])
+            for fields in (line.split() for line in self.reports_path.read_text().splitlines())
+        ]

@@ -1,0 +1,152 @@
+"""A worker process for the drills: `python -m drillkit.effect_worker --mode stream ...`.
+
+Every handler run sleeps `--work` seconds (the work), appends its effect to the log and
+returns `{"lease_id": ...}`, so the database's result names the lease whose result stood.
+
+- `stream`: the SDK's `Worker` on a Connect stream (heartbeats, reconnects, SIGTERM).
+- `unary`: `--threads` loops of LeaseTasks (long poll) and CompleteTask, each thread on a
+  channel of its own to one of the `--target`s in turn; no heartbeats, so the lease must
+  outlast the work. Every report's outcome is appended to `--reports` as
+  `<task_id> <lease_id> ok|refused`.
+
+The API key comes from CONVEYOR_API_KEY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from conveyor.client import (
+    Client,
+    FailedPreconditionError,
+    TaskContext,
+    UnavailableError,
+    Worker,
+)
+from conveyor.client.errors import ConveyorError
+from drillkit.effects import EffectLog
+
+KIND = "drill.effect"
+
+
+def _task_id(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["stream", "unary"], default="stream")
+    parser.add_argument("--target", action="append", required=True)
+    parser.add_argument("--project", default="default")
+    parser.add_argument("--queue", default="default")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work", type=float, default=0.005)
+    parser.add_argument("--lease-duration", type=float, default=5.0)
+    parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--effects", type=Path, required=True)
+    parser.add_argument("--reports", type=Path)
+    return parser.parse_args(argv)
+
+
+def _run_stream(args: argparse.Namespace, effects: EffectLog) -> None:
+    client = Client(args.target[0], project=args.project)
+    worker = Worker(
+        client,
+        queues=[args.queue],
+        concurrency=args.concurrency,
+        worker_id=args.worker_id,
+        lease_duration=args.lease_duration,
+        shutdown_grace=5.0,
+    )
+
+    @worker.task(KIND)
+    def handle(ctx: TaskContext) -> dict[str, Any]:
+        begin = time.monotonic_ns()
+        time.sleep(args.work)
+        effects.append(_task_id(ctx.name), ctx.lease_id, ctx.attempt, begin)
+        return {"lease_id": ctx.lease_id}
+
+    worker.run()
+
+
+def _run_unary(args: argparse.Namespace, effects: EffectLog) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    reports_fd = (
+        os.open(args.reports, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if args.reports
+        else None
+    )
+
+    def report(task_id: str, lease_id: str, outcome: str) -> None:
+        if reports_fd is not None:
+            os.write(reports_fd, f"{task_id} {lease_id} {outcome}\n".encode())
+
+    def loop(index: int) -> None:
+        target = args.target[index % len(args.target)]
+        worker = f"{args.worker_id}-{index}"
+        with Client(target, project=args.project) as client:
+            while not stop.is_set():
+                try:
+                    leases = client.lease_tasks(
+                        [args.queue],
+                        worker=worker,
+                        max_tasks=1,
+                        wait_timeout=1.0,
+                        lease_duration=args.lease_duration,
+                    )
+                except ConveyorError:
+                    time.sleep(0.2)
+                    continue
+                for lease in leases:
+                    begin = time.monotonic_ns()
+                    time.sleep(args.work)
+                    task_id = _task_id(lease.task.name)
+                    effects.append(task_id, lease.lease_id, lease.task.attempt, begin)
+                    _complete(client, lease.task.name, lease.lease_id, report, task_id)
+
+    threads = [
+        threading.Thread(target=loop, args=(index,), daemon=True) for index in range(args.threads)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _complete(client: Client, name: str, lease_id: str, report: Any, task_id: str) -> None:
+    # Retried while the server is unreachable: the lease decides, not the network.
+    for _ in range(50):
+        try:
+            client.complete_task(name, lease_id, {"lease_id": lease_id})
+        except FailedPreconditionError:
+            report(task_id, lease_id, "refused")
+            return
+        except UnavailableError:
+            time.sleep(0.2)
+            continue
+        except ConveyorError as error:
+            report(task_id, lease_id, f"error:{error.code().name}")
+            return
+        report(task_id, lease_id, "ok")
+        return
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
+    effects = EffectLog(args.effects)
+    if args.mode == "stream":
+        _run_stream(args, effects)
+    else:
+        _run_unary(args, effects)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Worker reports and their answers, single or batched (Connect and ReportTasks).
+
+A report is parsed into an Item whatever message carried it (a `complete`, a `fail`,
+an item of a ReportBatch, or of a ReportTasksRequest); each is fenced and answered on
+its own, so one bad or stale item refuses that item alone. `Replies` puts a Connect
+stream's answers in the order the messages came, folding the acks of one ReportBatch
+into one ReportAckBatch and, for a worker that takes batches, the pushed leases into
+one LeaseBatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from conveyor.server.domain.leases import Heartbeat, Report
+from conveyor.server.errors import ConveyorError, PermissionDenied
+from conveyor.server.render.tasks import task_message
+from conveyor.server.rpc import lease_messages
+from conveyor.server.rpc.status import to_status_proto
+from conveyor.server.store.task_rows import TaskRow
+from conveyor.v1 import worker_pb2
+
+__all__ = ["Item", "Replies", "ack_message", "batch_items", "parse_item"]
+
+ReportRequest = (
+    worker_pb2.CompleteTaskRequest | worker_pb2.FailTaskRequest | (worker_pb2.ExtendLeaseRequest)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One complete, fail or heartbeat, parsed (or why it could not be)."""
+
+    which: str
+    name: str
+    lease_id: str
+    value: Report | Heartbeat | ConveyorError
+    batch: int = 0
+    """Which ReportBatch of the messages being handled carried it (0: none)."""
+
+
+def parse_item(
+    which: str, request: ReportRequest, project: str, prefix: str, batch: int = 0
+) -> Item:
+    """`which` is complete, fail or heartbeat; a task of another project is refused."""
+    value: Report | Heartbeat | ConveyorError
+    try:
+        if isinstance(request, worker_pb2.CompleteTaskRequest):
+            value = lease_messages.completion(request, prefix)
+        elif isinstance(request, worker_pb2.FailTaskRequest):
+            value = lease_messages.failure(request, prefix)
+        else:
+            value = lease_messages.heartbeat(request, prefix)
+        if value.task.project != project:
+            raise PermissionDenied(
+                f"this call serves projects/{project}, not {value.task.name}",
+                reason="PROJECT_DENIED",
+                metadata={"project": value.task.project},
+            )
+    except ConveyorError as error:
+        value = error
+    return Item(which, request.name, request.lease_id, value, batch)
+
+
+def batch_items(
+    completes: Iterable[worker_pb2.CompleteTaskRequest],
+    fails: Iterable[worker_pb2.FailTaskRequest],
+    project: str,
+    prefix: str,
+    batch: int = 0,
+) -> list[Item]:
+    """The items of a batch: its completes, then its fails (the order of their acks)."""
+    items = [
+        parse_item("complete", c, project, f"{prefix}completes[{i}].", batch)
+        for i, c in enumerate(completes)
+    ]
+    items.extend(
+        parse_item("fail", f, project, f"{prefix}fails[{i}].", batch) for i, f in enumerate(fails)
+    )
+    return items
+
+
+def ack_message(
+    item: Item, outcome: TaskRow | ConveyorError, with_task: bool
+) -> worker_pb2.ReportAck:
+    if isinstance(outcome, ConveyorError):
+        return worker_pb2.ReportAck(
+            name=item.name, lease_id=item.lease_id, status=to_status_proto(outcome)
+        )
+    ack = worker_pb2.ReportAck(name=item.name, lease_id=item.lease_id, status=lease_messages.OK)
+    if with_task:
+        ack.task.CopyFrom(task_message(outcome))
+    return ack
+
+
+class Replies:
+    """A Connect stream's answers to the messages handled together, in their order."""
+
+    def __init__(self, batches: bool, ack_tasks: bool) -> None:
+        self.out: list[worker_pb2.ConnectResponse] = []
+        self._batches = batches
+        self._ack_tasks = ack_tasks
+        self._open = 0
+        """The ReportBatch whose ReportAckBatch is last in `out` (0: none)."""
+        self._leased: list[TaskRow] = []
+
+    def ack(self, item: Item, outcome: TaskRow | ConveyorError) -> None:
+        if not item.batch:
+            # A single report's ack carries the task, as it always did.
+            self._add(worker_pb2.ConnectResponse(report_ack=ack_message(item, outcome, True)))
+            return
+        ack = ack_message(item, outcome, self._ack_tasks)
+        if self._open == item.batch:
+            self.out[-1].report_acks.acks.append(ack)
+            return
+        self._add(worker_pb2.ConnectResponse(report_acks=worker_pb2.ReportAckBatch(acks=[ack])))
+        self._open = item.batch
+
+    def add(self, response: worker_pb2.ConnectResponse) -> None:
+        self._add(response)
+
+    def _add(self, response: worker_pb2.ConnectResponse) -> None:
+        self.out.append(response)
+        self._open = 0
+
+    def leases(self, rows: list[TaskRow]) -> None:
+        """Pushed leases: after the acks, in one LeaseBatch (when the worker takes
+        batches) once every message is answered, else one `assignment` each at once."""
+        if self._batches:
+            self._leased.extend(rows)
+            return
+        for row in rows:
+            self._add(worker_pb2.ConnectResponse(assignment=lease_messages.lease_message(row)))
+
+    def finish(self) -> list[worker_pb2.ConnectResponse]:
+        if self._leased:
+            self._add(lease_batch(self._leased))
+            self._leased = []
+        return self.out
+
+
+def lease_batch(rows: list[TaskRow]) -> worker_pb2.ConnectResponse:
+    return worker_pb2.ConnectResponse(
+        assignments=worker_pb2.LeaseBatch(leases=[lease_messages.lease_message(r) for r in rows])
+    )
