@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import psycopg
 import pytest
 from drillkit.checker import count_not_terminal
 from drillkit.drill import PROJECT, Drill, Figure, Scale
-
-T = TypeVar("T")
+from drillkit.waits import until
 
 pytestmark = pytest.mark.drill
 
@@ -56,17 +53,6 @@ def _attempts(database_url: str, task_id: str) -> list[tuple[int, str, str | Non
         return [(row[0], row[1], row[2]) for row in conn.execute(_ATTEMPTS, (PROJECT, task_id))]
 
 
-def _until(condition: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_frozen_worker_reports_late_and_is_refused(drill: Drill, figure: Figure) -> None:
     """A worker frozen (SIGSTOP) past its lease, then resumed: its late report is refused,
     and the result of the attempt that ran meanwhile stands."""
@@ -74,11 +60,11 @@ def test_frozen_worker_reports_late_and_is_refused(drill: Drill, figure: Figure)
     frozen = drill.worker(replica, mode="unary", work=2.0, lease_duration=1.0)
     with drill.client(replica) as client:
         [task_id] = drill.create_tasks(client, 1)
-    [(_, first_lease, _)] = _until(
+    [(_, first_lease, _)] = until(
         lambda: _attempts(drill.database_url, task_id), 60, "the first lease"
     )
     frozen.signal(signal.SIGSTOP)
-    _until(
+    until(
         lambda: _attempts(drill.database_url, task_id)[0][2] == "LEASE_EXPIRED",
         60,
         "the frozen worker's lease to expire",
@@ -86,9 +72,7 @@ def test_frozen_worker_reports_late_and_is_refused(drill: Drill, figure: Figure)
     drill.worker(replica, mode="unary", work=0.01, lease_duration=10.0)
     assert drill.wait_terminal([task_id], timeout=60) == 0
     frozen.signal(signal.SIGCONT)
-    late = _until(
-        lambda: [r for r in drill.reports() if r[1] == first_lease], 60, "the late report"
-    )
+    late = until(lambda: [r for r in drill.reports() if r[1] == first_lease], 60, "the late report")
     attempts = _attempts(drill.database_url, task_id)
     with drill.client(replica) as client:
         task = client.get_task(task_id)

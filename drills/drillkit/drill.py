@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from conveyor.client import Client
 from drillkit.checker import Verdict, check, wait_terminal
 from drillkit.effect_worker import KIND
@@ -73,6 +75,15 @@ class Drill:
 
     def client(self, replica: Replica, **options: Any) -> Client:
         return Client(replica.grpc_target, api_key=self._key, project=PROJECT, **options)
+
+    def channel(self, replica: Replica) -> grpc.Channel:
+        """A plain channel to `replica`: no retries, so a drill sees every code as sent."""
+        return grpc.insecure_channel(replica.grpc_target)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        """The call metadata of the admin key, for stubs on `channel()`."""
+        return (("authorization", f"Bearer {self._key}"),)
 
     def worker(
         self,
