@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,21 +99,49 @@ class TaskRun:
                 retryable=False,
             )
             return worker_pb2.ConnectRequest(fail=failure)
+        started = time.monotonic()
+        _log.info("task %s (%s) attempt %d started", ctx.name, ctx.kind, ctx.attempt)
         try:
             result = await self._invoke(handler, executor)
         except asyncio.CancelledError as error:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # the runner itself is being cancelled: nothing to report
+            self._log_end(started, "cancelled")
             return worker_pb2.ConnectRequest(fail=self._failure(error))
         except Exception as error:
-            return worker_pb2.ConnectRequest(fail=self._failure(error))
+            failure = self._failure(error)
+            outcome = "failed, will retry" if failure.retryable else "failed"
+            self._log_end(started, outcome, error)
+            return worker_pb2.ConnectRequest(fail=failure)
         try:
-            return worker_pb2.ConnectRequest(complete=ctx.completion(result))
+            report = worker_pb2.ConnectRequest(complete=ctx.completion(result))
         except TypeError as error:
             # The same code would return the same thing again: no retry.
             failure = ctx.failure("TypeError", f"the result is not JSON: {error}", retryable=False)
+            self._log_end(started, "failed: the result is not JSON")
             return worker_pb2.ConnectRequest(fail=failure)
+        self._log_end(started, "succeeded")
+        return report
+
+    def _log_end(self, started: float, outcome: str, error: BaseException | None = None) -> None:
+        """One line per finished handler: kind, id, duration, outcome; and a failing
+        handler's exception with its traceback."""
+        ctx = self.ctx
+        seconds = time.monotonic() - started
+        if error is None:
+            _log.info("task %s (%s) %s in %.3f s", ctx.name, ctx.kind, outcome, seconds)
+        else:
+            _log.error(
+                "task %s (%s) %s in %.3f s: %s: %s",
+                ctx.name,
+                ctx.kind,
+                outcome,
+                seconds,
+                type(error).__name__,
+                error,
+                exc_info=error,
+            )
 
     def _failure(self, error: BaseException) -> worker_pb2.FailTaskRequest:
         if self.abandoned:

@@ -292,7 +292,10 @@ class UpdateProjectRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields to change: display_name, callback_url, labels. Empty means all."""
+        """The fields to change: display_name, callback_url, labels, or `*` for all.
+        Empty means the fields present in the request (AIP-134): the populated
+        fields over gRPC, the JSON body's keys over REST.
+        """
 
     def __init__(
         self,

@@ -234,8 +234,10 @@ class UpdateQueueRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields to change: max_concurrency, rate_limit, default_retry_policy.
-        Empty means every one of them.
+        """The fields to change: max_concurrency, rate_limit, default_retry_policy
+        (or a path inside it, such as default_retry_policy.max_attempts), or `*`
+        for all. Empty means the fields present in the request (AIP-134): the
+        populated fields over gRPC, the JSON body's keys over REST.
         """
 
     def __init__(

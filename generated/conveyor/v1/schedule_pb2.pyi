@@ -93,7 +93,9 @@ class Schedule(_message.Message):
 
     @_builtins.property
     def next_run_time(self) -> _timestamp_pb2.Timestamp:
-        """Output only. The next fire."""
+        """Output only. When it fires next: the end of the snooze when an occurrence
+        comes due during one.
+        """
 
     @_builtins.property
     def last_run_time(self) -> _timestamp_pb2.Timestamp:
@@ -468,7 +470,11 @@ class UpdateScheduleRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields to change; empty means every writable field."""
+        """The fields to change, nested paths included (spec.expression,
+        task_template.priority), or `*` for every writable field. Empty means the
+        fields present in the request (AIP-134): the populated fields over gRPC,
+        the JSON body's keys over REST.
+        """
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ import grpc
 
 from conveyor.server.address import connectable_host, format_address, parse_address
 from conveyor.server.context import AppContext
+from conveyor.server.dashboard import Dashboard
 from conveyor.server.embedded import EmbeddedPostgres
 from conveyor.server.gateway.app import build_http_app
 from conveyor.server.gateway.dispatch import Gateway
@@ -151,8 +152,14 @@ class ConveyorServer:
         # default to the listener just started, so REST gets the same interceptor.
         gateway = Gateway(settings.gateway_target or self.grpc_target)
         self._stack.push_async_callback(gateway.close)
+        # The dashboard calls gRPC the same way, with the signed-in session as bearer.
+        dashboard = Dashboard(
+            pool, server_key, settings.gateway_target or self.grpc_target, ctx.shutting_down
+        )
+        self._stack.push_async_callback(dashboard.close)
         http = HttpServer(
-            build_http_app(health=self._healthy, gateway=gateway), settings.http_address
+            build_http_app(health=self._healthy, gateway=gateway, pages=dashboard.routes()),
+            settings.http_address,
         )
         self._http = http
         self._stack.push_async_callback(http.stop, 0)

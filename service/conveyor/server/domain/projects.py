@@ -11,14 +11,14 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import audit, names, paging, validate
+from conveyor.server.domain import audit, names, paging, update_mask, validate
 from conveyor.server.domain.auth import ROLE_NAMES, MintedKey, Principal, mint_key
 from conveyor.server.domain.keys import Authenticator
 from conveyor.server.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from conveyor.server.store import api_keys, projects
 from conveyor.server.store.api_keys import KeyRow
 from conveyor.server.store.projects import ProjectRow, SecretRow
-from conveyor.v1 import enums_pb2
+from conveyor.v1 import enums_pb2, project_pb2
 
 UPDATABLE_PROJECT_FIELDS = ("display_name", "callback_url", "labels")
 DEFAULT_GRACE = timedelta(hours=24)
@@ -125,31 +125,34 @@ class Projects:
 
     async def update(
         self,
-        name: str,
-        fields: ProjectFields,
-        mask: Sequence[str],
+        project: project_pb2.Project,
+        mask_paths: Sequence[str],
         principal: Principal | None = None,
     ) -> ProjectRow:
+        """Changes the fields in the mask (AIP-134, see update_mask.py)."""
+        name = project.name
         parsed = names.parse(name, "project.name")
-        paths = list(mask) or list(UPDATABLE_PROJECT_FIELDS)
+        mask = update_mask.resolve(mask_paths, project, UPDATABLE_PROJECT_FIELDS, "project")
+        fields = ProjectFields(project.display_name, project.callback_url, dict(project.labels))
         v = Violations()
-        for path in paths:
-            if path not in UPDATABLE_PROJECT_FIELDS:
-                v.add("update_mask", f"{path} is not one of {', '.join(UPDATABLE_PROJECT_FIELDS)}")
-        _check_fields(v, fields, "project", paths)
+        _check_fields(v, fields, "project", mask.fields)
         v.raise_if_any()
         async with self._pool.connection() as conn, conn.transaction():
             row = await projects.update(
                 conn,
                 parsed.project,
-                display_name=fields.display_name if "display_name" in paths else None,
-                callback_url=fields.callback_url if "callback_url" in paths else None,
-                labels=fields.labels if "labels" in paths else None,
+                display_name=fields.display_name if "display_name" in mask else None,
+                callback_url=fields.callback_url if "callback_url" in mask else None,
+                labels=fields.labels if "labels" in mask else None,
             )
             if row is None:
                 raise NotFound(f"{name} does not exist", metadata={"resource": name})
             await self._audit(
-                conn, principal, enums_pb2.COMMAND_VERB_UPDATE_PROJECT, name, {"update_mask": paths}
+                conn,
+                principal,
+                enums_pb2.COMMAND_VERB_UPDATE_PROJECT,
+                name,
+                {"update_mask": list(mask.paths)},
             )
         return row
 

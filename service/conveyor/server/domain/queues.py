@@ -10,19 +10,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import audit, names, paging, rates, retry_policy, task_input
+from conveyor.server.domain import (
+    audit,
+    names,
+    paging,
+    rates,
+    retry_policy,
+    task_input,
+    update_mask,
+)
 from conveyor.server.domain.auth import Principal
 from conveyor.server.errors import InvalidArgument, NotFound, Violations
 from conveyor.server.store import queues as store
 from conveyor.server.store.queues import QueueRow
-from conveyor.v1 import enums_pb2, task_pb2
+from conveyor.v1 import enums_pb2, queue_pb2
 
-__all__ = ["UPDATABLE_FIELDS", "QueueSettings", "Queues", "purge_confirm_token"]
+__all__ = ["UPDATABLE_FIELDS", "Queues", "purge_confirm_token", "settings_message"]
 
 UPDATABLE_FIELDS = ("max_concurrency", "rate_limit", "default_retry_policy")
 MAX_CONCURRENCY = 100_000
@@ -48,15 +55,6 @@ def _no_project(project: str) -> NotFound:
 
 def parse_queue_name(value: str, field_path: str) -> names.Name:
     return names.parse(value, field_path, "queues", id_re=task_input.QUEUE_RE)
-
-
-@dataclass(frozen=True)
-class QueueSettings:
-    """The settable fields of a Queue message."""
-
-    max_concurrency: int
-    rate_limit: str
-    default_retry_policy: task_pb2.RetryPolicy | None
 
 
 class Queues:
@@ -126,60 +124,70 @@ class Queues:
 
     async def update(
         self,
-        name: str,
-        settings: QueueSettings,
-        mask: Sequence[str],
+        queue: queue_pb2.Queue,
+        mask_paths: Sequence[str],
         principal: Principal | None = None,
     ) -> QueueRow:
+        """Changes the settings in the mask (AIP-134, see update_mask.py); nested paths
+        such as default_retry_policy.max_attempts keep the policy's other fields."""
+        name = queue.name
         parsed = parse_queue_name(name, "queue.name")
-        paths = list(mask) or list(UPDATABLE_FIELDS)
-        v = Violations()
-        for path in paths:
-            if path not in UPDATABLE_FIELDS:
-                v.add("update_mask", f"{path} is not one of {', '.join(UPDATABLE_FIELDS)}")
-        max_concurrency = rate_limit = policy = None
-        if "max_concurrency" in paths:
-            if not 0 <= settings.max_concurrency <= MAX_CONCURRENCY:
-                v.add(
-                    "queue.max_concurrency",
-                    f"must be between 0 (unlimited) and {MAX_CONCURRENCY}",
-                )
-            else:
-                max_concurrency = settings.max_concurrency
-        if "rate_limit" in paths:
-            try:
-                rate_limit = rates.normalise(settings.rate_limit, "queue.rate_limit")
-            except InvalidArgument as error:
-                v.items.extend(error.violations)
-        if "default_retry_policy" in paths:
-            message = settings.default_retry_policy or task_pb2.RetryPolicy()
-            policy = retry_policy.parse(v, message, "queue.default_retry_policy").to_json()
-        v.raise_if_any()
+        mask = update_mask.resolve(mask_paths, queue, UPDATABLE_FIELDS, "queue")
         async with self._pool.connection() as conn, conn.transaction():
+            merged = settings_message(await store.get(conn, parsed.project, parsed.id))
+            mask.merge(queue, merged)
+            changes = _checked_changes(merged, mask)
             updated = await store.update(
                 conn,
                 parsed.project,
                 parsed.id,
-                max_concurrency=max_concurrency,
-                rate_limit=rate_limit,
-                default_retry_policy=policy,
+                max_concurrency=changes.get("max_concurrency"),
+                rate_limit=changes.get("rate_limit"),
+                default_retry_policy=changes.get("default_retry_policy"),
             )
             if updated:
-                args: dict[str, Any] = {"update_mask": paths}
-                if max_concurrency is not None:
-                    args["max_concurrency"] = max_concurrency
-                if rate_limit is not None:
-                    args["rate_limit"] = rate_limit
-                if policy is not None:
-                    args["default_retry_policy"] = policy
                 await self._record(
                     conn,
                     principal,
                     enums_pb2.COMMAND_VERB_UPDATE_QUEUE,
                     name,
-                    args,
+                    {"update_mask": list(mask.paths), **changes},
                     parsed.project,
                 )
         if not updated:
             raise _no_project(parsed.project)
         return await self.get(name, "queue.name")
+
+
+def settings_message(row: QueueRow | None) -> queue_pb2.Queue:
+    """The settable fields of a queue as a message (defaults for a queue never used)."""
+    if row is None:
+        return queue_pb2.Queue()
+    return queue_pb2.Queue(
+        max_concurrency=row.max_concurrency,
+        rate_limit=row.rate_limit,
+        default_retry_policy=retry_policy.message(
+            retry_policy.Policy.from_json(row.default_retry_policy)
+        ),
+    )
+
+
+def _checked_changes(merged: queue_pb2.Queue, mask: update_mask.Mask) -> dict[str, Any]:
+    """The new values of the masked settings, validated; INVALID_ARGUMENT names every
+    bad field."""
+    v = Violations()
+    changes: dict[str, Any] = {}
+    if "max_concurrency" in mask:
+        if not 0 <= merged.max_concurrency <= MAX_CONCURRENCY:
+            v.add("queue.max_concurrency", f"must be between 0 (unlimited) and {MAX_CONCURRENCY}")
+        changes["max_concurrency"] = merged.max_concurrency
+    if "rate_limit" in mask:
+        try:
+            changes["rate_limit"] = rates.normalise(merged.rate_limit, "queue.rate_limit")
+        except InvalidArgument as error:
+            v.items.extend(error.violations)
+    if "default_retry_policy" in mask:
+        policy = retry_policy.parse(v, merged.default_retry_policy, "queue.default_retry_policy")
+        changes["default_retry_policy"] = policy.to_json()
+    v.raise_if_any()
+    return changes

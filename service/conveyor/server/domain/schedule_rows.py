@@ -137,6 +137,18 @@ def row_from(
     )
 
 
+def next_fire_time(row: ScheduleRow) -> datetime | None:
+    """When the schedule will actually fire next, as Schedule.next_run_time shows it.
+
+    The row's next_run_time is the next occurrence, which the scheduler fires from; an
+    occurrence that comes due before a snooze ends fires when the snooze ends.
+    """
+    due, until = row.next_run_time, row.snooze_until
+    if due is None or until is None:
+        return due
+    return max(due, until)
+
+
 def occurrence_key(nominal: datetime) -> str:
     return nominal.astimezone(UTC).isoformat()
 

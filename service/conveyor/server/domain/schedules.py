@@ -11,7 +11,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import names, paging, schedule_spec
+from conveyor.server.domain import names, paging, schedule_spec, update_mask
 from conveyor.server.domain.auth import Principal
 from conveyor.server.domain.schedule_rows import (
     Clock,
@@ -19,6 +19,7 @@ from conveyor.server.domain.schedule_rows import (
     dst_policy,
     enum_name,
     locked,
+    next_fire_time,
     record_change,
     row_from,
     schedule_kind,
@@ -27,7 +28,7 @@ from conveyor.server.domain.schedule_rows import (
     utc_now,
     writable,
 )
-from conveyor.server.errors import AlreadyExists, InvalidArgument, NotFound, Violations
+from conveyor.server.errors import AlreadyExists, InvalidArgument, NotFound
 from conveyor.server.store import event_log
 from conveyor.server.store import schedules as schedule_store
 from conveyor.server.store.schedules import RunRow, ScheduleRow
@@ -45,14 +46,6 @@ UPDATABLE = (
     "jitter",
     "dst_policy",
 )
-_MESSAGE_FIELDS = ("spec", "task_template", "catchup_window", "jitter")
-
-
-def _copy_field(source: schedule_pb2.Schedule, target: schedule_pb2.Schedule, path: str) -> None:
-    if path in _MESSAGE_FIELDS:
-        getattr(target, path).CopyFrom(getattr(source, path))
-    else:
-        setattr(target, path, getattr(source, path))
 
 
 class Schedules:
@@ -111,24 +104,17 @@ class Schedules:
         mask: Sequence[str],
         principal: Principal | None = None,
     ) -> ScheduleRow:
+        """Changes the fields in the mask (AIP-134, see update_mask.py), nested ones such
+        as spec.expression or task_template.priority included; the merged schedule is
+        validated as a whole."""
         name = names.parse(message.name, "schedule.name", "schedules")
-        paths = list(mask) or list(UPDATABLE)
-        v = Violations()
-        for path in paths:
-            if path.split(".")[0] not in UPDATABLE:
-                v.add("update_mask", f"{path} is not one of {', '.join(UPDATABLE)}")
-        v.raise_if_any()
+        resolved = update_mask.resolve(mask, message, UPDATABLE, "schedule")
         now = self._clock()
         async with self._pool.connection() as conn, conn.transaction():
             current = await locked(conn, name)
             writable(current)
             proposed = to_message(current)
-            for path in {p.split(".")[0] for p in paths}:
-                # A message field left unset keeps its value: spec and template are
-                # required, and an empty duration is what "unset" means anyway.
-                if path in _MESSAGE_FIELDS and not message.HasField(path):  # type: ignore[arg-type]
-                    continue
-                _copy_field(message, proposed, path)
+            resolved.merge(message, proposed)
             merged = row_from(name.project, name.id, proposed, current.created_by, now)
             merged = replace(
                 merged,
@@ -136,11 +122,17 @@ class Schedules:
                 notes=current.notes,
                 snooze_until=current.snooze_until,
                 snooze_reason=current.snooze_reason,
-                next_run_time=spec_of(merged).next_after(
-                    max(now, current.snooze_until or now), merged.dst_policy
-                ),
+                next_run_time=current.next_run_time,
                 create_time=current.create_time,
             )
+            if "spec" in resolved or "dst_policy" in resolved:
+                # Only a new timing moves the next fire (from the create time's anchor).
+                merged = replace(
+                    merged,
+                    next_run_time=spec_of(merged).next_after(
+                        max(now, current.snooze_until or now), merged.dst_policy
+                    ),
+                )
             updated = await schedule_store.update(conn, merged, now)
             await append_event(conn, updated, "schedule.updated")
             await record_change(
@@ -149,7 +141,7 @@ class Schedules:
                 principal,
                 enums_pb2.COMMAND_VERB_UPDATE_SCHEDULE,
                 updated,
-                {"update_mask": paths},
+                {"update_mask": list(resolved.paths)},
             )
         return updated
 
@@ -213,7 +205,12 @@ class Schedules:
                 raise NotFound(f"{name} does not exist", metadata={"resource": name})
             if row.state == "CANCELLED":
                 return []
-            return spec_of(row).preview(max(now, row.snooze_until or now), count, row.dst_policy)
+            times = spec_of(row).preview(max(now, row.snooze_until or now), count, row.dst_policy)
+            first = next_fire_time(row)
+            if first is not None and first >= now and first not in times[:1]:
+                # An occurrence due during the snooze fires when the snooze ends.
+                times = [first, *times][:count]
+            return times
         if proposed is None or not proposed.HasField("spec"):
             raise InvalidArgument.of("schedule.spec", "is required with parent (or give name)")
         names.parse(parent, "parent")

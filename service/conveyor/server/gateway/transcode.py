@@ -26,6 +26,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
+from conveyor.server.domain import update_mask
 from conveyor.server.errors import FieldViolation
 from conveyor.server.gateway.descriptors import enum_of, is_map, message_of
 from conveyor.server.gateway.routes import Binding
@@ -103,8 +104,7 @@ def build_request(
 ) -> Message:
     """The request message for one HTTP request; raises BadInput."""
     request = GetMessageClass(binding.method.input_type)()
-    if binding.body:
-        _merge_body(request, binding.body, body)
+    data = _merge_body(request, binding.body, body) if binding.body else None
     taken = set(binding.path_fields)
     if binding.body == "*":
         if query:
@@ -116,7 +116,29 @@ def build_request(
         _merge_query(request, query, taken)
     for field_path, value in path_values.items():
         _set_path_field(request, field_path, value)
+    _imply_update_mask(request, binding.body, data)
     return request
+
+
+def _imply_update_mask(request: Message, body_field: str, data: Any) -> None:
+    """An Update without update_mask changes the fields present in its JSON body
+    (AIP-134): their paths become the mask here, since keys set to zero values or null
+    do not survive into the message (see domain/update_mask.py)."""
+    descriptor = cast(Descriptor, request.DESCRIPTOR)
+    mask_field = descriptor.fields_by_name.get("update_mask")
+    if (
+        mask_field is None
+        or mask_field.message_type is None
+        or mask_field.message_type.full_name != _FIELD_MASK
+        or request.HasField("update_mask")
+        or not isinstance(data, dict)
+    ):
+        return
+    resource = descriptor.fields_by_name.get(body_field)
+    if resource is None or resource.type != FieldDescriptor.TYPE_MESSAGE:
+        return
+    paths = update_mask.paths_from_json(data, message_of(resource))
+    cast(Any, request).update_mask.paths.extend(paths)
 
 
 def _parse_error(error: json_format.ParseError, prefix: str) -> BadInput:
@@ -132,9 +154,10 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", lambda m: "_" + m.group(1).lower(), name)
 
 
-def _merge_body(request: Message, body_field: str, raw: bytes) -> None:
+def _merge_body(request: Message, body_field: str, raw: bytes) -> Any:
+    """Merges the JSON body into the request; returns the JSON value it read."""
     if not raw.strip():
-        return
+        return None
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -166,6 +189,7 @@ def _merge_body(request: Message, body_field: str, raw: bytes) -> None:
         raise BadInput.of(
             prefix or "body", f"is nested too deeply (at most {MAX_MESSAGE_DEPTH} levels)"
         ) from None
+    return data
 
 
 # Message types whose JSON form need not be an object.

@@ -9,8 +9,8 @@ from google.protobuf import empty_pb2
 
 from conveyor.server.domain.auth import ROLE_BY_NAME
 from conveyor.server.domain.projects import ProjectFields, Projects
+from conveyor.server.render.convert import timestamp
 from conveyor.server.rpc import principal
-from conveyor.server.rpc.convert import timestamp
 from conveyor.server.store.api_keys import KeyRow
 from conveyor.server.store.projects import ProjectRow, SecretRow
 from conveyor.v1 import project_pb2, project_pb2_grpc
@@ -88,10 +88,7 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         self, request: project_pb2.UpdateProjectRequest, context: Context
     ) -> project_pb2.Project:
         row = await self._projects.update(
-            request.project.name,
-            _fields(request.project),
-            list(request.update_mask.paths),
-            principal.current(),
+            request.project, request.update_mask.paths, principal.current()
         )
         return project_message(row)
 

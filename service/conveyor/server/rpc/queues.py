@@ -7,9 +7,9 @@ from typing import Any
 import grpc
 
 from conveyor.server.domain import retry_policy
-from conveyor.server.domain.queues import Queues, QueueSettings
+from conveyor.server.domain.queues import Queues
+from conveyor.server.render.convert import duration, timestamp
 from conveyor.server.rpc import principal
-from conveyor.server.rpc.convert import duration, timestamp
 from conveyor.server.store.queues import QueueRow
 from conveyor.v1 import queue_pb2, queue_pb2_grpc
 
@@ -68,16 +68,8 @@ class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
     async def UpdateQueue(
         self, request: queue_pb2.UpdateQueueRequest, context: Context
     ) -> queue_pb2.Queue:
-        queue = request.queue
-        settings = QueueSettings(
-            max_concurrency=queue.max_concurrency,
-            rate_limit=queue.rate_limit,
-            default_retry_policy=(
-                queue.default_retry_policy if queue.HasField("default_retry_policy") else None
-            ),
-        )
         row = await self._queues.update(
-            queue.name, settings, list(request.update_mask.paths), principal.current()
+            request.queue, request.update_mask.paths, principal.current()
         )
         return self._message(row)
 

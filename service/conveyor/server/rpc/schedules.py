@@ -11,10 +11,11 @@ import grpc
 from google.protobuf import empty_pb2, json_format
 
 from conveyor.server.domain.schedule_firing import ScheduleFiring
+from conveyor.server.domain.schedule_rows import next_fire_time
 from conveyor.server.domain.schedule_states import ScheduleStates
 from conveyor.server.domain.schedules import Schedules
+from conveyor.server.render.convert import duration, timestamp, to_datetime
 from conveyor.server.rpc import principal
-from conveyor.server.rpc.convert import duration, timestamp, to_datetime
 from conveyor.server.store.schedules import RunRow, ScheduleRow
 from conveyor.v1 import enums_pb2, schedule_pb2, task_pb2
 
@@ -50,7 +51,7 @@ def schedule_message(row: ScheduleRow, runs: list[RunRow] | None = None) -> sche
         catchup_window=duration(timedelta(milliseconds=row.catchup_window_ms)),
         jitter=duration(timedelta(milliseconds=row.jitter_ms)),
         dst_policy=enums_pb2.DstPolicy.Value(f"DST_POLICY_{row.dst_policy}"),
-        next_run_time=timestamp(row.next_run_time),
+        next_run_time=timestamp(next_fire_time(row)),
         last_run_time=timestamp(row.last_run_time),
         snooze_until=timestamp(row.snooze_until),
         snooze_reason=row.snooze_reason,

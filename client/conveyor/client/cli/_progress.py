@@ -1,0 +1,104 @@
+"""Long work, shown as it goes: a task until it ends, a command until it settles.
+
+Changes are printed to stderr (stdout keeps only the result), one line per change.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from conveyor.client import _requests as req
+from conveyor.client.cli._output import note
+from conveyor.v1 import command_pb2, enums_pb2, task_pb2
+
+EXIT_FAILED = 3
+EXIT_CANCELLED = 4
+EXIT_INTERRUPTED_TASK = 5
+EXIT_TIMEOUT = 124
+
+TASK_EXIT_CODES = {
+    enums_pb2.TASK_STATE_SUCCEEDED: 0,
+    enums_pb2.TASK_STATE_FAILED: EXIT_FAILED,
+    enums_pb2.TASK_STATE_CANCELLED: EXIT_CANCELLED,
+    enums_pb2.TASK_STATE_INTERRUPTED: EXIT_INTERRUPTED_TASK,
+}
+
+SETTLED_COMMANDS = frozenset(
+    {
+        enums_pb2.COMMAND_STATUS_SUCCEEDED,
+        enums_pb2.COMMAND_STATUS_FAILED,
+        enums_pb2.COMMAND_STATUS_TIMED_OUT,
+    }
+)
+
+
+def _task_line(task: task_pb2.Task) -> str:
+    line = f"{task.name.rsplit('/', 1)[-1]}: {req.state_name(task.state)}"
+    if task.blocked_reason:
+        reason = enums_pb2.BlockedReason.Name(task.blocked_reason)
+        line += f" (blocked: {reason.removeprefix('BLOCKED_REASON_').lower()})"
+    if task.state_reason:
+        line += f" - {task.state_reason}"
+    return line
+
+
+class WaitTimedOut(Exception):
+    def __init__(self, task: task_pb2.Task) -> None:
+        super().__init__(f"{task.name} is still {req.state_name(task.state)}")
+        self.task = task
+
+
+def wait_for_task(client: Any, name: str, timeout: float) -> task_pb2.Task:
+    """Polls the task until it is terminal, noting each change of state or blocked
+    reason; WaitTimedOut after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    shown = ""
+    for delay in req.poll_delays():
+        task: task_pb2.Task = client.get_task(name)
+        line = _task_line(task)
+        if line != shown:
+            note(line)
+            shown = line
+        if task.state in req.TERMINAL_STATES:
+            return task
+        if time.monotonic() + delay > deadline:
+            raise WaitTimedOut(task)
+        time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def follow_command(
+    client: Any, command: command_pb2.Command, timeout: float = 120.0
+) -> command_pb2.Command:
+    """Polls a command until it settles (or `timeout`), noting each status change."""
+    deadline = time.monotonic() + timeout
+    shown = -1
+    for delay in req.poll_delays():
+        if command.status != shown:
+            status = enums_pb2.CommandStatus.Name(command.status)
+            extra = f" {_result(command)}" if command.status in SETTLED_COMMANDS else ""
+            note(f"{command.name}: {status.removeprefix('COMMAND_STATUS_')}{extra}")
+            shown = command.status
+        if command.status in SETTLED_COMMANDS or time.monotonic() + delay > deadline:
+            return command
+        time.sleep(delay)
+        command = client.commands.GetCommand(command_pb2.GetCommandRequest(name=command.name))
+    raise AssertionError("unreachable")
+
+
+def _result(command: command_pb2.Command) -> str:
+    if command.HasField("error") and command.error.message:
+        return command.error.message
+    from conveyor.client.cli._output import to_data
+
+    result = to_data(command).get("result")
+    return "" if not result else str(result)
+
+
+def command_exit(command: command_pb2.Command) -> None:
+    """Exit 1 when the command failed or timed out (it is printed already)."""
+    if command.status in (enums_pb2.COMMAND_STATUS_FAILED, enums_pb2.COMMAND_STATUS_TIMED_OUT):
+        raise click.exceptions.Exit(1)

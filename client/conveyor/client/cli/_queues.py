@@ -1,0 +1,106 @@
+"""`conveyor queues ...`: list, get, update, pause, resume, purge."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from conveyor.client.cli._output import Output, note
+from conveyor.client.cli._params import LIMIT
+from conveyor.client.cli._progress import command_exit, follow_command
+from conveyor.client.cli._session import session
+from conveyor.v1 import command_pb2
+
+
+@click.group()
+def queues() -> None:
+    """Queues: depth, limits, pause and purge."""
+
+
+@queues.command(name="list")
+def list_() -> None:
+    """Every queue with its counts and limits."""
+    current = session()
+    client = current.client()
+    Output().many(list(client.list_queues(project=current.resolve_project())), "queue")
+
+
+@queues.command()
+@click.argument("queue")
+def get(queue: str) -> None:
+    """A queue, its stats and its purge confirm token."""
+    current = session()
+    Output().one(current.client().get_queue(current.child("queues", queue)))
+
+
+@queues.command()
+@click.argument("queue")
+@click.option("--max-concurrency", type=LIMIT, default=None, help="0: no limit")
+@click.option("--rate-limit", default=None, help='e.g. "10/s", "600/m"; "" clears it')
+def update(queue: str, max_concurrency: int | None, rate_limit: str | None) -> None:
+    """Change the settings given (and only those)."""
+    if max_concurrency is None and rate_limit is None:
+        raise click.UsageError("give --max-concurrency and/or --rate-limit")
+    current = session()
+    Output().one(
+        current.client().update_queue(
+            current.child("queues", queue),
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
+        )
+    )
+
+
+@queues.command()
+@click.argument("queue")
+@click.option("--reason", default="")
+def pause(queue: str, reason: str) -> None:
+    """Stop leasing from a queue (tasks keep arriving)."""
+    current = session()
+    Output().one(current.client().pause_queue(current.child("queues", queue), reason))
+
+
+@queues.command()
+@click.argument("queue")
+def resume(queue: str) -> None:
+    """Lease from a paused queue again."""
+    current = session()
+    Output().one(current.client().resume_queue(current.child("queues", queue)))
+
+
+@queues.command()
+@click.argument("queue")
+@click.option("--yes", "-y", is_flag=True, help="do not ask; purge the depth shown")
+@click.option("--force", is_flag=True, help="skip the depth check (logged at critical)")
+@click.option("--idempotency-key", default="")
+@click.option("--wait/--no-wait", default=True, help="follow the command until it settles")
+def purge(queue: str, yes: bool, force: bool, idempotency_key: str, wait: bool) -> None:
+    """Delete every queued task of a queue, confirming the depth it has now."""
+    current = session()
+    client = current.client()
+    shown = client.get_queue(current.child("queues", queue))
+    depth = shown.stats.queued
+    short = shown.name.rsplit("/", 1)[-1]
+    if not yes and not force:
+        if not sys.stdin.isatty():
+            raise click.UsageError(f"{short} has {depth} queued tasks: pass --yes to purge them")
+        if not click.confirm(f"purge {depth} queued tasks from {short}?", err=True):
+            note("not purged")
+            raise click.exceptions.Exit(1)
+    command = client.commands.PurgeQueue(
+        command_pb2.PurgeQueueRequest(
+            parent=current.parent(),
+            queue=short,
+            confirm_token=shown.purge_confirm_token,
+            force=force,
+            idempotency_key=idempotency_key,
+        )
+    )
+    if wait:
+        command = follow_command(client, command)
+    Output().one(command)
+    command_exit(command)
+
+
+COMMANDS = [queues]
