@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 from drillkit.checker import count_not_terminal
-from drillkit.drill import KIND, PROJECT, Drill, Figure, Scale
+from drillkit.drill import KIND, PROJECT, Drill, Figure, Scale, Setup
 
 from conveyor.client import Client, ConveyorError
 
@@ -17,16 +17,17 @@ pytestmark = pytest.mark.drill
 
 
 def test_replica_killed_mid_drain_then_restarted(
-    drill: Drill, scale: Scale, figure: Figure
+    drill: Drill, scale: Scale, setup: Setup, figure: Figure
 ) -> None:
     """One of two replicas SIGKILLed mid-drain, then restarted: nothing lost or doubled."""
-    a = drill.replica("a")
-    b = drill.replica("b")
+    setup.require()
+    a = drill.replica("a", processes=setup.processes)
+    b = drill.replica("b", processes=setup.processes)
     count = scale.count(400, 5000)
     with drill.client(b) as client:
         accepted = drill.create_tasks(client, count)
     for replica in (a, a, b, b):
-        drill.worker(replica, concurrency=4, work=0.02, lease_duration=2.0)
+        drill.worker(replica, concurrency=4, work=0.02, lease_duration=2.0, batches=setup.batches)
     # Mid-drain: once a quarter of the tasks ended and most are still to do.
     deadline = time.monotonic() + 300
     while count_not_terminal(drill.database_url, PROJECT, accepted) > count * 3 // 4:
@@ -44,10 +45,13 @@ def test_replica_killed_mid_drain_then_restarted(
     assert verdict.succeeded == count
 
 
-def test_unary_workers_race_across_two_replicas(drill: Drill, scale: Scale, figure: Figure) -> None:
+def test_unary_workers_race_across_two_replicas(
+    drill: Drill, scale: Scale, serve: Setup, figure: Figure
+) -> None:
     """Unary workers racing on ready tasks across two replicas: no task leased twice."""
-    a = drill.replica("a")
-    b = drill.replica("b")
+    serve.require()
+    a = drill.replica("a", processes=serve.processes)
+    b = drill.replica("b", processes=serve.processes)
     count = scale.count(600, 10000)
     processes, threads = (4, 16) if scale.full else (2, 4)
     with drill.client(a) as client:

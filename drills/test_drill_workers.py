@@ -8,34 +8,43 @@ import time
 import psycopg
 import pytest
 from drillkit.checker import count_not_terminal
-from drillkit.drill import PROJECT, Drill, Figure, Scale
+from drillkit.drill import PROJECT, Drill, Figure, Scale, Setup
 from drillkit.waits import until
+from drillkit.workers import WorkerProcess
 
 pytestmark = pytest.mark.drill
 
 
-def test_workers_killed_every_two_seconds(drill: Drill, scale: Scale, figure: Figure) -> None:
+def test_workers_killed_every_two_seconds(
+    drill: Drill, scale: Scale, setup: Setup, figure: Figure
+) -> None:
     """Workers killed with SIGKILL every 2 s while the queue drains: nothing lost or doubled."""
-    replica = drill.replica("a")
+    setup.require()
+    replica = drill.replica("a", processes=setup.processes)
+    period = scale.pick(1.0, 2.0)
     count = scale.count(400, 5000)
     with drill.client(replica) as client:
         accepted = drill.create_tasks(client, count)
-    workers = [
-        drill.worker(replica, concurrency=4, work=0.02, lease_duration=2.0) for _ in range(3)
-    ]
+
+    def start() -> WorkerProcess:
+        return drill.worker(
+            replica, concurrency=4, work=0.05, lease_duration=2.0, batches=setup.batches
+        )
+
+    workers = [start() for _ in range(3)]
     kills = 0
     drain_deadline = time.monotonic() + scale.pick(120, 900)
     while time.monotonic() < drain_deadline:
-        time.sleep(2.0)
+        time.sleep(period)
         if count_not_terminal(drill.database_url, PROJECT, accepted) == 0:
             break
         victim = kills % len(workers)
         workers[victim].kill()
         kills += 1
-        workers[victim] = drill.worker(replica, concurrency=4, work=0.02, lease_duration=2.0)
+        workers[victim] = start()
     left = drill.wait_terminal(accepted, timeout=120)
     verdict = drill.check(accepted)
-    figure(f"{count} tasks, {kills} workers SIGKILLed: {verdict.figure()}")
+    figure(f"{count} tasks, a worker SIGKILLed every {period:.0f} s ({kills}): {verdict.figure()}")
     assert left == 0, verdict.explain()
     assert verdict.ok, verdict.explain()
     assert kills > 0
