@@ -34,7 +34,7 @@ def exponential_step(attempt: int, initial: int | float, maximum: int | float) -
     """The cap of the delay after `attempt` (1 for the first): `initial`, doubling with
     each attempt after the first, never above `maximum`. The one backoff curve of the
     server: task retries (delay_ms) and webhook deliveries jitter under it."""
-    return min(maximum, initial * 2 ** min(max(attempt, 1) - 1, 62))
+    return min(maximum, initial * (1 << min(max(attempt, 1) - 1, 62)))
 
 
 def delay_ms(backoff: str, attempt: int, initial_ms: int, max_ms: int, rand: float) -> int:
