@@ -69,7 +69,7 @@ async def test_a_task_appears_starts_and_finishes_on_the_open_page(
                 running = page.locator(f"article.running[data-task='{short(task.name)}']")
                 await running.wait_for()
             # The live output: the progress the handler reported, without a reload.
-            await running.locator("pre").filter(has_text='"step": "rendering"').wait_for()
+            await running.locator("pre").filter(has_text="step: rendering").wait_for()
             gates[1].set()
             await page.locator(f"article.running[data-task='{short(first.name)}']").wait_for(
                 state="detached"
