@@ -22,7 +22,6 @@ from conveyor.server.domain import (
     retry_policy,
     schedule_spec,
     schedules,
-    task_input,
 )
 from conveyor.server.gateway.descriptors import behaviors
 
@@ -34,7 +33,7 @@ _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 # The id grammar of each resource-pattern variable (and OpenAPI path parameter).
 _IDS: dict[str, str] = {
     "project": names.ID_RE.pattern.strip("^$"),
-    "queue": task_input.QUEUE_RE.pattern.strip("^$"),
+    "queue": names.QUEUE_RE.pattern.strip("^$"),
     "task": _UUID,
     "schedule": names.ID_RE.pattern.strip("^$"),
     "api_key": names.ID_RE.pattern.strip("^$"),
