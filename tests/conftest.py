@@ -22,8 +22,9 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -236,3 +237,66 @@ async def keys(server: ConveyorServer, admin_key: str) -> dict[str, str]:
             role: (await client.create_api_key("projects/alpha", value)).secret
             for role, value in roles.items()
         }
+
+
+# The dashboard's browser tests drive Debian's chromium through Playwright (never a
+# browser that Playwright downloads); .ci/run installs the package when it is missing.
+CHROMIUM = os.environ.get("CONVEYOR_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _require_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no chromium at {CHROMIUM}: apt-get install chromium, or CONVEYOR_CHROMIUM")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def browser() -> AsyncIterator[Any]:
+    """One headless chromium per test module."""
+    from playwright.async_api import async_playwright
+
+    _require_chromium()
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest_asyncio.fixture
+async def signed_in(
+    server: ConveyorServer, keys: dict[str, str], browser: Any
+) -> AsyncIterator[Callable[[str], Awaitable[Any]]]:
+    """`await signed_in(role)`: a page signed in to the dashboard with that role's key
+    of project `alpha`, on its own browser context (own cookies)."""
+    contexts: list[Any] = []
+
+    async def open_as(role: str) -> Any:
+        context = await browser.new_context(viewport={"width": 1280, "height": 860})
+        contexts.append(context)
+        page = await context.new_page()
+        await page.goto(server.http_base_url + "/ui/sign-in")
+        await page.get_by_label("API key").fill(keys[role])
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url(server.http_base_url + "/")
+        return page
+
+    yield open_as
+    for context in contexts:
+        await context.close()
+
+
+@pytest.fixture
+def shoot(tmp_path: Path) -> Callable[[Any, str], Awaitable[None]]:
+    """`await shoot(page, name)`: a full-page screenshot kept with the test run; with
+    CONVEYOR_SCREENSHOTS set, also written there (how docs/images/ is refreshed)."""
+
+    async def take(page: Any, name: str) -> None:
+        await page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+        target = os.environ.get("CONVEYOR_SCREENSHOTS")
+        if target:
+            await page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
+
+    return take

@@ -292,6 +292,72 @@ async def test_snooze_moves_the_next_fire_and_loses_nothing(
         )
 
 
+async def test_a_snoozed_schedule_shows_when_it_will_actually_fire(
+    server: ConveyorServer, client: AsyncClient
+) -> None:
+    saved = await create(client, "snoozed", cron("* * * * *"))
+    snoozed = await client.schedules.SnoozeSchedule(
+        schedule_pb2.SnoozeScheduleRequest(
+            name=saved.name, delay=duration_pb2.Duration(seconds=3600)
+        )
+    )
+    until = snoozed.snooze_until.ToDatetime(tzinfo=UTC)
+    # The occurrence due during the snooze fires when it ends, not a minute from now.
+    assert snoozed.next_run_time.ToDatetime(tzinfo=UTC) == until
+    fetched = await client.schedules.GetSchedule(schedule_pb2.GetScheduleRequest(name=saved.name))
+    assert fetched.next_run_time == snoozed.next_run_time
+    preview = await client.schedules.PreviewSchedule(
+        schedule_pb2.PreviewScheduleRequest(name=saved.name, count=2)
+    )
+    assert [t.ToDatetime(tzinfo=UTC) for t in preview.fire_times] == [
+        until,
+        until.replace(second=0, microsecond=0) + timedelta(minutes=1),
+    ]
+    assert await loop_of(server).run_once(now=until + timedelta(seconds=1)) == 1
+    fired = await client.schedules.GetSchedule(schedule_pb2.GetScheduleRequest(name=saved.name))
+    assert fired.next_run_time.ToDatetime(tzinfo=UTC) > until
+
+    # A snooze that ends before the next occurrence leaves it where it was.
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+    once = await create(
+        client,
+        "once",
+        schedule_pb2.Schedule(
+            spec=schedule_pb2.ScheduleSpec(
+                kind=enums_pb2.SCHEDULE_KIND_ONCE, expression=later.isoformat()
+            ),
+            task_template=schedule_pb2.TaskTemplate(kind="report.build"),
+        ),
+    )
+    short = await client.schedules.SnoozeSchedule(
+        schedule_pb2.SnoozeScheduleRequest(name=once.name, delay=duration_pb2.Duration(seconds=60))
+    )
+    assert short.next_run_time == once.next_run_time
+    assert short.next_run_time.ToDatetime(tzinfo=UTC) == later
+
+
+async def test_an_rrule_without_dtstart_fires_on_its_own_time(client: AsyncClient) -> None:
+    saved = await create(
+        client,
+        "rrule",
+        schedule_pb2.Schedule(
+            spec=schedule_pb2.ScheduleSpec(
+                kind=enums_pb2.SCHEDULE_KIND_RRULE, expression="FREQ=DAILY;BYHOUR=8;BYMINUTE=30"
+            ),
+            task_template=schedule_pb2.TaskTemplate(kind="report.build"),
+        ),
+    )
+    first = saved.next_run_time.ToDatetime(tzinfo=UTC)
+    assert (first.hour, first.minute, first.second, first.microsecond) == (8, 30, 0, 0)
+    preview = await client.schedules.PreviewSchedule(
+        schedule_pb2.PreviewScheduleRequest(name=saved.name, count=2)
+    )
+    assert [t.ToDatetime(tzinfo=UTC) for t in preview.fire_times] == [
+        first,
+        first + timedelta(days=1),
+    ]
+
+
 async def test_pause_resume_and_cancel_is_permanent(
     server: ConveyorServer, client: AsyncClient, database_url: str
 ) -> None:

@@ -93,7 +93,9 @@ class Schedule(_message.Message):
 
     @_builtins.property
     def next_run_time(self) -> _timestamp_pb2.Timestamp:
-        """Output only. The next fire."""
+        """Output only. When it fires next: the end of the snooze when an occurrence
+        comes due during one.
+        """
 
     @_builtins.property
     def last_run_time(self) -> _timestamp_pb2.Timestamp:

@@ -21,12 +21,14 @@ import grpc
 
 from conveyor.server.address import connectable_host, format_address, parse_address
 from conveyor.server.context import AppContext
+from conveyor.server.dashboard import Dashboard
 from conveyor.server.embedded import EmbeddedPostgres
 from conveyor.server.gateway.app import build_http_app
 from conveyor.server.gateway.dispatch import Gateway
 from conveyor.server.grpc_server import GrpcServer, Register
 from conveyor.server.http_server import HttpServer
 from conveyor.server.logging import configure_logging, get_logger
+from conveyor.server.loops.database_probe import DatabaseProbe
 from conveyor.server.settings import Settings
 from conveyor.server.store import server_secrets
 from conveyor.server.store.db import open_pool
@@ -130,14 +132,19 @@ class ConveyorServer:
         pool = await open_pool(database_url)
         self._stack.push_async_callback(pool.close)
         server_key = await server_secrets.get_or_create(pool, server_secrets.SERVER_KEY)
-        ctx = AppContext(settings, pool, database_url, server_key)
+        probe = DatabaseProbe(pool)
+        ctx = AppContext(settings, pool, database_url, server_key, database=probe)
         self._ctx = ctx
+        self._stack.push_async_callback(probe.stop)
+        await probe.start()
 
         if self._hooks.bootstrap is not None:
             await self._hooks.bootstrap(ctx)
         grpc_server = GrpcServer(
             ctx, register=self._hooks.register, interceptors=self._hooks.interceptors
         )
+        # An outage turns health NOT_SERVING, and the recovery SERVING again.
+        probe.subscribe(grpc_server.set_serving)
         for loop in ctx.loops:
             self._stack.push_async_callback(loop.stop)
             await loop.start()
@@ -151,8 +158,14 @@ class ConveyorServer:
         # default to the listener just started, so REST gets the same interceptor.
         gateway = Gateway(settings.gateway_target or self.grpc_target)
         self._stack.push_async_callback(gateway.close)
+        # The dashboard calls gRPC the same way, with the signed-in session as bearer.
+        dashboard = Dashboard(
+            pool, server_key, settings.gateway_target or self.grpc_target, ctx.shutting_down
+        )
+        self._stack.push_async_callback(dashboard.close)
         http = HttpServer(
-            build_http_app(health=self._healthy, gateway=gateway), settings.http_address
+            build_http_app(health=self._healthy, gateway=gateway, pages=dashboard.routes()),
+            settings.http_address,
         )
         self._http = http
         self._stack.push_async_callback(http.stop, 0)
@@ -188,7 +201,7 @@ class ConveyorServer:
         _log.info("conveyor stopped")
 
     async def _healthy(self) -> bool:
-        return self._serving
+        return self._serving and self._ctx is not None and self._ctx.database.available
 
     def _write_server_json(self) -> None:
         # Tools and tests find a server started on port 0 through this file. Written to a

@@ -77,6 +77,7 @@ class Services:
     def register(self, server: grpc.aio.Server, ctx: AppContext) -> list[str]:
         """Adds every contract service; returns their full names for health and reflection."""
         self._authenticator.bound = Authenticator(ctx.pool)
+        self.interceptor.bind(ctx)
         # Service full name -> servicers. Each method is served by the first servicer
         # whose class defines it; the rest answer UNIMPLEMENTED with an ErrorInfo.
         create_batcher = CreateBatcher(ctx.pool)
@@ -84,6 +85,7 @@ class Services:
         # One LISTEN connection per replica, shared by leasing, watchers and webhooks.
         listener = EventListener(ctx.database_url)
         notifier = Notifier(listener)
+        create_batcher.on_ready = notifier.ready
         promoter = Promoter(ctx.pool)
         ctx.loops += [notifier, promoter, Reaper(ctx.pool, on_retry=promoter.poke)]
         ctx.loops += [ApprovalTimeouts(ctx.pool), StatisticsLoop(ctx.pool)]

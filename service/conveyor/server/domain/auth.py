@@ -20,6 +20,10 @@ from conveyor.server.errors import InvalidArgument, PermissionDenied, Unauthenti
 from conveyor.v1 import auth_pb2, enums_pb2
 
 KEY_PREFIX = "cvk"
+# A dashboard session reads `cvs_<session id>_<secret>` and acts as the key that opened
+# it: the dashboard sends it as the bearer of its own gRPC calls, so every action it
+# takes is authenticated and authorised exactly as any other call.
+SESSION_PREFIX = "cvs"
 
 ROLE_NAMES: dict[int, str] = {
     enums_pb2.ROLE_VIEWER: "viewer",
@@ -70,22 +74,22 @@ class MintedKey:
     token: str
 
 
-def mint_key() -> MintedKey:
-    """A new key: its id, the stored hash, and the bearer token shown once."""
+def mint_key(prefix: str = KEY_PREFIX) -> MintedKey:
+    """A new key (or session): its id, the stored hash, and the bearer token shown once."""
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    return MintedKey(key_id, hash_secret(secret), f"{KEY_PREFIX}_{key_id}_{secret}")
+    return MintedKey(key_id, hash_secret(secret), f"{prefix}_{key_id}_{secret}")
 
 
 def hash_secret(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def split_token(token: str) -> tuple[str, str]:
+def split_token(token: str, prefix: str = KEY_PREFIX) -> tuple[str, str]:
     """Returns (key id, secret) of a bearer token; raises Unauthenticated when malformed."""
-    prefix, _, rest = token.partition("_")
+    found, _, rest = token.partition("_")
     key_id, _, secret = rest.partition("_")
-    if prefix != KEY_PREFIX or len(key_id) != 16 or not secret:
+    if found != prefix or len(key_id) != 16 or not secret:
         raise Unauthenticated("the API key is malformed", reason="API_KEY_INVALID")
     return key_id, secret
 

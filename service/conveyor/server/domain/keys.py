@@ -11,7 +11,9 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.domain.auth import (
+    KEY_PREFIX,
     ROLE_BY_NAME,
+    SESSION_PREFIX,
     Principal,
     bearer_token,
     mint_key,
@@ -19,7 +21,7 @@ from conveyor.server.domain.auth import (
     split_token,
 )
 from conveyor.server.errors import Unauthenticated
-from conveyor.server.store import api_keys
+from conveyor.server.store import api_keys, dashboard_sessions
 
 # A revoked key keeps working on other replicas for at most this long; the
 # replica that revoked it forgets it at once.
@@ -46,17 +48,27 @@ class Authenticator:
         verified = self._verified.get(token)
         if verified is not None and verified[0] > now:
             return verified[2]
-        key_id, secret = split_token(token)
-        cached = self._cache.get(key_id)
+        session = token.startswith(SESSION_PREFIX + "_")
+        entry_id, secret = split_token(token, SESSION_PREFIX if session else KEY_PREFIX)
+        # Session ids and key ids are both 16 hex digits: the prefix keeps them apart.
+        cache_key = SESSION_PREFIX + entry_id if session else entry_id
+        cached = self._cache.get(cache_key)
         if cached is not None and cached[0] > now:
             grant = cached[1]
         else:
             async with self._pool.connection() as conn:
-                grant = await api_keys.get_grant(conn, key_id)
+                if session:
+                    grant = await dashboard_sessions.get_grant(conn, entry_id)
+                else:
+                    grant = await api_keys.get_grant(conn, entry_id)
                 if grant is not None:
-                    await api_keys.touch(conn, key_id)
-            self._cache[key_id] = (now + self._ttl, grant)
+                    await api_keys.touch(conn, grant.id)
+            self._cache[cache_key] = (now + self._ttl, grant)
         if grant is None or not secret_matches(secret, grant.secret_hash):
+            if session:
+                raise Unauthenticated(
+                    "the dashboard session has ended; sign in again", reason="SESSION_INVALID"
+                )
             raise Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
         principal = Principal(
             key_name=f"projects/{grant.project}/apiKeys/{grant.id}",
@@ -66,13 +78,24 @@ class Authenticator:
         )
         if len(self._verified) >= _MAX_VERIFIED:
             self._verified.clear()
-        # Expires with the grant it was checked against, never later.
-        self._verified[token] = (self._cache[key_id][0], key_id, principal)
+        # Expires with the grant it was checked against, never later. Filed under the
+        # key's id, so forgetting a key also forgets the sessions it opened.
+        self._verified[token] = (self._cache[cache_key][0], grant.id, principal)
         return principal
 
     def forget(self, key_id: str) -> None:
+        for cache_key in [
+            k for k, (_, grant) in self._cache.items() if grant is not None and grant.id == key_id
+        ]:
+            del self._cache[cache_key]
         self._cache.pop(key_id, None)
         for token in [t for t, v in self._verified.items() if v[1] == key_id]:
+            del self._verified[token]
+
+    def forget_session(self, session_id: str) -> None:
+        self._cache.pop(SESSION_PREFIX + session_id, None)
+        prefix = f"{SESSION_PREFIX}_{session_id}_"
+        for token in [t for t in self._verified if t.startswith(prefix)]:
             del self._verified[token]
 
 

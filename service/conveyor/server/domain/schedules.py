@@ -23,11 +23,11 @@ from conveyor.server.domain.schedule_rows import (
     row_from,
     schedule_kind,
     spec_of,
-    to_message,
     utc_now,
     writable,
 )
 from conveyor.server.errors import AlreadyExists, InvalidArgument, NotFound
+from conveyor.server.render.schedules import next_fire_time, schedule_message
 from conveyor.server.store import event_log
 from conveyor.server.store import schedules as schedule_store
 from conveyor.server.store.schedules import RunRow, ScheduleRow
@@ -112,7 +112,7 @@ class Schedules:
         async with self._pool.connection() as conn, conn.transaction():
             current = await locked(conn, name)
             writable(current)
-            proposed = to_message(current)
+            proposed = schedule_message(current)
             resolved.merge(message, proposed)
             merged = row_from(name.project, name.id, proposed, current.created_by, now)
             merged = replace(
@@ -204,7 +204,12 @@ class Schedules:
                 raise NotFound(f"{name} does not exist", metadata={"resource": name})
             if row.state == "CANCELLED":
                 return []
-            return spec_of(row).preview(max(now, row.snooze_until or now), count, row.dst_policy)
+            times = spec_of(row).preview(max(now, row.snooze_until or now), count, row.dst_policy)
+            first = next_fire_time(row)
+            if first is not None and first >= now and first not in times[:1]:
+                # An occurrence due during the snooze fires when the snooze ends.
+                times = [first, *times][:count]
+            return times
         if proposed is None or not proposed.HasField("spec"):
             raise InvalidArgument.of("schedule.spec", "is required with parent (or give name)")
         names.parse(parent, "parent")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import prometheus_client
 from starlette.applications import Starlette
@@ -17,7 +17,10 @@ __all__ = ["build_http_app"]
 
 
 def build_http_app(
-    *, health: Callable[[], Awaitable[bool]], gateway: Gateway | None = None
+    *,
+    health: Callable[[], Awaitable[bool]],
+    gateway: Gateway | None = None,
+    pages: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The HTTP app: GET /healthz and GET /metrics, plus the REST gateway when given.
 
@@ -26,7 +29,8 @@ def build_http_app(
     which load balancers and Kubernetes probes understand.
 
     With a `gateway`, GET /openapi.json describes the REST API and every other path is
-    routed by the gateway (unknown paths get a 404 problem+json).
+    routed by the gateway (unknown paths get a 404 problem+json). `pages` (the
+    dashboard's routes) come before the gateway.
     """
 
     async def healthz(_request: Request) -> Response:
@@ -51,6 +55,7 @@ def build_http_app(
             return Response(document.openapi(), media_type="application/json")
 
         routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+    routes.extend(pages)
     app = Starlette(routes=routes)
     if gateway is not None:
         # Everything else, whatever the path (even one with a newline, which Starlette's

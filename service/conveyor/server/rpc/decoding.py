@@ -4,18 +4,21 @@ gRPC's own deserializer runs before any interceptor, and a message it cannot dec
 (bytes that are not the message, or a google.protobuf.Value nested deeper than the
 decoder allows) ends the call with UNKNOWN and no details. The interceptor registers
 every contract method without a deserializer and decodes here instead, so such a
-request gets INVALID_ARGUMENT with an ErrorInfo like every other bad input.
+request gets INVALID_ARGUMENT with an ErrorInfo like every other bad input. The same
+goes for enum numbers the contract does not define (check_enums), for every method.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, cast
 
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from conveyor.server.errors import InvalidArgument
+from conveyor.server.errors import InvalidArgument, Violations
 
-__all__ = ["MAX_MESSAGE_DEPTH", "Deserializer", "decode"]
+__all__ = ["MAX_MESSAGE_DEPTH", "Deserializer", "check_enums", "decode"]
 
 Deserializer = Callable[[bytes], Message]
 
@@ -27,9 +30,9 @@ Struct), so a task's input holds JSON about 48 levels deep."""
 
 def decode(deserialize: Deserializer, raw: bytes, type_name: str) -> Message:
     """The request message of `raw`; InvalidArgument (reason MALFORMED_REQUEST) when the
-    bytes are not a `type_name`."""
+    bytes are not a `type_name`, or naming the fields whose enum numbers are unknown."""
     try:
-        return deserialize(raw)
+        message = deserialize(raw)
     except (DecodeError, RecursionError) as error:
         text = str(error)
         if "MaxDepth" in text or isinstance(error, RecursionError):
@@ -41,3 +44,75 @@ def decode(deserialize: Deserializer, raw: bytes, type_name: str) -> Message:
             reason="MALFORMED_REQUEST",
             metadata={"message_type": type_name, "decoder": text[:200]},
         ) from None
+    check_enums(message)
+    return message
+
+
+# Per message type: the fields that can hold an enum number, directly or further down,
+# each with the enum of its number (None for a field to walk into). Well-known types
+# (google.protobuf.*) are left out: a Value's NullValue has one value and walking a
+# task's input for it would cost more than it could catch.
+_Plan = tuple[tuple[FieldDescriptor, EnumDescriptor | None], ...]
+_PLANS: dict[str, _Plan] = {}
+_BUILDING: set[str] = set()
+
+
+def _walked(descriptor: Descriptor | None) -> Descriptor | None:
+    """`descriptor` if a check must walk into messages of it, else None."""
+    if descriptor is None or descriptor.full_name.startswith("google.protobuf."):
+        return None
+    # A type that contains itself is walked: its plan is not known yet.
+    return descriptor if descriptor.full_name in _BUILDING or _plan(descriptor) else None
+
+
+def _map_value(field: FieldDescriptor) -> FieldDescriptor | None:
+    entry = field.message_type
+    if entry is None or not entry.GetOptions().map_entry:
+        return None
+    return entry.fields_by_name["value"]
+
+
+def _plan(descriptor: Descriptor) -> _Plan:
+    found = _PLANS.get(descriptor.full_name)
+    if found is not None:
+        return found
+    _BUILDING.add(descriptor.full_name)
+    plan: list[tuple[FieldDescriptor, EnumDescriptor | None]] = []
+    for field in descriptor.fields:
+        value = _map_value(field) or field
+        if value.enum_type is not None:
+            plan.append((field, value.enum_type))
+        elif _walked(value.message_type) is not None:
+            plan.append((field, None))
+    _BUILDING.discard(descriptor.full_name)
+    _PLANS[descriptor.full_name] = tuple(plan)
+    return _PLANS[descriptor.full_name]
+
+
+def check_enums(message: Message) -> None:
+    """InvalidArgument naming every enum field that holds a number its enum does not
+    define. proto3 enums are open, so the decoder keeps such numbers; without this
+    check they reached the domain and failed there as INTERNAL."""
+    v = Violations()
+    _check(message, "", v)
+    v.raise_if_any()
+
+
+def _check(message: Message, prefix: str, v: Violations) -> None:
+    descriptor = cast(Descriptor, message.DESCRIPTOR)
+    for field, enum in _plan(descriptor):
+        path = prefix + field.name
+        value: Any = getattr(message, field.name)
+        if _map_value(field) is not None:
+            items = [(f"{path}[{key}]", item) for key, item in value.items()]
+        elif field.is_repeated:
+            items = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+        elif enum is not None or message.HasField(field.name):
+            items = [(path, value)]
+        else:
+            continue
+        for at, item in items:
+            if enum is None:
+                _check(item, at + ".", v)
+            elif enum.values_by_number.get(item) is None:
+                v.add(at, f"{item} is not a value of {enum.full_name}")

@@ -1,0 +1,102 @@
+"""Jinja filters that turn proto values into what a person reads."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from jinja2 import Environment
+
+from conveyor.v1 import command_pb2, enums_pb2, schedule_pb2, task_pb2, worker_pb2
+
+# Enum value -> short name ("RUNNING"), per enum type, without the type's prefix.
+_ENUMS = {
+    "state": enums_pb2.TaskState,
+    "blocked": enums_pb2.BlockedReason,
+    "outcome": enums_pb2.AttemptOutcome,
+    "command_status": enums_pb2.CommandStatus,
+    "verb": enums_pb2.CommandVerb,
+    "schedule_kind": enums_pb2.ScheduleKind,
+    "schedule_state": enums_pb2.ScheduleState,
+    "overlap": enums_pb2.OverlapPolicy,
+    "worker_state": enums_pb2.WorkerState,
+}
+
+
+def enum_name(value: int, kind: str) -> str:
+    wrapper: Any = _ENUMS.get(kind)
+    if wrapper is None:
+        return str(value)
+    name: str = wrapper.Name(value) if value in wrapper.values() else str(value)
+    prefix = _prefix(list(wrapper.keys()))
+    return name.removeprefix(prefix)
+
+
+def _prefix(names: list[str]) -> str:
+    first = names[0]
+    return first[: first.index("UNSPECIFIED")] if "UNSPECIFIED" in first else ""
+
+
+def when(value: Timestamp | None) -> str:
+    """`2026-12-07 13:05:12Z`, or "" when unset."""
+    if value is None or (value.seconds == 0 and value.nanos == 0):
+        return ""
+    moment = value.ToDatetime(tzinfo=UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def ago(value: Timestamp | None) -> str:
+    """`12s ago`, `3m ago`, `in 2h`."""
+    if value is None or (value.seconds == 0 and value.nanos == 0):
+        return ""
+    delta = (datetime.now(UTC) - value.ToDatetime(tzinfo=UTC)).total_seconds()
+    text = seconds_text(abs(delta))
+    return f"{text} ago" if delta >= 0 else f"in {text}"
+
+
+def seconds_text(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m {seconds % 60:.0f}s"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f}h {seconds % 3600 // 60:.0f}m"
+    return f"{seconds // 86400:.0f}d {seconds % 86400 // 3600:.0f}h"
+
+
+def duration(value: Duration | None) -> str:
+    if value is None:
+        return ""
+    return seconds_text(value.seconds + value.nanos / 1e9)
+
+
+def to_json(value: Message | None, indent: int | None = 2) -> str:
+    """A Value, Struct or any message as JSON ("" when empty)."""
+    if value is None or not value.ByteSize():
+        return ""
+    return json.dumps(json_format.MessageToDict(value), indent=indent, sort_keys=True)
+
+
+def register(env: Environment) -> None:
+    env.filters.update(
+        when=when,
+        ago=ago,
+        duration=duration,
+        to_json=to_json,
+        enum=enum_name,
+        seconds=seconds_text,
+    )
+    env.globals.update(
+        TERMINAL={"SUCCEEDED", "FAILED", "CANCELLED", "INTERRUPTED"},
+        task_pb2=task_pb2,
+        schedule_pb2=schedule_pb2,
+        worker_pb2=worker_pb2,
+        command_pb2=command_pb2,
+    )
