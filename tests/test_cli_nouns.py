@@ -230,18 +230,18 @@ async def test_schedules(
     assert created["task_template"]["input"] == {"scope": "daily"}
     preview = await _json(
         capsys, server, op, "schedules", "preview", "nightly", "--count", "3",
-        "--start", "2026-11-24T00:00:00Z",
+        "--start", "2030-11-24T00:00:00Z",
     )  # fmt: skip
     assert preview["fire_times"] == [
-        "2026-11-24T07:30:00Z",
-        "2026-11-25T07:30:00Z",
-        "2026-11-26T07:30:00Z",
+        "2030-11-24T07:30:00Z",
+        "2030-11-25T07:30:00Z",
+        "2030-11-26T07:30:00Z",
     ]
     spec_only = await _json(
         capsys, server, op, "schedules", "preview", "--cron", "0 * * * *", "--count", "2",
-        "--start", "2026-11-24T00:10:00Z",
+        "--start", "2030-11-24T00:10:00Z",
     )  # fmt: skip
-    assert spec_only["fire_times"] == ["2026-11-24T01:00:00Z", "2026-11-24T02:00:00Z"]
+    assert spec_only["fire_times"] == ["2030-11-24T01:00:00Z", "2030-11-24T02:00:00Z"]
     updated = await _json(capsys, server, op, "schedules", "update", "nightly", "--title", "New")
     # Only the field given changed.
     assert updated["title"] == "New" and updated["spec"]["expression"] == "30 2 * * *"
