@@ -3,7 +3,8 @@
 The store's guarded UPDATEs (`WHERE state IN (...)`) and the CHECK constraints in
 the schema enforce the same table in the database: `tests/test_states.py` checks the
 states agree, and `tests/test_state_transitions.py` that every transition a query
-declares (`-- transitions:` above its UPDATE) is an edge of this table. Names are the stored strings; the proto enum is TASK_STATE_<name>.
+declares (`-- transitions:` above its UPDATE) is an edge of this table. Names are the
+stored strings; the proto enum is TASK_STATE_<name>.
 """
 
 from __future__ import annotations
