@@ -24,6 +24,7 @@ WITH completes AS (
     ) AS c (id, lease_id, result, summary, resume_token)
 ),
 succeeded AS (
+    -- transitions: RUNNING -> SUCCEEDED
     UPDATE tasks t
     SET state = 'SUCCEEDED',
         result = c.result,
@@ -65,6 +66,7 @@ fail_targets AS (
     FOR UPDATE OF t
 ),
 failed AS (
+    -- transitions: RUNNING -> SCHEDULED, RUNNING -> FAILED, RUNNING -> INTERRUPTED
     UPDATE tasks t
     SET state = ft.next_state,
         error = ft.error,
@@ -207,6 +209,7 @@ clock AS (
     SELECT coalesce((SELECT a.clock FROM admitted a), statement_timestamp()) AS now
 ),
 leased AS (
+    -- transitions: QUEUED -> RUNNING
     UPDATE tasks t
     SET state = 'RUNNING',
         state_reason = '',

@@ -2,6 +2,7 @@
 -- every accepted task still ends in a terminal state, and its history stays), with a
 -- task.cancelled event each and one queue.purged event. Returns how many.
 WITH purged AS (
+    -- transitions: QUEUED -> CANCELLED
     UPDATE tasks
     SET state = 'CANCELLED', state_reason = 'purged', end_time = now(), update_time = now()
     WHERE project = %(project)s AND queue = %(queue)s AND state = 'QUEUED'

@@ -15,6 +15,7 @@ expired AS (
     FOR UPDATE OF t SKIP LOCKED
 ),
 reaped AS (
+    -- transitions: RUNNING -> SCHEDULED, RUNNING -> INTERRUPTED
     UPDATE tasks t
     SET state = CASE
             WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN 'INTERRUPTED'

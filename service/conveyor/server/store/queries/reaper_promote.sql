@@ -13,6 +13,7 @@ due AS (
     FOR UPDATE OF t SKIP LOCKED
 ),
 promoted AS (
+    -- transitions: SCHEDULED -> QUEUED
     UPDATE tasks t
     SET state = 'QUEUED', update_time = clock.now
     FROM due d, clock

@@ -9,6 +9,7 @@ WITH due AS (
     {due}
 ),
 decided AS (
+    -- transitions: AWAITING_APPROVAL -> QUEUED, AWAITING_APPROVAL -> SCHEDULED, AWAITING_APPROVAL -> CANCELLED
     UPDATE tasks t
     SET state = CASE
             WHEN NOT due.approved THEN %(rejected)s

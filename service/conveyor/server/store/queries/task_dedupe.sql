@@ -20,6 +20,7 @@ FOR UPDATE OF t
 -- REPLACE_INPUT / DEBOUNCE on a holder that has not started; its event in the same
 -- statement. DEBOUNCE also pushes schedule_time (and the key) back by the window.
 WITH updated AS (
+    -- transitions: QUEUED -> SCHEDULED
     UPDATE tasks
     SET input = %(input)s::jsonb,
         input_version = input_version + 1,

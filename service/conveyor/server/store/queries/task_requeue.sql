@@ -4,6 +4,7 @@
 -- is allowed, and the input is replaced when %(set_input)s. Appends task.queued for
 -- each and wakes the workers of their queues. Rows not in a source state are skipped.
 WITH requeued AS (
+    -- transitions: FAILED -> QUEUED, CANCELLED -> QUEUED, INTERRUPTED -> QUEUED
     UPDATE tasks
     SET state = 'QUEUED', state_reason = %(reason)s,
         input = CASE WHEN %(set_input)s THEN %(input)s::jsonb ELSE input END,
