@@ -27,7 +27,10 @@ _MAX_EXACT = 2**53
 
 def to_data(item: Message | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(item, Message):
-        data = json_format.MessageToDict(item, preserving_proto_field_name=True)
+        # As the REST gateway answers: scalars, lists and maps always present.
+        data = json_format.MessageToDict(
+            item, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
     else:
         data = dict(item)
     fixed: dict[str, Any] = _integral(data)
@@ -206,7 +209,8 @@ class Output:
             table.add_column(style="bold")
             table.add_column(overflow="fold")
             for key, value in data.items():
-                table.add_row(key, _compact(value))
+                if value not in ("", [], {}, None):
+                    table.add_row(key, _compact(value))
             self._print(table)
 
     def many(self, items: Iterable[Message | Mapping[str, Any]], kind: str) -> None:

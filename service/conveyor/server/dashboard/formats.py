@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
@@ -77,11 +78,45 @@ def duration(value: Duration | None) -> str:
     return seconds_text(value.seconds + value.nanos / 1e9)
 
 
+def _plain(data: Any) -> Any:
+    """JSON from a Struct, with whole numbers shown as integers (Struct keeps doubles)."""
+    if isinstance(data, float) and data.is_integer():
+        return int(data)
+    if isinstance(data, dict):
+        return {k: _plain(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_plain(v) for v in data]
+    return data
+
+
 def to_json(value: Message | None, indent: int | None = 2) -> str:
     """A Value, Struct or any message as JSON ("" when empty)."""
     if value is None or not value.ByteSize():
         return ""
-    return json.dumps(json_format.MessageToDict(value), indent=indent, sort_keys=True)
+    return json.dumps(_plain(json_format.MessageToDict(value)), indent=indent, sort_keys=True)
+
+
+def lines(value: Message | None) -> str:
+    """A Struct as `key: value` lines, the way a progress report reads as output."""
+    if value is None or not value.ByteSize():
+        return ""
+    data = _plain(json_format.MessageToDict(value))
+    if not isinstance(data, dict):
+        return json.dumps(data)
+    return "\n".join(
+        f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(data.items())
+    )
+
+
+def local(value: Timestamp | None, timezone: str) -> str:
+    """A time on a zone's wall clock, e.g. `Tue 12-08 02:30 EST`."""
+    if value is None or (value.seconds == 0 and value.nanos == 0):
+        return ""
+    try:
+        zone = ZoneInfo(timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    return value.ToDatetime(tzinfo=UTC).astimezone(zone).strftime("%a %m-%d %H:%M %Z")
 
 
 def register(env: Environment) -> None:
@@ -90,6 +125,8 @@ def register(env: Environment) -> None:
         ago=ago,
         duration=duration,
         to_json=to_json,
+        lines=lines,
+        local=local,
         enum=enum_name,
         seconds=seconds_text,
     )
