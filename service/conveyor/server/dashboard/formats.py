@@ -6,12 +6,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from jinja2 import Environment
 
+from conveyor.client._json import message_to_json
 from conveyor.v1 import command_pb2, enums_pb2, schedule_pb2, task_pb2, worker_pb2
 
 # Enum value -> short name ("RUNNING"), per enum type, without the type's prefix.
@@ -81,7 +81,7 @@ def to_json(value: Message | None, indent: int | None = 2) -> str:
     """A Value, Struct or any message as JSON ("" when empty)."""
     if value is None or not value.ByteSize():
         return ""
-    return json.dumps(json_format.MessageToDict(value), indent=indent, sort_keys=True)
+    return json.dumps(message_to_json(value), indent=indent, sort_keys=True)
 
 
 def register(env: Environment) -> None:
