@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +31,7 @@ from conveyor.server.app import ConveyorServer
 from conveyor.server.domain.events_filter import parse_event_filter
 from conveyor.server.errors import Violations
 from conveyor.server.loops.retention import RetentionLoop
-from conveyor.server.rpc.events import fill_task, snapshot_task_message
+from conveyor.server.rpc.events import event_message
 from conveyor.server.services import default_hooks
 from conveyor.server.settings import Settings
 from conveyor.server.store.events import EventRow
@@ -419,7 +420,7 @@ async def test_watch_filters_on_the_task_snapshot(client: EventClient) -> None:
     await by_task.aclose()
 
 
-async def test_streams_render_tasks_exactly_as_the_task_mapping_does(
+async def test_streams_render_tasks_exactly_as_get_task_does(
     client: EventClient, database_url: str
 ) -> None:
     parent = await client.create_task(
@@ -447,11 +448,21 @@ async def test_streams_render_tasks_exactly_as_the_task_mapping_does(
             "'type', 'Boom', 'message', 'it broke', 'details', jsonb_build_object('x', 1), "
             "'retryable', true) WHERE kind = 'child.step'"
         )
-        snapshots = [r[0] for r in conn.execute("SELECT to_jsonb(t) FROM tasks t")]
-        snapshots += [r[0] for r in conn.execute("SELECT task FROM events WHERE task IS NOT NULL")]
-    assert len(snapshots) >= 6
+        table = [r[0] for r in conn.execute("SELECT to_jsonb(t) FROM tasks t")]
+        logged = [r[0] for r in conn.execute("SELECT task FROM events WHERE task IS NOT NULL")]
+    assert len(table) == 3 and logged
+    # A stream renders a snapshot as GetTask renders the row (attempts and blocked_reason
+    # are GetTask's own additions, read from other tables).
+    for snapshot in table:
+        streamed = streamed_task(snapshot)
+        read = await client.get_task(streamed.name)
+        del read.attempts[:]
+        read.ClearField("blocked_reason")
+        assert streamed == read, snapshot
+    for snapshot in logged:
+        assert streamed_task(snapshot).name.startswith("projects/alpha/tasks/")
     # A decided approval, empty JSON containers, and an end before the start.
-    decided = dict(snapshots[0])
+    decided = dict(table[0])
     decided.update(
         approver="projects/alpha/apiKeys/k1",
         approved=True,
@@ -462,17 +473,21 @@ async def test_streams_render_tasks_exactly_as_the_task_mapping_does(
         start_time="2026-01-02T03:04:06+00:00",
         end_time="2026-01-02T03:04:05+00:00",
     )
-    snapshots.append(decided)
-    for snapshot in snapshots:
-        fast = task_pb2.Task()
-        fill_task(fast, snapshot)
-        assert fast == snapshot_task_message(snapshot), snapshot
+    rendered = streamed_task(decided)
+    assert rendered.approval.approved and rendered.approval.comment == "ok"
+    assert rendered.approval.decide_time.nanos == 678_901_000
+    assert rendered.HasField("input") and rendered.HasField("result")
+    assert not rendered.HasField("run_duration")
     # Snapshots written before a column existed still render.
-    old = dict(snapshots[0])
+    old = dict(table[0])
     del old["approval_timeout_ms"], old["labels"]
-    fast = task_pb2.Task()
-    fill_task(fast, old)
-    assert fast == snapshot_task_message(old)
+    assert not streamed_task(old).labels
+
+
+def streamed_task(snapshot: dict[str, Any]) -> task_pb2.Task:
+    """The Task a WatchEvents stream sends for an event carrying this snapshot."""
+    row = EventRow("alpha", 1, "task.created", datetime.now(UTC), "", json.dumps(snapshot), None)
+    return event_message(row).task
 
 
 async def test_the_blocking_client_watches_too(

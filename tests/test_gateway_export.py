@@ -20,7 +20,7 @@ import pytest_asyncio
 from conveyor.server.app import ConveyorServer
 from conveyor.server.domain import export_columns, task_list
 from conveyor.server.errors import Violations
-from conveyor.server.rpc.task_messages import task_message
+from conveyor.server.render.tasks import task_message
 from conveyor.server.store import tasks as store
 from conveyor.v1 import task_pb2
 

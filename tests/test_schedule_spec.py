@@ -105,9 +105,47 @@ def test_rrule_count_and_until() -> None:
         "2026-01-14T09:00:00+02:00",
         "2026-01-19T09:00:00+02:00",
     ]
-    # The anchor keeps occurrences in place from one evaluation to the next.
+    # The anchor keeps occurrences in place from one evaluation to the next (a daily
+    # rule without DTSTART or BYHOUR fires at midnight, counted from the anchor's day).
     later = counted.preview(datetime(2026, 1, 2, 16, tzinfo=UTC), 10)
-    assert later == [datetime(2026, 1, 3, 15, tzinfo=UTC)]
+    assert later == [datetime(2026, 1, 3, tzinfo=UTC)]
+
+
+def test_rrule_without_dtstart_takes_no_time_of_day_from_the_create_time() -> None:
+    # Created at 10:17:42.123456 UTC (12:17:42 in Chisinau).
+    anchor = datetime(2026, 3, 4, 10, 17, 42, 123456, tzinfo=UTC)
+
+    def fires(expression: str, zone: str = "UTC", count: int = 2) -> list[str]:
+        spec = schedule_spec.parse("RRULE", expression, zone, anchor=anchor)
+        return local_times(spec, anchor, count, schedule_spec.RUN_ONCE)
+
+    assert fires("FREQ=DAILY;BYHOUR=8;BYMINUTE=30", "Europe/Chisinau") == [
+        "2026-03-05T08:30:00+02:00",
+        "2026-03-06T08:30:00+02:00",
+    ]
+    assert fires("FREQ=DAILY;BYHOUR=8") == [
+        "2026-03-05T08:00:00+00:00",
+        "2026-03-06T08:00:00+00:00",
+    ]
+    assert fires("FREQ=DAILY") == ["2026-03-05T00:00:00+00:00", "2026-03-06T00:00:00+00:00"]
+    assert fires("FREQ=HOURLY") == ["2026-03-04T11:00:00+00:00", "2026-03-04T12:00:00+00:00"]
+    assert fires("RRULE:FREQ=HOURLY;INTERVAL=2") == [
+        "2026-03-04T12:00:00+00:00",
+        "2026-03-04T14:00:00+00:00",
+    ]
+    assert fires("freq=minutely;interval=20") == [
+        "2026-03-04T10:37:00+00:00",
+        "2026-03-04T10:57:00+00:00",
+    ]
+    assert fires("FREQ=WEEKLY;BYDAY=MO;BYHOUR=9") == [
+        "2026-03-09T09:00:00+00:00",
+        "2026-03-16T09:00:00+00:00",
+    ]
+    # A DTSTART of its own wins.
+    assert fires("DTSTART:20260101T091512\nRRULE:FREQ=DAILY") == [
+        "2026-03-05T09:15:12+00:00",
+        "2026-03-06T09:15:12+00:00",
+    ]
 
 
 def test_once_and_event() -> None:

@@ -336,6 +336,28 @@ async def test_a_snoozed_schedule_shows_when_it_will_actually_fire(
     assert short.next_run_time.ToDatetime(tzinfo=UTC) == later
 
 
+async def test_an_rrule_without_dtstart_fires_on_its_own_time(client: AsyncClient) -> None:
+    saved = await create(
+        client,
+        "rrule",
+        schedule_pb2.Schedule(
+            spec=schedule_pb2.ScheduleSpec(
+                kind=enums_pb2.SCHEDULE_KIND_RRULE, expression="FREQ=DAILY;BYHOUR=8;BYMINUTE=30"
+            ),
+            task_template=schedule_pb2.TaskTemplate(kind="report.build"),
+        ),
+    )
+    first = saved.next_run_time.ToDatetime(tzinfo=UTC)
+    assert (first.hour, first.minute, first.second, first.microsecond) == (8, 30, 0, 0)
+    preview = await client.schedules.PreviewSchedule(
+        schedule_pb2.PreviewScheduleRequest(name=saved.name, count=2)
+    )
+    assert [t.ToDatetime(tzinfo=UTC) for t in preview.fire_times] == [
+        first,
+        first + timedelta(days=1),
+    ]
+
+
 async def test_pause_resume_and_cancel_is_permanent(
     server: ConveyorServer, client: AsyncClient, database_url: str
 ) -> None:

@@ -270,7 +270,11 @@ class _ScheduleKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Schedule
     SCHEDULE_KIND_CRON: _ScheduleKind.ValueType  # 1
     """Cron, 5 or 6 fields, or an @hourly-style alias."""
     SCHEDULE_KIND_RRULE: _ScheduleKind.ValueType  # 2
-    """An RFC 5545 recurrence rule (DTSTART, UNTIL, COUNT, BYDAY, ...)."""
+    """An RFC 5545 recurrence rule (DTSTART, UNTIL, COUNT, BYDAY, ...). Without
+    DTSTART it counts from the create time's date, and the time of day comes
+    from the rule alone: `FREQ=DAILY;BYHOUR=8;BYMINUTE=30` fires at 08:30:00,
+    `FREQ=HOURLY` on the hour, `FREQ=DAILY` at midnight.
+    """
     SCHEDULE_KIND_ONCE: _ScheduleKind.ValueType  # 3
     """One RFC 3339 time."""
     SCHEDULE_KIND_EVENT: _ScheduleKind.ValueType  # 4
@@ -284,7 +288,11 @@ SCHEDULE_KIND_UNSPECIFIED: ScheduleKind.ValueType  # 0
 SCHEDULE_KIND_CRON: ScheduleKind.ValueType  # 1
 """Cron, 5 or 6 fields, or an @hourly-style alias."""
 SCHEDULE_KIND_RRULE: ScheduleKind.ValueType  # 2
-"""An RFC 5545 recurrence rule (DTSTART, UNTIL, COUNT, BYDAY, ...)."""
+"""An RFC 5545 recurrence rule (DTSTART, UNTIL, COUNT, BYDAY, ...). Without
+DTSTART it counts from the create time's date, and the time of day comes
+from the rule alone: `FREQ=DAILY;BYHOUR=8;BYMINUTE=30` fires at 08:30:00,
+`FREQ=HOURLY` on the hour, `FREQ=DAILY` at midnight.
+"""
 SCHEDULE_KIND_ONCE: ScheduleKind.ValueType  # 3
 """One RFC 3339 time."""
 SCHEDULE_KIND_EVENT: ScheduleKind.ValueType  # 4

@@ -14,6 +14,7 @@ from starlette.responses import Response, StreamingResponse
 
 from conveyor.server.dashboard.pages_webhooks import webhook_block
 from conveyor.server.dashboard.web import View, back
+from conveyor.server.domain.events import KEEPALIVE_TYPE
 from conveyor.v1 import (
     command_pb2,
     enums_pb2,
@@ -166,15 +167,27 @@ async def purge_confirm(view: View) -> Response:
 
 async def purge(view: View) -> Response:
     queue_id = view.request.path_params["queue"]
-    command = await view.call(
-        view.api.commands.PurgeQueue,
-        command_pb2.PurgeQueueRequest(
-            parent=view.parent,
-            queue=queue_id,
-            confirm_token=view.form.get("confirm_token", ""),
-            idempotency_key=view.form.get("idempotency_key", ""),
-        ),
-    )
+    try:
+        command = await view.call(
+            view.api.commands.PurgeQueue,
+            command_pb2.PurgeQueueRequest(
+                parent=view.parent,
+                queue=queue_id,
+                confirm_token=view.form.get("confirm_token", ""),
+                idempotency_key=view.form.get("idempotency_key", ""),
+            ),
+        )
+    except grpc.aio.AioRpcError as error:
+        if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        # The depth changed since it was shown: show the new one to confirm again.
+        queue = await view.call(
+            view.api.queues.GetQueue,
+            queue_pb2.GetQueueRequest(name=f"{view.parent}/queues/{queue_id}"),
+        )
+        return view.render(
+            "purge.html", status=412, queue=queue, queue_id=queue_id, refused=error.details()
+        )
     purged = int(command.result.fields["purged"].number_value) if command.result else 0
     return back(view, f"/ui/queues/{queue_id}", f"Purged {purged} queued tasks.")
 
@@ -184,9 +197,12 @@ async def events(view: View) -> Response:
     the page then reloads its live part. Ends when the server shuts down."""
     queue_id = view.request.query_params.get("queue", "")
     task_filter = task_pb2.TaskFilter(queues=[queue_id] if queue_id else [])
+    # EventSource sends the last id it saw when it reconnects: resume there.
+    resume = view.request.headers.get("last-event-id", "")
     request = event_pb2.WatchEventsRequest(
         parent=view.parent,
         filter=event_pb2.EventFilter(types=["task.*", "queue.*"], task_filter=task_filter),
+        after=int(resume) if resume.isdigit() else 0,
     )
 
     async def stream() -> AsyncIterator[str]:
@@ -208,6 +224,7 @@ async def events(view: View) -> Response:
 
         tasks = [asyncio.create_task(pump()), asyncio.create_task(stop_on_shutdown())]
         yield ": connected\n\n"
+        ready = False
         try:
             while True:
                 try:
@@ -217,6 +234,13 @@ async def events(view: View) -> Response:
                     continue
                 if event is None:
                     return
+                if event.type == KEEPALIVE_TYPE:
+                    # The first one says the watch is subscribed: the page refreshes once
+                    # then, so nothing between its render and this moment is missed.
+                    kind = "ready" if not ready else "position"
+                    ready = True
+                    yield f"id: {event.id}\nevent: {kind}\ndata: {{}}\n\n"
+                    continue
                 data = json.dumps({"type": event.type, "subject": event.subject})
                 yield f"id: {event.id}\ndata: {data}\n\n"
         finally:

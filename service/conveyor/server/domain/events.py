@@ -12,7 +12,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -23,7 +23,6 @@ from conveyor.server.errors import InvalidArgument, NotFound, Violations
 from conveyor.server.store import events as store
 from conveyor.server.store.db import Pool
 from conveyor.server.store.events import EventRow
-from conveyor.server.streams.hub import EventHub, Position
 from conveyor.v1 import event_pb2
 
 __all__ = [
@@ -32,6 +31,8 @@ __all__ = [
     "RESERVED_PREFIXES",
     "EventPage",
     "Events",
+    "LiveEvents",
+    "Position",
 ]
 
 KEEPALIVE_TYPE = "conveyor.keepalive"
@@ -48,6 +49,24 @@ TYPE_RULE = "must start with a letter or digit and use only letters, digits and 
 # rarely returns a short page (with a token to go on) instead of scanning the whole log.
 _SCAN_LIMIT = 20_000
 _TOKEN_FIELDS = ("p", "fp")
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A cursor a stream reports while it has nothing to send (a keep-alive)."""
+
+    id: int
+
+
+class LiveEvents(Protocol):
+    """The replica's tail of the event log (streams.hub.EventHub), as watches use it.
+
+    Declared here so the rules need not import the streams layer above them.
+    """
+
+    def watch(
+        self, project: str, matcher: EventMatcher, after: int
+    ) -> AsyncIterator[list[EventRow] | Position]: ...
 
 
 @dataclass(frozen=True)
@@ -98,7 +117,7 @@ def check_published(v: Violations, event: event_pb2.Event) -> dict[str, Any]:
 
 
 class Events:
-    def __init__(self, pool: Pool, hub: EventHub) -> None:
+    def __init__(self, pool: Pool, hub: LiveEvents) -> None:
         self._pool = pool
         self._hub = hub
 
@@ -173,7 +192,7 @@ class Events:
     def watch(
         self, parent: str, event_filter: event_pb2.EventFilter, after: int
     ) -> AsyncIterator[list[EventRow] | Position]:
-        """Validates a watch and returns its stream (see EventHub.watch)."""
+        """Validates a watch and returns its stream (see streams.hub.EventHub.watch)."""
         project = _project(parent)
         v = Violations()
         after = _after(v, after)

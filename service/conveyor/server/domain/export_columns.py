@@ -52,7 +52,7 @@ def _error_part(key: str, default: Any, kind: Callable[[Any], Any]) -> Callable[
 
 # Cells read straight from the row, for the fields exports use most: building the
 # whole Task message per row would take most of an export's time. Each must equal
-# what the Task message (task_messages.task_message) gives; a test checks them all.
+# what the Task message (render.tasks.task_message) gives; a test checks them all.
 _FROM_ROW: dict[str, Callable[[TaskRow], Any]] = {
     "name": lambda r: r.name,
     "queue": lambda r: r.queue,

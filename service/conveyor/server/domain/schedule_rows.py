@@ -136,18 +136,6 @@ def row_from(
     )
 
 
-def next_fire_time(row: ScheduleRow) -> datetime | None:
-    """When the schedule will actually fire next, as Schedule.next_run_time shows it.
-
-    The row's next_run_time is the next occurrence, which the scheduler fires from; an
-    occurrence that comes due before a snooze ends fires when the snooze ends.
-    """
-    due, until = row.next_run_time, row.snooze_until
-    if due is None or until is None:
-        return due
-    return max(due, until)
-
-
 def occurrence_key(nominal: datetime) -> str:
     return nominal.astimezone(UTC).isoformat()
 
@@ -198,22 +186,3 @@ async def record_change(
         await audit.record(
             conn, server_key, principal, verb, row.name, args or {}, project=row.project
         )
-
-
-def to_message(row: ScheduleRow) -> schedule_pb2.Schedule:
-    message = schedule_pb2.Schedule(
-        name=row.name,
-        title=row.title,
-        description=row.description,
-        spec=schedule_pb2.ScheduleSpec(
-            kind=enums_pb2.ScheduleKind.Value(f"SCHEDULE_KIND_{row.kind}"),
-            expression=row.expression,
-            timezone=row.timezone,
-        ),
-        overlap_policy=enums_pb2.OverlapPolicy.Value(f"OVERLAP_POLICY_{row.overlap_policy}"),
-        dst_policy=enums_pb2.DstPolicy.Value(f"DST_POLICY_{row.dst_policy}"),
-    )
-    json_format.ParseDict(row.task_template, message.task_template)
-    message.catchup_window.FromTimedelta(timedelta(milliseconds=row.catchup_window_ms))
-    message.jitter.FromTimedelta(timedelta(milliseconds=row.jitter_ms))
-    return message

@@ -87,7 +87,7 @@ class Spec:
     expression: str
     tz: ZoneInfo
     # RRULEs without a DTSTART count and step from here (the schedule's create time),
-    # so the occurrences do not move from one evaluation to the next.
+    # so the occurrences do not move from one evaluation to the next; see rrule_start.
     anchor: datetime = datetime(2000, 1, 1, tzinfo=UTC)
 
     def fire_times(self, after: datetime, dst_policy: str = RUN_ONCE) -> Iterator[datetime]:
@@ -131,9 +131,31 @@ class Spec:
             expression = CRON_ALIASES.get(self.expression.strip().lower(), self.expression)
             yield from CronSim(expression, start)
             return
-        dtstart = self.anchor.astimezone(self.tz).replace(tzinfo=None, microsecond=0)
+        dtstart = rrule_start(self.anchor.astimezone(self.tz).replace(tzinfo=None), self.expression)
         rule = rrule.rrulestr(self.expression, dtstart=dtstart, ignoretz=True)
         yield from rule.xafter(start, inc=False)
+
+
+def rrule_start(anchor: datetime, expression: str) -> datetime:
+    """The DTSTART of an RRULE that gives none: the anchor (the schedule's create time,
+    local) with the parts of its time of day finer than the rule's FREQ set to zero.
+
+    RFC 5545 takes every part a rule leaves out from DTSTART, so without this
+    `FREQ=DAILY;BYHOUR=8;BYMINUTE=30` fired at 08:30 and the create time's seconds, and
+    `FREQ=HOURLY` at its minute. Now a daily rule fires at midnight unless its BYHOUR,
+    BYMINUTE and BYSECOND say otherwise, an hourly one on the hour, and so on; the date
+    (the weekday of a WEEKLY rule without BYDAY, the step of an INTERVAL) still comes
+    from the anchor. A DTSTART in the expression wins over this one.
+    """
+    found = _FREQ.search(expression)
+    keep = _FREQ_KEEPS.get(found.group(1).upper(), 0) if found else 0
+    hour, minute, second = (anchor.hour, anchor.minute, anchor.second)[:keep] + (0, 0, 0)[keep:]
+    return anchor.replace(hour=hour, minute=minute, second=second, microsecond=0)
+
+
+# How many time-of-day parts (hour, minute, second) of the anchor a FREQ keeps.
+_FREQ_KEEPS = {"HOURLY": 1, "MINUTELY": 2, "SECONDLY": 3}
+_FREQ = re.compile(r"\bFREQ=([A-Za-z]+)", re.IGNORECASE)
 
 
 def _parse_rfc3339(text: str, field_path: str) -> datetime:

@@ -19,16 +19,15 @@ from conveyor.server.domain.schedule_rows import (
     dst_policy,
     enum_name,
     locked,
-    next_fire_time,
     record_change,
     row_from,
     schedule_kind,
     spec_of,
-    to_message,
     utc_now,
     writable,
 )
 from conveyor.server.errors import AlreadyExists, InvalidArgument, NotFound
+from conveyor.server.render.schedules import next_fire_time, schedule_message
 from conveyor.server.store import event_log
 from conveyor.server.store import schedules as schedule_store
 from conveyor.server.store.schedules import RunRow, ScheduleRow
@@ -113,7 +112,7 @@ class Schedules:
         async with self._pool.connection() as conn, conn.transaction():
             current = await locked(conn, name)
             writable(current)
-            proposed = to_message(current)
+            proposed = schedule_message(current)
             resolved.merge(message, proposed)
             merged = row_from(name.project, name.id, proposed, current.created_by, now)
             merged = replace(

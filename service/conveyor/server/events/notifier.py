@@ -5,6 +5,9 @@ transaction; the replica's one LISTEN connection (streams.listener.EventListener
 them here, and the notifier wakes the waiters of that key, so an idle worker leases
 within milliseconds of the commit.
 
+A replica that made tasks ready itself (store/task_batcher.py) wakes its own waiters at
+once through `ready`, without waiting for its NOTIFY to come back.
+
 NOTIFY is a hint, the tasks table is the truth: the listener also calls with None every
 poll interval and while its connection is down, and the notifier then wakes every waiter,
 so leasing degrades to polling instead of stopping.
@@ -43,6 +46,15 @@ class Notifier:
             self.waiters.wake_all()
         else:
             self.waiters.wake(payload)
+
+    def ready(self, queues: Iterable[tuple[str, str]]) -> None:
+        """Wakes the waiters of (project, queue) pairs this replica just made tasks ready in."""
+        for project, queue in queues:
+            self.waiters.wake(queue_key(project, queue))
+
+    def deafen(self) -> None:
+        """Stops hearing NOTIFY and the listener's polls (for tests of the local wake)."""
+        self._listener.unsubscribe(self._notified, TASKS_CHANNEL)
 
     @property
     def listening(self) -> bool:

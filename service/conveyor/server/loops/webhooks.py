@@ -37,7 +37,7 @@ from conveyor.server.domain.webhooks import (
 from conveyor.server.domain.webhooks_guard import Refused, WebhookGuard
 from conveyor.server.logging import get_logger
 from conveyor.server.loops.periodic import PeriodicLoop
-from conveyor.server.rpc.task_messages import task_message
+from conveyor.server.render.tasks import task_message
 from conveyor.server.store import webhooks as store
 from conveyor.server.store.db import Pool
 from conveyor.server.store.events import task_from_snapshot

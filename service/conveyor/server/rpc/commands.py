@@ -11,8 +11,8 @@ from google.rpc import status_pb2
 from conveyor.server.domain.command_log import CommandLog
 from conveyor.server.domain.task_commands import TaskCommands
 from conveyor.server.domain.worker_commands import WorkerCommands
+from conveyor.server.render.convert import timestamp, to_timedelta
 from conveyor.server.rpc import principal
-from conveyor.server.rpc.convert import timestamp, to_timedelta
 from conveyor.server.store.commands import CommandRow
 from conveyor.v1 import command_pb2, command_pb2_grpc, enums_pb2
 

@@ -48,8 +48,8 @@ from conveyor.server.domain.workers import TOUCH_INTERVAL, Hello, Workers
 from conveyor.server.errors import ConveyorError, InvalidArgument
 from conveyor.server.events.notifier import Notifier
 from conveyor.server.logging import get_logger
+from conveyor.server.render.convert import duration
 from conveyor.server.rpc import lease_messages
-from conveyor.server.rpc.convert import duration
 from conveyor.server.rpc.report_acks import Item, Replies, batch_items, lease_batch, parse_item
 from conveyor.server.store.commands import Dispatched
 from conveyor.v1 import enums_pb2, worker_pb2

@@ -23,24 +23,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from conveyor.server import errors
-from conveyor.server.domain.events import KEEPALIVE_TYPE, Events
-from conveyor.server.rpc.convert import timestamp
-from conveyor.server.rpc.task_messages import task_message
+from conveyor.server.domain.events import KEEPALIVE_TYPE, Events, Position
+from conveyor.server.render.convert import set_timestamp, timestamp
+from conveyor.server.render.tasks import fill_task
 from conveyor.server.store.events import EventRow, task_from_snapshot
-from conveyor.server.streams.hub import Closed, Overflowed, Position
-from conveyor.v1 import enums_pb2, event_pb2, task_pb2
+from conveyor.server.streams.hub import Closed, Overflowed
+from conveyor.v1 import event_pb2
 
 __all__ = [
     "EventServicer",
     "event_message",
-    "fill_task",
     "keepalive_message",
-    "snapshot_task_message",
 ]
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -51,177 +49,15 @@ def event_message(row: EventRow) -> event_pb2.Event:
     message: event_pb2.Event | None = row.message
     if message is None:
         message = event_pb2.Event(id=row.id, type=row.type, subject=row.subject)
-        delta = row.time - _EPOCH
-        stamp = message.time
-        stamp.seconds = delta.days * 86400 + delta.seconds
-        stamp.nanos = delta.microseconds * 1000
+        set_timestamp(message.time, row.time)
         if row.data_json and row.data_json != "{}" and row.data:
             message.data.update(row.data)
         if row.task_json is not None:
             # Parsed here rather than through row.task, which would keep the dict alive
             # as long as the row (a filter on the task has parsed it already, rarely).
-            fill_task(message.task, json.loads(row.task_json))
+            fill_task(message.task, task_from_snapshot(json.loads(row.task_json)))
         row.message = message
     return message
-
-
-def snapshot_task_message(snapshot: dict[str, Any]) -> task_pb2.Task:
-    """The Task of a snapshot as task_message renders it, by the one mapping
-    (rpc/task_messages.py). fill_task is the fast path that streams use; a test holds the
-    two equal, so a field added there and not here fails the suite."""
-    return task_message(task_from_snapshot(snapshot))
-
-
-# The streaming path renders every event it sends: through TaskRow and task_message that
-# costs about as much as gRPC's own send, so streams fill the Task straight from the
-# snapshot's JSON. Same output as snapshot_task_message (tests/test_events.py checks).
-# Every field is set in place on the Event's own Task (no submessage is built and
-# copied), JSON values go through Struct.update rather than json_format (several times
-# faster), and names are bound locally: rendering is most of what a stream spends per
-# event besides gRPC's send.
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NIL = "00000000-0000-0000-0000-000000000000"
-_fromiso = datetime.fromisoformat
-_STATES: dict[str, Any] = {
-    name.removeprefix("TASK_STATE_"): number for name, number in enums_pb2.TaskState.items()
-}
-_BACKOFFS: dict[str, Any] = {
-    name.removeprefix("BACKOFF_"): number for name, number in enums_pb2.Backoff.items()
-}
-_ACTIONS: dict[str, Any] = {
-    name.removeprefix("APPROVAL_ACTION_"): number
-    for name, number in enums_pb2.ApprovalAction.items()
-}
-
-
-def _set_time(field: timestamp_pb2.Timestamp, text: str) -> None:
-    delta = _fromiso(text) - _EPOCH
-    field.seconds = delta.days * 86400 + delta.seconds
-    field.nanos = delta.microseconds * 1000
-
-
-def _set_ms(field: duration_pb2.Duration, ms: int) -> None:
-    # Seconds and nanos share the sign, as Duration.FromTimedelta normalises them; a zero
-    # duration is still set (task_message sets it).
-    ms = int(ms)
-    if not ms:
-        field.SetInParent()
-        return
-    seconds = ms // 1000 if ms > 0 else -(-ms // 1000)
-    field.seconds = seconds
-    field.nanos = (ms - seconds * 1000) * 1_000_000
-
-
-def _set_value(field: struct_pb2.Value, data: Any) -> None:
-    """A JSON value (not None) into a Value, as task_messages.value renders it."""
-    field.SetInParent()
-    if isinstance(data, dict):
-        field.struct_value.update(data)
-    elif isinstance(data, list):
-        field.list_value.extend(data)
-    elif isinstance(data, bool):
-        field.bool_value = data
-    elif isinstance(data, int | float):
-        field.number_value = data
-    elif isinstance(data, str):
-        field.string_value = data
-    else:
-        json_format.ParseDict(data, field)
-
-
-def fill_task(task: task_pb2.Task, d: dict[str, Any]) -> None:
-    # Scalars are set only when not empty: proto3 scalars without presence read the same
-    # either way, and a set costs as much as the test.
-    get = d.get
-    prefix = f"projects/{get('project', '')}/"
-    task_id = get("id") or _NIL
-    task.name = f"{prefix}tasks/{task_id}"
-    if value := get("queue"):
-        task.queue = value
-    if value := get("kind"):
-        task.kind = value
-    if (value := get("input")) is not None:
-        _set_value(task.input, value)
-    if value := get("priority"):
-        task.priority = value
-    task.state = _STATES.get(get("state") or "UNSPECIFIED", 0)
-    if value := get("state_reason"):
-        task.state_reason = value
-    if value := get("labels"):
-        task.labels.update(value)
-    policy = task.retry_policy
-    if value := get("max_attempts"):
-        policy.max_attempts = value
-    policy.backoff = _BACKOFFS.get(get("backoff") or "UNSPECIFIED", 0)
-    _set_ms(policy.initial_backoff, get("initial_backoff_ms") or 0)
-    _set_ms(policy.max_backoff, get("max_backoff_ms") or 0)
-    if value := get("attempt"):
-        task.attempt = value
-    if value := get("schedule_time"):
-        _set_time(task.schedule_time, value)
-    _set_ms(task.lease_duration, get("lease_duration_ms") or 0)
-    if value := get("concurrency_key"):
-        task.concurrency_key = value
-    if value := get("concurrency_limit"):
-        task.concurrency_limit = value
-    if get("requires_approval"):
-        task.requires_approval = True
-    if value := get("correlation_id"):
-        task.correlation_id = value
-    if value := get("parent_task"):
-        task.parent_task = f"{prefix}tasks/{value}"
-    task.root_task = f"{prefix}tasks/{get('root_task') or task_id}"
-    if value := get("callback_url"):
-        task.callback_url = value
-    if value := get("resume_token"):
-        task.resume_token = value
-    if (value := get("result")) is not None:
-        _set_value(task.result, value)
-    if value := get("summary"):
-        task.summary = value
-    if error := get("error"):
-        # As error_message renders it.
-        failure = task.error
-        failure.SetInParent()
-        failure.type = str(error.get("type", ""))
-        failure.message = str(error.get("message", ""))
-        details = error.get("details")
-        if details is not None:
-            failure.details.SetInParent()
-            failure.details.update(details)
-        failure.retryable = bool(error.get("retryable", False))
-    if value := get("worker"):
-        task.worker = f"{prefix}workers/{value}"
-    if value := get("lease_expire_time"):
-        _set_time(task.lease_expire_time, value)
-    if value := get("create_time"):
-        _set_time(task.create_time, value)
-    if start := get("start_time"):
-        _set_time(task.start_time, start)
-    if end := get("end_time"):
-        _set_time(task.end_time, end)
-        if start:
-            ran = _fromiso(end) - _fromiso(start)
-            if ran.days >= 0:
-                run_duration = task.run_duration
-                run_duration.seconds = ran.days * 86400 + ran.seconds
-                run_duration.nanos = ran.microseconds * 1000
-    if value := get("update_time"):
-        _set_time(task.update_time, value)
-    if value := get("schedule"):
-        task.schedule = value
-    if get("cancel_requested"):
-        task.cancel_requested = True
-    if (value := get("approval_timeout_ms")) is not None:
-        _set_ms(task.approval_timeout, value)
-    if value := get("approval_timeout_action"):
-        task.approval_timeout_action = _ACTIONS.get(value, 0)
-    if value := get("decide_time"):
-        approval = task.approval
-        approval.approver = get("approver") or ""
-        approval.approved = bool(get("approved"))
-        approval.comment = get("approval_comment") or ""
-        _set_time(approval.decide_time, value)
 
 
 def keepalive_message(position: int) -> event_pb2.Event:

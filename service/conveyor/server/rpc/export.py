@@ -13,7 +13,7 @@ import grpc
 from google.api import httpbody_pb2
 
 from conveyor.server.domain.export import Exporter
-from conveyor.server.rpc.task_messages import task_message
+from conveyor.server.render.tasks import task_message
 from conveyor.server.store.db import Pool
 from conveyor.v1 import task_service_pb2
 

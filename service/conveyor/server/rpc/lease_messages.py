@@ -11,8 +11,8 @@ from conveyor.client._json import from_struct, from_value
 from conveyor.server.domain import leases
 from conveyor.server.domain.leases import Completion, Extension, Failure, Heartbeat
 from conveyor.server.errors import InvalidArgument, Violations
-from conveyor.server.rpc.convert import timestamp
-from conveyor.server.rpc.task_messages import task_message
+from conveyor.server.render.convert import timestamp
+from conveyor.server.render.tasks import task_message
 from conveyor.server.store.task_rows import TaskRow
 from conveyor.v1 import task_pb2, worker_pb2
 

@@ -9,8 +9,8 @@ from google.protobuf import empty_pb2
 
 from conveyor.server.domain.auth import ROLE_BY_NAME
 from conveyor.server.domain.projects import ProjectFields, Projects
+from conveyor.server.render.convert import timestamp
 from conveyor.server.rpc import principal
-from conveyor.server.rpc.convert import timestamp
 from conveyor.server.store.api_keys import KeyRow
 from conveyor.server.store.projects import ProjectRow, SecretRow
 from conveyor.v1 import project_pb2, project_pb2_grpc

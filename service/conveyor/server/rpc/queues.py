@@ -8,8 +8,8 @@ import grpc
 
 from conveyor.server.domain import retry_policy
 from conveyor.server.domain.queues import Queues
+from conveyor.server.render.convert import duration, timestamp
 from conveyor.server.rpc import principal
-from conveyor.server.rpc.convert import duration, timestamp
 from conveyor.server.store.queues import QueueRow
 from conveyor.v1 import queue_pb2, queue_pb2_grpc
 

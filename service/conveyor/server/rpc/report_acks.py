@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from conveyor.server.domain.leases import Heartbeat, Report
 from conveyor.server.errors import ConveyorError, PermissionDenied
+from conveyor.server.render.tasks import task_message
 from conveyor.server.rpc import lease_messages
 from conveyor.server.rpc.status import to_status_proto
-from conveyor.server.rpc.task_messages import task_message
 from conveyor.server.store.task_rows import TaskRow
 from conveyor.v1 import worker_pb2
 

@@ -4,65 +4,21 @@ domain.schedule_states and domain.schedule_firing."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any
 
 import grpc
-from google.protobuf import empty_pb2, json_format
+from google.protobuf import empty_pb2
 
 from conveyor.server.domain.schedule_firing import ScheduleFiring
-from conveyor.server.domain.schedule_rows import next_fire_time
 from conveyor.server.domain.schedule_states import ScheduleStates
 from conveyor.server.domain.schedules import Schedules
+from conveyor.server.render.convert import to_datetime
+from conveyor.server.render.schedules import schedule_message
 from conveyor.server.rpc import principal
-from conveyor.server.rpc.convert import duration, timestamp, to_datetime
-from conveyor.server.store.schedules import RunRow, ScheduleRow
-from conveyor.v1 import enums_pb2, schedule_pb2, task_pb2
+from conveyor.v1 import schedule_pb2, task_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
 TaskLoader = Callable[[str], Awaitable[task_pb2.Task]]
-
-
-def run_message(project: str, run: RunRow) -> schedule_pb2.ScheduleRun:
-    outcome = enums_pb2.TaskState.Value(f"TASK_STATE_{run.task_state}") if run.task_state else 0
-    return schedule_pb2.ScheduleRun(
-        nominal_time=timestamp(run.nominal_time),
-        fire_time=timestamp(run.fire_time),
-        task=f"projects/{project}/tasks/{run.task_id}" if run.task_id else "",
-        outcome=outcome,  # type: ignore[arg-type]
-        note=run.note,
-    )
-
-
-def schedule_message(row: ScheduleRow, runs: list[RunRow] | None = None) -> schedule_pb2.Schedule:
-    message = schedule_pb2.Schedule(
-        name=row.name,
-        title=row.title,
-        description=row.description,
-        spec=schedule_pb2.ScheduleSpec(
-            kind=enums_pb2.ScheduleKind.Value(f"SCHEDULE_KIND_{row.kind}"),
-            expression=row.expression,
-            timezone=row.timezone,
-        ),
-        state=enums_pb2.ScheduleState.Value(f"SCHEDULE_STATE_{row.state}"),
-        notes=row.notes,
-        created_by=row.created_by,
-        overlap_policy=enums_pb2.OverlapPolicy.Value(f"OVERLAP_POLICY_{row.overlap_policy}"),
-        catchup_window=duration(timedelta(milliseconds=row.catchup_window_ms)),
-        jitter=duration(timedelta(milliseconds=row.jitter_ms)),
-        dst_policy=enums_pb2.DstPolicy.Value(f"DST_POLICY_{row.dst_policy}"),
-        next_run_time=timestamp(next_fire_time(row)),
-        last_run_time=timestamp(row.last_run_time),
-        snooze_until=timestamp(row.snooze_until),
-        snooze_reason=row.snooze_reason,
-        run_count=row.run_count,
-        missed_count=row.missed_count,
-        recent_runs=[run_message(row.project, r) for r in runs or []],
-        create_time=timestamp(row.create_time),
-        update_time=timestamp(row.update_time),
-    )
-    json_format.ParseDict(row.task_template, message.task_template)
-    return message
 
 
 class ScheduleServicer:

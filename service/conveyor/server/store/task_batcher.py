@@ -12,6 +12,12 @@ Failure isolation: an item refused by the database's checks gets its own outcome
 if the statement itself fails (it should not: input is validated first) the batch
 is split and each item retried alone, so only the bad item sees the error.
 
+Local hand-off: once a flush commits, `on_ready` is told the queues where it made tasks
+ready, so this replica's idle workers lease them at once instead of waiting for the
+NOTIFY the same statement sent to come back through the LISTEN connection (the lease
+is still the one fenced statement; another replica woken by that NOTIFY races it the
+way two leasers always do).
+
 A caller that gives up (deadline, cancellation) stops waiting, but its item stays in
 the flush and may commit: as with any create, a retry with the same request_id
 learns the outcome.
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +82,8 @@ class CreateBatcher:
         self._scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
         self.known_queues: set[tuple[str, str]] = set()
+        self.on_ready: Callable[[Iterable[tuple[str, str]]], None] | None = None
+        """Told (project, queue) of the ready tasks each committed insert created."""
 
     async def start(self) -> None:
         """Nothing runs between calls; here for the BackgroundLoop lifecycle."""
@@ -169,6 +177,14 @@ class CreateBatcher:
             for item, result in zip(items, results, strict=True):
                 if result.outcome is Outcome.CREATED:
                     self.known_queues.add((item.project, item.queue))
+        if self.on_ready is not None:
+            self.on_ready(
+                {
+                    (item.project, item.queue)
+                    for item, result in zip(items, results, strict=True)
+                    if result.outcome is Outcome.CREATED and item.state == "QUEUED"
+                }
+            )
         return results
 
 

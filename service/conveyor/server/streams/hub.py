@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge
 
+from conveyor.server.domain.events import Position
 from conveyor.server.domain.events_filter import EventMatcher
 from conveyor.server.logging import get_logger
 from conveyor.server.store import events as store
@@ -23,7 +24,7 @@ from conveyor.server.store.db import Pool
 from conveyor.server.store.events import EventRow
 from conveyor.server.streams.subscription import Closed, Overflowed, Subscription
 
-__all__ = ["Closed", "EventHub", "Overflowed", "Position"]
+__all__ = ["Closed", "EventHub", "Overflowed"]
 
 _log = get_logger(__name__)
 
@@ -32,13 +33,6 @@ OVERFLOWS = Counter(
     "conveyor_event_subscriber_overflows_total",
     "WatchEvents streams cut off because their subscriber fell behind its buffer.",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """A cursor a stream reports while it has nothing to send (a keep-alive)."""
-
-    id: int
 
 
 @dataclass(eq=False)

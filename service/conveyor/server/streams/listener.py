@@ -73,6 +73,9 @@ class EventListener:
     def subscribe(self, subscriber: Subscriber, channel: str = EVENTS_CHANNEL) -> None:
         self._subscribers[channel].append(subscriber)
 
+    def unsubscribe(self, subscriber: Subscriber, channel: str = EVENTS_CHANNEL) -> None:
+        self._subscribers[channel].remove(subscriber)
+
     @property
     def listening(self) -> bool:
         return self._listening.is_set()

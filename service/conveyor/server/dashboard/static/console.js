@@ -80,7 +80,12 @@
     if (box.dataset.events && window.EventSource) {
       var source = new EventSource(box.dataset.events);
       source.onmessage = schedule;
-      source.onopen = function () { box.dataset.connected = "1"; };
+      // "ready": the server's watch is subscribed; refresh once to cover the gap
+      // between this page's render and that moment.
+      source.addEventListener("ready", function () {
+        box.dataset.connected = "1";
+        schedule();
+      });
     }
     setInterval(function () {
       var running = box.querySelector("[data-running]");

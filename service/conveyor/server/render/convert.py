@@ -25,6 +25,15 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     )
 
 
+def set_timestamp(field: timestamp_pb2.Timestamp, value: datetime) -> None:
+    """Sets a Timestamp field in place (no message built and copied), by arithmetic."""
+    if value.tzinfo is None:
+        value = value.astimezone(UTC)
+    delta = value - _EPOCH
+    field.seconds = delta.days * 86_400 + delta.seconds
+    field.nanos = delta.microseconds * 1000
+
+
 def duration(value: timedelta | None) -> duration_pb2.Duration | None:
     if value is None:
         return None
