@@ -8,7 +8,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf import json_format
 from psycopg import AsyncConnection
 
 from conveyor.client._json import message_to_json
