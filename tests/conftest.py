@@ -286,3 +286,17 @@ async def signed_in(
     yield open_as
     for context in contexts:
         await context.close()
+
+
+@pytest.fixture
+def shoot(tmp_path: Path) -> Callable[[Any, str], Awaitable[None]]:
+    """`await shoot(page, name)`: a full-page screenshot kept with the test run; with
+    CONVEYOR_SCREENSHOTS set, also written there (how docs/images/ is refreshed)."""
+
+    async def take(page: Any, name: str) -> None:
+        await page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+        target = os.environ.get("CONVEYOR_SCREENSHOTS")
+        if target:
+            await page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
+
+    return take

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from conveyor.client import AsyncClient, TaskContext, Worker
@@ -19,15 +17,6 @@ S = enums_pb2
 
 def short(name: str) -> str:
     return name.rsplit("/", 1)[-1]
-
-
-async def shoot(page: Any, tmp_path: Path, name: str) -> None:
-    """A screenshot of the page, kept with the test run; with CONVEYOR_SCREENSHOTS set,
-    also written there (how docs/images/ is refreshed)."""
-    await page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
-    target = os.environ.get("CONVEYOR_SCREENSHOTS")
-    if target:
-        await page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
 
 
 @contextlib.asynccontextmanager
@@ -47,7 +36,7 @@ async def open_queue(page: Any, server: ConveyorServer, queue: str) -> None:
 
 
 async def test_a_task_appears_starts_and_finishes_on_the_open_page(
-    server: ConveyorServer, keys: dict[str, str], signed_in: Any, tmp_path: Path
+    server: ConveyorServer, keys: dict[str, str], signed_in: Any
 ) -> None:
     gates: dict[int, asyncio.Event] = {1: asyncio.Event(), 2: asyncio.Event()}
     async with clients(server, keys) as (ops, work):
@@ -86,8 +75,6 @@ async def test_a_task_appears_starts_and_finishes_on_the_open_page(
             assert "built report 1" in await done.inner_text()
             await done.get_by_text("Open rollout").click()
             assert await done.locator(".pop code").inner_text() == "rollout-1"
-            await page.get_by_role("tab", name="Queue").click()
-            await shoot(page, tmp_path, "queue")
             gates[2].set()
             await page.get_by_role("tab", name="Completed").click()
             await page.locator(

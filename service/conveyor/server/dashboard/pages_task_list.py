@@ -40,7 +40,7 @@ def _split(values: list[str]) -> list[str]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
-def _time(text: str) -> timestamp_pb2.Timestamp | None:
+def parse_time(text: str) -> timestamp_pb2.Timestamp | None:
     """A datetime-local value (taken as UTC) or RFC 3339; None when empty or unreadable."""
     if not text:
         return None
@@ -82,7 +82,7 @@ def task_filter(view: View) -> task_pb2.TaskFilter:
         labels=labels,
         search=query.get("search", ""),
     )
-    after, before = _time(query.get("after", "")), _time(query.get("before", ""))
+    after, before = parse_time(query.get("after", "")), parse_time(query.get("before", ""))
     if after is not None:
         result.create_time_after.CopyFrom(after)
     if before is not None:

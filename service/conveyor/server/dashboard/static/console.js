@@ -87,6 +87,13 @@
         schedule();
       });
     }
+    if (box.dataset.poll) {
+      // A command followed until it is final (SUCCEEDED, FAILED or TIMED_OUT).
+      var poll = setInterval(function () {
+        if (box.querySelector("[data-final]")) { clearInterval(poll); return; }
+        schedule();
+      }, Number(box.dataset.poll));
+    }
     setInterval(function () {
       var running = box.querySelector("[data-running]");
       if (running && Number(running.dataset.running) > 0 && !document.hidden) schedule();

@@ -1,0 +1,174 @@
+"""The dashboard's other pages in a real browser: schedules, tasks with paging and export,
+workers with their control commands, the audit log and its verification."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import field_mask_pb2
+
+from conveyor.client import AsyncClient, Worker
+from conveyor.server.app import ConveyorServer
+from conveyor.v1 import enums_pb2, schedule_pb2
+
+S = enums_pb2
+
+
+async def test_schedules_create_preview_edit_and_steer(
+    server: ConveyorServer, keys: dict[str, str], signed_in: Any
+) -> None:
+    page = await signed_in("operator")
+    await page.goto(server.http_base_url + "/ui/schedules")
+    await page.get_by_text("New schedule").click()
+    form = page.locator("form[action='/ui/schedules']")
+    await form.get_by_label("Id").fill("nightly-report")
+    await form.get_by_label("Title").fill("Nightly report")
+    await form.get_by_label("Expression").fill("30 2 * * *")
+    await form.get_by_label("Time zone").fill("America/New_York")
+    await form.get_by_label("Queue").fill("reports")
+    await form.get_by_label("Task kind").fill("report.build")
+    await form.get_by_label("Input (JSON)").fill('{"scope": "daily"}')
+    await form.get_by_role("button", name="Preview").click()
+    preview = page.locator(".preview li")
+    await preview.first.wait_for()
+    assert await preview.count() == 5
+    # Shown on the schedule's wall clock: 02:30 in New York, whatever UTC says.
+    assert "02:30 E" in await preview.first.inner_text()
+    await page.locator("form[action='/ui/schedules']").get_by_role("button", name="Create").click()
+    await page.get_by_role("status").filter(has_text="Schedule created.").wait_for()
+    assert await page.locator("ol.preview li").count() == 10
+
+    name = "projects/alpha/schedules/nightly-report"
+    async with AsyncClient(server.grpc_target, api_key=keys["operator"], project="alpha") as ops:
+        # Someone else changes the description while the page is open; saving the title
+        # from the page must not send (and so must not undo) the description.
+        await ops.schedules.UpdateSchedule(
+            schedule_pb2.UpdateScheduleRequest(
+                schedule=schedule_pb2.Schedule(name=name, description="owned by data team"),
+                update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+            )
+        )
+        edit = page.locator("form[action$='/update']")
+        await edit.get_by_label("Title").fill("Nightly sales report")
+        await edit.get_by_role("button", name="Save changes").click()
+        await page.get_by_role("status").filter(has_text="Schedule saved.").wait_for()
+        saved = await ops.schedules.GetSchedule(schedule_pb2.GetScheduleRequest(name=name))
+        assert saved.title == "Nightly sales report"
+        assert saved.description == "owned by data team"
+        assert saved.task_template.input.struct_value.fields["scope"].string_value == "daily"
+
+        await page.goto(server.http_base_url + "/ui/schedules")
+        row = page.locator("tr[data-schedule='nightly-report']")
+        await row.get_by_placeholder("note").fill("migrating the warehouse")
+        await row.get_by_role("button", name="Pause").click()
+        await page.get_by_role("status").filter(has_text="Schedule paused.").wait_for()
+        paused = await ops.schedules.GetSchedule(schedule_pb2.GetScheduleRequest(name=name))
+        assert paused.state == S.SCHEDULE_STATE_PAUSED
+        assert paused.notes == "migrating the warehouse"
+        assert "migrating the warehouse" in await row.inner_text()
+
+        await row.get_by_role("button", name="Resume").click()
+        await page.get_by_role("status").filter(has_text="Schedule resumed.").wait_for()
+        await row.get_by_role("button", name="Snooze").click()
+        await page.get_by_role("status").filter(has_text="snoozed").wait_for()
+        snoozed = await ops.schedules.GetSchedule(schedule_pb2.GetScheduleRequest(name=name))
+        assert snoozed.HasField("snooze_until")
+
+        await row.get_by_role("button", name="Run now").click()
+        await page.get_by_role("status").filter(has_text="Schedule run now").wait_for()
+        ran = await ops.schedules.GetSchedule(schedule_pb2.GetScheduleRequest(name=name))
+        assert ran.run_count == 1
+
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await row.get_by_role("button", name="Cancel").click()
+        await page.get_by_role("status").filter(has_text="Schedule cancelled.").wait_for()
+        done = await ops.schedules.GetSchedule(schedule_pb2.GetScheduleRequest(name=name))
+        assert done.state == S.SCHEDULE_STATE_CANCELLED
+
+
+async def test_tasks_filter_page_and_export(
+    server: ConveyorServer, keys: dict[str, str], signed_in: Any
+) -> None:
+    async with AsyncClient(server.grpc_target, api_key=keys["operator"], project="alpha") as ops:
+        await ops.batch_create_tasks(
+            [{"kind": "bulk.item", "queue": "many", "input": {"n": n}} for n in range(55)]
+        )
+        await ops.create_task("other.kind", {}, queue="few", labels={"env": "prod"})
+    page = await signed_in("viewer")
+    await page.goto(server.http_base_url + "/ui/tasks?queue=many&state=QUEUED")
+    assert await page.locator("tbody tr[data-task]").count() == 50
+    await page.get_by_role("link", name="Next page").click()
+    assert await page.locator("tbody tr[data-task]").count() == 5
+    assert await page.get_by_role("link", name="Next page").count() == 0
+
+    await page.goto(server.http_base_url + "/ui/tasks")
+    await page.get_by_label("Labels").fill("env=prod")
+    await page.get_by_role("button", name="Filter").click()
+    rows = page.locator("tbody tr[data-task]")
+    assert await rows.count() == 1
+    assert "other.kind" in await rows.first.inner_text()
+
+    await page.goto(server.http_base_url + "/ui/tasks?queue=many")
+    async with page.expect_download() as info:
+        await page.get_by_role("link", name="CSV").click()
+    download = await info.value
+    assert download.suggested_filename.endswith(".csv")
+    text = await asyncio.to_thread(Path(await download.path()).read_text)
+    assert len(list(csv.DictReader(io.StringIO(text)))) == 55
+
+    bad = await page.goto(server.http_base_url + "/ui/tasks?state=bogus")
+    assert bad is not None and bad.status == 400
+    assert "QUEUED" in await page.get_by_role("alert").inner_text()
+
+
+async def test_workers_commands_are_followed_to_their_end(
+    server: ConveyorServer, keys: dict[str, str], signed_in: Any
+) -> None:
+    async with AsyncClient(server.grpc_target, api_key=keys["worker"], project="alpha") as work:
+        worker = Worker(work, queues=["default"], concurrency=2, worker_id="w-ctl")
+        run = asyncio.create_task(worker.arun())
+        try:
+            page = await signed_in("admin")
+            await page.goto(server.http_base_url + "/ui/workers")
+            row = page.locator("tr[data-worker='w-ctl']")
+            while not await row.count():
+                await page.reload()
+            assert "default" in await row.inner_text()
+            await row.get_by_role("button", name="Resize").click()
+            status = page.locator("#command [data-status]")
+            await page.locator("#command [data-status='SUCCEEDED']").wait_for()
+            assert "RESIZE_POOL" in await page.locator("#command").inner_text()
+            assert await status.inner_text() == "SUCCEEDED"
+
+            rate = page.locator("form[action='/ui/workers/rate-limit']")
+            await rate.get_by_placeholder("email.send").fill("email.send")
+            await rate.get_by_placeholder("100/m (0 clears)").fill("10/s")
+            await rate.get_by_role("button", name="Set rate limit").click()
+            await page.locator("#command [data-status='SUCCEEDED']").wait_for()
+            assert "SET_RATE_LIMIT" in await page.locator("#command").inner_text()
+
+            viewer = await signed_in("viewer")
+            await viewer.goto(server.http_base_url + "/ui/workers")
+            assert await viewer.locator("tr[data-worker='w-ctl']").count() == 1
+            assert await viewer.get_by_role("button").filter(has_text="Resize").count() == 0
+        finally:
+            await worker.stop(5)
+            await run
+
+
+async def test_audit_lists_commands_and_verifies_the_chain(
+    server: ConveyorServer, keys: dict[str, str], signed_in: Any
+) -> None:
+    async with AsyncClient(server.grpc_target, api_key=keys["operator"], project="alpha") as ops:
+        task = await ops.create_task("email.send", {}, queue="mail")
+        await ops.cancel_task(task.name, reason="typo")
+    page = await signed_in("viewer")
+    await page.goto(server.http_base_url + "/ui/audit")
+    assert "CANCEL_TASK" in await page.locator("tbody").inner_text()
+    await page.get_by_role("link", name="Verify chain").click()
+    verdict = page.locator(".verify")
+    assert "Chain verified" in await verdict.inner_text()
