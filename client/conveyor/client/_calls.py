@@ -3,6 +3,12 @@ retries for idempotent calls on UNAVAILABLE, and typed errors.
 
 A call is idempotent when its http rule is a GET (Get, List, Preview...), or when
 it carries a non-empty `request_id` (CreateTask and friends dedupe on it).
+
+Retries: the first attempt is a plain call, so the common call (which succeeds) costs
+nothing extra. Only an idempotent call that failed with UNAVAILABLE goes on to tenacity,
+which makes up to RETRY_ATTEMPTS attempts in all, waiting between them at least what the
+server's RetryInfo asked for (a database outage, a replica shutting down), else a short
+jittered backoff.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import grpc
+import tenacity
 from google.api import annotations_pb2
 
-from conveyor.client.errors import UnavailableError, from_rpc_error
+from conveyor.client.errors import ConveyorError, UnavailableError, from_rpc_error
 from conveyor.v1 import (
     command_pb2,
     event_pb2,
@@ -57,16 +64,69 @@ def is_idempotent(method: str, request: Any) -> bool:
     return method in IDEMPOTENT_METHODS or bool(getattr(request, "request_id", ""))
 
 
-def retry_delay(attempt: int) -> float:
-    """Seconds before retry `attempt` (1 for the first): 0.05 s doubling per attempt, plus
-    up to 1 s of jitter, capped at 1 s (the policy tenacity's wait_exponential_jitter
-    gave before).
+MAX_RETRY_AFTER = 30.0
+"""The longest RetryInfo delay honoured; a server asking for more gets its error raised."""
 
-    A plain loop instead of a retry library: the common call needs no retry, and
-    building a retrying object per call cost more client CPU than the call's own
-    bookkeeping.
+
+def sleep(seconds: float) -> None:
+    """How the sync client waits between attempts (a seam for tests)."""
+    time.sleep(seconds)
+
+
+async def async_sleep(seconds: float) -> None:
+    """How the async client waits between attempts (a seam for tests)."""
+    await asyncio.sleep(seconds)
+
+
+def retry_delay(attempt: int, error: ConveyorError | None = None) -> float:
+    """Seconds before retry `attempt` (1 for the first).
+
+    The server's RetryInfo (error.retry_after) when it sent one; else 0.05 s doubling per
+    attempt, plus up to 1 s of jitter, capped at 1 s.
     """
-    return min(0.05 * 2.0 ** (attempt - 1) + random.uniform(0, 1.0), 1.0)
+    backoff = min(0.05 * 2.0 ** (attempt - 1) + random.uniform(0, 1.0), 1.0)
+    hint = error.retry_after if error is not None else None
+    if hint is None:
+        return backoff
+    return min(max(hint.total_seconds(), 0.0), MAX_RETRY_AFTER)
+
+
+def _retryable(error: ConveyorError, attempts: int) -> bool:
+    if attempts < 2 or not isinstance(error, UnavailableError):
+        return False
+    hint = error.retry_after
+    return hint is None or hint.total_seconds() <= MAX_RETRY_AFTER
+
+
+def _wait(state: tenacity.RetryCallState) -> float:
+    # Tenacity's attempt 1 is the call's second attempt: the first was made outside.
+    assert state.outcome is not None
+    error = state.outcome.exception()
+    return retry_delay(
+        state.attempt_number + 1, error if isinstance(error, ConveyorError) else None
+    )
+
+
+def _retry(state: tenacity.RetryCallState) -> bool:
+    assert state.outcome is not None
+    error = state.outcome.exception()
+    return isinstance(error, ConveyorError) and _retryable(error, RETRY_ATTEMPTS)
+
+
+_SYNC_RETRY = tenacity.Retrying(
+    stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS - 1),
+    wait=_wait,
+    retry=_retry,
+    reraise=True,
+    sleep=lambda seconds: sleep(seconds),
+)
+_ASYNC_RETRY = tenacity.AsyncRetrying(
+    stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS - 1),
+    wait=_wait,
+    retry=_retry,
+    reraise=True,
+    sleep=lambda seconds: async_sleep(seconds),
+)
 
 
 def _request_id() -> str:
@@ -124,18 +184,24 @@ class SyncInterceptor(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
         details = self._details(client_call_details, unary=True)
+        outcome = continuation(details, request)
+        error = outcome.exception()
+        if error is None:
+            return outcome
+        mapped = from_rpc_error(error)
         attempts = RETRY_ATTEMPTS if is_idempotent(details.method, request) else 1
-        attempt = 1
-        while True:
+        if not _retryable(mapped, attempts):
+            raise mapped
+        sleep(retry_delay(1, mapped))
+
+        def attempt() -> Any:
             outcome = continuation(details, request)
             error = outcome.exception()
-            if error is None:
-                return outcome
-            mapped = from_rpc_error(error)
-            if attempt >= attempts or not isinstance(mapped, UnavailableError):
-                raise mapped
-            time.sleep(retry_delay(attempt))
-            attempt += 1
+            if error is not None:
+                raise from_rpc_error(error)
+            return outcome
+
+        return _SYNC_RETRY.copy()(attempt)
 
     def intercept_unary_stream(
         self, continuation: Any, client_call_details: Any, request: Any
@@ -177,18 +243,24 @@ class AsyncUnaryInterceptor(_AsyncBase, grpc.aio.UnaryUnaryClientInterceptor):
     ) -> Any:
         details = self._details(client_call_details, unary=True)
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        call = await continuation(details, request)
+        try:
+            return await call
+        except grpc.RpcError as error:
+            mapped = from_rpc_error(error)
         attempts = RETRY_ATTEMPTS if is_idempotent(method, request) else 1
-        attempt = 1
-        while True:
+        if not _retryable(mapped, attempts):
+            raise mapped from None
+        await async_sleep(retry_delay(1, mapped))
+
+        async def attempt() -> Any:
             call = await continuation(details, request)
             try:
                 return await call
             except grpc.RpcError as error:
-                mapped = from_rpc_error(error)
-                if attempt >= attempts or not isinstance(mapped, UnavailableError):
-                    raise mapped from None
-            await asyncio.sleep(retry_delay(attempt))
-            attempt += 1
+                raise from_rpc_error(error) from None
+
+        return await _ASYNC_RETRY.copy()(attempt)
 
 
 class AsyncUnaryStreamInterceptor(_AsyncBase, grpc.aio.UnaryStreamClientInterceptor):

@@ -28,6 +28,7 @@ from conveyor.server.gateway.dispatch import Gateway
 from conveyor.server.grpc_server import GrpcServer, Register
 from conveyor.server.http_server import HttpServer
 from conveyor.server.logging import configure_logging, get_logger
+from conveyor.server.loops.database_probe import DatabaseProbe
 from conveyor.server.settings import Settings
 from conveyor.server.store import server_secrets
 from conveyor.server.store.db import open_pool
@@ -131,14 +132,19 @@ class ConveyorServer:
         pool = await open_pool(database_url)
         self._stack.push_async_callback(pool.close)
         server_key = await server_secrets.get_or_create(pool, server_secrets.SERVER_KEY)
-        ctx = AppContext(settings, pool, database_url, server_key)
+        probe = DatabaseProbe(pool)
+        ctx = AppContext(settings, pool, database_url, server_key, database=probe)
         self._ctx = ctx
+        self._stack.push_async_callback(probe.stop)
+        await probe.start()
 
         if self._hooks.bootstrap is not None:
             await self._hooks.bootstrap(ctx)
         grpc_server = GrpcServer(
             ctx, register=self._hooks.register, interceptors=self._hooks.interceptors
         )
+        # An outage turns health NOT_SERVING, and the recovery SERVING again.
+        probe.subscribe(grpc_server.set_serving)
         for loop in ctx.loops:
             self._stack.push_async_callback(loop.stop)
             await loop.start()
@@ -195,7 +201,7 @@ class ConveyorServer:
         _log.info("conveyor stopped")
 
     async def _healthy(self) -> bool:
-        return self._serving
+        return self._serving and self._ctx is not None and self._ctx.database.available
 
     def _write_server_json(self) -> None:
         # Tools and tests find a server started on port 0 through this file. Written to a

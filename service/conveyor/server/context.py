@@ -9,7 +9,7 @@ from typing import Protocol
 from conveyor.server.settings import Settings
 from conveyor.server.store.db import Pool
 
-__all__ = ["AppContext", "BackgroundLoop"]
+__all__ = ["AppContext", "BackgroundLoop", "DatabaseStatus", "InFlight"]
 
 
 class BackgroundLoop(Protocol):
@@ -22,6 +22,47 @@ class BackgroundLoop(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+class DatabaseStatus(Protocol):
+    """Whether the pool can reach the database (the database probe answers)."""
+
+    @property
+    def available(self) -> bool: ...
+
+    def suspect(self) -> None:
+        """A call met a lost connection: check now."""
+
+
+class _AssumedUp:
+    """The status before a probe is plugged in: always available."""
+
+    available = True
+
+    def suspect(self) -> None:
+        pass
+
+
+class InFlight:
+    """The contract calls this replica is serving, so shutdown can wait for them to end
+    while it keeps answering new ones with UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
 
 
 @dataclass
@@ -42,3 +83,8 @@ class AppContext:
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when shutdown begins. Long-lived streams (worker leases, watches) wait on it
     to end cleanly instead of holding the drain open for the whole grace period."""
+    database: DatabaseStatus = field(default_factory=_AssumedUp)
+    """Whether the pool reaches the database; while it does not, health is NOT_SERVING
+    and contract calls are answered UNAVAILABLE."""
+    in_flight: InFlight = field(default_factory=InFlight)
+    """Contract calls being served (counted by the RPC interceptor)."""

@@ -9,6 +9,8 @@
     ├── PermissionDenied
     ├── ResourceExhausted      rate limits, overflow; may carry retry_after
     ├── Unimplemented          a contract method whose behaviour is not built yet
+    ├── Unavailable            the database is unreachable or the replica is stopping;
+    │                          carries retry_after (a client should retry)
     └── Internal
 
 Each carries an UPPER_SNAKE `reason` (the ErrorInfo reason, domain conveyor.dev)
@@ -102,6 +104,12 @@ class ResourceExhausted(ConveyorError):
 @dataclass
 class Unimplemented(ConveyorError):
     reason: str = "NOT_IMPLEMENTED"
+
+
+@dataclass
+class Unavailable(ConveyorError):
+    reason: str = "UNAVAILABLE"
+    retry_after: timedelta | None = None
 
 
 @dataclass

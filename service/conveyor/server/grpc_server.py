@@ -60,12 +60,20 @@ class GrpcServer:
         Raises RuntimeError when the address cannot be bound.
         """
         self._port = self._server.add_insecure_port(self._ctx.settings.grpc_address)
-        serving = health_pb2.HealthCheckResponse.SERVING
         # "" is the whole server, the name grpc-health-probe and load balancers ask for.
-        for name in ["", *self._services]:
-            await self._health.set(name, serving)
+        await self.set_serving(self._ctx.database.available)
         await self._server.start()
         self._started = True
+
+    async def set_serving(self, serving: bool) -> None:
+        """Report every service SERVING or NOT_SERVING (no-op once shutting down)."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self._services]:
+            await self._health.set(name, status)
 
     async def enter_graceful_shutdown(self) -> None:
         """Report NOT_SERVING for everything, so balancers stop sending new calls."""

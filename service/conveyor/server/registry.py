@@ -77,6 +77,7 @@ class Services:
     def register(self, server: grpc.aio.Server, ctx: AppContext) -> list[str]:
         """Adds every contract service; returns their full names for health and reflection."""
         self._authenticator.bound = Authenticator(ctx.pool)
+        self.interceptor.bind(ctx)
         # Service full name -> servicers. Each method is served by the first servicer
         # whose class defines it; the rest answer UNIMPLEMENTED with an ErrorInfo.
         create_batcher = CreateBatcher(ctx.pool)

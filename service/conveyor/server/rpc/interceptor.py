@@ -1,5 +1,11 @@
 """One server interceptor: request id, authentication, authorisation, error mapping, logs.
 
+Admission: once bound to the running AppContext, a call is refused with UNAVAILABLE (and
+RetryInfo) while the replica shuts down or its pool cannot reach the database, before it
+touches anything; and an error that says the database connection was lost becomes
+UNAVAILABLE rather than INTERNAL. The calls being served are counted in
+`ctx.in_flight`, so shutdown waits for them while it keeps refusing new ones.
+
 It wraps each handler instead of only inspecting the call, because authorising by
 project needs the request message (for a client stream, its first message) and
 error mapping must see what the handler raised. Unary and streaming methods go
@@ -31,11 +37,13 @@ from prometheus_client import Histogram
 
 from conveyor.server import errors
 from conveyor.server import logging as server_logging
+from conveyor.server.context import AppContext
 from conveyor.server.domain.auth import authorize
 from conveyor.server.domain.keys import Authenticator
 from conveyor.server.rpc import principal as principal_ctx
 from conveyor.server.rpc.decoding import decode
 from conveyor.server.rpc.status import to_grpc_status
+from conveyor.server.store import outage
 from conveyor.v1 import auth_pb2
 
 log = structlog.get_logger("conveyor.rpc")
@@ -84,6 +92,11 @@ class ConveyorInterceptor(grpc.aio.ServerInterceptor):
         self._authenticator = authenticator
         self._rules = rules
         self._request_types = request_types
+        self._ctx: AppContext | None = None
+
+    def bind(self, ctx: AppContext) -> None:
+        """Admit calls by `ctx`'s shutdown flag and database status, and count them."""
+        self._ctx = ctx
 
     async def intercept_service(
         self,
@@ -97,7 +110,7 @@ class ConveyorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or rule is None or request_type is None:
             return handler
         metadata = handler_call_details.invocation_metadata
-        wrapped = _Wrapped(self._authenticator, rule, method, metadata, request_type)
+        wrapped = _Wrapped(self._authenticator, rule, method, metadata, request_type, self._ctx)
         return wrapped.wrap(handler)
 
 
@@ -111,7 +124,9 @@ class _Wrapped:
         method: str,
         metadata: Any,
         request_type: type[Message],
+        ctx: AppContext | None,
     ) -> None:
+        self.ctx = ctx
         self.authenticator = authenticator
         self.rule = rule
         self.method = method
@@ -154,14 +169,35 @@ class _Wrapped:
         structlog.contextvars.bind_contextvars(
             request_id=_request_id(self.metadata), method=self.method
         )
+        if self.ctx is not None:
+            self.ctx.in_flight.enter()
         return time.perf_counter()
+
+    def _end(self) -> None:
+        if self.ctx is not None:
+            self.ctx.in_flight.leave()
+
+    def _open(self) -> None:
+        """Refuses the call while the replica stops or cannot reach its database."""
+        ctx = self.ctx
+        if ctx is None:
+            return
+        if not ctx.database.available:
+            raise outage.unavailable()
 
     async def _fail(
         self, context: grpc.aio.ServicerContext[Any, Any], error: Exception, started: float
     ) -> None:
         if not isinstance(error, errors.ConveyorError):
-            log.exception("rpc.internal_error")
-            error = errors.Internal("internal error; see the server log for the request id")
+            lost = outage.unavailable_from(error)
+            if lost is not None:
+                log.warning("rpc.database_unavailable", error=str(error))
+                if self.ctx is not None:
+                    self.ctx.database.suspect()
+                error = lost
+            else:
+                log.exception("rpc.internal_error")
+                error = errors.Internal("internal error; see the server log for the request id")
         status = to_grpc_status(error)
         self._done(status.code, started, stream=False, reason=error.reason)
         await context.abort_with_status(status)
@@ -178,6 +214,7 @@ class _Wrapped:
         async def call(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = self._begin()
             try:
+                self._open()
                 request = await self._admit(raw)
                 response = await behavior(request, context)
             except grpc.aio.AbortError:
@@ -185,6 +222,8 @@ class _Wrapped:
             except Exception as error:
                 await self._fail(context, error, started)
                 raise AssertionError("unreachable: abort raises") from error
+            finally:
+                self._end()
             self._done(grpc.StatusCode.OK, started, stream=False)
             return response
 
@@ -196,6 +235,7 @@ class _Wrapped:
         ) -> AsyncIterator[Any]:
             started = self._begin()
             try:
+                self._open()
                 request = await self._admit(raw)
                 async for response in behavior(request, context):
                     yield response
@@ -205,6 +245,8 @@ class _Wrapped:
                 await self._fail(context, error, started)
             else:
                 self._done(grpc.StatusCode.OK, started, stream=True)
+            finally:
+                self._end()
 
         return call
 
@@ -230,6 +272,7 @@ class _Wrapped:
         ) -> Any:
             started = self._begin()
             try:
+                self._open()
                 await self.authenticator.authenticate(self.metadata)
                 response = await behavior(await self._first_admitted(requests), context)
             except grpc.aio.AbortError:
@@ -237,6 +280,8 @@ class _Wrapped:
             except Exception as error:
                 await self._fail(context, error, started)
                 raise AssertionError("unreachable: abort raises") from error
+            finally:
+                self._end()
             self._done(grpc.StatusCode.OK, started, stream=True)
             return response
 
@@ -248,6 +293,7 @@ class _Wrapped:
         ) -> AsyncIterator[Any]:
             started = self._begin()
             try:
+                self._open()
                 # Authenticate before reading anything, so a keyless client is
                 # refused even if it never sends.
                 await self.authenticator.authenticate(self.metadata)
@@ -259,5 +305,7 @@ class _Wrapped:
                 await self._fail(context, error, started)
             else:
                 self._done(grpc.StatusCode.OK, started, stream=True)
+            finally:
+                self._end()
 
         return call

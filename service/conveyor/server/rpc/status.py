@@ -18,6 +18,7 @@ _CODES: dict[type[errors.ConveyorError], int] = {
     errors.PermissionDenied: code_pb2.PERMISSION_DENIED,
     errors.ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     errors.Unimplemented: code_pb2.UNIMPLEMENTED,
+    errors.Unavailable: code_pb2.UNAVAILABLE,
     errors.Internal: code_pb2.INTERNAL,
 }
 
@@ -64,7 +65,10 @@ def to_status_proto(error: errors.ConveyorError) -> status_pb2.Status:
                 )
             )
         )
-    if isinstance(error, errors.ResourceExhausted) and error.retry_after is not None:
+    if (
+        isinstance(error, errors.ResourceExhausted | errors.Unavailable)
+        and error.retry_after is not None
+    ):
         delay = duration_pb2.Duration()
         delay.FromTimedelta(error.retry_after)
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
