@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from drillkit.drill import Drill, Figure, Scale
+from drillkit.drill import SERVE_SETUPS, SETUPS, SHORT_SETUPS, Drill, Figure, Scale
 from drillkit.postgres import DrillPostgres
 
 README = Path(__file__).with_name("README.md")
@@ -46,6 +46,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("drill") is not None:
             item.add_marker(pytest.mark.timeout(budget))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A drill taking `setup` runs once per dispatch path (drillkit.drill.SETUPS).
+    if "setup" in metafunc.fixturenames:
+        names = list(SETUPS) if metafunc.config.getoption("--full") else list(SHORT_SETUPS)
+        metafunc.parametrize("setup", [SETUPS[name] for name in names], ids=names)
+    if "serve" in metafunc.fixturenames:
+        metafunc.parametrize("serve", list(SERVE_SETUPS.values()), ids=list(SERVE_SETUPS))
 
 
 @pytest.fixture(scope="session")

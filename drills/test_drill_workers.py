@@ -4,41 +4,47 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import psycopg
 import pytest
 from drillkit.checker import count_not_terminal
-from drillkit.drill import PROJECT, Drill, Figure, Scale
-
-T = TypeVar("T")
+from drillkit.drill import PROJECT, Drill, Figure, Scale, Setup
+from drillkit.waits import until
+from drillkit.workers import WorkerProcess
 
 pytestmark = pytest.mark.drill
 
 
-def test_workers_killed_every_two_seconds(drill: Drill, scale: Scale, figure: Figure) -> None:
+def test_workers_killed_every_two_seconds(
+    drill: Drill, scale: Scale, setup: Setup, figure: Figure
+) -> None:
     """Workers killed with SIGKILL every 2 s while the queue drains: nothing lost or doubled."""
-    replica = drill.replica("a")
+    setup.require()
+    replica = drill.replica("a", processes=setup.processes)
+    period = scale.pick(1.0, 2.0)
     count = scale.count(400, 5000)
     with drill.client(replica) as client:
         accepted = drill.create_tasks(client, count)
-    workers = [
-        drill.worker(replica, concurrency=4, work=0.02, lease_duration=2.0) for _ in range(3)
-    ]
+
+    def start() -> WorkerProcess:
+        return drill.worker(
+            replica, concurrency=4, work=0.05, lease_duration=2.0, batches=setup.batches
+        )
+
+    workers = [start() for _ in range(3)]
     kills = 0
     drain_deadline = time.monotonic() + scale.pick(120, 900)
     while time.monotonic() < drain_deadline:
-        time.sleep(2.0)
+        time.sleep(period)
         if count_not_terminal(drill.database_url, PROJECT, accepted) == 0:
             break
         victim = kills % len(workers)
         workers[victim].kill()
         kills += 1
-        workers[victim] = drill.worker(replica, concurrency=4, work=0.02, lease_duration=2.0)
+        workers[victim] = start()
     left = drill.wait_terminal(accepted, timeout=120)
     verdict = drill.check(accepted)
-    figure(f"{count} tasks, {kills} workers SIGKILLed: {verdict.figure()}")
+    figure(f"{count} tasks, a worker SIGKILLed every {period:.0f} s ({kills}): {verdict.figure()}")
     assert left == 0, verdict.explain()
     assert verdict.ok, verdict.explain()
     assert kills > 0
@@ -56,17 +62,6 @@ def _attempts(database_url: str, task_id: str) -> list[tuple[int, str, str | Non
         return [(row[0], row[1], row[2]) for row in conn.execute(_ATTEMPTS, (PROJECT, task_id))]
 
 
-def _until(condition: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_frozen_worker_reports_late_and_is_refused(drill: Drill, figure: Figure) -> None:
     """A worker frozen (SIGSTOP) past its lease, then resumed: its late report is refused,
     and the result of the attempt that ran meanwhile stands."""
@@ -74,11 +69,11 @@ def test_frozen_worker_reports_late_and_is_refused(drill: Drill, figure: Figure)
     frozen = drill.worker(replica, mode="unary", work=2.0, lease_duration=1.0)
     with drill.client(replica) as client:
         [task_id] = drill.create_tasks(client, 1)
-    [(_, first_lease, _)] = _until(
+    [(_, first_lease, _)] = until(
         lambda: _attempts(drill.database_url, task_id), 60, "the first lease"
     )
     frozen.signal(signal.SIGSTOP)
-    _until(
+    until(
         lambda: _attempts(drill.database_url, task_id)[0][2] == "LEASE_EXPIRED",
         60,
         "the frozen worker's lease to expire",
@@ -86,9 +81,7 @@ def test_frozen_worker_reports_late_and_is_refused(drill: Drill, figure: Figure)
     drill.worker(replica, mode="unary", work=0.01, lease_duration=10.0)
     assert drill.wait_terminal([task_id], timeout=60) == 0
     frozen.signal(signal.SIGCONT)
-    late = _until(
-        lambda: [r for r in drill.reports() if r[1] == first_lease], 60, "the late report"
-    )
+    late = until(lambda: [r for r in drill.reports() if r[1] == first_lease], 60, "the late report")
     attempts = _attempts(drill.database_url, task_id)
     with drill.client(replica) as client:
         task = client.get_task(task_id)

@@ -28,7 +28,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("app", "migrate_cli"),
     ("dashboard",),
     ("gateway", "grpc_server", "http_server"),
-    ("context",),
     # gateway -> rpc -> streams -> loops -> domain -> store (DESIGN.md).
     ("rpc",),
     ("events",),
@@ -36,6 +35,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("loops",),
     ("domain",),
     ("render",),
+    # What the running server hands its services and loops (settings, pool, loops,
+    # health): a holder any layer above the store may be given.
+    ("context",),
     ("store",),
     # Leaves everything may import.
     ("states",),

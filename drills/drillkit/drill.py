@@ -11,21 +11,67 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
+import pytest
+
 from conveyor.client import Client
 from drillkit.checker import Verdict, check, wait_terminal
 from drillkit.effect_worker import KIND
 from drillkit.effects import read_effects
 from drillkit.postgres import DrillPostgres
-from drillkit.replicas import Replica
+from drillkit.replicas import Replica, serves_processes
 from drillkit.workers import WorkerProcess
 
-__all__ = ["KIND", "PROJECT", "RETRY", "Drill", "Figure", "Scale"]
+__all__ = [
+    "KIND",
+    "PROJECT",
+    "RETRY",
+    "SERVE_SETUPS",
+    "SETUPS",
+    "SHORT_SETUPS",
+    "Drill",
+    "Figure",
+    "Scale",
+    "Setup",
+]
 
 PROJECT = "default"
 # Faults cost attempts (an expired lease counts one), so drills give tasks plenty, and a
 # short fixed backoff so a re-run is not what the drain waits for.
 RETRY: dict[str, Any] = {"max_attempts": 50, "backoff": "fixed", "initial_backoff": 0.2}
 BATCH = 500
+
+PROCESSES_PENDING = (
+    "needs `conveyor serve --processes` (issue #17, engineer dispatch), not on main yet"
+)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How a drill's replicas and stream workers run: the dispatch paths to guard."""
+
+    name: str
+    batches: bool = True
+    """Stream workers take LeaseBatch and send ReportBatch messages (issue #17)."""
+    processes: int = 1
+    """`conveyor serve --processes N` (issue #17)."""
+
+    def require(self) -> None:
+        """Skips the drill when the server cannot run this setup yet."""
+        if self.processes > 1 and not serves_processes():
+            pytest.skip(PROCESSES_PENDING)
+
+
+SETUPS = {
+    "batched": Setup("batched"),
+    "unbatched": Setup("unbatched", batches=False),
+    "processes-2": Setup("processes-2", processes=2),
+}
+SHORT_SETUPS = ("batched", "processes-2")
+"""The short form guards the batched path (the SDK's default) and --processes; the
+full form adds one message per task."""
+SERVE_SETUPS = {"processes-1": Setup("processes-1"), "processes-2": SETUPS["processes-2"]}
+"""For drills whose workers are unary (no batches to choose): one process or two."""
 
 Figure = Callable[[str], None]
 """Records a drill's pass figure (the `figure` fixture)."""
@@ -58,9 +104,9 @@ class Drill:
 
     # Processes.
 
-    def replica(self, name: str, *, grace: float = 5.0) -> Replica:
+    def replica(self, name: str, *, grace: float = 5.0, processes: int = 1) -> Replica:
         """Starts a `conveyor serve` replica over the drill's database."""
-        started = Replica(name, self.root, self.database_url, grace=grace)
+        started = Replica(name, self.root, self.database_url, grace=grace, processes=processes)
         self.replicas.append(started)
         started.start()
         if not self._key:
@@ -74,6 +120,15 @@ class Drill:
     def client(self, replica: Replica, **options: Any) -> Client:
         return Client(replica.grpc_target, api_key=self._key, project=PROJECT, **options)
 
+    def channel(self, replica: Replica) -> grpc.Channel:
+        """A plain channel to `replica`: no retries, so a drill sees every code as sent."""
+        return grpc.insecure_channel(replica.grpc_target)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        """The call metadata of the admin key, for stubs on `channel()`."""
+        return (("authorization", f"Bearer {self._key}"),)
+
     def worker(
         self,
         *targets: Replica,
@@ -83,6 +138,7 @@ class Drill:
         work: float = 0.005,
         lease_duration: float = 3.0,
         queue: str = "default",
+        batches: bool = True,
     ) -> WorkerProcess:
         """Starts an effect worker process on the replicas' addresses (now)."""
         worker_id = f"w{next(self._worker_ids)}"
@@ -110,6 +166,8 @@ class Drill:
         ]
         for target in targets:
             args += ["--target", target.grpc_target]
+        if not batches:
+            args.append("--unbatched")
         started = WorkerProcess(
             args, api_key=self._key, log_path=self.root / f"worker-{worker_id}.log"
         )

@@ -3,7 +3,8 @@
 Every handler run sleeps `--work` seconds (the work), appends its effect to the log and
 returns `{"lease_id": ...}`, so the database's result names the lease whose result stood.
 
-- `stream`: the SDK's `Worker` on a Connect stream (heartbeats, reconnects, SIGTERM).
+- `stream`: the SDK's `Worker` on a Connect stream (heartbeats, reconnects, SIGTERM);
+  LeaseBatch and ReportBatch messages unless `--unbatched`.
 - `unary`: `--threads` loops of LeaseTasks (long poll) and CompleteTask, each thread on a
   channel of its own to one of the `--target`s in turn; no heartbeats, so the lease must
   outlast the work. Every report's outcome is appended to `--reports` as
@@ -52,6 +53,9 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--effects", type=Path, required=True)
     parser.add_argument("--reports", type=Path)
+    parser.add_argument(
+        "--unbatched", action="store_true", help="one stream message per task, not batches"
+    )
     return parser.parse_args(argv)
 
 
@@ -64,6 +68,7 @@ def _run_stream(args: argparse.Namespace, effects: EffectLog) -> None:
         worker_id=args.worker_id,
         lease_duration=args.lease_duration,
         shutdown_grace=5.0,
+        batches=not args.unbatched,
     )
 
     @worker.task(KIND)

@@ -6,6 +6,8 @@ deployment keeps its address, so clients and workers find it again by themselves
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import signal
@@ -14,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["Replica", "conveyor_command"]
+__all__ = ["Replica", "conveyor_command", "serves_processes"]
 
 # A replica starting on a loaded machine migrates, mints keys and imports grpc first.
 START_TIMEOUT = 120.0
@@ -28,14 +30,26 @@ def conveyor_command() -> list[str]:
     return [sys.executable, "-c", "from conveyor.client.cli import main; main()"]
 
 
+@functools.cache
+def serves_processes() -> bool:
+    """Whether `conveyor serve` takes `--processes` (issue #17 adds it)."""
+    shown = subprocess.run(
+        [*conveyor_command(), "serve", "--help"], capture_output=True, text=True, timeout=120
+    )
+    return "--processes" in shown.stdout
+
+
 class Replica:
     """`conveyor serve --data-dir <dir> --grpc-address 127.0.0.1:0 ...` as a child process.
 
     `grace` is CONVEYOR_SHUTDOWN_GRACE: how long in-flight calls get after SIGTERM.
     """
 
-    def __init__(self, name: str, root: Path, database_url: str, *, grace: float = 5.0) -> None:
+    def __init__(
+        self, name: str, root: Path, database_url: str, *, grace: float = 5.0, processes: int = 1
+    ) -> None:
         self.name = name
+        self.processes = processes
         self.data_dir = root / name
         self.log_path = root / f"{name}.log"
         self.database_url = database_url
@@ -74,10 +88,13 @@ class Replica:
                     self.database_url,
                     "--log-level",
                     "warning",
+                    *(["--processes", str(self.processes)] if self.processes > 1 else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                # Its own process group, so SIGKILL takes every process of the replica.
+                start_new_session=True,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -110,8 +127,9 @@ class Replica:
             self.process.send_signal(signum)
 
     def kill(self) -> None:
-        """SIGKILL, and reap it."""
-        self.signal(signal.SIGKILL)
+        """SIGKILL to every process of the replica (as a container kill does), and reap."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
         self.wait(30)
 
     def wait(self, timeout: float) -> int:
@@ -134,5 +152,6 @@ class Replica:
         try:
             self.process.wait(self.grace + 20)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(30)

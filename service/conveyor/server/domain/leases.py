@@ -57,7 +57,6 @@ MAX_LEASE_MS = 24 * 3600 * 1000
 MAX_TAKE = 100
 """Most tasks one lease call (or one push on a stream) hands out."""
 MAX_QUEUES = 100
-MAX_QUEUE_LENGTH = 200
 MAX_SUMMARY = 4096
 MAX_RESUME_TOKEN = 64 * 1024
 MAX_RESULT_BYTES = 1024 * 1024
@@ -120,8 +119,7 @@ def check_queues(v: Violations, queues: Sequence[str], field_path: str) -> None:
     elif len(queues) > MAX_QUEUES:
         v.add(field_path, f"at most {MAX_QUEUES} queues")
     for i, queue in enumerate(queues):
-        if not queue or len(queue) > MAX_QUEUE_LENGTH or "/" in queue:
-            v.add(f"{field_path}[{i}]", f"must be a queue id of 1 to {MAX_QUEUE_LENGTH} characters")
+        names.check_queue(v, queue, f"{field_path}[{i}]")
 
 
 def stale_lease(ref: TaskRef, lease_id: uuid.UUID, state: str) -> FailedPrecondition:

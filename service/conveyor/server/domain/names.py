@@ -5,10 +5,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from conveyor.server.errors import InvalidArgument
+from conveyor.server.errors import InvalidArgument, Violations
 
 ID_RE = re.compile(r"^[a-z0-9-]{1,63}$")
 ID_RULE = "must be 1 to 63 characters of a-z, 0-9 and -"
+QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+"""A queue id: the one rule, for tasks, leases, workers, queues and commands alike."""
+QUEUE_RULE = (
+    "must be 1 to 200 characters of A-Z, a-z, 0-9, _ . and -, starting with a letter or digit"
+)
 
 
 def check_id(value: str, field_path: str) -> str:
@@ -16,6 +21,12 @@ def check_id(value: str, field_path: str) -> str:
     if not ID_RE.match(value):
         raise InvalidArgument.of(field_path, ID_RULE)
     return value
+
+
+def check_queue(v: Violations, value: str, field_path: str) -> None:
+    """Adds a violation unless `value` is a queue id."""
+    if not QUEUE_RE.match(value):
+        v.add(field_path, QUEUE_RULE)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def _no_project(project: str) -> NotFound:
 
 
 def parse_queue_name(value: str, field_path: str) -> names.Name:
-    return names.parse(value, field_path, "queues", id_re=task_input.QUEUE_RE)
+    return names.parse(value, field_path, "queues", id_re=names.QUEUE_RE)
 
 
 class Queues:

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from conveyor.client._json import message_to_json
 from conveyor.server import states
-from conveyor.server.domain import audit, task_input, task_list
+from conveyor.server.domain import audit, names, task_input, task_list
 from conveyor.server.domain.auth import Principal
 from conveyor.server.domain.command_input import check_idempotency_key, parent_project
 from conveyor.server.domain.queues import parse_queue_name, purge_confirm_token
@@ -265,8 +265,8 @@ class TaskCommands:
         v = Violations()
         if not request.queue:
             v.add("queue", "is required")
-        elif not task_input.QUEUE_RE.match(request.queue):
-            v.add("queue", task_input.QUEUE_RULE)
+        else:
+            names.check_queue(v, request.queue, "queue")
         if not request.force and not request.confirm_token:
             v.add("confirm_token", "is required unless force is set (GetQueue returns it)")
         key = check_idempotency_key(v, request.idempotency_key)

@@ -20,6 +20,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from conveyor.client._json import from_value
 from conveyor.server import states
 from conveyor.server.domain import names, retry_policy, validate
+from conveyor.server.domain.leases import MAX_LEASE_MS, MIN_LEASE_MS
 from conveyor.server.domain.task_ids import TaskIds
 from conveyor.server.errors import InvalidArgument, Violations
 from conveyor.server.store.task_inserts import Dedupe, NewTask
@@ -28,8 +29,6 @@ from conveyor.v1 import enums_pb2, task_pb2
 __all__ = [
     "DEFAULT_PRIORITY",
     "DEFAULT_QUEUE",
-    "QUEUE_RE",
-    "check_queue",
     "json_text",
     "new_task",
     "parse_task_name",
@@ -39,12 +38,9 @@ __all__ = [
 DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 5
 DEFAULT_LEASE_MS = 30_000
-MIN_LEASE_MS = 1_000
-MAX_LEASE_MS = 24 * 3600 * 1000
 MIN_APPROVAL_TIMEOUT_MS = 1_000
 MAX_APPROVAL_TIMEOUT_MS = 365 * 24 * 3600 * 1000
 MAX_KIND = 200
-MAX_QUEUE = 200
 MAX_INPUT_BYTES = 1024 * 1024
 MAX_REQUEST_ID = 128
 MAX_CORRELATION_ID = 200
@@ -59,10 +55,6 @@ DEFAULT_DEDUPE_WINDOW_MS = 3600 * 1000
 _MIN_SECONDS = -62_135_596_800
 _MAX_SECONDS = 253_402_300_799
 
-QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
-QUEUE_RULE = (
-    "must be 1 to 200 characters of A-Z, a-z, 0-9, _ . and -, starting with a letter or digit"
-)
 _KIND_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 _UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -80,11 +72,6 @@ _ON_CONFLICT = {
     enums_pb2.ON_CONFLICT_DEBOUNCE: "DEBOUNCE",
 }
 _UNSET_POLICY = retry_policy.Policy()
-
-
-def check_queue(v: Violations, value: str, field_path: str) -> None:
-    if not QUEUE_RE.match(value):
-        v.add(field_path, QUEUE_RULE)
 
 
 def parse_task_name(value: str, field_path: str) -> names.Name:
@@ -194,8 +181,8 @@ def new_task(
     queue = task.queue
     if not queue:
         queue = DEFAULT_QUEUE
-    elif not QUEUE_RE.match(queue):
-        v.add(path + "queue", QUEUE_RULE)
+    else:
+        names.check_queue(v, queue, path + "queue")
 
     input_text = None
     # A JSON null reads back as unset, so it is stored as unset.

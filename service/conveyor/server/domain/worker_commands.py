@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import audit, rates, task_input
+from conveyor.server.domain import audit, names, rates, task_input
 from conveyor.server.domain.auth import Principal
 from conveyor.server.domain.command_input import (
     check_idempotency_key,
@@ -75,8 +75,8 @@ class WorkerCommands:
             queue = args.get("queue", "")
             if not queue:
                 v.add("queue", "is required")
-            elif not task_input.QUEUE_RE.match(queue):
-                v.add("queue", task_input.QUEUE_RULE)
+            else:
+                names.check_queue(v, queue, "queue")
         if ack_timeout is not None and not timedelta(0) <= ack_timeout <= MAX_TIMEOUT:
             v.add("timeout", "must be between 0 (the default, 60s) and 24h")
         key = check_idempotency_key(v, idempotency_key)
