@@ -8,6 +8,7 @@ reads the queue's policy as of the insert.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from google.protobuf import duration_pb2
 from conveyor.server.errors import Violations
 from conveyor.v1 import enums_pb2, task_pb2
 
-__all__ = ["DEFAULTS", "Policy", "message", "parse"]
+__all__ = ["DEFAULTS", "Policy", "delay_ms", "exponential_step", "message", "parse"]
 
 MAX_ATTEMPTS = 1000
 MAX_INITIAL_BACKOFF_MS = 24 * 3600 * 1000
@@ -27,6 +28,28 @@ BACKOFFS: dict[int, str] = {
     enums_pb2.BACKOFF_LINEAR: "LINEAR",
     enums_pb2.BACKOFF_FIXED: "FIXED",
 }
+
+
+def exponential_step(attempt: int, initial: int | float, maximum: int | float) -> int | float:
+    """The cap of the delay after `attempt` (1 for the first): `initial`, doubling with
+    each attempt after the first, never above `maximum`. The one backoff curve of the
+    server: task retries (delay_ms) and webhook deliveries jitter under it."""
+    return min(maximum, initial * (1 << min(max(attempt, 1) - 1, 62)))
+
+
+def delay_ms(backoff: str, attempt: int, initial_ms: int, max_ms: int, rand: float) -> int:
+    """Milliseconds before a task is retried after `attempt`, for a draw `rand` in [0, 1).
+
+    The SQL function conveyor_backoff_ms (store/schema.sql) is the copy the reaper and
+    the report statement run; tests/test_backoff.py holds the two equal on a grid.
+    FIXED waits `initial`, LINEAR `initial * attempt`, EXPONENTIAL_JITTER is "full
+    jitter": uniform over [0, exponential_step]; all capped at `max_ms`.
+    """
+    if backoff == "FIXED":
+        return min(initial_ms, max_ms)
+    if backoff == "LINEAR":
+        return min(initial_ms * max(attempt, 1), max_ms)
+    return math.floor(rand * float(exponential_step(attempt, initial_ms, max_ms) + 1))
 
 
 @dataclass(frozen=True, slots=True)

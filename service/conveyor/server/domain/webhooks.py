@@ -17,6 +17,8 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from conveyor.server.domain.retry_policy import exponential_step
+
 __all__ = ["SIGNATURE_HEADER", "WEBHOOK_ID_HEADER", "WebhookPolicy", "signature_header"]
 
 SIGNATURE_HEADER = "Conveyor-Signature"
@@ -44,7 +46,7 @@ class WebhookPolicy:
         """Seconds before the attempt after `attempt` (1 for the first): exponential,
         capped, and jittered over its upper half so retries of many deliveries spread
         out without ever coming sooner than half the step."""
-        step = min(self.max_backoff, self.initial_backoff * 2.0 ** min(max(attempt, 1) - 1, 60))
+        step = float(exponential_step(attempt, self.initial_backoff, self.max_backoff))
         return step / 2 + rand * step / 2
 
 
