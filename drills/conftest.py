@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from drillkit.drill import SERVE_SETUPS, SETUPS, SHORT_SETUPS, Drill, Figure, Scale
+from drillkit.drill import SETUPS, SHORT_SETUPS, Drill, Figure, Scale
 from drillkit.postgres import DrillPostgres
 
 README = Path(__file__).with_name("README.md")
@@ -53,8 +53,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "setup" in metafunc.fixturenames:
         names = list(SETUPS) if metafunc.config.getoption("--full") else list(SHORT_SETUPS)
         metafunc.parametrize("setup", [SETUPS[name] for name in names], ids=names)
-    if "serve" in metafunc.fixturenames:
-        metafunc.parametrize("serve", list(SERVE_SETUPS.values()), ids=list(SERVE_SETUPS))
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,9 @@ from conveyor.client import Client, ConveyorError
 
 pytestmark = pytest.mark.drill
 
+BATCH = 8
+"""Tasks a batched unary worker leases per call and reports per ReportTasks."""
+
 
 def test_replica_killed_mid_drain_then_restarted(
     drill: Drill, scale: Scale, setup: Setup, figure: Figure
@@ -46,19 +49,28 @@ def test_replica_killed_mid_drain_then_restarted(
 
 
 def test_unary_workers_race_across_two_replicas(
-    drill: Drill, scale: Scale, serve: Setup, figure: Figure
+    drill: Drill, scale: Scale, setup: Setup, figure: Figure
 ) -> None:
     """Unary workers racing on ready tasks across two replicas: no task leased twice."""
-    serve.require()
-    a = drill.replica("a", processes=serve.processes)
-    b = drill.replica("b", processes=serve.processes)
+    setup.require()
+    a = drill.replica("a", processes=setup.processes)
+    b = drill.replica("b", processes=setup.processes)
     count = scale.count(600, 10000)
     processes, threads = (4, 16) if scale.full else (2, 4)
     with drill.client(a) as client:
         accepted = drill.create_tasks(client, count)
     for _ in range(processes):
         # Each thread takes the replicas in turn, so half the workers race on each.
-        drill.worker(a, b, mode="unary", threads=threads, work=0.0, lease_duration=60.0)
+        drill.worker(
+            a,
+            b,
+            mode="unary",
+            threads=threads,
+            work=0.0,
+            lease_duration=60.0,
+            batches=setup.batches,
+            batch=BATCH if setup.batches else 1,
+        )
     left = drill.wait_terminal(accepted, timeout=scale.pick(120, 900))
     verdict = drill.check(accepted)
     with psycopg.connect(drill.database_url) as conn:
@@ -70,13 +82,17 @@ def test_unary_workers_race_across_two_replicas(
     assert row is not None
     leased_twice = int(row[0])
     workers = processes * threads
+    refused = [r for r in drill.reports() if r[2] != "ok"]
     figure(
-        f"{workers} unary workers, {count} tasks: double leases "
-        f"{len(verdict.duplicated) + leased_twice}; {verdict.figure()}"
+        f"{workers} unary workers ({'ReportTasks of' if setup.batches else 'leases of'} "
+        f"{BATCH if setup.batches else 1}), {count} tasks: double leases "
+        f"{len(verdict.duplicated) + leased_twice}, reports refused {len(refused)}; "
+        f"{verdict.figure()}"
     )
     assert left == 0, verdict.explain()
     assert verdict.ok, verdict.explain()
     assert leased_twice == 0 and verdict.reruns == 0
+    assert refused == []
     assert verdict.succeeded == count
 
 

@@ -26,7 +26,6 @@ __all__ = [
     "KIND",
     "PROJECT",
     "RETRY",
-    "SERVE_SETUPS",
     "SETUPS",
     "SHORT_SETUPS",
     "Drill",
@@ -52,7 +51,8 @@ class Setup:
 
     name: str
     batches: bool = True
-    """Stream workers take LeaseBatch and send ReportBatch messages (issue #17)."""
+    """Stream workers take LeaseBatch and send ReportBatch messages; unary workers lease
+    several tasks per call and report them with ReportTasks (issue #17)."""
     processes: int = 1
     """`conveyor serve --processes N` (issue #17)."""
 
@@ -70,9 +70,6 @@ SETUPS = {
 SHORT_SETUPS = ("batched", "processes-2")
 """The short form guards the batched path (the SDK's default) and --processes; the
 full form adds one message per task."""
-SERVE_SETUPS = {"processes-1": Setup("processes-1"), "processes-2": SETUPS["processes-2"]}
-"""For drills whose workers are unary (no batches to choose): one process or two."""
-
 Figure = Callable[[str], None]
 """Records a drill's pass figure (the `figure` fixture)."""
 
@@ -139,6 +136,7 @@ class Drill:
         lease_duration: float = 3.0,
         queue: str = "default",
         batches: bool = True,
+        batch: int = 1,
     ) -> WorkerProcess:
         """Starts an effect worker process on the replicas' addresses (now)."""
         worker_id = f"w{next(self._worker_ids)}"
@@ -168,6 +166,8 @@ class Drill:
             args += ["--target", target.grpc_target]
         if not batches:
             args.append("--unbatched")
+        elif mode == "unary" and batch > 1:
+            args += ["--batch", str(batch)]
         started = WorkerProcess(
             args, api_key=self._key, log_path=self.root / f"worker-{worker_id}.log"
         )

@@ -7,7 +7,8 @@ returns `{"lease_id": ...}`, so the database's result names the lease whose resu
   LeaseBatch and ReportBatch messages unless `--unbatched`.
 - `unary`: `--threads` loops of LeaseTasks (long poll) and CompleteTask, each thread on a
   channel of its own to one of the `--target`s in turn; no heartbeats, so the lease must
-  outlast the work. Every report's outcome is appended to `--reports` as
+  outlast the work. With `--batch N` a thread leases up to N tasks at once and reports
+  them in one ReportTasks call. Every report's outcome is appended to `--reports` as
   `<task_id> <lease_id> ok|refused`.
 
 The API key comes from CONVEYOR_API_KEY.
@@ -23,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from conveyor.client import (
     Client,
     FailedPreconditionError,
@@ -31,9 +34,14 @@ from conveyor.client import (
     Worker,
 )
 from conveyor.client.errors import ConveyorError
+from conveyor.v1 import task_pb2, worker_pb2
 from drillkit.effects import EffectLog
 
 KIND = "drill.effect"
+_OUTCOMES = {
+    grpc.StatusCode.OK.value[0]: "ok",
+    grpc.StatusCode.FAILED_PRECONDITION.value[0]: "refused",
+}
 
 
 def _task_id(name: str) -> str:
@@ -53,6 +61,9 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--effects", type=Path, required=True)
     parser.add_argument("--reports", type=Path)
+    parser.add_argument(
+        "--batch", type=int, default=1, help="unary: lease up to N, report them in ReportTasks"
+    )
     parser.add_argument(
         "--unbatched", action="store_true", help="one stream message per task, not batches"
     )
@@ -103,7 +114,7 @@ def _run_unary(args: argparse.Namespace, effects: EffectLog) -> None:
                     leases = client.lease_tasks(
                         [args.queue],
                         worker=worker,
-                        max_tasks=1,
+                        max_tasks=args.batch,
                         wait_timeout=1.0,
                         lease_duration=args.lease_duration,
                     )
@@ -115,7 +126,10 @@ def _run_unary(args: argparse.Namespace, effects: EffectLog) -> None:
                     time.sleep(args.work)
                     task_id = _task_id(lease.task.name)
                     effects.append(task_id, lease.lease_id, lease.task.attempt, begin)
-                    _complete(client, lease.task.name, lease.lease_id, report, task_id)
+                    if args.batch == 1:
+                        _complete(client, lease.task.name, lease.lease_id, report, task_id)
+                if args.batch > 1 and leases:
+                    _report_batch(client, leases, report)
 
     threads = [
         threading.Thread(target=loop, args=(index,), daemon=True) for index in range(args.threads)
@@ -124,6 +138,27 @@ def _run_unary(args: argparse.Namespace, effects: EffectLog) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def _report_batch(client: Client, leases: list[task_pb2.Lease], report: Any) -> None:
+    """Every lease's completion in one ReportTasks call; each ack says how it went."""
+    request = worker_pb2.ReportTasksRequest(parent=f"projects/{client.project}")
+    for lease in leases:
+        done = request.completes.add(name=lease.task.name, lease_id=lease.lease_id)
+        done.result.struct_value.update({"lease_id": lease.lease_id})
+    for _ in range(50):
+        try:
+            answer = client.workers.ReportTasks(request, timeout=30)
+        except UnavailableError:
+            time.sleep(0.2)
+            continue
+        except ConveyorError as error:
+            for lease in leases:
+                report(_task_id(lease.task.name), lease.lease_id, f"error:{error.code().name}")
+            return
+        for ack in answer.acks:
+            report(_task_id(ack.name), ack.lease_id, _OUTCOMES.get(ack.status.code, "error"))
+        return
 
 
 def _complete(client: Client, name: str, lease_id: str, report: Any, task_id: str) -> None:

@@ -28,7 +28,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,13 +39,17 @@ from psycopg import AsyncConnection
 from conveyor.server.domain.auth import Principal
 from conveyor.server.store import commands as store
 from conveyor.server.store.commands import CommandRow
+from conveyor.server.store.db import Pool
 from conveyor.v1 import enums_pb2
 
 __all__ = [
+    "Issued",
     "Verdict",
     "canonical",
+    "command",
     "digest_of",
     "record",
+    "record_change",
     "sign",
     "verb_name",
     "verify_rows",
@@ -192,6 +197,75 @@ async def record(
         ),
     )
     return Recorded(row, existing=False)
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A command recorded in an open transaction: act on `conn`, unless `existing`."""
+
+    conn: AsyncConnection[Any]
+    command: CommandRow
+    existing: bool
+
+
+@asynccontextmanager
+async def command(
+    pool: Pool,
+    server_key: bytes,
+    principal: Principal,
+    verb: int,
+    target: str,
+    args: dict[str, Any] | None = None,
+    *,
+    project: str,
+    idempotency_key: str = "",
+    status: str = "SUCCEEDED",
+    result: dict[str, Any] | None = None,
+    worker: str = "",
+    timeout_ms: int | None = None,
+) -> AsyncIterator[Issued]:
+    """Record the command, then act: the one way an operator command is carried out.
+
+    Opens a transaction, appends the command (see `record`) and hands the caller its
+    connection, so the change and its Command commit together or not at all. When
+    `existing`, the idempotency key was used before: the caller answers with that
+    command and does not act again.
+    """
+    async with pool.connection() as conn, conn.transaction():
+        recorded = await record(
+            conn,
+            server_key,
+            principal,
+            verb,
+            target,
+            args,
+            project=project,
+            idempotency_key=idempotency_key,
+            status=status,
+            result=result,
+            worker=worker,
+            timeout_ms=timeout_ms,
+        )
+        yield Issued(conn, recorded.command, recorded.existing)
+
+
+async def record_change(
+    conn: AsyncConnection[Any],
+    server_key: bytes | None,
+    principal: Principal | None,
+    verb: int,
+    target: str,
+    args: dict[str, Any] | None = None,
+    *,
+    project: str,
+) -> None:
+    """Records a change made on behalf of `principal` in the caller's transaction.
+
+    A change the system makes by itself (no principal: loops, bootstrap) is not a
+    command and records nothing.
+    """
+    if principal is not None and server_key is not None:
+        await record(conn, server_key, principal, verb, target, args, project=project)
 
 
 @dataclass(frozen=True)

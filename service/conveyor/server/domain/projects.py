@@ -70,7 +70,7 @@ class Projects:
         """Records the change in the target project's audit chain (DESIGN.md: Command)."""
         if principal is not None:
             project = names.project_of(target) or principal.project
-            await audit.record(
+            await audit.record_change(
                 conn, self._server_key, principal, verb, target, args, project=project
             )
 

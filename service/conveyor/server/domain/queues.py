@@ -91,8 +91,9 @@ class Queues:
         args: dict[str, Any],
         project: str,
     ) -> None:
-        if principal is not None:
-            await audit.record(conn, self._server_key, principal, verb, name, args, project=project)
+        await audit.record_change(
+            conn, self._server_key, principal, verb, name, args, project=project
+        )
 
     async def pause(self, name: str, reason: str, principal: Principal | None = None) -> QueueRow:
         parsed = parse_queue_name(name, "name")

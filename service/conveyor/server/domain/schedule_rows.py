@@ -181,7 +181,6 @@ async def record_change(
     args: dict[str, Any] | None = None,
 ) -> None:
     """Records the change in the project's audit chain (DESIGN.md: Command)."""
-    if principal is not None:
-        await audit.record(
-            conn, server_key, principal, verb, row.name, args or {}, project=row.project
-        )
+    await audit.record_change(
+        conn, server_key, principal, verb, row.name, args or {}, project=row.project
+    )

@@ -115,20 +115,19 @@ class TaskCommands:
         args: dict[str, Any] = {"task": request.task}
         if input_json is not None:
             args["override_input"] = True
-        async with self._pool.connection() as conn, conn.transaction():
-            recorded = await audit.record(
-                conn,
-                self._key,
-                principal,
-                enums_pb2.COMMAND_VERB_RETRY_TASK,
-                request.task,
-                args,
-                project=project,
-                idempotency_key=key,
-            )
-            if recorded.existing:
-                return recorded.command
-            command = recorded.command
+        async with audit.command(
+            self._pool,
+            self._key,
+            principal,
+            enums_pb2.COMMAND_VERB_RETRY_TASK,
+            request.task,
+            args,
+            project=project,
+            idempotency_key=key,
+        ) as issued:
+            if issued.existing:
+                return issued.command
+            conn, command = issued.conn, issued.command
             rows = await task_command_store.requeue(
                 conn,
                 project,
@@ -177,22 +176,21 @@ class TaskCommands:
             "filter": _filter_json(request.filter),
             "max": request.max,
         }
-        async with self._pool.connection() as conn, conn.transaction():
-            recorded = await audit.record(
-                conn,
-                self._key,
-                principal,
-                enums_pb2.COMMAND_VERB_BATCH_RETRY_TASKS,
-                request.parent,
-                args,
-                project=project,
-                idempotency_key=key,
-                status="ISSUED",
-                result={"retried": 0, "skipped": 0, "done": False},
-            )
-        if recorded.existing:
-            return recorded.command
-        command = recorded.command
+        async with audit.command(
+            self._pool,
+            self._key,
+            principal,
+            enums_pb2.COMMAND_VERB_BATCH_RETRY_TASKS,
+            request.parent,
+            args,
+            project=project,
+            idempotency_key=key,
+            status="ISSUED",
+            result={"retried": 0, "skipped": 0, "done": False},
+        ) as issued:
+            command = issued.command
+        if issued.existing:
+            return command
         query = replace(query, states=wanted, limit=self._chunk, order="id")
         self.jobs.spawn(self._run_batch(command, query, request.max, bool(wanted)))
         return command
@@ -277,51 +275,50 @@ class TaskCommands:
         async with self._pool.connection() as conn:
             if await queue_store.get(conn, project, request.queue) is None:
                 raise NotFound(f"{queue_name} does not exist", metadata={"resource": queue_name})
-            async with conn.transaction():
-                recorded = await audit.record(
-                    conn,
-                    self._key,
-                    principal,
-                    enums_pb2.COMMAND_VERB_PURGE_QUEUE,
-                    queue_name,
-                    args,
-                    project=project,
-                    idempotency_key=key,
+        async with audit.command(
+            self._pool,
+            self._key,
+            principal,
+            enums_pb2.COMMAND_VERB_PURGE_QUEUE,
+            queue_name,
+            args,
+            project=project,
+            idempotency_key=key,
+        ) as issued:
+            if issued.existing:
+                return issued.command
+            conn, command = issued.conn, issued.command
+            # The purge counts what it removes: the token must be for exactly that depth
+            # (else the whole transaction, command included, rolls back).
+            purged = await task_command_store.purge_queue(
+                conn, project, request.queue, command=command.name
+            )
+            if not request.force and not hmac.compare_digest(
+                request.confirm_token, purge_confirm_token(self._key, queue_name, purged)
+            ):
+                raise FailedPrecondition(
+                    f"the queue's depth is now {purged}: get the queue again and confirm "
+                    "with its new purge_confirm_token",
+                    reason="PURGE_TOKEN_STALE",
+                    metadata={"queued_depth": str(purged), "queue": queue_name},
+                    violations=[
+                        PreconditionViolation(
+                            "PURGE_TOKEN",
+                            queue_name,
+                            f"the queue now holds {purged} queued tasks",
+                        )
+                    ],
                 )
-                if recorded.existing:
-                    return recorded.command
-                command = recorded.command
-                # The purge counts what it removes: the token must be for exactly that depth
-                # (else the whole transaction, command included, rolls back).
-                purged = await task_command_store.purge_queue(
-                    conn, project, request.queue, command=command.name
-                )
-                if not request.force and not hmac.compare_digest(
-                    request.confirm_token, purge_confirm_token(self._key, queue_name, purged)
-                ):
-                    raise FailedPrecondition(
-                        f"the queue's depth is now {purged}: get the queue again and confirm "
-                        "with its new purge_confirm_token",
-                        reason="PURGE_TOKEN_STALE",
-                        metadata={"queued_depth": str(purged), "queue": queue_name},
-                        violations=[
-                            PreconditionViolation(
-                                "PURGE_TOKEN",
-                                queue_name,
-                                f"the queue now holds {purged} queued tasks",
-                            )
-                        ],
-                    )
-                result = {"purged": purged}
-                await command_store.set_status(
-                    conn,
-                    project,
-                    command.sequence,
-                    status="SUCCEEDED",
-                    sources=["SUCCEEDED"],
-                    result=result,
-                    quiet=True,
-                )
+            result = {"purged": purged}
+            await command_store.set_status(
+                conn,
+                project,
+                command.sequence,
+                status="SUCCEEDED",
+                sources=["SUCCEEDED"],
+                result=result,
+                quiet=True,
+            )
         if request.force:
             _log.critical(
                 "queue purged with force",

@@ -257,16 +257,15 @@ class Tasks:
         project, task_id = parsed.project, uuid.UUID(parsed.id)
         sources = [s.value for s in states.sources("cancel")]
         async with self._pool.connection() as conn, conn.transaction():
-            if principal is not None and self._server_key is not None:
-                await audit.record(
-                    conn,
-                    self._server_key,
-                    principal,
-                    enums_pb2.COMMAND_VERB_CANCEL_TASK,
-                    name,
-                    {"reason": reason},
-                    project=project,
-                )
+            await audit.record_change(
+                conn,
+                self._server_key,
+                principal,
+                enums_pb2.COMMAND_VERB_CANCEL_TASK,
+                name,
+                {"reason": reason},
+                project=project,
+            )
             for _ in range(_CANCEL_TRIES):
                 row = await store.cancel(
                     conn,
@@ -317,18 +316,17 @@ class Tasks:
                     raise NotFound(f"{name} does not exist", metadata={"resource": name})
                 states.target(State(current.state), "approve" if approve else "reject", name)
                 raise Internal(f"{name} could not be decided")  # unreachable: target raised
-            if principal is not None and self._server_key is not None:
-                await audit.record(
-                    conn,
-                    self._server_key,
-                    principal,
-                    enums_pb2.COMMAND_VERB_APPROVE_TASK
-                    if approve
-                    else enums_pb2.COMMAND_VERB_REJECT_TASK,
-                    name,
-                    {"comment": text} if approve else {"reason": text},
-                    project=project,
-                )
+            await audit.record_change(
+                conn,
+                self._server_key,
+                principal,
+                enums_pb2.COMMAND_VERB_APPROVE_TASK
+                if approve
+                else enums_pb2.COMMAND_VERB_REJECT_TASK,
+                name,
+                {"comment": text} if approve else {"reason": text},
+                project=project,
+            )
             return row
 
     async def batch_delete(
@@ -377,19 +375,18 @@ class Tasks:
                 if wanted:
                     query = replace(query, states=wanted, limit=MAX_DELETE, order="id")
                     deleted = await store.delete_matching(conn, query, terminal=terminal)
-            if principal is not None and self._server_key is not None:
-                await audit.record(
-                    conn,
-                    self._server_key,
-                    principal,
-                    enums_pb2.COMMAND_VERB_BATCH_DELETE_TASKS,
-                    parent,
-                    {
-                        "by": "filter" if query is not None else "names",
-                        "requested": len(ids),
-                        "deleted": deleted,
-                        "skipped": len(skipped),
-                    },
-                    project=project,
-                )
+            await audit.record_change(
+                conn,
+                self._server_key,
+                principal,
+                enums_pb2.COMMAND_VERB_BATCH_DELETE_TASKS,
+                parent,
+                {
+                    "by": "filter" if query is not None else "names",
+                    "requested": len(ids),
+                    "deleted": deleted,
+                    "skipped": len(skipped),
+                },
+                project=project,
+            )
         return deleted, skipped

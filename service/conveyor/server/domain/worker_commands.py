@@ -83,21 +83,20 @@ class WorkerCommands:
         v.raise_if_any()
         wait = ack_timeout or DEFAULT_TIMEOUT
         target = f"projects/{project}/workers/{worker_name}"
-        async with self._pool.connection() as conn, conn.transaction():
-            recorded = await audit.record(
-                conn,
-                self._key,
-                principal,
-                verb,
-                target,
-                args,
-                project=project,
-                idempotency_key=key,
-                status="ISSUED",
-                worker=worker_name,
-                timeout_ms=int(wait / timedelta(milliseconds=1)),
-            )
-        return recorded.command
+        async with audit.command(
+            self._pool,
+            self._key,
+            principal,
+            verb,
+            target,
+            args,
+            project=project,
+            idempotency_key=key,
+            status="ISSUED",
+            worker=worker_name,
+            timeout_ms=int(wait / timedelta(milliseconds=1)),
+        ) as issued:
+            return issued.command
 
     async def set_rate_limit(
         self, principal: Principal, request: command_pb2.SetRateLimitRequest
@@ -127,21 +126,22 @@ class WorkerCommands:
         v.raise_if_any()
         target = f"projects/{project}/workers/{worker}" if worker else request.parent
         args = {"kind": request.kind, "rate_limit": rate, "worker": worker}
-        async with self._pool.connection() as conn, conn.transaction():
-            recorded = await audit.record(
-                conn,
-                self._key,
-                principal,
-                enums_pb2.COMMAND_VERB_SET_RATE_LIMIT,
-                target,
-                args,
-                project=project,
-                idempotency_key=key,
-                result={"rate_limit": rate},
-            )
-            if not recorded.existing:
-                await task_command_store.set_kind_rate(conn, project, request.kind, worker, rate)
-        return recorded.command
+        async with audit.command(
+            self._pool,
+            self._key,
+            principal,
+            enums_pb2.COMMAND_VERB_SET_RATE_LIMIT,
+            target,
+            args,
+            project=project,
+            idempotency_key=key,
+            result={"rate_limit": rate},
+        ) as issued:
+            if not issued.existing:
+                await task_command_store.set_kind_rate(
+                    issued.conn, project, request.kind, worker, rate
+                )
+        return issued.command
 
     async def dispatch(
         self, project: str, worker: str, *, redeliver: bool
