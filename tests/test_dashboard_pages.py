@@ -63,8 +63,9 @@ async def test_schedules_create_preview_edit_and_steer(
 
         await page.goto(server.http_base_url + "/ui/schedules")
         row = page.locator("tr[data-schedule='nightly-report']")
-        await row.get_by_placeholder("note").fill("migrating the warehouse")
-        await row.get_by_role("button", name="Pause").click()
+        await row.get_by_text("Pause…").click()
+        await row.get_by_placeholder("note (why)").fill("migrating the warehouse")
+        await row.get_by_role("button", name="Pause", exact=True).click()
         await page.get_by_role("status").filter(has_text="Schedule paused.").wait_for()
         paused = await ops.schedules.GetSchedule(schedule_pb2.GetScheduleRequest(name=name))
         assert paused.state == S.SCHEDULE_STATE_PAUSED
@@ -73,7 +74,9 @@ async def test_schedules_create_preview_edit_and_steer(
 
         await row.get_by_role("button", name="Resume").click()
         await page.get_by_role("status").filter(has_text="Schedule resumed.").wait_for()
-        await row.get_by_role("button", name="Snooze").click()
+        await row.get_by_text("Snooze…").click()
+        await row.get_by_placeholder("reason").fill("warehouse migration")
+        await row.get_by_role("button", name="Snooze", exact=True).click()
         await page.get_by_role("status").filter(has_text="snoozed").wait_for()
         snoozed = await ops.schedules.GetSchedule(schedule_pb2.GetScheduleRequest(name=name))
         assert snoozed.HasField("snooze_until")

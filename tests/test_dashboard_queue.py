@@ -50,7 +50,10 @@ async def test_a_task_appears_starts_and_finishes_on_the_open_page(
         await queued.wait_for()
         assert "QUEUED" in await queued.inner_text()
 
-        worker = Worker(work, queues=["live"], concurrency=2, worker_id="w-live")
+        # A short lease: heartbeats (which carry the progress) every half second.
+        worker = Worker(
+            work, queues=["live"], concurrency=2, worker_id="w-live", lease_duration=1.5
+        )
 
         @worker.task("report.build")
         async def build(ctx: TaskContext) -> dict[str, Any]:
@@ -63,7 +66,10 @@ async def test_a_task_appears_starts_and_finishes_on_the_open_page(
         run = asyncio.create_task(worker.arun())
         try:
             for task in (first, second):
-                await page.locator(f"article.running[data-task='{short(task.name)}']").wait_for()
+                running = page.locator(f"article.running[data-task='{short(task.name)}']")
+                await running.wait_for()
+            # The live output: the progress the handler reported, without a reload.
+            await running.locator("pre").filter(has_text="step: rendering").wait_for()
             gates[1].set()
             await page.locator(f"article.running[data-task='{short(first.name)}']").wait_for(
                 state="detached"

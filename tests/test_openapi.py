@@ -73,16 +73,54 @@ async def test_shapes_follow_proto3_json(document: dict[str, Any]) -> None:
     assert params["filter.states"]["schema"]["type"] == "array"
     assert params["filter.labels"]["style"] == "deepObject"
     assert params["filter.create_time_after"]["schema"]["format"] == "date-time"
-    assert list_tasks["responses"]["4XX"] == {"$ref": "#/components/responses/Problem"}
+    for status in ("400", "401", "403", "404", "409", "412", "429", "500", "503", "504"):
+        problem = list_tasks["responses"][status]
+        assert problem == {"$ref": f"#/components/responses/Problem{status}"}
+        media = document["components"]["responses"][f"Problem{status}"]["content"]
+        assert media["application/problem+json"]["schema"]["$ref"].endswith("/Problem")
 
     create = document["paths"]["/v1/projects/{project}/tasks"]["post"]
     body = create["requestBody"]["content"]["application/json"]["schema"]
-    assert body == {"$ref": "#/components/schemas/Task"}
+    assert body == {"$ref": "#/components/schemas/TaskInput"}
+    assert "413" in create["responses"]
     update = document["paths"]["/v1/projects/{project}/queues/{queue}"]["patch"]
     assert {p["name"] for p in update["parameters"]} == {"project", "queue", "update_mask"}
+    assert update["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/QueuePatch"
+    }
     export = document["paths"]["/v1/projects/{project}/tasks:export"]["get"]
     assert "text/csv" in export["responses"]["200"]["content"]
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+async def test_requests_state_what_the_server_requires(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    # Required from field_behavior; a request enum has no *_UNSPECIFIED value, and an
+    # answer's keeps it (a zero enum is printed).
+    assert schemas["TaskInput"]["required"] == ["kind"]
+    assert "TASK_STATE_UNSPECIFIED" not in schemas["TaskStateInput"]["enum"]
+    assert "TASK_STATE_UNSPECIFIED" in schemas["TaskState"]["enum"]
+    assert set(schemas["CreateTaskRequest"]["required"]) == {"parent", "task"}
+    assert set(schemas["ScheduleInput"]["required"]) == {"spec", "task_template"}
+    assert set(schemas["ScheduleSpecInput"]["required"]) == {"kind", "expression"}
+    # An update's patch requires nothing (AIP-134); an answer requires what it prints.
+    assert "required" not in schemas["SchedulePatch"]
+    assert {"name", "title", "state", "run_count"} <= set(schemas["Schedule"]["required"])
+    # Ranges and id patterns from the validation limits.
+    list_tasks = document["paths"]["/v1/projects/{project}/tasks"]["get"]
+    params = {p["name"]: p for p in list_tasks["parameters"]}
+    assert params["page_size"]["schema"]["maximum"] == 5000
+    assert params["project"]["schema"]["pattern"] == "^[a-z0-9-]{1,63}$"
+    task = document["paths"]["/v1/projects/{project}/tasks/{task}"]["get"]["parameters"]
+    assert task[1]["name"] == "task" and "[0-9a-fA-F]{8}-" in task[1]["schema"]["pattern"]
+    priority = schemas["TaskInput"]["properties"]["priority"]
+    assert (priority["minimum"], priority["maximum"]) == (0, 9)
+    lease = document["paths"]["/v1/projects/{project}/tasks:lease"]["post"]
+    lease_body = lease["requestBody"]["content"]["application/json"]["schema"]
+    assert set(lease_body["required"]) == {"worker", "queues"}
+    assert lease_body["properties"]["queues"]["minItems"] == 1
+    create_project = document["paths"]["/v1/projects"]["post"]["parameters"]
+    assert [p["required"] for p in create_project if p["name"] == "project_id"] == [True]
 
 
 def fuzz(document: dict[str, Any], base_url: str, token: str) -> list[str]:
@@ -134,3 +172,17 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     # The generated requests are synchronous; a thread keeps the server's loop serving.
     failures = await asyncio.to_thread(fuzz, document, server.http_base_url, admin_key)
     assert failures == [], "\n\n".join(failures)
+
+
+async def test_leasing_in_a_project_that_does_not_exist_is_not_found(
+    server: ConveyorServer, admin_key: str
+) -> None:
+    # Found by schemathesis: the worker's row has a foreign key to its project, and the
+    # violation was a 500.
+    async with httpx.AsyncClient(
+        base_url=server.http_base_url, headers={"Authorization": f"Bearer {admin_key}"}
+    ) as http:
+        response = await http.post(
+            "/v1/projects/nope/tasks:lease", json={"worker": "w", "queues": ["q"]}
+        )
+    assert response.status_code == 404, response.text

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -124,7 +126,16 @@ def _wait_for_server_json(
 
 
 def test_process_exits_zero_on_sigterm_within_grace(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+    # Not under pytest's basetemp: the embedded PostgreSQL runs as another user, and any
+    # other pytest starting on the machine resets pytest-of-<user> to 0700 (conftest).
+    data_dir = Path(tempfile.mkdtemp(prefix="conveyor-test-sigterm-")) / "data"
+    try:
+        _exits_zero_on_sigterm(data_dir, tmp_path)
+    finally:
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
+def _exits_zero_on_sigterm(data_dir: Path, tmp_path: Path) -> None:
     grace = 3.0
     # The laptop path: no DATABASE_URL, so the server starts its embedded PostgreSQL.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}

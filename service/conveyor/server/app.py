@@ -41,6 +41,9 @@ Bootstrap = Callable[[AppContext], Awaitable[None]]
 
 _log = get_logger(__name__)
 
+QUIET_PERIOD = 0.1
+"""Seconds with no contract call in flight after which a stopping server closes gRPC."""
+
 
 @dataclass(frozen=True)
 class ServerHooks:
@@ -185,20 +188,37 @@ class ConveyorServer:
         if grace is None:
             grace = self._settings.shutdown_grace
         _log.info("conveyor stopping", grace=grace)
+        deadline = asyncio.get_running_loop().time() + grace
         self._serving = False
         self._remove_server_json()
         if self._ctx is not None:
+            # From here the interceptor answers new calls UNAVAILABLE (which clients
+            # retry, elsewhere) while the calls in flight finish.
             self._ctx.shutting_down.set()
         drains = []
         if self._grpc is not None:
             await self._grpc.enter_graceful_shutdown()
-            drains.append(self._grpc.stop(grace))
+            drains.append(self._drain_grpc(self._grpc, deadline))
         if self._http is not None:
             drains.append(self._http.stop(grace))
         # Together, so a shutdown takes one grace period rather than one per listener.
         await asyncio.gather(*drains)
         await self._stack.aclose()
         _log.info("conveyor stopped")
+
+    async def _drain_grpc(self, grpc_server: GrpcServer, deadline: float) -> None:
+        """Wait (until `deadline`) for the contract calls in flight, then stop gRPC.
+
+        gRPC's own stop() ends the calls it has received but not yet handed to us with
+        CANCELLED, which no client retries. So the listener stays open, the interceptor
+        answering new calls UNAVAILABLE with RetryInfo, until nothing has been in flight
+        for QUIET_PERIOD: by then the callers are backing off and gRPC holds no call.
+        """
+        if self._ctx is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._ctx.in_flight.wait_quiet(QUIET_PERIOD)
+        await grpc_server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
 
     async def _healthy(self) -> bool:
         return self._serving and self._ctx is not None and self._ctx.database.available

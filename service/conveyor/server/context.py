@@ -49,11 +49,13 @@ class InFlight:
 
     def __init__(self) -> None:
         self.count = 0
+        self.arrivals = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
     def enter(self) -> None:
         self.count += 1
+        self.arrivals += 1
         self._idle.clear()
 
     def leave(self) -> None:
@@ -61,8 +63,14 @@ class InFlight:
         if self.count == 0:
             self._idle.set()
 
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
+    async def wait_quiet(self, period: float) -> None:
+        """Returns once no call has been in flight, and none arrived, for `period` s."""
+        while True:
+            await self._idle.wait()
+            seen = self.arrivals
+            await asyncio.sleep(period)
+            if self.count == 0 and self.arrivals == seen:
+                return
 
 
 @dataclass

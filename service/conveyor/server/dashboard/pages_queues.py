@@ -25,6 +25,7 @@ from conveyor.v1 import (
 )
 
 THROUGHPUT_MINUTES = 10
+RUNNING_DETAIL = 20
 KEEP_ALIVE_SECONDS = 15.0
 _TERMINAL = [
     enums_pb2.TASK_STATE_SUCCEEDED,
@@ -84,6 +85,15 @@ async def queue_page(view: View) -> Response:
         _tasks(view, queue_id, _WAITING, "priority", 200),
         _tasks(view, queue_id, _TERMINAL, "create_time desc", 50),
     )
+    # The list view has no attempts; each running task's own answer carries the progress
+    # its handler reported, the live output shown under it.
+    detailed = await asyncio.gather(
+        *(
+            view.call(view.api.tasks.GetTask, task_service_pb2.GetTaskRequest(name=t.name))
+            for t in running[:RUNNING_DETAIL]
+        )
+    )
+    running = [*detailed, *running[RUNNING_DETAIL:]]
     context = {
         "queue": queue,
         "queue_id": queue_id,

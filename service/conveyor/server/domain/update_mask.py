@@ -9,7 +9,7 @@ a mask it changes exactly the fields present in the request:
 - over REST, the keys of the JSON body (`paths_from_json`): the gateway turns them into
   the mask before it forwards the call, because a key set to its zero value
   (`"max_concurrency": 0`, `"rate_limit": ""`) is present in JSON but not populated in
-  the message, and a JSON `null` clears its field.
+  the message.
 
 Identifier and output-only fields are left out of an implied mask, so sending back a
 resource as it was read changes only what the caller edited; a mask that names them, or

@@ -111,7 +111,7 @@ class Workers:
     async def connect(self, hello: Hello, session: uuid.UUID) -> WorkerRow:
         """Records a Connect stream's worker as connected, held by `session`."""
         async with self._pool.connection() as conn:
-            return await store.connect(
+            row = await store.connect(
                 conn,
                 project=hello.project,
                 id=hello.worker,
@@ -121,6 +121,7 @@ class Workers:
                 sdk_version=hello.sdk_version,
                 session=session,
             )
+        return _known(row, hello.project)
 
     async def seen(self, project: str, worker: str, queues: Sequence[str]) -> None:
         """A LeaseTasks caller is alive (written at most once a second per worker)."""
@@ -133,7 +134,7 @@ class Workers:
             self._seen = {k: s for k, s in self._seen.items() if now - s[0] < _SEEN_THROTTLE}
         self._seen[key] = (now, tuple(queues))
         async with self._pool.connection() as conn:
-            await store.connect(
+            row = await store.connect(
                 conn,
                 project=project,
                 id=worker,
@@ -143,6 +144,9 @@ class Workers:
                 sdk_version="",
                 session=None,
             )
+        if row is None:
+            del self._seen[key]
+        _known(row, project)
 
     async def touch(self, project: str, worker: str, session: uuid.UUID) -> bool:
         """Refreshes a stream's presence; False when the session lost the worker's row."""
@@ -169,3 +173,12 @@ class Workers:
             rows = await store.list_page(conn, project=parsed.project, after=after, limit=limit + 1)
         next_token = paging.encode_token({"id": rows[limit - 1].id}) if len(rows) > limit else ""
         return rows[:limit], next_token
+
+
+def _known(row: WorkerRow | None, project: str) -> WorkerRow:
+    """The worker's row; NOT_FOUND when its project does not exist (only a system key
+    gets this far with such a project)."""
+    if row is None:
+        name = f"projects/{project}"
+        raise NotFound(f"{name} does not exist", metadata={"resource": name})
+    return row

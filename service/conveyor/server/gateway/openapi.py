@@ -5,7 +5,10 @@ GET/DELETE methods list every other request field as a query parameter (dotted f
 nested fields, `deepObject` for maps, exploded arrays for repeated fields), bodies and
 answers are `$ref`s to one schema per message in proto3 JSON form (proto field names,
 enums as their names, 64-bit integers as strings, Timestamp as date-time, Duration as
-`"1.5s"`), and every operation answers 4XX/5XX with application/problem+json.
+`"1.5s"`), and every operation declares the problem statuses it can answer with
+application/problem+json. Requests and answers have their own schema variants where
+they differ (see openapi_schemas), with `required` from field_behavior and the limits
+of openapi_limits.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from google.api import field_behavior_pb2, httpbody_pb2
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from conveyor.server.gateway import problems
-from conveyor.server.gateway.descriptors import behaviors, enum_of, is_map, message_of
+from conveyor.server.gateway.descriptors import behaviors, is_map, message_of
+from conveyor.server.gateway.openapi_limits import path_pattern, resource_patterns
+from conveyor.server.gateway.openapi_schemas import FREEFORM, Mode, Schemas
 from conveyor.server.gateway.routes import Binding
 from conveyor.server.gateway.transcode import SCALAR_WKT
 
@@ -26,61 +31,6 @@ __all__ = ["build_openapi"]
 Schema = dict[str, Any]
 
 _QUERY_DEPTH = 3
-_DURATION = r"^-?[0-9]+(\.[0-9]{1,9})?s$"
-_WKT: dict[str, Schema] = {
-    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
-    "google.protobuf.Duration": {"type": "string", "pattern": _DURATION},
-    "google.protobuf.FieldMask": {
-        "type": "string",
-        "description": "Comma-separated field paths.",
-    },
-    "google.protobuf.Struct": {"type": "object"},
-    "google.protobuf.Value": {"description": "Any JSON value."},
-    "google.protobuf.ListValue": {"type": "array"},
-    "google.protobuf.Empty": {"type": "object", "additionalProperties": False},
-    "google.protobuf.Any": {
-        "type": "object",
-        "properties": {"@type": {"type": "string"}},
-        "required": ["@type"],
-    },
-    "google.protobuf.DoubleValue": {"type": "number"},
-    "google.protobuf.FloatValue": {"type": "number"},
-    "google.protobuf.Int64Value": {"type": "string", "format": "int64", "pattern": r"^-?[0-9]+$"},
-    "google.protobuf.UInt64Value": {"type": "string", "format": "uint64", "pattern": r"^[0-9]+$"},
-    "google.protobuf.Int32Value": {"type": "integer", "format": "int32"},
-    "google.protobuf.UInt32Value": {"type": "integer", "minimum": 0, "maximum": 4294967295},
-    "google.protobuf.BoolValue": {"type": "boolean"},
-    "google.protobuf.StringValue": {"type": "string"},
-    "google.protobuf.BytesValue": {"type": "string", "format": "byte"},
-}
-# Messages whose fields make no sense one by one in a query string.
-_FREEFORM = frozenset(
-    {
-        "google.protobuf.Struct",
-        "google.protobuf.Value",
-        "google.protobuf.ListValue",
-        "google.protobuf.Any",
-        "google.protobuf.Empty",
-    }
-)
-_INT32 = {"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1}
-_SCALARS: dict[int, Schema] = {
-    FieldDescriptor.TYPE_DOUBLE: {"type": "number"},
-    FieldDescriptor.TYPE_FLOAT: {"type": "number"},
-    FieldDescriptor.TYPE_INT32: _INT32,
-    FieldDescriptor.TYPE_SINT32: _INT32,
-    FieldDescriptor.TYPE_SFIXED32: _INT32,
-    FieldDescriptor.TYPE_UINT32: {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
-    FieldDescriptor.TYPE_FIXED32: {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
-    FieldDescriptor.TYPE_INT64: {"type": "string", "format": "int64", "pattern": r"^-?[0-9]+$"},
-    FieldDescriptor.TYPE_SINT64: {"type": "string", "format": "int64", "pattern": r"^-?[0-9]+$"},
-    FieldDescriptor.TYPE_SFIXED64: {"type": "string", "format": "int64", "pattern": r"^-?[0-9]+$"},
-    FieldDescriptor.TYPE_UINT64: {"type": "string", "format": "uint64", "pattern": r"^[0-9]+$"},
-    FieldDescriptor.TYPE_FIXED64: {"type": "string", "format": "uint64", "pattern": r"^[0-9]+$"},
-    FieldDescriptor.TYPE_BOOL: {"type": "boolean"},
-    FieldDescriptor.TYPE_STRING: {"type": "string"},
-    FieldDescriptor.TYPE_BYTES: {"type": "string", "format": "byte"},
-}
 _DOWNLOADS = (
     "text/csv",
     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -151,56 +101,25 @@ def _component_name(full_name: str) -> str:
     return full_name.removeprefix("conveyor.v1.")
 
 
-class _Schemas:
-    """components/schemas, filled as messages and enums are referenced."""
-
-    def __init__(self) -> None:
-        self.components: dict[str, Schema] = {}
-
-    def ref(self, name: str) -> Schema:
-        return {"$ref": f"#/components/schemas/{name}"}
-
-    def enum(self, enum: EnumDescriptor) -> Schema:
-        name = _component_name(enum.full_name)
-        if name not in self.components:
-            self.components[name] = {"type": "string", "enum": [v.name for v in enum.values]}
-        return self.ref(name)
-
-    def message(self, message: Descriptor) -> Schema:
-        if message.full_name in _WKT:
-            return dict(_WKT[message.full_name])
-        name = _component_name(message.full_name)
-        if name not in self.components:
-            self.components[name] = {}  # placeholder: breaks recursion
-            self.components[name] = self.object(message, exclude=())
-        return self.ref(name)
-
-    def object(self, message: Descriptor, exclude: Sequence[str]) -> Schema:
-        properties = {f.name: self.field(f) for f in message.fields if f.name not in exclude}
-        return {"type": "object", "properties": properties, "additionalProperties": False}
-
-    def field(self, field: FieldDescriptor) -> Schema:
-        if is_map(field):
-            value = self.field(message_of(field).fields_by_name["value"])
-            return {"type": "object", "additionalProperties": value}
-        schema = self.single(field)
-        if field.is_repeated:
-            schema = {"type": "array", "items": schema}
-        if field_behavior_pb2.OUTPUT_ONLY in behaviors(field):
-            # JSON Schema 2020-12 (OpenAPI 3.1) allows keywords beside $ref.
-            schema = {**schema, "readOnly": True}
-        return schema
-
-    def single(self, field: FieldDescriptor) -> Schema:
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
-            return self.message(message_of(field))
-        if field.type == FieldDescriptor.TYPE_ENUM:
-            return self.enum(enum_of(field))
-        return dict(_SCALARS[field.type])
+# The problem statuses every operation declares (problems.HTTP_STATUS, less 499: the
+# client that closed the connection reads no answer), and what each means here.
+_ERRORS = {
+    400: "Bad input: the problem's errors[] name the fields.",
+    401: "No or unknown API key.",
+    403: "The key's role or project does not allow it.",
+    404: "The resource (or its project) does not exist.",
+    409: "It already exists, or a concurrent change won.",
+    412: "The resource's state does not allow it (e.g. a stale lease or purge token).",
+    429: "A rate limit or quota; retry_after_seconds says when to retry.",
+    500: "An internal error.",
+    501: "Not implemented yet.",
+    503: "The service (or its database) is unavailable; retry.",
+    504: "The deadline passed.",
+}
 
 
 def _query_parameters(
-    schemas: _Schemas, message: Descriptor, prefix: str, taken: set[str], depth: int = 0
+    schemas: Schemas, message: Descriptor, prefix: str, taken: set[str], depth: int = 0
 ) -> list[Schema]:
     params: list[Schema] = []
     for field in message.fields:
@@ -216,26 +135,59 @@ def _query_parameters(
                         "in": "query",
                         "style": "deepObject",
                         "explode": True,
-                        "schema": schemas.field(field),
+                        "schema": schemas.field(field, Mode.IN),
                     }
                 )
                 continue
             if full_name not in SCALAR_WKT:
-                if not field.is_repeated and depth < _QUERY_DEPTH and full_name not in _FREEFORM:
+                if not field.is_repeated and depth < _QUERY_DEPTH and full_name not in FREEFORM:
                     params.extend(
                         _query_parameters(schemas, message_of(field), name + ".", taken, depth + 1)
                     )
                 continue
-        schema = schemas.field(field)
+        schema = schemas.field(field, Mode.IN)
         schema.pop("readOnly", None)
         param: Schema = {"name": name, "in": "query", "schema": schema}
+        if "description" in schema:
+            param["description"] = schema.pop("description")
+        if not prefix and field_behavior_pb2.REQUIRED in behaviors(field):
+            param["required"] = True
         if field.is_repeated:
             param |= {"style": "form", "explode": True}
         params.append(param)
     return params
 
 
-def _operation(schemas: _Schemas, binding: Binding) -> tuple[str, Schema]:
+def _is_update(binding: Binding) -> bool:
+    """An AIP-134 Update: its body is the resource, patched by update_mask."""
+    fields = binding.method.input_type.fields_by_name
+    mask = fields.get("update_mask")
+    return (
+        mask is not None
+        and mask.type == FieldDescriptor.TYPE_MESSAGE
+        and message_of(mask).full_name == "google.protobuf.FieldMask"
+        and binding.body not in ("", "*")
+    )
+
+
+def _update_mask(resource: Descriptor) -> Schema:
+    """The update_mask of an Update: `*`, or its resource's writable fields, comma-separated
+    (paths inside a message field, such as spec.expression, are accepted too)."""
+    writable = [
+        f.name
+        for f in resource.fields
+        if not {field_behavior_pb2.OUTPUT_ONLY, field_behavior_pb2.IDENTIFIER} & behaviors(f)
+    ]
+    one = "(?:" + "|".join(writable) + ")"
+    return {
+        "type": "string",
+        "pattern": f"^(?:\\*|{one}(?:,{one})*)$",
+        "description": "Fields to change: " + ", ".join(writable) + "; or *. "
+        "Absent: the fields present in the body (AIP-134).",
+    }
+
+
+def _operation(schemas: Schemas, binding: Binding) -> tuple[str, Schema]:
     method = binding.method
     path, path_params = binding.template.openapi()
     parameters: list[Schema] = [
@@ -244,7 +196,7 @@ def _operation(schemas: _Schemas, binding: Binding) -> tuple[str, Schema]:
             "in": "path",
             "required": True,
             "description": f"A segment of `{p.field_path}`.",
-            "schema": {"type": "string", "pattern": "^[^/:]+$"},
+            "schema": {"type": "string", "pattern": path_pattern(p.name)},
         }
         for p in path_params
     ]
@@ -256,18 +208,26 @@ def _operation(schemas: _Schemas, binding: Binding) -> tuple[str, Schema]:
         "summary": f"{method.containing_service.name}.{method.name}",
         "description": f"gRPC `/{method.containing_service.full_name}/{method.name}`.",
     }
+    mode = Mode.PATCH if _is_update(binding) else Mode.IN
     if binding.body == "*":
-        body_schema = schemas.object(request, exclude=tuple(taken))
+        body_schema = schemas.object(request, tuple(taken), mode)
+        body_required = "required" in body_schema
     elif binding.body:
-        body_schema = schemas.field(request.fields_by_name[binding.body])
+        body_field = request.fields_by_name[binding.body]
+        body_schema = schemas.field(body_field, mode)
+        body_required = field_behavior_pb2.REQUIRED in behaviors(body_field)
         taken.add(binding.body)
     if binding.body:
         operation["requestBody"] = {
-            "required": False,
+            "required": body_required,
             "content": {"application/json": {"schema": body_schema}},
         }
     if binding.body != "*":
         parameters.extend(_query_parameters(schemas, request, "", taken))
+    if mode is Mode.PATCH:
+        for param in parameters:
+            if param["name"] == "update_mask":
+                param["schema"] = _update_mask(message_of(request.fields_by_name[binding.body]))
     if method.server_streaming and "after" in request.fields_by_name:
         parameters.append(
             {
@@ -278,15 +238,18 @@ def _operation(schemas: _Schemas, binding: Binding) -> tuple[str, Schema]:
             }
         )
     operation["parameters"] = parameters
-    operation["responses"] = {
-        "200": _success(schemas, binding),
-        "4XX": {"$ref": "#/components/responses/Problem"},
-        "5XX": {"$ref": "#/components/responses/Problem"},
-    }
+    responses: Schema = {"200": _success(schemas, binding)}
+    if method.output_type.full_name == httpbody_pb2.HttpBody.DESCRIPTOR.full_name:
+        responses["204"] = {"description": "Nothing to export."}
+    for status in _ERRORS:
+        responses[str(status)] = {"$ref": f"#/components/responses/Problem{status}"}
+    if binding.body:
+        responses["413"] = {"$ref": "#/components/responses/Problem413"}
+    operation["responses"] = dict(sorted(responses.items()))
     return path, operation
 
 
-def _success(schemas: _Schemas, binding: Binding) -> Schema:
+def _success(schemas: Schemas, binding: Binding) -> Schema:
     method = binding.method
     output = method.output_type
     if output.full_name == httpbody_pb2.HttpBody.DESCRIPTOR.full_name:
@@ -296,7 +259,7 @@ def _success(schemas: _Schemas, binding: Binding) -> Schema:
         }
     if method.server_streaming:
         name = _component_name(output.full_name)
-        schemas.message(output)
+        schemas.message(output, Mode.OUT)
         return {
             "description": (
                 f"A stream of {name}: Server-Sent Events when Accept asks for "
@@ -308,15 +271,27 @@ def _success(schemas: _Schemas, binding: Binding) -> Schema:
             },
         }
     if binding.response_body:
-        schema = schemas.field(output.fields_by_name[binding.response_body])
+        schema = schemas.field(output.fields_by_name[binding.response_body], Mode.OUT)
     else:
-        schema = schemas.message(output)
+        schema = schemas.message(output, Mode.OUT)
     return {"description": "OK", "content": {"application/json": {"schema": schema}}}
+
+
+def _problem_responses() -> dict[str, Schema]:
+    described = {**_ERRORS, 413: "The request body is over the size limit."}
+    return {
+        f"Problem{status}": {
+            "description": f"{description} (RFC 9457 problem details)",
+            "content": {problems.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status, description in sorted(described.items())
+    }
 
 
 def build_openapi(bindings: Sequence[Binding], version: str = "v1") -> dict[str, Any]:
     """The OpenAPI 3.1 document for `bindings`."""
-    schemas = _Schemas()
+    files = {b.method.containing_service.file for b in bindings}
+    schemas = Schemas(resource_patterns(sorted(files, key=lambda f: f.name)))
     paths: dict[str, dict[str, Any]] = {}
     for binding in bindings:
         http_method = binding.http_method.lower()
@@ -324,7 +299,8 @@ def build_openapi(bindings: Sequence[Binding], version: str = "v1") -> dict[str,
             continue
         path, operation = _operation(schemas, binding)
         paths.setdefault(path, {})[http_method] = operation
-    schemas.components["Problem"] = _PROBLEM
+    schemas.add("Problem", _PROBLEM)
+    components = schemas.finish(paths)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -347,15 +323,8 @@ def build_openapi(bindings: Sequence[Binding], version: str = "v1") -> dict[str,
         ),
         "paths": paths,
         "components": {
-            "schemas": dict(sorted(schemas.components.items())),
-            "responses": {
-                "Problem": {
-                    "description": "An error (RFC 9457 problem details).",
-                    "content": {
-                        problems.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
-                    },
-                }
-            },
+            "schemas": components,
+            "responses": _problem_responses(),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -122,8 +122,8 @@ def build_request(
 
 def _imply_update_mask(request: Message, body_field: str, data: Any) -> None:
     """An Update without update_mask changes the fields present in its JSON body
-    (AIP-134): their paths become the mask here, since keys set to zero values or null
-    do not survive into the message (see domain/update_mask.py)."""
+    (AIP-134): their paths become the mask here, since keys set to zero values do not
+    survive into the message (see domain/update_mask.py)."""
     descriptor = cast(Descriptor, request.DESCRIPTOR)
     mask_field = descriptor.fields_by_name.get("update_mask")
     if (
@@ -180,7 +180,7 @@ def _merge_body(request: Message, body_field: str, raw: bytes) -> Any:
         target is request or target.DESCRIPTOR.full_name not in _JSON_ANY
     ):
         raise BadInput.of(prefix or "body", "must be a JSON object")
-    _normalise(data, cast(Descriptor, target.DESCRIPTOR))
+    _normalise(data, cast(Descriptor, target.DESCRIPTOR), f"{prefix}." if prefix else "")
     try:
         json_format.ParseDict(data, target)
     except json_format.ParseError as error:
@@ -221,15 +221,25 @@ def _mask_json(text: str) -> str:
     )
 
 
-def _normalise(data: Any, descriptor: Descriptor) -> None:
+def _normalise(data: Any, descriptor: Descriptor, prefix: str = "") -> None:
     """Rewrites a JSON body in place to what json_format reads: FieldMask strings with
-    proto paths (see _mask_json) and short enum names (see enum_name)."""
+    proto paths (see _mask_json) and short enum names (see enum_name).
+
+    A field set to null is refused: the OpenAPI document types no field as nullable
+    (to leave a field as it is, leave it out; to clear it, send its empty value).
+    """
     if not isinstance(data, dict) or descriptor.full_name in _JSON_ANY:
         return
     for key, value in data.items():
         field = find_field(descriptor, key) if isinstance(key, str) else None
         if field is None:
             continue
+        path = f"{prefix}{field.name}"
+        if value is None and not (
+            field.type == FieldDescriptor.TYPE_MESSAGE
+            and message_of(field).full_name == "google.protobuf.Value"
+        ):
+            raise BadInput.of(path, "is null; leave it out, or give a value")
         if field.type == FieldDescriptor.TYPE_ENUM:
             if isinstance(value, str):
                 data[key] = enum_name(enum_of(field), value) or value
@@ -245,10 +255,10 @@ def _normalise(data: Any, descriptor: Descriptor) -> None:
         elif is_map(field):
             continue
         elif field.is_repeated and isinstance(value, list):
-            for item in value:
-                _normalise(item, message_of(field))
+            for index, item in enumerate(value):
+                _normalise(item, message_of(field), f"{path}[{index}].")
         else:
-            _normalise(value, message_of(field))
+            _normalise(value, message_of(field), f"{path}.")
 
 
 def _scalar(field: FieldDescriptor, name: str, text: str) -> Any:

@@ -82,6 +82,14 @@ def _request_id(metadata: Any) -> str:
     return uuid.uuid4().hex
 
 
+def _shutting_down() -> errors.Unavailable:
+    return errors.Unavailable(
+        "the server is shutting down; retry (another replica will answer)",
+        reason="SHUTTING_DOWN",
+        retry_after=outage.RETRY_AFTER,
+    )
+
+
 class ConveyorInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
@@ -182,6 +190,8 @@ class _Wrapped:
         ctx = self.ctx
         if ctx is None:
             return
+        if ctx.shutting_down.is_set():
+            raise _shutting_down()
         if not ctx.database.available:
             raise outage.unavailable()
 

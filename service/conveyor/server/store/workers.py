@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.errors import ForeignKeyViolation
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -55,22 +56,26 @@ async def connect(
     labels: dict[str, str],
     sdk_version: str,
     session: uuid.UUID | None,
-) -> WorkerRow:
-    """Upserts the worker as connected (worker.connected when it was not)."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            _CONNECT,
-            {
-                "project": project,
-                "id": id,
-                "queues": list(queues),
-                "capacity": capacity,
-                "labels": Jsonb(labels),
-                "sdk_version": sdk_version,
-                "session": session,
-            },
-        )
-        row = await cur.fetchone()
+) -> WorkerRow | None:
+    """Upserts the worker as connected (worker.connected when it was not); None when the
+    project does not exist."""
+    try:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                _CONNECT,
+                {
+                    "project": project,
+                    "id": id,
+                    "queues": list(queues),
+                    "capacity": capacity,
+                    "labels": Jsonb(labels),
+                    "sdk_version": sdk_version,
+                    "session": session,
+                },
+            )
+            row = await cur.fetchone()
+    except ForeignKeyViolation:
+        return None  # workers.project
     assert row is not None, "an upsert returns its row"
     return _row(row)
 
