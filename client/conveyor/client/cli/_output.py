@@ -25,7 +25,10 @@ from conveyor.client.cli._session import session
 
 def to_data(item: Message | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(item, Message):
-        data: dict[str, Any] = message_to_json(item, preserving_proto_field_name=True)
+        # As the REST gateway answers: scalars, lists and maps always present.
+        data: dict[str, Any] = message_to_json(
+            item, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
         return data
     fixed: dict[str, Any] = integral(dict(item))
     return fixed
@@ -193,7 +196,8 @@ class Output:
             table.add_column(style="bold")
             table.add_column(overflow="fold")
             for key, value in data.items():
-                table.add_row(key, _compact(value))
+                if value not in ("", [], {}, None):
+                    table.add_row(key, _compact(value))
             self._print(table)
 
     def many(self, items: Iterable[Message | Mapping[str, Any]], kind: str) -> None:
