@@ -5,8 +5,8 @@ The layers are the data below, top first. A unit is a top-level module or folder
 conveyor.server (`rpc/`, `app.py`, ...); a module may import its own unit and any unit
 in a later layer, nothing else. The client never imports the server at module level
 (its `serve` command may start the server from inside a function); the server may use
-the client, which is the base install it always has (one JSON rule, for example). There is no list of
-exceptions: an arrow that needs one is a design change, made here with its reason.
+the client, the base install it always has (one JSON rule, for example). There is no
+list of exceptions: an arrow that needs one is a design change, made here with its reason.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("app", "migrate_cli"),
     ("dashboard",),
     ("gateway", "grpc_server", "http_server"),
+    ("reflection",),
     # gateway -> rpc -> streams -> loops -> domain -> store (DESIGN.md).
     ("rpc",),
     ("events",),
