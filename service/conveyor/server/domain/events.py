@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import psycopg
-from google.protobuf import json_format
 
+from conveyor.client._json import from_struct
 from conveyor.server.domain import names, paging
 from conveyor.server.domain.events_filter import EventMatcher, parse_event_filter
 from conveyor.server.errors import InvalidArgument, NotFound, Violations
@@ -113,8 +113,7 @@ def check_published(v: Violations, event: event_pb2.Event) -> dict[str, Any]:
     if event.data.ByteSize() > MAX_DATA_BYTES:
         v.add("event.data", f"must be at most {MAX_DATA_BYTES} bytes (64 KiB)")
         return {}
-    data: dict[str, Any] = json_format.MessageToDict(event.data)
-    return data
+    return from_struct(event.data)
 
 
 class Events:

@@ -81,7 +81,7 @@ inserted AS (
 ),
 event AS (
     INSERT INTO events (project, type, subject, task)
-    SELECT project, 'task.created', 'projects/' || project || '/tasks/' || id, to_jsonb(inserted)
+    SELECT project, 'task.created', 'projects/' || project || '/tasks/' || id, conveyor_task_change(ROW(inserted.*)::tasks, true)
     FROM inserted
     ORDER BY id
 ),
