@@ -46,7 +46,11 @@ class KeyRow:
 async def get_grant(conn: AsyncConnection[Any], key_id: str) -> KeyGrant | None:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_GET, {"id": key_id})
-        row = await cur.fetchone()
+        return grant_of(await cur.fetchone())
+
+
+def grant_of(row: dict[str, Any] | None) -> KeyGrant | None:
+    """A KeyGrant from a row with id, project, role, system and secret_hash."""
     if row is None:
         return None
     return KeyGrant(
