@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("registry",),
     ("event_wiring",),
     # The runtime: processes, listeners, the HTTP face.
-    ("app", "migrate_cli"),
+    ("app", "migrate_cli", "admin_key"),
     ("dashboard",),
     ("gateway", "grpc_server", "http_server"),
     # gateway -> rpc -> streams -> loops -> domain -> store (DESIGN.md).
@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, ...]] = [
     # Leaves everything may import.
     ("states",),
     ("errors",),
-    ("embedded", "settings"),
+    ("embedded", "settings", "datadir"),
     ("logging", "address"),
 ]
 RANK = {unit: rank for rank, layer in enumerate(LAYERS) for unit in layer}
