@@ -63,6 +63,10 @@ class Settings:
     """Seconds events are kept; env accepts seconds or 90s, 30m, 12h, 7d."""
     gateway_target: str | None = None
     """gRPC target the REST gateway calls (e.g. `grpc.internal:50051`); None: this process."""
+    process_slot: int | None = None
+    """Set in the processes of `conveyor serve --processes N` (server/processes.py): the
+    listeners share their ports (SO_REUSEPORT) and the addresses go to
+    processes/<slot>.json, the supervisor writing the one server.json."""
 
     def __post_init__(self) -> None:
         for name in ("grpc_address", "http_address"):
