@@ -104,7 +104,8 @@ def pytest_terminal_summary(
     terminalreporter.section("drill figures")
     for name, text in _figures:
         terminalreporter.write_line(f"{name}: {text}")
-    if config.getoption("--full") and not getattr(config.option, "collectonly", False):
+    # Only a whole full run speaks for the drills: not a -k selection of them.
+    if config.getoption("--full") and not config.option.keyword:
         _write_readme(config)
 
 

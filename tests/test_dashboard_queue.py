@@ -87,6 +87,13 @@ async def test_a_task_appears_starts_and_finishes_on_the_open_page(
                 f"[data-pane=completed] tr[data-task='{short(second.name)}'] .s-succeeded"
             ).wait_for()
             assert await page.evaluate("window.notReloaded") is True
+
+            # The overview counts them in its throughput chart (finished per minute).
+            await page.goto(server.http_base_url + "/")
+            chart = page.locator("tr[data-queue='live'] svg.spark")
+            label = await chart.get_attribute("aria-label") or ""
+            per_minute = [int(n) for n in label.split(":")[1].split(",")]
+            assert sum(per_minute) == 2
         finally:
             for gate in gates.values():
                 gate.set()

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from conveyor.server.app import run_server
+from conveyor.server.datadir import DataDirInUse
 from conveyor.server.processes import process_count, run_processes
 from conveyor.server.services import default_hooks
 from conveyor.server.settings import LOG_LEVELS, Settings
@@ -68,17 +69,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         count = process_count(args.processes)
     except ValueError as exc:
         parser.error(str(exc))
-    if count > 1 and settings.process_slot is None:
-        return run_processes(settings, count, os.environ)
-    hooks = default_hooks()
-    asyncio.run(
-        run_server(
-            settings,
-            register=hooks.register,
-            interceptors=hooks.interceptors,
-            bootstrap=hooks.bootstrap,
+    try:
+        if count > 1 and settings.process_slot is None:
+            return run_processes(settings, count, os.environ)
+        hooks = default_hooks()
+        asyncio.run(
+            run_server(
+                settings,
+                register=hooks.register,
+                interceptors=hooks.interceptors,
+                bootstrap=hooks.bootstrap,
+            )
         )
-    )
+    except DataDirInUse as refused:
+        print(f"conveyor serve: {refused}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -33,6 +33,7 @@ import time
 from collections.abc import Mapping
 
 from conveyor.server.address import format_address, parse_address
+from conveyor.server.datadir import DataDirLock
 from conveyor.server.embedded import EmbeddedPostgres
 from conveyor.server.logging import configure_logging, get_logger
 from conveyor.server.settings import Settings
@@ -182,6 +183,16 @@ def run_processes(settings: Settings, count: int, environ: Mapping[str, str]) ->
     """Runs `count` server processes until SIGTERM or SIGINT; returns the exit code."""
     configure_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # One server per data directory: the supervisor holds the lock for its processes.
+    lock = DataDirLock(settings.data_dir)
+    lock.acquire()
+    try:
+        return _supervise(settings, count, environ)
+    finally:
+        lock.release()
+
+
+def _supervise(settings: Settings, count: int, environ: Mapping[str, str]) -> int:
     supervisor = _Supervisor(settings, count, environ)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, supervisor.on_signal)

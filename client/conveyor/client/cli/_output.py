@@ -15,36 +15,23 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
-from google.protobuf import json_format
 from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 
+from conveyor.client._json import integral, message_to_json
 from conveyor.client.cli._session import session
-
-_MAX_EXACT = 2**53
 
 
 def to_data(item: Message | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(item, Message):
         # As the REST gateway answers: scalars, lists and maps always present.
-        data = json_format.MessageToDict(
+        data: dict[str, Any] = message_to_json(
             item, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
-    else:
-        data = dict(item)
-    fixed: dict[str, Any] = _integral(data)
+        return data
+    fixed: dict[str, Any] = integral(dict(item))
     return fixed
-
-
-def _integral(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) <= _MAX_EXACT:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
 
 
 def _enum(prefix: str) -> Callable[[Any], str]:

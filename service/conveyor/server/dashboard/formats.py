@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from jinja2 import Environment
 
+from conveyor.client._json import message_to_json
 from conveyor.v1 import command_pb2, enums_pb2, schedule_pb2, task_pb2, worker_pb2
 
 # Enum value -> short name ("RUNNING"), per enum type, without the type's prefix.
@@ -78,29 +78,18 @@ def duration(value: Duration | None) -> str:
     return seconds_text(value.seconds + value.nanos / 1e9)
 
 
-def _plain(data: Any) -> Any:
-    """JSON from a Struct, with whole numbers shown as integers (Struct keeps doubles)."""
-    if isinstance(data, float) and data.is_integer():
-        return int(data)
-    if isinstance(data, dict):
-        return {k: _plain(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_plain(v) for v in data]
-    return data
-
-
 def to_json(value: Message | None, indent: int | None = 2) -> str:
     """A Value, Struct or any message as JSON ("" when empty)."""
     if value is None or not value.ByteSize():
         return ""
-    return json.dumps(_plain(json_format.MessageToDict(value)), indent=indent, sort_keys=True)
+    return json.dumps(message_to_json(value), indent=indent, sort_keys=True)
 
 
 def lines(value: Message | None) -> str:
     """A Struct as `key: value` lines, the way a progress report reads as output."""
     if value is None or not value.ByteSize():
         return ""
-    data = _plain(json_format.MessageToDict(value))
+    data = message_to_json(value)
     if not isinstance(data, dict):
         return json.dumps(data)
     return "\n".join(

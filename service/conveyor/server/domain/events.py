@@ -14,12 +14,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import psycopg
-from google.protobuf import json_format
-
+from conveyor.client._json import from_struct
 from conveyor.server.domain import names, paging
 from conveyor.server.domain.events_filter import EventMatcher, parse_event_filter
-from conveyor.server.errors import InvalidArgument, NotFound, Violations
+from conveyor.server.errors import InvalidArgument, Violations
 from conveyor.server.store import events as store
 from conveyor.server.store.db import Pool
 from conveyor.server.store.events import EventRow
@@ -113,8 +111,7 @@ def check_published(v: Violations, event: event_pb2.Event) -> dict[str, Any]:
     if event.data.ByteSize() > MAX_DATA_BYTES:
         v.add("event.data", f"must be at most {MAX_DATA_BYTES} bytes (64 KiB)")
         return {}
-    data: dict[str, Any] = json_format.MessageToDict(event.data)
-    return data
+    return from_struct(event.data)
 
 
 class Events:
@@ -131,13 +128,10 @@ class Events:
             raise AssertionError("unreachable")
         data = check_published(v, event)
         v.raise_if_any()
-        try:
-            async with self._pool.connection() as conn:
-                return await store.publish(
-                    conn, project=project, type=event.type, subject=event.subject, data=data
-                )
-        except psycopg.errors.ForeignKeyViolation:
-            raise NotFound(f"projects/{project} does not exist") from None
+        async with self._pool.connection() as conn:
+            return await store.publish(
+                conn, project=project, type=event.type, subject=event.subject, data=data
+            )
 
     async def list_page(
         self,

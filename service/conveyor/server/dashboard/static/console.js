@@ -39,6 +39,11 @@
     }
   });
 
+  document.addEventListener("change", function (e) {
+    var form = e.target.closest("form[data-autosubmit]");
+    if (form) form.submit();
+  });
+
   document.addEventListener("submit", function (e) {
     var form = e.target;
     if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) e.preventDefault();
