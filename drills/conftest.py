@@ -51,7 +51,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # A drill taking `setup` runs once per dispatch path (drillkit.drill.SETUPS).
     if "setup" in metafunc.fixturenames:
-        names = list(SETUPS) if metafunc.config.getoption("--full") else list(SHORT_SETUPS)
+        short = getattr(metafunc.function, "short_setups", SHORT_SETUPS)
+        names = list(SETUPS) if metafunc.config.getoption("--full") else list(short)
         metafunc.parametrize("setup", [SETUPS[name] for name in names], ids=names)
 
 

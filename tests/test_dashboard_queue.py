@@ -158,3 +158,16 @@ async def test_purge_shows_the_depth_and_sends_its_confirm_token(
         await page.get_by_role("button", name="Purge 4 tasks").click()
         await page.get_by_role("status").filter(has_text="Purged 4 queued tasks.").wait_for()
         assert (await ops.get_queue("bulk")).stats.queued == 0
+
+
+async def test_the_overview_follows_the_event_stream(
+    server: ConveyorServer, keys: dict[str, str], signed_in: Any
+) -> None:
+    async with clients(server, keys) as (ops, _work):
+        page = await signed_in("viewer")
+        await page.locator("#live[data-connected='1']").wait_for(state="attached")
+        await page.evaluate("window.notReloaded = true")
+        await ops.create_task("email.send", {}, queue="brand-new")
+        row = page.locator("tr[data-queue='brand-new']")
+        await row.wait_for()
+        assert await page.evaluate("window.notReloaded") is True

@@ -31,13 +31,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from conveyor.server.address import format_address, parse_address
 from conveyor.server.datadir import DataDirLock
-from conveyor.server.embedded import EmbeddedPostgres
+from conveyor.server.embedded_install import embedded_postgres
 from conveyor.server.logging import configure_logging, get_logger
 from conveyor.server.settings import Settings
 from conveyor.server.store.migrate import migrate
+
+if TYPE_CHECKING:
+    from conveyor.server.embedded import EmbeddedPostgres
 
 __all__ = ["process_count", "run_processes"]
 
@@ -202,7 +206,7 @@ def _supervise(settings: Settings, count: int, environ: Mapping[str, str]) -> in
     try:
         database_url = settings.database_url
         if database_url is None:
-            embedded = EmbeddedPostgres(settings.data_dir)
+            embedded = embedded_postgres(settings.data_dir)
             database_url = embedded.start()
         # Once here rather than N times under the migration lock.
         asyncio.run(migrate(database_url))

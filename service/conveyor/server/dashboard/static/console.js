@@ -80,7 +80,7 @@
     }
     function schedule() {
       clearTimeout(timer);
-      timer = setTimeout(refresh, 150);
+      timer = setTimeout(refresh, Number(box.dataset.debounce || 150));
     }
     if (box.dataset.events && window.EventSource) {
       var source = new EventSource(box.dataset.events);
