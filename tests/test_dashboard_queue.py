@@ -87,6 +87,13 @@ async def test_a_task_appears_starts_and_finishes_on_the_open_page(
                 f"[data-pane=completed] tr[data-task='{short(second.name)}'] .s-succeeded"
             ).wait_for()
             assert await page.evaluate("window.notReloaded") is True
+
+            # The overview counts them in its throughput chart (finished per minute).
+            await page.goto(server.http_base_url + "/")
+            chart = page.locator("tr[data-queue='live'] svg.spark")
+            label = await chart.get_attribute("aria-label") or ""
+            per_minute = [int(n) for n in label.split(":")[1].split(",")]
+            assert sum(per_minute) == 2
         finally:
             for gate in gates.values():
                 gate.set()
@@ -151,3 +158,16 @@ async def test_purge_shows_the_depth_and_sends_its_confirm_token(
         await page.get_by_role("button", name="Purge 4 tasks").click()
         await page.get_by_role("status").filter(has_text="Purged 4 queued tasks.").wait_for()
         assert (await ops.get_queue("bulk")).stats.queued == 0
+
+
+async def test_the_overview_follows_the_event_stream(
+    server: ConveyorServer, keys: dict[str, str], signed_in: Any
+) -> None:
+    async with clients(server, keys) as (ops, _work):
+        page = await signed_in("viewer")
+        await page.locator("#live[data-connected='1']").wait_for(state="attached")
+        await page.evaluate("window.notReloaded = true")
+        await ops.create_task("email.send", {}, queue="brand-new")
+        row = page.locator("tr[data-queue='brand-new']")
+        await row.wait_for()
+        assert await page.evaluate("window.notReloaded") is True

@@ -45,6 +45,7 @@ class EventServiceStub:
     15 s without events) whose `id` is the stream's cursor: every matching
     event up to it has been sent, so a client resumes from the largest id it
     received, keep-alive or not.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     ListEvents: _grpc.UnaryUnaryMultiCallable[_event_pb2.ListEventsRequest, _event_pb2.ListEventsResponse]
     """ListEvents returns one page of the event log, oldest first; returns
@@ -54,6 +55,8 @@ class EventServiceStub:
     """PublishEvent appends a custom event (it may fire EVENT schedules) and
     returns it; returns INVALID_ARGUMENT for a reserved type prefix or data
     over 64 KiB.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
 
 @_typing.type_check_only
@@ -73,6 +76,7 @@ class EventServiceAsyncStub(EventServiceStub):
     15 s without events) whose `id` is the stream's cursor: every matching
     event up to it has been sent, so a client resumes from the largest id it
     received, keep-alive or not.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     ListEvents: _aio.UnaryUnaryMultiCallable[_event_pb2.ListEventsRequest, _event_pb2.ListEventsResponse]  # type: ignore[assignment]
     """ListEvents returns one page of the event log, oldest first; returns
@@ -82,6 +86,8 @@ class EventServiceAsyncStub(EventServiceStub):
     """PublishEvent appends a custom event (it may fire EVENT schedules) and
     returns it; returns INVALID_ARGUMENT for a reserved type prefix or data
     over 64 KiB.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
 
 class EventServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -104,6 +110,7 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
         15 s without events) whose `id` is the stream's cursor: every matching
         event up to it has been sent, so a client resumes from the largest id it
         received, keep-alive or not.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -125,6 +132,8 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
         """PublishEvent appends a custom event (it may fire EVENT schedules) and
         returns it; returns INVALID_ARGUMENT for a reserved type prefix or data
         over 64 KiB.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
 def add_EventServiceServicer_to_server(servicer: EventServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

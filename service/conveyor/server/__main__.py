@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from conveyor.server.app import run_server
+from conveyor.server.datadir import DataDirInUse
 from conveyor.server.services import default_hooks
 from conveyor.server.settings import LOG_LEVELS, Settings
 
@@ -58,14 +59,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     hooks = default_hooks()
-    asyncio.run(
-        run_server(
-            settings,
-            register=hooks.register,
-            interceptors=hooks.interceptors,
-            bootstrap=hooks.bootstrap,
+    try:
+        asyncio.run(
+            run_server(
+                settings,
+                register=hooks.register,
+                interceptors=hooks.interceptors,
+                bootstrap=hooks.bootstrap,
+            )
         )
-    )
+    except DataDirInUse as refused:
+        print(f"conveyor serve: {refused}", file=sys.stderr)
+        return 1
     return 0
 
 

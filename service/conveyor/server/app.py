@@ -22,6 +22,7 @@ import grpc
 from conveyor.server.address import connectable_host, format_address, parse_address
 from conveyor.server.context import AppContext
 from conveyor.server.dashboard import Dashboard
+from conveyor.server.datadir import DataDirLock
 from conveyor.server.embedded import EmbeddedPostgres
 from conveyor.server.gateway.app import build_http_app
 from conveyor.server.gateway.dispatch import Gateway
@@ -123,6 +124,10 @@ class ConveyorServer:
         settings = self._settings
         configure_logging(settings.log_level)
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # First, before the embedded PostgreSQL or server.json are touched.
+        lock = DataDirLock(settings.data_dir)
+        lock.acquire()
+        self._stack.callback(lock.release)
 
         database_url = settings.database_url
         if database_url is None:

@@ -44,13 +44,14 @@ async def overview(view: View) -> Response:
     listed = await view.call(
         view.api.queues.ListQueues, queue_pb2.ListQueuesRequest(parent=view.parent, page_size=1000)
     )
-    return view.render(
-        "queues.html",
-        queues=list(listed.queues),
-        throughput=await _throughput(view),
-        minutes=THROUGHPUT_MINUTES,
-        webhooks=await webhook_block(view),
-    )
+    context = {
+        "queues": list(listed.queues),
+        "throughput": await _throughput(view),
+        "minutes": THROUGHPUT_MINUTES,
+    }
+    if view.request.query_params.get("fragment"):
+        return view.render("queues_live.html", **context)
+    return view.render("queues.html", webhooks=await webhook_block(view), **context)
 
 
 async def _throughput(view: View) -> dict[str, list[int]]:

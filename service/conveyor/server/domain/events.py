@@ -14,8 +14,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import psycopg
-
 from conveyor.client._json import from_struct
 from conveyor.server.domain import names, paging, request_ids
 from conveyor.server.domain.events_filter import EventMatcher, parse_event_filter
@@ -137,23 +135,18 @@ class Events:
         data = check_published(v, event)
         request_ids.check(v, request_id)
         v.raise_if_any()
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                earlier = await request_ids.claim(
-                    conn, project, "PublishEvent", request_id, request_hash
-                )
-                if earlier is not None:
-                    found = await store.get(conn, project, int(earlier))
-                    if found is None:
-                        raise NotFound(f"event {earlier} no longer exists (pruned)")
-                    return found
-                row = await store.publish(
-                    conn, project=project, type=event.type, subject=event.subject, data=data
-                )
-                await request_ids.made(conn, project, "PublishEvent", request_id, str(row.id))
-                return row
-        except psycopg.errors.ForeignKeyViolation:
-            raise NotFound(f"projects/{project} does not exist") from None
+        async with self._pool.connection() as conn, conn.transaction():
+            earlier = await request_ids.claim(conn, project, "PublishEvent", request_id, request_hash)
+            if earlier is not None:
+                found = await store.get(conn, project, int(earlier))
+                if found is None:
+                    raise NotFound(f"event {earlier} no longer exists (pruned)")
+                return found
+            row = await store.publish(
+                conn, project=project, type=event.type, subject=event.subject, data=data
+            )
+            await request_ids.made(conn, project, "PublishEvent", request_id, str(row.id))
+            return row
 
     async def list_page(
         self,

@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 from conveyor.server.store import sql
 from conveyor.server.store.db import Pool
 from conveyor.server.store.task_rows import TaskRow
+from conveyor.server.store.wrap import wrap_exceptions
 
 __all__ = [
     "EventRow",
@@ -137,9 +138,10 @@ async def live_position(pool: Pool) -> int:
 async def publish(
     conn: AsyncConnection[Any], *, project: str, type: str, subject: str, data: dict[str, Any]
 ) -> EventRow:
-    cur = await conn.execute(
-        _PUBLISH, {"project": project, "type": type, "subject": subject, "data": Jsonb(data)}
-    )
+    with wrap_exceptions(project):
+        cur = await conn.execute(
+            _PUBLISH, {"project": project, "type": type, "subject": subject, "data": Jsonb(data)}
+        )
     record = await cur.fetchone()
     assert record is not None
     return EventRow(project, *record)
