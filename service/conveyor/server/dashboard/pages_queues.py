@@ -7,6 +7,7 @@ import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
@@ -44,7 +45,7 @@ async def overview(view: View) -> Response:
     listed = await view.call(
         view.api.queues.ListQueues, queue_pb2.ListQueuesRequest(parent=view.parent, page_size=1000)
     )
-    context = {
+    context: dict[str, Any] = {
         "queues": list(listed.queues),
         "throughput": await _throughput(view),
         "minutes": THROUGHPUT_MINUTES,
