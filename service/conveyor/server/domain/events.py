@@ -136,7 +136,9 @@ class Events:
         request_ids.check(v, request_id)
         v.raise_if_any()
         async with self._pool.connection() as conn, conn.transaction():
-            earlier = await request_ids.claim(conn, project, "PublishEvent", request_id, request_hash)
+            earlier = await request_ids.claim(
+                conn, project, "PublishEvent", request_id, request_hash
+            )
             if earlier is not None:
                 found = await store.get(conn, project, int(earlier))
                 if found is None:
