@@ -78,6 +78,9 @@ async def test_tasks_create_get_list_cancel(
     assert code == 0 and json.loads(out) == []
     code, out, _ = await _cli(capsys, server, op, "-o", "yaml", "tasks", "list", "--limit", "1")
     assert code == 0 and out.startswith("- name: projects/alpha/tasks/")
+    code, out, _ = await _cli(capsys, server, op, "tasks", "list", "-o", "name")
+    assert code == 0 and out.split() == sorted(out.split())
+    assert created["name"] in out.split() and len(out.split()) == 2
     code, out, _ = await _cli(capsys, server, op, "tasks", "list", "-o", "wide")
     assert code == 0 and "BLOCKED" in out and "email.send" in out
 

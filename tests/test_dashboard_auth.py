@@ -12,7 +12,7 @@ import psycopg
 
 from conveyor.client import AsyncClient
 from conveyor.server.app import ConveyorServer
-from conveyor.v1 import project_pb2
+from conveyor.v1 import enums_pb2, project_pb2
 
 QUEUE_CONTROLS = re.compile(r"^(Pause|Resume|Purge|Cancel|Approve|Reject|Rotate|Save)$")
 
@@ -204,3 +204,23 @@ async def test_webhook_block_saves_the_url_and_shows_a_rotated_secret_once(
     operator = await signed_in("operator")
     await operator.goto(server.http_base_url + "/ui/webhooks")
     assert await operator.get_by_role("button", name="Rotate").count() == 0
+
+
+async def test_deleting_the_key_ends_its_sessions(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    async with AsyncClient(server.grpc_target, api_key=keys["admin"], project="alpha") as admin:
+        key = await admin.create_api_key("projects/alpha", enums_pb2.ROLE_OPERATOR)
+        async with httpx.AsyncClient(base_url=server.http_base_url) as http:
+            form = await http.get("/ui/sign-in")
+            token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert token is not None
+            signed = await http.post(
+                "/ui/sign-in", data={"csrf": token.group(1), "api_key": key.secret}
+            )
+            assert signed.status_code == 303
+            assert (await http.get("/")).status_code == 200
+            await admin.delete_api_key(key.name)
+            ended = await http.get("/")
+            assert ended.status_code == 303
+            assert ended.headers["location"].startswith("/ui/sign-in")

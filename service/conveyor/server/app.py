@@ -23,7 +23,7 @@ from conveyor.server.address import connectable_host, format_address, parse_addr
 from conveyor.server.context import AppContext
 from conveyor.server.dashboard import Dashboard
 from conveyor.server.datadir import DataDirLock
-from conveyor.server.embedded import EmbeddedPostgres
+from conveyor.server.embedded_install import embedded_postgres
 from conveyor.server.gateway.app import build_http_app
 from conveyor.server.gateway.dispatch import Gateway
 from conveyor.server.grpc_server import GrpcServer, Register
@@ -131,7 +131,7 @@ class ConveyorServer:
 
         database_url = settings.database_url
         if database_url is None:
-            embedded = EmbeddedPostgres(settings.data_dir)
+            embedded = embedded_postgres(settings.data_dir)
             # Pushed before starting: a start that fails halfway still gets stopped.
             self._stack.push_async_callback(asyncio.to_thread, embedded.stop)
             database_url = await asyncio.to_thread(embedded.start)

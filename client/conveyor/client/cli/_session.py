@@ -19,7 +19,7 @@ import click
 from conveyor.client._client import Client
 from conveyor.client._local import DEFAULT_GRPC_TARGET, default_data_dir, read_server_addresses
 
-OUTPUTS = ("table", "wide", "json", "yaml")
+OUTPUTS = ("table", "wide", "json", "yaml", "name")
 
 
 @dataclass
@@ -170,7 +170,8 @@ def global_options() -> list[click.Parameter]:
             type=click.Choice(OUTPUTS, case_sensitive=False),
             expose_value=False,
             callback=_store("output"),
-            help="table (default on a terminal), wide, json (default otherwise) or yaml",
+            help="table (default on a terminal), wide, json (default otherwise), yaml, "
+            "or name (resource names only, one a line, for scripts)",
         ),
     ]
 
