@@ -44,6 +44,8 @@ LAYERS: list[tuple[str, ...]] = [
     # Leaves everything may import.
     ("states",),
     ("errors",),
+    # Loads the embedded PostgreSQL only when asked for (the `postgres` extra).
+    ("embedded_install",),
     ("embedded", "settings", "datadir"),
     ("logging", "address"),
 ]
