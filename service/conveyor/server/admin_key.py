@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from conveyor.server.domain.keys import reset_bootstrap_key
-from conveyor.server.embedded import EmbeddedPostgres
+from conveyor.server.embedded_install import embedded_postgres
 from conveyor.server.settings import Settings
 from conveyor.server.store import server_secrets
 from conveyor.server.store.db import open_pool
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedded = None
     url = settings.database_url
     if url is None:
-        embedded = EmbeddedPostgres(settings.data_dir)
+        embedded = embedded_postgres(settings.data_dir)
         url = embedded.start()
     try:
         name, revoked = asyncio.run(_reset(url, settings.data_dir))

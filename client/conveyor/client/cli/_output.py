@@ -3,7 +3,8 @@
 One object prints as itself (a field/value table on a terminal); a list prints as one
 JSON array (`-o json`), one YAML list, or a table with a row per item; a stream
 (`watch`) prints one JSON object per line (NDJSON), or one table row per line on a
-terminal. Messages become the proto JSON mapping with proto field names, and integral
+terminal. `-o name` prints only resource names, one a line (`TASK=$(conveyor tasks
+create k -o name)`). Messages become the proto JSON mapping with proto field names, and integral
 numbers inside Struct/Value fields print as integers (protobuf keeps them as doubles).
 """
 
@@ -35,7 +36,11 @@ def to_data(item: Message | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _enum(prefix: str) -> Callable[[Any], str]:
-    return lambda value: str(value or "").removeprefix(prefix)
+    def short(value: Any) -> str:
+        text = str(value or "")
+        return "" if text.endswith("_UNSPECIFIED") else text.removeprefix(prefix)
+
+    return short
 
 
 def _short(value: Any) -> str:
@@ -187,7 +192,9 @@ class Output:
 
     def one(self, item: Message | Mapping[str, Any]) -> None:
         data = to_data(item)
-        if self.format == "json":
+        if self.format == "name":
+            self._write(str(data.get("name", "")))
+        elif self.format == "json":
             self._write(json.dumps(data, indent=2))
         elif self.format == "yaml":
             self._write(yaml.safe_dump(data, sort_keys=False))
@@ -202,7 +209,10 @@ class Output:
 
     def many(self, items: Iterable[Message | Mapping[str, Any]], kind: str) -> None:
         rows = [to_data(item) for item in items]
-        if self.format == "json":
+        if self.format == "name":
+            if rows:
+                self._write("\n".join(str(row.get("name", "")) for row in rows))
+        elif self.format == "json":
             self._write(json.dumps(rows, indent=2))
         elif self.format == "yaml":
             self._write(yaml.safe_dump(rows, sort_keys=False) if rows else "[]")
@@ -234,6 +244,8 @@ class Output:
             self._write("  ".join(_cell(data, c) for c in columns))
         elif self.format == "yaml":
             self._write(yaml.safe_dump([data], sort_keys=False))
+        elif self.format == "name":
+            self._write(str(data.get("name") or data.get("id", "")))
         else:
             self._write(json.dumps(data, separators=(",", ":")))
 
