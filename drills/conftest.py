@@ -51,7 +51,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # A drill taking `setup` runs once per dispatch path (drillkit.drill.SETUPS).
     if "setup" in metafunc.fixturenames:
-        names = list(SETUPS) if metafunc.config.getoption("--full") else list(SHORT_SETUPS)
+        short = getattr(metafunc.function, "short_setups", SHORT_SETUPS)
+        names = list(SETUPS) if metafunc.config.getoption("--full") else list(short)
         metafunc.parametrize("setup", [SETUPS[name] for name in names], ids=names)
 
 
@@ -104,7 +105,8 @@ def pytest_terminal_summary(
     terminalreporter.section("drill figures")
     for name, text in _figures:
         terminalreporter.write_line(f"{name}: {text}")
-    if config.getoption("--full") and not getattr(config.option, "collectonly", False):
+    # Only a whole full run speaks for the drills: not a -k selection of them.
+    if config.getoption("--full") and not config.option.keyword:
         _write_readme(config)
 
 

@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 from drillkit.checker import count_not_terminal
-from drillkit.drill import KIND, PROJECT, Drill, Figure, Scale, Setup
+from drillkit.drill import KIND, PROJECT, Drill, Figure, Scale, Setup, short_setups
 
 from conveyor.client import Client, ConveyorError
 
@@ -19,6 +19,8 @@ BATCH = 8
 """Tasks a batched unary worker leases per call and reports per ReportTasks."""
 
 
+# The short form kills a replica of several processes too: the fault --processes changes most.
+@short_setups("batched", "processes-2")
 def test_replica_killed_mid_drain_then_restarted(
     drill: Drill, scale: Scale, setup: Setup, figure: Figure
 ) -> None:

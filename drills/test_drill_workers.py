@@ -92,3 +92,44 @@ def test_frozen_worker_reports_late_and_is_refused(drill: Drill, figure: Figure)
     assert task.result.struct_value.fields["lease_id"].string_value == attempts[1][1]
     assert verdict.ok, verdict.explain()
     assert verdict.reruns == 1
+
+
+def test_frozen_stream_worker_reports_late_and_is_refused(
+    drill: Drill, setup: Setup, figure: Figure
+) -> None:
+    """The same with the SDK's stream worker: frozen, its heartbeats stop and its lease
+    expires; resumed, the report it sends on its stream (or, if the stream is gone, by the
+    unary fallback) is refused, and the new attempt's result stands."""
+    setup.require()
+    replica = drill.replica("a", processes=setup.processes)
+    frozen = drill.worker(
+        replica, concurrency=1, work=3.0, lease_duration=1.0, batches=setup.batches
+    )
+    with drill.client(replica) as client:
+        [task_id] = drill.create_tasks(client, 1)
+    [(_, first_lease, _)] = until(
+        lambda: _attempts(drill.database_url, task_id), 60, "the first lease"
+    )
+    frozen.signal(signal.SIGSTOP)
+    until(
+        lambda: _attempts(drill.database_url, task_id)[0][2] == "LEASE_EXPIRED",
+        60,
+        "the frozen worker's lease to expire",
+    )
+    drill.worker(replica, concurrency=1, work=0.01, lease_duration=10.0, batches=setup.batches)
+    assert drill.wait_terminal([task_id], timeout=60) == 0
+    frozen.signal(signal.SIGCONT)
+    late = until(
+        lambda: [r for r in drill.reports() if r[0] == task_id], 60, "the late report's refusal"
+    )
+    attempts = _attempts(drill.database_url, task_id)
+    with drill.client(replica) as client:
+        task = client.get_task(task_id)
+    verdict = drill.check([task_id])
+    figure(f"late report {late[0][2]}; {verdict.figure()}")
+    assert late == [(task_id, "-", "refused")]
+    assert [(a[0], a[2]) for a in attempts] == [(1, "LEASE_EXPIRED"), (2, "SUCCEEDED")]
+    assert task.result.struct_value.fields["lease_id"].string_value == attempts[1][1]
+    assert first_lease != attempts[1][1]
+    assert verdict.ok, verdict.explain()
+    assert verdict.reruns == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from typing import Any
@@ -11,6 +12,7 @@ import psycopg
 
 from conveyor.client import AsyncClient
 from conveyor.server.app import ConveyorServer
+from conveyor.v1 import enums_pb2, project_pb2
 
 QUEUE_CONTROLS = re.compile(r"^(Pause|Resume|Purge|Cancel|Approve|Reject|Rotate|Save)$")
 
@@ -127,3 +129,98 @@ async def test_a_viewer_sees_no_mutating_controls_and_gets_403_when_posting(
                 assert "viewer may not do this" in refused.text
         assert not (await ops.get_queue("mail")).paused
         assert (await ops.get_task(task.name)).state == task.state
+
+
+async def test_sign_in_needs_its_form_token_and_is_secure_over_tls(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    async with httpx.AsyncClient(base_url=server.http_base_url) as http:
+        refused = await http.post("/ui/sign-in", data={"api_key": keys["viewer"]})
+        assert refused.status_code == 403
+        assert "conveyor_session" not in refused.cookies
+
+        form = await http.get("/ui/sign-in", headers={"x-forwarded-proto": "https"})
+        assert "secure" in form.headers["set-cookie"].lower()
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert token is not None
+        # A Secure cookie is not sent back over plain HTTP: hand it over as TLS would.
+        sent = f"conveyor_sign_in={form.cookies['conveyor_sign_in']}"
+        signed = await http.post(
+            "/ui/sign-in",
+            data={"csrf": token.group(1), "api_key": keys["viewer"]},
+            headers={"x-forwarded-proto": "https", "cookie": sent},
+        )
+        assert signed.status_code == 303
+        cookie = signed.headers["set-cookie"].lower()
+        assert "conveyor_session=cvs_" in cookie
+        assert "httponly" in cookie and "samesite=strict" in cookie and "secure" in cookie
+
+
+async def test_a_system_key_switches_projects(
+    server: ConveyorServer, keys: dict[str, str], admin_key: str, browser: Any
+) -> None:
+    async with AsyncClient(server.grpc_target, api_key=keys["operator"], project="alpha") as ops:
+        await ops.create_task("email.send", {}, queue="alpha-mail")
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        await page.goto(server.http_base_url + "/ui/sign-in")
+        await page.get_by_label("API key").fill(admin_key)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url(server.http_base_url + "/")
+        assert await page.locator(".role").inner_text() == "system admin"
+        assert await page.locator("tr[data-queue='alpha-mail']").count() == 0
+        await page.get_by_label("Project").select_option("alpha")
+        await page.locator("tr[data-queue='alpha-mail']").wait_for()
+    finally:
+        await context.close()
+
+
+async def test_webhook_block_saves_the_url_and_shows_a_rotated_secret_once(
+    server: ConveyorServer, keys: dict[str, str], signed_in: Any
+) -> None:
+    admin = await signed_in("admin")
+    await admin.goto(server.http_base_url + "/ui/webhooks")
+    block = admin.locator("#webhooks")
+    await block.locator("input[name=callback_url]").fill("https://hooks.example.com/conveyor")
+    await block.get_by_role("button", name="Save").click()
+    await admin.get_by_role("status").filter(has_text="Callback URL saved.").wait_for()
+    async with AsyncClient(server.grpc_target, api_key=keys["admin"], project="alpha") as client:
+        project = await client.projects.GetProject(
+            project_pb2.GetProjectRequest(name="projects/alpha")
+        )
+        assert project.callback_url == "https://hooks.example.com/conveyor"
+
+        admin.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await block.get_by_role("button", name="Rotate").click()
+        shown = await admin.locator("#webhook-secret").inner_text()
+        current = await client.projects.GetWebhookSecret(
+            project_pb2.GetWebhookSecretRequest(name="projects/alpha/webhookSecret")
+        )
+        assert shown == current.secret
+    await admin.goto(server.http_base_url + "/ui/webhooks")
+    assert await admin.locator("#webhook-secret").count() == 0  # shown once
+
+    operator = await signed_in("operator")
+    await operator.goto(server.http_base_url + "/ui/webhooks")
+    assert await operator.get_by_role("button", name="Rotate").count() == 0
+
+
+async def test_deleting_the_key_ends_its_sessions(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    async with AsyncClient(server.grpc_target, api_key=keys["admin"], project="alpha") as admin:
+        key = await admin.create_api_key("projects/alpha", enums_pb2.ROLE_OPERATOR)
+        async with httpx.AsyncClient(base_url=server.http_base_url) as http:
+            form = await http.get("/ui/sign-in")
+            token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert token is not None
+            signed = await http.post(
+                "/ui/sign-in", data={"csrf": token.group(1), "api_key": key.secret}
+            )
+            assert signed.status_code == 303
+            assert (await http.get("/")).status_code == 200
+            await admin.delete_api_key(key.name)
+            ended = await http.get("/")
+            assert ended.status_code == 303
+            assert ended.headers["location"].startswith("/ui/sign-in")

@@ -63,8 +63,9 @@ async def test_schedules_create_preview_edit_and_steer(
 
         await page.goto(server.http_base_url + "/ui/schedules")
         row = page.locator("tr[data-schedule='nightly-report']")
-        await row.get_by_placeholder("note").fill("migrating the warehouse")
-        await row.get_by_role("button", name="Pause").click()
+        await row.get_by_text("Pause…").click()
+        await row.get_by_placeholder("note (why)").fill("migrating the warehouse")
+        await row.get_by_role("button", name="Pause", exact=True).click()
         await page.get_by_role("status").filter(has_text="Schedule paused.").wait_for()
         paused = await ops.schedules.GetSchedule(schedule_pb2.GetScheduleRequest(name=name))
         assert paused.state == S.SCHEDULE_STATE_PAUSED
@@ -73,7 +74,9 @@ async def test_schedules_create_preview_edit_and_steer(
 
         await row.get_by_role("button", name="Resume").click()
         await page.get_by_role("status").filter(has_text="Schedule resumed.").wait_for()
-        await row.get_by_role("button", name="Snooze").click()
+        await row.get_by_text("Snooze…").click()
+        await row.get_by_placeholder("reason").fill("warehouse migration")
+        await row.get_by_role("button", name="Snooze", exact=True).click()
         await page.get_by_role("status").filter(has_text="snoozed").wait_for()
         snoozed = await ops.schedules.GetSchedule(schedule_pb2.GetScheduleRequest(name=name))
         assert snoozed.HasField("snooze_until")
@@ -172,3 +175,23 @@ async def test_audit_lists_commands_and_verifies_the_chain(
     await page.get_by_role("link", name="Verify chain").click()
     verdict = page.locator(".verify")
     assert "Chain verified" in await verdict.inner_text()
+
+
+async def test_retry_from_the_task_page_with_an_input_override(
+    server: ConveyorServer, keys: dict[str, str], signed_in: Any
+) -> None:
+    async with AsyncClient(server.grpc_target, api_key=keys["operator"], project="alpha") as ops:
+        task = await ops.create_task("email.send", {"to": "typo@example.con"}, queue="mail")
+        await ops.cancel_task(task.name, reason="wrong address")
+        page = await signed_in("operator")
+        await page.goto(f"{server.http_base_url}/ui/tasks/{task.name.rsplit('/', 1)[-1]}")
+        await page.locator("summary", has_text="Retry").click()
+        await page.locator("textarea[name=override_input]").fill('{"to": "ada@example.com"}')
+        await page.get_by_role("button", name="Retry").click()
+        await page.get_by_role("status").filter(has_text="Retry requested").wait_for()
+        retried = await ops.get_task(task.name)
+        assert retried.state == S.TASK_STATE_QUEUED
+        assert retried.input.struct_value.fields["to"].string_value == "ada@example.com"
+
+        await page.goto(f"{server.http_base_url}/ui/tasks/{task.name.rsplit('/', 1)[-1]}")
+        assert "ada@example.com" in await page.locator("pre.json").first.inner_text()

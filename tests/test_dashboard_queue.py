@@ -50,7 +50,10 @@ async def test_a_task_appears_starts_and_finishes_on_the_open_page(
         await queued.wait_for()
         assert "QUEUED" in await queued.inner_text()
 
-        worker = Worker(work, queues=["live"], concurrency=2, worker_id="w-live")
+        # A short lease: heartbeats (which carry the progress) every half second.
+        worker = Worker(
+            work, queues=["live"], concurrency=2, worker_id="w-live", lease_duration=1.5
+        )
 
         @worker.task("report.build")
         async def build(ctx: TaskContext) -> dict[str, Any]:
@@ -63,7 +66,10 @@ async def test_a_task_appears_starts_and_finishes_on_the_open_page(
         run = asyncio.create_task(worker.arun())
         try:
             for task in (first, second):
-                await page.locator(f"article.running[data-task='{short(task.name)}']").wait_for()
+                running = page.locator(f"article.running[data-task='{short(task.name)}']")
+                await running.wait_for()
+            # The live output: the progress the handler reported, without a reload.
+            await running.locator("pre").filter(has_text="step: rendering").wait_for()
             gates[1].set()
             await page.locator(f"article.running[data-task='{short(first.name)}']").wait_for(
                 state="detached"
@@ -81,6 +87,13 @@ async def test_a_task_appears_starts_and_finishes_on_the_open_page(
                 f"[data-pane=completed] tr[data-task='{short(second.name)}'] .s-succeeded"
             ).wait_for()
             assert await page.evaluate("window.notReloaded") is True
+
+            # The overview counts them in its throughput chart (finished per minute).
+            await page.goto(server.http_base_url + "/")
+            chart = page.locator("tr[data-queue='live'] svg.spark")
+            label = await chart.get_attribute("aria-label") or ""
+            per_minute = [int(n) for n in label.split(":")[1].split(",")]
+            assert sum(per_minute) == 2
         finally:
             for gate in gates.values():
                 gate.set()
@@ -145,3 +158,16 @@ async def test_purge_shows_the_depth_and_sends_its_confirm_token(
         await page.get_by_role("button", name="Purge 4 tasks").click()
         await page.get_by_role("status").filter(has_text="Purged 4 queued tasks.").wait_for()
         assert (await ops.get_queue("bulk")).stats.queued == 0
+
+
+async def test_the_overview_follows_the_event_stream(
+    server: ConveyorServer, keys: dict[str, str], signed_in: Any
+) -> None:
+    async with clients(server, keys) as (ops, _work):
+        page = await signed_in("viewer")
+        await page.locator("#live[data-connected='1']").wait_for(state="attached")
+        await page.evaluate("window.notReloaded = true")
+        await ops.create_task("email.send", {}, queue="brand-new")
+        row = page.locator("tr[data-queue='brand-new']")
+        await row.wait_for()
+        assert await page.evaluate("window.notReloaded") is True

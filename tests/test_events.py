@@ -449,7 +449,15 @@ async def test_streams_render_tasks_exactly_as_get_task_does(
             "'retryable', true) WHERE kind = 'child.step'"
         )
         table = [r[0] for r in conn.execute("SELECT to_jsonb(t) FROM tasks t")]
-        logged = [r[0] for r in conn.execute("SELECT task FROM events WHERE task IS NOT NULL")]
+        # Events store what changed; the snapshot is assembled as event_after.sql does.
+        logged = [
+            r[0]
+            for r in conn.execute(
+                "SELECT conveyor_task_snapshot(t, e.task, e.id) FROM events e "
+                "JOIN tasks t ON t.project = e.project AND t.id = (e.task ->> 'id')::uuid "
+                "WHERE e.task IS NOT NULL"
+            )
+        ]
     assert len(table) == 3 and logged
     # A stream renders a snapshot as GetTask renders the row (attempts and blocked_reason
     # are GetTask's own additions, read from other tables).

@@ -65,6 +65,7 @@ def test_every_transition_has_an_event_and_the_sources_design_gives_it() -> None
         "approve_later": {S.AWAITING_APPROVAL},
         "reject": {S.AWAITING_APPROVAL},
         "lease": {S.QUEUED},
+        "debounce": {S.QUEUED},
         "succeed": {S.RUNNING},
         "retry": {S.RUNNING},
         "fail": {S.RUNNING},

@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -32,6 +32,7 @@ __all__ = [
     "Figure",
     "Scale",
     "Setup",
+    "short_setups",
 ]
 
 PROJECT = "default"
@@ -67,9 +68,24 @@ SETUPS = {
     "unbatched": Setup("unbatched", batches=False),
     "processes-2": Setup("processes-2", processes=2),
 }
-SHORT_SETUPS = ("batched", "processes-2")
-"""The short form guards the batched path (the SDK's default) and --processes; the
-full form adds one message per task."""
+SHORT_SETUPS = ("batched",)
+"""The short form guards the batched path (the SDK's default); the full form adds one
+message per task and --processes. A drill can ask for more in the short form with
+`short_setups`."""
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def short_setups(*names: str) -> Callable[[F], F]:
+    """The setups a drill runs with in the short form (default SHORT_SETUPS)."""
+
+    def mark(function: F) -> F:
+        function.short_setups = names  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
 Figure = Callable[[str], None]
 """Records a drill's pass figure (the `figure` fixture)."""
 

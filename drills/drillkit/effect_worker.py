@@ -4,7 +4,8 @@ Every handler run sleeps `--work` seconds (the work), appends its effect to the 
 returns `{"lease_id": ...}`, so the database's result names the lease whose result stood.
 
 - `stream`: the SDK's `Worker` on a Connect stream (heartbeats, reconnects, SIGTERM);
-  LeaseBatch and ReportBatch messages unless `--unbatched`.
+  LeaseBatch and ReportBatch messages unless `--unbatched`. The reports the SDK says were
+  refused are appended to `--reports` as `<task_id> - refused`.
 - `unary`: `--threads` loops of LeaseTasks (long poll) and CompleteTask, each thread on a
   channel of its own to one of the `--target`s in turn; no heartbeats, so the lease must
   outlast the work. With `--batch N` a thread leases up to N tasks at once and reports
@@ -17,10 +18,12 @@ The API key comes from CONVEYOR_API_KEY.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +73,38 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class _RefusalLog(logging.Handler):
+    """Appends the SDK's refused reports (it logs them; it has no other way to tell) to
+    the reports log as `<task_id> - refused`: the stream form of a unary refusal."""
+
+    def __init__(self, report: Callable[[str, str, str], None]) -> None:
+        super().__init__(logging.INFO)
+        self._report = report
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = str(record.msg)
+        refused = text.startswith("report on %s refused") or (
+            text.startswith("report on %s dropped") and "FAILED_PRECONDITION" in str(record.args)
+        )
+        if refused and isinstance(record.args, tuple) and record.args:
+            self._report(_task_id(str(record.args[0])), "-", "refused")
+
+
+def _reporter(path: Path | None) -> Callable[[str, str, str], None]:
+    """Appends `<task_id> <lease_id> <outcome>` lines to `path` (nothing without one)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else None
+
+    def report(task_id: str, lease_id: str, outcome: str) -> None:
+        if fd is not None:
+            os.write(fd, f"{task_id} {lease_id} {outcome}\n".encode())
+
+    return report
+
+
 def _run_stream(args: argparse.Namespace, effects: EffectLog) -> None:
+    sdk_log = logging.getLogger("conveyor.worker")
+    sdk_log.setLevel(logging.INFO)
+    sdk_log.addHandler(_RefusalLog(_reporter(args.reports)))
     client = Client(args.target[0], project=args.project)
     worker = Worker(
         client,
@@ -95,15 +129,7 @@ def _run_stream(args: argparse.Namespace, effects: EffectLog) -> None:
 def _run_unary(args: argparse.Namespace, effects: EffectLog) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    reports_fd = (
-        os.open(args.reports, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        if args.reports
-        else None
-    )
-
-    def report(task_id: str, lease_id: str, outcome: str) -> None:
-        if reports_fd is not None:
-            os.write(reports_fd, f"{task_id} {lease_id} {outcome}\n".encode())
+    report = _reporter(args.reports)
 
     def loop(index: int) -> None:
         target = args.target[index % len(args.target)]

@@ -1,8 +1,10 @@
-"""Plain Python JSON to and from google.protobuf Value and Struct.
+"""Plain Python JSON to and from google.protobuf Value and Struct, and messages as JSON.
 
 Struct numbers are doubles on the wire, so an integral number comes back as an
 int (within the 2**53 range a double holds exactly): `{"n": 1}` round-trips as
-`{"n": 1}`, not `{"n": 1.0}`.
+`{"n": 1}`, not `{"n": 1.0}`. This module is the one place that rule lives: the
+client, the CLI, the REST gateway, webhooks, stored results and command results all
+render JSON through `from_value`, `from_struct` or `message_to_json`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,35 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
+from google.protobuf.message import Message
 
 _EXACT = 2**53
+
+
+def number(value: float) -> int | float:
+    """A JSON number as Python would write it: integral values within +-2**53 as an
+    int (`5`, not `5.0`), the rest unchanged."""
+    if value.is_integer() and abs(value) <= _EXACT:
+        return int(value)
+    return value
+
+
+def integral(data: Any) -> Any:
+    """`data` (plain JSON data) with every number passed through `number`."""
+    if isinstance(data, float):
+        return number(data)
+    if isinstance(data, dict):
+        return {key: integral(item) for key, item in data.items()}
+    if isinstance(data, list):
+        return [integral(item) for item in data]
+    return data
+
+
+def message_to_json(message: Message, **options: Any) -> Any:
+    """A message's proto3 JSON form (json_format.MessageToDict, same options), with
+    the numbers of its Struct and Value fields integral where they are (see `number`)."""
+    return integral(json_format.MessageToDict(message, **options))
 
 
 def to_value(data: Any) -> struct_pb2.Value:
@@ -41,10 +69,7 @@ def from_value(value: struct_pb2.Value) -> Any:
     if kind == "bool_value":
         return value.bool_value
     if kind == "number_value":
-        number = value.number_value
-        if number.is_integer() and abs(number) <= _EXACT:
-            return int(number)
-        return number
+        return number(value.number_value)
     if kind == "string_value":
         return value.string_value
     if kind == "list_value":

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import json_format
-
+from conveyor.client._json import from_struct
 from conveyor.v1 import enums_pb2, worker_pb2
 
 
@@ -28,7 +27,7 @@ def obey(command: worker_pb2.WorkerCommand, concurrency: int, queues: list[str])
     ADD_CONSUMER / CANCEL_CONSUMER change the queues (never to none); those and
     RESTART_WORKER then reconnect. Anything else is refused."""
     verb = enums_pb2.CommandVerb.Name(command.verb).removeprefix("COMMAND_VERB_")
-    args = json_format.MessageToDict(command.args)
+    args = from_struct(command.args)
     ok, error, reconnect = True, "", False
     queues = list(queues)
     result: dict[str, Any] = {}

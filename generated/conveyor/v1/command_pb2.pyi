@@ -46,6 +46,9 @@ class Command(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     DISPATCH_TIME_FIELD_NUMBER: _builtins.int
     FINISH_TIME_FIELD_NUMBER: _builtins.int
+    PURGED_COUNT_FIELD_NUMBER: _builtins.int
+    RETRIED_COUNT_FIELD_NUMBER: _builtins.int
+    SKIPPED_COUNT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `projects/{project}/commands/{command}`."""
     verb: _enums_pb2.CommandVerb.ValueType
@@ -66,6 +69,16 @@ class Command(_message.Message):
     """Output only. SHA-256 of prev_digest and the command's canonical bytes (hex)."""
     signature: _builtins.str
     """Output only. HMAC-SHA-256 of digest with the server key (hex)."""
+    purged_count: _builtins.int
+    """Output only. PurgeQueue: how many queued tasks it removed (`result.purged`, typed)."""
+    retried_count: _builtins.int
+    """Output only. RetryTask and BatchRetryTasks: how many tasks it has retried so far
+    (`result.retried`, typed; RetryTask retries one).
+    """
+    skipped_count: _builtins.int
+    """Output only. BatchRetryTasks: how many matching tasks it skipped so far
+    (`result.skipped`, typed).
+    """
     @_builtins.property
     def args(self) -> _struct_pb2.Struct:
         """Output only. The arguments."""
@@ -109,10 +122,13 @@ class Command(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         dispatch_time: _timestamp_pb2.Timestamp | None = ...,
         finish_time: _timestamp_pb2.Timestamp | None = ...,
+        purged_count: _builtins.int = ...,
+        retried_count: _builtins.int = ...,
+        skipped_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "create_time", b"create_time", "dispatch_time", b"dispatch_time", "error", b"error", "finish_time", b"finish_time", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "create_time", b"create_time", "digest", b"digest", "dispatch_time", b"dispatch_time", "error", b"error", "finish_time", b"finish_time", "idempotency_key", b"idempotency_key", "issued_by", b"issued_by", "name", b"name", "prev_digest", b"prev_digest", "result", b"result", "sequence", b"sequence", "signature", b"signature", "status", b"status", "target", b"target", "verb", b"verb"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "create_time", b"create_time", "digest", b"digest", "dispatch_time", b"dispatch_time", "error", b"error", "finish_time", b"finish_time", "idempotency_key", b"idempotency_key", "issued_by", b"issued_by", "name", b"name", "prev_digest", b"prev_digest", "purged_count", b"purged_count", "result", b"result", "retried_count", b"retried_count", "sequence", b"sequence", "signature", b"signature", "skipped_count", b"skipped_count", "status", b"status", "target", b"target", "verb", b"verb"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -102,6 +102,8 @@ class CommandServiceServicer:
         """RetryTask runs a failed, cancelled or interrupted task again as a new
         attempt; returns FAILED_PRECONDITION when the task is not in one of those
         states, INVALID_ARGUMENT when override_input exceeds 64 KiB.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +113,8 @@ class CommandServiceServicer:
         """BatchRetryTasks retries up to max tasks matching a filter, throttled so the
         lease path is never starved; returns INVALID_ARGUMENT when max is outside
         1..10000.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +124,8 @@ class CommandServiceServicer:
         """PurgeQueue removes a queue's queued tasks; returns FAILED_PRECONDITION with
         the new depth when confirm_token was minted for another depth, unless force
         is set.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -128,6 +134,8 @@ class CommandServiceServicer:
     def RestartWorker(self, request, context):
         """RestartWorker asks a worker to restart; the command ends SUCCEEDED or
         FAILED on its acknowledgement, or TIMED_OUT.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +144,8 @@ class CommandServiceServicer:
     def ResizePool(self, request, context):
         """ResizePool changes a worker's concurrency by delta; returns
         INVALID_ARGUMENT when delta is outside -100..100 or zero.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +154,8 @@ class CommandServiceServicer:
     def AddConsumer(self, request, context):
         """AddConsumer makes a worker consume one more queue; returns
         INVALID_ARGUMENT for a bad queue id.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +164,8 @@ class CommandServiceServicer:
     def CancelConsumer(self, request, context):
         """CancelConsumer makes a worker stop consuming a queue; returns
         INVALID_ARGUMENT for a bad queue id.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -160,6 +174,8 @@ class CommandServiceServicer:
     def SetRateLimit(self, request, context):
         """SetRateLimit limits how fast tasks of a kind are leased, by one worker or
         (without a worker) by all; returns INVALID_ARGUMENT for a bad rate.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -167,6 +183,7 @@ class CommandServiceServicer:
 
     def GetCommand(self, request, context):
         """GetCommand returns a command; returns NOT_FOUND when it does not exist.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,6 +200,7 @@ class CommandServiceServicer:
     def VerifyAuditLog(self, request, context):
         """VerifyAuditLog recomputes the project's chain and names the first bad
         sequence number; it always returns OK with the verdict in the response.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,39 +39,57 @@ class CommandServiceStub:
     """RetryTask runs a failed, cancelled or interrupted task again as a new
     attempt; returns FAILED_PRECONDITION when the task is not in one of those
     states, INVALID_ARGUMENT when override_input exceeds 64 KiB.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     BatchRetryTasks: _grpc.UnaryUnaryMultiCallable[_command_pb2.BatchRetryTasksRequest, _command_pb2.Command]
     """BatchRetryTasks retries up to max tasks matching a filter, throttled so the
     lease path is never starved; returns INVALID_ARGUMENT when max is outside
     1..10000.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     PurgeQueue: _grpc.UnaryUnaryMultiCallable[_command_pb2.PurgeQueueRequest, _command_pb2.Command]
     """PurgeQueue removes a queue's queued tasks; returns FAILED_PRECONDITION with
     the new depth when confirm_token was minted for another depth, unless force
     is set.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     RestartWorker: _grpc.UnaryUnaryMultiCallable[_command_pb2.RestartWorkerRequest, _command_pb2.Command]
     """RestartWorker asks a worker to restart; the command ends SUCCEEDED or
     FAILED on its acknowledgement, or TIMED_OUT.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     ResizePool: _grpc.UnaryUnaryMultiCallable[_command_pb2.ResizePoolRequest, _command_pb2.Command]
     """ResizePool changes a worker's concurrency by delta; returns
     INVALID_ARGUMENT when delta is outside -100..100 or zero.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     AddConsumer: _grpc.UnaryUnaryMultiCallable[_command_pb2.AddConsumerRequest, _command_pb2.Command]
     """AddConsumer makes a worker consume one more queue; returns
     INVALID_ARGUMENT for a bad queue id.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     CancelConsumer: _grpc.UnaryUnaryMultiCallable[_command_pb2.CancelConsumerRequest, _command_pb2.Command]
     """CancelConsumer makes a worker stop consuming a queue; returns
     INVALID_ARGUMENT for a bad queue id.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     SetRateLimit: _grpc.UnaryUnaryMultiCallable[_command_pb2.SetRateLimitRequest, _command_pb2.Command]
     """SetRateLimit limits how fast tasks of a kind are leased, by one worker or
     (without a worker) by all; returns INVALID_ARGUMENT for a bad rate.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     GetCommand: _grpc.UnaryUnaryMultiCallable[_command_pb2.GetCommandRequest, _command_pb2.Command]
-    """GetCommand returns a command; returns NOT_FOUND when it does not exist."""
+    """GetCommand returns a command; returns NOT_FOUND when it does not exist.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
+    """
     ListCommands: _grpc.UnaryUnaryMultiCallable[_command_pb2.ListCommandsRequest, _command_pb2.ListCommandsResponse]
     """ListCommands returns one page of the audit log, newest first; returns
     INVALID_ARGUMENT for a bad page_size or page_token.
@@ -79,6 +97,7 @@ class CommandServiceStub:
     VerifyAuditLog: _grpc.UnaryUnaryMultiCallable[_command_pb2.VerifyAuditLogRequest, _command_pb2.VerifyAuditLogResponse]
     """VerifyAuditLog recomputes the project's chain and names the first bad
     sequence number; it always returns OK with the verdict in the response.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
 
 @_typing.type_check_only
@@ -92,39 +111,57 @@ class CommandServiceAsyncStub(CommandServiceStub):
     """RetryTask runs a failed, cancelled or interrupted task again as a new
     attempt; returns FAILED_PRECONDITION when the task is not in one of those
     states, INVALID_ARGUMENT when override_input exceeds 64 KiB.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     BatchRetryTasks: _aio.UnaryUnaryMultiCallable[_command_pb2.BatchRetryTasksRequest, _command_pb2.Command]  # type: ignore[assignment]
     """BatchRetryTasks retries up to max tasks matching a filter, throttled so the
     lease path is never starved; returns INVALID_ARGUMENT when max is outside
     1..10000.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     PurgeQueue: _aio.UnaryUnaryMultiCallable[_command_pb2.PurgeQueueRequest, _command_pb2.Command]  # type: ignore[assignment]
     """PurgeQueue removes a queue's queued tasks; returns FAILED_PRECONDITION with
     the new depth when confirm_token was minted for another depth, unless force
     is set.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     RestartWorker: _aio.UnaryUnaryMultiCallable[_command_pb2.RestartWorkerRequest, _command_pb2.Command]  # type: ignore[assignment]
     """RestartWorker asks a worker to restart; the command ends SUCCEEDED or
     FAILED on its acknowledgement, or TIMED_OUT.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     ResizePool: _aio.UnaryUnaryMultiCallable[_command_pb2.ResizePoolRequest, _command_pb2.Command]  # type: ignore[assignment]
     """ResizePool changes a worker's concurrency by delta; returns
     INVALID_ARGUMENT when delta is outside -100..100 or zero.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     AddConsumer: _aio.UnaryUnaryMultiCallable[_command_pb2.AddConsumerRequest, _command_pb2.Command]  # type: ignore[assignment]
     """AddConsumer makes a worker consume one more queue; returns
     INVALID_ARGUMENT for a bad queue id.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     CancelConsumer: _aio.UnaryUnaryMultiCallable[_command_pb2.CancelConsumerRequest, _command_pb2.Command]  # type: ignore[assignment]
     """CancelConsumer makes a worker stop consuming a queue; returns
     INVALID_ARGUMENT for a bad queue id.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     SetRateLimit: _aio.UnaryUnaryMultiCallable[_command_pb2.SetRateLimitRequest, _command_pb2.Command]  # type: ignore[assignment]
     """SetRateLimit limits how fast tasks of a kind are leased, by one worker or
     (without a worker) by all; returns INVALID_ARGUMENT for a bad rate.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     GetCommand: _aio.UnaryUnaryMultiCallable[_command_pb2.GetCommandRequest, _command_pb2.Command]  # type: ignore[assignment]
-    """GetCommand returns a command; returns NOT_FOUND when it does not exist."""
+    """GetCommand returns a command; returns NOT_FOUND when it does not exist.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
+    """
     ListCommands: _aio.UnaryUnaryMultiCallable[_command_pb2.ListCommandsRequest, _command_pb2.ListCommandsResponse]  # type: ignore[assignment]
     """ListCommands returns one page of the audit log, newest first; returns
     INVALID_ARGUMENT for a bad page_size or page_token.
@@ -132,6 +169,7 @@ class CommandServiceAsyncStub(CommandServiceStub):
     VerifyAuditLog: _aio.UnaryUnaryMultiCallable[_command_pb2.VerifyAuditLogRequest, _command_pb2.VerifyAuditLogResponse]  # type: ignore[assignment]
     """VerifyAuditLog recomputes the project's chain and names the first bad
     sequence number; it always returns OK with the verdict in the response.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
 
 class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -148,6 +186,8 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         """RetryTask runs a failed, cancelled or interrupted task again as a new
         attempt; returns FAILED_PRECONDITION when the task is not in one of those
         states, INVALID_ARGUMENT when override_input exceeds 64 KiB.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
     @_abc_1.abstractmethod
@@ -159,6 +199,8 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         """BatchRetryTasks retries up to max tasks matching a filter, throttled so the
         lease path is never starved; returns INVALID_ARGUMENT when max is outside
         1..10000.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
     @_abc_1.abstractmethod
@@ -170,6 +212,8 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         """PurgeQueue removes a queue's queued tasks; returns FAILED_PRECONDITION with
         the new depth when confirm_token was minted for another depth, unless force
         is set.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -180,6 +224,8 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_command_pb2.Command, _abc.Awaitable[_command_pb2.Command]]:
         """RestartWorker asks a worker to restart; the command ends SUCCEEDED or
         FAILED on its acknowledgement, or TIMED_OUT.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -190,6 +236,8 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_command_pb2.Command, _abc.Awaitable[_command_pb2.Command]]:
         """ResizePool changes a worker's concurrency by delta; returns
         INVALID_ARGUMENT when delta is outside -100..100 or zero.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
     @_abc_1.abstractmethod
@@ -200,6 +248,8 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_command_pb2.Command, _abc.Awaitable[_command_pb2.Command]]:
         """AddConsumer makes a worker consume one more queue; returns
         INVALID_ARGUMENT for a bad queue id.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
     @_abc_1.abstractmethod
@@ -210,6 +260,8 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_command_pb2.Command, _abc.Awaitable[_command_pb2.Command]]:
         """CancelConsumer makes a worker stop consuming a queue; returns
         INVALID_ARGUMENT for a bad queue id.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
     @_abc_1.abstractmethod
@@ -220,6 +272,8 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_command_pb2.Command, _abc.Awaitable[_command_pb2.Command]]:
         """SetRateLimit limits how fast tasks of a kind are leased, by one worker or
         (without a worker) by all; returns INVALID_ARGUMENT for a bad rate.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
     @_abc_1.abstractmethod
@@ -228,7 +282,9 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _command_pb2.GetCommandRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_command_pb2.Command, _abc.Awaitable[_command_pb2.Command]]:
-        """GetCommand returns a command; returns NOT_FOUND when it does not exist."""
+        """GetCommand returns a command; returns NOT_FOUND when it does not exist.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
+        """
 
     @_abc_1.abstractmethod
     def ListCommands(
@@ -248,6 +304,7 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_command_pb2.VerifyAuditLogResponse, _abc.Awaitable[_command_pb2.VerifyAuditLogResponse]]:
         """VerifyAuditLog recomputes the project's chain and names the first bad
         sequence number; it always returns OK with the verdict in the response.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
 
 def add_CommandServiceServicer_to_server(servicer: CommandServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -68,6 +68,7 @@ class EventServiceServicer:
         15 s without events) whose `id` is the stream's cursor: every matching
         event up to it has been sent, so a client resumes from the largest id it
         received, keep-alive or not.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,7 +85,10 @@ class EventServiceServicer:
     def PublishEvent(self, request, context):
         """PublishEvent appends a custom event (it may fire EVENT schedules) and
         returns it; returns INVALID_ARGUMENT for a reserved type prefix or data
-        over 64 KiB.
+        over 64 KiB, ALREADY_EXISTS when its request_id was used with a different
+        request (a retry with the same request returns the first event).
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

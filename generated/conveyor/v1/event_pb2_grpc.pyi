@@ -45,6 +45,7 @@ class EventServiceStub:
     15 s without events) whose `id` is the stream's cursor: every matching
     event up to it has been sent, so a client resumes from the largest id it
     received, keep-alive or not.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     ListEvents: _grpc.UnaryUnaryMultiCallable[_event_pb2.ListEventsRequest, _event_pb2.ListEventsResponse]
     """ListEvents returns one page of the event log, oldest first; returns
@@ -53,7 +54,10 @@ class EventServiceStub:
     PublishEvent: _grpc.UnaryUnaryMultiCallable[_event_pb2.PublishEventRequest, _event_pb2.Event]
     """PublishEvent appends a custom event (it may fire EVENT schedules) and
     returns it; returns INVALID_ARGUMENT for a reserved type prefix or data
-    over 64 KiB.
+    over 64 KiB, ALREADY_EXISTS when its request_id was used with a different
+    request (a retry with the same request returns the first event).
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
 
 @_typing.type_check_only
@@ -73,6 +77,7 @@ class EventServiceAsyncStub(EventServiceStub):
     15 s without events) whose `id` is the stream's cursor: every matching
     event up to it has been sent, so a client resumes from the largest id it
     received, keep-alive or not.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     ListEvents: _aio.UnaryUnaryMultiCallable[_event_pb2.ListEventsRequest, _event_pb2.ListEventsResponse]  # type: ignore[assignment]
     """ListEvents returns one page of the event log, oldest first; returns
@@ -81,7 +86,10 @@ class EventServiceAsyncStub(EventServiceStub):
     PublishEvent: _aio.UnaryUnaryMultiCallable[_event_pb2.PublishEventRequest, _event_pb2.Event]  # type: ignore[assignment]
     """PublishEvent appends a custom event (it may fire EVENT schedules) and
     returns it; returns INVALID_ARGUMENT for a reserved type prefix or data
-    over 64 KiB.
+    over 64 KiB, ALREADY_EXISTS when its request_id was used with a different
+    request (a retry with the same request returns the first event).
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
 
 class EventServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -104,6 +112,7 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
         15 s without events) whose `id` is the stream's cursor: every matching
         event up to it has been sent, so a client resumes from the largest id it
         received, keep-alive or not.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -124,7 +133,10 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_event_pb2.Event, _abc.Awaitable[_event_pb2.Event]]:
         """PublishEvent appends a custom event (it may fire EVENT schedules) and
         returns it; returns INVALID_ARGUMENT for a reserved type prefix or data
-        over 64 KiB.
+        over 64 KiB, ALREADY_EXISTS when its request_id was used with a different
+        request (a retry with the same request returns the first event).
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
 def add_EventServiceServicer_to_server(servicer: EventServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

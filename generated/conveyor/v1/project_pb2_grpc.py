@@ -89,7 +89,9 @@ class ProjectServiceServicer:
 
     def CreateProject(self, request, context):
         """CreateProject creates a project; returns ALREADY_EXISTS when project_id is
-        taken, PERMISSION_DENIED unless the caller holds a system key.
+        taken or its request_id was used with a different request, PERMISSION_DENIED unless the caller holds a system key.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +99,7 @@ class ProjectServiceServicer:
 
     def GetProject(self, request, context):
         """GetProject returns a project; returns NOT_FOUND when it does not exist.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,6 +108,7 @@ class ProjectServiceServicer:
     def ListProjects(self, request, context):
         """ListProjects returns the projects the caller may see (all of them for a
         system key, its own for a project key).
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +117,8 @@ class ProjectServiceServicer:
     def UpdateProject(self, request, context):
         """UpdateProject changes the fields named by update_mask (display_name,
         callback_url, labels); returns INVALID_ARGUMENT for a bad callback_url.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,7 +126,10 @@ class ProjectServiceServicer:
 
     def CreateApiKey(self, request, context):
         """CreateApiKey mints a key and returns it with its secret, shown this once;
-        returns INVALID_ARGUMENT when role is unset.
+        returns INVALID_ARGUMENT when role is unset, ALREADY_EXISTS when its request_id
+        was used with a different request.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -128,6 +137,7 @@ class ProjectServiceServicer:
 
     def ListApiKeys(self, request, context):
         """ListApiKeys returns one page of the project's keys, without secrets.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +146,7 @@ class ProjectServiceServicer:
     def DeleteApiKey(self, request, context):
         """DeleteApiKey revokes a key at once; returns NOT_FOUND when it does not
         exist.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +154,8 @@ class ProjectServiceServicer:
 
     def GetWebhookSecret(self, request, context):
         """GetWebhookSecret returns the project's webhook signing secret(s).
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +164,8 @@ class ProjectServiceServicer:
     def RotateWebhookSecret(self, request, context):
         """RotateWebhookSecret mints a new signing secret; the previous one stays
         valid for a grace period so receivers can switch.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,33 +36,51 @@ class ProjectServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ProjectServiceAsyncStub: ...
     CreateProject: _grpc.UnaryUnaryMultiCallable[_project_pb2.CreateProjectRequest, _project_pb2.Project]
     """CreateProject creates a project; returns ALREADY_EXISTS when project_id is
-    taken, PERMISSION_DENIED unless the caller holds a system key.
+    taken or its request_id was used with a different request, PERMISSION_DENIED unless the caller holds a system key.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     GetProject: _grpc.UnaryUnaryMultiCallable[_project_pb2.GetProjectRequest, _project_pb2.Project]
-    """GetProject returns a project; returns NOT_FOUND when it does not exist."""
+    """GetProject returns a project; returns NOT_FOUND when it does not exist.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
+    """
     ListProjects: _grpc.UnaryUnaryMultiCallable[_project_pb2.ListProjectsRequest, _project_pb2.ListProjectsResponse]
     """ListProjects returns the projects the caller may see (all of them for a
     system key, its own for a project key).
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     UpdateProject: _grpc.UnaryUnaryMultiCallable[_project_pb2.UpdateProjectRequest, _project_pb2.Project]
     """UpdateProject changes the fields named by update_mask (display_name,
     callback_url, labels); returns INVALID_ARGUMENT for a bad callback_url.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_project_pb2.CreateApiKeyRequest, _project_pb2.ApiKey]
     """CreateApiKey mints a key and returns it with its secret, shown this once;
-    returns INVALID_ARGUMENT when role is unset.
+    returns INVALID_ARGUMENT when role is unset, ALREADY_EXISTS when its request_id
+    was used with a different request.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_project_pb2.ListApiKeysRequest, _project_pb2.ListApiKeysResponse]
-    """ListApiKeys returns one page of the project's keys, without secrets."""
+    """ListApiKeys returns one page of the project's keys, without secrets.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
+    """
     DeleteApiKey: _grpc.UnaryUnaryMultiCallable[_project_pb2.DeleteApiKeyRequest, _empty_pb2.Empty]
     """DeleteApiKey revokes a key at once; returns NOT_FOUND when it does not
     exist.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     GetWebhookSecret: _grpc.UnaryUnaryMultiCallable[_project_pb2.GetWebhookSecretRequest, _project_pb2.WebhookSecret]
-    """GetWebhookSecret returns the project's webhook signing secret(s)."""
+    """GetWebhookSecret returns the project's webhook signing secret(s).
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
+    """
     RotateWebhookSecret: _grpc.UnaryUnaryMultiCallable[_project_pb2.RotateWebhookSecretRequest, _project_pb2.WebhookSecret]
     """RotateWebhookSecret mints a new signing secret; the previous one stays
     valid for a grace period so receivers can switch.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
 
 @_typing.type_check_only
@@ -72,33 +90,51 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateProject: _aio.UnaryUnaryMultiCallable[_project_pb2.CreateProjectRequest, _project_pb2.Project]  # type: ignore[assignment]
     """CreateProject creates a project; returns ALREADY_EXISTS when project_id is
-    taken, PERMISSION_DENIED unless the caller holds a system key.
+    taken or its request_id was used with a different request, PERMISSION_DENIED unless the caller holds a system key.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     GetProject: _aio.UnaryUnaryMultiCallable[_project_pb2.GetProjectRequest, _project_pb2.Project]  # type: ignore[assignment]
-    """GetProject returns a project; returns NOT_FOUND when it does not exist."""
+    """GetProject returns a project; returns NOT_FOUND when it does not exist.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
+    """
     ListProjects: _aio.UnaryUnaryMultiCallable[_project_pb2.ListProjectsRequest, _project_pb2.ListProjectsResponse]  # type: ignore[assignment]
     """ListProjects returns the projects the caller may see (all of them for a
     system key, its own for a project key).
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     UpdateProject: _aio.UnaryUnaryMultiCallable[_project_pb2.UpdateProjectRequest, _project_pb2.Project]  # type: ignore[assignment]
     """UpdateProject changes the fields named by update_mask (display_name,
     callback_url, labels); returns INVALID_ARGUMENT for a bad callback_url.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_project_pb2.CreateApiKeyRequest, _project_pb2.ApiKey]  # type: ignore[assignment]
     """CreateApiKey mints a key and returns it with its secret, shown this once;
-    returns INVALID_ARGUMENT when role is unset.
+    returns INVALID_ARGUMENT when role is unset, ALREADY_EXISTS when its request_id
+    was used with a different request.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_project_pb2.ListApiKeysRequest, _project_pb2.ListApiKeysResponse]  # type: ignore[assignment]
-    """ListApiKeys returns one page of the project's keys, without secrets."""
+    """ListApiKeys returns one page of the project's keys, without secrets.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
+    """
     DeleteApiKey: _aio.UnaryUnaryMultiCallable[_project_pb2.DeleteApiKeyRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """DeleteApiKey revokes a key at once; returns NOT_FOUND when it does not
     exist.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     GetWebhookSecret: _aio.UnaryUnaryMultiCallable[_project_pb2.GetWebhookSecretRequest, _project_pb2.WebhookSecret]  # type: ignore[assignment]
-    """GetWebhookSecret returns the project's webhook signing secret(s)."""
+    """GetWebhookSecret returns the project's webhook signing secret(s).
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
+    """
     RotateWebhookSecret: _aio.UnaryUnaryMultiCallable[_project_pb2.RotateWebhookSecretRequest, _project_pb2.WebhookSecret]  # type: ignore[assignment]
     """RotateWebhookSecret mints a new signing secret; the previous one stays
     valid for a grace period so receivers can switch.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
 
 class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -111,7 +147,9 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_project_pb2.Project, _abc.Awaitable[_project_pb2.Project]]:
         """CreateProject creates a project; returns ALREADY_EXISTS when project_id is
-        taken, PERMISSION_DENIED unless the caller holds a system key.
+        taken or its request_id was used with a different request, PERMISSION_DENIED unless the caller holds a system key.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -120,7 +158,9 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _project_pb2.GetProjectRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_project_pb2.Project, _abc.Awaitable[_project_pb2.Project]]:
-        """GetProject returns a project; returns NOT_FOUND when it does not exist."""
+        """GetProject returns a project; returns NOT_FOUND when it does not exist.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
+        """
 
     @_abc_1.abstractmethod
     def ListProjects(
@@ -130,6 +170,7 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_project_pb2.ListProjectsResponse, _abc.Awaitable[_project_pb2.ListProjectsResponse]]:
         """ListProjects returns the projects the caller may see (all of them for a
         system key, its own for a project key).
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -140,6 +181,8 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_project_pb2.Project, _abc.Awaitable[_project_pb2.Project]]:
         """UpdateProject changes the fields named by update_mask (display_name,
         callback_url, labels); returns INVALID_ARGUMENT for a bad callback_url.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
     @_abc_1.abstractmethod
@@ -149,7 +192,10 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_project_pb2.ApiKey, _abc.Awaitable[_project_pb2.ApiKey]]:
         """CreateApiKey mints a key and returns it with its secret, shown this once;
-        returns INVALID_ARGUMENT when role is unset.
+        returns INVALID_ARGUMENT when role is unset, ALREADY_EXISTS when its request_id
+        was used with a different request.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
     @_abc_1.abstractmethod
@@ -158,7 +204,9 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _project_pb2.ListApiKeysRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_project_pb2.ListApiKeysResponse, _abc.Awaitable[_project_pb2.ListApiKeysResponse]]:
-        """ListApiKeys returns one page of the project's keys, without secrets."""
+        """ListApiKeys returns one page of the project's keys, without secrets.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
+        """
 
     @_abc_1.abstractmethod
     def DeleteApiKey(
@@ -168,6 +216,7 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """DeleteApiKey revokes a key at once; returns NOT_FOUND when it does not
         exist.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -176,7 +225,10 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _project_pb2.GetWebhookSecretRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_project_pb2.WebhookSecret, _abc.Awaitable[_project_pb2.WebhookSecret]]:
-        """GetWebhookSecret returns the project's webhook signing secret(s)."""
+        """GetWebhookSecret returns the project's webhook signing secret(s).
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
+        """
 
     @_abc_1.abstractmethod
     def RotateWebhookSecret(
@@ -186,6 +238,8 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_project_pb2.WebhookSecret, _abc.Awaitable[_project_pb2.WebhookSecret]]:
         """RotateWebhookSecret mints a new signing secret; the previous one stays
         valid for a grace period so receivers can switch.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
 def add_ProjectServiceServicer_to_server(servicer: ProjectServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

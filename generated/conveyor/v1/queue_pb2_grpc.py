@@ -77,6 +77,7 @@ class QueueServiceServicer:
     def GetQueue(self, request, context):
         """GetQueue returns a queue with its stats and purge_confirm_token; returns
         NOT_FOUND when no task ever used it.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -85,6 +86,8 @@ class QueueServiceServicer:
     def UpdateQueue(self, request, context):
         """UpdateQueue changes the fields named by update_mask; returns
         INVALID_ARGUMENT for an unknown path or a bad rate_limit.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,6 +96,8 @@ class QueueServiceServicer:
     def PauseQueue(self, request, context):
         """PauseQueue stops leasing from a queue (it still accepts tasks); returns
         the queue, also when it was already paused.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -101,6 +106,8 @@ class QueueServiceServicer:
     def ResumeQueue(self, request, context):
         """ResumeQueue starts leasing from a paused queue again; returns the queue,
         also when it was not paused.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,18 +40,25 @@ class QueueServiceStub:
     GetQueue: _grpc.UnaryUnaryMultiCallable[_queue_pb2.GetQueueRequest, _queue_pb2.Queue]
     """GetQueue returns a queue with its stats and purge_confirm_token; returns
     NOT_FOUND when no task ever used it.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     UpdateQueue: _grpc.UnaryUnaryMultiCallable[_queue_pb2.UpdateQueueRequest, _queue_pb2.Queue]
     """UpdateQueue changes the fields named by update_mask; returns
     INVALID_ARGUMENT for an unknown path or a bad rate_limit.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     PauseQueue: _grpc.UnaryUnaryMultiCallable[_queue_pb2.PauseQueueRequest, _queue_pb2.Queue]
     """PauseQueue stops leasing from a queue (it still accepts tasks); returns
     the queue, also when it was already paused.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     ResumeQueue: _grpc.UnaryUnaryMultiCallable[_queue_pb2.ResumeQueueRequest, _queue_pb2.Queue]
     """ResumeQueue starts leasing from a paused queue again; returns the queue,
     also when it was not paused.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
 
 @_typing.type_check_only
@@ -66,18 +73,25 @@ class QueueServiceAsyncStub(QueueServiceStub):
     GetQueue: _aio.UnaryUnaryMultiCallable[_queue_pb2.GetQueueRequest, _queue_pb2.Queue]  # type: ignore[assignment]
     """GetQueue returns a queue with its stats and purge_confirm_token; returns
     NOT_FOUND when no task ever used it.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     UpdateQueue: _aio.UnaryUnaryMultiCallable[_queue_pb2.UpdateQueueRequest, _queue_pb2.Queue]  # type: ignore[assignment]
     """UpdateQueue changes the fields named by update_mask; returns
     INVALID_ARGUMENT for an unknown path or a bad rate_limit.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     PauseQueue: _aio.UnaryUnaryMultiCallable[_queue_pb2.PauseQueueRequest, _queue_pb2.Queue]  # type: ignore[assignment]
     """PauseQueue stops leasing from a queue (it still accepts tasks); returns
     the queue, also when it was already paused.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     ResumeQueue: _aio.UnaryUnaryMultiCallable[_queue_pb2.ResumeQueueRequest, _queue_pb2.Queue]  # type: ignore[assignment]
     """ResumeQueue starts leasing from a paused queue again; returns the queue,
     also when it was not paused.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -101,6 +115,7 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_queue_pb2.Queue, _abc.Awaitable[_queue_pb2.Queue]]:
         """GetQueue returns a queue with its stats and purge_confirm_token; returns
         NOT_FOUND when no task ever used it.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -111,6 +126,8 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_queue_pb2.Queue, _abc.Awaitable[_queue_pb2.Queue]]:
         """UpdateQueue changes the fields named by update_mask; returns
         INVALID_ARGUMENT for an unknown path or a bad rate_limit.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
     @_abc_1.abstractmethod
@@ -121,6 +138,8 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_queue_pb2.Queue, _abc.Awaitable[_queue_pb2.Queue]]:
         """PauseQueue stops leasing from a queue (it still accepts tasks); returns
         the queue, also when it was already paused.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -131,6 +150,8 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_queue_pb2.Queue, _abc.Awaitable[_queue_pb2.Queue]]:
         """ResumeQueue starts leasing from a paused queue again; returns the queue,
         also when it was not paused.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

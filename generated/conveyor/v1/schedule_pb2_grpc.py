@@ -101,7 +101,10 @@ class ScheduleServiceServicer:
     def CreateSchedule(self, request, context):
         """CreateSchedule saves a schedule and returns it with next_run_time; returns
         INVALID_ARGUMENT naming the field for a bad expression, time zone or task
-        template, ALREADY_EXISTS when schedule_id is taken.
+        template, ALREADY_EXISTS when schedule_id is taken or its request_id was used
+        with a different request.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,6 +113,7 @@ class ScheduleServiceServicer:
     def GetSchedule(self, request, context):
         """GetSchedule returns a schedule with its recent runs; returns NOT_FOUND when
         it does not exist.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,6 +131,8 @@ class ScheduleServiceServicer:
         """UpdateSchedule changes the fields named by update_mask; returns
         FAILED_PRECONDITION when the schedule is cancelled, INVALID_ARGUMENT for a
         bad value or path.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +141,7 @@ class ScheduleServiceServicer:
     def DeleteSchedule(self, request, context):
         """DeleteSchedule removes a schedule (its tasks stay); returns NOT_FOUND when
         it does not exist.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +150,8 @@ class ScheduleServiceServicer:
     def PauseSchedule(self, request, context):
         """PauseSchedule stops firing and records why; returns FAILED_PRECONDITION when
         the schedule is cancelled.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +160,8 @@ class ScheduleServiceServicer:
     def ResumeSchedule(self, request, context):
         """ResumeSchedule fires again from the next occurrence; returns
         FAILED_PRECONDITION when the schedule is cancelled.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -159,6 +170,8 @@ class ScheduleServiceServicer:
     def CancelSchedule(self, request, context):
         """CancelSchedule stops a schedule for good; it is read-only afterwards.
         Returns FAILED_PRECONDITION when it is already cancelled.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -167,6 +180,8 @@ class ScheduleServiceServicer:
     def SnoozeSchedule(self, request, context):
         """SnoozeSchedule moves the next fire by a delay of up to 7 days; returns
         INVALID_ARGUMENT for a longer or negative delay.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and FAILED_PRECONDITION when the schedule is cancelled.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -175,6 +190,8 @@ class ScheduleServiceServicer:
     def RunScheduleNow(self, request, context):
         """RunScheduleNow fires once now through the overlap policy (or the one given)
         and returns the task; returns FAILED_PRECONDITION when the policy skips it.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,6 +200,8 @@ class ScheduleServiceServicer:
     def PreviewSchedule(self, request, context):
         """PreviewSchedule lists the next fire times of a saved or proposed schedule;
         returns INVALID_ARGUMENT for a bad spec or count.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

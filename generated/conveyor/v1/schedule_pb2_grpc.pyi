@@ -38,11 +38,15 @@ class ScheduleServiceStub:
     CreateSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.CreateScheduleRequest, _schedule_pb2.Schedule]
     """CreateSchedule saves a schedule and returns it with next_run_time; returns
     INVALID_ARGUMENT naming the field for a bad expression, time zone or task
-    template, ALREADY_EXISTS when schedule_id is taken.
+    template, ALREADY_EXISTS when schedule_id is taken or its request_id was used
+    with a different request.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     GetSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.GetScheduleRequest, _schedule_pb2.Schedule]
     """GetSchedule returns a schedule with its recent runs; returns NOT_FOUND when
     it does not exist.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     ListSchedules: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.ListSchedulesRequest, _schedule_pb2.ListSchedulesResponse]
     """ListSchedules returns one page of schedules; returns INVALID_ARGUMENT for a
@@ -52,34 +56,49 @@ class ScheduleServiceStub:
     """UpdateSchedule changes the fields named by update_mask; returns
     FAILED_PRECONDITION when the schedule is cancelled, INVALID_ARGUMENT for a
     bad value or path.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.DeleteScheduleRequest, _empty_pb2.Empty]
     """DeleteSchedule removes a schedule (its tasks stay); returns NOT_FOUND when
     it does not exist.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     PauseSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.PauseScheduleRequest, _schedule_pb2.Schedule]
     """PauseSchedule stops firing and records why; returns FAILED_PRECONDITION when
     the schedule is cancelled.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.ResumeScheduleRequest, _schedule_pb2.Schedule]
     """ResumeSchedule fires again from the next occurrence; returns
     FAILED_PRECONDITION when the schedule is cancelled.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     CancelSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.CancelScheduleRequest, _schedule_pb2.Schedule]
     """CancelSchedule stops a schedule for good; it is read-only afterwards.
     Returns FAILED_PRECONDITION when it is already cancelled.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     SnoozeSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.SnoozeScheduleRequest, _schedule_pb2.Schedule]
     """SnoozeSchedule moves the next fire by a delay of up to 7 days; returns
     INVALID_ARGUMENT for a longer or negative delay.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and FAILED_PRECONDITION when the schedule is cancelled.
     """
     RunScheduleNow: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.RunScheduleNowRequest, _task_pb2.Task]
     """RunScheduleNow fires once now through the overlap policy (or the one given)
     and returns the task; returns FAILED_PRECONDITION when the policy skips it.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     PreviewSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.PreviewScheduleRequest, _schedule_pb2.PreviewScheduleResponse]
     """PreviewSchedule lists the next fire times of a saved or proposed schedule;
     returns INVALID_ARGUMENT for a bad spec or count.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
 
 @_typing.type_check_only
@@ -90,11 +109,15 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     CreateSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.CreateScheduleRequest, _schedule_pb2.Schedule]  # type: ignore[assignment]
     """CreateSchedule saves a schedule and returns it with next_run_time; returns
     INVALID_ARGUMENT naming the field for a bad expression, time zone or task
-    template, ALREADY_EXISTS when schedule_id is taken.
+    template, ALREADY_EXISTS when schedule_id is taken or its request_id was used
+    with a different request.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     GetSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.GetScheduleRequest, _schedule_pb2.Schedule]  # type: ignore[assignment]
     """GetSchedule returns a schedule with its recent runs; returns NOT_FOUND when
     it does not exist.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     ListSchedules: _aio.UnaryUnaryMultiCallable[_schedule_pb2.ListSchedulesRequest, _schedule_pb2.ListSchedulesResponse]  # type: ignore[assignment]
     """ListSchedules returns one page of schedules; returns INVALID_ARGUMENT for a
@@ -104,34 +127,49 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     """UpdateSchedule changes the fields named by update_mask; returns
     FAILED_PRECONDITION when the schedule is cancelled, INVALID_ARGUMENT for a
     bad value or path.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     DeleteSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.DeleteScheduleRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """DeleteSchedule removes a schedule (its tasks stay); returns NOT_FOUND when
     it does not exist.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     PauseSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.PauseScheduleRequest, _schedule_pb2.Schedule]  # type: ignore[assignment]
     """PauseSchedule stops firing and records why; returns FAILED_PRECONDITION when
     the schedule is cancelled.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     ResumeSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.ResumeScheduleRequest, _schedule_pb2.Schedule]  # type: ignore[assignment]
     """ResumeSchedule fires again from the next occurrence; returns
     FAILED_PRECONDITION when the schedule is cancelled.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     CancelSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.CancelScheduleRequest, _schedule_pb2.Schedule]  # type: ignore[assignment]
     """CancelSchedule stops a schedule for good; it is read-only afterwards.
     Returns FAILED_PRECONDITION when it is already cancelled.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     SnoozeSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.SnoozeScheduleRequest, _schedule_pb2.Schedule]  # type: ignore[assignment]
     """SnoozeSchedule moves the next fire by a delay of up to 7 days; returns
     INVALID_ARGUMENT for a longer or negative delay.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and FAILED_PRECONDITION when the schedule is cancelled.
     """
     RunScheduleNow: _aio.UnaryUnaryMultiCallable[_schedule_pb2.RunScheduleNowRequest, _task_pb2.Task]  # type: ignore[assignment]
     """RunScheduleNow fires once now through the overlap policy (or the one given)
     and returns the task; returns FAILED_PRECONDITION when the policy skips it.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     PreviewSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.PreviewScheduleRequest, _schedule_pb2.PreviewScheduleResponse]  # type: ignore[assignment]
     """PreviewSchedule lists the next fire times of a saved or proposed schedule;
     returns INVALID_ARGUMENT for a bad spec or count.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
 
 class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -145,7 +183,10 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_schedule_pb2.Schedule, _abc.Awaitable[_schedule_pb2.Schedule]]:
         """CreateSchedule saves a schedule and returns it with next_run_time; returns
         INVALID_ARGUMENT naming the field for a bad expression, time zone or task
-        template, ALREADY_EXISTS when schedule_id is taken.
+        template, ALREADY_EXISTS when schedule_id is taken or its request_id was used
+        with a different request.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
     @_abc_1.abstractmethod
@@ -156,6 +197,7 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_schedule_pb2.Schedule, _abc.Awaitable[_schedule_pb2.Schedule]]:
         """GetSchedule returns a schedule with its recent runs; returns NOT_FOUND when
         it does not exist.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -177,6 +219,8 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         """UpdateSchedule changes the fields named by update_mask; returns
         FAILED_PRECONDITION when the schedule is cancelled, INVALID_ARGUMENT for a
         bad value or path.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
     @_abc_1.abstractmethod
@@ -187,6 +231,7 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """DeleteSchedule removes a schedule (its tasks stay); returns NOT_FOUND when
         it does not exist.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -197,6 +242,8 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_schedule_pb2.Schedule, _abc.Awaitable[_schedule_pb2.Schedule]]:
         """PauseSchedule stops firing and records why; returns FAILED_PRECONDITION when
         the schedule is cancelled.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -207,6 +254,8 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_schedule_pb2.Schedule, _abc.Awaitable[_schedule_pb2.Schedule]]:
         """ResumeSchedule fires again from the next occurrence; returns
         FAILED_PRECONDITION when the schedule is cancelled.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -217,6 +266,8 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_schedule_pb2.Schedule, _abc.Awaitable[_schedule_pb2.Schedule]]:
         """CancelSchedule stops a schedule for good; it is read-only afterwards.
         Returns FAILED_PRECONDITION when it is already cancelled.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -227,6 +278,8 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_schedule_pb2.Schedule, _abc.Awaitable[_schedule_pb2.Schedule]]:
         """SnoozeSchedule moves the next fire by a delay of up to 7 days; returns
         INVALID_ARGUMENT for a longer or negative delay.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and FAILED_PRECONDITION when the schedule is cancelled.
         """
 
     @_abc_1.abstractmethod
@@ -237,6 +290,8 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_pb2.Task, _abc.Awaitable[_task_pb2.Task]]:
         """RunScheduleNow fires once now through the overlap policy (or the one given)
         and returns the task; returns FAILED_PRECONDITION when the policy skips it.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -247,6 +302,8 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_schedule_pb2.PreviewScheduleResponse, _abc.Awaitable[_schedule_pb2.PreviewScheduleResponse]]:
         """PreviewSchedule lists the next fire times of a saved or proposed schedule;
         returns INVALID_ARGUMENT for a bad spec or count.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
 def add_ScheduleServiceServicer_to_server(servicer: ScheduleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -379,6 +379,7 @@ class Attempt(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
     attempt: _builtins.int
     """1 for the first attempt."""
     worker: _builtins.str
@@ -399,6 +400,12 @@ class Attempt(_message.Message):
     def error(self) -> Global___TaskError:
         """The error, when it failed."""
 
+    @_builtins.property
+    def progress(self) -> _struct_pb2.Struct:
+        """Output only. The last progress the handler reported on this attempt (heartbeats
+        carry it); unset when it reported none.
+        """
+
     def __init__(
         self,
         *,
@@ -409,10 +416,11 @@ class Attempt(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         outcome: _enums_pb2.AttemptOutcome.ValueType = ...,
         error: Global___TaskError | None = ...,
+        progress: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "error", b"error", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "error", b"error", "progress", b"progress", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "end_time", b"end_time", "error", b"error", "lease_id", b"lease_id", "outcome", b"outcome", "start_time", b"start_time", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "end_time", b"end_time", "error", b"error", "lease_id", b"lease_id", "outcome", b"outcome", "progress", b"progress", "start_time", b"start_time", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -96,7 +96,10 @@ class TaskServiceServicer:
     def CreateTask(self, request, context):
         """CreateTask enqueues one task and returns it; returns INVALID_ARGUMENT when a
         field is out of bounds, ALREADY_EXISTS when its dedupe key is held with
-        on_conflict REJECT. The same request_id returns the first result.
+        on_conflict REJECT or its request_id was used with a different request. The same
+        request_id returns the first result.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,6 +109,8 @@ class TaskServiceServicer:
         """BatchCreateTasks enqueues up to 1000 tasks in one insert and returns a
         result per item; returns INVALID_ARGUMENT when there are more, or when any
         item is invalid and atomic is set (nothing is then created).
+        Also returns NOT_FOUND when the project does not exist and ALREADY_EXISTS
+        in an item's status when its dedupe key is held with on_conflict REJECT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,6 +119,7 @@ class TaskServiceServicer:
     def GetTask(self, request, context):
         """GetTask returns a task with its attempts and blocked_reason; returns
         NOT_FOUND when it does not exist.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +136,7 @@ class TaskServiceServicer:
     def GetTaskTree(self, request, context):
         """GetTaskTree returns the tree under a task's root, at most 500 tasks;
         returns NOT_FOUND when the task does not exist.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -139,6 +146,8 @@ class TaskServiceServicer:
         """CancelTask ends a scheduled, queued or awaiting task as CANCELLED at once,
         or asks the worker of a running task to stop (it then ends INTERRUPTED);
         returns FAILED_PRECONDITION when the task is already terminal.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -147,6 +156,8 @@ class TaskServiceServicer:
     def ApproveTask(self, request, context):
         """ApproveTask releases a task waiting for approval; returns
         FAILED_PRECONDITION when it is not AWAITING_APPROVAL.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,6 +166,8 @@ class TaskServiceServicer:
     def RejectTask(self, request, context):
         """RejectTask ends a task waiting for approval as CANCELLED with the reason;
         returns FAILED_PRECONDITION when it is not AWAITING_APPROVAL.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,6 +177,8 @@ class TaskServiceServicer:
         """BatchDeleteTasks deletes up to 1000 terminal tasks by name or filter and
         reports the others as skipped; returns INVALID_ARGUMENT when both or
         neither of names and filter are given.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,16 +38,22 @@ class TaskServiceStub:
     CreateTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CreateTaskRequest, _task_pb2.Task]
     """CreateTask enqueues one task and returns it; returns INVALID_ARGUMENT when a
     field is out of bounds, ALREADY_EXISTS when its dedupe key is held with
-    on_conflict REJECT. The same request_id returns the first result.
+    on_conflict REJECT or its request_id was used with a different request. The same
+    request_id returns the first result.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     BatchCreateTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.BatchCreateTasksRequest, _task_service_pb2.BatchCreateTasksResponse]
     """BatchCreateTasks enqueues up to 1000 tasks in one insert and returns a
     result per item; returns INVALID_ARGUMENT when there are more, or when any
     item is invalid and atomic is set (nothing is then created).
+    Also returns NOT_FOUND when the project does not exist and ALREADY_EXISTS
+    in an item's status when its dedupe key is held with on_conflict REJECT.
     """
     GetTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_pb2.Task]
     """GetTask returns a task with its attempts and blocked_reason; returns
     NOT_FOUND when it does not exist.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     ListTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]
     """ListTasks returns one page of tasks matching a filter; returns
@@ -56,24 +62,33 @@ class TaskServiceStub:
     GetTaskTree: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskTreeRequest, _task_service_pb2.TaskTree]
     """GetTaskTree returns the tree under a task's root, at most 500 tasks;
     returns NOT_FOUND when the task does not exist.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     CancelTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_pb2.Task]
     """CancelTask ends a scheduled, queued or awaiting task as CANCELLED at once,
     or asks the worker of a running task to stop (it then ends INTERRUPTED);
     returns FAILED_PRECONDITION when the task is already terminal.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     ApproveTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ApproveTaskRequest, _task_pb2.Task]
     """ApproveTask releases a task waiting for approval; returns
     FAILED_PRECONDITION when it is not AWAITING_APPROVAL.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     RejectTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.RejectTaskRequest, _task_pb2.Task]
     """RejectTask ends a task waiting for approval as CANCELLED with the reason;
     returns FAILED_PRECONDITION when it is not AWAITING_APPROVAL.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     BatchDeleteTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.BatchDeleteTasksRequest, _task_service_pb2.BatchDeleteTasksResponse]
     """BatchDeleteTasks deletes up to 1000 terminal tasks by name or filter and
     reports the others as skipped; returns INVALID_ARGUMENT when both or
     neither of names and filter are given.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     ExportTasks: _grpc.UnaryStreamMultiCallable[_task_service_pb2.ExportTasksRequest, _httpbody_pb2.HttpBody]
     """ExportTasks streams the tasks matching a filter as CSV, XLSX or NDJSON;
@@ -88,16 +103,22 @@ class TaskServiceAsyncStub(TaskServiceStub):
     CreateTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CreateTaskRequest, _task_pb2.Task]  # type: ignore[assignment]
     """CreateTask enqueues one task and returns it; returns INVALID_ARGUMENT when a
     field is out of bounds, ALREADY_EXISTS when its dedupe key is held with
-    on_conflict REJECT. The same request_id returns the first result.
+    on_conflict REJECT or its request_id was used with a different request. The same
+    request_id returns the first result.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     BatchCreateTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.BatchCreateTasksRequest, _task_service_pb2.BatchCreateTasksResponse]  # type: ignore[assignment]
     """BatchCreateTasks enqueues up to 1000 tasks in one insert and returns a
     result per item; returns INVALID_ARGUMENT when there are more, or when any
     item is invalid and atomic is set (nothing is then created).
+    Also returns NOT_FOUND when the project does not exist and ALREADY_EXISTS
+    in an item's status when its dedupe key is held with on_conflict REJECT.
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_pb2.Task]  # type: ignore[assignment]
     """GetTask returns a task with its attempts and blocked_reason; returns
     NOT_FOUND when it does not exist.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     ListTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]  # type: ignore[assignment]
     """ListTasks returns one page of tasks matching a filter; returns
@@ -106,24 +127,33 @@ class TaskServiceAsyncStub(TaskServiceStub):
     GetTaskTree: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskTreeRequest, _task_service_pb2.TaskTree]  # type: ignore[assignment]
     """GetTaskTree returns the tree under a task's root, at most 500 tasks;
     returns NOT_FOUND when the task does not exist.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
     """
     CancelTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_pb2.Task]  # type: ignore[assignment]
     """CancelTask ends a scheduled, queued or awaiting task as CANCELLED at once,
     or asks the worker of a running task to stop (it then ends INTERRUPTED);
     returns FAILED_PRECONDITION when the task is already terminal.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     ApproveTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ApproveTaskRequest, _task_pb2.Task]  # type: ignore[assignment]
     """ApproveTask releases a task waiting for approval; returns
     FAILED_PRECONDITION when it is not AWAITING_APPROVAL.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     RejectTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.RejectTaskRequest, _task_pb2.Task]  # type: ignore[assignment]
     """RejectTask ends a task waiting for approval as CANCELLED with the reason;
     returns FAILED_PRECONDITION when it is not AWAITING_APPROVAL.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     BatchDeleteTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.BatchDeleteTasksRequest, _task_service_pb2.BatchDeleteTasksResponse]  # type: ignore[assignment]
     """BatchDeleteTasks deletes up to 1000 terminal tasks by name or filter and
     reports the others as skipped; returns INVALID_ARGUMENT when both or
     neither of names and filter are given.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist.
     """
     ExportTasks: _aio.UnaryStreamMultiCallable[_task_service_pb2.ExportTasksRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """ExportTasks streams the tasks matching a filter as CSV, XLSX or NDJSON;
@@ -141,7 +171,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_pb2.Task, _abc.Awaitable[_task_pb2.Task]]:
         """CreateTask enqueues one task and returns it; returns INVALID_ARGUMENT when a
         field is out of bounds, ALREADY_EXISTS when its dedupe key is held with
-        on_conflict REJECT. The same request_id returns the first result.
+        on_conflict REJECT or its request_id was used with a different request. The same
+        request_id returns the first result.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
     @_abc_1.abstractmethod
@@ -153,6 +186,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """BatchCreateTasks enqueues up to 1000 tasks in one insert and returns a
         result per item; returns INVALID_ARGUMENT when there are more, or when any
         item is invalid and atomic is set (nothing is then created).
+        Also returns NOT_FOUND when the project does not exist and ALREADY_EXISTS
+        in an item's status when its dedupe key is held with on_conflict REJECT.
         """
 
     @_abc_1.abstractmethod
@@ -163,6 +198,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_pb2.Task, _abc.Awaitable[_task_pb2.Task]]:
         """GetTask returns a task with its attempts and blocked_reason; returns
         NOT_FOUND when it does not exist.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -183,6 +219,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_service_pb2.TaskTree, _abc.Awaitable[_task_service_pb2.TaskTree]]:
         """GetTaskTree returns the tree under a task's root, at most 500 tasks;
         returns NOT_FOUND when the task does not exist.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -194,6 +231,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """CancelTask ends a scheduled, queued or awaiting task as CANCELLED at once,
         or asks the worker of a running task to stop (it then ends INTERRUPTED);
         returns FAILED_PRECONDITION when the task is already terminal.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -204,6 +243,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_pb2.Task, _abc.Awaitable[_task_pb2.Task]]:
         """ApproveTask releases a task waiting for approval; returns
         FAILED_PRECONDITION when it is not AWAITING_APPROVAL.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -214,6 +255,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_pb2.Task, _abc.Awaitable[_task_pb2.Task]]:
         """RejectTask ends a task waiting for approval as CANCELLED with the reason;
         returns FAILED_PRECONDITION when it is not AWAITING_APPROVAL.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -225,6 +268,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """BatchDeleteTasks deletes up to 1000 terminal tasks by name or filter and
         reports the others as skipped; returns INVALID_ARGUMENT when both or
         neither of names and filter are given.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist.
         """
 
     @_abc_1.abstractmethod

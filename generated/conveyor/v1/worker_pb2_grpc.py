@@ -95,6 +95,10 @@ class WorkerServiceServicer:
     def LeaseTasks(self, request, context):
         """LeaseTasks leases up to max_tasks ready tasks, waiting up to wait_timeout
         for one to become ready; returns an empty list when none did.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist, INVALID_ARGUMENT for a malformed name or field and
+        RESOURCE_EXHAUSTED (reason RATE_LIMITED, with RetryInfo) when wait_timeout
+        is zero and the ready tasks are rate limited.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,6 +107,8 @@ class WorkerServiceServicer:
     def ExtendLease(self, request, context):
         """ExtendLease extends a lease and says whether the task should stop; returns
         FAILED_PRECONDITION when the lease_id is not the task's current lease.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +117,8 @@ class WorkerServiceServicer:
     def CompleteTask(self, request, context):
         """CompleteTask reports success and returns the task; returns
         FAILED_PRECONDITION when the lease_id is stale, changing nothing.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -119,6 +127,8 @@ class WorkerServiceServicer:
     def FailTask(self, request, context):
         """FailTask reports a failed attempt and returns the task (retrying or
         FAILED); returns FAILED_PRECONDITION when the lease_id is stale.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +140,9 @@ class WorkerServiceServicer:
         and answered on its own: one stale lease_id refuses that item alone
         (FAILED_PRECONDITION in its ack) and changes nothing else. Returns
         INVALID_ARGUMENT for a bad parent or more than 1000 items.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and PERMISSION_DENIED in an item's ack when its task is in another
+        project.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -145,6 +158,7 @@ class WorkerServiceServicer:
 
     def GetWorker(self, request, context):
         """GetWorker returns a worker; returns NOT_FOUND when it was never seen.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -43,18 +43,28 @@ class WorkerServiceStub:
     LeaseTasks: _grpc.UnaryUnaryMultiCallable[_worker_pb2.LeaseTasksRequest, _worker_pb2.LeaseTasksResponse]
     """LeaseTasks leases up to max_tasks ready tasks, waiting up to wait_timeout
     for one to become ready; returns an empty list when none did.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist, INVALID_ARGUMENT for a malformed name or field and
+    RESOURCE_EXHAUSTED (reason RATE_LIMITED, with RetryInfo) when wait_timeout
+    is zero and the ready tasks are rate limited.
     """
     ExtendLease: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ExtendLeaseRequest, _worker_pb2.ExtendLeaseResponse]
     """ExtendLease extends a lease and says whether the task should stop; returns
     FAILED_PRECONDITION when the lease_id is not the task's current lease.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     CompleteTask: _grpc.UnaryUnaryMultiCallable[_worker_pb2.CompleteTaskRequest, _task_pb2.Task]
     """CompleteTask reports success and returns the task; returns
     FAILED_PRECONDITION when the lease_id is stale, changing nothing.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     FailTask: _grpc.UnaryUnaryMultiCallable[_worker_pb2.FailTaskRequest, _task_pb2.Task]
     """FailTask reports a failed attempt and returns the task (retrying or
     FAILED); returns FAILED_PRECONDITION when the lease_id is stale.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     ReportTasks: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ReportTasksRequest, _worker_pb2.ReportTasksResponse]
     """ReportTasks takes many completes and fails in one call (the batched form of
@@ -62,13 +72,18 @@ class WorkerServiceStub:
     and answered on its own: one stale lease_id refuses that item alone
     (FAILED_PRECONDITION in its ack) and changes nothing else. Returns
     INVALID_ARGUMENT for a bad parent or more than 1000 items.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and PERMISSION_DENIED in an item's ack when its task is in another
+    project.
     """
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ListWorkersRequest, _worker_pb2.ListWorkersResponse]
     """ListWorkers returns one page of the project's workers; returns
     INVALID_ARGUMENT for a bad page_size or page_token.
     """
     GetWorker: _grpc.UnaryUnaryMultiCallable[_worker_pb2.GetWorkerRequest, _worker_pb2.Worker]
-    """GetWorker returns a worker; returns NOT_FOUND when it was never seen."""
+    """GetWorker returns a worker; returns NOT_FOUND when it was never seen.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -84,18 +99,28 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     LeaseTasks: _aio.UnaryUnaryMultiCallable[_worker_pb2.LeaseTasksRequest, _worker_pb2.LeaseTasksResponse]  # type: ignore[assignment]
     """LeaseTasks leases up to max_tasks ready tasks, waiting up to wait_timeout
     for one to become ready; returns an empty list when none did.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist, INVALID_ARGUMENT for a malformed name or field and
+    RESOURCE_EXHAUSTED (reason RATE_LIMITED, with RetryInfo) when wait_timeout
+    is zero and the ready tasks are rate limited.
     """
     ExtendLease: _aio.UnaryUnaryMultiCallable[_worker_pb2.ExtendLeaseRequest, _worker_pb2.ExtendLeaseResponse]  # type: ignore[assignment]
     """ExtendLease extends a lease and says whether the task should stop; returns
     FAILED_PRECONDITION when the lease_id is not the task's current lease.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     CompleteTask: _aio.UnaryUnaryMultiCallable[_worker_pb2.CompleteTaskRequest, _task_pb2.Task]  # type: ignore[assignment]
     """CompleteTask reports success and returns the task; returns
     FAILED_PRECONDITION when the lease_id is stale, changing nothing.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     FailTask: _aio.UnaryUnaryMultiCallable[_worker_pb2.FailTaskRequest, _task_pb2.Task]  # type: ignore[assignment]
     """FailTask reports a failed attempt and returns the task (retrying or
     FAILED); returns FAILED_PRECONDITION when the lease_id is stale.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and INVALID_ARGUMENT for a malformed name or field.
     """
     ReportTasks: _aio.UnaryUnaryMultiCallable[_worker_pb2.ReportTasksRequest, _worker_pb2.ReportTasksResponse]  # type: ignore[assignment]
     """ReportTasks takes many completes and fails in one call (the batched form of
@@ -103,13 +128,18 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     and answered on its own: one stale lease_id refuses that item alone
     (FAILED_PRECONDITION in its ack) and changes nothing else. Returns
     INVALID_ARGUMENT for a bad parent or more than 1000 items.
+    Also returns NOT_FOUND when the project or a resource it names does not
+    exist and PERMISSION_DENIED in an item's ack when its task is in another
+    project.
     """
     ListWorkers: _aio.UnaryUnaryMultiCallable[_worker_pb2.ListWorkersRequest, _worker_pb2.ListWorkersResponse]  # type: ignore[assignment]
     """ListWorkers returns one page of the project's workers; returns
     INVALID_ARGUMENT for a bad page_size or page_token.
     """
     GetWorker: _aio.UnaryUnaryMultiCallable[_worker_pb2.GetWorkerRequest, _worker_pb2.Worker]  # type: ignore[assignment]
-    """GetWorker returns a worker; returns NOT_FOUND when it was never seen."""
+    """GetWorker returns a worker; returns NOT_FOUND when it was never seen.
+    Also returns INVALID_ARGUMENT for a malformed name or field.
+    """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkerService hands tasks to workers and takes their reports."""
@@ -134,6 +164,10 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_worker_pb2.LeaseTasksResponse, _abc.Awaitable[_worker_pb2.LeaseTasksResponse]]:
         """LeaseTasks leases up to max_tasks ready tasks, waiting up to wait_timeout
         for one to become ready; returns an empty list when none did.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist, INVALID_ARGUMENT for a malformed name or field and
+        RESOURCE_EXHAUSTED (reason RATE_LIMITED, with RetryInfo) when wait_timeout
+        is zero and the ready tasks are rate limited.
         """
 
     @_abc_1.abstractmethod
@@ -144,6 +178,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_worker_pb2.ExtendLeaseResponse, _abc.Awaitable[_worker_pb2.ExtendLeaseResponse]]:
         """ExtendLease extends a lease and says whether the task should stop; returns
         FAILED_PRECONDITION when the lease_id is not the task's current lease.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -154,6 +190,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_pb2.Task, _abc.Awaitable[_task_pb2.Task]]:
         """CompleteTask reports success and returns the task; returns
         FAILED_PRECONDITION when the lease_id is stale, changing nothing.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -164,6 +202,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_pb2.Task, _abc.Awaitable[_task_pb2.Task]]:
         """FailTask reports a failed attempt and returns the task (retrying or
         FAILED); returns FAILED_PRECONDITION when the lease_id is stale.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and INVALID_ARGUMENT for a malformed name or field.
         """
 
     @_abc_1.abstractmethod
@@ -177,6 +217,9 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         and answered on its own: one stale lease_id refuses that item alone
         (FAILED_PRECONDITION in its ack) and changes nothing else. Returns
         INVALID_ARGUMENT for a bad parent or more than 1000 items.
+        Also returns NOT_FOUND when the project or a resource it names does not
+        exist and PERMISSION_DENIED in an item's ack when its task is in another
+        project.
         """
 
     @_abc_1.abstractmethod
@@ -195,6 +238,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _worker_pb2.GetWorkerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.Worker, _abc.Awaitable[_worker_pb2.Worker]]:
-        """GetWorker returns a worker; returns NOT_FOUND when it was never seen."""
+        """GetWorker returns a worker; returns NOT_FOUND when it was never seen.
+        Also returns INVALID_ARGUMENT for a malformed name or field.
+        """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

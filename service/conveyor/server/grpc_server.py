@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from conveyor.server.context import AppContext
+from conveyor.server.reflection import enable_reflection
 
 __all__ = ["HEALTH_SERVICE_NAME", "GrpcServer", "Register"]
 
@@ -34,13 +34,14 @@ class GrpcServer:
         interceptors: Sequence[grpc.aio.ServerInterceptor],
     ) -> None:
         self._ctx = ctx
-        self._server = grpc.aio.server(interceptors=list(interceptors), options=_OPTIONS)
+        # The processes of `serve --processes N` share the port on purpose.
+        shared = ctx.settings.process_slot is not None
+        options = [("grpc.so_reuseport", 1)] if shared else _OPTIONS
+        self._server = grpc.aio.server(interceptors=list(interceptors), options=options)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._services = list(register(self._server, ctx)) if register is not None else []
-        reflection.enable_server_reflection(
-            [*self._services, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME], self._server
-        )
+        enable_reflection([*self._services, HEALTH_SERVICE_NAME], self._server)
         self._port = 0
         self._started = False
 

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from conveyor.server.embedded import EmbeddedPostgres
+from conveyor.server.embedded_install import embedded_postgres
 from conveyor.server.settings import Settings
 from conveyor.server.store.migrate import migrate
 
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedded = None
     url = settings.database_url
     if url is None:
-        embedded = EmbeddedPostgres(settings.data_dir)
+        embedded = embedded_postgres(settings.data_dir)
         url = embedded.start()
     try:
         applied = asyncio.run(migrate(url))

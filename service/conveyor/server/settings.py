@@ -29,6 +29,7 @@ _ENV_FIELDS = {
     "CONVEYOR_WEBHOOK_ALLOW": "webhook_allow",
     "CONVEYOR_EVENT_RETENTION": "event_retention",
     "CONVEYOR_GATEWAY_TARGET": "gateway_target",
+    "CONVEYOR_EMBEDDED": "embedded",
 }
 
 
@@ -63,6 +64,14 @@ class Settings:
     """Seconds events are kept; env accepts seconds or 90s, 30m, 12h, 7d."""
     gateway_target: str | None = None
     """gRPC target the REST gateway calls (e.g. `grpc.internal:50051`); None: this process."""
+    process_slot: int | None = None
+    """Set in the processes of `conveyor serve --processes N` (server/processes.py): the
+    listeners share their ports (SO_REUSEPORT) and the addresses go to
+    processes/<slot>.json, the supervisor writing the one server.json."""
+    embedded: bool = True
+    """Whether an unset database_url may start the embedded PostgreSQL. The production
+    image sets CONVEYOR_EMBEDDED=0, so a missing DATABASE_URL stops it at start instead
+    of silently keeping the data in a throwaway container."""
 
     def __post_init__(self) -> None:
         for name in ("grpc_address", "http_address"):
@@ -85,6 +94,12 @@ class Settings:
         if self.database_url == "":
             # An empty DATABASE_URL almost always means "unset" in shell scripts.
             object.__setattr__(self, "database_url", None)
+        if self.database_url is None and not self.embedded:
+            raise ValueError(
+                "DATABASE_URL is not set and CONVEYOR_EMBEDDED=0: point DATABASE_URL at "
+                "PostgreSQL, or set CONVEYOR_EMBEDDED=1 for the embedded one (it needs the "
+                "postgres extra)"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -106,6 +121,18 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+# CONVEYOR_EMBEDDED's spellings; empty means unset (the default, allowed).
+_BOOLEANS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "": True,
+    "0": False,
+    "false": False,
+    "no": False,
+}
+
+
 def _from_env_text(field_name: str, env_name: str, raw: str) -> Any:
     if field_name == "data_dir":
         return Path(raw).expanduser()
@@ -124,6 +151,11 @@ def _from_env_text(field_name: str, env_name: str, raw: str) -> Any:
             raise ValueError(
                 f"{env_name}={raw!r} must be seconds or like 90s, 30m, 12h, 7d"
             ) from None
+    if field_name == "embedded":
+        text = raw.strip().lower()
+        if text not in _BOOLEANS:
+            raise ValueError(f"{env_name}={raw!r} must be 1 or 0") from None
+        return _BOOLEANS[text]
     if field_name == "webhook_allow":
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw

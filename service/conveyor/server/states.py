@@ -1,8 +1,10 @@
 """The task state machine: every allowed transition, in one table.
 
 The store's guarded UPDATEs (`WHERE state IN (...)`) and the CHECK constraints in
-the schema enforce the same table in the database; `tests/test_states.py` checks the
-two agree. Names are the stored strings; the proto enum is TASK_STATE_<name>.
+the schema enforce the same table in the database: `tests/test_states.py` checks the
+states agree, and `tests/test_state_transitions.py` that every transition a query
+declares (`-- transitions:` above its UPDATE) is an edge of this table. Names are the
+stored strings; the proto enum is TASK_STATE_<name>.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ TABLE: dict[tuple[State, str], State] = {
     (State.AWAITING_APPROVAL, "approve_later"): State.SCHEDULED,
     (State.AWAITING_APPROVAL, "reject"): State.CANCELLED,
     (State.QUEUED, "lease"): State.RUNNING,
+    # A DEBOUNCE dedupe pushes a ready task's schedule_time back (task_dedupe.sql).
+    (State.QUEUED, "debounce"): State.SCHEDULED,
     (State.RUNNING, "succeed"): State.SUCCEEDED,
     (State.RUNNING, "retry"): State.SCHEDULED,
     (State.RUNNING, "fail"): State.FAILED,
@@ -65,6 +69,7 @@ EVENT_TYPES: dict[str, str] = {
     "approve_later": "task.scheduled",
     "reject": "task.cancelled",
     "lease": "task.started",
+    "debounce": "task.updated",
     "succeed": "task.succeeded",
     "retry": "task.retrying",
     "fail": "task.failed",

@@ -3,7 +3,8 @@
 One object prints as itself (a field/value table on a terminal); a list prints as one
 JSON array (`-o json`), one YAML list, or a table with a row per item; a stream
 (`watch`) prints one JSON object per line (NDJSON), or one table row per line on a
-terminal. Messages become the proto JSON mapping with proto field names, and integral
+terminal. `-o name` prints only resource names, one a line (`TASK=$(conveyor tasks
+create k -o name)`). Messages become the proto JSON mapping with proto field names, and integral
 numbers inside Struct/Value fields print as integers (protobuf keeps them as doubles).
 """
 
@@ -15,37 +16,31 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
-from google.protobuf import json_format
 from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 
+from conveyor.client._json import integral, message_to_json
 from conveyor.client.cli._session import session
-
-_MAX_EXACT = 2**53
 
 
 def to_data(item: Message | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(item, Message):
-        data = json_format.MessageToDict(item, preserving_proto_field_name=True)
-    else:
-        data = dict(item)
-    fixed: dict[str, Any] = _integral(data)
+        # As the REST gateway answers: scalars, lists and maps always present.
+        data: dict[str, Any] = message_to_json(
+            item, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+        return data
+    fixed: dict[str, Any] = integral(dict(item))
     return fixed
 
 
-def _integral(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) <= _MAX_EXACT:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
-
-
 def _enum(prefix: str) -> Callable[[Any], str]:
-    return lambda value: str(value or "").removeprefix(prefix)
+    def short(value: Any) -> str:
+        text = str(value or "")
+        return "" if text.endswith("_UNSPECIFIED") else text.removeprefix(prefix)
+
+    return short
 
 
 def _short(value: Any) -> str:
@@ -197,7 +192,9 @@ class Output:
 
     def one(self, item: Message | Mapping[str, Any]) -> None:
         data = to_data(item)
-        if self.format == "json":
+        if self.format == "name":
+            self._write(str(data.get("name", "")))
+        elif self.format == "json":
             self._write(json.dumps(data, indent=2))
         elif self.format == "yaml":
             self._write(yaml.safe_dump(data, sort_keys=False))
@@ -206,12 +203,16 @@ class Output:
             table.add_column(style="bold")
             table.add_column(overflow="fold")
             for key, value in data.items():
-                table.add_row(key, _compact(value))
+                if value not in ("", [], {}, None):
+                    table.add_row(key, _compact(value))
             self._print(table)
 
     def many(self, items: Iterable[Message | Mapping[str, Any]], kind: str) -> None:
         rows = [to_data(item) for item in items]
-        if self.format == "json":
+        if self.format == "name":
+            if rows:
+                self._write("\n".join(str(row.get("name", "")) for row in rows))
+        elif self.format == "json":
             self._write(json.dumps(rows, indent=2))
         elif self.format == "yaml":
             self._write(yaml.safe_dump(rows, sort_keys=False) if rows else "[]")
@@ -243,6 +244,8 @@ class Output:
             self._write("  ".join(_cell(data, c) for c in columns))
         elif self.format == "yaml":
             self._write(yaml.safe_dump([data], sort_keys=False))
+        elif self.format == "name":
+            self._write(str(data.get("name") or data.get("id", "")))
         else:
             self._write(json.dumps(data, separators=(",", ":")))
 

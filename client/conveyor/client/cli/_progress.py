@@ -102,3 +102,28 @@ def command_exit(command: command_pb2.Command) -> None:
     """Exit 1 when the command failed or timed out (it is printed already)."""
     if command.status in (enums_pb2.COMMAND_STATUS_FAILED, enums_pb2.COMMAND_STATUS_TIMED_OUT):
         raise click.exceptions.Exit(1)
+
+
+def finish_command(
+    client: Any, command: command_pb2.Command, wait: bool, timeout: float = 120.0
+) -> None:
+    """Follows the command (with `wait`), prints it, and exits 1 if it failed."""
+    from conveyor.client.cli._output import Output
+
+    if wait:
+        command = follow_command(client, command, timeout)
+    Output().one(command)
+    command_exit(command)
+
+
+def all_pages(method: Any, request: Any, field: str, limit: int = 0) -> list[Any]:
+    """Every item of a List call (at most `limit`, 0: all), a page at a time."""
+    found: list[Any] = []
+    while True:
+        page = method(request)
+        found.extend(getattr(page, field))
+        if limit and len(found) >= limit:
+            return found[:limit]
+        if not page.next_page_token:
+            return found
+        request.page_token = page.next_page_token

@@ -8,6 +8,7 @@ from google.protobuf import field_mask_pb2
 from conveyor.client._requests import duration
 from conveyor.client.cli._output import Output
 from conveyor.client.cli._params import DURATION, LIMIT, ROLE
+from conveyor.client.cli._progress import all_pages
 from conveyor.client.cli._session import session
 from conveyor.v1 import project_pb2
 
@@ -24,11 +25,11 @@ def list_projects() -> None:
 
 
 @projects.command(name="get")
-@click.argument("project", required=False)
-def get_project(project: str | None) -> None:
+@click.argument("project_id", metavar="[PROJECT]", required=False)
+def get_project(project_id: str | None) -> None:
     """A project (default: the current one)."""
     current = session()
-    name = f"projects/{project.removeprefix('projects/')}" if project else current.parent()
+    name = f"projects/{project_id.removeprefix('projects/')}" if project_id else current.parent()
     Output().one(current.client().get_project(name))
 
 
@@ -46,13 +47,15 @@ def create_project(project_id: str, display_name: str, callback_url: str) -> Non
 
 
 @projects.command(name="update")
-@click.argument("project", required=False)
+@click.argument("project_id", metavar="[PROJECT]", required=False)
 @click.option("--display-name", default=None)
 @click.option("--callback-url", default=None, help='"" clears it')
-def update_project(project: str | None, display_name: str | None, callback_url: str | None) -> None:
+def update_project(
+    project_id: str | None, display_name: str | None, callback_url: str | None
+) -> None:
     """Change the fields given (and only those)."""
     current = session()
-    name = f"projects/{project.removeprefix('projects/')}" if project else current.parent()
+    name = f"projects/{project_id.removeprefix('projects/')}" if project_id else current.parent()
     message = project_pb2.Project(name=name)
     paths = []
     if display_name is not None:
@@ -94,25 +97,16 @@ def list_keys() -> None:
     """The project's keys (never their secrets)."""
     current = session()
     client = current.client()
-    found: list[project_pb2.ApiKey] = []
-    token = ""
-    while True:
-        page = client.projects.ListApiKeys(
-            project_pb2.ListApiKeysRequest(parent=current.parent(), page_token=token)
-        )
-        found.extend(page.api_keys)
-        token = page.next_page_token
-        if not token:
-            break
-    Output().many(found, "api_key")
+    request = project_pb2.ListApiKeysRequest(parent=current.parent())
+    Output().many(all_pages(client.projects.ListApiKeys, request, "api_keys"), "api_key")
 
 
 @keys.command(name="delete")
-@click.argument("key")
-def delete_key(key: str) -> None:
+@click.argument("key_name", metavar="KEY")
+def delete_key(key_name: str) -> None:
     """Revoke a key at once."""
     current = session()
-    name = current.child("apiKeys", key)
+    name = current.child("apiKeys", key_name)
     current.client().delete_api_key(name)
     Output().one({"deleted": name})
 

@@ -34,9 +34,9 @@ def _server_entry(name: str) -> Callable[[Sequence[str]], int]:
             from conveyor.server.migrate_cli import main as migrate_main
 
             return migrate_main
-        from conveyor.server.admin_key import main as admin_key_main  # type: ignore[import-untyped]
+        from conveyor.server.admin_key import main as admin_key_main
 
-        return admin_key_main  # type: ignore[no-any-return]
+        return admin_key_main
     except ImportError as error:
         raise click.ClickException(
             f"conveyor {name} needs the server: pip install 'conveyor[server]' ({error})"

@@ -24,8 +24,7 @@ from conveyor.client.cli._progress import (
     EXIT_TIMEOUT,
     TASK_EXIT_CODES,
     WaitTimedOut,
-    command_exit,
-    follow_command,
+    finish_command,
     wait_for_task,
 )
 from conveyor.client.cli._session import session
@@ -266,10 +265,7 @@ def retry(
                 idempotency_key=idempotency_key,
             )
         )
-    if wait:
-        command = follow_command(client, command)
-    Output().one(command)
-    command_exit(command)
+    finish_command(client, command, wait)
 
 
 @tasks.command()
@@ -280,7 +276,8 @@ def retry(
 def watch(task_ids: tuple[str, ...], types: tuple[str, ...], after: int, **params: Any) -> None:
     """Print task events as they happen (NDJSON unless on a terminal); Ctrl-C ends it.
 
-    With task ids it ends by itself once every one of them has ended.
+    With task ids it prints their events so far, follows them, and ends by itself once
+    every one of them has ended.
     """
     current = session()
     client = current.client()
@@ -288,11 +285,23 @@ def watch(task_ids: tuple[str, ...], types: tuple[str, ...], after: int, **param
     message = task_filter(params)
     pending = set(names)
     output = Output()
+
+    def show(event: Any) -> bool:
+        """Prints one event; True once every named task has ended."""
+        output.stream_item(event, "event")
+        if event.task.state in req.TERMINAL_STATES:
+            pending.discard(event.task.name)
+        return bool(names) and not pending
+
     if names and not after:
-        # Start at the newest event of these tasks, read before their states: a task
-        # that ends in between is then seen ending in the stream.
-        for event in client.list_events(tasks=names, project=current.resolve_project()):
-            after = max(after, event.id)
+        # The named tasks' story so far, then the live tail from its last event: a
+        # task that ends in between is seen ending, and one that has ended stops it.
+        for event in client.list_events(
+            types=types or ("task.*",), tasks=names, project=current.resolve_project()
+        ):
+            after = event.id
+            if show(event):
+                return
     stream = client.watch_events(
         types=types or ("task.*",),
         tasks=names,
@@ -301,19 +310,9 @@ def watch(task_ids: tuple[str, ...], types: tuple[str, ...], after: int, **param
         project=current.resolve_project(),
     )
     try:
-        if names:
-            # Ones that already ended would never send another event.
-            for name in names:
-                if client.get_task(name).state in req.TERMINAL_STATES:
-                    pending.discard(name)
-            if not pending:
-                return
         for event in stream:
-            output.stream_item(event, "event")
-            if event.task.state in req.TERMINAL_STATES:
-                pending.discard(event.task.name)
-                if names and not pending:
-                    return
+            if show(event):
+                return
     finally:
         stream.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -19,6 +20,7 @@ from conveyor.server.dashboard import (
 )
 from conveyor.server.dashboard.api import Api, Channel
 from conveyor.server.dashboard.session import (
+    PROJECT_COOKIE,
     SESSION_COOKIE,
     SESSION_TTL_SECONDS,
     SIGN_IN_COOKIE,
@@ -32,6 +34,8 @@ from conveyor.server.errors import Unauthenticated
 from conveyor.server.store.db import Pool
 
 __all__ = ["Dashboard"]
+
+PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class Dashboard:
@@ -57,6 +61,7 @@ class Dashboard:
             Route("/ui/sign-in", self.sign_in_form, methods=["GET"]),
             Route("/ui/sign-in", self.sign_in, methods=["POST"]),
             Route("/ui/sign-out", self.sign_out, methods=["POST"]),
+            Route("/ui/project", self.choose_project, methods=["GET"]),
             Mount(
                 "/ui/static",
                 StaticFiles(packages=[("conveyor.server.dashboard", "static")]),
@@ -110,6 +115,15 @@ class Dashboard:
         response.delete_cookie(SIGN_IN_COOKIE, path="/")
         return response
 
+    async def choose_project(self, request: Request) -> Response:
+        """A system key's project for the pages that follow (a view setting only: every
+        call still names the project, and the server decides what the key may see)."""
+        name = request.query_params.get("name", "")
+        response = RedirectResponse("/", status_code=303)
+        if PROJECT_ID.fullmatch(name):
+            set_cookie(response, request, PROJECT_COOKIE, name, max_age=SESSION_TTL_SECONDS)
+        return response
+
     async def sign_out(self, request: Request) -> Response:
         token = request.cookies.get(SESSION_COOKIE, "")
         form = await read_form(request)
@@ -119,4 +133,5 @@ class Dashboard:
             await self._sessions.revoke(token)
         response = RedirectResponse("/ui/sign-in", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
+        response.delete_cookie(PROJECT_COOKIE, path="/")
         return response

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from jinja2 import Environment
 
+from conveyor.client._json import message_to_json
 from conveyor.v1 import command_pb2, enums_pb2, schedule_pb2, task_pb2, worker_pb2
 
 # Enum value -> short name ("RUNNING"), per enum type, without the type's prefix.
@@ -81,7 +82,30 @@ def to_json(value: Message | None, indent: int | None = 2) -> str:
     """A Value, Struct or any message as JSON ("" when empty)."""
     if value is None or not value.ByteSize():
         return ""
-    return json.dumps(json_format.MessageToDict(value), indent=indent, sort_keys=True)
+    return json.dumps(message_to_json(value), indent=indent, sort_keys=True)
+
+
+def lines(value: Message | None) -> str:
+    """A Struct as `key: value` lines, the way a progress report reads as output."""
+    if value is None or not value.ByteSize():
+        return ""
+    data = message_to_json(value)
+    if not isinstance(data, dict):
+        return json.dumps(data)
+    return "\n".join(
+        f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(data.items())
+    )
+
+
+def local(value: Timestamp | None, timezone: str) -> str:
+    """A time on a zone's wall clock, e.g. `Tue 12-08 02:30 EST`."""
+    if value is None or (value.seconds == 0 and value.nanos == 0):
+        return ""
+    try:
+        zone = ZoneInfo(timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    return value.ToDatetime(tzinfo=UTC).astimezone(zone).strftime("%a %m-%d %H:%M %Z")
 
 
 def register(env: Environment) -> None:
@@ -90,6 +114,8 @@ def register(env: Environment) -> None:
         ago=ago,
         duration=duration,
         to_json=to_json,
+        lines=lines,
+        local=local,
         enum=enum_name,
         seconds=seconds_text,
     )

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 from starlette.responses import Response
 
-from conveyor.server.dashboard.pages_task_list import parse_time
+from conveyor.server.dashboard.pages_task_list import time_range
 from conveyor.server.dashboard.web import View
 from conveyor.v1 import command_pb2, enums_pb2
 
@@ -26,11 +26,7 @@ async def audit(view: View) -> Response:
         verbs=[enums_pb2.CommandVerb.Value(f"COMMAND_VERB_{v}") for v in verbs],
         issued_by=query.get("issued_by", ""),
     )
-    after, before = parse_time(query.get("after", "")), parse_time(query.get("before", ""))
-    if after is not None:
-        command_filter.create_time_after.CopyFrom(after)
-    if before is not None:
-        command_filter.create_time_before.CopyFrom(before)
+    time_range(query, command_filter)
     listed = await view.call(
         view.api.commands.ListCommands,
         command_pb2.ListCommandsRequest(

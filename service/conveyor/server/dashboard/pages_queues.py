@@ -7,6 +7,7 @@ import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
@@ -25,6 +26,7 @@ from conveyor.v1 import (
 )
 
 THROUGHPUT_MINUTES = 10
+RUNNING_DETAIL = 20
 KEEP_ALIVE_SECONDS = 15.0
 _TERMINAL = [
     enums_pb2.TASK_STATE_SUCCEEDED,
@@ -43,13 +45,14 @@ async def overview(view: View) -> Response:
     listed = await view.call(
         view.api.queues.ListQueues, queue_pb2.ListQueuesRequest(parent=view.parent, page_size=1000)
     )
-    return view.render(
-        "queues.html",
-        queues=list(listed.queues),
-        throughput=await _throughput(view),
-        minutes=THROUGHPUT_MINUTES,
-        webhooks=await webhook_block(view),
-    )
+    context: dict[str, Any] = {
+        "queues": list(listed.queues),
+        "throughput": await _throughput(view),
+        "minutes": THROUGHPUT_MINUTES,
+    }
+    if view.request.query_params.get("fragment"):
+        return view.render("queues_live.html", **context)
+    return view.render("queues.html", webhooks=await webhook_block(view), **context)
 
 
 async def _throughput(view: View) -> dict[str, list[int]]:
@@ -84,6 +87,15 @@ async def queue_page(view: View) -> Response:
         _tasks(view, queue_id, _WAITING, "priority", 200),
         _tasks(view, queue_id, _TERMINAL, "create_time desc", 50),
     )
+    # The list view has no attempts; each running task's own answer carries the progress
+    # its handler reported, the live output shown under it.
+    detailed = await asyncio.gather(
+        *(
+            view.call(view.api.tasks.GetTask, task_service_pb2.GetTaskRequest(name=t.name))
+            for t in running[:RUNNING_DETAIL]
+        )
+    )
+    running = [*detailed, *running[RUNNING_DETAIL:]]
     context = {
         "queue": queue,
         "queue_id": queue_id,

@@ -95,37 +95,31 @@ def _apply(schedule: schedule_pb2.Schedule, form: ImmutableMultiDict[str, str]) 
 
 
 async def schedule_list(view: View) -> Response:
-    listed = await view.call(
-        view.api.schedules.ListSchedules,
-        schedule_pb2.ListSchedulesRequest(parent=view.parent, page_size=500),
-    )
-    return view.render(
-        "schedules.html",
-        schedules=list(listed.schedules),
-        kinds=KINDS,
-        overlaps=OVERLAPS,
-        snoozes=SNOOZES,
-        form={},
-        preview=None,
-    )
+    return await _list_page(view, {}, None)
 
 
 async def preview(view: View) -> Response:
     """The create form again, filled in, with the next runs of the proposed spec."""
-    form = view.form
     proposed = schedule_pb2.Schedule()
-    preview: list[dict[str, str]] | str = []
+    shown: list[dict[str, str]] | str
     try:
-        _apply(proposed, form)
+        _apply(proposed, view.form)
         answer = await view.call(
             view.api.schedules.PreviewSchedule,
             schedule_pb2.PreviewScheduleRequest(
                 parent=view.parent, schedule=proposed, count=PREVIEW_COUNT
             ),
         )
-        preview = fire_times(answer.fire_times, proposed.spec.timezone)
+        shown = fire_times(answer.fire_times, proposed.spec.timezone)
     except BadForm as error:
-        preview = str(error)
+        shown = str(error)
+    return await _list_page(view, dict(view.form), shown)
+
+
+async def _list_page(
+    view: View, form: dict[str, str], shown: list[dict[str, str]] | str | None
+) -> Response:
+    """The schedules, under the create form (open, with its preview, when given one)."""
     listed = await view.call(
         view.api.schedules.ListSchedules,
         schedule_pb2.ListSchedulesRequest(parent=view.parent, page_size=500),
@@ -136,9 +130,9 @@ async def preview(view: View) -> Response:
         kinds=KINDS,
         overlaps=OVERLAPS,
         snoozes=SNOOZES,
-        form=dict(form),
-        preview=preview,
-        open_form=True,
+        form=form,
+        preview=shown,
+        open_form=shown is not None,
     )
 
 

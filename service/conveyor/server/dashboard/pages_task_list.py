@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from google.protobuf import timestamp_pb2
+from starlette.datastructures import QueryParams
 from starlette.responses import Response, StreamingResponse
 
 from conveyor.server.dashboard.web import View
-from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
+from conveyor.v1 import command_pb2, enums_pb2, task_pb2, task_service_pb2
 
 PAGE_SIZE = 50
 _FORMATS = {
@@ -82,12 +83,17 @@ def task_filter(view: View) -> task_pb2.TaskFilter:
         labels=labels,
         search=query.get("search", ""),
     )
+    time_range(query, result)
+    return result
+
+
+def time_range(query: QueryParams, target: task_pb2.TaskFilter | command_pb2.CommandFilter) -> None:
+    """The `after` and `before` fields of a filter form into create_time_after/before."""
     after, before = parse_time(query.get("after", "")), parse_time(query.get("before", ""))
     if after is not None:
-        result.create_time_after.CopyFrom(after)
+        target.create_time_after.CopyFrom(after)
     if before is not None:
-        result.create_time_before.CopyFrom(before)
-    return result
+        target.create_time_before.CopyFrom(before)
 
 
 def _kept(view: View) -> list[tuple[str, str]]:

@@ -64,19 +64,28 @@ async def cancel(view: View) -> Response:
 
 
 async def approve(view: View) -> Response:
-    await view.call(
-        view.api.tasks.ApproveTask,
-        task_service_pb2.ApproveTaskRequest(name=_name(view), comment=view.form.get("comment", "")),
-    )
-    return back(view, view.request.url.path.rsplit("/", 1)[0], "Task approved.")
+    return await _decide(view, approved=True)
 
 
 async def reject(view: View) -> Response:
-    await view.call(
-        view.api.tasks.RejectTask,
-        task_service_pb2.RejectTaskRequest(name=_name(view), reason=view.form.get("comment", "")),
-    )
-    return back(view, view.request.url.path.rsplit("/", 1)[0], "Task rejected.")
+    return await _decide(view, approved=False)
+
+
+async def _decide(view: View, *, approved: bool) -> Response:
+    """Approve or reject, with the form's comment (a rejection's reason)."""
+    comment = view.form.get("comment", "")
+    if approved:
+        await view.call(
+            view.api.tasks.ApproveTask,
+            task_service_pb2.ApproveTaskRequest(name=_name(view), comment=comment),
+        )
+    else:
+        await view.call(
+            view.api.tasks.RejectTask,
+            task_service_pb2.RejectTaskRequest(name=_name(view), reason=comment),
+        )
+    notice = "Task approved." if approved else "Task rejected."
+    return back(view, view.request.url.path.rsplit("/", 1)[0], notice)
 
 
 async def retry(view: View) -> Response:

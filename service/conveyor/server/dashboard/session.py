@@ -27,6 +27,7 @@ from conveyor.server.store.db import Pool
 
 SESSION_COOKIE = "conveyor_session"
 SIGN_IN_COOKIE = "conveyor_sign_in"
+PROJECT_COOKIE = "conveyor_project"
 SESSION_TTL_SECONDS = 12 * 3600
 
 

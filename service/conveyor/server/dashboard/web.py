@@ -18,12 +18,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from conveyor.server.dashboard import formats
 from conveyor.server.dashboard.api import Api
-from conveyor.server.dashboard.session import SESSION_COOKIE, Sessions
+from conveyor.server.dashboard.session import PROJECT_COOKIE, SESSION_COOKIE, Sessions
 from conveyor.server.domain.auth import ROLE_NAMES, Principal, authorize
 from conveyor.server.errors import PermissionDenied
 from conveyor.server.gateway.problems import HTTP_STATUS
 from conveyor.server.rpc.rules import method_rules
-from conveyor.v1 import auth_pb2
+from conveyor.v1 import auth_pb2, project_pb2
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -63,9 +63,15 @@ class View:
     env: Environment
     stopping: asyncio.Event
     form: ImmutableMultiDict[str, str] = field(default_factory=ImmutableMultiDict)
+    chosen_project: str = ""
+    """A system key's choice of project (a system key acts across projects)."""
+    projects: list[str] = field(default_factory=list)
+    """The projects a system key may switch to (empty for any other key)."""
 
     @property
     def project(self) -> str:
+        if self.principal.system and self.chosen_project:
+            return self.chosen_project
         return self.principal.project
 
     @property
@@ -139,6 +145,8 @@ class Pages:
                 self.env,
                 self.stopping,
             )
+            if principal.system:
+                view.chosen_project = request.cookies.get(PROJECT_COOKIE, "")
             if request.method == "POST":
                 view.form = await read_form(request)
                 if not self.sessions.csrf_ok(token, view.form.get("csrf", "")):
@@ -148,6 +156,12 @@ class Pages:
                         "This form has no valid CSRF token. Reload the page and try again.",
                     )
             try:
+                if principal.system and request.method == "GET" and not is_fragment(request):
+                    listed = await view.call(
+                        view.api.projects.ListProjects,
+                        project_pb2.ListProjectsRequest(page_size=1000),
+                    )
+                    view.projects = [p.name.rsplit("/", 1)[-1] for p in listed.projects]
                 return await handler(view)
             except grpc.aio.AioRpcError as error:
                 return self.rpc_error(view, error)
@@ -155,7 +169,7 @@ class Pages:
         return endpoint
 
     def signed_out(self, request: Request) -> Response:
-        if request.method == "GET" and request.headers.get("x-fragment") is None:
+        if request.method == "GET" and not is_fragment(request):
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/ui/sign-in?next={quote(target)}", status_code=303)
         html = self.env.get_template("error.html").render(
@@ -171,6 +185,15 @@ class Pages:
 
     def error(self, view: View, status: int, message: str) -> Response:
         return view.render("error.html", status=status, message=message)
+
+
+def is_fragment(request: Request) -> bool:
+    """A part of a page fetched by the page's script, or an event stream."""
+    return (
+        request.headers.get("x-fragment") is not None
+        or "fragment" in request.query_params
+        or request.url.path.startswith(("/ui/events", "/ui/commands/"))
+    )
 
 
 async def read_form(request: Request) -> ImmutableMultiDict[str, str]:

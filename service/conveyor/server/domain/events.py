@@ -14,10 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import psycopg
-from google.protobuf import json_format
-
-from conveyor.server.domain import names, paging
+from conveyor.client._json import from_struct
+from conveyor.server.domain import names, paging, request_ids
 from conveyor.server.domain.events_filter import EventMatcher, parse_event_filter
 from conveyor.server.errors import InvalidArgument, NotFound, Violations
 from conveyor.server.store import events as store
@@ -113,8 +111,7 @@ def check_published(v: Violations, event: event_pb2.Event) -> dict[str, Any]:
     if event.data.ByteSize() > MAX_DATA_BYTES:
         v.add("event.data", f"must be at most {MAX_DATA_BYTES} bytes (64 KiB)")
         return {}
-    data: dict[str, Any] = json_format.MessageToDict(event.data)
-    return data
+    return from_struct(event.data)
 
 
 class Events:
@@ -122,7 +119,13 @@ class Events:
         self._pool = pool
         self._hub = hub
 
-    async def publish(self, parent: str, event: event_pb2.Event | None) -> EventRow:
+    async def publish(
+        self,
+        parent: str,
+        event: event_pb2.Event | None,
+        request_id: str = "",
+        request_hash: str = "",
+    ) -> EventRow:
         project = _project(parent)
         v = Violations()
         if event is None:
@@ -130,14 +133,22 @@ class Events:
             v.raise_if_any()
             raise AssertionError("unreachable")
         data = check_published(v, event)
+        request_ids.check(v, request_id)
         v.raise_if_any()
-        try:
-            async with self._pool.connection() as conn:
-                return await store.publish(
-                    conn, project=project, type=event.type, subject=event.subject, data=data
-                )
-        except psycopg.errors.ForeignKeyViolation:
-            raise NotFound(f"projects/{project} does not exist") from None
+        async with self._pool.connection() as conn, conn.transaction():
+            earlier = await request_ids.claim(
+                conn, project, "PublishEvent", request_id, request_hash
+            )
+            if earlier is not None:
+                found = await store.get(conn, project, int(earlier))
+                if found is None:
+                    raise NotFound(f"event {earlier} no longer exists (pruned)")
+                return found
+            row = await store.publish(
+                conn, project=project, type=event.type, subject=event.subject, data=data
+            )
+            await request_ids.made(conn, project, "PublishEvent", request_id, str(row.id))
+            return row
 
     async def list_page(
         self,

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from conveyor.client._json import message_to_json
 from conveyor.server.errors import Violations
 from conveyor.server.store.task_rows import TaskRow
 from conveyor.v1 import task_pb2
@@ -136,7 +137,7 @@ def _enum_of(field: FieldDescriptor) -> EnumDescriptor:
 
 
 def _to_dict(message: Message) -> Any:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return message_to_json(message, preserving_proto_field_name=True)
 
 
 class Cells:

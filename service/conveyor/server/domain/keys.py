@@ -10,6 +10,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from conveyor.server.domain import audit
 from conveyor.server.domain.auth import (
     KEY_PREFIX,
     ROLE_BY_NAME,
@@ -21,7 +22,9 @@ from conveyor.server.domain.auth import (
     split_token,
 )
 from conveyor.server.errors import Unauthenticated
+from conveyor.server.logging import get_logger
 from conveyor.server.store import api_keys, dashboard_sessions
+from conveyor.v1 import enums_pb2
 
 # A revoked key keeps working on other replicas for at most this long; the
 # replica that revoked it forgets it at once.
@@ -29,6 +32,8 @@ CACHE_TTL_SECONDS = 5.0
 # Verified tokens remembered at most (a flood of distinct valid keys clears it).
 _MAX_VERIFIED = 10_000
 BOOTSTRAP_PROJECT = "default"
+
+_log = get_logger(__name__)
 
 
 class Authenticator:
@@ -104,13 +109,61 @@ async def ensure_bootstrap_key(pool: AsyncConnectionPool[Any], data_dir: Path) -
 
     Returns the token when one was minted. Replicas starting together race on an
     advisory lock so exactly one key is minted; a later start with no admin.key
-    file (another replica's data dir) leaves the existing key alone.
+    file (another replica's data dir) leaves the existing key alone, and says so.
     """
+    path = data_dir / "admin.key"
     async with pool.connection() as conn, conn.transaction():
         await api_keys.lock_bootstrap(conn)
         if await api_keys.system_key_exists(conn):
-            return None
-        minted = mint_key()
+            minted = None
+        else:
+            minted = mint_key()
+            await api_keys.insert(
+                conn,
+                id=minted.key_id,
+                project=BOOTSTRAP_PROJECT,
+                role="admin",
+                display_name="bootstrap admin",
+                secret_hash=minted.secret_hash,
+                system=True,
+            )
+            write_key_file(path, minted.token)
+    if minted is not None:
+        _log.info("bootstrap admin key written", path=str(path))
+        return minted.token
+    if path.exists():
+        _log.info("admin key", path=str(path))
+    else:
+        # A fresh data dir against a database that has its key elsewhere: say so, and
+        # how to get one, rather than leave the operator with no key and no word.
+        _log.warning(
+            "no admin key in this data dir: the database's bootstrap key was written "
+            "elsewhere; `conveyor admin-key reset` revokes it and writes a new one here",
+            path=str(path),
+        )
+    return None
+
+
+RESET_ISSUER = "local:conveyor admin-key reset"
+"""The audit log's issued_by for a reset: it is made with database access, not a key."""
+
+
+async def reset_bootstrap_key(
+    pool: AsyncConnectionPool[Any], data_dir: Path, server_key: bytes
+) -> tuple[str, list[str]]:
+    """Revokes every system key, mints a new one into <data_dir>/admin.key, and records
+    it in the `default` project's audit chain, in one transaction.
+
+    Returns the new key's name and the names of the keys revoked.
+    """
+    issuer = Principal(
+        key_name=RESET_ISSUER, project=BOOTSTRAP_PROJECT, role=ROLE_BY_NAME["admin"], system=True
+    )
+    minted = mint_key()
+    name = f"projects/{BOOTSTRAP_PROJECT}/apiKeys/{minted.key_id}"
+    async with pool.connection() as conn, conn.transaction():
+        await api_keys.lock_bootstrap(conn)
+        revoked = await api_keys.delete_system(conn)
         await api_keys.insert(
             conn,
             id=minted.key_id,
@@ -120,8 +173,19 @@ async def ensure_bootstrap_key(pool: AsyncConnectionPool[Any], data_dir: Path) -
             secret_hash=minted.secret_hash,
             system=True,
         )
+        await audit.record(
+            conn,
+            server_key,
+            issuer,
+            enums_pb2.COMMAND_VERB_CREATE_API_KEY,
+            name,
+            {"role": "admin", "system": True, "reset": True, "revoked": revoked},
+            project=BOOTSTRAP_PROJECT,
+        )
+        # Last, so a failed transaction leaves the old file (and the old key) alone.
         write_key_file(data_dir / "admin.key", minted.token)
-    return minted.token
+    _log.warning("bootstrap admin key reset", path=str(data_dir / "admin.key"), revoked=revoked)
+    return name, revoked
 
 
 def write_key_file(path: Path, token: str) -> None:

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf import json_format
 from psycopg import AsyncConnection
 
+from conveyor.client._json import message_to_json
 from conveyor.server.domain import audit, names, schedule_spec, validate
 from conveyor.server.domain.auth import Principal
 from conveyor.server.errors import (
@@ -114,9 +114,7 @@ def row_from(
         kind=kind,
         expression=spec.expression,
         timezone=message.spec.timezone or "UTC",
-        task_template=json_format.MessageToDict(
-            message.task_template, preserving_proto_field_name=True
-        ),
+        task_template=message_to_json(message.task_template, preserving_proto_field_name=True),
         state="ACTIVE",
         notes="",
         created_by=created_by,

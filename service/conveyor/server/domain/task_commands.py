@@ -16,9 +16,9 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from google.protobuf import json_format
 from psycopg_pool import AsyncConnectionPool
 
+from conveyor.client._json import message_to_json
 from conveyor.server import states
 from conveyor.server.domain import audit, names, task_input, task_list
 from conveyor.server.domain.auth import Principal
@@ -331,5 +331,5 @@ class TaskCommands:
 
 
 def _filter_json(task_filter: task_pb2.TaskFilter) -> dict[str, Any]:
-    value: dict[str, Any] = json_format.MessageToDict(task_filter)
+    value: dict[str, Any] = message_to_json(task_filter)
     return value

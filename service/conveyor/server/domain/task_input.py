@@ -10,7 +10,6 @@ numbers), so that one item can never fail a shared insert.
 from __future__ import annotations
 
 import json
-import math
 import re
 import uuid
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from conveyor.client._json import from_value
 from conveyor.server import states
 from conveyor.server.domain import names, retry_policy, validate
 from conveyor.server.domain.leases import MAX_LEASE_MS, MIN_LEASE_MS
@@ -86,28 +86,6 @@ def check_text(v: Violations, value: str, field_path: str, limit: int) -> None:
         v.add(field_path, "must not contain NUL characters")
 
 
-def _plain(value: struct_pb2.Value) -> Any:
-    """A google.protobuf.Value as plain JSON data (faster than json_format for our needs)."""
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "number_value":
-        number = value.number_value
-        if not math.isfinite(number):
-            raise ValueError("numbers must be finite")
-        # JSON has one number type; keep integral values integral (1, not 1.0).
-        if number.is_integer() and abs(number) < 2**53:
-            return int(number)
-        return number
-    if kind == "struct_value":
-        return {k: _plain(item) for k, item in value.struct_value.fields.items()}
-    if kind == "list_value":
-        return [_plain(item) for item in value.list_value.values]
-    if kind == "bool_value":
-        return value.bool_value
-    return None  # null_value, or a Value with nothing set
-
-
 def _has_nul(data: Any) -> bool:
     if isinstance(data, str):
         return "\x00" in data
@@ -121,15 +99,16 @@ def _has_nul(data: Any) -> bool:
 def json_text(v: Violations, value: struct_pb2.Value, field_path: str, limit: int) -> str | None:
     """The JSON text of a Value within `limit` bytes, or None after adding a violation."""
     try:
-        text = json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"))
-    except ValueError as error:
-        v.add(field_path, str(error))
+        plain = from_value(value)
+        text = json.dumps(plain, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        v.add(field_path, "numbers must be finite")
         return None
     if len(text) * 4 > limit and len(text.encode()) > limit:
         v.add(field_path, f"must be at most {limit} bytes of JSON")
         return None
     # json.dumps writes NUL as \u0000; the full walk runs only when that text appears.
-    if "\\u0000" in text and _has_nul(_plain(value)):
+    if "\\u0000" in text and _has_nul(plain):
         v.add(field_path, "must not contain NUL characters (PostgreSQL cannot store them)")
         return None
     return text
@@ -182,6 +161,7 @@ def new_task(
     ids: TaskIds,
     prefix: str = "",
     schedule: str = "",
+    request_hash: str | None = None,
 ) -> NewTask:
     """The row for a new task, or InvalidArgument listing every bad field.
 
@@ -327,6 +307,7 @@ def new_task(
         request_id=request_id or None,
         create_time=create_time,
         dedupe=dedupe,
+        request_hash=request_hash if request_id else None,
     )
 
 

@@ -19,7 +19,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server import states
-from conveyor.server.domain import audit, names, task_dedupe, task_input, task_list
+from conveyor.server.domain import audit, names, request_ids, task_dedupe, task_input, task_list
 from conveyor.server.domain.auth import Principal
 from conveyor.server.domain.task_dedupe import Created, outcome
 from conveyor.server.domain.task_ids import TaskIds
@@ -99,6 +99,14 @@ def _reason(value: str, field_path: str = "reason") -> str:
     return value
 
 
+def _hash(parent: str, task: task_pb2.Task, request_id: str) -> str | None:
+    """The request_hash of a create: CreateTask and a batch item with the same parent and
+    task hash alike. Only computed for creates that carry a request_id."""
+    if not request_id:
+        return None
+    return request_ids.request_hash(task_service_pb2.CreateTaskRequest(parent=parent, task=task))
+
+
 class Tasks:
     def __init__(
         self,
@@ -118,7 +126,13 @@ class Tasks:
 
     async def create(self, parent: str, task: task_pb2.Task, request_id: str) -> Created:
         project = names.parse(parent, "parent").project
-        new = task_input.new_task(task, project=project, request_id=request_id, ids=self._ids)
+        new = task_input.new_task(
+            task,
+            project=project,
+            request_id=request_id,
+            ids=self._ids,
+            request_hash=_hash(parent, task, request_id),
+        )
         if new.dedupe is not None:
             async with self._pool.connection() as conn:
                 return await task_dedupe.create(conn, new, parent, "")
@@ -152,6 +166,7 @@ class Tasks:
                     request_id=request.request_id,
                     ids=self._ids,
                     prefix=prefix,
+                    request_hash=_hash(parent, request.task, request.request_id),
                 )
             except ConveyorError as error:
                 results[i] = error

@@ -6,7 +6,8 @@ protos and the rest of the API docs. Fields without presence are always printed
 client can index any scalar, list or map field without checking that it is there;
 only message fields (timestamps, durations, sub-messages) and oneof members that are
 unset are left out. Enums are their names, 64-bit integers are strings, as proto3 JSON
-has them.
+has them. Integral numbers in Struct and Value fields are integers (`5`, not `5.0`),
+by the one rule in conveyor.client._json.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.message import Message
+
+from conveyor.client._json import message_to_json
 
 __all__ = ["dumps", "to_json"]
 
 
 def to_json(message: Message) -> Any:
     """The JSON value (dict for most messages) of `message`."""
-    return json_format.MessageToDict(
+    return message_to_json(
         message,
         preserving_proto_field_name=True,
         always_print_fields_with_no_presence=True,

@@ -11,16 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.loops.periodic import PeriodicLoop
-from conveyor.server.store import sql
+from conveyor.server.store import reaper as reaper_store
 
 __all__ = ["Promoter"]
 
-_PROMOTE = sql.load("reaper_promote")
-_NEXT_DUE = sql.load("reaper_next_due")
 _MIN_SLEEP = 0.005
 
 
@@ -39,19 +36,15 @@ class Promoter(PeriodicLoop):
         promoted = 0
         async with self._pool.connection() as conn:
             while True:
-                async with conn.cursor(row_factory=dict_row) as cur:
-                    await cur.execute(_PROMOTE, {"now": now, "limit": self._batch})
-                    row = await cur.fetchone()
-                assert row is not None
-                promoted += int(row["promoted"])
-                if row["promoted"] < self._batch:
+                count = await reaper_store.promote_due(conn, now, self._batch)
+                promoted += count
+                if count < self._batch:
                     return promoted
 
     async def delay(self) -> float:
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(_NEXT_DUE)
-            row = await cur.fetchone()
-        if row is None or row["next_due"] is None:
+        async with self._pool.connection() as conn:
+            due, now = await reaper_store.next_due(conn)
+        if due is None:
             return self.interval
-        wait = float((row["next_due"] - row["now"]).total_seconds())
+        wait = float((due - now).total_seconds())
         return min(max(wait, _MIN_SLEEP), self.interval)

@@ -15,17 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.domain.workers import STALE_AFTER
 from conveyor.server.loops.periodic import PeriodicLoop
-from conveyor.server.store import sql
+from conveyor.server.store import reaper as reaper_store
 
 __all__ = ["Reaped", "Reaper"]
-
-_EXPIRE = sql.load("reaper_expire")
-_WORKERS = sql.load("reaper_workers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,26 +62,16 @@ class Reaper(PeriodicLoop):
         retried = interrupted = disconnected = 0
         async with self._pool.connection() as conn:
             while True:
-                async with conn.cursor(row_factory=dict_row) as cur:
-                    await cur.execute(
-                        _EXPIRE,
-                        {
-                            "now": now,
-                            "limit": self._batch,
-                            "rand": self._rand() if self._rand is not None else None,
-                        },
-                    )
-                    row = await cur.fetchone()
-                assert row is not None
-                retried += row["retried"]
-                interrupted += row["interrupted"]
-                if row["retried"] + row["interrupted"] < self._batch:
+                rand = self._rand() if self._rand is not None else None
+                expired = await reaper_store.expire_leases(conn, now, self._batch, rand)
+                retried += expired.retried
+                interrupted += expired.interrupted
+                if expired.retried + expired.interrupted < self._batch:
                     break
             while True:
-                gone = await conn.execute(
-                    _WORKERS, {"now": now, "stale_ms": self._stale_ms, "limit": self._batch}
+                count = await reaper_store.disconnect_stale_workers(
+                    conn, now, self._stale_ms, self._batch
                 )
-                count = int((await gone.fetchone() or (0,))[0])
                 disconnected += count
                 if count < self._batch:
                     break

@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from google.protobuf import json_format
 from prometheus_client import Counter, Histogram
 
+from conveyor.client._json import message_to_json
 from conveyor.server.domain.webhooks import (
     SIGNATURE_HEADER,
     WEBHOOK_ID_HEADER,
@@ -76,7 +76,7 @@ def webhook_body(row: DeliveryRow) -> str:
     payload = {
         "event": row.event_type,
         "timestamp": rfc3339(row.event_time),
-        "task": json_format.MessageToDict(task, preserving_proto_field_name=True),
+        "task": message_to_json(task, preserving_proto_field_name=True),
     }
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 

@@ -50,6 +50,7 @@ def attempt_message(row: AttemptRow) -> task_pb2.Attempt:
         end_time=timestamp(row.end_time),
         outcome=enums_pb2.AttemptOutcome.Value(outcome),
         error=error_message(row.error),
+        progress=struct(row.progress),
     )
 
 

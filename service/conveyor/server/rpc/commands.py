@@ -54,7 +54,28 @@ def command_message(row: CommandRow) -> command_pb2.Command:
         create_time=timestamp(row.create_time),
         dispatch_time=timestamp(row.dispatch_time),
         finish_time=timestamp(row.finish_time),
+        **_counts(row.verb, row.result),
     )
+
+
+def _count(result: dict[str, Any], key: str) -> int:
+    value = result.get(key)
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _counts(verb: str, result: dict[str, Any]) -> dict[str, int]:
+    """The typed counts of a command's result, for the verbs whose result the contract
+    knows (the Struct keeps them as doubles)."""
+    if verb == "PURGE_QUEUE":
+        return {"purged_count": _count(result, "purged")}
+    if verb == "BATCH_RETRY_TASKS":
+        return {
+            "retried_count": _count(result, "retried"),
+            "skipped_count": _count(result, "skipped"),
+        }
+    if verb == "RETRY_TASK":
+        return {"retried_count": 1 if result.get("task") else 0}
+    return {}
 
 
 def _timeout(request: Any) -> Any:

@@ -39,8 +39,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
+from conveyor.client._json import from_struct
 from conveyor.server.domain.leases import MAX_TAKE, Heartbeat, Leases, Report, Take
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import TOUCH_INTERVAL, Hello, Workers
@@ -281,7 +282,7 @@ class ConnectSession:
             ack.command,
             ok=ack.ok,
             error=ack.error,
-            result=json_format.MessageToDict(ack.result),
+            result=from_struct(ack.result),
         )
         if not applied:
             _log.info("command ack ignored", worker=self.hello.worker, command=ack.command)

@@ -17,7 +17,9 @@ registered without a request deserializer, so a request that cannot be decoded i
 INVALID_ARGUMENT with an ErrorInfo instead of gRPC's bare UNKNOWN. The key is checked
 before the bytes are read, so a caller without one learns nothing from them.
 
-Logs: every line logged while a call is handled carries its `request_id` and `method`.
+Logs: every line logged while a call is handled carries its `request_id` and `method`;
+the request id (the caller's x-request-id, else a new one) is echoed in the initial
+metadata.
 The call's own line ("rpc", with code and duration) is written at INFO for errors and for
 unary calls slower than SLOW_CALL_SECONDS, and at DEBUG for the rest: an access line per
 call at INFO cost more server CPU than the rest of the interceptor together.
@@ -174,12 +176,16 @@ class _Wrapped:
 
     def _begin(self) -> float:
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(
-            request_id=_request_id(self.metadata), method=self.method
-        )
+        self.request_id = _request_id(self.metadata)
+        structlog.contextvars.bind_contextvars(request_id=self.request_id, method=self.method)
         if self.ctx is not None:
             self.ctx.in_flight.enter()
         return time.perf_counter()
+
+    async def _echo_request_id(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """The call's request id (the caller's x-request-id, or one made up) goes back in
+        the initial metadata, so a caller can quote it for the server's log lines."""
+        await context.send_initial_metadata((("x-request-id", self.request_id),))
 
     def _end(self) -> None:
         if self.ctx is not None:
@@ -227,6 +233,7 @@ class _Wrapped:
         async def call(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = self._begin()
             try:
+                await self._echo_request_id(context)
                 self._open()
                 request = await self._admit(raw)
                 response = await behavior(request, context)
@@ -248,6 +255,7 @@ class _Wrapped:
         ) -> AsyncIterator[Any]:
             started = self._begin()
             try:
+                await self._echo_request_id(context)
                 self._open()
                 request = await self._admit(raw)
                 async for response in behavior(request, context):
@@ -285,6 +293,7 @@ class _Wrapped:
         ) -> Any:
             started = self._begin()
             try:
+                await self._echo_request_id(context)
                 self._open()
                 await self.authenticator.authenticate(self.metadata)
                 response = await behavior(await self._first_admitted(requests), context)
@@ -306,6 +315,7 @@ class _Wrapped:
         ) -> AsyncIterator[Any]:
             started = self._begin()
             try:
+                await self._echo_request_id(context)
                 self._open()
                 # Authenticate before reading anything, so a keyless client is
                 # refused even if it never sends.

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from google.protobuf import json_format
 from google.rpc import status_pb2
 
+from conveyor.client._json import from_struct, from_value
 from conveyor.server.domain import leases
 from conveyor.server.domain.leases import Completion, Extension, Failure, Heartbeat
-from conveyor.server.errors import Violations
+from conveyor.server.errors import InvalidArgument, Violations
 from conveyor.server.render.convert import timestamp
 from conveyor.server.render.tasks import task_message
 from conveyor.server.store.task_rows import TaskRow
@@ -23,7 +24,10 @@ def completion(request: worker_pb2.CompleteTaskRequest, prefix: str = "") -> Com
     lease_id = leases.lease_token(request.lease_id, f"{prefix}lease_id")
     result_json = None
     if request.HasField("result") and request.result.WhichOneof("kind") is not None:
-        result_json = json_format.MessageToJson(request.result, indent=None)
+        try:
+            result_json = json.dumps(from_value(request.result), allow_nan=False)
+        except ValueError:
+            raise InvalidArgument.of(f"{prefix}result", "numbers must be finite") from None
     return Completion.check(
         task, lease_id, result_json, request.summary, request.resume_token, prefix
     )
@@ -38,7 +42,7 @@ def failure(request: worker_pb2.FailTaskRequest, prefix: str = "") -> Failure:
         "retryable": request.retryable,
     }
     if request.error.HasField("details"):
-        error["details"] = json_format.MessageToDict(request.error.details)
+        error["details"] = from_struct(request.error.details)
     return Failure.check(task, lease_id, error, request.retryable, prefix)
 
 
@@ -57,7 +61,7 @@ def heartbeat(request: worker_pb2.ExtendLeaseRequest, prefix: str = "") -> Heart
         v.raise_if_any()
     progress = None
     if request.HasField("progress"):
-        progress = json_format.MessageToDict(request.progress)
+        progress = from_struct(request.progress)
     return Heartbeat(task, lease_id, lease_ms, progress)
 
 

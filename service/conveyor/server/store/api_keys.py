@@ -14,9 +14,11 @@ from conveyor.server.store import sql
 _GET = sql.load("api_key_get")
 _INSERT = sql.load("api_key_insert")
 _LIST = sql.load("api_key_list")
+_ROW = sql.load("api_key_row")
 _DELETE = sql.load("api_key_delete")
 _TOUCH = sql.load("api_key_touch")
 _SYSTEM_EXISTS = sql.load("api_key_system_exists")
+_DELETE_SYSTEM = sql.load("api_key_delete_system")
 _BOOTSTRAP_LOCK = sql.load("api_key_bootstrap_lock")
 
 
@@ -45,7 +47,11 @@ class KeyRow:
 async def get_grant(conn: AsyncConnection[Any], key_id: str) -> KeyGrant | None:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_GET, {"id": key_id})
-        row = await cur.fetchone()
+        return grant_of(await cur.fetchone())
+
+
+def grant_of(row: dict[str, Any] | None) -> KeyGrant | None:
+    """A KeyGrant from a row with id, project, role, system and secret_hash."""
     if row is None:
         return None
     return KeyGrant(
@@ -92,6 +98,13 @@ async def list_page(
         return [KeyRow(**r) for r in await cur.fetchall()]
 
 
+async def get(conn: AsyncConnection[Any], *, project: str, id: str) -> KeyRow | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_ROW, {"project": project, "id": id})
+        row = await cur.fetchone()
+    return KeyRow(**row) if row is not None else None
+
+
 async def delete(conn: AsyncConnection[Any], *, project: str, id: str, allow_system: bool) -> bool:
     cur = await conn.execute(_DELETE, {"project": project, "id": id, "allow_system": allow_system})
     return await cur.fetchone() is not None
@@ -105,6 +118,12 @@ async def system_key_exists(conn: AsyncConnection[Any]) -> bool:
     cur = await conn.execute(_SYSTEM_EXISTS)
     row = await cur.fetchone()
     return bool(row and row[0])
+
+
+async def delete_system(conn: AsyncConnection[Any]) -> list[str]:
+    """Deletes every system key; returns their names (projects/P/apiKeys/ID)."""
+    cur = await conn.execute(_DELETE_SYSTEM)
+    return [f"projects/{project}/apiKeys/{id}" for id, project in await cur.fetchall()]
 
 
 async def lock_bootstrap(conn: AsyncConnection[Any]) -> None:

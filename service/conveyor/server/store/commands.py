@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from conveyor.server.errors import NotFound
 from conveyor.server.store import sql
+from conveyor.server.store.wrap import wrap_exceptions
 
 __all__ = [
     "CommandQuery",
@@ -115,14 +114,10 @@ class NewCommand:
 
 async def lock_head(conn: AsyncConnection[Any], project: str) -> Head:
     """Locks the project's chain head until the transaction ends; NotFound for no project."""
-    try:
+    # A system key may name any project; one that does not exist has no chain, and the
+    # change it asked for rolls back with this transaction.
+    with wrap_exceptions(project):
         cur = await conn.execute(_HEAD_LOCK, {"project": project})
-    except psycopg.errors.ForeignKeyViolation:
-        # A system key may name any project; one that does not exist has no chain, and
-        # the change it asked for rolls back with this transaction.
-        raise NotFound(
-            f"projects/{project} does not exist", metadata={"resource": f"projects/{project}"}
-        ) from None
     row = await cur.fetchone()
     assert row is not None
     return Head(int(row[0]), str(row[1]), row[2])

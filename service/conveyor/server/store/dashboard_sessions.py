@@ -8,7 +8,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from conveyor.server.store import sql
-from conveyor.server.store.api_keys import KeyGrant
+from conveyor.server.store.api_keys import KeyGrant, grant_of
 
 _INSERT = sql.load("dashboard_session_insert")
 _GRANT = sql.load("dashboard_session_grant")
@@ -29,16 +29,7 @@ async def get_grant(conn: AsyncConnection[Any], session_id: str) -> KeyGrant | N
     """The session's key grants (with the session's own secret hash), if it is live."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_GRANT, {"id": session_id})
-        row = await cur.fetchone()
-    if row is None:
-        return None
-    return KeyGrant(
-        id=row["id"],
-        project=row["project"],
-        role=row["role"],
-        system=row["system"],
-        secret_hash=bytes(row["secret_hash"]),
-    )
+        return grant_of(await cur.fetchone())
 
 
 async def revoke(conn: AsyncConnection[Any], session_id: str) -> bool:

@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 from conveyor.server.store import sql
 from conveyor.server.store.db import Pool
 from conveyor.server.store.task_rows import TaskRow
+from conveyor.server.store.wrap import wrap_exceptions
 
 __all__ = [
     "EventRow",
@@ -37,6 +38,7 @@ __all__ = [
 _AFTER = sql.load("event_after")
 _HORIZON = sql.load("event_horizon")
 _PUBLISH = sql.load("event_publish")
+_GET = sql.load("event_get")
 _PRUNE = sql.load("event_prune")
 
 
@@ -136,12 +138,19 @@ async def live_position(pool: Pool) -> int:
 async def publish(
     conn: AsyncConnection[Any], *, project: str, type: str, subject: str, data: dict[str, Any]
 ) -> EventRow:
-    cur = await conn.execute(
-        _PUBLISH, {"project": project, "type": type, "subject": subject, "data": Jsonb(data)}
-    )
+    with wrap_exceptions(project):
+        cur = await conn.execute(
+            _PUBLISH, {"project": project, "type": type, "subject": subject, "data": Jsonb(data)}
+        )
     record = await cur.fetchone()
     assert record is not None
     return EventRow(project, *record)
+
+
+async def get(conn: AsyncConnection[Any], project: str, id: int) -> EventRow | None:
+    cur = await conn.execute(_GET, {"project": project, "id": id})
+    record = await cur.fetchone()
+    return EventRow(project, *record) if record is not None else None
 
 
 async def prune(conn: AsyncConnection[Any], cutoff: datetime, limit: int) -> int:

@@ -7,11 +7,12 @@ from datetime import datetime, timedelta
 from typing import Any, LiteralString
 
 from psycopg import AsyncConnection
-from psycopg.errors import ForeignKeyViolation
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from conveyor.server.errors import NotFound
 from conveyor.server.store import sql
+from conveyor.server.store.wrap import wrap_exceptions
 
 __all__ = ["QueueRow", "get", "list_page", "pause", "resume", "update"]
 
@@ -78,11 +79,12 @@ async def _changed(
     conn: AsyncConnection[Any], statement: LiteralString, params: dict[str, Any]
 ) -> bool | None:
     try:
-        async with conn.cursor() as cur:
-            await cur.execute(statement, params)
-            row = await cur.fetchone()
-    except ForeignKeyViolation:
-        return None  # queues.project: creating a queue of a project that does not exist
+        with wrap_exceptions(params["project"]):
+            async with conn.cursor() as cur:
+                await cur.execute(statement, params)
+                row = await cur.fetchone()
+    except NotFound:
+        return None  # creating a queue of a project that does not exist
     return bool(row and row[0])
 
 

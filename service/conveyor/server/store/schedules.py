@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, LiteralString
 
 from psycopg import AsyncConnection
 from psycopg.errors import ForeignKeyViolation
@@ -75,19 +75,19 @@ def _row(row: dict[str, Any]) -> ScheduleRow:
 
 
 async def _one(
-    conn: AsyncConnection[Any], query: str, params: dict[str, Any]
+    conn: AsyncConnection[Any], query: LiteralString, params: dict[str, Any]
 ) -> ScheduleRow | None:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql.load(query), params)
+        await cur.execute(query, params)
         row = await cur.fetchone()
     return _row(row) if row else None
 
 
 async def _many(
-    conn: AsyncConnection[Any], query: str, params: dict[str, Any]
+    conn: AsyncConnection[Any], query: LiteralString, params: dict[str, Any]
 ) -> list[ScheduleRow]:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql.load(query), params)
+        await cur.execute(query, params)
         return [_row(r) for r in await cur.fetchall()]
 
 
@@ -101,7 +101,7 @@ async def insert(conn: AsyncConnection[Any], row: ScheduleRow) -> ScheduleRow | 
     """None when the id is taken; NOT_FOUND when the project does not exist."""
     try:
         async with conn.transaction():  # a savepoint: the caller's transaction goes on
-            return await _one(conn, "schedule_insert", _params(row))
+            return await _one(conn, sql.load("schedule_insert"), _params(row))
     except ForeignKeyViolation:  # schedules.project
         name = f"projects/{row.project}"
         raise NotFound(f"{name} does not exist", metadata={"resource": name}) from None
@@ -110,7 +110,7 @@ async def insert(conn: AsyncConnection[Any], row: ScheduleRow) -> ScheduleRow | 
 async def get(
     conn: AsyncConnection[Any], project: str, id: str, *, for_update: bool = False
 ) -> ScheduleRow | None:
-    query = "schedule_get_for_update" if for_update else "schedule_get"
+    query = sql.load("schedule_get_for_update") if for_update else sql.load("schedule_get")
     return await _one(conn, query, {"project": project, "id": id})
 
 
@@ -126,7 +126,7 @@ async def list_page(
 ) -> list[ScheduleRow]:
     return await _many(
         conn,
-        "schedule_list",
+        sql.load("schedule_list"),
         {
             "project": project,
             "after": after,
@@ -141,7 +141,7 @@ async def list_page(
 async def update(conn: AsyncConnection[Any], row: ScheduleRow, now: datetime) -> ScheduleRow:
     params = _params(row)
     params["now"] = now
-    updated = await _one(conn, "schedule_update", params)
+    updated = await _one(conn, sql.load("schedule_update"), params)
     assert updated is not None
     return updated
 
@@ -152,11 +152,11 @@ async def delete(conn: AsyncConnection[Any], project: str, id: str) -> bool:
 
 
 async def lock_due(conn: AsyncConnection[Any], now: datetime, limit: int) -> list[ScheduleRow]:
-    return await _many(conn, "schedule_due_lock", {"now": now, "limit": limit})
+    return await _many(conn, sql.load("schedule_due_lock"), {"now": now, "limit": limit})
 
 
 async def lock_event_schedules(conn: AsyncConnection[Any], limit: int) -> list[ScheduleRow]:
-    return await _many(conn, "schedule_event_lock", {"limit": limit})
+    return await _many(conn, sql.load("schedule_event_lock"), {"limit": limit})
 
 
 async def after_fire(

@@ -136,9 +136,12 @@ CREATE INDEX tasks_ready_idx ON tasks (project, queue, priority, schedule_time, 
 CREATE INDEX tasks_due_idx ON tasks (schedule_time) WHERE state = 'SCHEDULED';
 -- The reaper: running tasks by lease expiry.
 CREATE INDEX tasks_lease_expiry_idx ON tasks (lease_expire_time) WHERE state = 'RUNNING';
+-- CreateTask's request_id: a retried create finds the first (task_get_by_request_id.sql).
 CREATE UNIQUE INDEX tasks_request_id_idx ON tasks (project, request_id)
     WHERE request_id IS NOT NULL;
+-- GetTaskTree (task_tree.sql) and ListTasks' root_task filter (task_list.sql).
 CREATE INDEX tasks_root_idx ON tasks (project, root_task);
+-- ListTasks by state in keyset order (task_list.sql), the statistics loop.
 CREATE INDEX tasks_state_idx ON tasks (project, state, id);
 
 -- The retry delay of every policy, in one place: FailTask and the lease reaper both call it.
@@ -541,6 +544,7 @@ ALTER TABLE tasks
     ADD COLUMN approval_comment text NOT NULL DEFAULT '',
     ADD COLUMN decide_time timestamptz;
 
+-- Approval timeouts (loops/approvals.py).
 CREATE INDEX tasks_approval_due_idx ON tasks (create_time)
     WHERE state = 'AWAITING_APPROVAL' AND approval_timeout_ms IS NOT NULL;
 
@@ -1034,6 +1038,28 @@ BEGIN
 END
 $$;
 
+-- 0010: request ids (AIP-155) remember what they were sent with. A retried create with
+-- the same request_id returns the first result; the same request_id with a different
+-- request is ALREADY_EXISTS (REQUEST_ID_REUSED) instead of silently the first result.
+-- The hash is SHA-256 (hex) of the request message without its request_id, serialized
+-- deterministically, so REST and gRPC callers hash alike. Rows made before 0010 have no
+-- hash and match any request.
+ALTER TABLE tasks ADD COLUMN request_hash text;
+
+-- The request_ids of the other creates (CreateSchedule, CreateProject, CreateApiKey,
+-- PublishEvent): claimed in the transaction that creates the resource, so concurrent
+-- retries wait for the first and then read what it made. `project` is the parent's
+-- project (`""` for CreateProject, whose parent is the system).
+CREATE TABLE request_ids (
+    project text NOT NULL,
+    method text NOT NULL,
+    request_id text NOT NULL,
+    request_hash text NOT NULL,
+    resource text NOT NULL DEFAULT '',
+    create_time timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project, method, request_id)
+);
+
 -- Dashboard sign-ins: an API key exchanged for a session cookie. Like keys, only SHA-256
 -- of the session's 256-bit secret is stored. Deleting the key ends its sessions; signing
 -- out sets revoke_time (kept, so a replayed cookie is refused rather than unknown).
@@ -1047,3 +1073,62 @@ CREATE TABLE dashboard_sessions (
 );
 
 CREATE INDEX dashboard_sessions_key_id ON dashboard_sessions (key_id);
+
+-- 0012: lean task events. A task event stores what the transition changed, not a
+-- to_jsonb snapshot of the whole row: writing (and WAL-logging) the input, labels and
+-- every fixed field again at each start and end was most of an event's cost. The
+-- snapshot a watcher receives is assembled when the event is read
+-- (conveyor_task_snapshot): the task's row now, with the event's change on top.
+--
+-- A task's fixed fields (queue, kind, labels, retry shape, ids, create_time, ...) never
+-- change, so the row now shows them as they were. The input may change (REPLACE_INPUT,
+-- RetryTask's override_input): each change bumps input_version, and an event carries
+-- the input only where it set it. A replayed event whose input_version is not the
+-- row's takes the input from the last event before it that carried one, so it shows
+-- the task as it was. Events written before 0012 hold full snapshots and are shown as
+-- they are.
+ALTER TABLE tasks ADD COLUMN input_version integer NOT NULL DEFAULT 0;
+
+-- What a transition changed (with the input when `with_input`): the event's `task`.
+CREATE FUNCTION conveyor_task_change(t tasks, with_input boolean DEFAULT false) RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+RETURN jsonb_build_object(
+    'project', t.project, 'id', t.id, 'state', t.state, 'state_reason', t.state_reason,
+    'priority', t.priority,
+    'attempt', t.attempt, 'max_attempts', t.max_attempts, 'schedule_time', t.schedule_time,
+    'worker', t.worker, 'lease_id', t.lease_id, 'lease_expire_time', t.lease_expire_time,
+    'cancel_requested', t.cancel_requested, 'result', t.result, 'summary', t.summary,
+    'error', t.error, 'resume_token', t.resume_token, 'schedule', t.schedule,
+    'start_time', t.start_time, 'end_time', t.end_time, 'update_time', t.update_time,
+    'approver', t.approver, 'approved', t.approved, 'approval_comment', t.approval_comment,
+    'decide_time', t.decide_time, 'input_version', t.input_version
+) || CASE WHEN with_input THEN jsonb_build_object('input', t.input) ELSE '{}'::jsonb END;
+
+-- The snapshot of event `at` of task `t` whose change was `change`: the row now, its
+-- input as of the event, and the change on top.
+CREATE FUNCTION conveyor_task_snapshot(t tasks, change jsonb, at bigint) RETURNS jsonb
+LANGUAGE sql STABLE
+RETURN to_jsonb(t) || jsonb_build_object('input', CASE
+    WHEN change ? 'input' THEN change -> 'input'
+    WHEN (change ->> 'input_version')::integer = t.input_version THEN t.input
+    ELSE (
+        SELECT p.task -> 'input' FROM events p
+        WHERE p.project = t.project AND p.id < at
+          AND p.subject = 'projects/' || t.project || '/tasks/' || t.id AND p.task ? 'input'
+        ORDER BY p.id DESC
+        LIMIT 1
+    )
+END) || change;
+
+-- Each index of tasks and its readers:
+--   tasks_pkey (project, id)           every read and write by task name
+--   tasks_ready_idx                    the lease statement (lease_report.sql), admission
+--   tasks_due_idx                      the promoter (reaper_promote.sql, reaper_next_due.sql)
+--   tasks_lease_expiry_idx             the lease reaper (reaper_expire.sql)
+--   tasks_request_id_idx               CreateTask's request_id (unique; task_get_by_request_id.sql)
+--   tasks_root_idx                     GetTaskTree (task_tree.sql), ListTasks root_task filter
+--   tasks_state_idx                    ListTasks by state (task_list.sql), statistics
+--   tasks_running_queue_idx            admission: running count per queue (0009)
+--   tasks_running_key_idx              admission: running count per concurrency key (0009)
+--   tasks_approval_due_idx             approval timeouts (loops/approvals.py)
+-- Every one has a reader, so none is dropped.

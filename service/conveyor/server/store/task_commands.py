@@ -57,4 +57,6 @@ async def set_kind_rate(
 ) -> None:
     """Sets ("" clears) the lease rate limit of a task kind for a worker ("" = every one)."""
     params = {"project": project, "kind": kind, "worker": worker, "rate": rate}
-    await conn.execute(sql.load("rate_limit_set_kind" if rate else "rate_limit_clear_kind"), params)
+    await conn.execute(
+        sql.load("rate_limit_set_kind") if rate else sql.load("rate_limit_clear_kind"), params
+    )

@@ -9,11 +9,12 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.errors import ForeignKeyViolation
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from conveyor.server.errors import NotFound
 from conveyor.server.store import sql
+from conveyor.server.store.wrap import wrap_exceptions
 
 _CONNECT = sql.load("worker_connect")
 _TOUCH = sql.load("worker_touch")
@@ -60,22 +61,23 @@ async def connect(
     """Upserts the worker as connected (worker.connected when it was not); None when the
     project does not exist."""
     try:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                _CONNECT,
-                {
-                    "project": project,
-                    "id": id,
-                    "queues": list(queues),
-                    "capacity": capacity,
-                    "labels": Jsonb(labels),
-                    "sdk_version": sdk_version,
-                    "session": session,
-                },
-            )
-            row = await cur.fetchone()
-    except ForeignKeyViolation:
-        return None  # workers.project
+        with wrap_exceptions(project):
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(
+                    _CONNECT,
+                    {
+                        "project": project,
+                        "id": id,
+                        "queues": list(queues),
+                        "capacity": capacity,
+                        "labels": Jsonb(labels),
+                        "sdk_version": sdk_version,
+                        "session": session,
+                    },
+                )
+                row = await cur.fetchone()
+    except NotFound:
+        return None  # a worker of a project that does not exist
     assert row is not None, "an upsert returns its row"
     return _row(row)
 

@@ -20,15 +20,13 @@ from typing import Any
 import psycopg
 
 from conveyor.server.logging import get_logger
-from conveyor.server.store import sql
+from conveyor.server.store import listen as listen_store
 
 __all__ = ["EVENTS_CHANNEL", "TASKS_CHANNEL", "WEBHOOKS_CHANNEL", "EventListener"]
 
 TASKS_CHANNEL = "conveyor_tasks"
 EVENTS_CHANNEL = "conveyor_events"
 WEBHOOKS_CHANNEL = "conveyor_webhooks"
-_LISTEN = sql.load("event_listen")
-_PING = sql.load("event_listen_ping")
 # Notice a dead peer within ~25 s even when no query is running on the connection.
 _KEEPALIVES: dict[str, Any] = {
     "keepalives": 1,
@@ -138,7 +136,7 @@ class EventListener:
             self._url, autocommit=True, application_name="conveyor-listen", **_KEEPALIVES
         )
         self._conn = conn
-        await conn.execute(_LISTEN)
+        await listen_store.listen(conn)
         self._listening.set()
         self._first_attempt.set()
         # Whatever was notified while we were not listening is lost: look once.
@@ -149,4 +147,4 @@ class EventListener:
                 self._tell(notify.payload or None, notify.channel)
             self._tell(None)
             async with asyncio.timeout(self._ping_timeout):
-                await conn.execute(_PING)
+                await listen_store.ping(conn)

@@ -39,6 +39,11 @@
     }
   });
 
+  document.addEventListener("change", function (e) {
+    var form = e.target.closest("form[data-autosubmit]");
+    if (form) form.submit();
+  });
+
   document.addEventListener("submit", function (e) {
     var form = e.target;
     if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) e.preventDefault();
@@ -75,7 +80,7 @@
     }
     function schedule() {
       clearTimeout(timer);
-      timer = setTimeout(refresh, 150);
+      timer = setTimeout(refresh, Number(box.dataset.debounce || 150));
     }
     if (box.dataset.events && window.EventSource) {
       var source = new EventSource(box.dataset.events);

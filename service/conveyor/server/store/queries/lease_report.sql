@@ -24,6 +24,7 @@ WITH completes AS (
     ) AS c (id, lease_id, result, summary, resume_token)
 ),
 succeeded AS (
+    -- transitions: RUNNING -> SUCCEEDED
     UPDATE tasks t
     SET state = 'SUCCEEDED',
         result = c.result,
@@ -65,6 +66,7 @@ fail_targets AS (
     FOR UPDATE OF t
 ),
 failed AS (
+    -- transitions: RUNNING -> SCHEDULED, RUNNING -> FAILED, RUNNING -> INTERRUPTED
     UPDATE tasks t
     SET state = ft.next_state,
         error = ft.error,
@@ -207,6 +209,7 @@ clock AS (
     SELECT coalesce((SELECT a.clock FROM admitted a), statement_timestamp()) AS now
 ),
 leased AS (
+    -- transitions: QUEUED -> RUNNING
     UPDATE tasks t
     SET state = 'RUNNING',
         state_reason = '',
@@ -230,7 +233,7 @@ attempts_started AS (
 ),
 events_written AS (
     INSERT INTO events (project, type, subject, task)
-    SELECT s.project, 'task.succeeded', 'projects/' || s.project || '/tasks/' || s.id, to_jsonb(s)
+    SELECT s.project, 'task.succeeded', 'projects/' || s.project || '/tasks/' || s.id, conveyor_task_change(ROW(s.*)::tasks)
     FROM succeeded s
     UNION ALL
     SELECT f.project,
@@ -239,10 +242,10 @@ events_written AS (
                WHEN 'FAILED' THEN 'task.failed'
                ELSE 'task.interrupted'
            END,
-           'projects/' || f.project || '/tasks/' || f.id, to_jsonb(f)
+           'projects/' || f.project || '/tasks/' || f.id, conveyor_task_change(ROW(f.*)::tasks)
     FROM failed f
     UNION ALL
-    SELECT l.project, 'task.started', 'projects/' || l.project || '/tasks/' || l.id, to_jsonb(l)
+    SELECT l.project, 'task.started', 'projects/' || l.project || '/tasks/' || l.id, conveyor_task_change(ROW(l.*)::tasks)
     FROM leased l
 ),
 ended AS (

@@ -2,6 +2,7 @@
 -- every accepted task still ends in a terminal state, and its history stays), with a
 -- task.cancelled event each and one queue.purged event. Returns how many.
 WITH purged AS (
+    -- transitions: QUEUED -> CANCELLED
     UPDATE tasks
     SET state = 'CANCELLED', state_reason = 'purged', end_time = now(), update_time = now()
     WHERE project = %(project)s AND queue = %(queue)s AND state = 'QUEUED'
@@ -9,7 +10,7 @@ WITH purged AS (
 ),
 task_events AS (
     INSERT INTO events (project, type, subject, task, data)
-    SELECT project, 'task.cancelled', 'projects/' || project || '/tasks/' || id, to_jsonb(purged),
+    SELECT project, 'task.cancelled', 'projects/' || project || '/tasks/' || id, conveyor_task_change(ROW(purged.*)::tasks),
            jsonb_build_object('reason', 'purged', 'command', %(command)s::text)
     FROM purged
 ),

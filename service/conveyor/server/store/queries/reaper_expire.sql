@@ -15,6 +15,7 @@ expired AS (
     FOR UPDATE OF t SKIP LOCKED
 ),
 reaped AS (
+    -- transitions: RUNNING -> SCHEDULED, RUNNING -> INTERRUPTED
     UPDATE tasks t
     SET state = CASE
             WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN 'INTERRUPTED'
@@ -47,7 +48,7 @@ attempts_lost AS (
 ),
 events_written AS (
     INSERT INTO events (project, type, subject, task)
-    SELECT r.project, e.type, 'projects/' || r.project || '/tasks/' || r.id, to_jsonb(r)
+    SELECT r.project, e.type, 'projects/' || r.project || '/tasks/' || r.id, conveyor_task_change(ROW(r.*)::tasks)
     FROM reaped r
     CROSS JOIN LATERAL (
         VALUES (1, 'task.lost'),

@@ -13,6 +13,7 @@ due AS (
     FOR UPDATE OF t SKIP LOCKED
 ),
 promoted AS (
+    -- transitions: SCHEDULED -> QUEUED
     UPDATE tasks t
     SET state = 'QUEUED', update_time = clock.now
     FROM due d, clock
@@ -21,7 +22,7 @@ promoted AS (
 ),
 events_written AS (
     INSERT INTO events (project, type, subject, task)
-    SELECT p.project, 'task.queued', 'projects/' || p.project || '/tasks/' || p.id, to_jsonb(p)
+    SELECT p.project, 'task.queued', 'projects/' || p.project || '/tasks/' || p.id, conveyor_task_change(ROW(p.*)::tasks)
     FROM promoted p
 ),
 woken AS (

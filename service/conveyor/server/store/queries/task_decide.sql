@@ -9,6 +9,7 @@ WITH due AS (
     {due}
 ),
 decided AS (
+    -- transitions: AWAITING_APPROVAL -> QUEUED, AWAITING_APPROVAL -> SCHEDULED, AWAITING_APPROVAL -> CANCELLED
     UPDATE tasks t
     SET state = CASE
             WHEN NOT due.approved THEN %(rejected)s
@@ -32,7 +33,7 @@ event AS (
            CASE state WHEN %(rejected)s THEN %(event_rejected)s
                       WHEN %(later)s THEN %(event_later)s
                       ELSE %(event_approved)s END,
-           'projects/' || project || '/tasks/' || id, to_jsonb(decided),
+           'projects/' || project || '/tasks/' || id, conveyor_task_change(ROW(decided.*)::tasks),
            jsonb_build_object('approver', approver, 'approved', approved,
                               'comment', approval_comment)
     FROM decided

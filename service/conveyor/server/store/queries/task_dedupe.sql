@@ -20,8 +20,10 @@ FOR UPDATE OF t
 -- REPLACE_INPUT / DEBOUNCE on a holder that has not started; its event in the same
 -- statement. DEBOUNCE also pushes schedule_time (and the key) back by the window.
 WITH updated AS (
+    -- transitions: QUEUED -> SCHEDULED
     UPDATE tasks
     SET input = %(input)s::jsonb,
+        input_version = input_version + 1,
         schedule_time = CASE WHEN %(debounce)s
             THEN now() + %(window_ms)s::double precision * interval '1 millisecond' ELSE schedule_time END,
         state = CASE WHEN %(debounce)s AND state = 'QUEUED' THEN 'SCHEDULED' ELSE state END,
@@ -37,7 +39,7 @@ key AS (
 ),
 event AS (
     INSERT INTO events (project, type, subject, task)
-    SELECT project, 'task.updated', 'projects/' || project || '/tasks/' || id, to_jsonb(updated)
+    SELECT project, 'task.updated', 'projects/' || project || '/tasks/' || id, conveyor_task_change(ROW(updated.*)::tasks, true)
     FROM updated
 )
 SELECT * FROM updated

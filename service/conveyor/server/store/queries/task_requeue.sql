@@ -4,9 +4,11 @@
 -- is allowed, and the input is replaced when %(set_input)s. Appends task.queued for
 -- each and wakes the workers of their queues. Rows not in a source state are skipped.
 WITH requeued AS (
+    -- transitions: FAILED -> QUEUED, CANCELLED -> QUEUED, INTERRUPTED -> QUEUED
     UPDATE tasks
     SET state = 'QUEUED', state_reason = %(reason)s,
         input = CASE WHEN %(set_input)s THEN %(input)s::jsonb ELSE input END,
+        input_version = input_version + CASE WHEN %(set_input)s THEN 1 ELSE 0 END,
         max_attempts = greatest(max_attempts, attempt + 1),
         schedule_time = now(), result = NULL, error = NULL, summary = '', worker = '',
         lease_id = NULL, lease_expire_time = NULL, cancel_requested = false,
@@ -17,7 +19,7 @@ WITH requeued AS (
 ),
 event AS (
     INSERT INTO events (project, type, subject, task, data)
-    SELECT project, 'task.queued', 'projects/' || project || '/tasks/' || id, to_jsonb(requeued),
+    SELECT project, 'task.queued', 'projects/' || project || '/tasks/' || id, conveyor_task_change(ROW(requeued.*)::tasks, %(set_input)s),
            jsonb_build_object('reason', state_reason, 'command', %(command)s::text)
     FROM requeued
 ),
