@@ -37,7 +37,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from conveyor.server.domain.auth import Principal
-from conveyor.server.store import commands as store
+from conveyor.server.store import commands as command_store
 from conveyor.server.store.commands import CommandRow
 from conveyor.server.store.db import Pool
 from conveyor.v1 import enums_pb2
@@ -155,9 +155,9 @@ async def record(
     change made in this transaction, ISSUED for one carried out later); a command
     addressed to a worker names it in `worker` and times out after `timeout_ms`.
     """
-    head = await store.lock_head(conn, project)
+    head = await command_store.lock_head(conn, project)
     if idempotency_key:
-        first = await store.get_by_key(conn, project, principal.key_name, idempotency_key)
+        first = await command_store.get_by_key(conn, project, principal.key_name, idempotency_key)
         if first is not None:
             return Recorded(first, existing=True)
     sequence = head.sequence + 1
@@ -176,9 +176,9 @@ async def record(
             create_time=head.now,
         ),
     )
-    row = await store.append(
+    row = await command_store.append(
         conn,
-        store.NewCommand(
+        command_store.NewCommand(
             project=project,
             sequence=sequence,
             verb=name,

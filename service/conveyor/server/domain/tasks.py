@@ -35,7 +35,7 @@ from conveyor.server.errors import (
 from conveyor.server.states import State
 from conveyor.server.store import approvals
 from conveyor.server.store import projects as project_store
-from conveyor.server.store import tasks as store
+from conveyor.server.store import tasks as task_store
 from conveyor.server.store.task_batcher import CreateBatcher
 from conveyor.server.store.task_inserts import NewTask, Outcome, Result, insert_batch
 from conveyor.server.store.task_rows import TaskRow
@@ -224,7 +224,7 @@ class Tasks:
     async def get(self, name: str) -> TaskView:
         parsed = task_input.parse_task_name(name, "name")
         async with self._pool.connection() as conn:
-            view = await store.get(
+            view = await task_store.get(
                 conn,
                 parsed.project,
                 uuid.UUID(parsed.id),
@@ -238,7 +238,9 @@ class Tasks:
         """The named task's tree (root first, at most MAX_TREE) and whether it is cut."""
         parsed = task_input.parse_task_name(name, "name")
         async with self._pool.connection() as conn:
-            rows = await store.tree(conn, parsed.project, uuid.UUID(parsed.id), limit=MAX_TREE + 1)
+            rows = await task_store.tree(
+                conn, parsed.project, uuid.UUID(parsed.id), limit=MAX_TREE + 1
+            )
         if not rows:
             raise NotFound(f"{name} does not exist", metadata={"resource": name})
         return rows[:MAX_TREE], len(rows) > MAX_TREE
@@ -252,9 +254,9 @@ class Tasks:
         )
         async with self._pool.connection() as conn:
             rows, token = task_list.next_token(
-                await store.list_page(conn, query), query, request.filter
+                await task_store.list_page(conn, query), query, request.filter
             )
-            blocked = await store.blocked_reasons(
+            blocked = await task_store.blocked_reasons(
                 conn,
                 query.project,
                 [r.id for r in rows if r.state in _WAITING],
@@ -282,7 +284,7 @@ class Tasks:
                 project=project,
             )
             for _ in range(_CANCEL_TRIES):
-                row = await store.cancel(
+                row = await task_store.cancel(
                     conn,
                     project,
                     task_id,
@@ -292,12 +294,12 @@ class Tasks:
                 )
                 if row is not None:
                     return row
-                current = await store.get_row(conn, project, task_id)
+                current = await task_store.get_row(conn, project, task_id)
                 if current is None:
                     raise NotFound(f"{name} does not exist", metadata={"resource": name})
                 state = State(current.state)
                 if state is State.RUNNING:
-                    row = await store.request_cancel(conn, project, task_id, reason=reason)
+                    row = await task_store.request_cancel(conn, project, task_id, reason=reason)
                     if row is not None:
                         return row
                 elif state.value not in sources:
@@ -326,7 +328,7 @@ class Tasks:
                 conn, project, task_id, approve=approve, approver=approver, comment=text
             )
             if row is None:
-                current = await store.get_row(conn, project, task_id)
+                current = await task_store.get_row(conn, project, task_id)
                 if current is None:
                     raise NotFound(f"{name} does not exist", metadata={"resource": name})
                 states.target(State(current.state), "approve" if approve else "reject", name)
@@ -382,14 +384,14 @@ class Tasks:
             if await project_store.get(conn, project) is None:
                 raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
             if query is None:
-                deleted, kept = await store.delete_named(conn, project, ids, terminal=terminal)
+                deleted, kept = await task_store.delete_named(conn, project, ids, terminal=terminal)
                 skipped = [f"projects/{project}/tasks/{i}" for i in kept]
             else:
                 wanted = [s for s in terminal if not query.states or s in query.states]
                 deleted = 0
                 if wanted:
                     query = replace(query, states=wanted, limit=MAX_DELETE, order="id")
-                    deleted = await store.delete_matching(conn, query, terminal=terminal)
+                    deleted = await task_store.delete_matching(conn, query, terminal=terminal)
             await audit.record_change(
                 conn,
                 self._server_key,
