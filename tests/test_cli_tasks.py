@@ -232,6 +232,18 @@ async def test_ctrl_c_exits_130_and_a_closed_pipe_ends_quietly(
     assert watch.returncode == 141
     assert b"Traceback" not in err and b"BrokenPipe" not in err
 
+    # Ctrl-C in the middle of a stream: 130, no traceback.
+    streaming = await asyncio.create_subprocess_exec(
+        *_conveyor(), "events", "watch", "--after", "1", env=_env(server, op),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert streaming.stdout is not None
+    assert json.loads(await asyncio.wait_for(streaming.stdout.readline(), 30))["id"]
+    streaming.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(streaming.communicate(), 30)
+    assert streaming.returncode == 130
+    assert b"Traceback" not in err
+
 
 async def test_worker_command_runs_imported_handlers_and_logs_each_task(
     server: ConveyorServer,

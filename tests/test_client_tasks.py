@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conveyor.client import (
+    AlreadyExistsError,
     AsyncClient,
     Client,
     FailedPreconditionError,
@@ -61,8 +62,10 @@ async def test_create_get_and_cancel_round_trip(server: ConveyorServer, keys: di
 async def test_request_id_returns_the_first_result(server: ConveyorServer, keys: dict[str, str]):
     async with AsyncClient(server.grpc_target, api_key=keys["operator"], project="alpha") as c:
         first = await c.create_task("k", 1, request_id="order-42")
-        again = await c.create_task("k", 2, request_id="order-42")
+        again = await c.create_task("k", 1, request_id="order-42")
         assert again.name == first.name
+        with pytest.raises(AlreadyExistsError):  # the same id with another input
+            await c.create_task("k", 2, request_id="order-42")
         other = await c.create_task("k", 1)  # a fresh request_id each call
         assert other.name != first.name
 

@@ -14,7 +14,7 @@ import pytest_asyncio
 from google.protobuf import duration_pb2, timestamp_pb2
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.client import AsyncClient, InvalidArgumentError, NotFoundError
+from conveyor.client import AlreadyExistsError, AsyncClient, InvalidArgumentError, NotFoundError
 from conveyor.server.app import ConveyorServer
 from conveyor.server.domain.task_ids import TaskIds, create_time_of
 from conveyor.server.domain.task_input import new_task
@@ -396,9 +396,12 @@ async def test_request_id_returns_the_first_task(
     client: AsyncClient, database_url: str, server: ConveyorServer, admin_key: str
 ) -> None:
     first = await _create(client, task_pb2.Task(kind="k", priority=2), request_id="req-1")
-    # A retry, even with a different body, gets the first task and creates nothing.
-    again = await _create(client, task_pb2.Task(kind="other"), request_id="req-1")
+    # A retry gets the first task and creates nothing; a different body is refused
+    # (REQUEST_ID_REUSED, tests/test_request_ids.py).
+    again = await _create(client, task_pb2.Task(kind="k", priority=2), request_id="req-1")
     assert _as_read(again) == _as_read(await _get(client, first.name))
+    with pytest.raises(AlreadyExistsError):
+        await _create(client, task_pb2.Task(kind="other"), request_id="req-1")
     racing = await asyncio.gather(
         *(_create(client, task_pb2.Task(kind="k"), request_id="req-2") for _ in range(20))
     )

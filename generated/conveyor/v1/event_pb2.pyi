@@ -213,8 +213,14 @@ class PublishEventRequest(_message.Message):
 
     PARENT_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """Required. The project."""
+    request_id: _builtins.str
+    """A client-chosen id (up to 128 chars, AIP-155) that makes a retried create return
+    the first result instead of creating again; the same id with a different request
+    is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
+    """
     @_builtins.property
     def event(self) -> Global___Event:
         """Required. The event: type (not under the reserved `task.`, `queue.`,
@@ -227,10 +233,11 @@ class PublishEventRequest(_message.Message):
         *,
         parent: _builtins.str = ...,
         event: Global___Event | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "parent", b"parent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "parent", b"parent", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

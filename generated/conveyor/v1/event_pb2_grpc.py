@@ -85,7 +85,8 @@ class EventServiceServicer:
     def PublishEvent(self, request, context):
         """PublishEvent appends a custom event (it may fire EVENT schedules) and
         returns it; returns INVALID_ARGUMENT for a reserved type prefix or data
-        over 64 KiB.
+        over 64 KiB, ALREADY_EXISTS when its request_id was used with a different
+        request (a retry with the same request returns the first event).
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """

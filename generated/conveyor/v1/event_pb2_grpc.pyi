@@ -54,7 +54,8 @@ class EventServiceStub:
     PublishEvent: _grpc.UnaryUnaryMultiCallable[_event_pb2.PublishEventRequest, _event_pb2.Event]
     """PublishEvent appends a custom event (it may fire EVENT schedules) and
     returns it; returns INVALID_ARGUMENT for a reserved type prefix or data
-    over 64 KiB.
+    over 64 KiB, ALREADY_EXISTS when its request_id was used with a different
+    request (a retry with the same request returns the first event).
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -85,7 +86,8 @@ class EventServiceAsyncStub(EventServiceStub):
     PublishEvent: _aio.UnaryUnaryMultiCallable[_event_pb2.PublishEventRequest, _event_pb2.Event]  # type: ignore[assignment]
     """PublishEvent appends a custom event (it may fire EVENT schedules) and
     returns it; returns INVALID_ARGUMENT for a reserved type prefix or data
-    over 64 KiB.
+    over 64 KiB, ALREADY_EXISTS when its request_id was used with a different
+    request (a retry with the same request returns the first event).
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -131,7 +133,8 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_event_pb2.Event, _abc.Awaitable[_event_pb2.Event]]:
         """PublishEvent appends a custom event (it may fire EVENT schedules) and
         returns it; returns INVALID_ARGUMENT for a reserved type prefix or data
-        over 64 KiB.
+        over 64 KiB, ALREADY_EXISTS when its request_id was used with a different
+        request (a retry with the same request returns the first event).
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """

@@ -182,8 +182,14 @@ class CreateProjectRequest(_message.Message):
 
     PROJECT_ID_FIELD_NUMBER: _builtins.int
     PROJECT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """Required. 1..63 of [a-z0-9-]."""
+    request_id: _builtins.str
+    """A client-chosen id (up to 128 chars, AIP-155) that makes a retried create return
+    the first result instead of creating again; the same id with a different request
+    is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
+    """
     @_builtins.property
     def project(self) -> Global___Project:
         """The project's settings."""
@@ -193,10 +199,11 @@ class CreateProjectRequest(_message.Message):
         *,
         project_id: _builtins.str = ...,
         project: Global___Project | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["project", b"project"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["project", b"project", "project_id", b"project_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project", b"project", "project_id", b"project_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -319,8 +326,15 @@ class CreateApiKeyRequest(_message.Message):
 
     PARENT_FIELD_NUMBER: _builtins.int
     API_KEY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """Required. The project."""
+    request_id: _builtins.str
+    """A client-chosen id (up to 128 chars, AIP-155) that makes a retried create return
+    the first result instead of creating again; the same id with a different request
+    is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
+    A retry returns the first key without its secret, which is shown once.
+    """
     @_builtins.property
     def api_key(self) -> Global___ApiKey:
         """Required. The key's role and display_name."""
@@ -330,10 +344,11 @@ class CreateApiKeyRequest(_message.Message):
         *,
         parent: _builtins.str = ...,
         api_key: Global___ApiKey | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "parent", b"parent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "parent", b"parent", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -89,7 +89,7 @@ class ProjectServiceServicer:
 
     def CreateProject(self, request, context):
         """CreateProject creates a project; returns ALREADY_EXISTS when project_id is
-        taken, PERMISSION_DENIED unless the caller holds a system key.
+        taken or its request_id was used with a different request, PERMISSION_DENIED unless the caller holds a system key.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist and INVALID_ARGUMENT for a malformed name or field.
         """
@@ -126,7 +126,8 @@ class ProjectServiceServicer:
 
     def CreateApiKey(self, request, context):
         """CreateApiKey mints a key and returns it with its secret, shown this once;
-        returns INVALID_ARGUMENT when role is unset.
+        returns INVALID_ARGUMENT when role is unset, ALREADY_EXISTS when its request_id
+        was used with a different request.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """

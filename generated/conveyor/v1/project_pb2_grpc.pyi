@@ -36,7 +36,7 @@ class ProjectServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ProjectServiceAsyncStub: ...
     CreateProject: _grpc.UnaryUnaryMultiCallable[_project_pb2.CreateProjectRequest, _project_pb2.Project]
     """CreateProject creates a project; returns ALREADY_EXISTS when project_id is
-    taken, PERMISSION_DENIED unless the caller holds a system key.
+    taken or its request_id was used with a different request, PERMISSION_DENIED unless the caller holds a system key.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist and INVALID_ARGUMENT for a malformed name or field.
     """
@@ -57,7 +57,8 @@ class ProjectServiceStub:
     """
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_project_pb2.CreateApiKeyRequest, _project_pb2.ApiKey]
     """CreateApiKey mints a key and returns it with its secret, shown this once;
-    returns INVALID_ARGUMENT when role is unset.
+    returns INVALID_ARGUMENT when role is unset, ALREADY_EXISTS when its request_id
+    was used with a different request.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -89,7 +90,7 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateProject: _aio.UnaryUnaryMultiCallable[_project_pb2.CreateProjectRequest, _project_pb2.Project]  # type: ignore[assignment]
     """CreateProject creates a project; returns ALREADY_EXISTS when project_id is
-    taken, PERMISSION_DENIED unless the caller holds a system key.
+    taken or its request_id was used with a different request, PERMISSION_DENIED unless the caller holds a system key.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist and INVALID_ARGUMENT for a malformed name or field.
     """
@@ -110,7 +111,8 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     """
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_project_pb2.CreateApiKeyRequest, _project_pb2.ApiKey]  # type: ignore[assignment]
     """CreateApiKey mints a key and returns it with its secret, shown this once;
-    returns INVALID_ARGUMENT when role is unset.
+    returns INVALID_ARGUMENT when role is unset, ALREADY_EXISTS when its request_id
+    was used with a different request.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -145,7 +147,7 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_project_pb2.Project, _abc.Awaitable[_project_pb2.Project]]:
         """CreateProject creates a project; returns ALREADY_EXISTS when project_id is
-        taken, PERMISSION_DENIED unless the caller holds a system key.
+        taken or its request_id was used with a different request, PERMISSION_DENIED unless the caller holds a system key.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist and INVALID_ARGUMENT for a malformed name or field.
         """
@@ -190,7 +192,8 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_project_pb2.ApiKey, _abc.Awaitable[_project_pb2.ApiKey]]:
         """CreateApiKey mints a key and returns it with its secret, shown this once;
-        returns INVALID_ARGUMENT when role is unset.
+        returns INVALID_ARGUMENT when role is unset, ALREADY_EXISTS when its request_id
+        was used with a different request.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """

@@ -347,10 +347,16 @@ class CreateScheduleRequest(_message.Message):
     PARENT_FIELD_NUMBER: _builtins.int
     SCHEDULE_ID_FIELD_NUMBER: _builtins.int
     SCHEDULE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """Required. The project."""
     schedule_id: _builtins.str
     """The schedule id, 1..63 of [a-z0-9-]; empty picks one."""
+    request_id: _builtins.str
+    """A client-chosen id (up to 128 chars, AIP-155) that makes a retried create return
+    the first result instead of creating again; the same id with a different request
+    is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
+    """
     @_builtins.property
     def schedule(self) -> Global___Schedule:
         """Required. The schedule."""
@@ -361,10 +367,11 @@ class CreateScheduleRequest(_message.Message):
         parent: _builtins.str = ...,
         schedule_id: _builtins.str = ...,
         schedule: Global___Schedule | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent", "schedule", b"schedule", "schedule_id", b"schedule_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent", "request_id", b"request_id", "schedule", b"schedule", "schedule_id", b"schedule_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -101,7 +101,8 @@ class ScheduleServiceServicer:
     def CreateSchedule(self, request, context):
         """CreateSchedule saves a schedule and returns it with next_run_time; returns
         INVALID_ARGUMENT naming the field for a bad expression, time zone or task
-        template, ALREADY_EXISTS when schedule_id is taken.
+        template, ALREADY_EXISTS when schedule_id is taken or its request_id was used
+        with a different request.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """

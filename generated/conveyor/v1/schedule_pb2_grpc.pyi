@@ -38,7 +38,8 @@ class ScheduleServiceStub:
     CreateSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.CreateScheduleRequest, _schedule_pb2.Schedule]
     """CreateSchedule saves a schedule and returns it with next_run_time; returns
     INVALID_ARGUMENT naming the field for a bad expression, time zone or task
-    template, ALREADY_EXISTS when schedule_id is taken.
+    template, ALREADY_EXISTS when schedule_id is taken or its request_id was used
+    with a different request.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -108,7 +109,8 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     CreateSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.CreateScheduleRequest, _schedule_pb2.Schedule]  # type: ignore[assignment]
     """CreateSchedule saves a schedule and returns it with next_run_time; returns
     INVALID_ARGUMENT naming the field for a bad expression, time zone or task
-    template, ALREADY_EXISTS when schedule_id is taken.
+    template, ALREADY_EXISTS when schedule_id is taken or its request_id was used
+    with a different request.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -181,7 +183,8 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_schedule_pb2.Schedule, _abc.Awaitable[_schedule_pb2.Schedule]]:
         """CreateSchedule saves a schedule and returns it with next_run_time; returns
         INVALID_ARGUMENT naming the field for a bad expression, time zone or task
-        template, ALREADY_EXISTS when schedule_id is taken.
+        template, ALREADY_EXISTS when schedule_id is taken or its request_id was used
+        with a different request.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """

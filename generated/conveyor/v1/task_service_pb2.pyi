@@ -33,8 +33,9 @@ class CreateTaskRequest(_message.Message):
     parent: _builtins.str
     """Required. The project, `projects/{project}`."""
     request_id: _builtins.str
-    """A client-chosen id (up to 128 chars) that makes a retried create return the
-    first result instead of creating again.
+    """A client-chosen id (up to 128 chars, AIP-155) that makes a retried create return
+    the first result instead of creating again; the same id with a different request
+    is ALREADY_EXISTS (reason REQUEST_ID_REUSED).
     """
     @_builtins.property
     def task(self) -> _task_pb2.Task:

@@ -96,7 +96,8 @@ class TaskServiceServicer:
     def CreateTask(self, request, context):
         """CreateTask enqueues one task and returns it; returns INVALID_ARGUMENT when a
         field is out of bounds, ALREADY_EXISTS when its dedupe key is held with
-        on_conflict REJECT. The same request_id returns the first result.
+        on_conflict REJECT or its request_id was used with a different request. The same
+        request_id returns the first result.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """

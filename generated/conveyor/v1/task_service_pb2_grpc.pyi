@@ -38,7 +38,8 @@ class TaskServiceStub:
     CreateTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CreateTaskRequest, _task_pb2.Task]
     """CreateTask enqueues one task and returns it; returns INVALID_ARGUMENT when a
     field is out of bounds, ALREADY_EXISTS when its dedupe key is held with
-    on_conflict REJECT. The same request_id returns the first result.
+    on_conflict REJECT or its request_id was used with a different request. The same
+    request_id returns the first result.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -102,7 +103,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     CreateTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CreateTaskRequest, _task_pb2.Task]  # type: ignore[assignment]
     """CreateTask enqueues one task and returns it; returns INVALID_ARGUMENT when a
     field is out of bounds, ALREADY_EXISTS when its dedupe key is held with
-    on_conflict REJECT. The same request_id returns the first result.
+    on_conflict REJECT or its request_id was used with a different request. The same
+    request_id returns the first result.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -169,7 +171,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_pb2.Task, _abc.Awaitable[_task_pb2.Task]]:
         """CreateTask enqueues one task and returns it; returns INVALID_ARGUMENT when a
         field is out of bounds, ALREADY_EXISTS when its dedupe key is held with
-        on_conflict REJECT. The same request_id returns the first result.
+        on_conflict REJECT or its request_id was used with a different request. The same
+        request_id returns the first result.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """

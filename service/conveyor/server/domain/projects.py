@@ -11,7 +11,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import audit, names, paging, update_mask, validate
+from conveyor.server.domain import audit, names, paging, request_ids, update_mask, validate
 from conveyor.server.domain.auth import ROLE_NAMES, MintedKey, Principal, mint_key
 from conveyor.server.domain.keys import Authenticator
 from conveyor.server.errors import AlreadyExists, InvalidArgument, NotFound, Violations
@@ -75,14 +75,27 @@ class Projects:
             )
 
     async def create(
-        self, project_id: str, fields: ProjectFields, principal: Principal | None = None
+        self,
+        project_id: str,
+        fields: ProjectFields,
+        principal: Principal | None = None,
+        request_id: str = "",
+        request_hash: str = "",
     ) -> ProjectRow:
         v = Violations()
         if not names.ID_RE.match(project_id):
             v.add("project_id", names.ID_RULE)
         _check_fields(v, fields, "project")
+        request_ids.check(v, request_id)
         v.raise_if_any()
         async with self._pool.connection() as conn, conn.transaction():
+            # Projects have no parent project: their request ids live under "".
+            earlier = await request_ids.claim(conn, "", "CreateProject", request_id, request_hash)
+            if earlier is not None:
+                found = await projects.get(conn, earlier.rsplit("/", 1)[-1])
+                if found is None:
+                    raise NotFound(f"{earlier} no longer exists", metadata={"resource": earlier})
+                return found
             row = await projects.insert(
                 conn,
                 id=project_id,
@@ -102,6 +115,7 @@ class Projects:
                 f"projects/{project_id}",
                 {"display_name": fields.display_name, "callback_url": fields.callback_url},
             )
+            await request_ids.made(conn, "", "CreateProject", request_id, f"projects/{project_id}")
         return row
 
     async def get(self, name: str) -> ProjectRow:
@@ -157,8 +171,16 @@ class Projects:
         return row
 
     async def create_key(
-        self, parent: str, role: int, display_name: str, principal: Principal | None = None
-    ) -> tuple[KeyRow, MintedKey]:
+        self,
+        parent: str,
+        role: int,
+        display_name: str,
+        principal: Principal | None = None,
+        request_id: str = "",
+        request_hash: str = "",
+    ) -> tuple[KeyRow, MintedKey | None]:
+        """The new key and its secret; a retry by request_id gets the first key and no
+        secret (only its hash is stored)."""
         parsed = names.parse(parent, "parent")
         v = Violations()
         if role not in ROLE_NAMES:
@@ -166,11 +188,22 @@ class Projects:
                 "api_key.role", "must be one of ROLE_VIEWER, ROLE_WORKER, ROLE_OPERATOR, ROLE_ADMIN"
             )
         validate.text(v, display_name, "api_key.display_name", validate.MAX_DISPLAY_NAME)
+        request_ids.check(v, request_id)
         v.raise_if_any()
         minted = mint_key()
         async with self._pool.connection() as conn, conn.transaction():
             if await projects.get(conn, parsed.project) is None:
                 raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
+            earlier = await request_ids.claim(
+                conn, parsed.project, "CreateApiKey", request_id, request_hash
+            )
+            if earlier is not None:
+                found = await api_keys.get(
+                    conn, project=parsed.project, id=earlier.rsplit("/", 1)[-1]
+                )
+                if found is None:
+                    raise NotFound(f"{earlier} no longer exists", metadata={"resource": earlier})
+                return found, None
             row = await api_keys.insert(
                 conn,
                 id=minted.key_id,
@@ -186,6 +219,13 @@ class Projects:
                 enums_pb2.COMMAND_VERB_CREATE_API_KEY,
                 f"projects/{parsed.project}/apiKeys/{minted.key_id}",
                 {"role": ROLE_NAMES[role], "display_name": display_name},
+            )
+            await request_ids.made(
+                conn,
+                parsed.project,
+                "CreateApiKey",
+                request_id,
+                f"projects/{parsed.project}/apiKeys/{minted.key_id}",
             )
         return row, minted
 

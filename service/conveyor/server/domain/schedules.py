@@ -11,7 +11,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import names, paging, schedule_spec, update_mask
+from conveyor.server.domain import names, paging, request_ids, schedule_spec, update_mask
 from conveyor.server.domain.auth import Principal
 from conveyor.server.domain.schedule_rows import (
     Clock,
@@ -26,7 +26,7 @@ from conveyor.server.domain.schedule_rows import (
     utc_now,
     writable,
 )
-from conveyor.server.errors import AlreadyExists, InvalidArgument, NotFound
+from conveyor.server.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from conveyor.server.render.schedules import next_fire_time, schedule_message
 from conveyor.server.store import event_log
 from conveyor.server.store import schedules as schedule_store
@@ -65,15 +65,28 @@ class Schedules:
         message: schedule_pb2.Schedule,
         created_by: str,
         principal: Principal | None = None,
+        request_id: str = "",
+        request_hash: str = "",
     ) -> ScheduleRow:
         project = names.parse(parent, "parent").project
         if schedule_id:
             names.check_id(schedule_id, "schedule_id")
         else:
             schedule_id = "s-" + secrets.token_hex(6)
+        v = Violations()
+        request_ids.check(v, request_id)
+        v.raise_if_any()
         now = self._clock()
         row = row_from(project, schedule_id, message, created_by, now)
         async with self._pool.connection() as conn, conn.transaction():
+            earlier = await request_ids.claim(
+                conn, project, "CreateSchedule", request_id, request_hash
+            )
+            if earlier is not None:
+                found = await schedule_store.get(conn, project, earlier.rsplit("/", 1)[-1])
+                if found is None:
+                    raise NotFound(f"{earlier} no longer exists", metadata={"resource": earlier})
+                return found
             if row.kind == schedule_spec.EVENT:
                 # Only events appended from now on fire it, never the history.
                 row = replace(row, event_cursor=await event_log.max_id(conn, project))
@@ -83,6 +96,7 @@ class Schedules:
             if row.event_cursor:
                 await schedule_store.set_event_cursor(conn, project, schedule_id, row.event_cursor)
             await append_event(conn, created, "schedule.created")
+            await request_ids.made(conn, project, "CreateSchedule", request_id, created.name)
             await record_change(
                 conn,
                 self._server_key,

@@ -13,6 +13,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from conveyor.server.domain import request_ids
 from conveyor.server.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from conveyor.server.store import task_dedupe as dedupe_store
 from conveyor.server.store.task_inserts import Inserted, NewTask, Outcome, Result, insert_batch
@@ -50,6 +51,8 @@ def outcome(result: Result, new: NewTask, parent: str, prefix: str) -> Created:
         return Created(new=new, inserted=result.inserted)
     if result.outcome is Outcome.EXISTING:
         return Created(existing=result.row)
+    if result.outcome is Outcome.REUSED and result.row is not None:
+        raise request_ids.reused(new.request_id or "", f"{parent}/tasks/{result.row.id}")
     if result.outcome is Outcome.NO_PROJECT:
         raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
     if result.outcome is Outcome.NO_PARENT:

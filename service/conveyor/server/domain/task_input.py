@@ -161,6 +161,7 @@ def new_task(
     ids: TaskIds,
     prefix: str = "",
     schedule: str = "",
+    request_hash: str | None = None,
 ) -> NewTask:
     """The row for a new task, or InvalidArgument listing every bad field.
 
@@ -306,6 +307,7 @@ def new_task(
         request_id=request_id or None,
         create_time=create_time,
         dedupe=dedupe,
+        request_hash=request_hash if request_id else None,
     )
 
 

@@ -70,7 +70,9 @@ _INT_BOUNDS = {
 }
 _FLOATS = frozenset({FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT})
 _KEY = re.compile(
-    r"(?P<path>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)(?:\[(?P<key>[^\]]*)\])?"
+    # A map key runs to the last `]`, so a key may hold brackets itself.
+    r"(?P<path>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)(?:\[(?P<key>.*)\])?",
+    re.DOTALL,
 )
 _FAILED = re.compile(r"Failed to parse ([A-Za-z0-9_]+) field")
 

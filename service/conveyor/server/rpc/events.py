@@ -29,9 +29,10 @@ from grpc_status import rpc_status
 
 from conveyor.server import errors
 from conveyor.server.domain.events import KEEPALIVE_TYPE, Events, Position
+from conveyor.server.domain.request_ids import request_hash
 from conveyor.server.render.convert import set_timestamp, timestamp
 from conveyor.server.render.tasks import fill_task
-from conveyor.server.store.events import EventRow, task_from_snapshot
+from conveyor.server.store.event_rows import EventRow, task_from_snapshot
 from conveyor.server.streams.hub import Closed, Overflowed
 from conveyor.v1 import event_pb2
 
@@ -136,4 +137,7 @@ class EventServicer:
         self, request: event_pb2.PublishEventRequest, context: Context
     ) -> event_pb2.Event:
         event = request.event if request.HasField("event") else None
-        return event_message(await self._events.publish(request.parent, event))
+        row = await self._events.publish(
+            request.parent, event, request.request_id, request_hash(request)
+        )
+        return event_message(row)

@@ -9,6 +9,7 @@ from google.protobuf import empty_pb2
 
 from conveyor.server.domain.auth import ROLE_BY_NAME
 from conveyor.server.domain.projects import ProjectFields, Projects
+from conveyor.server.domain.request_ids import request_hash
 from conveyor.server.render.convert import timestamp
 from conveyor.server.rpc import principal
 from conveyor.server.store.api_keys import KeyRow
@@ -65,7 +66,11 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         self, request: project_pb2.CreateProjectRequest, context: Context
     ) -> project_pb2.Project:
         row = await self._projects.create(
-            request.project_id, _fields(request.project), principal.current()
+            request.project_id,
+            _fields(request.project),
+            principal.current(),
+            request.request_id,
+            request_hash(request),
         )
         return project_message(row)
 
@@ -96,9 +101,14 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         self, request: project_pb2.CreateApiKeyRequest, context: Context
     ) -> project_pb2.ApiKey:
         row, minted = await self._projects.create_key(
-            request.parent, request.api_key.role, request.api_key.display_name, principal.current()
+            request.parent,
+            request.api_key.role,
+            request.api_key.display_name,
+            principal.current(),
+            request.request_id,
+            request_hash(request),
         )
-        return key_message(row, secret=minted.token)
+        return key_message(row, secret=minted.token if minted is not None else "")
 
     async def ListApiKeys(
         self, request: project_pb2.ListApiKeysRequest, context: Context

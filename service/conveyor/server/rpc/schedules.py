@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
+from conveyor.server.domain.request_ids import request_hash
 from conveyor.server.domain.schedule_firing import ScheduleFiring
 from conveyor.server.domain.schedule_states import ScheduleStates
 from conveyor.server.domain.schedules import Schedules
@@ -41,7 +42,13 @@ class ScheduleServicer:
     ) -> schedule_pb2.Schedule:
         caller = principal.current()
         row = await self._schedules.create(
-            request.parent, request.schedule_id, request.schedule, caller.key_name, caller
+            request.parent,
+            request.schedule_id,
+            request.schedule,
+            caller.key_name,
+            caller,
+            request.request_id,
+            request_hash(request),
         )
         return schedule_message(row)
 

@@ -14,6 +14,7 @@ from conveyor.server.store import sql
 _GET = sql.load("api_key_get")
 _INSERT = sql.load("api_key_insert")
 _LIST = sql.load("api_key_list")
+_ROW = sql.load("api_key_row")
 _DELETE = sql.load("api_key_delete")
 _TOUCH = sql.load("api_key_touch")
 _SYSTEM_EXISTS = sql.load("api_key_system_exists")
@@ -95,6 +96,13 @@ async def list_page(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_LIST, {"project": project, "after": after, "limit": limit})
         return [KeyRow(**r) for r in await cur.fetchall()]
+
+
+async def get(conn: AsyncConnection[Any], *, project: str, id: str) -> KeyRow | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_ROW, {"project": project, "id": id})
+        row = await cur.fetchone()
+    return KeyRow(**row) if row is not None else None
 
 
 async def delete(conn: AsyncConnection[Any], *, project: str, id: str, allow_system: bool) -> bool:

@@ -82,6 +82,7 @@ class NewTask:
     request_id: str | None
     create_time: datetime
     dedupe: Dedupe | None = None  # created one at a time, outside the batcher
+    request_hash: str | None = None  # of the create request (domain/request_ids.py)
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -90,6 +91,7 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 class Outcome(Enum):
     CREATED = "created"
     EXISTING = "existing"  # its request_id was used before: `row` is the first task
+    REUSED = "reused"  # its request_id was used before with another request: `row` made
     NO_PROJECT = "no_project"
     NO_PARENT = "no_parent"
     ABORTED = "aborted"  # atomic batch with another item refused
@@ -148,7 +150,8 @@ def _row(item: NewTask, upsert_queue: bool) -> str:
             upsert_queue,
         ]
     )
-    return f"{head[:-1]},{item.labels},{item.input or 'null'}]"
+    request_hash = f'"{item.request_hash}"' if item.request_hash else "null"  # hex: no escaping
+    return f"{head[:-1]},{item.labels},{item.input or 'null'},{request_hash}]"
 
 
 def _params(items: Sequence[NewTask], upsert_queue: Sequence[bool], atomic: bool) -> dict[str, Any]:
@@ -190,23 +193,27 @@ async def insert_batch(
             conn, [(items[i].project, items[i].request_id or "") for i in replays]
         )
         for i in replays:
-            row = found.get((items[i].project, items[i].request_id or ""))
-            if row is None:
+            held = found.get((items[i].project, items[i].request_id or ""))
+            if held is None:
                 # Only an item with a request_id can be skipped, and its holder has
                 # committed by now; anything else is a bug worth a loud error.
                 raise RuntimeError(f"task insert skipped item {i} without a request_id holder")
-            results[i] = Result(Outcome.EXISTING, row=row)
+            row, first_hash = held
+            # A task created before 0010 has no hash: any request matches it.
+            asked = items[i].request_hash
+            same = not first_hash or not asked or first_hash == asked
+            results[i] = Result(Outcome.EXISTING if same else Outcome.REUSED, row=row)
     return [r for r in results if r is not None]
 
 
 async def get_by_request_ids(
     conn: AsyncConnection[Any], keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], TaskRow]:
-    """The tasks holding these (project, request_id) pairs."""
+) -> dict[tuple[str, str], tuple[TaskRow, str | None]]:
+    """The tasks holding these (project, request_id) pairs, with their request_hash."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             _BY_REQUEST_ID,
             {"project": [k[0] for k in keys], "request_id": [k[1] for k in keys]},
         )
-        rows = [task_row(r) for r in await cur.fetchall()]
-    return {(r.project, r.request_id or ""): r for r in rows}
+        rows = [(task_row(r), r["request_hash"]) for r in await cur.fetchall()]
+    return {(r.project, r.request_id or ""): (r, h) for r, h in rows}

@@ -4,7 +4,8 @@
 -- creates missing queues, appends a task.created event and NOTIFYs the ready queues.
 -- With %(atomic)s, one refused item makes the statement insert nothing.
 -- A request_id already used in the project inserts nothing for that item; the
--- caller reads the first task back (it may not be visible in this snapshot).
+-- caller reads the first task back (it may not be visible in this snapshot) and compares
+-- its request_hash (0010).
 WITH item AS (
     -- One JSON array per task (see task_inserts._row): one parameter for the whole batch,
     -- parsed by the server, so a flush costs the same few calls however many it carries.
@@ -20,7 +21,7 @@ WITH item AS (
         (r ->> 18)::uuid AS parent_task, r ->> 19 AS callback_url, r ->> 20 AS resume_token,
         r ->> 21 AS schedule, r ->> 22 AS request_id, (r ->> 23)::timestamptz AS create_time,
         (r ->> 24)::boolean AS upsert_queue, r -> 25 AS labels,
-        nullif(r -> 26, 'null'::jsonb) AS input
+        nullif(r -> 26, 'null'::jsonb) AS input, r ->> 27 AS request_hash
     FROM jsonb_array_elements(%(items)s::jsonb) WITH ORDINALITY AS e (r, ord)
 ),
 checked AS (
@@ -62,7 +63,7 @@ inserted AS (
         schedule_time, lease_duration_ms, concurrency_key, concurrency_limit,
         requires_approval, approval_timeout_ms, approval_timeout_action, correlation_id,
         parent_task, root_task, callback_url, resume_token, schedule, request_id,
-        create_time, update_time
+        request_hash, create_time, update_time
     )
     SELECT
         project, id, queue, kind, input, priority, state, labels,
@@ -73,7 +74,7 @@ inserted AS (
         schedule_time, lease_duration_ms, concurrency_key, concurrency_limit,
         requires_approval, approval_timeout_ms, approval_timeout_action, correlation_id,
         parent_task, root_task, callback_url, resume_token, schedule, request_id,
-        create_time, now()
+        request_hash, create_time, now()
     FROM insertable
     ORDER BY ord
     ON CONFLICT (project, request_id) WHERE request_id IS NOT NULL DO NOTHING

@@ -38,6 +38,7 @@ __all__ = [
 _AFTER = sql.load("event_after")
 _HORIZON = sql.load("event_horizon")
 _PUBLISH = sql.load("event_publish")
+_GET = sql.load("event_get")
 _PRUNE = sql.load("event_prune")
 
 
@@ -144,6 +145,12 @@ async def publish(
     record = await cur.fetchone()
     assert record is not None
     return EventRow(project, *record)
+
+
+async def get(conn: AsyncConnection[Any], project: str, id: int) -> EventRow | None:
+    cur = await conn.execute(_GET, {"project": project, "id": id})
+    record = await cur.fetchone()
+    return EventRow(project, *record) if record is not None else None
 
 
 async def prune(conn: AsyncConnection[Any], cutoff: datetime, limit: int) -> int:
