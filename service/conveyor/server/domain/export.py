@@ -78,11 +78,16 @@ class Exporter:
         task_filter: task_pb2.TaskFilter,
         file_format: enums_pb2.ExportFormat.ValueType,
         fields: Sequence[str],
+        *,
+        me: str = "",
     ) -> AsyncIterator[tuple[str, bytes]]:
-        """(content type, bytes) chunks; the first chunk always comes, maybe empty."""
+        """(content type, bytes) chunks; the first chunk always comes, maybe empty.
+
+        `me` is the calling key's name, which `creators: ["me"]` stands for.
+        """
         project = names.parse(parent, "parent").project
         v = Violations()
-        query = task_list.parse_filter(v, task_filter, project)
+        query = task_list.parse_filter(v, task_filter, project, me=me)
         columns: list[Column] = []
         try:
             columns = parse_fields(fields)

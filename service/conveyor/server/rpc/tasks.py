@@ -38,14 +38,19 @@ class TaskServicer:
     async def CreateTask(
         self, request: task_service_pb2.CreateTaskRequest, context: Context
     ) -> task_pb2.Task:
-        created = await self._tasks.create(request.parent, request.task, request.request_id)
+        created = await self._tasks.create(
+            request.parent, request.task, request.request_id, creator=principal.current().key_name
+        )
         return _answer(created, request.task)
 
     async def BatchCreateTasks(
         self, request: task_service_pb2.BatchCreateTasksRequest, context: Context
     ) -> task_service_pb2.BatchCreateTasksResponse:
         results = await self._tasks.batch_create(
-            request.parent, request.requests, atomic=request.atomic
+            request.parent,
+            request.requests,
+            atomic=request.atomic,
+            creator=principal.current().key_name,
         )
         response = task_service_pb2.BatchCreateTasksResponse()
         for item, result in zip(request.requests, results, strict=True):
@@ -67,7 +72,7 @@ class TaskServicer:
     async def ListTasks(
         self, request: task_service_pb2.ListTasksRequest, context: Context
     ) -> task_service_pb2.ListTasksResponse:
-        rows, blocked, token = await self._tasks.list_page(request)
+        rows, blocked, token = await self._tasks.list_page(request, me=principal.current().key_name)
         return task_service_pb2.ListTasksResponse(
             tasks=[task_message(r, blocked_reason=_blocked(blocked.get(r.id))) for r in rows],
             next_page_token=token,

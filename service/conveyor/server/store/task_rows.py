@@ -53,6 +53,7 @@ class TaskRow:
     approved: bool | None = None
     approval_comment: str = ""
     decide_time: datetime | None = None
+    creator: str = ""  # an API key name or a schedule name (0020)
 
     @property
     def name(self) -> str:
