@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from psycopg import AsyncConnection
 
@@ -199,6 +199,16 @@ async def record(
     return Recorded(row, existing=False)
 
 
+class CommandOptions(TypedDict, total=False):
+    """The optional parts of a command, as `record` takes them."""
+
+    idempotency_key: str
+    status: str
+    result: dict[str, Any] | None
+    worker: str
+    timeout_ms: int | None
+
+
 @dataclass(frozen=True)
 class Issued:
     """A command recorded in an open transaction: act on `conn`, unless `existing`."""
@@ -218,11 +228,7 @@ async def command(
     args: dict[str, Any] | None = None,
     *,
     project: str,
-    idempotency_key: str = "",
-    status: str = "SUCCEEDED",
-    result: dict[str, Any] | None = None,
-    worker: str = "",
-    timeout_ms: int | None = None,
+    **options: Unpack[CommandOptions],
 ) -> AsyncIterator[Issued]:
     """Record the command, then act: the one way an operator command is carried out.
 
@@ -233,18 +239,7 @@ async def command(
     """
     async with pool.connection() as conn, conn.transaction():
         recorded = await record(
-            conn,
-            server_key,
-            principal,
-            verb,
-            target,
-            args,
-            project=project,
-            idempotency_key=idempotency_key,
-            status=status,
-            result=result,
-            worker=worker,
-            timeout_ms=timeout_ms,
+            conn, server_key, principal, verb, target, args, project=project, **options
         )
         yield Issued(conn, recorded.command, recorded.existing)
 
