@@ -26,13 +26,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("registry",),
     ("event_wiring",),
     # The runtime: processes, listeners, the HTTP face.
-    ("app", "migrate_cli", "admin_key"),
+    ("app", "migrate_cli", "admin_key", "processes"),
     ("dashboard",),
     ("gateway", "grpc_server", "http_server"),
     ("reflection",),
     # gateway -> rpc -> streams -> loops -> domain -> store (DESIGN.md).
     ("rpc",),
-    ("events",),
+    ("wakeups",),
     ("streams",),
     ("loops",),
     ("domain",),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from conveyor.server.app import run_server
 from conveyor.server.datadir import DataDirInUse
+from conveyor.server.processes import process_count, run_processes
 from conveyor.server.services import default_hooks
 from conveyor.server.settings import LOG_LEVELS, Settings
 
@@ -36,6 +37,14 @@ def build_parser(prog: str = "python -m conveyor.server") -> argparse.ArgumentPa
     parser.add_argument(
         "--log-level", choices=LOG_LEVELS, type=str.lower, help="[CONVEYOR_LOG_LEVEL]"
     )
+    parser.add_argument(
+        "--processes",
+        default="1",
+        help="server processes sharing the ports (SO_REUSEPORT): a count, or auto for "
+        "one per core [default 1]",
+    )
+    # Set by the supervisor of --processes on the processes it starts.
+    parser.add_argument("--process-slot", type=int, help=argparse.SUPPRESS)
     return parser
 
 
@@ -48,6 +57,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         http_address=args.http_address,
         database_url=args.database_url,
         log_level=args.log_level,
+        process_slot=args.process_slot,
     )
 
 
@@ -56,10 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args, os.environ)
+        count = process_count(args.processes)
     except ValueError as exc:
         parser.error(str(exc))
-    hooks = default_hooks()
     try:
+        if count > 1 and settings.process_slot is None:
+            return run_processes(settings, count, os.environ)
+        hooks = default_hooks()
         asyncio.run(
             run_server(
                 settings,

@@ -124,10 +124,13 @@ class ConveyorServer:
         settings = self._settings
         configure_logging(settings.log_level)
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # First, before the embedded PostgreSQL or server.json are touched.
-        lock = DataDirLock(settings.data_dir)
-        lock.acquire()
-        self._stack.callback(lock.release)
+        # First, before the embedded PostgreSQL or server.json are touched. The
+        # processes of `serve --processes N` share the directory: their supervisor
+        # holds the lock for them.
+        if settings.process_slot is None:
+            lock = DataDirLock(settings.data_dir)
+            lock.acquire()
+            self._stack.callback(lock.release)
 
         database_url = settings.database_url
         if database_url is None:
@@ -174,6 +177,7 @@ class ConveyorServer:
         http = HttpServer(
             build_http_app(health=self._healthy, gateway=gateway, pages=dashboard.routes()),
             settings.http_address,
+            reuse_port=settings.process_slot is not None,
         )
         self._http = http
         self._stack.push_async_callback(http.stop, 0)
@@ -232,15 +236,23 @@ class ConveyorServer:
         # Tools and tests find a server started on port 0 through this file. Written to a
         # temporary name and renamed, so a reader never sees half of it.
         text = json.dumps({"grpc": self.grpc_target, "http": self.http_address})
-        path = self.data_dir / "server.json"
+        path = self._server_json_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".server.json.{os.getpid()}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
         self._server_json = text
 
+    def _server_json_path(self) -> Path:
+        slot = self._settings.process_slot
+        if slot is None:
+            return self.data_dir / "server.json"
+        # One of `serve --processes N`: the supervisor writes server.json (processes.py).
+        return self.data_dir / "processes" / f"{slot}.json"
+
     def _remove_server_json(self) -> None:
         # Only our own: another server may have taken over the data directory since.
-        path = self.data_dir / "server.json"
+        path = self._server_json_path()
         with contextlib.suppress(FileNotFoundError):
             if self._server_json is not None and path.read_text("utf-8") == self._server_json:
                 path.unlink()
@@ -264,10 +276,16 @@ async def run_server(
         stop_requested.set()
         # A second signal during the drain gets the default action: an impatient
         # operator (or an orchestrator past its own grace period) can still kill us.
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in signals:
             loop.remove_signal_handler(sig)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+    if settings.process_slot is not None:
+        # One of `serve --processes N`: the supervisor turns SIGINT (a Ctrl-C reaches
+        # the whole process group) into one SIGTERM for each process.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signals = (signal.SIGTERM,)
+    for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         # A signal during start is kept and acted on as soon as start returns.
@@ -277,5 +295,5 @@ async def run_server(
         finally:
             await server.stop()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in signals:
             loop.remove_signal_handler(sig)

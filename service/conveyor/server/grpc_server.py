@@ -41,7 +41,10 @@ class GrpcServer:
         interceptors: Sequence[grpc.aio.ServerInterceptor],
     ) -> None:
         self._ctx = ctx
-        self._server = grpc.aio.server(interceptors=list(interceptors), options=_OPTIONS)
+        # The processes of `serve --processes N` share the port on purpose.
+        shared = ctx.settings.process_slot is not None
+        options = [("grpc.so_reuseport", 1)] if shared else _OPTIONS
+        self._server = grpc.aio.server(interceptors=list(interceptors), options=options)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._services = list(register(self._server, ctx)) if register is not None else []

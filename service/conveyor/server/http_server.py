@@ -32,9 +32,10 @@ class _EmbeddedUvicorn(uvicorn.Server):
 class HttpServer:
     """Serves an ASGI app on host:port (port 0 picks a free one) until stopped."""
 
-    def __init__(self, app: ASGIApp, address: str) -> None:
+    def __init__(self, app: ASGIApp, address: str, *, reuse_port: bool = False) -> None:
         self._app = app
         self._address = address
+        self._reuse_port = reuse_port
         self._server: _EmbeddedUvicorn | None = None
         self._task: asyncio.Task[None] | None = None
         self._port = 0
@@ -48,7 +49,7 @@ class HttpServer:
         """Bind and start serving; raises OSError (e.g. address in use) before serving."""
         # Binding here rather than in uvicorn: uvicorn reports a bind failure by calling
         # sys.exit() inside its task, and we could not learn the port it picked for 0.
-        sock = _bind(self._address)
+        sock = _bind(self._address, self._reuse_port)
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
             self._app,
@@ -84,7 +85,7 @@ class HttpServer:
         self._server = self._task = None
 
 
-def _bind(address: str) -> socket.socket:
+def _bind(address: str, reuse_port: bool = False) -> socket.socket:
     host, port = parse_address(address)
     family, kind, proto, _, sockaddr = socket.getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -93,6 +94,9 @@ def _bind(address: str) -> socket.socket:
     try:
         # Lets a restarted server rebind while old connections sit in TIME_WAIT.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            # `serve --processes N`: the kernel spreads connections over the processes.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
         sock.listen(2048)
         sock.setblocking(False)

@@ -64,6 +64,10 @@ class Settings:
     """Seconds events are kept; env accepts seconds or 90s, 30m, 12h, 7d."""
     gateway_target: str | None = None
     """gRPC target the REST gateway calls (e.g. `grpc.internal:50051`); None: this process."""
+    process_slot: int | None = None
+    """Set in the processes of `conveyor serve --processes N` (server/processes.py): the
+    listeners share their ports (SO_REUSEPORT) and the addresses go to
+    processes/<slot>.json, the supervisor writing the one server.json."""
     embedded: bool = True
     """Whether an unset database_url may start the embedded PostgreSQL. The production
     image sets CONVEYOR_EMBEDDED=0, so a missing DATABASE_URL stops it at start instead

@@ -6,6 +6,7 @@ import click
 
 from conveyor.client.cli._output import Output
 from conveyor.client.cli._params import COMMAND_STATUS, COMMAND_VERB, LIMIT
+from conveyor.client.cli._progress import all_pages
 from conveyor.client.cli._session import session
 from conveyor.v1 import command_pb2
 
@@ -33,16 +34,7 @@ def list_(statuses: tuple[int, ...], verbs: tuple[int, ...], issued_by: str, lim
         ),
         page_size=min(limit, 1000) if limit else 1000,
     )
-    found: list[command_pb2.Command] = []
-    while True:
-        page = client.commands.ListCommands(request)
-        found.extend(page.commands)
-        if limit and len(found) >= limit:
-            del found[limit:]
-            break
-        if not page.next_page_token:
-            break
-        request.page_token = page.next_page_token
+    found = all_pages(client.commands.ListCommands, request, "commands", limit)
     Output().many(found, "command")
 
 

@@ -8,6 +8,7 @@ from google.protobuf import field_mask_pb2
 from conveyor.client._requests import duration
 from conveyor.client.cli._output import Output
 from conveyor.client.cli._params import DURATION, LIMIT, ROLE
+from conveyor.client.cli._progress import all_pages
 from conveyor.client.cli._session import session
 from conveyor.v1 import project_pb2
 
@@ -96,17 +97,8 @@ def list_keys() -> None:
     """The project's keys (never their secrets)."""
     current = session()
     client = current.client()
-    found: list[project_pb2.ApiKey] = []
-    token = ""
-    while True:
-        page = client.projects.ListApiKeys(
-            project_pb2.ListApiKeysRequest(parent=current.parent(), page_token=token)
-        )
-        found.extend(page.api_keys)
-        token = page.next_page_token
-        if not token:
-            break
-    Output().many(found, "api_key")
+    request = project_pb2.ListApiKeysRequest(parent=current.parent())
+    Output().many(all_pages(client.projects.ListApiKeys, request, "api_keys"), "api_key")
 
 
 @keys.command(name="delete")

@@ -8,7 +8,7 @@ import click
 
 from conveyor.client.cli._output import Output, note
 from conveyor.client.cli._params import LIMIT
-from conveyor.client.cli._progress import command_exit, follow_command
+from conveyor.client.cli._progress import finish_command
 from conveyor.client.cli._session import session
 from conveyor.v1 import command_pb2
 
@@ -97,10 +97,7 @@ def purge(queue: str, yes: bool, force: bool, idempotency_key: str, wait: bool) 
             idempotency_key=idempotency_key,
         )
     )
-    if wait:
-        command = follow_command(client, command)
-    Output().one(command)
-    command_exit(command)
+    finish_command(client, command, wait)
 
 
 COMMANDS = [queues]

@@ -21,6 +21,7 @@ from conveyor.client.cli._params import (
     SCHEDULE_STATE,
     TIME,
 )
+from conveyor.client.cli._progress import all_pages
 from conveyor.client.cli._session import session
 from conveyor.v1 import enums_pb2, schedule_pb2
 
@@ -134,22 +135,12 @@ def list_(states: tuple[int, ...]) -> None:
     """Every schedule of the project."""
     current = session()
     client = current.client()
-    found: list[schedule_pb2.Schedule] = []
-    token = ""
-    while True:
-        page = client.schedules.ListSchedules(
-            schedule_pb2.ListSchedulesRequest(
-                parent=current.parent(),
-                filter=schedule_pb2.ScheduleFilter(states=states),  # type: ignore[arg-type]
-                page_size=1000,
-                page_token=token,
-            )
-        )
-        found.extend(page.schedules)
-        token = page.next_page_token
-        if not token:
-            break
-    Output().many(found, "schedule")
+    request = schedule_pb2.ListSchedulesRequest(
+        parent=current.parent(),
+        filter=schedule_pb2.ScheduleFilter(states=states),  # type: ignore[arg-type]
+        page_size=1000,
+    )
+    Output().many(all_pages(client.schedules.ListSchedules, request, "schedules"), "schedule")
 
 
 @schedules.command()

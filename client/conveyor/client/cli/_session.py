@@ -134,46 +134,49 @@ def _store(name: str) -> Any:
     return callback
 
 
+# (flags, attribute of Session, metavar or choices, help)
+_GLOBALS: list[tuple[list[str], str, str | tuple[str, ...], str]] = [
+    (
+        ["--target"],
+        "target",
+        "HOST:PORT",
+        "gRPC address [CONVEYOR_TARGET; default: the local server's server.json]",
+    ),
+    (["--data-dir"], "data_dir", "DIR", "the local server's data directory [CONVEYOR_DATA_DIR]"),
+    (
+        ["--project", "-p"],
+        "project",
+        "ID",
+        "project [CONVEYOR_PROJECT; default: the key's own project]",
+    ),
+    (
+        ["--key", "--api-key"],
+        "key",
+        "KEY",
+        "API key [CONVEYOR_API_KEY; default: <data-dir>/admin.key]",
+    ),
+    (
+        ["--output", "-o"],
+        "output",
+        OUTPUTS,
+        "table (default on a terminal), wide, json (default otherwise), yaml, "
+        "or name (resource names only, one a line, for scripts)",
+    ),
+]
+
+
 def global_options() -> list[click.Parameter]:
     """Fresh copies of the global options, for one command."""
-    return [
-        click.Option(
-            ["--target"],
-            metavar="HOST:PORT",
-            expose_value=False,
-            callback=_store("target"),
-            help="gRPC address [CONVEYOR_TARGET; default: the local server's server.json]",
-        ),
-        click.Option(
-            ["--data-dir"],
-            metavar="DIR",
-            expose_value=False,
-            callback=_store("data_dir"),
-            help="the local server's data directory [CONVEYOR_DATA_DIR]",
-        ),
-        click.Option(
-            ["--project", "-p"],
-            metavar="ID",
-            expose_value=False,
-            callback=_store("project"),
-            help="project [CONVEYOR_PROJECT; default: the key's own project]",
-        ),
-        click.Option(
-            ["--key", "--api-key"],
-            metavar="KEY",
-            expose_value=False,
-            callback=_store("key"),
-            help="API key [CONVEYOR_API_KEY; default: <data-dir>/admin.key]",
-        ),
-        click.Option(
-            ["--output", "-o"],
-            type=click.Choice(OUTPUTS, case_sensitive=False),
-            expose_value=False,
-            callback=_store("output"),
-            help="table (default on a terminal), wide, json (default otherwise), yaml, "
-            "or name (resource names only, one a line, for scripts)",
-        ),
-    ]
+    options: list[click.Parameter] = []
+    for flags, attribute, shape, text in _GLOBALS:
+        if isinstance(shape, tuple):
+            kind: dict[str, Any] = {"type": click.Choice(shape, case_sensitive=False)}
+        else:
+            kind = {"metavar": shape}
+        options.append(
+            click.Option(flags, expose_value=False, callback=_store(attribute), help=text, **kind)
+        )
+    return options
 
 
 def install_global_options(command: click.Command) -> None:

@@ -24,8 +24,7 @@ from conveyor.client.cli._progress import (
     EXIT_TIMEOUT,
     TASK_EXIT_CODES,
     WaitTimedOut,
-    command_exit,
-    follow_command,
+    finish_command,
     wait_for_task,
 )
 from conveyor.client.cli._session import session
@@ -266,10 +265,7 @@ def retry(
                 idempotency_key=idempotency_key,
             )
         )
-    if wait:
-        command = follow_command(client, command)
-    Output().one(command)
-    command_exit(command)
+    finish_command(client, command, wait)
 
 
 @tasks.command()

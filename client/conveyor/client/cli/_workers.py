@@ -9,7 +9,7 @@ import click
 from conveyor.client._requests import duration
 from conveyor.client.cli._output import Output
 from conveyor.client.cli._params import DURATION
-from conveyor.client.cli._progress import command_exit, follow_command
+from conveyor.client.cli._progress import finish_command
 from conveyor.client.cli._session import session
 from conveyor.v1 import command_pb2
 
@@ -51,11 +51,9 @@ def _issue(method: str, request: Any, wait: bool, timeout: Any = None) -> None:
     if timeout is not None:
         request.timeout.CopyFrom(duration(timeout))
     command = getattr(client.commands, method)(request)
-    if wait:
-        limit = (timeout.total_seconds() if timeout is not None else 60.0) + 30.0
-        command = follow_command(client, command, timeout=limit)
-    Output().one(command)
-    command_exit(command)
+    # The worker's own timeout (default 60 s), and some more for the round trips.
+    limit = (timeout.total_seconds() if timeout is not None else 60.0) + 30.0
+    finish_command(client, command, wait, limit)
 
 
 def _short(worker: str) -> str:

@@ -20,6 +20,7 @@ from conveyor.server.dashboard import (
 )
 from conveyor.server.dashboard.api import Api, Channel
 from conveyor.server.dashboard.session import (
+    PAGE_HEADERS,
     PROJECT_COOKIE,
     SESSION_COOKIE,
     SESSION_TTL_SECONDS,
@@ -92,7 +93,7 @@ class Dashboard:
             csrf=token,
             next=request.query_params.get("next", ""),
         )
-        response = HTMLResponse(html, status_code=status)
+        response = HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
         set_cookie(response, request, SIGN_IN_COOKIE, token, max_age=3600)
         return response
 

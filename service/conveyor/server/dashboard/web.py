@@ -18,7 +18,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from conveyor.server.dashboard import formats
 from conveyor.server.dashboard.api import Api
-from conveyor.server.dashboard.session import PROJECT_COOKIE, SESSION_COOKIE, Sessions
+from conveyor.server.dashboard.session import (
+    PAGE_HEADERS,
+    PROJECT_COOKIE,
+    SESSION_COOKIE,
+    Sessions,
+)
 from conveyor.server.domain.auth import ROLE_NAMES, Principal, authorize
 from conveyor.server.errors import PermissionDenied
 from conveyor.server.gateway.problems import HTTP_STATUS
@@ -98,7 +103,7 @@ class View:
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("notice", self.request.query_params.get("notice", ""))
         html = self.env.get_template(template).render(view=self, **context)
-        return HTMLResponse(html, status_code=status)
+        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
 def back(view: View, default: str, notice: str = "") -> RedirectResponse:
@@ -175,7 +180,7 @@ class Pages:
         html = self.env.get_template("error.html").render(
             view=None, status=401, message="You are signed out. Sign in again.", notice=""
         )
-        return HTMLResponse(html, status_code=401)
+        return HTMLResponse(html, status_code=401, headers=PAGE_HEADERS)
 
     def rpc_error(self, view: View, error: grpc.aio.AioRpcError) -> Response:
         code = error.code().value[0]

@@ -1,7 +1,7 @@
 """Task rows to Task messages: `fill_task` is the one renderer of a task.
 
 Every path goes through it: GetTask and friends (`task_message`), the event streams
-(a snapshot parsed into a TaskRow by store.events.task_from_snapshot) and CreateTask
+(a snapshot parsed into a TaskRow by store.event_rows.task_from_snapshot) and CreateTask
 (`created_message`, a row built from what was inserted, so nothing is read back). It
 sets each field in place on the message it is given (no submessage is built and
 copied), timestamps by integer arithmetic and JSON values through Struct.update:
