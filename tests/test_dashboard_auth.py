@@ -55,6 +55,14 @@ async def test_sign_in_sets_a_strict_http_only_session_and_sign_out_revokes_it(
     assert row is not None and bytes(row[0]) == hashlib.sha256(secret.encode()).digest()
     assert row[1] is None
 
+    # Pages are never framed (click-jacking) and load nothing from elsewhere.
+    async with httpx.AsyncClient(base_url=base, cookies={"conveyor_session": token}) as http:
+        home = await http.get("/")
+        assert home.status_code == 200
+        assert home.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in home.headers["content-security-policy"]
+        assert "default-src 'self'" in home.headers["content-security-policy"]
+
     await page.get_by_role("button", name="Sign out").click()
     await page.wait_for_url(re.compile(r".*/ui/sign-in$"))
     assert await page.get_by_label("API key").is_visible()
@@ -224,3 +232,23 @@ async def test_deleting_the_key_ends_its_sessions(
             ended = await http.get("/")
             assert ended.status_code == 303
             assert ended.headers["location"].startswith("/ui/sign-in")
+
+
+async def test_sign_in_returns_only_to_a_path_of_this_site(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    for target, expected in [
+        ("/ui/tasks?state=QUEUED", "/ui/tasks?state=QUEUED"),
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+    ]:
+        async with httpx.AsyncClient(base_url=server.http_base_url) as http:
+            form = await http.get("/ui/sign-in")
+            token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert token is not None
+            signed = await http.post(
+                "/ui/sign-in",
+                data={"csrf": token.group(1), "api_key": keys["viewer"], "next": target},
+            )
+            assert signed.headers["location"] == expected, target

@@ -34,7 +34,7 @@ from conveyor.server.loops.retention import RetentionLoop
 from conveyor.server.rpc.events import event_message
 from conveyor.server.services import default_hooks
 from conveyor.server.settings import Settings
-from conveyor.server.store.events import EventRow
+from conveyor.server.store.event_rows import EventRow
 from conveyor.server.streams.hub import EventHub, _Tail
 from conveyor.server.streams.subscription import Subscription
 from conveyor.v1 import enums_pb2, event_pb2, task_pb2

@@ -13,7 +13,7 @@ import random
 import psycopg
 import pytest
 
-from conveyor.server.store import events as store
+from conveyor.server.store import event_rows as store
 
 PROJECT = "default"
 

@@ -15,7 +15,7 @@ import grpc
 import psycopg
 
 from conveyor.server.app import ConveyorServer
-from conveyor.server.events.notifier import Notifier
+from conveyor.server.wakeups.notifier import Notifier
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc, worker_pb2
 from conveyor.v1 import worker_pb2_grpc as wgrpc
 

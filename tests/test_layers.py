@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("reflection",),
     # gateway -> rpc -> streams -> loops -> domain -> store (DESIGN.md).
     ("rpc",),
-    ("events",),
+    ("wakeups",),
     ("streams",),
     ("loops",),
     ("domain",),

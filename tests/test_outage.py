@@ -10,6 +10,7 @@ conftest.postgres_url.
 from __future__ import annotations
 
 import asyncio
+import collections
 import shutil
 import tempfile
 import uuid
@@ -31,9 +32,12 @@ from psycopg.conninfo import make_conninfo
 from conveyor.client import AsyncClient, Client, UnavailableError, _calls
 from conveyor.server.app import ConveyorServer
 from conveyor.server.embedded import EmbeddedPostgres
+from conveyor.server.loops.periodic import PeriodicLoop
 from conveyor.server.services import default_hooks
 from conveyor.server.settings import Settings
 from conveyor.server.store import outage
+from conveyor.server.store.db import open_pool
+from conveyor.server.streams.listener import EventListener
 from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -209,3 +213,62 @@ def test_retry_delay_is_the_retry_info_delay_when_the_server_sent_one() -> None:
     assert _calls.retry_delay(3, error) == 3.0
     error.retry_after = None
     assert 0 < _calls.retry_delay(1, error) <= 1.0
+
+
+async def test_loops_and_the_listener_reconnect_with_a_growing_backoff(
+    own_postgres: OwnPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During an outage a loop's pass and the LISTEN connection are retried with waits
+    that double from their initial interval (tenacity), not every tick; both come back
+    when the database does, and the listener keeps polling its subscribers meanwhile."""
+    initial = 0.05
+    waits: dict[str, list[float]] = collections.defaultdict(list)
+    grown = asyncio.Event()
+
+    async def record(seconds: float, *, who: str) -> None:
+        waits[who].append(seconds)
+        if all(max(waits[w], default=0) >= 16 * initial for w in ("pinger", "event-listener")):
+            grown.set()
+        await asyncio.sleep(0.01)
+
+    monkeypatch.setattr(outage, "sleep", record)
+    pool = await open_pool(own_postgres.url, min_size=1, max_size=2)
+
+    class Pinger(PeriodicLoop):
+        name = "pinger"
+
+        async def run_once(self) -> None:
+            async with pool.connection(timeout=1) as conn:
+                await conn.execute("SELECT 1")
+
+    polled = 0
+
+    def subscriber(_project: str | None) -> None:
+        nonlocal polled
+        polled += 1
+
+    pinger = Pinger(interval=initial)
+    listener = EventListener(own_postgres.url, retry_interval=initial)
+    listener.subscribe(subscriber)
+    try:
+        await pinger.start()
+        await listener.start()
+        await listener.wait_listening()
+        await pinger.wait_for_pass()
+
+        await asyncio.to_thread(own_postgres.stop)
+        async with asyncio.timeout(60):
+            await grown.wait()
+        polled_during_outage = polled
+        for who in ("pinger", "event-listener"):
+            assert all(w <= outage.RECONNECT_MAX for w in waits[who]), waits[who]
+        assert not listener.listening
+
+        await asyncio.to_thread(own_postgres.start)
+        await listener.wait_listening(within=60)
+        await pinger.wait_for_pass(within=60)
+        assert polled_during_outage > 0
+    finally:
+        await listener.stop()
+        await pinger.stop()
+        await pool.close()

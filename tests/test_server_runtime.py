@@ -235,7 +235,7 @@ async def test_two_servers_starting_together_on_an_empty_database(
 
 async def test_a_replica_holds_one_listen_connection(server: ConveyorServer) -> None:
     """Leasing, event watchers and webhooks share one LISTEN connection (DESIGN.md 6)."""
-    from conveyor.server.events.notifier import Notifier
+    from conveyor.server.wakeups.notifier import Notifier
 
     notifier = next(loop for loop in server.context.loops if isinstance(loop, Notifier))
     await notifier.wait_listening()

@@ -18,9 +18,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from conveyor.server.app import ConveyorServer
-from conveyor.server.events.notifier import Notifier
 from conveyor.server.loops.promoter import Promoter
 from conveyor.server.loops.reaper import Reaper
+from conveyor.server.wakeups.notifier import Notifier
 from conveyor.v1 import (
     enums_pb2,
     queue_pb2,

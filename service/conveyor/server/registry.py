@@ -29,7 +29,6 @@ from conveyor.server.domain.tasks import Tasks
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import Workers
 from conveyor.server.event_wiring import wire_events
-from conveyor.server.events.notifier import Notifier
 from conveyor.server.loops.approvals import ApprovalTimeouts
 from conveyor.server.loops.command_timeouts import CommandTimeouts
 from conveyor.server.loops.promoter import Promoter
@@ -48,6 +47,7 @@ from conveyor.server.rpc.tasks import TaskServicer
 from conveyor.server.rpc.workers import WorkerServicer
 from conveyor.server.store.task_batcher import CreateBatcher
 from conveyor.server.streams.listener import EventListener
+from conveyor.server.wakeups.notifier import Notifier
 from conveyor.v1 import task_pb2, task_service_pb2
 
 

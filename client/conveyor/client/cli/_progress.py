@@ -1,14 +1,18 @@
 """Long work, shown as it goes: a task until it ends, a command until it settles.
 
-Changes are printed to stderr (stdout keeps only the result), one line per change.
+Changes are printed to stderr (stdout keeps only the result), one line per change; on a
+terminal a rich spinner also shows what is being waited for and for how long.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import click
+from rich.console import Console
 
 from conveyor.client import _requests as req
 from conveyor.client.cli._output import note
@@ -51,22 +55,37 @@ class WaitTimedOut(Exception):
         self.task = task
 
 
+@contextlib.contextmanager
+def _spinner(what: str) -> Iterator[Any]:
+    """A live status line on a terminal (None elsewhere): `update(text)` to change it."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    with console.status(what) as status:
+        yield status
+
+
 def wait_for_task(client: Any, name: str, timeout: float) -> task_pb2.Task:
     """Polls the task until it is terminal, noting each change of state or blocked
     reason; WaitTimedOut after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     shown = ""
-    for delay in req.poll_delays():
-        task: task_pb2.Task = client.get_task(name)
-        line = _task_line(task)
-        if line != shown:
-            note(line)
-            shown = line
-        if task.state in req.TERMINAL_STATES:
-            return task
-        if time.monotonic() + delay > deadline:
-            raise WaitTimedOut(task)
-        time.sleep(delay)
+    with _spinner(f"waiting for {name}") as status:
+        for delay in req.poll_delays():
+            task: task_pb2.Task = client.get_task(name)
+            line = _task_line(task)
+            if line != shown:
+                note(line)
+                shown = line
+            if status is not None:
+                status.update(f"{line} ({time.monotonic() - started:.0f} s)")
+            if task.state in req.TERMINAL_STATES:
+                return task
+            if time.monotonic() + delay > deadline:
+                raise WaitTimedOut(task)
+            time.sleep(delay)
     raise AssertionError("unreachable")
 
 
@@ -76,16 +95,20 @@ def follow_command(
     """Polls a command until it settles (or `timeout`), noting each status change."""
     deadline = time.monotonic() + timeout
     shown = -1
-    for delay in req.poll_delays():
-        if command.status != shown:
-            status = enums_pb2.CommandStatus.Name(command.status)
-            extra = f" {_result(command)}" if command.status in SETTLED_COMMANDS else ""
-            note(f"{command.name}: {status.removeprefix('COMMAND_STATUS_')}{extra}")
-            shown = command.status
-        if command.status in SETTLED_COMMANDS or time.monotonic() + delay > deadline:
-            return command
-        time.sleep(delay)
-        command = client.commands.GetCommand(command_pb2.GetCommandRequest(name=command.name))
+    with _spinner(f"following {command.name}") as spinner:
+        for delay in req.poll_delays():
+            if command.status != shown:
+                status = enums_pb2.CommandStatus.Name(command.status)
+                extra = f" {_result(command)}" if command.status in SETTLED_COMMANDS else ""
+                note(f"{command.name}: {status.removeprefix('COMMAND_STATUS_')}{extra}")
+                shown = command.status
+                if spinner is not None:
+                    spinner.update(f"{command.name}: {status.removeprefix('COMMAND_STATUS_')}")
+            if command.status in SETTLED_COMMANDS or time.monotonic() + delay > deadline:
+                return command
+            time.sleep(delay)
+            request = command_pb2.GetCommandRequest(name=command.name)
+            command = client.commands.GetCommand(request)
     raise AssertionError("unreachable")
 
 

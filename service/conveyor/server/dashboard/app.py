@@ -20,6 +20,7 @@ from conveyor.server.dashboard import (
 )
 from conveyor.server.dashboard.api import Api, Channel
 from conveyor.server.dashboard.session import (
+    PAGE_HEADERS,
     PROJECT_COOKIE,
     SESSION_COOKIE,
     SESSION_TTL_SECONDS,
@@ -29,7 +30,7 @@ from conveyor.server.dashboard.session import (
     set_cookie,
     sign_in_token_ok,
 )
-from conveyor.server.dashboard.web import Pages, make_environment, read_form
+from conveyor.server.dashboard.web import Pages, local_path, make_environment, read_form
 from conveyor.server.errors import Unauthenticated
 from conveyor.server.store.db import Pool
 
@@ -92,7 +93,7 @@ class Dashboard:
             csrf=token,
             next=request.query_params.get("next", ""),
         )
-        response = HTMLResponse(html, status_code=status)
+        response = HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
         set_cookie(response, request, SIGN_IN_COOKIE, token, max_age=3600)
         return response
 
@@ -107,10 +108,7 @@ class Dashboard:
             session, _ = await self._sessions.open(api_key)
         except Unauthenticated:
             return self._sign_in_page(request, "That API key is not valid.", 401)
-        target = form.get("next", "") or "/"
-        if not target.startswith("/") or target.startswith("//"):
-            target = "/"
-        response = RedirectResponse(target, status_code=303)
+        response = RedirectResponse(local_path(form.get("next", ""), "/"), status_code=303)
         set_cookie(response, request, SESSION_COOKIE, session, max_age=SESSION_TTL_SECONDS)
         response.delete_cookie(SIGN_IN_COOKIE, path="/")
         return response

@@ -29,6 +29,14 @@ _ENUMS = {
 }
 
 
+TERMINAL_STATES = [
+    enums_pb2.TASK_STATE_SUCCEEDED,
+    enums_pb2.TASK_STATE_FAILED,
+    enums_pb2.TASK_STATE_CANCELLED,
+    enums_pb2.TASK_STATE_INTERRUPTED,
+]
+
+
 def enum_name(value: int, kind: str) -> str:
     wrapper: Any = _ENUMS.get(kind)
     if wrapper is None:

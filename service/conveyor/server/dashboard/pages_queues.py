@@ -13,6 +13,7 @@ import grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from starlette.responses import Response, StreamingResponse
 
+from conveyor.server.dashboard.formats import TERMINAL_STATES
 from conveyor.server.dashboard.pages_webhooks import webhook_block
 from conveyor.server.dashboard.web import View, back
 from conveyor.server.domain.events import KEEPALIVE_TYPE
@@ -27,13 +28,8 @@ from conveyor.v1 import (
 
 THROUGHPUT_MINUTES = 10
 RUNNING_DETAIL = 20
+THROUGHPUT_SAMPLE = 1000
 KEEP_ALIVE_SECONDS = 15.0
-_TERMINAL = [
-    enums_pb2.TASK_STATE_SUCCEEDED,
-    enums_pb2.TASK_STATE_FAILED,
-    enums_pb2.TASK_STATE_CANCELLED,
-    enums_pb2.TASK_STATE_INTERRUPTED,
-]
 _WAITING = [
     enums_pb2.TASK_STATE_QUEUED,
     enums_pb2.TASK_STATE_SCHEDULED,
@@ -56,7 +52,8 @@ async def overview(view: View) -> Response:
 
 
 async def _throughput(view: View) -> dict[str, list[int]]:
-    """Finished tasks per minute over the last minutes, per queue id (oldest first)."""
+    """Finished tasks per minute over the last minutes, per queue id (oldest first),
+    counted over at most THROUGHPUT_SAMPLE recently created tasks."""
     now = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
     since = timestamp_pb2.Timestamp()
     since.FromDatetime(now - timedelta(minutes=THROUGHPUT_MINUTES + 5))
@@ -64,8 +61,9 @@ async def _throughput(view: View) -> dict[str, list[int]]:
         view.api.tasks.ListTasks,
         task_service_pb2.ListTasksRequest(
             parent=view.parent,
-            filter=task_pb2.TaskFilter(states=_TERMINAL, create_time_after=since),
-            page_size=5000,
+            filter=task_pb2.TaskFilter(states=TERMINAL_STATES, create_time_after=since),
+            page_size=THROUGHPUT_SAMPLE,
+            order_by="create_time desc",
         ),
     )
     counts: dict[str, list[int]] = defaultdict(lambda: [0] * THROUGHPUT_MINUTES)
@@ -85,7 +83,7 @@ async def queue_page(view: View) -> Response:
     running, waiting, completed = await asyncio.gather(
         _tasks(view, queue_id, [enums_pb2.TASK_STATE_RUNNING], "create_time", 200),
         _tasks(view, queue_id, _WAITING, "priority", 200),
-        _tasks(view, queue_id, _TERMINAL, "create_time desc", 50),
+        _tasks(view, queue_id, TERMINAL_STATES, "create_time desc", 50),
     )
     # The list view has no attempts; each running task's own answer carries the progress
     # its handler reported, the live output shown under it.

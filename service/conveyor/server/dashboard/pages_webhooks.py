@@ -9,11 +9,12 @@ from typing import Any
 from google.protobuf import field_mask_pb2
 from starlette.responses import Response
 
+from conveyor.server.dashboard.formats import TERMINAL_STATES
 from conveyor.server.dashboard.web import View, back
-from conveyor.v1 import event_pb2, project_pb2
+from conveyor.v1 import event_pb2, project_pb2, task_pb2, task_service_pb2
 
 RECENT_DELIVERIES = 8
-_PAGES = 5
+RECENT_TASKS = 50
 
 
 @dataclass
@@ -32,28 +33,34 @@ async def webhook_block(view: View, secret: str = "") -> WebhookBlock:
 
 
 async def _deliveries(view: View) -> list[dict[str, Any]]:
-    """The newest deliveries, one row per delivery (its latest attempt), newest first."""
-    events: list[event_pb2.Event] = []
-    token = ""
-    for _ in range(_PAGES):
-        page = await view.call(
-            view.api.events.ListEvents,
-            event_pb2.ListEventsRequest(
-                parent=view.parent,
-                filter=event_pb2.EventFilter(types=["webhook.*"]),
-                page_size=1000,
-                page_token=token,
+    """The deliveries of the most recently created finished tasks, one row per delivery
+    (its latest attempt, from the `webhook.*` events), newest first."""
+    finished = await view.call(
+        view.api.tasks.ListTasks,
+        task_service_pb2.ListTasksRequest(
+            parent=view.parent,
+            filter=task_pb2.TaskFilter(states=TERMINAL_STATES),
+            page_size=RECENT_TASKS,
+            order_by="create_time desc",
+        ),
+    )
+    if not finished.tasks:
+        return []
+    page = await view.call(
+        view.api.events.ListEvents,
+        event_pb2.ListEventsRequest(
+            parent=view.parent,
+            filter=event_pb2.EventFilter(
+                types=["webhook.*"], tasks=[t.name for t in finished.tasks]
             ),
-        )
-        events.extend(page.events)
-        events = events[-RECENT_DELIVERIES * 4 :]
-        token = page.next_page_token
-        if not token:
-            break
+            page_size=1000,
+        ),
+    )
     latest: dict[str, dict[str, Any]] = {}
-    for event in events:
+    for event in page.events:
         data = event.data.fields
         webhook_id = data["webhook_id"].string_value if "webhook_id" in data else str(event.id)
+        latest.pop(webhook_id, None)  # re-inserted last: the newest attempt wins
         latest[webhook_id] = {
             "status": event.type.removeprefix("webhook.").upper(),
             "event": data["event"].string_value if "event" in data else "",
@@ -64,8 +71,9 @@ async def _deliveries(view: View) -> list[dict[str, Any]]:
             "task": event.subject,
             "time": event.time,
         }
-        latest[webhook_id] = latest.pop(webhook_id)  # newest last
-    return list(reversed(list(latest.values())))[:RECENT_DELIVERIES]
+    return sorted(latest.values(), key=lambda d: d["time"].ToNanoseconds(), reverse=True)[
+        :RECENT_DELIVERIES
+    ]
 
 
 async def page(view: View) -> Response:

@@ -18,7 +18,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from conveyor.server.dashboard import formats
 from conveyor.server.dashboard.api import Api
-from conveyor.server.dashboard.session import PROJECT_COOKIE, SESSION_COOKIE, Sessions
+from conveyor.server.dashboard.session import (
+    PAGE_HEADERS,
+    PROJECT_COOKIE,
+    SESSION_COOKIE,
+    Sessions,
+)
 from conveyor.server.domain.auth import ROLE_NAMES, Principal, authorize
 from conveyor.server.errors import PermissionDenied
 from conveyor.server.gateway.problems import HTTP_STATUS
@@ -26,18 +31,17 @@ from conveyor.server.rpc.rules import method_rules
 from conveyor.v1 import auth_pb2, project_pb2
 
 Req = TypeVar("Req")
-Resp = TypeVar("Resp")
 
-_RULES: dict[str, auth_pb2.MethodAuth] = {}
 MAX_FORM_BYTES = 256 * 1024
 
 
+@functools.cache
 def rules() -> dict[str, auth_pb2.MethodAuth]:
-    """`Service.Method` -> its auth rule, read from the contract as the interceptor reads it."""
-    if not _RULES:
-        for path, rule in method_rules().items():
-            _RULES[path.rsplit(".", 1)[-1].replace("/", ".")] = rule
-    return _RULES
+    """`Service.Method` -> its auth rule, read from the contract as the interceptor reads it
+    (`/conveyor.v1.TaskService/CancelTask` -> `TaskService.CancelTask`)."""
+    return {
+        path.rsplit(".", 1)[-1].replace("/", "."): rule for path, rule in method_rules().items()
+    }
 
 
 def make_environment() -> Environment:
@@ -98,14 +102,25 @@ class View:
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("notice", self.request.query_params.get("notice", ""))
         html = self.env.get_template(template).render(view=self, **context)
-        return HTMLResponse(html, status_code=status)
+        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+
+def local_path(target: str, default: str) -> str:
+    """`target` when it is a path on this site, else `default`: never an open redirect
+    (`//host`, and `/\\host`, which browsers read as `//host`, are refused)."""
+    if (
+        not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(c) < 0x20 for c in target)
+    ):
+        return default
+    return target
 
 
 def back(view: View, default: str, notice: str = "") -> RedirectResponse:
     """303 to the form's `next` (a path on this site only) or `default`, with a notice."""
-    target = view.form.get("next", "") or default
-    if not target.startswith("/") or target.startswith("//"):
-        target = default
+    target = local_path(view.form.get("next", ""), default)
     if notice:
         target += ("&" if "?" in target else "?") + urlencode({"notice": notice})
     return RedirectResponse(target, status_code=303)
@@ -175,7 +190,7 @@ class Pages:
         html = self.env.get_template("error.html").render(
             view=None, status=401, message="You are signed out. Sign in again.", notice=""
         )
-        return HTMLResponse(html, status_code=401)
+        return HTMLResponse(html, status_code=401, headers=PAGE_HEADERS)
 
     def rpc_error(self, view: View, error: grpc.aio.AioRpcError) -> Response:
         code = error.code().value[0]

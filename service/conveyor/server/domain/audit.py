@@ -32,12 +32,12 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from psycopg import AsyncConnection
 
 from conveyor.server.domain.auth import Principal
-from conveyor.server.store import commands as store
+from conveyor.server.store import commands as command_store
 from conveyor.server.store.commands import CommandRow
 from conveyor.server.store.db import Pool
 from conveyor.v1 import enums_pb2
@@ -155,9 +155,9 @@ async def record(
     change made in this transaction, ISSUED for one carried out later); a command
     addressed to a worker names it in `worker` and times out after `timeout_ms`.
     """
-    head = await store.lock_head(conn, project)
+    head = await command_store.lock_head(conn, project)
     if idempotency_key:
-        first = await store.get_by_key(conn, project, principal.key_name, idempotency_key)
+        first = await command_store.get_by_key(conn, project, principal.key_name, idempotency_key)
         if first is not None:
             return Recorded(first, existing=True)
     sequence = head.sequence + 1
@@ -176,9 +176,9 @@ async def record(
             create_time=head.now,
         ),
     )
-    row = await store.append(
+    row = await command_store.append(
         conn,
-        store.NewCommand(
+        command_store.NewCommand(
             project=project,
             sequence=sequence,
             verb=name,
@@ -197,6 +197,16 @@ async def record(
         ),
     )
     return Recorded(row, existing=False)
+
+
+class CommandOptions(TypedDict, total=False):
+    """The optional parts of a command, as `record` takes them."""
+
+    idempotency_key: str
+    status: str
+    result: dict[str, Any] | None
+    worker: str
+    timeout_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -218,11 +228,7 @@ async def command(
     args: dict[str, Any] | None = None,
     *,
     project: str,
-    idempotency_key: str = "",
-    status: str = "SUCCEEDED",
-    result: dict[str, Any] | None = None,
-    worker: str = "",
-    timeout_ms: int | None = None,
+    **options: Unpack[CommandOptions],
 ) -> AsyncIterator[Issued]:
     """Record the command, then act: the one way an operator command is carried out.
 
@@ -233,18 +239,7 @@ async def command(
     """
     async with pool.connection() as conn, conn.transaction():
         recorded = await record(
-            conn,
-            server_key,
-            principal,
-            verb,
-            target,
-            args,
-            project=project,
-            idempotency_key=idempotency_key,
-            status=status,
-            result=result,
-            worker=worker,
-            timeout_ms=timeout_ms,
+            conn, server_key, principal, verb, target, args, project=project, **options
         )
         yield Issued(conn, recorded.command, recorded.existing)
 

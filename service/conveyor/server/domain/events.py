@@ -1,6 +1,6 @@
 """EventService rules: publishing custom events, paging through the log, watching it.
 
-Event ids are cursors in commit order (store/events.py): ListEvents and WatchEvents
+Event ids are cursors in commit order (store/event_rows.py): ListEvents and WatchEvents
 only ever hand out events below the bound that no running transaction can still write
 under, so a client that pages with ListEvents and then watches from the last id it saw
 misses nothing, whichever replicas answer.
@@ -18,9 +18,9 @@ from conveyor.client._json import from_struct
 from conveyor.server.domain import names, paging, request_ids
 from conveyor.server.domain.events_filter import EventMatcher, parse_event_filter
 from conveyor.server.errors import InvalidArgument, NotFound, Violations
-from conveyor.server.store import events as store
+from conveyor.server.store import event_rows as event_store
 from conveyor.server.store.db import Pool
-from conveyor.server.store.events import EventRow
+from conveyor.server.store.event_rows import EventRow
 from conveyor.v1 import event_pb2
 
 __all__ = [
@@ -140,11 +140,11 @@ class Events:
                 conn, project, "PublishEvent", request_id, request_hash
             )
             if earlier is not None:
-                found = await store.get(conn, project, int(earlier))
+                found = await event_store.get(conn, project, int(earlier))
                 if found is None:
                     raise NotFound(f"event {earlier} no longer exists (pruned)")
                 return found
-            row = await store.publish(
+            row = await event_store.publish(
                 conn, project=project, type=event.type, subject=event.subject, data=data
             )
             await request_ids.made(conn, project, "PublishEvent", request_id, str(row.id))
@@ -187,7 +187,7 @@ class Events:
         chunk = min(1000, max(size, 100))
         async with self._pool.connection() as conn:
             while True:
-                page = await store.fetch_after(conn, project, position, chunk)
+                page = await event_store.fetch_after(conn, project, position, chunk)
                 for row in page.rows:
                     position = row.id
                     scanned += 1

@@ -20,7 +20,7 @@ from typing import Any
 from conveyor.server.domain import task_list
 from conveyor.server.domain.task_input import parse_task_name
 from conveyor.server.errors import InvalidArgument, Violations
-from conveyor.server.store.events import EventRow
+from conveyor.server.store.event_rows import EventRow
 from conveyor.v1 import event_pb2
 
 __all__ = ["EventMatcher", "TaskMatch", "parse_event_filter"]

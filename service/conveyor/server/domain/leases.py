@@ -32,7 +32,7 @@ from conveyor.server.errors import (
     PreconditionViolation,
     Violations,
 )
-from conveyor.server.store import leases as store
+from conveyor.server.store import leases as lease_store
 from conveyor.server.store.task_rows import TaskRow
 
 __all__ = [
@@ -273,24 +273,24 @@ class Leases:
         report that was applied (the task), and an unknown task (NOT_FOUND) apart.
         """
         completes = [
-            store.CompleteRow(
+            lease_store.CompleteRow(
                 r.task.id, r.lease_id, r.result_json, r.summary, r.resume_token or None
             )
             for r in reports
             if isinstance(r, Completion)
         ]
         fails = [
-            store.FailRow(r.task.id, r.lease_id, r.error, r.retryable)
+            lease_store.FailRow(r.task.id, r.lease_id, r.error, r.retryable)
             for r in reports
             if isinstance(r, Failure)
         ]
         take_row = (
-            store.TakeRow(take.worker, take.queues, take.limit, take.lease_ms)
+            lease_store.TakeRow(take.worker, take.queues, take.limit, take.lease_ms)
             if take is not None and take.limit > 0
             else None
         )
         async with self._pool.connection() as conn:
-            settled = await store.settle(
+            settled = await lease_store.settle(
                 conn,
                 project=project,
                 completes=completes,
@@ -308,7 +308,7 @@ class Leases:
                 if applied is None:
                     missed.append(i)
             if missed:
-                found = await store.lookup(
+                found = await lease_store.lookup(
                     conn, project, [(reports[i].task.id, reports[i].lease_id) for i in missed]
                 )
                 for i, lookup in zip(missed, found, strict=True):
@@ -347,7 +347,7 @@ class Leases:
     ) -> list[Extension | ConveyorError]:
         """Extends each lease that is current; the others get why not (stale, not found)."""
         async with self._pool.connection() as conn:
-            extended = await store.extend(
+            extended = await lease_store.extend(
                 conn,
                 project,
                 [(b.task.id, b.lease_id, b.lease_ms, b.progress) for b in beats],
@@ -362,7 +362,7 @@ class Leases:
                     results.append(None)
                     missed.append(i)
             if missed:
-                found = await store.lookup(
+                found = await lease_store.lookup(
                     conn, project, [(beats[i].task.id, beats[i].lease_id) for i in missed]
                 )
                 for i, lookup in zip(missed, found, strict=True):
@@ -381,7 +381,7 @@ class Leases:
         return result
 
 
-def _refusal(report: Report, lookup: store.Lookup) -> TaskRow | ConveyorError:
+def _refusal(report: Report, lookup: lease_store.Lookup) -> TaskRow | ConveyorError:
     if lookup.task is None:
         return _not_found(report.task)
     replayed = "SUCCEEDED" if isinstance(report, Completion) else "FAILED"

@@ -25,7 +25,7 @@ from conveyor.server.domain import (
 )
 from conveyor.server.domain.auth import Principal
 from conveyor.server.errors import InvalidArgument, NotFound, Violations
-from conveyor.server.store import queues as store
+from conveyor.server.store import queues as queue_store
 from conveyor.server.store.queues import QueueRow
 from conveyor.v1 import enums_pb2, queue_pb2
 
@@ -70,14 +70,14 @@ class Queues:
         limit = paging.page_size(size)
         after = str(paging.decode_token(token, ("id",))["id"]) if token else ""
         async with self._pool.connection() as conn:
-            rows = await store.list_page(conn, project, after=after, limit=limit + 1)
+            rows = await queue_store.list_page(conn, project, after=after, limit=limit + 1)
         next_token = paging.encode_token({"id": rows[limit - 1].id}) if len(rows) > limit else ""
         return rows[:limit], next_token
 
     async def get(self, name: str, field_path: str = "name") -> QueueRow:
         parsed = parse_queue_name(name, field_path)
         async with self._pool.connection() as conn:
-            row = await store.get(conn, parsed.project, parsed.id)
+            row = await queue_store.get(conn, parsed.project, parsed.id)
         if row is None:
             raise NotFound(f"{name} does not exist", metadata={"resource": name})
         return row
@@ -101,7 +101,7 @@ class Queues:
         task_input.check_text(v, reason, "reason", MAX_REASON)
         v.raise_if_any()
         async with self._pool.connection() as conn, conn.transaction():
-            if await store.pause(conn, parsed.project, parsed.id, reason=reason) is None:
+            if await queue_store.pause(conn, parsed.project, parsed.id, reason=reason) is None:
                 raise _no_project(parsed.project)
             await self._record(
                 conn,
@@ -116,7 +116,7 @@ class Queues:
     async def resume(self, name: str, principal: Principal | None = None) -> QueueRow:
         parsed = parse_queue_name(name, "name")
         async with self._pool.connection() as conn, conn.transaction():
-            if await store.resume(conn, parsed.project, parsed.id) is None:
+            if await queue_store.resume(conn, parsed.project, parsed.id) is None:
                 raise _no_project(parsed.project)
             await self._record(
                 conn, principal, enums_pb2.COMMAND_VERB_RESUME_QUEUE, name, {}, parsed.project
@@ -135,10 +135,10 @@ class Queues:
         parsed = parse_queue_name(name, "queue.name")
         mask = update_mask.resolve(mask_paths, queue, UPDATABLE_FIELDS, "queue")
         async with self._pool.connection() as conn, conn.transaction():
-            merged = settings_message(await store.get(conn, parsed.project, parsed.id))
+            merged = settings_message(await queue_store.get(conn, parsed.project, parsed.id))
             mask.merge(queue, merged)
             changes = _checked_changes(merged, mask)
-            updated = await store.update(
+            updated = await queue_store.update(
                 conn,
                 parsed.project,
                 parsed.id,

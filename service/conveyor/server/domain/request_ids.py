@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from psycopg import AsyncConnection
 
 from conveyor.server.errors import AlreadyExists, Violations
-from conveyor.server.store import request_ids as store
+from conveyor.server.store import request_ids as request_id_store
 
 __all__ = ["MAX_REQUEST_ID", "check", "claim", "made", "request_hash", "reused"]
 
@@ -62,9 +62,9 @@ async def claim(
     if not request_id:
         return None
     for _ in range(3):
-        if await store.claim(conn, project, method, request_id, hash_):
+        if await request_id_store.claim(conn, project, method, request_id, hash_):
             return None
-        earlier = await store.earlier(conn, project, method, request_id)
+        earlier = await request_id_store.earlier(conn, project, method, request_id)
         if earlier is None:
             continue  # its holder rolled back after we saw it: claim again
         if earlier.request_hash != hash_:
@@ -78,4 +78,4 @@ async def made(
 ) -> None:
     """Records what the create that claimed `request_id` made."""
     if request_id:
-        await store.set_resource(conn, project, method, request_id, resource)
+        await request_id_store.set_resource(conn, project, method, request_id, resource)

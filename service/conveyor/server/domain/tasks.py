@@ -10,7 +10,7 @@ moved on meanwhile) the task is read again and the new state decides.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -18,8 +18,16 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from conveyor.client._limits import MAX_BATCH_BYTES, MAX_PAGE_BYTES
 from conveyor.server import states
-from conveyor.server.domain import audit, names, request_ids, task_dedupe, task_input, task_list
+from conveyor.server.domain import (
+    audit,
+    names,
+    task_batches,
+    task_dedupe,
+    task_input,
+    task_list,
+)
 from conveyor.server.domain.auth import Principal
 from conveyor.server.domain.task_dedupe import Created, outcome
 from conveyor.server.domain.task_ids import TaskIds
@@ -35,9 +43,9 @@ from conveyor.server.errors import (
 from conveyor.server.states import State
 from conveyor.server.store import approvals
 from conveyor.server.store import projects as project_store
-from conveyor.server.store import tasks as store
+from conveyor.server.store import tasks as task_store
 from conveyor.server.store.task_batcher import CreateBatcher
-from conveyor.server.store.task_inserts import NewTask, Outcome, Result, insert_batch
+from conveyor.server.store.task_inserts import NewTask, insert_batch
 from conveyor.server.store.task_rows import TaskRow
 from conveyor.server.store.tasks import TaskView
 from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
@@ -55,56 +63,11 @@ _CANCEL_TRIES = 5
 _WAITING = frozenset({State.SCHEDULED.value, State.QUEUED.value, State.AWAITING_APPROVAL.value})
 
 
-def _collect(
-    items: Sequence[tuple[int, NewTask]],
-    inserted: Sequence[Result],
-    results: list[Created | ConveyorError | None],
-    parent: str,
-) -> list[ConveyorError]:
-    """Fills `results` from a bulk insert's outcomes; returns the refusals."""
-    if any(r.outcome is Outcome.NO_PROJECT for r in inserted):
-        # Every item shares the project: the whole call is NOT_FOUND.
-        raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
-    failures: list[ConveyorError] = []
-    for (i, new), result in zip(items, inserted, strict=True):
-        if result.outcome is Outcome.ABORTED:
-            continue  # atomic, and another item's refusal is reported
-        try:
-            results[i] = outcome(result, new, parent, f"requests[{i}].")
-        except ConveyorError as error:
-            results[i] = error
-            failures.append(error)
-    return failures
-
-
-def _merge(errors: Sequence[ConveyorError]) -> ConveyorError:
-    """One error for an atomic batch: every field violation, else the first error."""
-    invalid = [e for e in errors if isinstance(e, InvalidArgument)]
-    if not invalid:
-        return errors[0]
-    v = Violations()
-    for error in invalid:
-        v.items.extend(error.violations)
-    try:
-        v.raise_if_any()
-    except InvalidArgument as merged:
-        return merged
-    return invalid[0]
-
-
 def _reason(value: str, field_path: str = "reason") -> str:
     v = Violations()
     task_input.check_text(v, value, field_path, MAX_REASON)
     v.raise_if_any()
     return value
-
-
-def _hash(parent: str, task: task_pb2.Task, request_id: str) -> str | None:
-    """The request_hash of a create: CreateTask and a batch item with the same parent and
-    task hash alike. Only computed for creates that carry a request_id."""
-    if not request_id:
-        return None
-    return request_ids.request_hash(task_service_pb2.CreateTaskRequest(parent=parent, task=task))
 
 
 class Tasks:
@@ -131,7 +94,7 @@ class Tasks:
             project=project,
             request_id=request_id,
             ids=self._ids,
-            request_hash=_hash(parent, task, request_id),
+            request_hash=task_batches.request_hash(parent, task, request_id),
         )
         if new.dedupe is not None:
             async with self._pool.connection() as conn:
@@ -152,6 +115,13 @@ class Tasks:
         project = names.parse(parent, "parent").project
         if not 1 <= len(requests) <= MAX_BATCH:
             raise InvalidArgument.of("requests", f"must hold 1 to {MAX_BATCH} creates")
+        # A byte cap too: the answer echoes every task, and must fit MAX_RESPONSE_BYTES.
+        size = sum(r.ByteSize() for r in requests)
+        if size > MAX_BATCH_BYTES:
+            raise InvalidArgument.of(
+                "requests",
+                f"must be at most {MAX_BATCH_BYTES} bytes together, not {size}; split the batch",
+            )
         results: list[Created | ConveyorError | None] = [None] * len(requests)
         items: list[NewTask] = []
         positions: list[int] = []
@@ -166,7 +136,9 @@ class Tasks:
                     request_id=request.request_id,
                     ids=self._ids,
                     prefix=prefix,
-                    request_hash=_hash(parent, request.task, request.request_id),
+                    request_hash=task_batches.request_hash(
+                        parent, request.task, request.request_id
+                    ),
                 )
             except ConveyorError as error:
                 results[i] = error
@@ -175,7 +147,7 @@ class Tasks:
                 positions.append(i)
         refused = [r for r in results if isinstance(r, ConveyorError)]
         if atomic and refused:
-            raise _merge(refused)
+            raise task_batches.merge_errors(refused)
         plain = [(i, new) for i, new in zip(positions, items, strict=True) if new.dedupe is None]
         deduped = [(i, new) for i, new in zip(positions, items, strict=True) if new.dedupe]
         if deduped and atomic:
@@ -183,20 +155,20 @@ class Tasks:
             async with self._pool.connection() as conn, conn.transaction():
                 failures = await self._dedupe_items(conn, deduped, results, parent)
                 if failures:
-                    raise _merge(failures)
+                    raise task_batches.merge_errors(failures)
                 if plain:
                     inserted = await insert_batch(
                         conn, [n for _, n in plain], upsert_queue=[True] * len(plain), atomic=True
                     )
-                    failures = _collect(plain, inserted, results, parent)
+                    failures = task_batches.collect(plain, inserted, results, parent)
                     if failures:
-                        raise _merge(failures)
+                        raise task_batches.merge_errors(failures)
         else:
             if plain:
                 inserted = await self._batcher.create_many([n for _, n in plain], atomic=atomic)
-                failures = _collect(plain, inserted, results, parent)
+                failures = task_batches.collect(plain, inserted, results, parent)
                 if atomic and failures:
-                    raise _merge(failures)
+                    raise task_batches.merge_errors(failures)
             if deduped:
                 async with self._pool.connection() as conn:
                     await self._dedupe_items(conn, deduped, results, parent)
@@ -224,7 +196,7 @@ class Tasks:
     async def get(self, name: str) -> TaskView:
         parsed = task_input.parse_task_name(name, "name")
         async with self._pool.connection() as conn:
-            view = await store.get(
+            view = await task_store.get(
                 conn,
                 parsed.project,
                 uuid.UUID(parsed.id),
@@ -238,23 +210,40 @@ class Tasks:
         """The named task's tree (root first, at most MAX_TREE) and whether it is cut."""
         parsed = task_input.parse_task_name(name, "name")
         async with self._pool.connection() as conn:
-            rows = await store.tree(conn, parsed.project, uuid.UUID(parsed.id), limit=MAX_TREE + 1)
+            rows = await task_store.tree(
+                conn, parsed.project, uuid.UUID(parsed.id), limit=MAX_TREE + 1
+            )
         if not rows:
             raise NotFound(f"{name} does not exist", metadata={"resource": name})
         return rows[:MAX_TREE], len(rows) > MAX_TREE
 
     async def list_page(
-        self, request: task_service_pb2.ListTasksRequest
+        self,
+        request: task_service_pb2.ListTasksRequest,
+        size_of: Callable[[TaskRow], int] | None = None,
+        max_bytes: int = MAX_PAGE_BYTES,
     ) -> tuple[list[TaskRow], dict[uuid.UUID, str], str]:
-        """A page of tasks, why each waiting one is not running, and the next page token."""
+        """A page of tasks, why each waiting one is not running, and the next page token.
+
+        With `size_of` (a row's size as the caller sends it), the page stops before its
+        rows together pass `max_bytes`, and the token continues after the last one kept.
+        """
         query = task_list.query(
             request.parent, request.filter, request.page_size, request.page_token, request.order_by
         )
         async with self._pool.connection() as conn:
             rows, token = task_list.next_token(
-                await store.list_page(conn, query), query, request.filter
+                await task_store.list_page(conn, query), query, request.filter
             )
-            blocked = await store.blocked_reasons(
+            if size_of is not None:
+                total = 0
+                for index, row in enumerate(rows):
+                    total += size_of(row)
+                    if total > max_bytes and index > 0:
+                        rows = rows[:index]
+                        token = task_list.token_at(rows[-1], query, request.filter)
+                        break
+            blocked = await task_store.blocked_reasons(
                 conn,
                 query.project,
                 [r.id for r in rows if r.state in _WAITING],
@@ -282,7 +271,7 @@ class Tasks:
                 project=project,
             )
             for _ in range(_CANCEL_TRIES):
-                row = await store.cancel(
+                row = await task_store.cancel(
                     conn,
                     project,
                     task_id,
@@ -292,12 +281,12 @@ class Tasks:
                 )
                 if row is not None:
                     return row
-                current = await store.get_row(conn, project, task_id)
+                current = await task_store.get_row(conn, project, task_id)
                 if current is None:
                     raise NotFound(f"{name} does not exist", metadata={"resource": name})
                 state = State(current.state)
                 if state is State.RUNNING:
-                    row = await store.request_cancel(conn, project, task_id, reason=reason)
+                    row = await task_store.request_cancel(conn, project, task_id, reason=reason)
                     if row is not None:
                         return row
                 elif state.value not in sources:
@@ -326,7 +315,7 @@ class Tasks:
                 conn, project, task_id, approve=approve, approver=approver, comment=text
             )
             if row is None:
-                current = await store.get_row(conn, project, task_id)
+                current = await task_store.get_row(conn, project, task_id)
                 if current is None:
                     raise NotFound(f"{name} does not exist", metadata={"resource": name})
                 states.target(State(current.state), "approve" if approve else "reject", name)
@@ -382,14 +371,14 @@ class Tasks:
             if await project_store.get(conn, project) is None:
                 raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
             if query is None:
-                deleted, kept = await store.delete_named(conn, project, ids, terminal=terminal)
+                deleted, kept = await task_store.delete_named(conn, project, ids, terminal=terminal)
                 skipped = [f"projects/{project}/tasks/{i}" for i in kept]
             else:
                 wanted = [s for s in terminal if not query.states or s in query.states]
                 deleted = 0
                 if wanted:
                     query = replace(query, states=wanted, limit=MAX_DELETE, order="id")
-                    deleted = await store.delete_matching(conn, query, terminal=terminal)
+                    deleted = await task_store.delete_matching(conn, query, terminal=terminal)
             await audit.record_change(
                 conn,
                 self._server_key,

@@ -20,16 +20,27 @@ def labels(v: Violations, value: dict[str, str], field_path: str) -> None:
             v.add(f"{field_path}[{key}]", f"keys must be 1 to {MAX_LABEL_KEY} characters")
         if len(item) > MAX_LABEL_VALUE:
             v.add(f"{field_path}[{key}]", f"values must be at most {MAX_LABEL_VALUE} characters")
+        if "\x00" in key or "\x00" in item:
+            v.add(f"{field_path}[{key}]", NUL_RULE)
+
+
+# PostgreSQL stores no NUL character in text or jsonb.
+NUL_RULE = "must not contain NUL characters"
 
 
 def text(v: Violations, value: str, field_path: str, limit: int) -> None:
     if len(value) > limit:
         v.add(field_path, f"must be at most {limit} characters")
+    elif "\x00" in value:
+        v.add(field_path, NUL_RULE)
 
 
 def url(v: Violations, value: str, field_path: str) -> None:
     """An absolute http(s) URL, or empty. Where it may point is checked at delivery."""
     if not value:
+        return
+    if "\x00" in value:
+        v.add(field_path, NUL_RULE)
         return
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.domain import leases, names, paging, validate
 from conveyor.server.errors import InvalidArgument, NotFound, Violations
-from conveyor.server.store import workers as store
+from conveyor.server.store import workers as worker_store
 from conveyor.server.store.workers import WorkerRow
 
 __all__ = [
@@ -111,7 +111,7 @@ class Workers:
     async def connect(self, hello: Hello, session: uuid.UUID) -> WorkerRow:
         """Records a Connect stream's worker as connected, held by `session`."""
         async with self._pool.connection() as conn:
-            row = await store.connect(
+            row = await worker_store.connect(
                 conn,
                 project=hello.project,
                 id=hello.worker,
@@ -134,7 +134,7 @@ class Workers:
             self._seen = {k: s for k, s in self._seen.items() if now - s[0] < _SEEN_THROTTLE}
         self._seen[key] = (now, tuple(queues))
         async with self._pool.connection() as conn:
-            row = await store.connect(
+            row = await worker_store.connect(
                 conn,
                 project=project,
                 id=worker,
@@ -151,16 +151,16 @@ class Workers:
     async def touch(self, project: str, worker: str, session: uuid.UUID) -> bool:
         """Refreshes a stream's presence; False when the session lost the worker's row."""
         async with self._pool.connection() as conn:
-            return await store.touch(conn, project, worker, session)
+            return await worker_store.touch(conn, project, worker, session)
 
     async def disconnect(self, project: str, worker: str, session: uuid.UUID, reason: str) -> None:
         async with self._pool.connection() as conn:
-            await store.disconnect(conn, project, worker, session, reason)
+            await worker_store.disconnect(conn, project, worker, session, reason)
 
     async def get(self, name: str) -> WorkerRow:
         parsed = names.parse(name, "name", "workers")
         async with self._pool.connection() as conn:
-            row = await store.get(conn, parsed.project, parsed.id)
+            row = await worker_store.get(conn, parsed.project, parsed.id)
         if row is None:
             raise NotFound(f"{name} does not exist", metadata={"resource": name})
         return row
@@ -170,7 +170,9 @@ class Workers:
         limit = paging.page_size(size)
         after = str(paging.decode_token(token, ("id",))["id"]) if token else ""
         async with self._pool.connection() as conn:
-            rows = await store.list_page(conn, project=parsed.project, after=after, limit=limit + 1)
+            rows = await worker_store.list_page(
+                conn, project=parsed.project, after=after, limit=limit + 1
+            )
         next_token = paging.encode_token({"id": rows[limit - 1].id}) if len(rows) > limit else ""
         return rows[:limit], next_token
 

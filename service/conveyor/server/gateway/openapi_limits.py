@@ -22,10 +22,21 @@ from conveyor.server.domain import (
     retry_policy,
     schedule_spec,
     schedules,
+    task_list,
+    validate,
 )
 from conveyor.server.gateway.descriptors import behaviors
+from conveyor.v1 import task_pb2
 
-__all__ = ["field_limits", "path_pattern", "resource_patterns"]
+__all__ = [
+    "MESSAGE_RULES",
+    "NO_NUL",
+    "REQUEST_DURATION",
+    "field_limits",
+    "label_map",
+    "path_pattern",
+    "resource_patterns",
+]
 
 Schema = dict[str, Any]
 
@@ -66,14 +77,32 @@ def resource_patterns(files: Iterable[FileDescriptor]) -> dict[str, str]:
         for nested in message.nested_types:
             visit(nested)
 
-    for file in files:
+    seen: set[str] = set()
+
+    def visit_file(file: FileDescriptor) -> None:
+        if file.name in seen:
+            return
+        seen.add(file.name)
         for message in file.message_types_by_name.values():
             visit(message)
+        for dependency in file.dependencies:
+            visit_file(dependency)
+
+    for file in files:
+        visit_file(file)
     return found
 
 
 _PROJECT_NAME = f"^projects/{_IDS['project']}$"
 _ID = _IDS["project"]
+# validate.url: empty, or an absolute http(s) URL with a host.
+_URL = r"^(?:https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:[/?#][^\s\x00]*)?)?$"
+_UNEXPORTED = frozenset({"attempts", "blocked_reason"})  # export_columns
+# Request text: PostgreSQL stores no NUL character (validate.NUL_RULE).
+NO_NUL = "^[^\\x00]*$"
+# Durations a request may give: at least 1s and under 10000s, below every limit (leases
+# and command timeouts 24h, backoffs 24h and 7d, snoozes and grace periods 7d...).
+REQUEST_DURATION = r"^[1-9][0-9]{0,3}(?:\.[0-9]{1,9})?s$"
 _TEXT: Schema = {"pattern": r"^[^\x00-\x1f\x7f]{1,200}$"}
 # rates.py: a count, optionally per second, minute or hour (at most rates.MAX_COUNT).
 _RATE = r"\s*[0-9]{1,6}\s*(?:/\s*[smhSMH])?\s*"
@@ -89,6 +118,7 @@ def _range(low: int, high: int, note: str = "") -> Schema:
 
 # Limits by field name (any message) and by full field name (one field).
 _BY_NAME: dict[str, Schema] = {
+    "after": {"pattern": "^[0-9]{1,18}$", "description": "An event id (a cursor)"},
     "page_size": _range(
         0, paging.MAX_PAGE_SIZE, f"1 to {paging.MAX_PAGE_SIZE}; 0 or absent: the default"
     ),
@@ -111,7 +141,6 @@ _BY_FIELD: dict[str, Schema] = {
     "conveyor.v1.TaskTemplate.queue": {"pattern": f"^(?:{names.ID_RE.pattern.strip('^$')})?$"},
     "conveyor.v1.Task.kind": _TEXT,
     "conveyor.v1.TaskTemplate.kind": _TEXT,
-    "conveyor.v1.Event.type": _TEXT,
     "conveyor.v1.EventFilter.types": _TEXT,
     "conveyor.v1.SetRateLimitRequest.kind": _TEXT,
     "conveyor.v1.TaskFilter.priorities": {"pattern": "^(?:[1-9]|critical|high|normal|low)$"},
@@ -136,6 +165,25 @@ _BY_FIELD: dict[str, Schema] = {
         "not": {"const": 0},
         "required": True,
     },
+    "conveyor.v1.Event.type": {"pattern": "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$"},
+    "conveyor.v1.TaskFilter.root_task": {"pattern": f"^(?:projects/{_ID}/tasks/{_UUID})?$"},
+    "conveyor.v1.ExtendLeaseRequest.lease_id": {"pattern": f"^{_UUID}$"},
+    "conveyor.v1.CompleteTaskRequest.lease_id": {"pattern": f"^{_UUID}$"},
+    "conveyor.v1.FailTaskRequest.lease_id": {"pattern": f"^{_UUID}$"},
+    "conveyor.v1.PreviewScheduleRequest.schedule": {"required": True},
+    "conveyor.v1.Project.callback_url": {"pattern": _URL},
+    "conveyor.v1.Task.callback_url": {"pattern": _URL},
+    "conveyor.v1.TaskTemplate.callback_url": {"pattern": _URL},
+    "conveyor.v1.LeaseTasksRequest.wait_timeout": {
+        "pattern": r"^[0-5]?[0-9](?:\.[0-9]{1,9})?s$",
+        "description": "0 to 60s",
+    },
+    "conveyor.v1.ListTasksRequest.order_by": {"enum": ["", *task_list.ORDERS]},
+    "conveyor.v1.Task.concurrency_limit": _range(0, 10_000, "1 to 10000; 0 or absent: 1"),
+    "conveyor.v1.ExportTasksRequest.fields": {
+        "enum": [f.name for f in task_pb2.Task.DESCRIPTOR.fields if f.name not in _UNEXPORTED],
+    },
+    "conveyor.v1.Event.subject": {"pattern": r"^[^\x00-\x1f\x7f]{0,1000}$"},
     "conveyor.v1.CreateTaskRequest.parent": {
         "maxLength": 0,
         "description": "Empty: each item's parent is the batch's (repeating it is accepted)",
@@ -154,8 +202,55 @@ def field_limits(field: FieldDescriptor, resources: dict[str, str]) -> Schema:
             pattern = resources.get(reference.type) or (
                 _PROJECT_NAME if reference.child_type else ""
             )
-            if pattern and field_behavior_pb2.REQUIRED not in behaviors(field):
+            optional = field_behavior_pb2.REQUIRED not in behaviors(field)
+            if pattern and optional and not field.is_repeated:
                 pattern = f"^(?:{pattern.strip('^$')})?$"  # empty: not given
             if pattern:
                 limits["pattern"] = pattern
     return limits
+
+
+def label_map(value: Schema) -> Schema:
+    """Limits of a labels map (validate.labels)."""
+    return {
+        "type": "object",
+        "maxProperties": validate.MAX_LABELS,
+        "propertyNames": {
+            "minLength": 1,
+            "maxLength": validate.MAX_LABEL_KEY,
+            "pattern": NO_NUL,
+        },
+        "additionalProperties": {**value, "maxLength": validate.MAX_LABEL_VALUE},
+    }
+
+
+# Rules across fields of a request message, in JSON Schema.
+MESSAGE_RULES: dict[str, Schema] = {
+    "conveyor.v1.Task": {
+        "allOf": [
+            {
+                "if": {"required": ["approval_timeout"]},
+                "then": {
+                    "properties": {"requires_approval": {"const": True}},
+                    "required": ["requires_approval"],
+                },
+            },
+            {
+                "if": {"required": ["approval_timeout_action"]},
+                "then": {"required": ["approval_timeout"]},
+            },
+        ]
+    },
+    "conveyor.v1.BatchDeleteTasksRequest": {
+        "oneOf": [
+            {"required": ["names"], "properties": {"names": {"minItems": 1}}},
+            {"required": ["filter"]},
+        ],
+    },
+    "conveyor.v1.PurgeQueueRequest": {
+        "anyOf": [
+            {"required": ["confirm_token"], "properties": {"confirm_token": {"minLength": 1}}},
+            {"required": ["force"], "properties": {"force": {"const": True}}},
+        ]
+    },
+}

@@ -24,7 +24,13 @@ from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from conveyor.server.gateway.descriptors import behaviors, enum_of, is_map, message_of
-from conveyor.server.gateway.openapi_limits import field_limits
+from conveyor.server.gateway.openapi_limits import (
+    MESSAGE_RULES,
+    NO_NUL,
+    REQUEST_DURATION,
+    field_limits,
+    label_map,
+)
 
 __all__ = ["FREEFORM", "Mode", "Schemas"]
 
@@ -38,8 +44,11 @@ _WKT: dict[str, Schema] = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
     "google.protobuf.Duration": {"type": "string", "pattern": _DURATION},
     "google.protobuf.FieldMask": {"type": "string", "description": "Comma-separated field paths."},
-    "google.protobuf.Struct": {"type": "object"},
-    "google.protobuf.Value": {"description": "Any JSON value."},
+    "google.protobuf.Struct": {
+        "type": "object",
+        "description": "A JSON object without NUL characters.",
+    },
+    "google.protobuf.Value": {"description": "Any JSON value without NUL characters."},
     "google.protobuf.ListValue": {"type": "array"},
     "google.protobuf.Empty": {"type": "object", "additionalProperties": False},
     "google.protobuf.Any": {
@@ -87,6 +96,7 @@ _SCALARS: dict[int, Schema] = {
     FieldDescriptor.TYPE_BYTES: {"type": "string", "format": "byte"},
 }
 _REF = "#/components/schemas/"
+_DURATION_TYPE = "google.protobuf.Duration"
 
 
 class Mode(Enum):
@@ -139,14 +149,27 @@ class Schemas:
         required = [f.name for f in fields if _required(f, mode)]
         if required:
             schema["required"] = required
+        if mode is Mode.IN and message.full_name in MESSAGE_RULES:
+            schema |= MESSAGE_RULES[message.full_name]
         return schema
 
     def field(self, field: FieldDescriptor, mode: Mode) -> Schema:
         if is_map(field):
             value = self.field(message_of(field).fields_by_name["value"], mode)
+            if field.name == "labels":
+                return label_map(value)
             return {"type": "object", "additionalProperties": value}
         schema = self.single(field, mode)
         limits = field_limits(field, self._resources)
+        if (
+            field.type == FieldDescriptor.TYPE_MESSAGE
+            and message_of(field).full_name == _DURATION_TYPE
+        ):
+            # A duration: answers print what is stored, requests stay within the limits.
+            if mode is Mode.OUT:
+                limits.pop("pattern", None)
+            else:
+                limits.setdefault("pattern", REQUEST_DURATION)
         description = limits.pop("description", None)
         limits.pop("required", None)
         required = field_behavior_pb2.REQUIRED in behaviors(field) and mode is not Mode.PATCH
@@ -156,10 +179,14 @@ class Schemas:
             and not {"pattern", "maxLength"} & set(limits)
         ):
             limits.setdefault("minLength", 1)  # Required: an empty string is not given
+        if mode is not Mode.OUT and schema.get("type") == "string" and "format" not in schema:
+            limits.setdefault("pattern", NO_NUL)
         if limits and "$ref" not in schema:
             schema = {**schema, **limits}
         if field.is_repeated:
             schema = {"type": "array", "items": schema}
+            if "enum" in limits:
+                schema["uniqueItems"] = True
             if required:
                 schema["minItems"] = 1
         if description:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
@@ -30,9 +30,10 @@ from conveyor.server.domain import update_mask
 from conveyor.server.errors import FieldViolation
 from conveyor.server.gateway.descriptors import enum_of, is_map, message_of
 from conveyor.server.gateway.routes import Binding
+from conveyor.server.gateway.spellings import enum_name, mask_json
 from conveyor.server.rpc.decoding import MAX_MESSAGE_DEPTH
 
-__all__ = ["SCALAR_WKT", "BadInput", "build_request", "enum_name", "find_field"]
+__all__ = ["SCALAR_WKT", "BadInput", "build_request", "find_field"]
 
 # Well-known message types whose JSON form is a scalar (a string, number or bool), so
 # they can be given as one query parameter.
@@ -70,7 +71,9 @@ _INT_BOUNDS = {
 }
 _FLOATS = frozenset({FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT})
 _KEY = re.compile(
-    r"(?P<path>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)(?:\[(?P<key>[^\]]*)\])?"
+    # A map key runs to the last `]`, so a key may hold brackets itself.
+    r"(?P<path>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)(?:\[(?P<key>.*)\])?",
+    re.DOTALL,
 )
 _FAILED = re.compile(r"Failed to parse ([A-Za-z0-9_]+) field")
 
@@ -199,28 +202,6 @@ _JSON_ANY = SCALAR_WKT | {
 }
 
 
-def enum_name(enum: EnumDescriptor, text: str) -> str | None:
-    """The value name for `text`: the full name (`TASK_STATE_FAILED`) or, in any case,
-    the name without the enum's prefix (`failed`, `FAILED`)."""
-    if text in enum.values_by_name:
-        return text
-    prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
-    for candidate in (text.upper(), prefix + text.upper()):
-        if candidate in enum.values_by_name:
-            return candidate
-    return None
-
-
-def _mask_json(text: str) -> str:
-    """A FieldMask as its JSON string, from proto (`display_name`) or JSON (`displayName`)
-    paths: json_format only takes the lowerCamel form."""
-    return ",".join(
-        re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), path.strip())
-        for path in text.split(",")
-        if path.strip()
-    )
-
-
 def _normalise(data: Any, descriptor: Descriptor, prefix: str = "") -> None:
     """Rewrites a JSON body in place to what json_format reads: FieldMask strings with
     proto paths (see _mask_json) and short enum names (see enum_name).
@@ -251,7 +232,7 @@ def _normalise(data: Any, descriptor: Descriptor, prefix: str = "") -> None:
         if field.type != FieldDescriptor.TYPE_MESSAGE:
             continue
         if message_of(field).full_name == _FIELD_MASK and isinstance(value, str):
-            data[key] = _mask_json(value)
+            data[key] = mask_json(value)
         elif is_map(field):
             continue
         elif field.is_repeated and isinstance(value, list):
@@ -272,7 +253,7 @@ def _scalar(field: FieldDescriptor, name: str, text: str) -> Any:
             raise BadInput.of(name, f"is a message; set its fields as {name}.<field>")
         value: Any = text
         if full_name == _FIELD_MASK:
-            value = _mask_json(text)
+            value = mask_json(text)
         elif full_name == "google.protobuf.BoolValue":
             value = _bool(name, text)
         elif full_name in _NUMBER_WRAPPERS:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from conveyor.server.loops.periodic import PeriodicLoop
-from conveyor.server.store import commands as store
+from conveyor.server.store import commands as command_store
 from conveyor.server.store.db import Pool
 
 __all__ = ["CommandTimeouts"]
@@ -26,13 +26,13 @@ class CommandTimeouts(PeriodicLoop):
 
     async def run_once(self) -> int:
         async with self._pool.connection() as conn, conn.transaction():
-            count = await store.expire(conn)
+            count = await command_store.expire(conn)
         self.timed_out += count
         return count
 
     async def delay(self) -> float:
         async with self._pool.connection() as conn:
-            due = await store.next_deadline(conn)
+            due = await command_store.next_deadline(conn)
         if due is None:
             return self.interval
         wait = (due - datetime.now(UTC)).total_seconds() + 0.05

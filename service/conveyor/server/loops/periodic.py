@@ -2,7 +2,10 @@
 
 Subclasses implement `run_once()` (one pass, safe to run on N replicas at once) and may
 override `delay()` to choose when the next pass runs. A failing pass is logged and
-retried on the next tick; it never stops the loop.
+retried on the next tick; it never stops the loop. A pass that finds the database
+unreachable is retried with backoff (store.outage.reconnecting, starting at the
+loop's interval and growing to RECONNECT_MAX) until it goes through: one warning when
+the outage starts and one line when it ends, instead of a traceback every tick.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 from typing import Any
 
 from conveyor.server.logging import get_logger
+from conveyor.server.store import outage
 
 __all__ = ["PeriodicLoop"]
 
@@ -58,12 +62,25 @@ class PeriodicLoop:
             async with asyncio.timeout(within):
                 await self._pass_done.wait_for(lambda: self._passes >= target)
 
+    async def _pass(self) -> None:
+        # The first attempt is a plain call: only an outage pays for the retrying.
+        try:
+            await self.run_once()
+            return
+        except Exception as error:
+            if not outage.is_connection_loss(error):
+                raise
+            _log.warning(f"{self.name}: database unreachable; retrying", error=str(error))
+        initial = max(min(self.interval, 1.0), 0.05)
+        await outage.reconnecting(self.name, initial=initial)(self.run_once)
+        _log.info(f"{self.name}: database reachable again")
+
     async def _run(self) -> None:
         while True:
             self._poke.clear()
             self._in_pass = True
             try:
-                await self.run_once()
+                await self._pass()
             except asyncio.CancelledError:
                 raise
             except Exception:

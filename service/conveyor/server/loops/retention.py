@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from conveyor.server.loops.periodic import PeriodicLoop
-from conveyor.server.store import events as event_store
+from conveyor.server.store import event_rows as event_store
 from conveyor.server.store import webhooks as webhook_store
 from conveyor.server.store.db import Pool
 

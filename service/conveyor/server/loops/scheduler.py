@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.domain.schedule_firing import ScheduleFiring
 from conveyor.server.logging import get_logger
-from conveyor.server.store import schedules as store
+from conveyor.server.store import schedules as schedule_store
 
 _log = get_logger(__name__)
 BATCH = 100
@@ -63,13 +63,13 @@ class SchedulerLoop:
         created = 0
         while True:
             async with self._pool.connection() as conn, conn.transaction():
-                rows = await store.lock_due(conn, now, BATCH)
+                rows = await schedule_store.lock_due(conn, now, BATCH)
                 for row in rows:
                     created += await self._firing.fire_due(conn, row, now)
             if len(rows) < BATCH:
                 break
         async with self._pool.connection() as conn, conn.transaction():
-            for row in await store.lock_event_schedules(conn, BATCH):
+            for row in await schedule_store.lock_event_schedules(conn, BATCH):
                 created += await self._firing.fire_events(conn, row, now)
         return created
 

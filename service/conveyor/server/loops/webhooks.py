@@ -38,9 +38,9 @@ from conveyor.server.domain.webhooks_guard import Refused, WebhookGuard
 from conveyor.server.logging import get_logger
 from conveyor.server.loops.periodic import PeriodicLoop
 from conveyor.server.render.tasks import task_message
-from conveyor.server.store import webhooks as store
+from conveyor.server.store import webhooks as webhook_store
 from conveyor.server.store.db import Pool
-from conveyor.server.store.events import task_from_snapshot
+from conveyor.server.store.event_rows import task_from_snapshot
 from conveyor.server.store.webhooks import DeliveryRow
 
 __all__ = ["WebhookLoop", "webhook_body"]
@@ -128,7 +128,7 @@ class WebhookLoop(PeriodicLoop):
 
     async def delay(self) -> float:
         async with self._pool.connection() as conn:
-            due = await store.next_due(conn)
+            due = await webhook_store.next_due(conn)
         if due is None:
             return self.interval
         return min(max(due, 0.005), self.interval)
@@ -138,7 +138,7 @@ class WebhookLoop(PeriodicLoop):
         attempted = 0
         while True:
             async with self._pool.connection() as conn:
-                rows = await store.claim(conn, self._concurrency, self.policy.lease)
+                rows = await webhook_store.claim(conn, self._concurrency, self.policy.lease)
             if rows:
                 await asyncio.gather(*(self._attempt(row) for row in rows))
             attempted += len(rows)
@@ -180,7 +180,7 @@ class WebhookLoop(PeriodicLoop):
         ATTEMPT_SECONDS.observe(elapsed)
         delivered = outcome == "delivered"
         async with self._pool.connection() as conn:
-            state = await store.record(
+            state = await webhook_store.record(
                 conn,
                 row,
                 body=body,

@@ -1,7 +1,7 @@
 """Task rows to Task messages: `fill_task` is the one renderer of a task.
 
 Every path goes through it: GetTask and friends (`task_message`), the event streams
-(a snapshot parsed into a TaskRow by store.events.task_from_snapshot) and CreateTask
+(a snapshot parsed into a TaskRow by store.event_rows.task_from_snapshot) and CreateTask
 (`created_message`, a row built from what was inserted, so nothing is read back). It
 sets each field in place on the message it is given (no submessage is built and
 copied), timestamps by integer arithmetic and JSON values through Struct.update:
@@ -11,6 +11,7 @@ rendering is most of what a stream spends per event besides gRPC's send.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2
@@ -188,6 +189,11 @@ def fill_task(task: task_pb2.Task, row: TaskRow) -> None:
         approval.approved = bool(row.approved)
         approval.comment = row.approval_comment or ""
         set_timestamp(approval.decide_time, row.decide_time)
+
+
+def basic_row(row: TaskRow) -> TaskRow:
+    """The row as TASK_VIEW_BASIC shows it: without input and result (AIP-157)."""
+    return replace(row, input=None, result=None)
 
 
 def task_message(

@@ -46,12 +46,12 @@ from conveyor.server.domain.leases import MAX_TAKE, Heartbeat, Leases, Report, T
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import TOUCH_INTERVAL, Hello, Workers
 from conveyor.server.errors import ConveyorError, InvalidArgument
-from conveyor.server.events.notifier import Notifier
 from conveyor.server.logging import get_logger
 from conveyor.server.render.convert import duration
 from conveyor.server.rpc import lease_messages
 from conveyor.server.rpc.report_acks import Item, Replies, batch_items, lease_batch, parse_item
 from conveyor.server.store.commands import Dispatched
+from conveyor.server.wakeups.notifier import Notifier
 from conveyor.v1 import enums_pb2, worker_pb2
 
 __all__ = ["ConnectSession", "heartbeat_interval"]

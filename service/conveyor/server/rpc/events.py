@@ -32,7 +32,7 @@ from conveyor.server.domain.events import KEEPALIVE_TYPE, Events, Position
 from conveyor.server.domain.request_ids import request_hash
 from conveyor.server.render.convert import set_timestamp, timestamp
 from conveyor.server.render.tasks import fill_task
-from conveyor.server.store.events import EventRow, task_from_snapshot
+from conveyor.server.store.event_rows import EventRow, task_from_snapshot
 from conveyor.server.streams.hub import Closed, Overflowed
 from conveyor.v1 import event_pb2
 

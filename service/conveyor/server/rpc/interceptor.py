@@ -45,7 +45,7 @@ from conveyor.server.domain.keys import Authenticator
 from conveyor.server.rpc import principal as principal_ctx
 from conveyor.server.rpc.decoding import decode
 from conveyor.server.rpc.status import to_grpc_status
-from conveyor.server.store import outage
+from conveyor.server.store import outage, unstorable
 from conveyor.v1 import auth_pb2
 
 log = structlog.get_logger("conveyor.rpc")
@@ -206,7 +206,10 @@ class _Wrapped:
     ) -> None:
         if not isinstance(error, errors.ConveyorError):
             lost = outage.unavailable_from(error)
-            if lost is not None:
+            unstorable_value = unstorable.invalid_from(error)
+            if unstorable_value is not None:
+                error = unstorable_value
+            elif lost is not None:
                 log.warning("rpc.database_unavailable", error=str(error))
                 if self.ctx is not None:
                     self.ctx.database.suspect()

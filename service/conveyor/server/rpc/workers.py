@@ -15,13 +15,13 @@ from conveyor.server.domain.leases import MAX_TAKE, Completion, Failure, Leases,
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import Workers, check_hello, worker_id
 from conveyor.server.errors import ConveyorError, InvalidArgument, ResourceExhausted, Violations
-from conveyor.server.events.notifier import Notifier
 from conveyor.server.render.convert import timestamp
 from conveyor.server.render.tasks import task_message
 from conveyor.server.rpc import lease_messages
 from conveyor.server.rpc.connect import ConnectSession
 from conveyor.server.rpc.report_acks import ack_message, batch_items
 from conveyor.server.store.workers import WorkerRow
+from conveyor.server.wakeups.notifier import Notifier
 from conveyor.v1 import enums_pb2, task_pb2, worker_pb2, worker_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]

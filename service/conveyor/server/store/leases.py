@@ -101,7 +101,9 @@ class TakeRow:
 
 
 @dataclass(frozen=True, slots=True)
-class Settled:
+class SettledRows:
+    """What the report statement returned: the tasks it ended and the tasks it leased."""
+
     succeeded: dict[uuid.UUID, TaskRow]
     failed: dict[uuid.UUID, TaskRow]
     leased: list[TaskRow]
@@ -139,7 +141,7 @@ async def settle(
     fails: Sequence[FailRow] = (),
     take: TakeRow | None = None,
     rand: float | None = None,
-) -> Settled:
+) -> SettledRows:
     """Applies the reports whose lease is still current, then leases `take.limit` tasks.
 
     Task ids must be distinct across `completes` and `fails` (one statement cannot change a
@@ -189,7 +191,7 @@ async def settle(
             else:
                 failed[row.id] = row
     leased.sort(key=_lease_order)
-    return Settled(succeeded, failed, leased, rate_wait)
+    return SettledRows(succeeded, failed, leased, rate_wait)
 
 
 async def lookup(

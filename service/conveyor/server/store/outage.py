@@ -1,5 +1,6 @@
-"""Connection loss: which psycopg errors mean "the database is unreachable", and the
-probe that asks the pool whether it can reach the database again.
+"""Connection loss: which psycopg errors mean "the database is unreachable", the probe
+that asks the pool whether it can reach the database again, and the backoff (tenacity)
+with which loops and the LISTEN connection reconnect after an outage.
 
 The one place a lost connection becomes a domain error (errors.Unavailable, UNAVAILABLE
 with RetryInfo on the wire): the RPC boundary asks `unavailable_from` about every error
@@ -8,20 +9,26 @@ it did not raise on purpose, so an outage is never reported as INTERNAL.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import psycopg
 import psycopg_pool
+import tenacity
 
 from conveyor.server import errors
 from conveyor.server.store import sql
 from conveyor.server.store.db import Pool
 
 __all__ = [
+    "RECONNECT_MAX",
     "RETRY_AFTER",
     "discard_dead",
     "is_connection_loss",
     "ping",
+    "reconnecting",
+    "sleep",
     "unavailable",
     "unavailable_from",
 ]
@@ -85,4 +92,40 @@ def unavailable() -> errors.Unavailable:
         "the database is unreachable; retry later",
         reason="DATABASE_UNAVAILABLE",
         retry_after=RETRY_AFTER,
+    )
+
+
+RECONNECT_MAX = 10.0
+"""The longest wait between two reconnect attempts during an outage, in seconds."""
+
+
+async def sleep(seconds: float, *, who: str) -> None:
+    """How reconnect backoff waits (`who` names the waiting loop; a seam for tests)."""
+    await asyncio.sleep(seconds)
+
+
+def reconnecting(
+    who: str,
+    *,
+    initial: float,
+    retry: Callable[[BaseException], bool] = is_connection_loss,
+    wait: Callable[[float], Awaitable[None]] | None = None,
+) -> tenacity.AsyncRetrying:
+    """Retries while `retry(error)` holds (by default: the database is unreachable),
+    waiting `initial` seconds doubling up to RECONNECT_MAX, with up to `initial` of
+    jitter, for as long as it takes (cancel the caller to stop). Other errors are raised.
+
+    `wait` replaces the plain sleep (the event listener polls its subscribers while it
+    waits). A fresh object per outage starts again at `initial`.
+    """
+
+    async def default_wait(seconds: float) -> None:
+        await sleep(seconds, who=who)
+
+    return tenacity.AsyncRetrying(
+        wait=tenacity.wait_exponential(multiplier=initial, max=RECONNECT_MAX - initial)
+        + tenacity.wait_random(0, initial),
+        retry=tenacity.retry_if_exception(retry),
+        reraise=True,
+        sleep=wait or default_wait,
     )

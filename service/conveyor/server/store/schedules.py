@@ -8,9 +8,11 @@ from datetime import datetime
 from typing import Any, LiteralString
 
 from psycopg import AsyncConnection
+from psycopg.errors import ForeignKeyViolation
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from conveyor.server.errors import NotFound
 from conveyor.server.store import sql
 
 
@@ -96,8 +98,13 @@ def _params(row: ScheduleRow) -> dict[str, Any]:
 
 
 async def insert(conn: AsyncConnection[Any], row: ScheduleRow) -> ScheduleRow | None:
-    """None when the id is taken."""
-    return await _one(conn, sql.load("schedule_insert"), _params(row))
+    """None when the id is taken; NOT_FOUND when the project does not exist."""
+    try:
+        async with conn.transaction():  # a savepoint: the caller's transaction goes on
+            return await _one(conn, sql.load("schedule_insert"), _params(row))
+    except ForeignKeyViolation:  # schedules.project
+        name = f"projects/{row.project}"
+        raise NotFound(f"{name} does not exist", metadata={"resource": name}) from None
 
 
 async def get(

@@ -3,7 +3,7 @@
 A watch replays from its cursor with its own reads until it reaches the tail's position,
 then attaches to the tail without yielding control in between, so no event falls
 between the replay and the live part, and a subscription skips what it already has, so
-none comes twice. Positions are cursors every replica agrees on (see store/events.py):
+none comes twice. Positions are cursors every replica agrees on (see store/event_rows.py):
 a client may resume on any replica from the last id it received.
 """
 
@@ -19,9 +19,9 @@ from prometheus_client import Counter, Gauge
 from conveyor.server.domain.events import Position
 from conveyor.server.domain.events_filter import EventMatcher
 from conveyor.server.logging import get_logger
-from conveyor.server.store import events as store
+from conveyor.server.store import event_rows as event_store
 from conveyor.server.store.db import Pool
-from conveyor.server.store.events import EventRow
+from conveyor.server.store.event_rows import EventRow
 from conveyor.server.streams.subscription import Closed, Overflowed, Subscription
 
 __all__ = ["Closed", "EventHub", "Overflowed"]
@@ -103,7 +103,7 @@ class _Tail:
         hub = self.hub
         while not self.ready.is_set():
             try:
-                self.position = await store.live_position(hub.pool)
+                self.position = await event_store.live_position(hub.pool)
                 self.ready.set()
             except Exception:
                 _log.exception("event tail could not start", project=self.project)
@@ -156,7 +156,7 @@ class _Tail:
         self.delivered = False
         while True:
             async with hub.pool.connection() as conn:
-                page = await store.fetch_after(conn, self.project, self.position, limit)
+                page = await event_store.fetch_after(conn, self.project, self.position, limit)
             self._dispatch(page.rows, page.position)
             if len(page.rows) < limit:
                 return page.held
@@ -186,7 +186,7 @@ def _takes_everything(matcher: EventMatcher) -> bool:
     return not (matcher.exact_types or matcher.type_patterns or matcher.subjects or matcher.task)
 
 
-def _discard(task: asyncio.Task[store.Page]) -> None:
+def _discard(task: asyncio.Task[event_store.Page]) -> None:
     """Retrieves the outcome of a read nobody waits for any more (no warning logged)."""
     if not task.cancelled():
         task.exception()
@@ -282,7 +282,7 @@ class EventHub:
         down.
         """
         tail = self._acquire(project)
-        ahead: asyncio.Task[store.Page] | None = None
+        ahead: asyncio.Task[event_store.Page] | None = None
         everything = _takes_everything(matcher)
         try:
             await self._wait_ready(tail)
@@ -334,9 +334,9 @@ class EventHub:
                 ahead.add_done_callback(_discard)
             self._release(tail)
 
-    async def _fetch(self, project: str, position: int) -> store.Page:
+    async def _fetch(self, project: str, position: int) -> event_store.Page:
         async with self.pool.connection() as conn:
-            return await store.fetch_after(conn, project, position, self.batch)
+            return await event_store.fetch_after(conn, project, position, self.batch)
 
     async def _wait_ready(self, tail: _Tail) -> None:
         while not tail.ready.is_set():

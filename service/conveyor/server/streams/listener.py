@@ -7,7 +7,8 @@ each notification to the subscribers of its channel (the lease notifier, the eve
 the webhook loop).
 NOTIFY is a hint and the events table is the truth: every `poll_interval` the listener
 calls its subscribers with None ("look at everything"), and while the connection is down
-it does so every `retry_interval` and reconnects, so streams degrade to polling.
+it does so every `retry_interval` and reconnects with backoff (tenacity, from
+retry_interval doubling to store.outage.RECONNECT_MAX), so streams degrade to polling.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import psycopg
 
 from conveyor.server.logging import get_logger
 from conveyor.server.store import listen as listen_store
+from conveyor.server.store import outage
 
 __all__ = ["EVENTS_CHANNEL", "TASKS_CHANNEL", "WEBHOOKS_CHANNEL", "EventListener"]
 
@@ -114,22 +116,57 @@ class EventListener:
 
     async def _run(self) -> None:
         while True:
-            try:
-                await self._listen()
-            except asyncio.CancelledError:
+            # A fresh backoff per outage: the first reconnect waits retry_interval again.
+            retrying = outage.reconnecting(
+                "event-listener",
+                initial=self._retry_interval,
+                retry=lambda error: isinstance(error, Exception),
+                wait=self._poll_while_waiting,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    await self._session()
+            # A session was lost: a moment before the first reconnect, so a connection
+            # that fails right after LISTEN cannot spin.
+            await self._poll_while_waiting(self._retry_interval)
+
+    async def _session(self) -> None:
+        """One LISTEN session. Raises when it could not start (tenacity backs off);
+        returns when a session that had started is lost (a new backoff begins)."""
+        lost = False
+        try:
+            await self._listen()
+        except Exception as error:
+            lost = self._listening.is_set()
+            if lost:
+                _log.warning("event listen connection lost; polling", error=str(error))
+            else:
                 raise
-            except Exception as error:
-                if self._listening.is_set():
-                    _log.warning("event listen connection lost; polling", error=str(error))
-            finally:
-                self._listening.clear()
-                self._first_attempt.set()
-                conn, self._conn = self._conn, None
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            self._tell(None)
+        finally:
+            # Also on cancellation (stop()): the connection is closed, never leaked.
+            self._listening.clear()
+            self._first_attempt.set()
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._tell(None)
+
+    async def _poll_while_waiting(self, seconds: float) -> None:
+        """The backoff's wait: streams degrade to polling, so subscribers still hear
+        "look at everything" every retry_interval while the connection is down."""
+        ticker = asyncio.create_task(self._tick())
+        try:
+            await outage.sleep(seconds, who="event-listener")
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def _tick(self) -> None:
+        while True:
             await asyncio.sleep(self._retry_interval)
+            self._tell(None)
 
     async def _listen(self) -> None:
         conn = await psycopg.AsyncConnection.connect(

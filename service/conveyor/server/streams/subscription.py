@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 
-from conveyor.server.store.events import EventRow
+from conveyor.server.store.event_rows import EventRow
 
 __all__ = ["Closed", "Overflowed", "Subscription"]
 

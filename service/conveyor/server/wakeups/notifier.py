@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from conveyor.server.events.waiters import Waiter, Waiters
 from conveyor.server.streams.listener import TASKS_CHANNEL, EventListener
+from conveyor.server.wakeups.waiters import Waiter, Waiters
 
 __all__ = ["TASKS_CHANNEL", "Notifier", "queue_key"]
 

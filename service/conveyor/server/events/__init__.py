@@ -1,1 +1,0 @@
-"""Wake-ups across replicas: one LISTEN connection per replica, fanned out in process."""
