@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bench_peers
+import bench_targets
 import grpc_echo
 
 PROJECT = "bench"
@@ -551,11 +553,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if wanted("batch"):
                 await measure(probe, results, "svc_batch_1000", lambda: svc_batch(client, seconds))
             # Leasing: ready tasks waiting, then one worker drains them.
-            for name, queue, size, run_one in (
-                ("sdk1", "svc-sdk-1", 1, svc_worker),
-                ("stream1", "svc-raw-1", 1, svc_stream),
-                ("sdk100", "svc-sdk-100", 100, svc_worker),
-                ("stream100", "svc-raw-100", 100, svc_stream),
+            for name, queue, size, run_one, figure in (
+                ("sdk1", "svc-sdk-1", 1, svc_worker, "svc_sdk_1"),
+                ("stream1", "svc-raw-1", 1, svc_stream, "svc_stream_1"),
+                ("sdk100", "svc-sdk-100", 100, svc_worker, "svc_sdk_100"),
+                ("stream100", "svc-raw-100", 100, svc_stream, "svc_stream_100"),
+                (
+                    "batched100",
+                    "svc-batched-100",
+                    100,
+                    bench_targets.svc_stream_batched,
+                    "svc_stream_batched_100",
+                ),
             ):
                 if not wanted(name):
                     continue
@@ -563,12 +572,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await measure(
                     probe,
                     results,
-                    f"svc_{name[:-3] if size == 100 else name[:-1]}_{size}",
+                    figure,
                     lambda q=queue, n=size, f=run_one: f(client, q, n, seconds),  # type: ignore[misc]
                 )
             if wanted("latency"):
                 results["svc_latency"] = await svc_latency(client, args.samples)
         results["rss_peak"] = probe.peak_rss
+        # The peers last, on the same PostgreSQL, while the service sits idle.
+        if wanted("peers"):
+            results["pgqueuer"] = await bench_peers.pgqueuer_figures(url, seconds)
+            results["procrastinate"] = await bench_peers.procrastinate_figures(url, seconds)
+            results["yardstick"] = await asyncio.to_thread(bench_peers.yardstick, url, seconds)
     return results
 
 
@@ -637,7 +651,7 @@ def report(results: dict[str, Any]) -> bool:
         f" peak under load {results['rss_peak'] / mb:.0f} MiB"
     )
 
-    print("Targets:")
+    print("Targets of issue 3 (kept for comparison; issue 17's follow):")
     ok = True
     for label, service, raw, target in (
         ("CreateTask x16 / raw 8-conn INSERT", "svc_create_16", "raw_insert_8", 0.35),
@@ -706,7 +720,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated subset: raw,echo,create,batch,sdk1,stream1,sdk100,stream100,latency",
+        help="comma-separated subset: raw,echo,create,batch,sdk1,stream1,sdk100,stream100,"
+        "batched100,latency,peers",
     )
     args = parser.parse_args()
     if args.seconds is None:
@@ -718,6 +733,7 @@ def main() -> None:
         shown = {k: v for k, v in results.items() if not isinstance(v, list)}
         print(json.dumps(shown, indent=2))
     report(results)
+    bench_targets.report(results)
 
 
 if __name__ == "__main__":
