@@ -331,6 +331,8 @@ async def test_health_version_and_table_output(
     code = await asyncio.to_thread(main, ["health", "--target", server.grpc_target])
     out, _ = capsys.readouterr()
     assert code == 0 and json.loads(out)["status"] == "SERVING"
+    assert await asyncio.to_thread(main, ["serve", "--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: conveyor serve")
     assert await asyncio.to_thread(main, ["version", "-o", "yaml"]) == 0
     assert capsys.readouterr().out.startswith("conveyor: ")
     await _json(capsys, server, keys["operator"], "tasks", "create", "table.me")

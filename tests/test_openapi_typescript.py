@@ -36,9 +36,9 @@ export const item: Item = { parent: "", task: ok };
 export const noKind: TaskInput = { queue: "default" };
 // @ts-expect-error parent is required
 export const noParent: Item = { task: ok };
-// @ts-expect-error a request enum has no *_UNSPECIFIED value
 export const unspecified: TaskInput = {
   kind: "k",
+  // @ts-expect-error a request enum has no *_UNSPECIFIED value
   approval_timeout_action: "APPROVAL_ACTION_UNSPECIFIED",
 };
 // An answer's scalar fields are always printed, so they are typed as present.

@@ -1,8 +1,14 @@
-"""The client's reconnect and re-send backoff: exponential, capped, full jitter."""
+"""The client's one backoff curve, and the full jitter its reconnects and re-sends use."""
 
 from __future__ import annotations
 
 import random
+
+
+def exponential_step(failures: int, initial: float, maximum: float) -> float:
+    """The longest wait after `failures` failures in a row (1 for the first): `initial`,
+    doubling with each further failure, never above `maximum`."""
+    return min(maximum, initial * 2.0 ** min(max(failures, 1) - 1, 60))
 
 
 def full_jitter(
@@ -12,4 +18,4 @@ def full_jitter(
     [0, min(maximum, initial * 2**failures)]."""
     if rand is None:
         rand = random.random()
-    return rand * min(maximum, initial * 2.0 ** min(failures, 60))
+    return rand * exponential_step(failures + 1, initial, maximum)

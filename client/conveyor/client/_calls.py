@@ -24,6 +24,7 @@ import grpc
 import tenacity
 from google.api import annotations_pb2
 
+from conveyor.client._backoff import exponential_step
 from conveyor.client.errors import ConveyorError, UnavailableError, from_rpc_error
 from conveyor.v1 import (
     command_pb2,
@@ -84,7 +85,7 @@ def retry_delay(attempt: int, error: ConveyorError | None = None) -> float:
     The server's RetryInfo (error.retry_after) when it sent one; else 0.05 s doubling per
     attempt, plus up to 1 s of jitter, capped at 1 s.
     """
-    backoff = min(0.05 * 2.0 ** (attempt - 1) + random.uniform(0, 1.0), 1.0)
+    backoff = min(exponential_step(attempt, 0.05, 1.0) + random.uniform(0, 1.0), 1.0)
     hint = error.retry_after if error is not None else None
     if hint is None:
         return backoff

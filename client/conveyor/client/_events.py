@@ -22,6 +22,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from conveyor.client import _requests as req
+from conveyor.client._backoff import exponential_step
 from conveyor.client.errors import ConveyorError, from_rpc_error
 from conveyor.v1 import event_pb2, task_pb2
 
@@ -99,7 +100,7 @@ class _Resume:
         self._failures += 1
         if typed.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and self._failures == 1:
             return 0.0  # cut off for being slow: the replay catches up from the table
-        step: float = min(self.max_backoff, 0.05 * 2.0 ** min(self._failures - 1, 10))
+        step = exponential_step(self._failures, 0.05, self.max_backoff)
         return step / 2 + random.random() * step / 2
 
 

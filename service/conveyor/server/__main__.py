@@ -61,8 +61,8 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "python -m conveyor.server") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args, os.environ)

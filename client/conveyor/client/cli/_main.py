@@ -127,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
     except click.exceptions.Exit as done:
         code = done.exit_code
+    except SystemExit as exited:
+        # The server's own argparse (serve, migrate, admin-key: --help, bad flags).
+        code = exited.code if isinstance(exited.code, int) else (0 if exited.code is None else 1)
     except click.exceptions.Abort:
         code = EXIT_INTERRUPTED
     except click.ClickException as error:

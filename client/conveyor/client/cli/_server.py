@@ -29,7 +29,7 @@ def _server_entry(name: str) -> Callable[[Sequence[str]], int]:
         if name == "serve":
             from conveyor.server.__main__ import main as serve_main
 
-            return serve_main
+            return lambda argv: serve_main(argv, prog="conveyor serve")
         if name == "migrate":
             from conveyor.server.migrate_cli import main as migrate_main
 

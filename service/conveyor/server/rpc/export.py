@@ -35,7 +35,7 @@ class ExportServicer:
         # The content type rides on the first chunk only, as HttpBody streams do.
         first = True
         async for content_type, data in self._exporter.export(
-            request.parent, request.filter, request.format, list(request.fields)
+            request.parent, request.filter, request.format, list(request.fields), request.view
         ):
             yield httpbody_pb2.HttpBody(content_type=content_type if first else "", data=data)
             first = False
