@@ -179,13 +179,14 @@ async def test_cancelling_a_running_task_asks_its_worker_to_stop(
     started = asyncio.Event()
     async with clients(server, keys) as (ops, work):
         task = await ops.create_task("long.job", {}, queue="long")
-        worker = Worker(work, queues=["long"], concurrency=1, worker_id="w-long")
+        worker = Worker(
+            work, queues=["long"], concurrency=1, worker_id="w-long", lease_duration=1.5
+        )
 
         @worker.task("long.job")
         async def job(ctx: TaskContext) -> None:
             started.set()
-            while not ctx.cancel_requested:
-                await asyncio.sleep(0.05)
+            await asyncio.to_thread(ctx.cancelled.wait, 30)
 
         run = asyncio.create_task(worker.arun())
         try:
