@@ -232,3 +232,23 @@ async def test_deleting_the_key_ends_its_sessions(
             ended = await http.get("/")
             assert ended.status_code == 303
             assert ended.headers["location"].startswith("/ui/sign-in")
+
+
+async def test_sign_in_returns_only_to_a_path_of_this_site(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    for target, expected in [
+        ("/ui/tasks?state=QUEUED", "/ui/tasks?state=QUEUED"),
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+    ]:
+        async with httpx.AsyncClient(base_url=server.http_base_url) as http:
+            form = await http.get("/ui/sign-in")
+            token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert token is not None
+            signed = await http.post(
+                "/ui/sign-in",
+                data={"csrf": token.group(1), "api_key": keys["viewer"], "next": target},
+            )
+            assert signed.headers["location"] == expected, target

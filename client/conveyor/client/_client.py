@@ -13,6 +13,7 @@ import grpc
 from conveyor.client import _requests as req
 from conveyor.client._calls import SyncInterceptor
 from conveyor.client._events import EventMethods
+from conveyor.client._limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from conveyor.client._local import resolve
 from conveyor.client._requests import Seconds, TaskCriteria, TaskOptions, TaskSpec
 from conveyor.v1 import (
@@ -33,9 +34,10 @@ from conveyor.v1 import (
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_PROJECT = "default"
+# Receive at least what the server may send, send at most what it receives (_limits.py).
 CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
+    ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
     ("grpc.keepalive_time_ms", 30_000),
 ]
 

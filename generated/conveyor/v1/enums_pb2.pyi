@@ -604,3 +604,31 @@ EXPORT_FORMAT_XLSX: ExportFormat.ValueType  # 2
 EXPORT_FORMAT_NDJSON: ExportFormat.ValueType  # 3
 """One JSON object per line."""
 Global___ExportFormat: _TypeAlias = ExportFormat  # noqa: Y015
+
+class _TaskView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TaskViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TASK_VIEW_UNSPECIFIED: _TaskView.ValueType  # 0
+    """The default: TASK_VIEW_FULL."""
+    TASK_VIEW_BASIC: _TaskView.ValueType  # 1
+    """Every field but input and result, the two that can be large (up to 1 MiB each):
+    a page of 5000 basic tasks stays small.
+    """
+    TASK_VIEW_FULL: _TaskView.ValueType  # 2
+    """Every field."""
+
+class TaskView(_TaskView, metaclass=_TaskViewEnumTypeWrapper):
+    """TaskView says how much of each task a list or export returns (AIP-157)."""
+
+TASK_VIEW_UNSPECIFIED: TaskView.ValueType  # 0
+"""The default: TASK_VIEW_FULL."""
+TASK_VIEW_BASIC: TaskView.ValueType  # 1
+"""Every field but input and result, the two that can be large (up to 1 MiB each):
+a page of 5000 basic tasks stays small.
+"""
+TASK_VIEW_FULL: TaskView.ValueType  # 2
+"""Every field."""
+Global___TaskView: _TypeAlias = TaskView  # noqa: Y015

@@ -183,6 +183,7 @@ class ListTasksRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     ORDER_BY_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """Required. The project."""
     page_size: _builtins.int
@@ -191,6 +192,11 @@ class ListTasksRequest(_message.Message):
     """From a previous next_page_token; stable while tasks are being added."""
     order_by: _builtins.str
     """`create_time` (default), `create_time desc`, `priority` or `priority desc`."""
+    view: _enums_pb2.TaskView.ValueType
+    """How much of each task to return: TASK_VIEW_BASIC leaves out input and result;
+    unset means TASK_VIEW_FULL. A page stops early (with a next_page_token) before
+    it would pass 63 MiB, so full pages of large tasks may hold fewer than page_size.
+    """
     @_builtins.property
     def filter(self) -> _task_pb2.TaskFilter:
         """Which tasks."""
@@ -203,10 +209,11 @@ class ListTasksRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         order_by: _builtins.str = ...,
+        view: _enums_pb2.TaskView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -440,10 +447,15 @@ class ExportTasksRequest(_message.Message):
     FILTER_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """Required. The project."""
     format: _enums_pb2.ExportFormat.ValueType
     """The file format; default CSV."""
+    view: _enums_pb2.TaskView.ValueType
+    """How much of each task to export: TASK_VIEW_BASIC leaves out the input and result
+    columns; unset means TASK_VIEW_FULL.
+    """
     @_builtins.property
     def filter(self) -> _task_pb2.TaskFilter:
         """Which tasks."""
@@ -459,10 +471,11 @@ class ExportTasksRequest(_message.Message):
         filter: _task_pb2.TaskFilter | None = ...,
         format: _enums_pb2.ExportFormat.ValueType = ...,
         fields: _abc.Iterable[_builtins.str] | None = ...,
+        view: _enums_pb2.TaskView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "filter", b"filter", "format", b"format", "parent", b"parent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "filter", b"filter", "format", b"format", "parent", b"parent", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from conveyor.client._limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from conveyor.server.context import AppContext
 from conveyor.server.reflection import enable_reflection
 
@@ -20,7 +21,13 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 # gRPC sets SO_REUSEPORT by default on Linux, so a second server on a taken port would
 # "bind" and silently share the traffic. A taken port must be an error instead.
-_OPTIONS = [("grpc.so_reuseport", 0)]
+# Message sizes: the one set of limits in conveyor.client._limits (clients receive at
+# least what this sends).
+_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+    ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+]
 
 
 class GrpcServer:

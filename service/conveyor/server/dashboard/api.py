@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 
+from conveyor.client._limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from conveyor.v1 import (
     command_pb2_grpc,
     event_pb2_grpc,
@@ -28,7 +29,14 @@ class Channel:
 
     def get(self) -> grpc.aio.Channel:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.target)
+            # Receive what the server may send (conveyor.client._limits), not gRPC's 4 MiB.
+            self._channel = grpc.aio.insecure_channel(
+                self.target,
+                options=[
+                    ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
+                    ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
+                ],
+            )
         return self._channel
 
     async def close(self) -> None:

@@ -30,7 +30,7 @@ from conveyor.server.dashboard.session import (
     set_cookie,
     sign_in_token_ok,
 )
-from conveyor.server.dashboard.web import Pages, make_environment, read_form
+from conveyor.server.dashboard.web import Pages, local_path, make_environment, read_form
 from conveyor.server.errors import Unauthenticated
 from conveyor.server.store.db import Pool
 
@@ -108,10 +108,7 @@ class Dashboard:
             session, _ = await self._sessions.open(api_key)
         except Unauthenticated:
             return self._sign_in_page(request, "That API key is not valid.", 401)
-        target = form.get("next", "") or "/"
-        if not target.startswith("/") or target.startswith("//"):
-            target = "/"
-        response = RedirectResponse(target, status_code=303)
+        response = RedirectResponse(local_path(form.get("next", ""), "/"), status_code=303)
         set_cookie(response, request, SESSION_COOKIE, session, max_age=SESSION_TTL_SECONDS)
         response.delete_cookie(SIGN_IN_COOKIE, path="/")
         return response

@@ -31,18 +31,17 @@ from conveyor.server.rpc.rules import method_rules
 from conveyor.v1 import auth_pb2, project_pb2
 
 Req = TypeVar("Req")
-Resp = TypeVar("Resp")
 
-_RULES: dict[str, auth_pb2.MethodAuth] = {}
 MAX_FORM_BYTES = 256 * 1024
 
 
+@functools.cache
 def rules() -> dict[str, auth_pb2.MethodAuth]:
-    """`Service.Method` -> its auth rule, read from the contract as the interceptor reads it."""
-    if not _RULES:
-        for path, rule in method_rules().items():
-            _RULES[path.rsplit(".", 1)[-1].replace("/", ".")] = rule
-    return _RULES
+    """`Service.Method` -> its auth rule, read from the contract as the interceptor reads it
+    (`/conveyor.v1.TaskService/CancelTask` -> `TaskService.CancelTask`)."""
+    return {
+        path.rsplit(".", 1)[-1].replace("/", "."): rule for path, rule in method_rules().items()
+    }
 
 
 def make_environment() -> Environment:
@@ -106,11 +105,22 @@ class View:
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
+def local_path(target: str, default: str) -> str:
+    """`target` when it is a path on this site, else `default`: never an open redirect
+    (`//host`, and `/\\host`, which browsers read as `//host`, are refused)."""
+    if (
+        not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(c) < 0x20 for c in target)
+    ):
+        return default
+    return target
+
+
 def back(view: View, default: str, notice: str = "") -> RedirectResponse:
     """303 to the form's `next` (a path on this site only) or `default`, with a notice."""
-    target = view.form.get("next", "") or default
-    if not target.startswith("/") or target.startswith("//"):
-        target = default
+    target = local_path(view.form.get("next", ""), default)
     if notice:
         target += ("&" if "?" in target else "?") + urlencode({"notice": notice})
     return RedirectResponse(target, status_code=303)

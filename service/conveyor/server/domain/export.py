@@ -58,6 +58,8 @@ BATCH = 500
 """Tasks read per query: the memory an export holds at once."""
 CHUNK = 256 * 1024
 """Bytes per streamed chunk (well under gRPC's 4 MiB message limit)."""
+_NOT_BASIC = frozenset({"input", "result"})
+"""The Task fields TASK_VIEW_BASIC leaves out."""
 XLSX_MAX_ROWS = 1_048_576 - 1
 """Excel's sheet limit, less the header row."""
 
@@ -78,13 +80,15 @@ class Exporter:
         task_filter: task_pb2.TaskFilter,
         file_format: enums_pb2.ExportFormat.ValueType,
         fields: Sequence[str],
+        view: enums_pb2.TaskView.ValueType = enums_pb2.TASK_VIEW_UNSPECIFIED,
         *,
         me: str = "",
     ) -> AsyncIterator[tuple[str, bytes]]:
         """(content type, bytes) chunks; the first chunk always comes, maybe empty.
 
-        `me` is the calling key's name, which `creators: ["me"]` stands for.
-        """
+        TASK_VIEW_BASIC leaves out the input and result columns (and never reads them
+        into a message); naming one in `fields` with it is INVALID_ARGUMENT. `me` is the
+        calling key's name, which `creators: ["me"]` stands for."""
         project = names.parse(parent, "parent").project
         v = Violations()
         query = task_list.parse_filter(v, task_filter, project, me=me)
@@ -93,6 +97,12 @@ class Exporter:
             columns = parse_fields(fields)
         except InvalidArgument as error:
             v.items.extend(error.violations)
+        basic = view == enums_pb2.TASK_VIEW_BASIC
+        if basic:
+            large = [c for c in columns if c.fields[0].name in _NOT_BASIC]
+            for column in large if fields else ():
+                v.add("fields", f"{column.path} is not in TASK_VIEW_BASIC")
+            columns = [c for c in columns if c not in large]
         if file_format == enums_pb2.EXPORT_FORMAT_UNSPECIFIED:
             file_format = enums_pb2.EXPORT_FORMAT_CSV
         if file_format not in CONTENT_TYPES:
@@ -101,7 +111,8 @@ class Exporter:
         content_type = CONTENT_TYPES[file_format]
         query = replace(query, limit=self._batch, order="id")
         if file_format == enums_pb2.EXPORT_FORMAT_XLSX:
-            async for data in self._xlsx(query, columns, Cells(columns, self._to_message)):
+            cells = Cells(columns, self._to_message)
+            async for data in self._xlsx(query, columns, cells, basic):
                 yield content_type, data
             return
         cells = Cells(columns, self._to_message)
@@ -111,7 +122,7 @@ class Exporter:
             else NdjsonWriter(columns)
         )
         first = True
-        async for rows in self._batches(query):
+        async for rows in self._batches(query, basic):
             for row in rows:
                 writer.add(cells(row))
             data = writer.take()
@@ -122,25 +133,27 @@ class Exporter:
         if data or first:
             yield content_type, data
 
-    async def _batches(self, query: task_store.TaskQuery) -> AsyncIterator[list[TaskRow]]:
+    async def _batches(
+        self, query: task_store.TaskQuery, basic: bool
+    ) -> AsyncIterator[list[TaskRow]]:
         while True:
             async with self._pool.connection() as conn:
                 rows = await task_store.list_page(conn, query)
             if rows:
-                yield rows
+                yield [replace(r, input=None, result=None) for r in rows] if basic else rows
             if len(rows) < query.limit:
                 return
             query = replace(query, after_id=rows[-1].id)
 
     async def _xlsx(
-        self, query: task_store.TaskQuery, columns: list[Column], cells: Cells
+        self, query: task_store.TaskQuery, columns: list[Column], cells: Cells, basic: bool
     ) -> AsyncIterator[bytes]:
         handle, path = tempfile.mkstemp(prefix="conveyor-export-", suffix=".xlsx")
         os.close(handle)
         try:
             book = XlsxWriter(columns, path)
             try:
-                async for rows in self._batches(query):
+                async for rows in self._batches(query, basic):
                     if book.row + len(rows) > XLSX_MAX_ROWS:
                         raise InvalidArgument.of(
                             "format",

@@ -97,12 +97,6 @@ class Authenticator:
         for token in [t for t, v in self._verified.items() if v[1] == key_id]:
             del self._verified[token]
 
-    def forget_session(self, session_id: str) -> None:
-        self._cache.pop(SESSION_PREFIX + session_id, None)
-        prefix = f"{SESSION_PREFIX}_{session_id}_"
-        for token in [t for t in self._verified if t.startswith(prefix)]:
-            del self._verified[token]
-
 
 async def ensure_bootstrap_key(pool: AsyncConnectionPool[Any], data_dir: Path) -> str | None:
     """Mints the system admin key on first start and writes it to <data_dir>/admin.key.

@@ -18,6 +18,7 @@ from typing import Any
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from conveyor.client._json import from_value
+from conveyor.client._limits import MAX_TASK_INPUT_BYTES
 from conveyor.server import states
 from conveyor.server.domain import names, retry_policy, validate
 from conveyor.server.domain.leases import MAX_LEASE_MS, MIN_LEASE_MS
@@ -41,7 +42,7 @@ DEFAULT_LEASE_MS = 30_000
 MIN_APPROVAL_TIMEOUT_MS = 1_000
 MAX_APPROVAL_TIMEOUT_MS = 365 * 24 * 3600 * 1000
 MAX_KIND = 200
-MAX_INPUT_BYTES = 1024 * 1024
+MAX_INPUT_BYTES = MAX_TASK_INPUT_BYTES
 MAX_REQUEST_ID = 128
 MAX_CORRELATION_ID = 200
 MAX_CONCURRENCY_KEY = 200

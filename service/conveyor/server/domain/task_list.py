@@ -225,11 +225,15 @@ def next_token(
     limit = query.limit - 1
     if len(rows) <= limit:
         return rows, ""
-    last = rows[limit - 1]
+    return rows[:limit], token_at(rows[limit - 1], query, task_filter)
+
+
+def token_at(last: TaskRow, query: TaskQuery, task_filter: task_pb2.TaskFilter) -> str:
+    """The token of the page that follows `last` (also for a page cut short by size)."""
     position: dict[str, object] = {
         "id": str(last.id),
         "fp": _fingerprint(query, query.order, task_filter),
     }
     if query.order.startswith("priority"):
         position["p"] = last.priority
-    return rows[:limit], paging.encode_token(position)
+    return paging.encode_token(position)

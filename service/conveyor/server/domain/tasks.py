@@ -10,7 +10,7 @@ moved on meanwhile) the task is read again and the new state decides.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from conveyor.client._limits import MAX_BATCH_BYTES, MAX_PAGE_BYTES
 from conveyor.server import states
 from conveyor.server.domain import (
     audit,
@@ -119,6 +120,13 @@ class Tasks:
         project = names.parse(parent, "parent").project
         if not 1 <= len(requests) <= MAX_BATCH:
             raise InvalidArgument.of("requests", f"must hold 1 to {MAX_BATCH} creates")
+        # A byte cap too: the answer echoes every task, and must fit MAX_RESPONSE_BYTES.
+        size = sum(r.ByteSize() for r in requests)
+        if size > MAX_BATCH_BYTES:
+            raise InvalidArgument.of(
+                "requests",
+                f"must be at most {MAX_BATCH_BYTES} bytes together, not {size}; split the batch",
+            )
         results: list[Created | ConveyorError | None] = [None] * len(requests)
         items: list[NewTask] = []
         positions: list[int] = []
@@ -216,10 +224,17 @@ class Tasks:
         return rows[:MAX_TREE], len(rows) > MAX_TREE
 
     async def list_page(
-        self, request: task_service_pb2.ListTasksRequest, *, me: str = ""
+        self,
+        request: task_service_pb2.ListTasksRequest,
+        size_of: Callable[[TaskRow], int] | None = None,
+        max_bytes: int = MAX_PAGE_BYTES,
+        *,
+        me: str = "",
     ) -> tuple[list[TaskRow], dict[uuid.UUID, str], str]:
         """A page of tasks, why each waiting one is not running, and the next page token.
 
+        With `size_of` (a row's size as the caller sends it), the page stops before its
+        rows together pass `max_bytes`, and the token continues after the last one kept.
         `me` is the calling key's name, which the filter's `creators: ["me"]` stands for.
         """
         query = task_list.query(
@@ -234,6 +249,14 @@ class Tasks:
             rows, token = task_list.next_token(
                 await task_store.list_page(conn, query), query, request.filter
             )
+            if size_of is not None:
+                total = 0
+                for index, row in enumerate(rows):
+                    total += size_of(row)
+                    if total > max_bytes and index > 0:
+                        rows = rows[:index]
+                        token = task_list.token_at(rows[-1], query, request.filter)
+                        break
             blocked = await task_store.blocked_reasons(
                 conn,
                 query.project,

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
+from conveyor.client._limits import MAX_REQUEST_BYTES, MAX_REST_BODY_BYTES
 from conveyor.server.gateway import problems, streaming
 from conveyor.server.gateway.jsonform import dumps, to_json
 from conveyor.server.gateway.openapi import build_openapi
@@ -54,8 +55,9 @@ class GatewayOptions:
     """Seconds between SSE keep-alive comments on an idle stream."""
     stream_start_wait: float = 1.0
     """How long a message stream may stay silent before its 200 headers go out anyway."""
-    max_body_bytes: int = 8 * 1024 * 1024
-    """Larger request bodies get 413 (task inputs are at most 1 MiB)."""
+    max_body_bytes: int = MAX_REST_BODY_BYTES
+    """Larger request bodies get 413, as do bodies whose request message is over the
+    server's MAX_REQUEST_BYTES (conveyor.client._limits)."""
 
 
 class Gateway:
@@ -108,6 +110,8 @@ class Gateway:
         try:
             body = await self._body(request, binding)
             message = build_request(binding, path_values, request.query_params.multi_items(), body)
+            if message.ByteSize() > MAX_REQUEST_BYTES:
+                raise _TooLarge
             self._resume_from(request, binding, message)
             deadline = parse_timeout(
                 request.headers,
@@ -116,8 +120,8 @@ class Gateway:
         except BadInput as error:
             return fail(400, "INVALID_ARGUMENT", error.message, violations=error.violations)
         except _TooLarge:
-            limit = self.options.max_body_bytes
-            return fail(413, "BODY_TOO_LARGE", f"the request body is over {limit} bytes")
+            limit = min(self.options.max_body_bytes, MAX_REQUEST_BYTES)
+            return fail(413, "BODY_TOO_LARGE", f"the request is over {limit} bytes")
         except ValueError as error:  # a bad deadline header
             return fail(400, "INVALID_ARGUMENT", str(error))
         except ClientDisconnect:

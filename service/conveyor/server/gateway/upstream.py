@@ -16,13 +16,15 @@ import grpc
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message_factory import GetMessageClass
 
+from conveyor.client._limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
+
 __all__ = ["Upstream", "call_metadata", "parse_timeout", "request_id_of"]
 
-# REST answers can be far larger than gRPC's 4 MiB default (a ListTasks page of 5000
-# tasks with inputs); the HTTP side streams them out anyway.
+# The limits every client uses (conveyor.client._limits): receive what the server may
+# send, send what it receives.
 _OPTIONS = [
-    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
+    ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
 ]
 _GRPC_TIMEOUT = re.compile(r"(\d{1,8})([HMSmun])")
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}

@@ -11,6 +11,7 @@ rendering is most of what a stream spends per event besides gRPC's send.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2
@@ -190,6 +191,11 @@ def fill_task(task: task_pb2.Task, row: TaskRow) -> None:
         approval.approved = bool(row.approved)
         approval.comment = row.approval_comment or ""
         set_timestamp(approval.decide_time, row.decide_time)
+
+
+def basic_row(row: TaskRow) -> TaskRow:
+    """The row as TASK_VIEW_BASIC shows it: without input and result (AIP-157)."""
+    return replace(row, input=None, result=None)
 
 
 def task_message(

@@ -40,6 +40,7 @@ class ExportServicer:
             request.filter,
             request.format,
             list(request.fields),
+            request.view,
             me=principal.current().key_name,
         ):
             yield httpbody_pb2.HttpBody(content_type=content_type if first else "", data=data)

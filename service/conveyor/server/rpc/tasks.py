@@ -6,15 +6,17 @@ The other TaskService methods are not defined here and answer UNIMPLEMENTED.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import grpc
 
 from conveyor.server.domain.tasks import Created, Tasks
 from conveyor.server.errors import ConveyorError
-from conveyor.server.render.tasks import created_message, task_message
+from conveyor.server.render.tasks import basic_row, created_message, task_message
 from conveyor.server.rpc import principal
 from conveyor.server.rpc.status import to_status_proto
+from conveyor.server.store.task_rows import TaskRow
 from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
 
 __all__ = ["TaskServicer"]
@@ -72,11 +74,25 @@ class TaskServicer:
     async def ListTasks(
         self, request: task_service_pb2.ListTasksRequest, context: Context
     ) -> task_service_pb2.ListTasksResponse:
-        rows, blocked, token = await self._tasks.list_page(request, me=principal.current().key_name)
-        return task_service_pb2.ListTasksResponse(
-            tasks=[task_message(r, blocked_reason=_blocked(blocked.get(r.id))) for r in rows],
-            next_page_token=token,
+        basic = request.view == enums_pb2.TASK_VIEW_BASIC
+        built: dict[uuid.UUID, task_pb2.Task] = {}
+
+        def size_of(row: TaskRow) -> int:
+            # Built once: sized here, sent below (the page stops before MAX_PAGE_BYTES).
+            message = built[row.id] = task_message(basic_row(row) if basic else row)
+            return message.ByteSize()
+
+        rows, blocked, token = await self._tasks.list_page(
+            request, size_of, me=principal.current().key_name
         )
+        tasks = []
+        for row in rows:
+            message = built[row.id]
+            reason = _blocked(blocked.get(row.id))
+            if reason:
+                message.blocked_reason = reason
+            tasks.append(message)
+        return task_service_pb2.ListTasksResponse(tasks=tasks, next_page_token=token)
 
     async def CancelTask(
         self, request: task_service_pb2.CancelTaskRequest, context: Context
