@@ -29,7 +29,7 @@ from conveyor.server.app import ConveyorServer
 # Streams that never end on their own (a watch tails live events) cannot be fuzzed
 # request by request.
 ENDLESS = {"EventService_WatchEvents"}
-EXAMPLES = 5
+EXAMPLES = 4
 # ReportTasks acknowledges each complete and fail on its own, in a 200 (DESIGN.md: a
 # report item is fenced and acknowledged on its own), so a bad item is not a refused call.
 EXCLUDED: dict[str, list[Any]] = {"WorkerService_ReportTasks": [negative_data_rejection]}

@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from google.rpc import status_pb2
-
 from conveyor.client._json import from_struct, from_value
 from conveyor.server.domain import leases
 from conveyor.server.domain.leases import Completion, Extension, Failure, Heartbeat
 from conveyor.server.errors import InvalidArgument, Violations
-from conveyor.server.render.convert import timestamp
-from conveyor.server.render.tasks import task_message
+from conveyor.server.render.convert import set_timestamp, timestamp
+from conveyor.server.render.tasks import fill_task
 from conveyor.server.store.task_rows import TaskRow
 from conveyor.v1 import task_pb2, worker_pb2
-
-OK = status_pb2.Status(code=0)
 
 
 def completion(request: worker_pb2.CompleteTaskRequest, prefix: str = "") -> Completion:
@@ -66,11 +62,19 @@ def heartbeat(request: worker_pb2.ExtendLeaseRequest, prefix: str = "") -> Heart
 
 
 def lease_message(row: TaskRow) -> task_pb2.Lease:
-    return task_pb2.Lease(
-        task=task_message(row),
-        lease_id=str(row.lease_id),
-        lease_expire_time=timestamp(row.lease_expire_time),
-    )
+    lease = task_pb2.Lease()
+    fill_lease(lease, row)
+    return lease
+
+
+def fill_lease(lease: task_pb2.Lease, row: TaskRow) -> None:
+    """Fills a Lease in place: building the Task apart and passing it to the Lease's
+    constructor copies it (the largest cost of a push, profiled), and so does passing
+    built Leases to a LeaseBatch; `leases.add()` and this copy nothing."""
+    fill_task(lease.task, row)
+    lease.lease_id = str(row.lease_id)
+    if row.lease_expire_time is not None:
+        set_timestamp(lease.lease_expire_time, row.lease_expire_time)
 
 
 def extension_message(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from conveyor.server.domain.leases import Heartbeat, Report
 from conveyor.server.errors import ConveyorError, PermissionDenied
-from conveyor.server.render.tasks import task_message
+from conveyor.server.render.tasks import fill_task
 from conveyor.server.rpc import lease_messages
 from conveyor.server.rpc.status import to_status_proto
 from conveyor.server.store.task_rows import TaskRow
@@ -84,14 +84,23 @@ def batch_items(
 def ack_message(
     item: Item, outcome: TaskRow | ConveyorError, with_task: bool
 ) -> worker_pb2.ReportAck:
-    if isinstance(outcome, ConveyorError):
-        return worker_pb2.ReportAck(
-            name=item.name, lease_id=item.lease_id, status=to_status_proto(outcome)
-        )
-    ack = worker_pb2.ReportAck(name=item.name, lease_id=item.lease_id, status=lease_messages.OK)
-    if with_task:
-        ack.task.CopyFrom(task_message(outcome))
+    ack = worker_pb2.ReportAck()
+    fill_ack(ack, item, outcome, with_task)
     return ack
+
+
+def fill_ack(
+    ack: worker_pb2.ReportAck, item: Item, outcome: TaskRow | ConveyorError, with_task: bool
+) -> None:
+    """Fills an ack in place (a message passed to a constructor is copied)."""
+    ack.name = item.name
+    ack.lease_id = item.lease_id
+    if isinstance(outcome, ConveyorError):
+        ack.status.CopyFrom(to_status_proto(outcome))
+        return
+    ack.status.SetInParent()  # OK: code 0
+    if with_task:
+        fill_task(ack.task, outcome)
 
 
 class Replies:
@@ -141,6 +150,8 @@ class Replies:
 
 
 def lease_batch(rows: list[TaskRow]) -> worker_pb2.ConnectResponse:
-    return worker_pb2.ConnectResponse(
-        assignments=worker_pb2.LeaseBatch(leases=[lease_messages.lease_message(r) for r in rows])
-    )
+    response = worker_pb2.ConnectResponse()
+    leases = response.assignments.leases
+    for row in rows:
+        lease_messages.fill_lease(leases.add(), row)
+    return response

@@ -172,9 +172,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                             retry_after=timedelta(seconds=retry_after),
                         )
                     if rows or left <= 0 or self._stopping.is_set():
-                        return worker_pb2.LeaseTasksResponse(
-                            leases=[lease_messages.lease_message(r) for r in rows]
-                        )
+                        response = worker_pb2.LeaseTasksResponse()
+                        for row in rows:
+                            lease_messages.fill_lease(response.leases.add(), row)
+                        return response
                     # No notification says a token is back: look again when it is.
                     await waiter.wait(left if retry_after is None else min(left, retry_after))
             finally:
