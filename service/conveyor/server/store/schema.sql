@@ -1059,6 +1059,8 @@ CREATE TABLE request_ids (
     create_time timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (project, method, request_id)
 );
+-- The retention loop forgets request ids as it forgets events (request_id_prune.sql).
+CREATE INDEX request_ids_create_time_idx ON request_ids (create_time);
 
 -- Dashboard sign-ins: an API key exchanged for a session cookie. Like keys, only SHA-256
 -- of the session's 256-bit secret is stored. Deleting the key ends its sessions; signing
@@ -1148,3 +1150,8 @@ ALTER TABLE tasks ADD COLUMN progress_event_time timestamptz;
 -- A task's value is fixed at create: the request's, else its queue's default.
 ALTER TABLE tasks ADD COLUMN execution_timeout_ms bigint;
 ALTER TABLE queues ADD COLUMN execution_timeout_ms bigint;
+
+-- 0020: who created a task (Task.creator): the calling API key's name, or the name of
+-- the schedule that fired it. Empty for tasks created before 0020. ListTasks filters
+-- on it (TaskFilter.creators); no index: it narrows a project's tasks like kinds do.
+ALTER TABLE tasks ADD COLUMN creator text NOT NULL DEFAULT '';
