@@ -23,6 +23,7 @@ BEGIN = "<!-- figures:begin -->"
 END = "<!-- figures:end -->"
 
 _figures: list[tuple[str, str]] = []
+_outcomes: dict[str, str] = {}
 _load_before: tuple[float, float, float] | None = None
 
 
@@ -97,6 +98,13 @@ def figure(request: pytest.FixtureRequest) -> Figure:
     return record
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # The drill's outcome beside its figure: a figure alone does not say it passed.
+    if report.when == "call" or report.outcome != "passed":
+        outcome = "xfail" if hasattr(report, "wasxfail") else report.outcome
+        _outcomes.setdefault(report.nodeid.rsplit("::", 1)[-1], outcome)
+
+
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
@@ -129,9 +137,9 @@ def _write_readme(config: pytest.Config) -> None:
         f"Load average (1, 5, 15 min) at the start: {before[0]:.2f}, {before[1]:.2f}, "
         f"{before[2]:.2f}; at the end: {after[0]:.2f}, {after[1]:.2f}, {after[2]:.2f}.",
         "",
-        "| drill | figure |",
-        "|---|---|",
-        *(f"| `{name}` | {text} |" for name, text in _figures),
+        "| drill | outcome | figure |",
+        "|---|---|---|",
+        *(f"| `{name}` | {_outcomes.get(name, '?')} | {text} |" for name, text in _figures),
         END,
     ]
     text = README.read_text() if README.exists() else f"# Drills\n\n{BEGIN}\n{END}\n"

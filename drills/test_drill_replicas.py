@@ -57,7 +57,7 @@ def test_unary_workers_race_across_two_replicas(
     setup.require()
     a = drill.replica("a", processes=setup.processes)
     b = drill.replica("b", processes=setup.processes)
-    count = scale.count(600, 10000)
+    count = scale.count(400, 10000)
     processes, threads = (4, 16) if scale.full else (2, 4)
     with drill.client(a) as client:
         accepted = drill.create_tasks(client, count)

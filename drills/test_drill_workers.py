@@ -22,7 +22,7 @@ def test_workers_killed_every_two_seconds(
     setup.require()
     replica = drill.replica("a", processes=setup.processes)
     period = scale.pick(1.0, 2.0)
-    count = scale.count(400, 5000)
+    count = scale.count(250, 5000)
     with drill.client(replica) as client:
         accepted = drill.create_tasks(client, count)
 

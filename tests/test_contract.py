@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from conveyor.server.app import ConveyorServer
 from conveyor.server.rpc.rules import SERVICES
-from conveyor.v1 import project_pb2
+from conveyor.v1 import event_pb2, project_pb2
 
 # DESIGN.md section 4, RPC by RPC (plus the webhook-secret pair of section 6).
 DESIGN_RPCS = {
@@ -124,3 +124,28 @@ async def test_grpc_answers_echo_the_request_id(server: ConveyorServer, admin_ke
             await refused
         assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED
         assert dict(await refused.initial_metadata())["x-request-id"] == "req-43"
+
+
+async def test_a_refused_stream_sends_no_headers_before_its_status(
+    server: ConveyorServer, admin_key: str
+) -> None:
+    """The REST gateway answers 200 once a stream's headers arrive; a refused stream must
+    therefore send its request id with the status (trailers), never headers first."""
+    async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+        watch = channel.unary_stream(
+            "/conveyor.v1.EventService/WatchEvents",
+            request_serializer=event_pb2.WatchEventsRequest.SerializeToString,
+            response_deserializer=event_pb2.Event.FromString,
+        )
+        request = event_pb2.WatchEventsRequest(parent="projects/default")
+        refused = watch(request, metadata=(("x-request-id", "req-44"),), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await refused.read()
+        assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert "x-request-id" not in dict(await refused.initial_metadata())
+        assert dict(await refused.trailing_metadata())["x-request-id"] == "req-44"
+
+        auth = ("authorization", f"Bearer {admin_key}")
+        admitted = watch(request, metadata=(auth, ("x-request-id", "req-45")), timeout=5)
+        assert dict(await admitted.initial_metadata())["x-request-id"] == "req-45"
+        admitted.cancel()

@@ -171,3 +171,32 @@ async def test_the_overview_follows_the_event_stream(
         row = page.locator("tr[data-queue='brand-new']")
         await row.wait_for()
         assert await page.evaluate("window.notReloaded") is True
+
+
+async def test_cancelling_a_running_task_asks_its_worker_to_stop(
+    server: ConveyorServer, keys: dict[str, str], signed_in: Any
+) -> None:
+    started = asyncio.Event()
+    async with clients(server, keys) as (ops, work):
+        task = await ops.create_task("long.job", {}, queue="long")
+        worker = Worker(
+            work, queues=["long"], concurrency=1, worker_id="w-long", lease_duration=1.5
+        )
+
+        @worker.task("long.job")
+        async def job(ctx: TaskContext) -> None:
+            started.set()
+            await asyncio.to_thread(ctx.cancelled.wait, 30)
+
+        run = asyncio.create_task(worker.arun())
+        try:
+            await started.wait()
+            page = await signed_in("operator")
+            await open_queue(page, server, "long")
+            running = page.locator(f"article.running[data-task='{short(task.name)}']")
+            await running.get_by_role("button", name="Cancel").click()
+            await page.get_by_role("status").filter(has_text="Cancel requested").wait_for()
+            assert (await ops.get_task(task.name)).cancel_requested
+        finally:
+            await worker.stop(5)
+            await run

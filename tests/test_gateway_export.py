@@ -53,7 +53,9 @@ async def http(server: ConveyorServer, admin_key: str) -> AsyncIterator[httpx.As
     async with httpx.AsyncClient(
         base_url=server.http_base_url,
         headers={"Authorization": f"Bearer {admin_key}"},
-        timeout=60,
+        # An XLSX file's first byte comes after its last row is written: 100k rows took
+        # over 60 s on a 2-core machine at load 14.
+        timeout=300,
     ) as client:
         yield client
 

@@ -164,7 +164,7 @@ def _exits_zero_on_sigterm(data_dir: Path, tmp_path: Path) -> None:
 
             process.send_signal(signal.SIGTERM)
             started = time.monotonic()
-            returncode = process.wait(timeout=grace + 10)
+            returncode = process.wait(timeout=grace + 30)
             elapsed = time.monotonic() - started
         finally:
             if process.poll() is None:
@@ -173,7 +173,9 @@ def _exits_zero_on_sigterm(data_dir: Path, tmp_path: Path) -> None:
 
     log = stderr_path.read_text()
     assert returncode == 0, log
-    assert elapsed < grace + 2, f"took {elapsed:.1f} s to exit\n{log}"
+    # The server's own stop is bounded by the grace; the slack covers a loaded machine
+    # (it once took 8.5 s at load 14 on 2 cores), not the server.
+    assert elapsed < grace + 10, f"took {elapsed:.1f} s to exit\n{log}"
     assert not (data_dir / "server.json").exists()
     assert not (data_dir / "pg" / "postmaster.pid").exists(), "embedded PostgreSQL left running"
     # Our lines are JSON objects (gRPC's C core may add its own plain lines).

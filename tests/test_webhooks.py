@@ -10,13 +10,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
 import pytest
 import pytest_asyncio
+import standardwebhooks
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from conveyor.client import AsyncClient
@@ -25,6 +26,7 @@ from conveyor.client.webhooks import (
     SignatureMismatchError,
     TimestampOutOfToleranceError,
     sign,
+    sign_standard,
     verify,
 )
 from conveyor.server.app import ConveyorServer
@@ -183,6 +185,12 @@ async def test_a_receiver_failing_three_times_gets_four_attempts_with_one_webhoo
     secret = (await secret_of(admin)).secret
     for request in requests:
         verify(request.body, request.headers["Conveyor-Signature"], secret)
+        # The Standard Webhooks library accepts the same delivery with the same secret.
+        assert standardwebhooks.Webhook(secret).verify(request.body, request.headers) == (
+            json.loads(request.body)
+        )
+        verify(request.body, request.headers, secret)
+        assert request.headers["webhook-id"] == str(delivery_id)
         assert request.headers["Content-Type"] == "application/json"
         assert request.headers["Conveyor-Event"] == "task.cancelled"
         assert request.path == "/hook"
@@ -308,6 +316,10 @@ async def test_during_a_rotation_both_secrets_sign(
     verify(request.body, header, old)  # a receiver not yet switched
     verify(request.body, header, rotated.secret)  # a receiver already switched
     verify(request.body, header, [rotated.secret, old])
+    assert request.headers["webhook-signature"].count("v1,") == 2
+    standardwebhooks.Webhook(old).verify(request.body, request.headers)
+    standardwebhooks.Webhook(rotated.secret).verify(request.body, request.headers)
+    verify(request.body, request.headers, old)
 
 
 async def test_refused_targets_fail_at_once_without_a_request(
@@ -468,6 +480,40 @@ def test_the_server_signature_verifies_with_the_client_helper() -> None:
     verify(BODY, header, "s3cret")
     verify(BODY.decode(), header, ["other", "s3cret"])
     assert sign(BODY, "s3cret", now) == header
+
+
+SECRET = "whsec_" + "ab12" * 16  # the shape new_webhook_secret makes
+
+
+def test_standard_headers_verify_with_the_standardwebhooks_package_and_the_client() -> None:
+    headers = sign_standard(BODY, SECRET, "d-1")
+    assert headers["webhook-signature"].startswith("v1,")
+    assert standardwebhooks.Webhook(SECRET).verify(BODY, headers) == json.loads(BODY)
+    verify(BODY, headers, SECRET)
+    verify(BODY, {k.title(): v for k, v in headers.items()}, ["whsec_other", SECRET])
+    # The package signs the same bytes: its signature verifies with the client helper.
+    theirs = standardwebhooks.Webhook(SECRET).sign("d-2", datetime.now(UTC), BODY)
+    now = str(int(time.time()))
+    verify(
+        BODY, {"webhook-id": "d-2", "webhook-timestamp": now, "webhook-signature": theirs}, SECRET
+    )
+
+
+def test_standard_headers_refuse_a_tampered_body_another_id_or_an_old_timestamp() -> None:
+    headers = sign_standard(BODY, SECRET, "d-1")
+    with pytest.raises(SignatureMismatchError):
+        verify(BODY.replace(b"succeeded", b"failed"), headers, SECRET)
+    with pytest.raises(SignatureMismatchError):
+        verify(BODY, {**headers, "webhook-id": "d-9"}, SECRET)
+    with pytest.raises(SignatureMismatchError):
+        verify(BODY, headers, "whsec_" + "cd34" * 16)
+    old = sign_standard(BODY, SECRET, "d-1", int(time.time()) - 3600)
+    with pytest.raises(TimestampOutOfToleranceError):
+        verify(BODY, old, SECRET)
+    with pytest.raises(MalformedSignatureError):
+        verify(BODY, {**headers, "webhook-timestamp": "soon"}, SECRET)
+    # Without the Standard Webhooks headers, a mapping falls back to Conveyor-Signature.
+    verify(BODY, {"Conveyor-Signature": sign(BODY, SECRET)}, SECRET)
 
 
 def test_a_tampered_body_is_refused() -> None:

@@ -41,9 +41,7 @@ PROJECT = "default"
 RETRY: dict[str, Any] = {"max_attempts": 50, "backoff": "fixed", "initial_backoff": 0.2}
 BATCH = 500
 
-PROCESSES_PENDING = (
-    "needs `conveyor serve --processes` (issue #17, engineer dispatch), not on main yet"
-)
+PROCESSES_PENDING = "needs `conveyor serve --processes` (issue #17), which this server lacks"
 
 
 @dataclass(frozen=True)

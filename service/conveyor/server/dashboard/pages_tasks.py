@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from conveyor.server.dashboard import pages_task_list
 from conveyor.server.dashboard.web import View, back
-from conveyor.v1 import command_pb2, event_pb2, task_pb2, task_service_pb2
+from conveyor.v1 import command_pb2, enums_pb2, event_pb2, task_pb2, task_service_pb2
 
 TIMELINE_LIMIT = 500
 
@@ -56,11 +56,17 @@ def _nest(tasks: list[task_pb2.Task]) -> list[dict[str, Any]]:
 
 
 async def cancel(view: View) -> Response:
-    await view.call(
+    task = await view.call(
         view.api.tasks.CancelTask,
         task_service_pb2.CancelTaskRequest(name=_name(view), reason=view.form.get("reason", "")),
     )
-    return back(view, view.request.url.path.rsplit("/", 1)[0], "Task cancelled.")
+    # A running task is only asked to stop: its worker learns it at its next heartbeat.
+    notice = (
+        "Cancel requested: the worker stops the task at its next heartbeat."
+        if task.state == enums_pb2.TASK_STATE_RUNNING
+        else "Task cancelled."
+    )
+    return back(view, view.request.url.path.rsplit("/", 1)[0], notice)
 
 
 async def approve(view: View) -> Response:

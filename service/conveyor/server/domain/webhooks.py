@@ -8,6 +8,11 @@ Signature: `Conveyor-Signature: t=<unix seconds>,v1=<hex HMAC-SHA-256(secret, t 
 body)>`; while a rotation's grace period runs, a second `v1=` signs with the previous
 secret, so receivers that still hold the old one keep verifying.
 `conveyor.client.webhooks.verify` checks it.
+
+Every delivery also carries the Standard Webhooks headers (webhook-id, webhook-timestamp,
+webhook-signature `v1,<base64>` over `id.timestamp.body`, one per secret), keyed the way
+the Standard Webhooks libraries read a `whsec_` secret, so a receiver's stock verifier
+accepts it. The signing code is the client's, so sender and verifier cannot drift.
 """
 
 from __future__ import annotations
@@ -17,9 +22,16 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from conveyor.client.webhooks import sign_standard
 from conveyor.server.domain.retry_policy import exponential_step
 
-__all__ = ["SIGNATURE_HEADER", "WEBHOOK_ID_HEADER", "WebhookPolicy", "signature_header"]
+__all__ = [
+    "SIGNATURE_HEADER",
+    "WEBHOOK_ID_HEADER",
+    "WebhookPolicy",
+    "signature_header",
+    "standard_headers",
+]
 
 SIGNATURE_HEADER = "Conveyor-Signature"
 WEBHOOK_ID_HEADER = "Conveyor-Webhook-Id"
@@ -60,3 +72,10 @@ def signature_header(secrets: Iterable[str], timestamp: int, body: bytes) -> str
     parts = [f"t={timestamp}"]
     parts += [f"v1={sign(secret, timestamp, body)}" for secret in secrets if secret]
     return ",".join(parts)
+
+
+def standard_headers(
+    secrets: Iterable[str], msg_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """webhook-id, webhook-timestamp and webhook-signature (current secret first)."""
+    return sign_standard(body, [secret for secret in secrets if secret], msg_id, timestamp)

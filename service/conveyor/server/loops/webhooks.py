@@ -8,7 +8,8 @@ error, duration) with an event that ListEvents and WatchEvents show. An attempt 
 
 (proto field names) to the address the SSRF guard checked, with Conveyor-Signature,
 Conveyor-Webhook-Id (the same on every attempt), Conveyor-Event and
-Conveyor-Webhook-Attempt headers, a total timeout, and no redirects followed (a 3xx is
+Conveyor-Webhook-Attempt headers, the Standard Webhooks headers (webhook-id,
+webhook-timestamp, webhook-signature), a total timeout, and no redirects followed (a 3xx is
 a failed attempt). The body is fixed by the first attempt so every retry sends the same
 bytes. The outbox trigger NOTIFYs `conveyor_webhooks` and the listener pokes the loop,
 so a delivery starts within milliseconds; the interval is the backstop.
@@ -33,6 +34,7 @@ from conveyor.server.domain.webhooks import (
     WEBHOOK_ID_HEADER,
     WebhookPolicy,
     signature_header,
+    standard_headers,
 )
 from conveyor.server.domain.webhooks_guard import Refused, WebhookGuard
 from conveyor.server.logging import get_logger
@@ -212,14 +214,17 @@ class WebhookLoop(PeriodicLoop):
         target = await self.guard.check(row.url)
         content = body.encode()
         secrets = [row.secret] + ([row.previous_secret] if row.previous_secret else [])
+        timestamp = int(self._clock())
         headers = {
             "Host": target.host_header,
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            SIGNATURE_HEADER: signature_header(secrets, int(self._clock()), content),
+            SIGNATURE_HEADER: signature_header(secrets, timestamp, content),
             WEBHOOK_ID_HEADER: str(row.id),
             "Conveyor-Event": row.event_type,
             "Conveyor-Webhook-Attempt": str(row.attempt),
+            # Standard Webhooks: webhook-id is the delivery's, the same on every attempt.
+            **standard_headers(secrets, str(row.id), timestamp, content),
         }
         extensions: dict[str, Any] = {}
         if target.server_name is not None:

@@ -92,6 +92,15 @@ def _shutting_down() -> errors.Unavailable:
     )
 
 
+class _Status(grpc.Status):
+    """A status whose trailers we extend."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Any) -> None:
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing_metadata
+
+
 class ConveyorInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
@@ -177,6 +186,7 @@ class _Wrapped:
     def _begin(self) -> float:
         structlog.contextvars.clear_contextvars()
         self.request_id = _request_id(self.metadata)
+        self.echoed = False
         structlog.contextvars.bind_contextvars(request_id=self.request_id, method=self.method)
         if self.ctx is not None:
             self.ctx.in_flight.enter()
@@ -186,6 +196,13 @@ class _Wrapped:
         """The call's request id (the caller's x-request-id, or one made up) goes back in
         the initial metadata, so a caller can quote it for the server's log lines."""
         await context.send_initial_metadata((("x-request-id", self.request_id),))
+        self.echoed = True
+
+    async def _admitted_echo(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Streams send their headers only once admitted: the REST gateway takes headers
+        before any message as "accepted" and answers 200, so a refusal must not send
+        them first (it would race its own status)."""
+        await self._echo_request_id(context)
 
     def _end(self) -> None:
         if self.ctx is not None:
@@ -219,6 +236,14 @@ class _Wrapped:
                 error = errors.Internal("internal error; see the server log for the request id")
         status = to_grpc_status(error)
         self._done(status.code, started, stream=False, reason=error.reason)
+        if not self.echoed:
+            # A refused stream sent no headers (see _admitted_echo): its request id
+            # travels in the trailers, with the status.
+            status = _Status(
+                status.code,
+                status.details,
+                (*status.trailing_metadata, ("x-request-id", self.request_id)),
+            )
         await context.abort_with_status(status)
 
     def _done(self, code: grpc.StatusCode, started: float, *, stream: bool, **extra: Any) -> None:
@@ -255,9 +280,9 @@ class _Wrapped:
         ) -> AsyncIterator[Any]:
             started = self._begin()
             try:
-                await self._echo_request_id(context)
                 self._open()
                 request = await self._admit(raw)
+                await self._admitted_echo(context)
                 async for response in behavior(request, context):
                     yield response
             except grpc.aio.AbortError:
@@ -293,10 +318,11 @@ class _Wrapped:
         ) -> Any:
             started = self._begin()
             try:
-                await self._echo_request_id(context)
                 self._open()
                 await self.authenticator.authenticate(self.metadata)
-                response = await behavior(await self._first_admitted(requests), context)
+                admitted = await self._first_admitted(requests)
+                await self._admitted_echo(context)
+                response = await behavior(admitted, context)
             except grpc.aio.AbortError:
                 raise
             except Exception as error:
@@ -315,12 +341,13 @@ class _Wrapped:
         ) -> AsyncIterator[Any]:
             started = self._begin()
             try:
-                await self._echo_request_id(context)
                 self._open()
                 # Authenticate before reading anything, so a keyless client is
                 # refused even if it never sends.
                 await self.authenticator.authenticate(self.metadata)
-                async for response in behavior(await self._first_admitted(requests), context):
+                admitted = await self._first_admitted(requests)
+                await self._admitted_echo(context)
+                async for response in behavior(admitted, context):
                     yield response
             except grpc.aio.AbortError:
                 raise
