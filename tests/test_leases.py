@@ -390,7 +390,35 @@ async def test_extend_moves_the_deadline_and_keeps_progress(
     assert extension.lease_expire_time - row.lease_expire_time > timedelta(minutes=9)
     cur = await conn.execute("SELECT progress FROM task_attempts")
     assert await cur.fetchall() == [({"step": 3},)]
-    assert await event_types(conn, row.id) == ["task.started"]  # heartbeats are not stored
+    # Heartbeats are not stored; a reported progress is, as one `task.progress` event.
+    assert await event_types(conn, row.id) == ["task.started", "task.progress"]
+    await leases.extend_one(Heartbeat(ref(row.id), row.lease_id))
+    assert await event_types(conn, row.id) == ["task.started", "task.progress"]
+
+
+async def test_progress_events_are_coalesced_to_one_a_second(
+    pool: Pool, conn: psycopg.AsyncConnection[TupleRow]
+) -> None:
+    await insert_tasks(conn)
+    leases = Leases(pool)
+    (row,) = await leases.take(PROJECT, take())
+    assert row.lease_id is not None
+    beat = Heartbeat(ref(row.id), row.lease_id, progress={"step": 1})
+
+    async def last_event_ago(seconds: float) -> None:
+        await conn.execute(
+            "UPDATE tasks SET progress_event_time = now() - %s * interval '1 second'",
+            (seconds,),
+        )
+
+    await last_event_ago(0.5)  # an event went out half a second ago: this one is held
+    await leases.extend_one(beat)
+    assert await event_types(conn, row.id) == ["task.started"]
+    cur = await conn.execute("SELECT progress, progress_time IS NOT NULL FROM tasks")
+    assert await cur.fetchall() == [({"step": 1}, True)]  # the task still has the latest
+    await last_event_ago(1)  # a second has passed: the next report is an event
+    await leases.extend_one(Heartbeat(ref(row.id), row.lease_id, progress={"step": 2}))
+    assert await event_types(conn, row.id) == ["task.started", "task.progress"]
 
 
 async def test_settle_completes_many_and_leases_the_next_in_one_call(

@@ -614,8 +614,8 @@ class _TaskViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskView.Val
     TASK_VIEW_UNSPECIFIED: _TaskView.ValueType  # 0
     """The default: TASK_VIEW_FULL."""
     TASK_VIEW_BASIC: _TaskView.ValueType  # 1
-    """Every field but input and result, the two that can be large (up to 1 MiB each):
-    a page of 5000 basic tasks stays small.
+    """Every field but input, result and progress, the ones that can be large (up to
+    1 MiB each): a page of 5000 basic tasks stays small.
     """
     TASK_VIEW_FULL: _TaskView.ValueType  # 2
     """Every field."""
@@ -626,8 +626,8 @@ class TaskView(_TaskView, metaclass=_TaskViewEnumTypeWrapper):
 TASK_VIEW_UNSPECIFIED: TaskView.ValueType  # 0
 """The default: TASK_VIEW_FULL."""
 TASK_VIEW_BASIC: TaskView.ValueType  # 1
-"""Every field but input and result, the two that can be large (up to 1 MiB each):
-a page of 5000 basic tasks stays small.
+"""Every field but input, result and progress, the ones that can be large (up to
+1 MiB each): a page of 5000 basic tasks stays small.
 """
 TASK_VIEW_FULL: TaskView.ValueType  # 2
 """Every field."""

@@ -193,9 +193,9 @@ class ListTasksRequest(_message.Message):
     order_by: _builtins.str
     """`create_time` (default), `create_time desc`, `priority` or `priority desc`."""
     view: _enums_pb2.TaskView.ValueType
-    """How much of each task to return: TASK_VIEW_BASIC leaves out input and result;
-    unset means TASK_VIEW_FULL. A page stops early (with a next_page_token) before
-    it would pass 63 MiB, so full pages of large tasks may hold fewer than page_size.
+    """How much of each task to return: TASK_VIEW_BASIC leaves out input, result and
+    progress; unset means TASK_VIEW_FULL. A page stops early (with a next_page_token)
+    before it would pass 63 MiB, so full pages of large tasks may hold fewer than page_size.
     """
     @_builtins.property
     def filter(self) -> _task_pb2.TaskFilter:

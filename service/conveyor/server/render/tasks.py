@@ -189,11 +189,16 @@ def fill_task(task: task_pb2.Task, row: TaskRow) -> None:
         approval.approved = bool(row.approved)
         approval.comment = row.approval_comment or ""
         set_timestamp(approval.decide_time, row.decide_time)
+    if row.progress is not None:
+        task.progress.SetInParent()
+        task.progress.update(row.progress)
+    if row.progress_time is not None:
+        set_timestamp(task.progress_time, row.progress_time)
 
 
 def basic_row(row: TaskRow) -> TaskRow:
-    """The row as TASK_VIEW_BASIC shows it: without input and result (AIP-157)."""
-    return replace(row, input=None, result=None)
+    """The row as TASK_VIEW_BASIC shows it: without input, result and progress (AIP-157)."""
+    return replace(row, input=None, result=None, progress=None)
 
 
 def task_message(

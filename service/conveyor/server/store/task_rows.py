@@ -53,6 +53,10 @@ class TaskRow:
     approved: bool | None = None
     approval_comment: str = ""
     decide_time: datetime | None = None
+    progress: dict[str, Any] | None = None
+    progress_time: datetime | None = None
+    progress_event_time: datetime | None = None
+    execution_timeout_ms: int | None = None
 
     @property
     def name(self) -> str:

@@ -1,0 +1,92 @@
+"""Task.progress: what a running handler reports, on the task and as coalesced events."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from datetime import timedelta
+
+from test_worker_sdk import clients, running, wait_for  # type: ignore[import-not-found]
+
+from conveyor.client import AsyncClient, TaskContext, Worker
+from conveyor.server.app import ConveyorServer
+from conveyor.v1 import enums_pb2, task_service_pb2
+
+S = enums_pb2
+
+
+async def test_sdk_progress_shows_on_the_task_list_and_events(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    go_on = threading.Event()
+    async with clients(server, keys) as (ops, work):
+        worker = Worker(work)
+
+        @worker.task("render")
+        def render(ctx: TaskContext) -> str:
+            ctx.report_progress({"step": "rendering", "pct": 40})
+            go_on.wait(30)
+            return "done"
+
+        async with running(worker):
+            task = await ops.create_task("render", lease_duration=timedelta(seconds=1))
+            deadline = time.monotonic() + 15
+            while not (seen := await ops.get_task(task.name)).HasField("progress"):
+                assert time.monotonic() < deadline, "no progress shown"
+                await asyncio.sleep(0.02)
+            assert dict(seen.progress) == {"step": "rendering", "pct": 40}
+            assert seen.state == S.TASK_STATE_RUNNING and seen.progress_time.seconds > 0
+            assert dict(seen.attempts[0].progress) == {"step": "rendering", "pct": 40}
+
+            full, basic = [
+                (
+                    await ops.tasks.ListTasks(
+                        task_service_pb2.ListTasksRequest(parent="projects/alpha", view=view)
+                    )
+                ).tasks[0]
+                for view in (S.TASK_VIEW_FULL, S.TASK_VIEW_BASIC)
+            ]
+            assert dict(full.progress) == {"step": "rendering", "pct": 40}
+            assert not basic.HasField("progress") and basic.progress_time.seconds > 0
+
+            go_on.set()
+            done = await wait_for(ops, task.name, [S.TASK_STATE_SUCCEEDED])
+            assert dict(done.progress) == {"step": "rendering", "pct": 40}
+
+        events = [e async for e in ops.list_events(tasks=[task.name])]
+        progress = [e for e in events if e.type == "task.progress"]
+        assert len(progress) == 1
+        assert dict(progress[0].data["progress"]) == {"step": "rendering", "pct": 40}
+        assert dict(progress[0].task.progress) == {"step": "rendering", "pct": 40}
+        # The task's snapshot on its other events shows the progress too (the row now).
+        succeeded = next(e for e in events if e.type == "task.succeeded")
+        assert dict(succeeded.task.progress) == {"step": "rendering", "pct": 40}
+
+
+async def test_a_chatty_handler_gets_at_most_one_event_per_second(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    async with (
+        AsyncClient(server.grpc_target, api_key=keys["operator"], project="alpha") as ops,
+        AsyncClient(server.grpc_target, api_key=keys["worker"], project="alpha") as w,
+    ):
+        task = await ops.create_task("chatty", queue="chat")
+        (lease,) = await w.lease_tasks(["chat"], worker="w-1", wait_timeout=1)
+        before = [e.id async for e in ops.list_events(tasks=[task.name])]
+        watch = ops.watch_events(types=["task.progress"], tasks=[task.name], after=before[-1])
+        first = asyncio.ensure_future(anext(watch))
+        started = time.monotonic()
+        for i in range(40):
+            await w.extend_lease(task.name, lease.lease_id, progress={"i": i})
+        elapsed = time.monotonic() - started
+        # The first report is an event at once (the watcher sees it live).
+        event = await asyncio.wait_for(first, 15)
+        assert event.type == "task.progress" and dict(event.task.progress) == {"i": 0}
+        await watch.aclose()
+        # The task always holds the latest report; the log holds one per second at most.
+        latest = await ops.get_task(task.name)
+        assert dict(latest.progress) == {"i": 39}
+        events = [e async for e in ops.list_events(types=["task.progress"], tasks=[task.name])]
+        assert 1 <= len(events) <= math.ceil(elapsed) + 1 < 40
