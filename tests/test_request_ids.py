@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import grpc
 import httpx
+import psycopg
 import pytest
 import pytest_asyncio
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from conveyor.server.app import ConveyorServer
+from conveyor.server.loops.retention import RetentionLoop
 from conveyor.v1 import (
     enums_pb2,
     event_pb2,
@@ -181,3 +184,15 @@ async def test_concurrent_retries_make_one_resource(channel: grpc.aio.Channel, m
     create = creators(channel, md)["schedule"]
     made = await asyncio.gather(*(create("together", "same") for _ in range(5)))
     assert len({identity(m) for m in made}) == 1
+
+
+async def test_retention_forgets_old_request_ids(
+    server: ConveyorServer, channel: grpc.aio.Channel, md: Any, database_url: str
+) -> None:
+    create = creators(channel, md)["event"]
+    await create("old-id", "one")
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute("UPDATE request_ids SET create_time = now() - interval '8 days'")
+    await RetentionLoop(server.context.pool, timedelta(days=7)).run_once()
+    again = await create("old-id", "two")  # forgotten: a new event, not REQUEST_ID_REUSED
+    assert again.subject == "two"

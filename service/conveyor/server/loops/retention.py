@@ -1,4 +1,5 @@
-"""The retention loop: deletes events (and finished webhook deliveries) past their age.
+"""The retention loop: deletes events (and finished webhook deliveries, and the request
+ids of creates other than CreateTask) past their age.
 
 Safe on N replicas: each pass deletes in small batches, each its own short transaction
 whose rows are chosen with FOR UPDATE SKIP LOCKED, so replicas pruning at once share the
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from conveyor.server.loops.periodic import PeriodicLoop
 from conveyor.server.store import event_rows as event_store
+from conveyor.server.store import request_ids as request_id_store
 from conveyor.server.store import webhooks as webhook_store
 from conveyor.server.store.db import Pool
 
@@ -40,5 +42,8 @@ class RetentionLoop(PeriodicLoop):
                 if count < self._batch:
                     break
             while await webhook_store.prune(conn, cutoff, self._batch) >= self._batch:
+                pass
+            # A retry past the retention gets a new resource, as AIP-155 allows.
+            while await request_id_store.prune(conn, cutoff, self._batch) >= self._batch:
                 pass
         return deleted

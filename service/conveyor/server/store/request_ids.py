@@ -5,13 +5,14 @@ transaction, so a claim commits or rolls back with the resource it made."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 
 from conveyor.server.store import sql
 
-__all__ = ["Earlier", "claim", "earlier", "set_resource"]
+__all__ = ["Earlier", "claim", "earlier", "prune", "set_resource"]
 
 _SQL = sql.load_blocks("request_ids")
 
@@ -44,6 +45,12 @@ async def earlier(
     cur = await conn.execute(_SQL["get"], _key(project, method, request_id))
     row = await cur.fetchone()
     return Earlier(row[0], row[1]) if row is not None else None
+
+
+async def prune(conn: AsyncConnection[Any], cutoff: datetime, limit: int) -> int:
+    """Forgets up to `limit` request ids claimed before `cutoff`; returns how many."""
+    cur = await conn.execute(_SQL["prune"], {"cutoff": cutoff, "limit": limit})
+    return cur.rowcount
 
 
 async def set_resource(

@@ -1059,6 +1059,8 @@ CREATE TABLE request_ids (
     create_time timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (project, method, request_id)
 );
+-- The retention loop forgets request ids as it forgets events (request_id_prune.sql).
+CREATE INDEX request_ids_create_time_idx ON request_ids (create_time);
 
 -- Dashboard sign-ins: an API key exchanged for a session cookie. Like keys, only SHA-256
 -- of the session's 256-bit secret is stored. Deleting the key ends its sessions; signing

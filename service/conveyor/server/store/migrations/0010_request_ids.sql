@@ -19,3 +19,5 @@ CREATE TABLE request_ids (
     create_time timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (project, method, request_id)
 );
+-- The retention loop forgets request ids as it forgets events (request_id_prune.sql).
+CREATE INDEX request_ids_create_time_idx ON request_ids (create_time);

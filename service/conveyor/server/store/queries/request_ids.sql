@@ -12,6 +12,21 @@ RETURNING true;
 SELECT request_hash, resource FROM request_ids
 WHERE project = %(project)s AND method = %(method)s AND request_id = %(request_id)s;
 
+-- name: prune
+-- One batch of request ids older than the cutoff (SKIP LOCKED: replicas share the work).
+WITH doomed AS (
+    SELECT project, method, request_id
+    FROM request_ids
+    WHERE create_time < %(cutoff)s
+    ORDER BY create_time
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM request_ids r
+USING doomed
+WHERE r.project = doomed.project AND r.method = doomed.method
+  AND r.request_id = doomed.request_id;
+
 -- name: set_resource
 -- The resource the claiming create made (same transaction as the claim).
 UPDATE request_ids SET resource = %(resource)s
