@@ -314,7 +314,7 @@ class ScheduleFilter(_message.Message):
     CREATED_BY_FIELD_NUMBER: _builtins.int
     KINDS_FIELD_NUMBER: _builtins.int
     created_by: _builtins.str
-    """Created by this principal."""
+    """Created by this principal (an API key name), or `me` for the calling key."""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_enums_pb2.ScheduleState.ValueType]:
         """Any of these states."""

@@ -88,6 +88,7 @@ class Task(_message.Message):
     APPROVAL_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     PROGRESS_TIME_FIELD_NUMBER: _builtins.int
+    CREATOR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `projects/{project}/tasks/{task}`; the task id is a UUIDv7
     (time-ordered) chosen by the server.
@@ -140,6 +141,11 @@ class Task(_message.Message):
     """Output only. CancelTask was called while it ran; the worker is told."""
     approval_timeout_action: _enums_pb2.ApprovalAction.ValueType
     """Immutable. What happens when approval_timeout passes."""
+    creator: _builtins.str
+    """Output only. Who created it: the name of the API key that called CreateTask
+    or BatchCreateTasks (`projects/{project}/apiKeys/{key}`), or the name of the
+    schedule that fired it. Empty for tasks created before it was recorded.
+    """
     @_builtins.property
     def input(self) -> _struct_pb2.Value:
         """The input handed to the handler: any JSON value, up to 1 MiB."""
@@ -265,10 +271,11 @@ class Task(_message.Message):
         approval: Global___Approval | None = ...,
         progress: _struct_pb2.Struct | None = ...,
         progress_time: _timestamp_pb2.Timestamp | None = ...,
+        creator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "approval_timeout", b"approval_timeout", "create_time", b"create_time", "dedupe_policy", b"dedupe_policy", "end_time", b"end_time", "error", b"error", "input", b"input", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "progress_time", b"progress_time", "result", b"result", "retry_policy", b"retry_policy", "run_duration", b"run_duration", "schedule_time", b"schedule_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "approval_timeout", b"approval_timeout", "approval_timeout_action", b"approval_timeout_action", "attempt", b"attempt", "attempts", b"attempts", "blocked_reason", b"blocked_reason", "callback_url", b"callback_url", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "correlation_id", b"correlation_id", "create_time", b"create_time", "dedupe_policy", b"dedupe_policy", "end_time", b"end_time", "error", b"error", "input", b"input", "kind", b"kind", "labels", b"labels", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "name", b"name", "parent_task", b"parent_task", "priority", b"priority", "progress", b"progress", "progress_time", b"progress_time", "queue", b"queue", "requires_approval", b"requires_approval", "result", b"result", "resume_token", b"resume_token", "retry_policy", b"retry_policy", "root_task", b"root_task", "run_duration", b"run_duration", "schedule", b"schedule", "schedule_time", b"schedule_time", "start_time", b"start_time", "state", b"state", "state_reason", b"state_reason", "summary", b"summary", "update_time", b"update_time", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "approval_timeout", b"approval_timeout", "approval_timeout_action", b"approval_timeout_action", "attempt", b"attempt", "attempts", b"attempts", "blocked_reason", b"blocked_reason", "callback_url", b"callback_url", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "correlation_id", b"correlation_id", "create_time", b"create_time", "creator", b"creator", "dedupe_policy", b"dedupe_policy", "end_time", b"end_time", "error", b"error", "input", b"input", "kind", b"kind", "labels", b"labels", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "name", b"name", "parent_task", b"parent_task", "priority", b"priority", "progress", b"progress", "progress_time", b"progress_time", "queue", b"queue", "requires_approval", b"requires_approval", "result", b"result", "resume_token", b"resume_token", "retry_policy", b"retry_policy", "root_task", b"root_task", "run_duration", b"run_duration", "schedule", b"schedule", "schedule_time", b"schedule_time", "start_time", b"start_time", "state", b"state", "state_reason", b"state_reason", "summary", b"summary", "update_time", b"update_time", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -518,6 +525,7 @@ class TaskFilter(_message.Message):
     SEARCH_FIELD_NUMBER: _builtins.int
     CREATE_TIME_AFTER_FIELD_NUMBER: _builtins.int
     CREATE_TIME_BEFORE_FIELD_NUMBER: _builtins.int
+    CREATORS_FIELD_NUMBER: _builtins.int
     correlation_id: _builtins.str
     """This correlation id."""
     root_task: _builtins.str
@@ -558,6 +566,12 @@ class TaskFilter(_message.Message):
     def create_time_before(self) -> _timestamp_pb2.Timestamp:
         """Created before this time."""
 
+    @_builtins.property
+    def creators(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Any of these creators (see Task.creator): API key names, schedule names,
+        or `me`, which means the calling key ("your tasks").
+        """
+
     def __init__(
         self,
         *,
@@ -572,10 +586,11 @@ class TaskFilter(_message.Message):
         search: _builtins.str = ...,
         create_time_after: _timestamp_pb2.Timestamp | None = ...,
         create_time_before: _timestamp_pb2.Timestamp | None = ...,
+        creators: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time_after", b"create_time_after", "create_time_before", b"create_time_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_id", b"correlation_id", "create_time_after", b"create_time_after", "create_time_before", b"create_time_before", "kinds", b"kinds", "labels", b"labels", "priorities", b"priorities", "queues", b"queues", "root_task", b"root_task", "search", b"search", "states", b"states", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_id", b"correlation_id", "create_time_after", b"create_time_after", "create_time_before", b"create_time_before", "creators", b"creators", "kinds", b"kinds", "labels", b"labels", "priorities", b"priorities", "queues", b"queues", "root_task", b"root_task", "search", b"search", "states", b"states", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

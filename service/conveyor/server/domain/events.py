@@ -157,12 +157,14 @@ class Events:
         page_size: int,
         page_token: str,
         after: int,
+        *,
+        me: str = "",
     ) -> EventPage:
         project = _project(parent)
         v = Violations()
         size = paging.page_size(page_size)
         after = _after(v, after)
-        matcher = parse_event_filter(v, event_filter, project)
+        matcher = parse_event_filter(v, event_filter, project, me=me)
         v.raise_if_any()
         fingerprint = _fingerprint(project, event_filter, after)
         position = after
@@ -202,12 +204,12 @@ class Events:
                     return matched, position, True
 
     def watch(
-        self, parent: str, event_filter: event_pb2.EventFilter, after: int
+        self, parent: str, event_filter: event_pb2.EventFilter, after: int, *, me: str = ""
     ) -> AsyncIterator[list[EventRow] | Position]:
         """Validates a watch and returns its stream (see streams.hub.EventHub.watch)."""
         project = _project(parent)
         v = Violations()
         after = _after(v, after)
-        matcher = parse_event_filter(v, event_filter, project)
+        matcher = parse_event_filter(v, event_filter, project, me=me)
         v.raise_if_any()
         return self._hub.watch(project, matcher, after)

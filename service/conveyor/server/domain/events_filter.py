@@ -40,6 +40,7 @@ class TaskMatch:
     queues: frozenset[str] = frozenset()
     workers: frozenset[str] = frozenset()
     correlation_id: str | None = None
+    creators: frozenset[str] = frozenset()
     root_task: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
     search: str | None = None  # lower case
@@ -58,6 +59,8 @@ class TaskMatch:
         if self.workers and task.get("worker") not in self.workers:
             return False
         if self.correlation_id is not None and task.get("correlation_id") != self.correlation_id:
+            return False
+        if self.creators and task.get("creator") not in self.creators:
             return False
         if self.root_task is not None and task.get("root_task") != self.root_task:
             return False
@@ -142,10 +145,10 @@ def _subjects(v: Violations, tasks: Sequence[str], project: str) -> frozenset[st
     return frozenset(subjects)
 
 
-def _task_match(v: Violations, task_filter: Any, project: str) -> TaskMatch | None:
+def _task_match(v: Violations, task_filter: Any, project: str, me: str) -> TaskMatch | None:
     if task_filter.ByteSize() == 0:
         return None
-    query = task_list.parse_filter(v, task_filter, project, "filter.task_filter")
+    query = task_list.parse_filter(v, task_filter, project, "filter.task_filter", me=me)
     return TaskMatch(
         states=frozenset(query.states),
         priorities=frozenset(query.priorities),
@@ -153,6 +156,7 @@ def _task_match(v: Violations, task_filter: Any, project: str) -> TaskMatch | No
         queues=frozenset(query.queues),
         workers=frozenset(query.workers),
         correlation_id=query.correlation_id,
+        creators=frozenset(query.creators),
         root_task=str(query.root_task) if query.root_task is not None else None,
         labels=tuple(sorted(query.labels.items())),
         search=task_filter.search.lower() if task_filter.search else None,
@@ -162,14 +166,20 @@ def _task_match(v: Violations, task_filter: Any, project: str) -> TaskMatch | No
 
 
 def parse_event_filter(
-    v: Violations, event_filter: event_pb2.EventFilter, project: str
+    v: Violations, event_filter: event_pb2.EventFilter, project: str, *, me: str = ""
 ) -> EventMatcher:
-    """The matcher of a request's filter; bad fields are added to `v`."""
+    """The matcher of a request's filter; bad fields are added to `v`.
+
+    `me` is the calling key's name, which `task_filter.creators: ["me"]` stands for.
+    """
     exact, patterns = _types(v, list(event_filter.types))
     subjects = _subjects(v, list(event_filter.tasks), project)
-    task = _task_match(v, event_filter.task_filter, project)
+    task = _task_match(v, event_filter.task_filter, project, me)
     digest = hashlib.sha256(project.encode() + b"\0")
     digest.update(event_filter.SerializeToString(deterministic=True))
+    if task is not None and task.creators:
+        # `me` differs per caller: the key (which shares matchers) must too.
+        digest.update(b"\0" + "\0".join(sorted(task.creators)).encode())
     return EventMatcher(
         key=digest.hexdigest()[:32],
         exact_types=exact,

@@ -81,14 +81,17 @@ class Exporter:
         file_format: enums_pb2.ExportFormat.ValueType,
         fields: Sequence[str],
         view: enums_pb2.TaskView.ValueType = enums_pb2.TASK_VIEW_UNSPECIFIED,
+        *,
+        me: str = "",
     ) -> AsyncIterator[tuple[str, bytes]]:
         """(content type, bytes) chunks; the first chunk always comes, maybe empty.
 
         TASK_VIEW_BASIC leaves out the input and result columns (and never reads them
-        into a message); naming one in `fields` with it is INVALID_ARGUMENT."""
+        into a message); naming one in `fields` with it is INVALID_ARGUMENT. `me` is the
+        calling key's name, which `creators: ["me"]` stands for."""
         project = names.parse(parent, "parent").project
         v = Violations()
-        query = task_list.parse_filter(v, task_filter, project)
+        query = task_list.parse_filter(v, task_filter, project, me=me)
         columns: list[Column] = []
         try:
             columns = parse_fields(fields)

@@ -177,8 +177,16 @@ class Schedules:
             return row, await schedule_store.recent_runs(conn, parsed.project, parsed.id)
 
     async def list_page(
-        self, parent: str, filter: schedule_pb2.ScheduleFilter, size: int, token: str
+        self,
+        parent: str,
+        filter: schedule_pb2.ScheduleFilter,
+        size: int,
+        token: str,
+        *,
+        me: str = "",
     ) -> tuple[list[ScheduleRow], str]:
+        """A page of schedules; `me` is the calling key, which `created_by: "me"` names."""
+        created_by = me if filter.created_by == "me" and me else filter.created_by
         project = names.parse(parent, "parent").project
         limit = paging.page_size(size)
         after = str(paging.decode_token(token, ("id",))["id"]) if token else ""
@@ -192,7 +200,7 @@ class Schedules:
                     enum_name(enums_pb2.ScheduleState, s, "SCHEDULE_STATE_") for s in filter.states
                 ],
                 kinds=[schedule_kind(k) for k in filter.kinds],
-                created_by=filter.created_by,
+                created_by=created_by,
             )
         next_token = paging.encode_token({"id": rows[limit - 1].id}) if len(rows) > limit else ""
         return rows[:limit], next_token

@@ -168,7 +168,7 @@ class TaskCommands:
         v = Violations()
         if not 1 <= request.max <= MAX_BATCH_RETRY:
             v.add("max", f"must be between 1 and {MAX_BATCH_RETRY}")
-        query = task_list.parse_filter(v, request.filter, project)
+        query = task_list.parse_filter(v, request.filter, project, me=principal.key_name)
         key = check_idempotency_key(v, request.idempotency_key)
         v.raise_if_any()
         wanted = [s for s in (query.states or _RETRYABLE) if s in _RETRYABLE]

@@ -163,6 +163,7 @@ def new_task(
     prefix: str = "",
     schedule: str = "",
     request_hash: str | None = None,
+    creator: str = "",
 ) -> NewTask:
     """The row for a new task, or InvalidArgument listing every bad field.
 
@@ -309,6 +310,7 @@ def new_task(
         create_time=create_time,
         dedupe=dedupe,
         request_hash=request_hash if request_id else None,
+        creator=creator or schedule,
     )
 
 

@@ -35,6 +35,7 @@ ORDERS: dict[str, Order] = {
 PRIORITY_NAMES = {"critical": 1, "high": 3, "normal": 5, "low": 7}
 MAX_VALUES = 1000
 MAX_SEARCH = 200
+ME = "me"  # in TaskFilter.creators: the calling key
 _TOKEN_FIELDS = ("id", "fp")
 
 
@@ -62,10 +63,31 @@ def _many(v: Violations, values: list[str], field_path: str) -> list[str]:
     return values
 
 
+def _creators(v: Violations, values: list[str], field_path: str, me: str) -> list[str]:
+    """The creators to match, with `me` replaced by the calling key's name."""
+    creators: list[str] = []
+    for value in _many(v, values, field_path):
+        if value == ME:
+            if not me:
+                v.add(field_path, "`me` needs a calling API key")
+                continue
+            value = me
+        creators.append(value)
+    return creators
+
+
 def parse_filter(
-    v: Violations, task_filter: task_pb2.TaskFilter, project: str, field_path: str = "filter"
+    v: Violations,
+    task_filter: task_pb2.TaskFilter,
+    project: str,
+    field_path: str = "filter",
+    *,
+    me: str = "",
 ) -> TaskQuery:
-    """The conditions of a TaskFilter (limit and order left at their defaults)."""
+    """The conditions of a TaskFilter (limit and order left at their defaults).
+
+    `me` is the calling key's name, which `creators: ["me"]` stands for.
+    """
     states: list[str] = []
     for state in task_filter.states:
         if state == enums_pb2.TASK_STATE_UNSPECIFIED or state not in enums_pb2.TaskState.values():
@@ -134,6 +156,7 @@ def parse_filter(
         queues=_many(v, list(task_filter.queues), f"{field_path}.queues"),
         workers=workers,
         correlation_id=task_filter.correlation_id or None,
+        creators=_creators(v, list(task_filter.creators), f"{field_path}.creators", me),
         root_task=root_task,
         labels=labels,
         search=search,
@@ -144,11 +167,14 @@ def parse_filter(
     )
 
 
-def _fingerprint(project: str, order: Order, task_filter: task_pb2.TaskFilter) -> str:
+def _fingerprint(query: TaskQuery, order: Order, task_filter: task_pb2.TaskFilter) -> str:
     digest = hashlib.sha256()
-    digest.update(project.encode())
+    digest.update(query.project.encode())
     digest.update(b"\0" + order.encode() + b"\0")
     digest.update(task_filter.SerializeToString(deterministic=True))
+    # `me` differs per caller: another key's token does not continue this list.
+    if query.creators:
+        digest.update(b"\0" + "\0".join(query.creators).encode())
     return digest.hexdigest()[:16]
 
 
@@ -158,6 +184,8 @@ def query(
     page_size: int,
     page_token: str,
     order_by: str,
+    *,
+    me: str = "",
 ) -> TaskQuery:
     """The TaskQuery of a ListTasks request (it fetches one row more than the page)."""
     project = names.parse(parent, "parent").project
@@ -172,13 +200,13 @@ def query(
     except InvalidArgument as error:
         v.items.extend(error.violations)
         order = "id"
-    parsed = parse_filter(v, task_filter, project)
+    parsed = parse_filter(v, task_filter, project, me=me)
     v.raise_if_any()
     parsed = replace(parsed, limit=limit + 1, order=order)
     if not page_token:
         return parsed
     position = paging.decode_token(page_token, _TOKEN_FIELDS)
-    if position["fp"] != _fingerprint(project, order, task_filter):
+    if position["fp"] != _fingerprint(parsed, order, task_filter):
         raise InvalidArgument.of(
             "page_token", "was made for another filter or order_by; start again without it"
         )
@@ -204,7 +232,7 @@ def token_at(last: TaskRow, query: TaskQuery, task_filter: task_pb2.TaskFilter) 
     """The token of the page that follows `last` (also for a page cut short by size)."""
     position: dict[str, object] = {
         "id": str(last.id),
-        "fp": _fingerprint(query.project, query.order, task_filter),
+        "fp": _fingerprint(query, query.order, task_filter),
     }
     if query.order.startswith("priority"):
         position["p"] = last.priority

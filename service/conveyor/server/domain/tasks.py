@@ -87,7 +87,10 @@ class Tasks:
         self._ids = ids or TaskIds()
         self._worker_seen_within = worker_seen_within
 
-    async def create(self, parent: str, task: task_pb2.Task, request_id: str) -> Created:
+    async def create(
+        self, parent: str, task: task_pb2.Task, request_id: str, *, creator: str = ""
+    ) -> Created:
+        """Creates one task; `creator` is the calling key's name (Task.creator)."""
         project = names.parse(parent, "parent").project
         new = task_input.new_task(
             task,
@@ -95,6 +98,7 @@ class Tasks:
             request_id=request_id,
             ids=self._ids,
             request_hash=task_batches.request_hash(parent, task, request_id),
+            creator=creator,
         )
         if new.dedupe is not None:
             async with self._pool.connection() as conn:
@@ -107,6 +111,7 @@ class Tasks:
         requests: Sequence[task_service_pb2.CreateTaskRequest],
         *,
         atomic: bool,
+        creator: str = "",
     ) -> list[Created | ConveyorError]:
         """One result per request: the created (or first) task, or why it was refused.
 
@@ -139,6 +144,7 @@ class Tasks:
                     request_hash=task_batches.request_hash(
                         parent, request.task, request.request_id
                     ),
+                    creator=creator,
                 )
             except ConveyorError as error:
                 results[i] = error
@@ -222,14 +228,22 @@ class Tasks:
         request: task_service_pb2.ListTasksRequest,
         size_of: Callable[[TaskRow], int] | None = None,
         max_bytes: int = MAX_PAGE_BYTES,
+        *,
+        me: str = "",
     ) -> tuple[list[TaskRow], dict[uuid.UUID, str], str]:
         """A page of tasks, why each waiting one is not running, and the next page token.
 
         With `size_of` (a row's size as the caller sends it), the page stops before its
         rows together pass `max_bytes`, and the token continues after the last one kept.
+        `me` is the calling key's name, which the filter's `creators: ["me"]` stands for.
         """
         query = task_list.query(
-            request.parent, request.filter, request.page_size, request.page_token, request.order_by
+            request.parent,
+            request.filter,
+            request.page_size,
+            request.page_token,
+            request.order_by,
+            me=me,
         )
         async with self._pool.connection() as conn:
             rows, token = task_list.next_token(
@@ -363,7 +377,8 @@ class Tasks:
             ids.append(uuid.UUID(parsed.id))
         query = None
         if task_filter is not None:
-            query = task_list.parse_filter(v, task_filter, project)
+            me = principal.key_name if principal is not None else ""
+            query = task_list.parse_filter(v, task_filter, project, me=me)
         v.raise_if_any()
         terminal = sorted(s.value for s in states.TERMINAL)
         skipped: list[str] = []

@@ -177,6 +177,8 @@ def fill_task(task: task_pb2.Task, row: TaskRow) -> None:
         set_timestamp(task.update_time, row.update_time)
     if row.schedule:
         task.schedule = row.schedule
+    if row.creator:
+        task.creator = row.creator
     if row.cancel_requested:
         task.cancel_requested = True
     if row.approval_timeout_ms is not None:
@@ -263,6 +265,7 @@ def created_message(new: NewTask, inserted: Inserted, source: task_pb2.Task) -> 
         start_time=None,
         end_time=None,
         update_time=inserted.update_time,
+        creator=new.creator,
     )
     task = task_pb2.Task()
     fill_task(task, row)

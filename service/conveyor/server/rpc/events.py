@@ -32,6 +32,7 @@ from conveyor.server.domain.events import KEEPALIVE_TYPE, Events, Position
 from conveyor.server.domain.request_ids import request_hash
 from conveyor.server.render.convert import set_timestamp, timestamp
 from conveyor.server.render.tasks import fill_task
+from conveyor.server.rpc import principal
 from conveyor.server.store.event_rows import EventRow, task_from_snapshot
 from conveyor.server.streams.hub import Closed, Overflowed
 from conveyor.v1 import event_pb2
@@ -95,7 +96,9 @@ class EventServicer:
     async def WatchEvents(
         self, request: event_pb2.WatchEventsRequest, context: Context
     ) -> AsyncIterator[event_pb2.Event]:
-        stream = self._events.watch(request.parent, request.filter, request.after)
+        stream = self._events.watch(
+            request.parent, request.filter, request.after, me=principal.current().key_name
+        )
         last = request.after
         try:
             async for item in stream:
@@ -126,7 +129,12 @@ class EventServicer:
         self, request: event_pb2.ListEventsRequest, context: Context
     ) -> event_pb2.ListEventsResponse:
         page = await self._events.list_page(
-            request.parent, request.filter, request.page_size, request.page_token, request.after
+            request.parent,
+            request.filter,
+            request.page_size,
+            request.page_token,
+            request.after,
+            me=principal.current().key_name,
         )
         return event_pb2.ListEventsResponse(
             events=[event_message(row) for row in page.rows],

@@ -14,6 +14,7 @@ from google.api import httpbody_pb2
 
 from conveyor.server.domain.export import Exporter
 from conveyor.server.render.tasks import task_message
+from conveyor.server.rpc import principal
 from conveyor.server.store.db import Pool
 from conveyor.v1 import task_service_pb2
 
@@ -35,7 +36,12 @@ class ExportServicer:
         # The content type rides on the first chunk only, as HttpBody streams do.
         first = True
         async for content_type, data in self._exporter.export(
-            request.parent, request.filter, request.format, list(request.fields), request.view
+            request.parent,
+            request.filter,
+            request.format,
+            list(request.fields),
+            request.view,
+            me=principal.current().key_name,
         ):
             yield httpbody_pb2.HttpBody(content_type=content_type if first else "", data=data)
             first = False

@@ -62,7 +62,11 @@ class ScheduleServicer:
         self, request: schedule_pb2.ListSchedulesRequest, context: Context
     ) -> schedule_pb2.ListSchedulesResponse:
         rows, token = await self._schedules.list_page(
-            request.parent, request.filter, request.page_size, request.page_token
+            request.parent,
+            request.filter,
+            request.page_size,
+            request.page_token,
+            me=principal.current().key_name,
         )
         return schedule_pb2.ListSchedulesResponse(
             schedules=[schedule_message(r) for r in rows], next_page_token=token

@@ -40,14 +40,19 @@ class TaskServicer:
     async def CreateTask(
         self, request: task_service_pb2.CreateTaskRequest, context: Context
     ) -> task_pb2.Task:
-        created = await self._tasks.create(request.parent, request.task, request.request_id)
+        created = await self._tasks.create(
+            request.parent, request.task, request.request_id, creator=principal.current().key_name
+        )
         return _answer(created, request.task)
 
     async def BatchCreateTasks(
         self, request: task_service_pb2.BatchCreateTasksRequest, context: Context
     ) -> task_service_pb2.BatchCreateTasksResponse:
         results = await self._tasks.batch_create(
-            request.parent, request.requests, atomic=request.atomic
+            request.parent,
+            request.requests,
+            atomic=request.atomic,
+            creator=principal.current().key_name,
         )
         response = task_service_pb2.BatchCreateTasksResponse()
         for item, result in zip(request.requests, results, strict=True):
@@ -77,7 +82,9 @@ class TaskServicer:
             message = built[row.id] = task_message(basic_row(row) if basic else row)
             return message.ByteSize()
 
-        rows, blocked, token = await self._tasks.list_page(request, size_of)
+        rows, blocked, token = await self._tasks.list_page(
+            request, size_of, me=principal.current().key_name
+        )
         tasks = []
         for row in rows:
             message = built[row.id]

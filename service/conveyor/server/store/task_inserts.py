@@ -83,6 +83,7 @@ class NewTask:
     create_time: datetime
     dedupe: Dedupe | None = None  # created one at a time, outside the batcher
     request_hash: str | None = None  # of the create request (domain/request_ids.py)
+    creator: str = ""  # the calling key's name, or the schedule that fired it
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -151,7 +152,8 @@ def _row(item: NewTask, upsert_queue: bool) -> str:
         ]
     )
     request_hash = f'"{item.request_hash}"' if item.request_hash else "null"  # hex: no escaping
-    return f"{head[:-1]},{item.labels},{item.input or 'null'},{request_hash}]"
+    creator = _encode(item.creator)
+    return f"{head[:-1]},{item.labels},{item.input or 'null'},{request_hash},{creator}]"
 
 
 def _params(

@@ -57,6 +57,7 @@ class TaskRow:
     progress_time: datetime | None = None
     progress_event_time: datetime | None = None
     execution_timeout_ms: int | None = None
+    creator: str = ""  # an API key name or a schedule name (0020)
 
     @property
     def name(self) -> str:

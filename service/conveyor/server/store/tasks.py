@@ -66,6 +66,7 @@ class TaskQuery:
     queues: Sequence[str] = ()
     workers: Sequence[str] = ()
     correlation_id: str | None = None
+    creators: Sequence[str] = ()  # "me" already resolved to the calling key's name
     root_task: uuid.UUID | None = None
     labels: dict[str, str] = field(default_factory=dict)
     search: str | None = None  # an ILIKE pattern
@@ -152,6 +153,8 @@ def _compose(query: TaskQuery) -> tuple[pgsql.Composed, dict[str, Any]]:
         use("workers", workers=list(query.workers))
     if query.correlation_id is not None:
         use("correlation_id", correlation_id=query.correlation_id)
+    if query.creators:
+        use("creators", creators=list(query.creators))
     if query.root_task is not None:
         use("root_task", root_task=query.root_task)
     if query.labels:

@@ -21,7 +21,8 @@ WITH item AS (
         (r ->> 18)::uuid AS parent_task, r ->> 19 AS callback_url, r ->> 20 AS resume_token,
         r ->> 21 AS schedule, r ->> 22 AS request_id, (r ->> 23)::timestamptz AS create_time,
         (r ->> 24)::boolean AS upsert_queue, r -> 25 AS labels,
-        nullif(r -> 26, 'null'::jsonb) AS input, r ->> 27 AS request_hash
+        nullif(r -> 26, 'null'::jsonb) AS input, r ->> 27 AS request_hash,
+        r ->> 28 AS creator
     FROM jsonb_array_elements(%(items)s::jsonb) WITH ORDINALITY AS e (r, ord)
 ),
 checked AS (
@@ -63,7 +64,7 @@ inserted AS (
         schedule_time, lease_duration_ms, concurrency_key, concurrency_limit,
         requires_approval, approval_timeout_ms, approval_timeout_action, correlation_id,
         parent_task, root_task, callback_url, resume_token, schedule, request_id,
-        request_hash, create_time, update_time
+        request_hash, create_time, update_time, creator
     )
     SELECT
         project, id, queue, kind, input, priority, state, labels,
@@ -74,7 +75,7 @@ inserted AS (
         schedule_time, lease_duration_ms, concurrency_key, concurrency_limit,
         requires_approval, approval_timeout_ms, approval_timeout_action, correlation_id,
         parent_task, root_task, callback_url, resume_token, schedule, request_id,
-        request_hash, create_time, now()
+        request_hash, create_time, now(), creator
     FROM insertable
     ORDER BY ord
     ON CONFLICT (project, request_id) WHERE request_id IS NOT NULL DO NOTHING

@@ -23,6 +23,8 @@ AND t.queue = ANY (%(queues)s::text[])
 AND t.worker = ANY (%(workers)s::text[])
 -- name: correlation_id
 AND t.correlation_id = %(correlation_id)s
+-- name: creators
+AND t.creator = ANY (%(creators)s::text[])
 -- name: root_task
 AND t.root_task = %(root_task)s::uuid
 -- name: labels
