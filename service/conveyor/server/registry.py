@@ -86,7 +86,7 @@ class Services:
         # One LISTEN connection per replica, shared by leasing, watchers and webhooks.
         listener = EventListener(ctx.database_url)
         notifier = Notifier(listener)
-        create_batcher.on_ready = notifier.ready
+        create_batcher.on_ready, create_batcher.origin = notifier.ready, notifier.origin
         promoter = Promoter(ctx.pool)
         ctx.loops += [notifier, promoter, Reaper(ctx.pool, on_retry=promoter.poke)]
         ctx.loops += [ApprovalTimeouts(ctx.pool), StatisticsLoop(ctx.pool)]
