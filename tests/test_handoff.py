@@ -135,3 +135,25 @@ async def test_local_hand_off_racing_another_replicas_lease_leases_once(
             "SELECT count(*), count(DISTINCT task_id) FROM task_attempts WHERE project = 'alpha'"
         )
         assert await cur.fetchone() == (rounds, rounds)
+
+
+async def test_the_replica_skips_the_notify_of_a_create_it_handed_off(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    notifier = notifier_of(server)
+    await notifier.wait_listening()
+    inbox: Inbox = asyncio.Queue()
+    async with (
+        grpc.aio.insecure_channel(server.grpc_target) as channel,
+        stream(server.grpc_target, keys["worker"], "w1", inbox),
+    ):
+        created = await create(channel, keys["operator"])
+        _, lease = await next_lease(inbox)
+        assert lease.task.name == created.name
+        # Its NOTIFY comes back through LISTEN and is skipped: the hand-off woke the
+        # stream already, so it does not run a second lease statement for it.
+        async with asyncio.timeout(10):
+            while True:
+                if notifier.own >= 1:
+                    break
+                await asyncio.sleep(0.01)

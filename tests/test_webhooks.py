@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 import standardwebhooks
 from google.protobuf import duration_pb2, field_mask_pb2
+from prometheus_client import REGISTRY
 
 from conveyor.client import AsyncClient
 from conveyor.client.webhooks import (
@@ -37,6 +38,7 @@ from conveyor.server.settings import Settings
 from conveyor.v1 import project_pb2
 
 PARENT = "projects/alpha"
+DELIVERED_METRIC = "conveyor_queue_webhook_deliveries_total"
 FAST = WebhookPolicy(initial_backoff=0.05, max_backoff=0.2, timeout=2.0, lease=5.0)
 
 
@@ -173,11 +175,14 @@ async def test_a_receiver_failing_three_times_gets_four_attempts_with_one_webhoo
     database_url: str,
 ) -> None:
     loop_of(server)
+    labels = {"project": "alpha", "queue": "default", "outcome": "delivered"}
+    delivered_before = REGISTRY.get_sample_value(DELIVERED_METRIC, labels) or 0
     receiver.statuses = [500, 503, 500, 200]
     name = await finish(client, callback_url=receiver.url())
     requests = await receiver.wait_for(4)
     [(delivery_id, state, count, _, status, error)] = await settled(database_url)
     assert (state, count, status, error) == ("DELIVERED", 4, 200, "")
+    assert REGISTRY.get_sample_value(DELIVERED_METRIC, labels) == delivered_before + 1
     assert len(requests) == 4
     assert {r.headers["Conveyor-Webhook-Id"] for r in requests} == {str(delivery_id)}
     assert [r.headers["Conveyor-Webhook-Attempt"] for r in requests] == ["1", "2", "3", "4"]

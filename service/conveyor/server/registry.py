@@ -32,6 +32,7 @@ from conveyor.server.event_wiring import wire_events
 from conveyor.server.loops.approvals import ApprovalTimeouts
 from conveyor.server.loops.command_timeouts import CommandTimeouts
 from conveyor.server.loops.promoter import Promoter
+from conveyor.server.loops.queue_metrics import QueueMetricsLoop
 from conveyor.server.loops.reaper import Reaper
 from conveyor.server.loops.scheduler import SchedulerLoop
 from conveyor.server.loops.statistics import StatisticsLoop
@@ -85,10 +86,11 @@ class Services:
         # One LISTEN connection per replica, shared by leasing, watchers and webhooks.
         listener = EventListener(ctx.database_url)
         notifier = Notifier(listener)
-        create_batcher.on_ready = notifier.ready
+        create_batcher.on_ready, create_batcher.origin = notifier.ready, notifier.origin
         promoter = Promoter(ctx.pool)
         ctx.loops += [notifier, promoter, Reaper(ctx.pool, on_retry=promoter.poke)]
         ctx.loops += [ApprovalTimeouts(ctx.pool), StatisticsLoop(ctx.pool)]
+        ctx.loops.append(QueueMetricsLoop(ctx.pool))
         leases = Leases(ctx.pool, on_retry=promoter.poke)
         task_servicer = TaskServicer(Tasks(ctx.pool, create_batcher, server_key=ctx.server_key))
         firing = ScheduleFiring(ctx.pool, ScheduledTasks(), server_key=ctx.server_key)

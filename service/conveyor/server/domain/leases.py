@@ -23,7 +23,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import names
+from conveyor.server.domain import metrics, names
 from conveyor.server.errors import (
     ConveyorError,
     FailedPrecondition,
@@ -314,6 +314,7 @@ class Leases:
                 for i, lookup in zip(missed, found, strict=True):
                     outcomes[i] = _refusal(reports[i], lookup)
         leased = settled.leased
+        metrics.count_settled(leased, [*settled.succeeded.values(), *settled.failed.values()])
         retry_after = settled.rate_wait if take is not None and len(leased) < take.limit else None
         if self._on_retry is not None and any(
             row.state == "SCHEDULED" for row in settled.failed.values()

@@ -13,7 +13,7 @@ from google.protobuf import json_format
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import names
+from conveyor.server.domain import metrics, names
 from conveyor.server.domain.auth import Principal
 from conveyor.server.domain.schedule_rows import (
     Clock,
@@ -26,6 +26,7 @@ from conveyor.server.domain.schedule_rows import (
     utc_now,
     writable,
 )
+from conveyor.server.domain.task_input import DEFAULT_QUEUE
 from conveyor.server.errors import ConveyorError, FailedPrecondition, PreconditionViolation
 from conveyor.server.store import schedules as schedule_store
 from conveyor.server.store.schedules import ScheduleRow
@@ -168,6 +169,7 @@ class ScheduleFiring:
             )
             return None, note
         await schedule_store.set_run_task(conn, row, occurrence, task_id, "")
+        metrics.schedule_fired(row.project, template.queue or DEFAULT_QUEUE, nominal, now)
         await append_event(
             conn,
             row,

@@ -17,6 +17,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from conveyor.server.domain.metrics import count_expiries
 from conveyor.server.domain.workers import STALE_AFTER
 from conveyor.server.loops.periodic import PeriodicLoop
 from conveyor.server.store import reaper as reaper_store
@@ -66,6 +67,7 @@ class Reaper(PeriodicLoop):
                 expired = await reaper_store.expire_leases(conn, now, self._batch, rand)
                 retried += expired.retried
                 interrupted += expired.interrupted
+                count_expiries(expired.by_queue)
                 if expired.retried + expired.interrupted < self._batch:
                     break
             while True:

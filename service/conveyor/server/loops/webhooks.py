@@ -29,6 +29,7 @@ import httpx
 from prometheus_client import Counter, Histogram
 
 from conveyor.client._json import message_to_json
+from conveyor.server.domain.metrics import WEBHOOK_DELIVERIES
 from conveyor.server.domain.webhooks import (
     SIGNATURE_HEADER,
     WEBHOOK_ID_HEADER,
@@ -197,6 +198,8 @@ class WebhookLoop(PeriodicLoop):
             )
         if state in ("DELIVERED", "FAILED"):
             FINISHED.labels(state.lower()).inc()
+            queue = str(json.loads(row.task_json).get("queue", ""))
+            WEBHOOK_DELIVERIES.labels(row.project, queue, state.lower()).inc()
         log = _log.info if delivered else _log.warning
         log(
             "webhook attempt",

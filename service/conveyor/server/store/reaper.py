@@ -24,10 +24,12 @@ _NEXT_DUE = sql.load("reaper_next_due")
 
 @dataclass(frozen=True, slots=True)
 class Expired:
-    """Leases reclaimed by one statement: tasks retried, and tasks that ended."""
+    """Leases reclaimed by one statement: tasks retried, and tasks that ended; and
+    (project, queue, retried, interrupted) per queue."""
 
     retried: int
     interrupted: int
+    by_queue: tuple[tuple[str, str, int, int], ...] = ()
 
 
 async def expire_leases(
@@ -37,9 +39,11 @@ async def expire_leases(
     database draws one per task)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_EXPIRE, {"now": now, "limit": limit, "rand": rand})
-        row = await cur.fetchone()
-    assert row is not None
-    return Expired(int(row["retried"]), int(row["interrupted"]))
+        rows = await cur.fetchall()
+    by_queue = tuple(
+        (r["project"], r["queue"], int(r["retried"]), int(r["interrupted"])) for r in rows
+    )
+    return Expired(sum(q[2] for q in by_queue), sum(q[3] for q in by_queue), by_queue)
 
 
 async def disconnect_stale_workers(

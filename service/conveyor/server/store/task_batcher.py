@@ -84,6 +84,9 @@ class CreateBatcher:
         self.known_queues: set[tuple[str, str]] = set()
         self.on_ready: Callable[[Iterable[tuple[str, str]]], None] | None = None
         """Told (project, queue) of the ready tasks each committed insert created."""
+        self.origin = ""
+        """This replica's name in the NOTIFY of its inserts, with on_ready set: the
+        notifier skips what comes back (on_ready already woke its workers)."""
 
     async def start(self) -> None:
         """Nothing runs between calls; here for the BackgroundLoop lifecycle."""
@@ -167,7 +170,9 @@ class CreateBatcher:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 async with self._pool.connection() as conn:
-                    results = await insert_batch(conn, items, upsert_queue=upsert, atomic=atomic)
+                    results = await insert_batch(
+                        conn, items, upsert_queue=upsert, atomic=atomic, origin=self.origin
+                    )
             except _RETRYABLE:
                 if attempt == _ATTEMPTS:
                     raise

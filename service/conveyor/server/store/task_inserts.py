@@ -156,9 +156,11 @@ def _row(item: NewTask, upsert_queue: bool) -> str:
     return f"{head[:-1]},{item.labels},{item.input or 'null'},{request_hash},{creator}]"
 
 
-def _params(items: Sequence[NewTask], upsert_queue: Sequence[bool], atomic: bool) -> dict[str, Any]:
+def _params(
+    items: Sequence[NewTask], upsert_queue: Sequence[bool], atomic: bool, origin: str
+) -> dict[str, Any]:
     rows = ",".join(map(_row, items, upsert_queue))
-    return {"items": f"[{rows}]", "atomic": atomic}
+    return {"items": f"[{rows}]", "atomic": atomic, "origin": f"/{origin}" if origin else ""}
 
 
 async def insert_batch(
@@ -167,15 +169,17 @@ async def insert_batch(
     *,
     upsert_queue: Sequence[bool],
     atomic: bool = False,
+    origin: str = "",
 ) -> list[Result]:
     """Inserts `items` in one statement; one Result per item, in order.
 
     Run it outside a transaction (autocommit) so it is one round trip and one commit;
     items whose request_id was used before are read back with a second statement,
     which sees tasks that a concurrent insert committed while this one waited.
+    `origin` names the replica in the NOTIFY when it wakes its own workers itself.
     """
     async with conn.cursor() as cur:
-        await cur.execute(INSERT_STATEMENT, _params(items, upsert_queue, atomic))
+        await cur.execute(INSERT_STATEMENT, _params(items, upsert_queue, atomic, origin))
         rows = await cur.fetchall()
     results: list[Result | None] = [None] * len(items)
     replays: list[int] = []

@@ -6,7 +6,10 @@ them here, and the notifier wakes the waiters of that key, so an idle worker lea
 within milliseconds of the commit.
 
 A replica that made tasks ready itself (store/task_batcher.py) wakes its own waiters at
-once through `ready`, without waiting for its NOTIFY to come back.
+once through `ready`, without waiting for its NOTIFY to come back. That NOTIFY carries
+the replica's `origin` ('<project>/<queue>/<origin>'), so when it does come back it is
+skipped here (every other replica wakes as usual): an idle worker then runs one lease
+statement per create rather than two.
 
 NOTIFY is a hint, the tasks table is the truth: the listener also calls with None every
 poll interval and while its connection is down, and the notifier then wakes every waiter,
@@ -16,6 +19,7 @@ so leasing degrades to polling instead of stopping.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterable
 
 from conveyor.server.streams.listener import TASKS_CHANNEL, EventListener
@@ -39,13 +43,25 @@ class Notifier:
     def __init__(self, listener: EventListener) -> None:
         self._listener = listener
         self.waiters = Waiters()
+        self.origin = uuid.uuid4().hex[:12]
+        """This replica's name in the NOTIFY of the creates it hands off itself."""
+        self.own = 0
+        """Notifications of this replica's own creates that were skipped (for tests)."""
         listener.subscribe(self._notified, TASKS_CHANNEL)
 
     def _notified(self, payload: str | None) -> None:
         if payload is None:
             self.waiters.wake_all()
-        else:
-            self.waiters.wake(payload)
+            return
+        key, slash, origin = payload.rpartition("/")
+        # Keys are '<project>/<queue>' or '<project>/@<worker>' (neither part holds a
+        # '/'): a third part names the replica whose create it was.
+        if slash and "/" in key:
+            if origin == self.origin:
+                self.own += 1
+                return
+            payload = key
+        self.waiters.wake(payload)
 
     def ready(self, queues: Iterable[tuple[str, str]]) -> None:
         """Wakes the waiters of (project, queue) pairs this replica just made tasks ready in."""

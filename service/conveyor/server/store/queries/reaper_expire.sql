@@ -56,6 +56,9 @@ events_written AS (
     ) AS e (ord, type)
     ORDER BY r.project, r.id, e.ord
 )
-SELECT count(*) FILTER (WHERE state = 'SCHEDULED') AS retried,
+-- One row per project and queue (none when nothing expired), for the queue metrics.
+SELECT project, queue,
+       count(*) FILTER (WHERE state = 'SCHEDULED') AS retried,
        count(*) FILTER (WHERE state = 'INTERRUPTED') AS interrupted
 FROM reaped
+GROUP BY project, queue

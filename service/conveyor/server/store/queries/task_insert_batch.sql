@@ -88,7 +88,9 @@ event AS (
     ORDER BY id
 ),
 notified AS (
-    SELECT count(pg_notify('conveyor_tasks', ready.project || '/' || ready.queue)) AS n
+    -- %(origin)s: '/<replica>' from a replica that wakes its own workers at once (it
+    -- skips this notification when it comes back), else ''.
+    SELECT count(pg_notify('conveyor_tasks', ready.project || '/' || ready.queue || %(origin)s::text)) AS n
     FROM (SELECT DISTINCT project, queue FROM inserted WHERE state = 'QUEUED') AS ready
 )
 SELECT
