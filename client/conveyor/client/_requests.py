@@ -32,6 +32,8 @@ class TaskOptions(TypedDict, total=False):
     """Not before this time."""
     lease_duration: Seconds
     """How long a worker may go without a heartbeat; default 30 s."""
+    execution_timeout: Seconds
+    """How long one attempt may run before the server ends it (EXECUTION_TIMEOUT)."""
     retry_policy: task_pb2.RetryPolicy | Mapping[str, Any]
     """A RetryPolicy, or {max_attempts, backoff ("exponential_jitter" | "linear" |
     "fixed"), initial_backoff, max_backoff} with durations as timedelta or seconds."""
@@ -186,6 +188,8 @@ def task(kind: str, input: Any, options: TaskOptions) -> task_pb2.Task:
         message.schedule_time.CopyFrom(timestamp(options["schedule_time"]))
     if "lease_duration" in options:
         message.lease_duration.CopyFrom(duration(options["lease_duration"]))
+    if "execution_timeout" in options:
+        message.execution_timeout.CopyFrom(duration(options["execution_timeout"]))
     if "approval_timeout" in options:
         message.approval_timeout.CopyFrom(duration(options["approval_timeout"]))
     if "retry_policy" in options:

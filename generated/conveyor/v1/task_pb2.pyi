@@ -89,6 +89,7 @@ class Task(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     PROGRESS_TIME_FIELD_NUMBER: _builtins.int
     CREATOR_FIELD_NUMBER: _builtins.int
+    EXECUTION_TIMEOUT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `projects/{project}/tasks/{task}`; the task id is a UUIDv7
     (time-ordered) chosen by the server.
@@ -228,6 +229,16 @@ class Task(_message.Message):
     def progress_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When `progress` was last reported."""
 
+    @_builtins.property
+    def execution_timeout(self) -> _duration_pb2.Duration:
+        """Immutable. How long one attempt may run, from its lease, before the server
+        ends it (heartbeats or not) with a retryable TaskError of type
+        EXECUTION_TIMEOUT; the retry policy decides what follows, the worker's next
+        heartbeat is told the lease is lost (as for a cancel) and its late report is
+        refused. Unset takes the queue's default; none runs without a limit.
+        CreateTask returns INVALID_ARGUMENT when it is under 100ms or over 30 days.
+        """
+
     def __init__(
         self,
         *,
@@ -272,10 +283,11 @@ class Task(_message.Message):
         progress: _struct_pb2.Struct | None = ...,
         progress_time: _timestamp_pb2.Timestamp | None = ...,
         creator: _builtins.str = ...,
+        execution_timeout: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "approval_timeout", b"approval_timeout", "create_time", b"create_time", "dedupe_policy", b"dedupe_policy", "end_time", b"end_time", "error", b"error", "input", b"input", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "progress_time", b"progress_time", "result", b"result", "retry_policy", b"retry_policy", "run_duration", b"run_duration", "schedule_time", b"schedule_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "approval_timeout", b"approval_timeout", "create_time", b"create_time", "dedupe_policy", b"dedupe_policy", "end_time", b"end_time", "error", b"error", "execution_timeout", b"execution_timeout", "input", b"input", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "progress_time", b"progress_time", "result", b"result", "retry_policy", b"retry_policy", "run_duration", b"run_duration", "schedule_time", b"schedule_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "approval_timeout", b"approval_timeout", "approval_timeout_action", b"approval_timeout_action", "attempt", b"attempt", "attempts", b"attempts", "blocked_reason", b"blocked_reason", "callback_url", b"callback_url", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "correlation_id", b"correlation_id", "create_time", b"create_time", "creator", b"creator", "dedupe_policy", b"dedupe_policy", "end_time", b"end_time", "error", b"error", "input", b"input", "kind", b"kind", "labels", b"labels", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "name", b"name", "parent_task", b"parent_task", "priority", b"priority", "progress", b"progress", "progress_time", b"progress_time", "queue", b"queue", "requires_approval", b"requires_approval", "result", b"result", "resume_token", b"resume_token", "retry_policy", b"retry_policy", "root_task", b"root_task", "run_duration", b"run_duration", "schedule", b"schedule", "schedule_time", b"schedule_time", "start_time", b"start_time", "state", b"state", "state_reason", b"state_reason", "summary", b"summary", "update_time", b"update_time", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "approval_timeout", b"approval_timeout", "approval_timeout_action", b"approval_timeout_action", "attempt", b"attempt", "attempts", b"attempts", "blocked_reason", b"blocked_reason", "callback_url", b"callback_url", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "correlation_id", b"correlation_id", "create_time", b"create_time", "creator", b"creator", "dedupe_policy", b"dedupe_policy", "end_time", b"end_time", "error", b"error", "execution_timeout", b"execution_timeout", "input", b"input", "kind", b"kind", "labels", b"labels", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "name", b"name", "parent_task", b"parent_task", "priority", b"priority", "progress", b"progress", "progress_time", b"progress_time", "queue", b"queue", "requires_approval", b"requires_approval", "result", b"result", "resume_token", b"resume_token", "retry_policy", b"retry_policy", "root_task", b"root_task", "run_duration", b"run_duration", "schedule", b"schedule", "schedule_time", b"schedule_time", "start_time", b"start_time", "state", b"state", "state_reason", b"state_reason", "summary", b"summary", "update_time", b"update_time", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

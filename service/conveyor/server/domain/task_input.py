@@ -39,6 +39,8 @@ __all__ = [
 DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 5
 DEFAULT_LEASE_MS = 30_000
+MIN_EXECUTION_TIMEOUT_MS = 100
+MAX_EXECUTION_TIMEOUT_MS = 30 * 86_400_000
 MIN_APPROVAL_TIMEOUT_MS = 1_000
 MAX_APPROVAL_TIMEOUT_MS = 365 * 24 * 3600 * 1000
 MAX_KIND = 200
@@ -218,6 +220,16 @@ def new_task(
             high_ms=MAX_LEASE_MS,
         )
 
+    execution_timeout_ms: int | None = None
+    if task.HasField("execution_timeout"):
+        execution_timeout_ms = retry_policy.duration_ms(
+            v,
+            task.execution_timeout,
+            path + "execution_timeout",
+            low_ms=MIN_EXECUTION_TIMEOUT_MS,
+            high_ms=MAX_EXECUTION_TIMEOUT_MS,
+        )
+
     concurrency_key = task.concurrency_key
     if concurrency_key:
         check_text(v, concurrency_key, path + "concurrency_key", MAX_CONCURRENCY_KEY)
@@ -296,6 +308,7 @@ def new_task(
         max_backoff_ms=policy.max_backoff_ms,
         schedule_time=schedule_time,
         lease_duration_ms=lease_ms,
+        execution_timeout_ms=execution_timeout_ms,
         concurrency_key=concurrency_key or None,
         concurrency_limit=concurrency_limit,
         requires_approval=requires_approval,

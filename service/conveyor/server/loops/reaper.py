@@ -5,7 +5,8 @@ whose clocks disagree still agree on which leases are dead. Each pass locks expi
 tasks with FOR UPDATE SKIP LOCKED: N replicas reaping at once reclaim each lease once.
 An expired lease counts as an attempt: the task is retried after its backoff when
 attempts are left, else it ends INTERRUPTED ("lease expired"); a task whose cancel was
-requested ends INTERRUPTED either way.
+requested ends INTERRUPTED either way. The same pass ends attempts that ran past their
+task's execution_timeout (store/queries/reaper_timeout.sql), heartbeating or not.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Reaped:
     retried: int = 0
     interrupted: int = 0
     disconnected: int = 0
+    timed_out: int = 0
+    """Attempts ended for running past their execution_timeout (retried or ended)."""
 
     @property
     def reclaimed(self) -> int:
@@ -60,7 +63,7 @@ class Reaper(PeriodicLoop):
 
     async def run_once(self, now: datetime | None = None) -> Reaped:
         """One pass; `now` replaces the database clock (tests)."""
-        retried = interrupted = disconnected = 0
+        retried = interrupted = disconnected = timed_out = 0
         async with self._pool.connection() as conn:
             while True:
                 rand = self._rand() if self._rand is not None else None
@@ -71,6 +74,13 @@ class Reaper(PeriodicLoop):
                 if expired.retried + expired.interrupted < self._batch:
                     break
             while True:
+                rand = self._rand() if self._rand is not None else None
+                ended = await reaper_store.end_timed_out(conn, now, self._batch, rand)
+                retried += ended.retried
+                timed_out += ended.retried + ended.interrupted
+                if ended.retried + ended.interrupted < self._batch:
+                    break
+            while True:
                 count = await reaper_store.disconnect_stale_workers(
                     conn, now, self._stale_ms, self._batch
                 )
@@ -79,4 +89,4 @@ class Reaper(PeriodicLoop):
                     break
         if retried and self._on_retry is not None:
             self._on_retry()
-        return Reaped(retried, interrupted, disconnected)
+        return Reaped(retried, interrupted, disconnected, timed_out)

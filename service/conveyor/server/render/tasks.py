@@ -196,6 +196,8 @@ def fill_task(task: task_pb2.Task, row: TaskRow) -> None:
         task.progress.update(row.progress)
     if row.progress_time is not None:
         set_timestamp(task.progress_time, row.progress_time)
+    if row.execution_timeout_ms is not None:
+        _set_ms(task.execution_timeout, row.execution_timeout_ms)
 
 
 def basic_row(row: TaskRow) -> TaskRow:
@@ -266,6 +268,7 @@ def created_message(new: NewTask, inserted: Inserted, source: task_pb2.Task) -> 
         end_time=None,
         update_time=inserted.update_time,
         creator=new.creator,
+        execution_timeout_ms=inserted.execution_timeout_ms,
     )
     task = task_pb2.Task()
     fill_task(task, row)

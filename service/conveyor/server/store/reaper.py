@@ -17,6 +17,7 @@ from conveyor.server.store import sql
 __all__ = ["Expired", "disconnect_stale_workers", "expire_leases", "next_due", "promote_due"]
 
 _EXPIRE = sql.load("reaper_expire")
+_TIMEOUT = sql.load("reaper_timeout")
 _WORKERS = sql.load("reaper_workers")
 _PROMOTE = sql.load("reaper_promote")
 _NEXT_DUE = sql.load("reaper_next_due")
@@ -44,6 +45,18 @@ async def expire_leases(
         (r["project"], r["queue"], int(r["retried"]), int(r["interrupted"])) for r in rows
     )
     return Expired(sum(q[2] for q in by_queue), sum(q[3] for q in by_queue), by_queue)
+
+
+async def end_timed_out(
+    conn: AsyncConnection[Any], now: datetime | None, limit: int, rand: float | None
+) -> Expired:
+    """Ends up to `limit` attempts past their execution_timeout (EXECUTION_TIMEOUT);
+    `interrupted` counts the tasks that ended (FAILED, or INTERRUPTED after a cancel)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_TIMEOUT, {"now": now, "limit": limit, "rand": rand})
+        row = await cur.fetchone()
+    assert row is not None
+    return Expired(int(row["retried"]), int(row["ended"]))
 
 
 async def disconnect_stale_workers(

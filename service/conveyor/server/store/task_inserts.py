@@ -84,6 +84,7 @@ class NewTask:
     dedupe: Dedupe | None = None  # created one at a time, outside the batcher
     request_hash: str | None = None  # of the create request (domain/request_ids.py)
     creator: str = ""  # the calling key's name, or the schedule that fired it
+    execution_timeout_ms: int | None = None  # None: the queue's default, if any
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -108,6 +109,7 @@ class Inserted:
     initial_backoff_ms: int
     max_backoff_ms: int
     update_time: datetime
+    execution_timeout_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +155,8 @@ def _row(item: NewTask, upsert_queue: bool) -> str:
     )
     request_hash = f'"{item.request_hash}"' if item.request_hash else "null"  # hex: no escaping
     creator = _encode(item.creator)
-    return f"{head[:-1]},{item.labels},{item.input or 'null'},{request_hash},{creator}]"
+    timeout = item.execution_timeout_ms if item.execution_timeout_ms is not None else "null"
+    return f"{head[:-1]},{item.labels},{item.input or 'null'},{request_hash},{creator},{timeout}]"
 
 
 def _params(
@@ -183,9 +186,9 @@ async def insert_batch(
         rows = await cur.fetchall()
     results: list[Result | None] = [None] * len(items)
     replays: list[int] = []
-    for ord_, project_ok, parent_ok, aborted, created, root, ma, bo, ib, mb, ut in rows:
+    for ord_, project_ok, parent_ok, aborted, created, root, ma, bo, ib, mb, ut, et in rows:
         if created:
-            results[ord_] = Result(Outcome.CREATED, Inserted(root, ma, bo, ib, mb, ut))
+            results[ord_] = Result(Outcome.CREATED, Inserted(root, ma, bo, ib, mb, ut, et))
         elif not project_ok:
             results[ord_] = Result(Outcome.NO_PROJECT)
         elif not parent_ok:

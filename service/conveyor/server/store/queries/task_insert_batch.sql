@@ -22,7 +22,7 @@ WITH item AS (
         r ->> 21 AS schedule, r ->> 22 AS request_id, (r ->> 23)::timestamptz AS create_time,
         (r ->> 24)::boolean AS upsert_queue, r -> 25 AS labels,
         nullif(r -> 26, 'null'::jsonb) AS input, r ->> 27 AS request_hash,
-        r ->> 28 AS creator
+        r ->> 28 AS creator, (r ->> 29)::bigint AS execution_timeout_ms
     FROM jsonb_array_elements(%(items)s::jsonb) WITH ORDINALITY AS e (r, ord)
 ),
 checked AS (
@@ -31,7 +31,8 @@ checked AS (
         p.id IS NOT NULL AS project_ok,
         (item.parent_task IS NULL OR parent.id IS NOT NULL) AS parent_ok,
         coalesce(parent.root_task, item.id) AS root_task,
-        coalesce(q.default_retry_policy, '{}') AS policy
+        coalesce(q.default_retry_policy, '{}') AS policy,
+        q.execution_timeout_ms AS queue_execution_timeout_ms
     FROM item
     LEFT JOIN projects p ON p.id = item.project
     -- LATERAL: one index probe per item that names a parent, never a scan of tasks.
@@ -64,7 +65,7 @@ inserted AS (
         schedule_time, lease_duration_ms, concurrency_key, concurrency_limit,
         requires_approval, approval_timeout_ms, approval_timeout_action, correlation_id,
         parent_task, root_task, callback_url, resume_token, schedule, request_id,
-        request_hash, create_time, update_time, creator
+        request_hash, create_time, update_time, creator, execution_timeout_ms
     )
     SELECT
         project, id, queue, kind, input, priority, state, labels,
@@ -75,7 +76,8 @@ inserted AS (
         schedule_time, lease_duration_ms, concurrency_key, concurrency_limit,
         requires_approval, approval_timeout_ms, approval_timeout_action, correlation_id,
         parent_task, root_task, callback_url, resume_token, schedule, request_id,
-        request_hash, create_time, now(), creator
+        request_hash, create_time, now(), creator,
+        coalesce(execution_timeout_ms, queue_execution_timeout_ms)
     FROM insertable
     ORDER BY ord
     ON CONFLICT (project, request_id) WHERE request_id IS NOT NULL DO NOTHING
@@ -96,7 +98,7 @@ notified AS (
 SELECT
     c.ord, c.project_ok, c.parent_ok, verdict.aborted, inserted.id IS NOT NULL AS created,
     inserted.root_task, inserted.max_attempts, inserted.backoff, inserted.initial_backoff_ms,
-    inserted.max_backoff_ms, inserted.update_time
+    inserted.max_backoff_ms, inserted.update_time, inserted.execution_timeout_ms
 FROM checked c
 CROSS JOIN verdict
 CROSS JOIN notified

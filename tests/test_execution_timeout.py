@@ -1,0 +1,96 @@
+"""Task.execution_timeout: the server ends an attempt that runs too long, heartbeats or not."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from test_worker_sdk import (  # type: ignore[import-not-found]
+    clients,
+    running,
+    wait_for,
+    wait_until,
+)
+
+from conveyor.client import (
+    AsyncClient,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    TaskContext,
+    Worker,
+)
+from conveyor.server.app import ConveyorServer
+from conveyor.v1 import enums_pb2
+
+S = enums_pb2
+
+
+async def test_a_heartbeating_handler_is_timed_out_cancelled_and_retried(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    cancelled: list[int] = []
+    async with clients(server, keys) as (ops, work):
+        worker = Worker(work)
+
+        @worker.task("forever")
+        async def forever(ctx: TaskContext) -> None:
+            try:
+                await asyncio.sleep(600)  # heartbeats keep its lease alive all along
+            except asyncio.CancelledError:
+                cancelled.append(ctx.attempt)
+                raise
+
+        async with running(worker):
+            task = await ops.create_task(
+                "forever",
+                lease_duration=timedelta(seconds=1),
+                execution_timeout=timedelta(seconds=1.5),
+                retry_policy={"max_attempts": 2, "backoff": "fixed", "initial_backoff": 0.05},
+            )
+            assert task.execution_timeout.ToTimedelta() == timedelta(seconds=1.5)
+            failed = await wait_for(ops, task.name, [S.TASK_STATE_FAILED], within=30)
+            # The SDK was told (as for a cancel) and cancelled the handler, each attempt.
+            await wait_until(lambda: cancelled == [1, 2])
+        assert failed.error.type == "EXECUTION_TIMEOUT" and failed.error.retryable
+        assert failed.error.details["reason"] == "EXECUTION_TIMEOUT"
+        assert [a.outcome for a in failed.attempts] == [S.ATTEMPT_OUTCOME_FAILED] * 2
+        assert all(a.error.type == "EXECUTION_TIMEOUT" for a in failed.attempts)
+        assert failed.execution_timeout.ToTimedelta() == timedelta(seconds=1.5)
+
+
+async def test_a_late_report_from_the_timed_out_lease_is_refused(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    async with (
+        AsyncClient(server.grpc_target, api_key=keys["operator"], project="alpha") as ops,
+        AsyncClient(server.grpc_target, api_key=keys["worker"], project="alpha") as w,
+    ):
+        task = await ops.create_task(
+            "slow",
+            queue="timed",
+            execution_timeout=timedelta(milliseconds=300),
+            retry_policy={"max_attempts": 1},
+        )
+        (lease,) = await w.lease_tasks(["timed"], worker="w-1", wait_timeout=1)
+        ended = await wait_for(ops, task.name, [S.TASK_STATE_FAILED], within=30)
+        assert ended.error.type == "EXECUTION_TIMEOUT" and ended.state_reason
+        # A unary worker's heartbeat is told its lease is stale, as after any lost lease.
+        with pytest.raises(FailedPreconditionError):
+            await w.extend_lease(task.name, lease.lease_id)
+        with pytest.raises(FailedPreconditionError):
+            await w.complete_task(task.name, lease.lease_id, {"late": True})
+        assert (await ops.get_task(task.name)).state == S.TASK_STATE_FAILED
+
+
+async def test_bad_execution_timeouts_are_refused(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    async with AsyncClient(server.grpc_target, api_key=keys["operator"], project="alpha") as c:
+        for bad in (timedelta(milliseconds=50), timedelta(days=31), timedelta(seconds=-1)):
+            with pytest.raises(InvalidArgumentError) as caught:
+                await c.create_task("k", execution_timeout=bad)
+            assert "execution_timeout" in str(caught.value)
+        plain = await c.create_task("k")
+        assert not plain.HasField("execution_timeout")
+        assert not (await c.get_task(plain.name)).HasField("execution_timeout")
