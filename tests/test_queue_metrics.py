@@ -62,7 +62,7 @@ async def test_state_gauges_come_from_the_snapshot_not_the_scrape(
     await client.create_task(
         "mail.send", {}, queue=queue, schedule_time=datetime.now(UTC) + timedelta(hours=1)
     )
-    await loop_of(server, QueueMetricsLoop).run_once()
+    assert await loop_of(server, QueueMetricsLoop).run_once(max_age=0)
     samples = await scrape(server)
     where = {"project": "alpha", "queue": queue}
     assert value(samples, "conveyor_queue_tasks", **where, state="QUEUED") == 3
@@ -72,8 +72,24 @@ async def test_state_gauges_come_from_the_snapshot_not_the_scrape(
     # A new task shows up at the next snapshot, not at the next scrape.
     await client.create_task("mail.send", {}, queue=queue)
     assert value(await scrape(server), "conveyor_queue_tasks", **where, state="QUEUED") == 3
-    await loop_of(server, QueueMetricsLoop).run_once()
+    assert await loop_of(server, QueueMetricsLoop).run_once(max_age=0)
     assert value(await scrape(server), "conveyor_queue_tasks", **where, state="QUEUED") == 4
+
+
+async def test_replicas_share_one_count_per_interval(
+    server: ConveyorServer, replica: ConveyorServer, client: AsyncClient
+) -> None:
+    queue = f"q{uuid.uuid4().hex[:8]}"
+    await client.create_task("mail.send", {}, queue=queue)
+    assert await loop_of(server, QueueMetricsLoop).run_once(max_age=0)
+    # The other replica, within the interval, reads the stored snapshot: no count.
+    await client.create_task("mail.send", {}, queue=queue)
+    assert not await loop_of(replica, QueueMetricsLoop).run_once(max_age=3600)
+    where = {"project": "alpha", "queue": queue, "state": "QUEUED"}
+    assert value(await scrape(replica), "conveyor_queue_tasks", **where) == 1
+    # Once the snapshot is older than the interval, the next reader counts again.
+    assert await loop_of(replica, QueueMetricsLoop).run_once(max_age=0)
+    assert value(await scrape(replica), "conveyor_queue_tasks", **where) == 2
 
 
 async def test_counters_follow_starts_outcomes_retries_deaths_and_expiries(

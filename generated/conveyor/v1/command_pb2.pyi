@@ -49,6 +49,7 @@ class Command(_message.Message):
     PURGED_COUNT_FIELD_NUMBER: _builtins.int
     RETRIED_COUNT_FIELD_NUMBER: _builtins.int
     SKIPPED_COUNT_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `projects/{project}/commands/{command}`."""
     verb: _enums_pb2.CommandVerb.ValueType
@@ -78,6 +79,11 @@ class Command(_message.Message):
     skipped_count: _builtins.int
     """Output only. BatchRetryTasks: how many matching tasks it skipped so far
     (`result.skipped`, typed).
+    """
+    severity: _enums_pb2.CommandSeverity.ValueType
+    """Output only. CRITICAL for SetRateLimit without a worker and PurgeQueue with
+    force, NORMAL otherwise. It follows from verb and args, which the digest
+    covers, so it cannot be changed without breaking the chain.
     """
     @_builtins.property
     def args(self) -> _struct_pb2.Struct:
@@ -125,10 +131,11 @@ class Command(_message.Message):
         purged_count: _builtins.int = ...,
         retried_count: _builtins.int = ...,
         skipped_count: _builtins.int = ...,
+        severity: _enums_pb2.CommandSeverity.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "create_time", b"create_time", "dispatch_time", b"dispatch_time", "error", b"error", "finish_time", b"finish_time", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "create_time", b"create_time", "digest", b"digest", "dispatch_time", b"dispatch_time", "error", b"error", "finish_time", b"finish_time", "idempotency_key", b"idempotency_key", "issued_by", b"issued_by", "name", b"name", "prev_digest", b"prev_digest", "purged_count", b"purged_count", "result", b"result", "retried_count", b"retried_count", "sequence", b"sequence", "signature", b"signature", "skipped_count", b"skipped_count", "status", b"status", "target", b"target", "verb", b"verb"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "create_time", b"create_time", "digest", b"digest", "dispatch_time", b"dispatch_time", "error", b"error", "finish_time", b"finish_time", "idempotency_key", b"idempotency_key", "issued_by", b"issued_by", "name", b"name", "prev_digest", b"prev_digest", "purged_count", b"purged_count", "result", b"result", "retried_count", b"retried_count", "sequence", b"sequence", "severity", b"severity", "signature", b"signature", "skipped_count", b"skipped_count", "status", b"status", "target", b"target", "verb", b"verb"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -425,6 +425,36 @@ COMMAND_STATUS_TIMED_OUT: CommandStatus.ValueType  # 5
 """The worker did not acknowledge it in time."""
 Global___CommandStatus: _TypeAlias = CommandStatus  # noqa: Y015
 
+class _CommandSeverity:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CommandSeverityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CommandSeverity.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMMAND_SEVERITY_UNSPECIFIED: _CommandSeverity.ValueType  # 0
+    """Never returned."""
+    COMMAND_SEVERITY_NORMAL: _CommandSeverity.ValueType  # 1
+    """Every other command."""
+    COMMAND_SEVERITY_CRITICAL: _CommandSeverity.ValueType  # 2
+    """SetRateLimit without a worker (every worker of the project) and PurgeQueue
+    with force.
+    """
+
+class CommandSeverity(_CommandSeverity, metaclass=_CommandSeverityEnumTypeWrapper):
+    """CommandSeverity says how much a command can disturb: CRITICAL ones act on a
+    whole project at once or skip a safety check, and are logged at critical.
+    """
+
+COMMAND_SEVERITY_UNSPECIFIED: CommandSeverity.ValueType  # 0
+"""Never returned."""
+COMMAND_SEVERITY_NORMAL: CommandSeverity.ValueType  # 1
+"""Every other command."""
+COMMAND_SEVERITY_CRITICAL: CommandSeverity.ValueType  # 2
+"""SetRateLimit without a worker (every worker of the project) and PurgeQueue
+with force.
+"""
+Global___CommandSeverity: _TypeAlias = CommandSeverity  # noqa: Y015
+
 class _CommandVerb:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015

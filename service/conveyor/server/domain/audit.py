@@ -37,6 +37,7 @@ from typing import Any, TypedDict, Unpack
 from psycopg import AsyncConnection
 
 from conveyor.server.domain.auth import Principal
+from conveyor.server.logging import get_logger
 from conveyor.server.store import commands as command_store
 from conveyor.server.store.commands import CommandRow
 from conveyor.server.store.db import Pool
@@ -50,10 +51,13 @@ __all__ = [
     "digest_of",
     "record",
     "record_change",
+    "severity",
     "sign",
     "verb_name",
     "verify_rows",
 ]
+
+_log = get_logger(__name__)
 
 STATUSES = ("ISSUED", "DISPATCHED", "SUCCEEDED", "FAILED", "TIMED_OUT")
 FINAL = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT"})
@@ -62,6 +66,20 @@ FINAL = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT"})
 def verb_name(verb: int) -> str:
     """The stored name of a CommandVerb (COMMAND_VERB_RETRY_TASK -> RETRY_TASK)."""
     return enums_pb2.CommandVerb.Name(verb).removeprefix("COMMAND_VERB_")  # type: ignore[arg-type]
+
+
+def severity(verb: str, args: dict[str, Any]) -> str:
+    """CRITICAL or NORMAL (Command.severity), from a stored verb name and its args.
+
+    A rate limit for every worker of a project, and a purge that skips its
+    confirmation, are CRITICAL. Both follow from the signed args, so the flag is as
+    tamper-evident as the rest of the row.
+    """
+    if verb == "SET_RATE_LIMIT" and not args.get("worker"):
+        return "CRITICAL"
+    if verb == "PURGE_QUEUE" and args.get("force") is True:
+        return "CRITICAL"
+    return "NORMAL"
 
 
 def rfc3339(value: datetime) -> str:
@@ -242,6 +260,18 @@ async def command(
             conn, server_key, principal, verb, target, args, project=project, **options
         )
         yield Issued(conn, recorded.command, recorded.existing)
+    row = recorded.command
+    if not recorded.existing and severity(row.verb, row.args) == "CRITICAL":
+        # Committed: the row exists. A replay (existing) was logged the first time.
+        _log.critical(
+            "critical command",
+            command=row.name,
+            verb=row.verb,
+            target=row.target,
+            issued_by=row.issued_by,
+            args=row.args,
+            severity="CRITICAL",
+        )
 
 
 async def record_change(

@@ -319,14 +319,7 @@ class TaskCommands:
                 result=result,
                 quiet=True,
             )
-        if request.force:
-            _log.critical(
-                "queue purged with force",
-                queue=queue_name,
-                issued_by=principal.key_name,
-                purged=purged,
-                command=command.name,
-            )
+        # A forced purge is logged at critical by audit.command (Command.severity).
         return replace(command, result=result)
 
 

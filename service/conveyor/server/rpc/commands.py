@@ -8,6 +8,7 @@ import grpc
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
+from conveyor.server.domain import audit
 from conveyor.server.domain.command_log import CommandLog
 from conveyor.server.domain.task_commands import TaskCommands
 from conveyor.server.domain.worker_commands import WorkerCommands
@@ -54,6 +55,9 @@ def command_message(row: CommandRow) -> command_pb2.Command:
         create_time=timestamp(row.create_time),
         dispatch_time=timestamp(row.dispatch_time),
         finish_time=timestamp(row.finish_time),
+        severity=enums_pb2.CommandSeverity.Value(
+            f"COMMAND_SEVERITY_{audit.severity(row.verb, row.args)}"
+        ),
         **_counts(row.verb, row.result),
     )
 
