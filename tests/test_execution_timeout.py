@@ -94,3 +94,27 @@ async def test_bad_execution_timeouts_are_refused(
         plain = await c.create_task("k")
         assert not plain.HasField("execution_timeout")
         assert not (await c.get_task(plain.name)).HasField("execution_timeout")
+
+
+async def test_the_queue_default_applies_to_tasks_created_without_one(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    async with AsyncClient(server.grpc_target, api_key=keys["admin"], project="alpha") as c:
+        queue = await c.update_queue("capped", execution_timeout=timedelta(minutes=5))
+        assert queue.execution_timeout.ToTimedelta() == timedelta(minutes=5)
+        assert (await c.get_queue("capped")).execution_timeout.ToTimedelta() == timedelta(minutes=5)
+        inherited = await c.create_task("k", queue="capped")
+        own = await c.create_task("k", queue="capped", execution_timeout=timedelta(seconds=7))
+        for task, expected in ((inherited, 300), (own, 7)):
+            assert task.execution_timeout.ToTimedelta() == timedelta(seconds=expected)
+            read = await c.get_task(task.name)
+            assert read.execution_timeout.ToTimedelta() == timedelta(seconds=expected)
+        with pytest.raises(InvalidArgumentError) as caught:
+            await c.update_queue("capped", execution_timeout=timedelta(milliseconds=1))
+        assert "queue.execution_timeout" in str(caught.value)
+        # Zero clears the default; tasks created afterwards have no limit.
+        cleared = await c.update_queue("capped", execution_timeout=0)
+        assert not cleared.HasField("execution_timeout")
+        later = await c.create_task("k", queue="capped")
+        assert not later.HasField("execution_timeout")
+        assert (await c.get_task(inherited.name)).execution_timeout.seconds == 300

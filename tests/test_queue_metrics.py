@@ -18,9 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor.client import AsyncClient
 from conveyor.server.app import ConveyorServer
-from conveyor.server.domain import metrics
 from conveyor.server.loops.queue_metrics import QueueMetricsLoop
 from conveyor.server.loops.reaper import Reaper
+from conveyor.server.loops.scheduler import SchedulerLoop
+from conveyor.v1 import enums_pb2, schedule_pb2
 
 T = TypeVar("T")
 BOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "conveyor-queues.json"
@@ -62,7 +63,7 @@ async def test_state_gauges_come_from_the_snapshot_not_the_scrape(
     await client.create_task(
         "mail.send", {}, queue=queue, schedule_time=datetime.now(UTC) + timedelta(hours=1)
     )
-    await loop_of(server, QueueMetricsLoop).run_once()
+    assert await loop_of(server, QueueMetricsLoop).run_once(max_age=0)
     samples = await scrape(server)
     where = {"project": "alpha", "queue": queue}
     assert value(samples, "conveyor_queue_tasks", **where, state="QUEUED") == 3
@@ -72,8 +73,24 @@ async def test_state_gauges_come_from_the_snapshot_not_the_scrape(
     # A new task shows up at the next snapshot, not at the next scrape.
     await client.create_task("mail.send", {}, queue=queue)
     assert value(await scrape(server), "conveyor_queue_tasks", **where, state="QUEUED") == 3
-    await loop_of(server, QueueMetricsLoop).run_once()
+    assert await loop_of(server, QueueMetricsLoop).run_once(max_age=0)
     assert value(await scrape(server), "conveyor_queue_tasks", **where, state="QUEUED") == 4
+
+
+async def test_replicas_share_one_count_per_interval(
+    server: ConveyorServer, replica: ConveyorServer, client: AsyncClient
+) -> None:
+    queue = f"q{uuid.uuid4().hex[:8]}"
+    await client.create_task("mail.send", {}, queue=queue)
+    assert await loop_of(server, QueueMetricsLoop).run_once(max_age=0)
+    # The other replica, within the interval, reads the stored snapshot: no count.
+    await client.create_task("mail.send", {}, queue=queue)
+    assert not await loop_of(replica, QueueMetricsLoop).run_once(max_age=3600)
+    where = {"project": "alpha", "queue": queue, "state": "QUEUED"}
+    assert value(await scrape(replica), "conveyor_queue_tasks", **where) == 1
+    # Once the snapshot is older than the interval, the next reader counts again.
+    assert await loop_of(replica, QueueMetricsLoop).run_once(max_age=0)
+    assert value(await scrape(replica), "conveyor_queue_tasks", **where) == 2
 
 
 async def test_counters_follow_starts_outcomes_retries_deaths_and_expiries(
@@ -106,11 +123,25 @@ async def test_counters_follow_starts_outcomes_retries_deaths_and_expiries(
     assert value(samples, "conveyor_tasks_dead_total", **where) == 1
 
 
-async def test_schedule_fires_count_on_time_and_late(server: ConveyorServer) -> None:
+async def test_schedule_fires_count_on_time_and_late(
+    server: ConveyorServer, client: AsyncClient
+) -> None:
     queue = f"q{uuid.uuid4().hex[:8]}"
-    now = datetime.now(UTC)
-    metrics.schedule_fired("alpha", queue, now, now + timedelta(seconds=1))
-    metrics.schedule_fired("alpha", queue, now, now + timedelta(minutes=10))
+    schedule = schedule_pb2.Schedule(
+        spec=schedule_pb2.ScheduleSpec(kind=enums_pb2.SCHEDULE_KIND_CRON, expression="* * * * *"),
+        task_template=schedule_pb2.TaskTemplate(kind="report.build", queue=queue),
+        overlap_policy=enums_pb2.OVERLAP_POLICY_ALLOW_ALL,  # the first task is still queued
+    )
+    saved = await client.schedules.CreateSchedule(
+        schedule_pb2.CreateScheduleRequest(
+            parent="projects/alpha", schedule_id=queue, schedule=schedule
+        )
+    )
+    due = saved.next_run_time.ToDatetime(tzinfo=UTC)
+    scheduler = loop_of(server, SchedulerLoop)
+    assert await scheduler.run_once(now=due + timedelta(seconds=1)) == 1  # on time
+    # The next minute's occurrence fires 30 s after its time: late, within the grace.
+    assert await scheduler.run_once(now=due + timedelta(seconds=90)) == 1
     samples = await scrape(server)
     where = {"project": "alpha", "queue": queue}
     assert value(samples, "conveyor_schedule_fires_total", **where, timing="on_time") == 1

@@ -280,3 +280,46 @@ async def test_reaper_loop_runs_passes_until_stopped(
     finally:
         await reaper.stop()
     await reaper.stop()  # idempotent
+
+
+async def test_attempts_past_their_execution_timeout_end_whatever_their_lease(
+    pool: Pool, conn: psycopg.AsyncConnection[TupleRow]
+) -> None:
+    (retried,) = await insert_tasks(conn, queue="a", backoff="FIXED", initial_backoff_ms=5000)
+    (last,) = await insert_tasks(conn, queue="b", max_attempts=1)
+    (cancelled,) = await insert_tasks(conn, queue="c")
+    (patient,) = await insert_tasks(conn, queue="d")
+    await conn.execute(
+        "UPDATE tasks SET execution_timeout_ms = CASE WHEN id = %s THEN 3600000 ELSE 1000 END",
+        [patient],
+    )
+    leases = Leases(pool)
+    rows = await leases.take(PROJECT, take(queues=("a", "b", "c", "d"), limit=4))
+    await conn.execute(
+        "UPDATE tasks SET cancel_requested = true, state_reason = 'stop' WHERE id = %s",
+        [cancelled],
+    )
+    # Past the 1 s timeout, well inside the 30 s leases (which stay alive).
+    later = await db_now(conn) + timedelta(seconds=5)
+    reaped = await Reaper(pool).run_once(now=later)
+    assert (reaped.retried, reaped.interrupted, reaped.timed_out) == (1, 0, 3)
+
+    for task_id, state, events in (
+        (retried, "SCHEDULED", ["task.started", "task.retrying"]),
+        (last, "FAILED", ["task.started", "task.failed"]),
+        (cancelled, "INTERRUPTED", ["task.started", "task.interrupted"]),
+    ):
+        task = await task_state(conn, task_id)
+        assert task["state"] == state and task["lease_expire_time"] is None
+        assert task["error"]["type"] == "EXECUTION_TIMEOUT"
+        assert await attempts(conn, task_id) == [(1, "w1", "FAILED")]
+        assert await event_types(conn, task_id) == events
+    assert (await task_state(conn, retried))["schedule_time"] == later + timedelta(seconds=5)
+    assert (await task_state(conn, cancelled))["state_reason"] == "stop"
+    assert (await task_state(conn, patient))["state"] == "RUNNING"
+    # The timed-out lease is stale: its late report is refused.
+    by_id = {row.id: row for row in rows}
+    stale = by_id[last]
+    assert stale.lease_id is not None
+    with pytest.raises(FailedPrecondition):
+        await leases.complete(Completion(ref(last), stale.lease_id, "1"))

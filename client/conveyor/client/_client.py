@@ -243,11 +243,18 @@ class Client(EventMethods):
         max_concurrency: int | None = None,
         rate_limit: str | None = None,
         default_retry_policy: task_pb2.RetryPolicy | Mapping[str, Any] | None = None,
+        execution_timeout: Seconds | None = None,
         timeout: float | None = None,
     ) -> queue_pb2.Queue:
-        """Changes the settings given (and only those)."""
+        """Changes the settings given (and only those); an execution_timeout of 0 clears
+        the queue's default."""
         request = req.update_queue(
-            self.project, name, max_concurrency, rate_limit, default_retry_policy
+            self.project,
+            name,
+            max_concurrency,
+            rate_limit,
+            default_retry_policy,
+            execution_timeout,
         )
         return self.queues.UpdateQueue(request, timeout=timeout)
 

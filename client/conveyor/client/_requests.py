@@ -279,6 +279,7 @@ def update_queue(
     max_concurrency: int | None,
     rate_limit: str | None,
     default_retry_policy: task_pb2.RetryPolicy | Mapping[str, Any] | None,
+    execution_timeout: Seconds | None = None,
 ) -> queue_pb2.UpdateQueueRequest:
     queue = queue_pb2.Queue(name=child(project, "queues", name))
     paths = []
@@ -291,8 +292,16 @@ def update_queue(
     if default_retry_policy is not None:
         queue.default_retry_policy.CopyFrom(retry_policy(default_retry_policy))
         paths.append("default_retry_policy")
+    if execution_timeout is not None:
+        # 0 clears the queue's default: tasks created later run without a limit.
+        if execution_timeout:
+            queue.execution_timeout.CopyFrom(duration(execution_timeout))
+        paths.append("execution_timeout")
     if not paths:
-        raise TypeError("update_queue needs max_concurrency, rate_limit or default_retry_policy")
+        raise TypeError(
+            "update_queue needs max_concurrency, rate_limit, default_retry_policy"
+            " or execution_timeout"
+        )
     return queue_pb2.UpdateQueueRequest(
         queue=queue, update_mask=field_mask_pb2.FieldMask(paths=paths)
     )

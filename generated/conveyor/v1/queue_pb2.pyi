@@ -38,6 +38,7 @@ class Queue(_message.Message):
     PAUSE_REASON_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    EXECUTION_TIMEOUT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `projects/{project}/queues/{queue}`."""
     paused: _builtins.bool
@@ -70,6 +71,13 @@ class Queue(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When its settings last changed."""
 
+    @_builtins.property
+    def execution_timeout(self) -> _duration_pb2.Duration:
+        """The execution_timeout of tasks created in it without one (it applies to tasks
+        created after it is set); unset or zero: no limit. UpdateQueue returns
+        INVALID_ARGUMENT when it is under 100ms or over 30 days.
+        """
+
     def __init__(
         self,
         *,
@@ -83,10 +91,11 @@ class Queue(_message.Message):
         pause_reason: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        execution_timeout: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_retry_policy", b"default_retry_policy", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_retry_policy", b"default_retry_policy", "execution_timeout", b"execution_timeout", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_retry_policy", b"default_retry_policy", "max_concurrency", b"max_concurrency", "name", b"name", "pause_reason", b"pause_reason", "paused", b"paused", "purge_confirm_token", b"purge_confirm_token", "rate_limit", b"rate_limit", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_retry_policy", b"default_retry_policy", "execution_timeout", b"execution_timeout", "max_concurrency", b"max_concurrency", "name", b"name", "pause_reason", b"pause_reason", "paused", b"paused", "purge_confirm_token", b"purge_confirm_token", "rate_limit", b"rate_limit", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

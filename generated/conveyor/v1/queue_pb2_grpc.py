@@ -85,7 +85,7 @@ class QueueServiceServicer:
 
     def UpdateQueue(self, request, context):
         """UpdateQueue changes the fields named by update_mask; returns
-        INVALID_ARGUMENT for an unknown path or a bad rate_limit.
+        INVALID_ARGUMENT for an unknown path, a bad rate_limit or execution_timeout.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """

@@ -44,7 +44,7 @@ class QueueServiceStub:
     """
     UpdateQueue: _grpc.UnaryUnaryMultiCallable[_queue_pb2.UpdateQueueRequest, _queue_pb2.Queue]
     """UpdateQueue changes the fields named by update_mask; returns
-    INVALID_ARGUMENT for an unknown path or a bad rate_limit.
+    INVALID_ARGUMENT for an unknown path, a bad rate_limit or execution_timeout.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -77,7 +77,7 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """
     UpdateQueue: _aio.UnaryUnaryMultiCallable[_queue_pb2.UpdateQueueRequest, _queue_pb2.Queue]  # type: ignore[assignment]
     """UpdateQueue changes the fields named by update_mask; returns
-    INVALID_ARGUMENT for an unknown path or a bad rate_limit.
+    INVALID_ARGUMENT for an unknown path, a bad rate_limit or execution_timeout.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -125,7 +125,7 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_pb2.Queue, _abc.Awaitable[_queue_pb2.Queue]]:
         """UpdateQueue changes the fields named by update_mask; returns
-        INVALID_ARGUMENT for an unknown path or a bad rate_limit.
+        INVALID_ARGUMENT for an unknown path, a bad rate_limit or execution_timeout.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """

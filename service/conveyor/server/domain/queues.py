@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Sequence
 from typing import Any
 
+from google.protobuf import duration_pb2
 from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.domain import (
@@ -31,7 +32,7 @@ from conveyor.v1 import enums_pb2, queue_pb2
 
 __all__ = ["UPDATABLE_FIELDS", "Queues", "purge_confirm_token", "settings_message"]
 
-UPDATABLE_FIELDS = ("max_concurrency", "rate_limit", "default_retry_policy")
+UPDATABLE_FIELDS = ("max_concurrency", "rate_limit", "default_retry_policy", "execution_timeout")
 MAX_CONCURRENCY = 100_000
 MAX_REASON = 1000
 
@@ -145,6 +146,7 @@ class Queues:
                 max_concurrency=changes.get("max_concurrency"),
                 rate_limit=changes.get("rate_limit"),
                 default_retry_policy=changes.get("default_retry_policy"),
+                execution_timeout_ms=changes.get("execution_timeout_ms"),
             )
             if updated:
                 await self._record(
@@ -170,7 +172,15 @@ def settings_message(row: QueueRow | None) -> queue_pb2.Queue:
         default_retry_policy=retry_policy.message(
             retry_policy.Policy.from_json(row.default_retry_policy)
         ),
+        execution_timeout=execution_timeout(row.execution_timeout_ms),
     )
+
+
+def execution_timeout(ms: int | None) -> duration_pb2.Duration | None:
+    """A queue's default execution_timeout; None (unset) when it has none."""
+    if ms is None:
+        return None
+    return duration_pb2.Duration(seconds=ms // 1000, nanos=ms % 1000 * 1_000_000)
 
 
 def _checked_changes(merged: queue_pb2.Queue, mask: update_mask.Mask) -> dict[str, Any]:
@@ -190,5 +200,19 @@ def _checked_changes(merged: queue_pb2.Queue, mask: update_mask.Mask) -> dict[st
     if "default_retry_policy" in mask:
         policy = retry_policy.parse(v, merged.default_retry_policy, "queue.default_retry_policy")
         changes["default_retry_policy"] = policy.to_json()
+    if "execution_timeout" in mask:
+        timeout = merged.execution_timeout
+        # Unset or zero clears it: tasks created later run without a limit.
+        changes["execution_timeout_ms"] = (
+            retry_policy.duration_ms(
+                v,
+                timeout,
+                "queue.execution_timeout",
+                low_ms=task_input.MIN_EXECUTION_TIMEOUT_MS,
+                high_ms=task_input.MAX_EXECUTION_TIMEOUT_MS,
+            )
+            if timeout.seconds or timeout.nanos
+            else 0
+        )
     v.raise_if_any()
     return changes

@@ -1,12 +1,13 @@
 """The queue metrics' state gauges: tasks by state and the oldest queued task's age,
 per project and queue.
 
-A scrape never touches the database: this loop runs one grouped query over the live
-tasks (queue_metrics.sql) every `interval` seconds, and /metrics reports its last
-answer. So N replicas scraped every 15 s cost N small queries per interval whatever the
-scrape rate, and every replica reports the same figures (graph them with max by
-(project, queue), not sum). The counters (started, finished, ...) are per replica and
-are summed: domain/metrics.py.
+A scrape never touches the database: /metrics reports the last snapshot this loop
+read. Every `interval` seconds each replica reads the shared snapshot row; only when it
+is older than the interval does one replica (the one that gets a try-lock) run the
+grouped count over the live tasks (queue_metrics.sql) and store it for the others. So
+N replicas cost one count per interval whatever the scrape rate, and report the same
+figures (graph them with max by (project, queue), not sum). The counters (started,
+finished, ...) are per replica and are summed: domain/metrics.py.
 """
 
 from __future__ import annotations
@@ -79,9 +80,11 @@ class QueueMetricsLoop(PeriodicLoop):
         super().__init__(interval=interval)
         self._pool = pool
 
-    async def run_once(self) -> int:
-        """Takes a snapshot; returns how many (project, queue, state) rows it has."""
+    async def run_once(self, *, max_age: float | None = None) -> bool:
+        """Reads the shared snapshot, counting afresh if it is older than `max_age`
+        (default: the interval); returns whether this replica counted."""
+        age = self.interval if max_age is None else max_age
         async with self._pool.connection() as conn:
-            rows = await store.read(conn)
+            rows, counted = await store.shared(conn, age)
         COLLECTOR.rows, COLLECTOR.taken_at = rows, time.monotonic()
-        return len(rows)
+        return counted

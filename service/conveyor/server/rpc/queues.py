@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 
 from conveyor.server.domain import retry_policy
-from conveyor.server.domain.queues import Queues
+from conveyor.server.domain.queues import Queues, execution_timeout
 from conveyor.server.render.convert import duration, timestamp
 from conveyor.server.rpc import principal
 from conveyor.server.store.queues import QueueRow
@@ -27,6 +27,7 @@ def queue_message(row: QueueRow, purge_confirm_token: str) -> queue_pb2.Queue:
         default_retry_policy=retry_policy.message(
             retry_policy.Policy.from_json(row.default_retry_policy)
         ),
+        execution_timeout=execution_timeout(row.execution_timeout_ms),
         stats=queue_pb2.QueueStats(
             queued=row.queued,
             scheduled=row.scheduled,

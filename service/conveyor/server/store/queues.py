@@ -33,6 +33,7 @@ class QueueRow:
     max_concurrency: int
     rate_limit: str
     default_retry_policy: dict[str, Any]
+    execution_timeout_ms: int | None
     create_time: datetime
     update_time: datetime
     queued: int
@@ -96,9 +97,10 @@ async def update(
     max_concurrency: int | None,
     rate_limit: str | None,
     default_retry_policy: dict[str, Any] | None,
+    execution_timeout_ms: int | None = None,
 ) -> bool:
     """Sets the settings that are not None (creating the queue if needed); False when the
-    project does not exist."""
+    project does not exist. An execution_timeout_ms of 0 clears it (no limit)."""
     return (
         await _changed(
             conn,
@@ -112,6 +114,8 @@ async def update(
                 "rate_limit": rate_limit or "",
                 "set_default_retry_policy": default_retry_policy is not None,
                 "default_retry_policy": Jsonb(default_retry_policy or {}),
+                "set_execution_timeout": execution_timeout_ms is not None,
+                "execution_timeout_ms": execution_timeout_ms or None,
             },
         )
         is not None

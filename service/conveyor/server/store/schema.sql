@@ -1151,6 +1151,16 @@ ALTER TABLE tasks ADD COLUMN progress_event_time timestamptz;
 ALTER TABLE tasks ADD COLUMN execution_timeout_ms bigint;
 ALTER TABLE queues ADD COLUMN execution_timeout_ms bigint;
 
+-- 0018: the queue metrics' shared snapshot. One replica per interval runs the grouped
+-- count over the live tasks (queue_metrics.sql) and stores the answer here; the other
+-- replicas read this one row instead of counting again. UNLOGGED: it is a cache, rebuilt
+-- within an interval after a crash, and not worth WAL or a standby's copy.
+CREATE UNLOGGED TABLE queue_metrics_snapshot (
+    id integer PRIMARY KEY CHECK (id = 1),
+    take_time timestamptz NOT NULL,
+    queues jsonb NOT NULL
+);
+
 -- 0020: who created a task (Task.creator): the calling API key's name, or the name of
 -- the schedule that fired it. Empty for tasks created before 0020. ListTasks filters
 -- on it (TaskFilter.creators); no index: it narrows a project's tasks like kinds do.

@@ -1,9 +1,12 @@
 -- Sets the queue settings whose set_* flag is true (creating the queue if no task used
 -- it yet) and wakes its workers: a higher max_concurrency may let tasks run.
 WITH updated AS (
-    INSERT INTO queues AS q (project, id, max_concurrency, rate_limit, default_retry_policy)
+    INSERT INTO queues AS q (
+        project, id, max_concurrency, rate_limit, default_retry_policy, execution_timeout_ms
+    )
     VALUES (
-        %(project)s, %(id)s, %(max_concurrency)s, %(rate_limit)s, %(default_retry_policy)s::jsonb
+        %(project)s, %(id)s, %(max_concurrency)s, %(rate_limit)s, %(default_retry_policy)s::jsonb,
+        %(execution_timeout_ms)s::bigint
     )
     ON CONFLICT (project, id) DO UPDATE
     SET max_concurrency = CASE
@@ -13,6 +16,10 @@ WITH updated AS (
         default_retry_policy = CASE
             WHEN %(set_default_retry_policy)s THEN excluded.default_retry_policy
             ELSE q.default_retry_policy
+        END,
+        execution_timeout_ms = CASE
+            WHEN %(set_execution_timeout)s THEN %(execution_timeout_ms)s::bigint
+            ELSE q.execution_timeout_ms
         END,
         update_time = now()
     RETURNING q.project, q.id
