@@ -115,6 +115,10 @@ class CommandServiceServicer:
         1..10000.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
+        A bulk action (until its last task is retried): one runs at a time per project, across replicas; while
+        another runs this returns FAILED_PRECONDITION with reason BULK_ACTION_RUNNING
+        and ErrorInfo metadata `running` naming it (not RESOURCE_EXHAUSTED: nothing
+        is used up, the call can succeed once the running action ends).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,6 +130,10 @@ class CommandServiceServicer:
         is set.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist and INVALID_ARGUMENT for a malformed name or field.
+        A bulk action: one runs at a time per project, across replicas; while
+        another runs this returns FAILED_PRECONDITION with reason BULK_ACTION_RUNNING
+        and ErrorInfo metadata `running` naming it (not RESOURCE_EXHAUSTED: nothing
+        is used up, the call can succeed once the running action ends).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,6 +48,10 @@ class CommandServiceStub:
     1..10000.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
+    A bulk action (until its last task is retried): one runs at a time per project, across replicas; while
+    another runs this returns FAILED_PRECONDITION with reason BULK_ACTION_RUNNING
+    and ErrorInfo metadata `running` naming it (not RESOURCE_EXHAUSTED: nothing
+    is used up, the call can succeed once the running action ends).
     """
     PurgeQueue: _grpc.UnaryUnaryMultiCallable[_command_pb2.PurgeQueueRequest, _command_pb2.Command]
     """PurgeQueue removes a queue's queued tasks; returns FAILED_PRECONDITION with
@@ -55,6 +59,10 @@ class CommandServiceStub:
     is set.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist and INVALID_ARGUMENT for a malformed name or field.
+    A bulk action: one runs at a time per project, across replicas; while
+    another runs this returns FAILED_PRECONDITION with reason BULK_ACTION_RUNNING
+    and ErrorInfo metadata `running` naming it (not RESOURCE_EXHAUSTED: nothing
+    is used up, the call can succeed once the running action ends).
     """
     RestartWorker: _grpc.UnaryUnaryMultiCallable[_command_pb2.RestartWorkerRequest, _command_pb2.Command]
     """RestartWorker asks a worker to restart; the command ends SUCCEEDED or
@@ -120,6 +128,10 @@ class CommandServiceAsyncStub(CommandServiceStub):
     1..10000.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
+    A bulk action (until its last task is retried): one runs at a time per project, across replicas; while
+    another runs this returns FAILED_PRECONDITION with reason BULK_ACTION_RUNNING
+    and ErrorInfo metadata `running` naming it (not RESOURCE_EXHAUSTED: nothing
+    is used up, the call can succeed once the running action ends).
     """
     PurgeQueue: _aio.UnaryUnaryMultiCallable[_command_pb2.PurgeQueueRequest, _command_pb2.Command]  # type: ignore[assignment]
     """PurgeQueue removes a queue's queued tasks; returns FAILED_PRECONDITION with
@@ -127,6 +139,10 @@ class CommandServiceAsyncStub(CommandServiceStub):
     is set.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist and INVALID_ARGUMENT for a malformed name or field.
+    A bulk action: one runs at a time per project, across replicas; while
+    another runs this returns FAILED_PRECONDITION with reason BULK_ACTION_RUNNING
+    and ErrorInfo metadata `running` naming it (not RESOURCE_EXHAUSTED: nothing
+    is used up, the call can succeed once the running action ends).
     """
     RestartWorker: _aio.UnaryUnaryMultiCallable[_command_pb2.RestartWorkerRequest, _command_pb2.Command]  # type: ignore[assignment]
     """RestartWorker asks a worker to restart; the command ends SUCCEEDED or
@@ -201,6 +217,10 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         1..10000.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
+        A bulk action (until its last task is retried): one runs at a time per project, across replicas; while
+        another runs this returns FAILED_PRECONDITION with reason BULK_ACTION_RUNNING
+        and ErrorInfo metadata `running` naming it (not RESOURCE_EXHAUSTED: nothing
+        is used up, the call can succeed once the running action ends).
         """
 
     @_abc_1.abstractmethod
@@ -214,6 +234,10 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         is set.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist and INVALID_ARGUMENT for a malformed name or field.
+        A bulk action: one runs at a time per project, across replicas; while
+        another runs this returns FAILED_PRECONDITION with reason BULK_ACTION_RUNNING
+        and ErrorInfo metadata `running` naming it (not RESOURCE_EXHAUSTED: nothing
+        is used up, the call can succeed once the running action ends).
         """
 
     @_abc_1.abstractmethod

@@ -89,6 +89,10 @@ class TaskServiceStub:
     neither of names and filter are given.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
+    A bulk action: one runs at a time per project, across replicas; while
+    another runs this returns FAILED_PRECONDITION with reason BULK_ACTION_RUNNING
+    and ErrorInfo metadata `running` naming it (not RESOURCE_EXHAUSTED: nothing
+    is used up, the call can succeed once the running action ends).
     """
     ExportTasks: _grpc.UnaryStreamMultiCallable[_task_service_pb2.ExportTasksRequest, _httpbody_pb2.HttpBody]
     """ExportTasks streams the tasks matching a filter as CSV, XLSX or NDJSON;
@@ -154,6 +158,10 @@ class TaskServiceAsyncStub(TaskServiceStub):
     neither of names and filter are given.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
+    A bulk action: one runs at a time per project, across replicas; while
+    another runs this returns FAILED_PRECONDITION with reason BULK_ACTION_RUNNING
+    and ErrorInfo metadata `running` naming it (not RESOURCE_EXHAUSTED: nothing
+    is used up, the call can succeed once the running action ends).
     """
     ExportTasks: _aio.UnaryStreamMultiCallable[_task_service_pb2.ExportTasksRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """ExportTasks streams the tasks matching a filter as CSV, XLSX or NDJSON;
@@ -270,6 +278,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         neither of names and filter are given.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
+        A bulk action: one runs at a time per project, across replicas; while
+        another runs this returns FAILED_PRECONDITION with reason BULK_ACTION_RUNNING
+        and ErrorInfo metadata `running` naming it (not RESOURCE_EXHAUSTED: nothing
+        is used up, the call can succeed once the running action ends).
         """
 
     @_abc_1.abstractmethod

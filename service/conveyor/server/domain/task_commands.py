@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hmac
 import uuid
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +23,7 @@ from conveyor.client._json import message_to_json
 from conveyor.server import states
 from conveyor.server.domain import audit, names, task_input, task_list
 from conveyor.server.domain.auth import Principal
+from conveyor.server.domain.bulk_actions import BulkLimiter
 from conveyor.server.domain.command_input import check_idempotency_key, parent_project
 from conveyor.server.domain.queues import parse_queue_name, purge_confirm_token
 from conveyor.server.errors import (
@@ -88,6 +90,7 @@ class TaskCommands:
         self.jobs = jobs or BatchJobs()
         self._chunk = chunk
         self._pause = pause
+        self._bulk = BulkLimiter(pool)  # BatchRetryTasks, PurgeQueue: one per project
 
     async def retry_task(
         self,
@@ -176,24 +179,43 @@ class TaskCommands:
             "filter": _filter_json(request.filter),
             "max": request.max,
         }
-        async with audit.command(
-            self._pool,
-            self._key,
-            principal,
-            enums_pb2.COMMAND_VERB_BATCH_RETRY_TASKS,
-            request.parent,
-            args,
-            project=project,
-            idempotency_key=key,
-            status="ISSUED",
-            result={"retried": 0, "skipped": 0, "done": False},
-        ) as issued:
-            command = issued.command
+        # The bulk slot is taken before the command is recorded (a refusal records
+        # nothing) and held by the job until it ends.
+        slot = contextlib.AsyncExitStack()
+        await slot.enter_async_context(self._bulk.hold(project, "BatchRetryTasks"))
+        try:
+            async with audit.command(
+                self._pool,
+                self._key,
+                principal,
+                enums_pb2.COMMAND_VERB_BATCH_RETRY_TASKS,
+                request.parent,
+                args,
+                project=project,
+                idempotency_key=key,
+                status="ISSUED",
+                result={"retried": 0, "skipped": 0, "done": False},
+            ) as issued:
+                command = issued.command
+        except BaseException:
+            await slot.aclose()
+            raise
         if issued.existing:
+            await slot.aclose()
             return command
         query = replace(query, states=wanted, limit=self._chunk, order="id")
-        self.jobs.spawn(self._run_batch(command, query, request.max, bool(wanted)))
+        self.jobs.spawn(
+            self._holding(slot, self._run_batch(command, query, request.max, bool(wanted)))
+        )
         return command
+
+    @staticmethod
+    async def _holding(slot: contextlib.AsyncExitStack, job: Awaitable[None]) -> None:
+        """Runs `job`, then gives back the bulk slot it was started under."""
+        try:
+            await job
+        finally:
+            await slot.aclose()
 
     async def _run_batch(
         self, command: CommandRow, query: task_store.TaskQuery, maximum: int, any_state: bool
@@ -275,16 +297,19 @@ class TaskCommands:
         async with self._pool.connection() as conn:
             if await queue_store.get(conn, project, request.queue) is None:
                 raise NotFound(f"{queue_name} does not exist", metadata={"resource": queue_name})
-        async with audit.command(
-            self._pool,
-            self._key,
-            principal,
-            enums_pb2.COMMAND_VERB_PURGE_QUEUE,
-            queue_name,
-            args,
-            project=project,
-            idempotency_key=key,
-        ) as issued:
+        async with (
+            self._bulk.hold(project, f"PurgeQueue of {request.queue}"),
+            audit.command(
+                self._pool,
+                self._key,
+                principal,
+                enums_pb2.COMMAND_VERB_PURGE_QUEUE,
+                queue_name,
+                args,
+                project=project,
+                idempotency_key=key,
+            ) as issued,
+        ):
             if issued.existing:
                 return issued.command
             conn, command = issued.conn, issued.command

@@ -29,6 +29,7 @@ from conveyor.server.domain import (
     task_list,
 )
 from conveyor.server.domain.auth import Principal
+from conveyor.server.domain.bulk_actions import BulkLimiter
 from conveyor.server.domain.task_dedupe import Created, outcome
 from conveyor.server.domain.task_ids import TaskIds
 from conveyor.server.errors import (
@@ -86,6 +87,7 @@ class Tasks:
         self._batcher = batcher
         self._ids = ids or TaskIds()
         self._worker_seen_within = worker_seen_within
+        self._bulk = BulkLimiter(pool)  # BatchDeleteTasks: one bulk action per project
 
     async def create(
         self, parent: str, task: task_pb2.Task, request_id: str, *, creator: str = ""
@@ -382,7 +384,11 @@ class Tasks:
         v.raise_if_any()
         terminal = sorted(s.value for s in states.TERMINAL)
         skipped: list[str] = []
-        async with self._pool.connection() as conn, conn.transaction():
+        async with (
+            self._bulk.hold(project, "BatchDeleteTasks"),
+            self._pool.connection() as conn,
+            conn.transaction(),
+        ):
             if await project_store.get(conn, project) is None:
                 raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
             if query is None:
