@@ -7,6 +7,7 @@ import math
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 from test_worker_sdk import clients, running, wait_for  # type: ignore[import-not-found]
 
@@ -90,3 +91,19 @@ async def test_a_chatty_handler_gets_at_most_one_event_per_second(
         assert dict(latest.progress) == {"i": 39}
         events = [e async for e in ops.list_events(types=["task.progress"], tasks=[task.name])]
         assert 1 <= len(events) <= math.ceil(elapsed) + 1 < 40
+
+
+async def test_the_task_page_shows_the_progress(
+    server: ConveyorServer, keys: dict[str, str], signed_in: Any
+) -> None:
+    async with (
+        AsyncClient(server.grpc_target, api_key=keys["operator"], project="alpha") as ops,
+        AsyncClient(server.grpc_target, api_key=keys["worker"], project="alpha") as w,
+    ):
+        task = await ops.create_task("render", queue="pages")
+        (lease,) = await w.lease_tasks(["pages"], worker="w-1", wait_timeout=1)
+        await w.extend_lease(task.name, lease.lease_id, progress={"frames": 120})
+        page = await signed_in("viewer")
+        await page.goto(f"{server.http_base_url}/ui/tasks/{task.name.rsplit('/', 1)[-1]}")
+        progress = page.locator("dt", has_text="Progress").locator("xpath=following-sibling::dd[1]")
+        assert "frames: 120" in await progress.inner_text()
