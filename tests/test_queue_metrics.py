@@ -123,6 +123,28 @@ async def test_counters_follow_starts_outcomes_retries_deaths_and_expiries(
     assert value(samples, "conveyor_tasks_dead_total", **where) == 1
 
 
+async def test_execution_timeouts_count_as_retries_not_lease_expiries(
+    server: ConveyorServer, client: AsyncClient, keys: dict[str, str]
+) -> None:
+    queue = f"q{uuid.uuid4().hex[:8]}"
+    await client.create_task(
+        "mail.send",
+        {},
+        queue=queue,
+        execution_timeout=1,
+        lease_duration=7200,
+        retry_policy={"max_attempts": 3},
+    )
+    async with AsyncClient(server.grpc_target, api_key=keys["worker"], project="alpha") as w:
+        assert len(await w.lease_tasks([queue], worker="w1")) == 1
+    reaped = await loop_of(server, Reaper).run_once(now=datetime.now(UTC) + timedelta(minutes=10))
+    assert reaped.timed_out >= 1
+    samples = await scrape(server)
+    where = {"project": "alpha", "queue": queue}
+    assert value(samples, "conveyor_task_retries_total", **where) == 1
+    assert value(samples, "conveyor_lease_expiries_total", **where) == 0
+
+
 async def test_schedule_fires_count_on_time_and_late(
     server: ConveyorServer, client: AsyncClient
 ) -> None:

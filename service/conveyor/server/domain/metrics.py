@@ -24,6 +24,7 @@ __all__ = [
     "WEBHOOK_DELIVERIES",
     "count_expiries",
     "count_settled",
+    "count_timeouts",
     "schedule_fired",
 ]
 
@@ -96,6 +97,14 @@ def count_expiries(by_queue: Iterable[tuple[str, str, int, int]]) -> None:
         LEASE_EXPIRIES.labels(project, queue).inc(retried + interrupted)
         RETRIES.labels(project, queue).inc(retried)
         DEAD.labels(project, queue).inc(interrupted)
+
+
+def count_timeouts(by_queue: Iterable[tuple[str, str, int, int]]) -> None:
+    """Counts attempts ended past their execution_timeout: (project, queue, retried,
+    ended). Not lease expiries: their leases were alive."""
+    for project, queue, retried, ended in by_queue:
+        RETRIES.labels(project, queue).inc(retried)
+        DEAD.labels(project, queue).inc(ended)
 
 
 def schedule_fired(project: str, queue: str, nominal: datetime, now: datetime) -> None:

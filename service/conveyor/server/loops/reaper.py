@@ -18,7 +18,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain.metrics import count_expiries
+from conveyor.server.domain.metrics import count_expiries, count_timeouts
 from conveyor.server.domain.workers import STALE_AFTER
 from conveyor.server.loops.periodic import PeriodicLoop
 from conveyor.server.store import reaper as reaper_store
@@ -78,6 +78,7 @@ class Reaper(PeriodicLoop):
                 ended = await reaper_store.end_timed_out(conn, now, self._batch, rand)
                 retried += ended.retried
                 timed_out += ended.retried + ended.interrupted
+                count_timeouts(ended.by_queue)
                 if ended.retried + ended.interrupted < self._batch:
                     break
             while True:

@@ -40,10 +40,12 @@ async def expire_leases(
     database draws one per task)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_EXPIRE, {"now": now, "limit": limit, "rand": rand})
-        rows = await cur.fetchall()
-    by_queue = tuple(
-        (r["project"], r["queue"], int(r["retried"]), int(r["interrupted"])) for r in rows
-    )
+        return _expired(await cur.fetchall(), "interrupted")
+
+
+def _expired(rows: list[dict[str, Any]], ended: str) -> Expired:
+    """Sums the statement's per-queue rows (project, queue, retried, `ended`)."""
+    by_queue = tuple((r["project"], r["queue"], int(r["retried"]), int(r[ended])) for r in rows)
     return Expired(sum(q[2] for q in by_queue), sum(q[3] for q in by_queue), by_queue)
 
 
@@ -54,9 +56,7 @@ async def end_timed_out(
     `interrupted` counts the tasks that ended (FAILED, or INTERRUPTED after a cancel)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_TIMEOUT, {"now": now, "limit": limit, "rand": rand})
-        row = await cur.fetchone()
-    assert row is not None
-    return Expired(int(row["retried"]), int(row["ended"]))
+        return _expired(await cur.fetchall(), "ended")
 
 
 async def disconnect_stale_workers(

@@ -69,6 +69,9 @@ events_written AS (
     FROM ended e
     ORDER BY e.project, e.id
 )
-SELECT count(*) FILTER (WHERE state = 'SCHEDULED') AS retried,
+-- One row per project and queue (none when nothing timed out), for the queue metrics.
+SELECT project, queue,
+       count(*) FILTER (WHERE state = 'SCHEDULED') AS retried,
        count(*) FILTER (WHERE state <> 'SCHEDULED') AS ended
 FROM ended
+GROUP BY project, queue
