@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+from google.api import httpbody_pb2
 
 from conveyor.client import AsyncClient
 from conveyor.client.errors import ConveyorError
@@ -116,3 +117,50 @@ async def test_bulk_actions_of_other_projects_run_side_by_side(
 
         done = await asyncio.gather(purge(alpha, P), purge(beta, "projects/beta"))
         assert [c.status for c in done] == [enums_pb2.COMMAND_STATUS_SUCCEEDED] * 2
+
+
+async def test_an_export_of_more_than_10000_rows_is_a_bulk_action(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    async with AsyncClient(server.grpc_target, api_key=keys["admin"], project="alpha") as c:
+        for _ in range(11):
+            await c.tasks.BatchCreateTasks(
+                task_service_pb2.BatchCreateTasksRequest(
+                    parent=P,
+                    requests=[
+                        task_service_pb2.CreateTaskRequest(task=task_pb2.Task(kind="bulk"))
+                        for _ in range(1000)
+                    ],
+                )
+            )
+        await c.cancel_task((await c.create_task("small", 1)).name)
+
+        big = c.tasks.ExportTasks(task_service_pb2.ExportTasksRequest(parent=P))
+        first_chunk = await big.read()  # the export has started and holds the slot
+        assert isinstance(first_chunk, httpbody_pb2.HttpBody)
+        with pytest.raises(ConveyorError) as refused:
+            await c.tasks.BatchDeleteTasks(
+                task_service_pb2.BatchDeleteTasksRequest(
+                    parent=P, filter=task_pb2.TaskFilter(kinds=["small"])
+                )
+            )
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert refused.value.metadata["running"] == "ExportTasks"
+        # A small export is no bulk action: it runs beside the big one.
+        small = c.tasks.ExportTasks(
+            task_service_pb2.ExportTasksRequest(
+                parent=P, filter=task_pb2.TaskFilter(kinds=["small"])
+            )
+        )
+        assert b"small" in b"".join([chunk.data async for chunk in small])
+
+        rows = first_chunk.data.count(b"\n")
+        async for chunk in big:
+            rows += chunk.data.count(b"\n")
+        assert rows == 1 + 11_001  # the header line and every task
+        deleted = await c.tasks.BatchDeleteTasks(
+            task_service_pb2.BatchDeleteTasksRequest(
+                parent=P, filter=task_pb2.TaskFilter(kinds=["small"])
+            )
+        )
+        assert deleted.deleted_count == 1

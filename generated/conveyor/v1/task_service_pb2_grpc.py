@@ -191,6 +191,9 @@ class TaskServiceServicer:
     def ExportTasks(self, request, context):
         """ExportTasks streams the tasks matching a filter as CSV, XLSX or NDJSON;
         returns INVALID_ARGUMENT for an unknown field in `fields`.
+        An export of more than 10,000 tasks is a bulk action (see BatchDeleteTasks):
+        while another bulk action of the project runs it returns FAILED_PRECONDITION
+        with reason BULK_ACTION_RUNNING, and while it streams it holds the slot.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

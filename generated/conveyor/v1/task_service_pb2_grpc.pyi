@@ -97,6 +97,9 @@ class TaskServiceStub:
     ExportTasks: _grpc.UnaryStreamMultiCallable[_task_service_pb2.ExportTasksRequest, _httpbody_pb2.HttpBody]
     """ExportTasks streams the tasks matching a filter as CSV, XLSX or NDJSON;
     returns INVALID_ARGUMENT for an unknown field in `fields`.
+    An export of more than 10,000 tasks is a bulk action (see BatchDeleteTasks):
+    while another bulk action of the project runs it returns FAILED_PRECONDITION
+    with reason BULK_ACTION_RUNNING, and while it streams it holds the slot.
     """
 
 @_typing.type_check_only
@@ -166,6 +169,9 @@ class TaskServiceAsyncStub(TaskServiceStub):
     ExportTasks: _aio.UnaryStreamMultiCallable[_task_service_pb2.ExportTasksRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """ExportTasks streams the tasks matching a filter as CSV, XLSX or NDJSON;
     returns INVALID_ARGUMENT for an unknown field in `fields`.
+    An export of more than 10,000 tasks is a bulk action (see BatchDeleteTasks):
+    while another bulk action of the project runs it returns FAILED_PRECONDITION
+    with reason BULK_ACTION_RUNNING, and while it streams it holds the slot.
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -292,6 +298,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
         """ExportTasks streams the tasks matching a filter as CSV, XLSX or NDJSON;
         returns INVALID_ARGUMENT for an unknown field in `fields`.
+        An export of more than 10,000 tasks is a bulk action (see BatchDeleteTasks):
+        while another bulk action of the project runs it returns FAILED_PRECONDITION
+        with reason BULK_ACTION_RUNNING, and while it streams it holds the slot.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

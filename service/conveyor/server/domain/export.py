@@ -26,6 +26,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.domain import names, task_list
+from conveyor.server.domain.bulk_actions import BulkLimiter
 from conveyor.server.domain.export_columns import (
     DEFAULT_FIELDS,
     Cells,
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 BATCH = 500
+# An export of more rows than this is a bulk action (one per project at a time).
+BULK_ROWS = 10_000
 """Tasks read per query: the memory an export holds at once."""
 CHUNK = 256 * 1024
 """Bytes per streamed chunk (well under gRPC's 4 MiB message limit)."""
@@ -73,6 +76,7 @@ class Exporter:
         self._pool = pool
         self._to_message = to_message
         self._batch = batch
+        self._bulk = BulkLimiter(pool)
 
     async def export(
         self,
@@ -109,11 +113,31 @@ class Exporter:
             v.add("format", f"{file_format} is not an export format")
         v.raise_if_any()
         content_type = CONTENT_TYPES[file_format]
+        async with contextlib.AsyncExitStack() as slot:
+            if await self._is_bulk(query):
+                # A large export is a bulk action: it holds the project's slot while it
+                # streams (domain/bulk_actions.py).
+                await slot.enter_async_context(self._bulk.hold(project, "ExportTasks"))
+            async for chunk in self._stream(query, columns, file_format, basic):
+                yield content_type, chunk
+
+    async def _is_bulk(self, query: task_store.TaskQuery) -> bool:
+        async with self._pool.connection() as conn:
+            counted = await task_store.count_matching(conn, replace(query, limit=BULK_ROWS + 1))
+        return counted > BULK_ROWS
+
+    async def _stream(
+        self,
+        query: task_store.TaskQuery,
+        columns: list[Column],
+        file_format: enums_pb2.ExportFormat.ValueType,
+        basic: bool,
+    ) -> AsyncIterator[bytes]:
         query = replace(query, limit=self._batch, order="id")
         if file_format == enums_pb2.EXPORT_FORMAT_XLSX:
             cells = Cells(columns, self._to_message)
             async for data in self._xlsx(query, columns, cells, basic):
-                yield content_type, data
+                yield data
             return
         cells = Cells(columns, self._to_message)
         writer = (
@@ -127,11 +151,11 @@ class Exporter:
                 writer.add(cells(row))
             data = writer.take()
             if data or first:
-                yield content_type, data
+                yield data
                 first = False
         data = writer.take()
         if data or first:
-            yield content_type, data
+            yield data
 
     async def _batches(
         self, query: task_store.TaskQuery, basic: bool

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ __all__ = [
     "TaskView",
     "blocked_reasons",
     "cancel",
+    "count_matching",
     "delete_matching",
     "delete_named",
     "get",
@@ -250,6 +251,16 @@ async def delete_named(
         row = await cur.fetchone()
     assert row is not None
     return int(row["deleted"]), list(row["skipped"])
+
+
+async def count_matching(conn: AsyncConnection[Any], query: TaskQuery) -> int:
+    """How many tasks match `query`, counting no further than query.limit."""
+    select, params = _compose(replace(query, after_id=None))
+    statement = pgsql.SQL(_LIST["count"]).format(select=select)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(statement, params)
+        row = await cur.fetchone()
+    return int(row["n"]) if row else 0
 
 
 async def delete_matching(

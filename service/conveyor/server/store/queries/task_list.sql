@@ -37,6 +37,10 @@ AND t.create_time >= %(create_time_after)s AND t.id >= %(id_floor)s::uuid
 -- name: create_time_before
 AND t.create_time < %(create_time_before)s AND t.id < %(id_ceiling)s::uuid
 
+-- name: count
+-- How many tasks a filter matches, up to its LIMIT (ExportTasks: is it a bulk action?).
+SELECT count(*) AS n FROM ({select}) AS matching
+
 -- name: after_id
 AND t.id > %(after_id)s::uuid
 -- name: after_id_desc
