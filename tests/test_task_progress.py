@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import threading
 import time
 from datetime import timedelta
 from typing import Any
 
+import httpx
+from test_gateway import read_events  # type: ignore[import-not-found]
 from test_worker_sdk import clients, running, wait_for  # type: ignore[import-not-found]
 
 from conveyor.client import AsyncClient, TaskContext, Worker
@@ -107,3 +110,35 @@ async def test_the_task_page_shows_the_progress(
         await page.goto(f"{server.http_base_url}/ui/tasks/{task.name.rsplit('/', 1)[-1]}")
         progress = page.locator("dt", has_text="Progress").locator("xpath=following-sibling::dd[1]")
         assert "frames: 120" in await progress.inner_text()
+
+
+async def test_progress_reaches_sse_watchers_over_rest(
+    server: ConveyorServer, admin_key: str
+) -> None:
+    async with httpx.AsyncClient(
+        base_url=server.http_base_url,
+        headers={"Authorization": f"Bearer {admin_key}"},
+        timeout=10,
+    ) as http:
+        created = await http.post("/v1/projects/default/tasks", json={"kind": "k", "queue": "sse"})
+        name = created.json()["name"]
+        leased = await http.post(
+            "/v1/projects/default/tasks:lease",
+            json={"worker": "w-rest", "queues": ["sse"], "max_tasks": 1, "wait_timeout": "1s"},
+        )
+        lease_id = leased.json()["leases"][0]["lease_id"]
+        sse = {"Accept": "text/event-stream"}
+        params = {"filter.types": "task.progress"}
+        watch = "/v1/projects/default/events:watch"
+        async with http.stream("GET", watch, params=params, headers=sse) as response:
+            assert response.status_code == 200
+            beat = await http.post(
+                f"/v1/{name}:extendLease",
+                json={"lease_id": lease_id, "progress": {"rows": 7}},
+            )
+            assert beat.status_code == 200, beat.text
+            [event] = await read_events(response, 1)
+        assert event["event"] == "task.progress"
+        data = json.loads(event["data"])
+        assert data["subject"] == name and data["task"]["progress"] == {"rows": 7}
+        assert data["data"]["progress"] == {"rows": 7} and data["task"]["progress_time"]
