@@ -48,9 +48,15 @@ async def test_a_second_bulk_action_is_refused_naming_the_running_one(
                     parent=P,
                     filter=task_pb2.TaskFilter(states=[enums_pb2.TASK_STATE_CANCELLED]),
                     max=10,
+                    idempotency_key="retry-1",
                 )
             )
             assert running.status == enums_pb2.COMMAND_STATUS_ISSUED
+            # Its replay is answered with it, not refused.
+            replay = await second.commands.BatchRetryTasks(
+                command_pb2.BatchRetryTasksRequest(parent=P, max=10, idempotency_key="retry-1")
+            )
+            assert replay.name == running.name
 
             # On the other replica: a delete, a purge and another retry are refused.
             refusals: list[Awaitable[Any]] = [

@@ -179,6 +179,13 @@ class TaskCommands:
             "filter": _filter_json(request.filter),
             "max": request.max,
         }
+        if key:
+            # A replay answers with the first command, even while its job holds the
+            # project's bulk slot (audit.record checks again under the chain's lock).
+            async with self._pool.connection() as conn:
+                first = await command_store.get_by_key(conn, project, principal.key_name, key)
+            if first is not None:
+                return first
         # The bulk slot is taken before the command is recorded (a refusal records
         # nothing) and held by the job until it ends.
         slot = contextlib.AsyncExitStack()
