@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from test_cli_nouns import _json as cli_json  # type: ignore[import-not-found]
 from test_worker_sdk import (  # type: ignore[import-not-found]
     clients,
     running,
@@ -118,3 +119,32 @@ async def test_the_queue_default_applies_to_tasks_created_without_one(
         later = await c.create_task("k", queue="capped")
         assert not later.HasField("execution_timeout")
         assert (await c.get_task(inherited.name)).execution_timeout.seconds == 300
+
+
+async def test_the_cli_sets_execution_timeouts(
+    server: ConveyorServer, keys: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin = keys["admin"]
+    queue = await cli_json(
+        capsys, server, admin, "queues", "update", "cli", "--execution-timeout", "15m"
+    )
+    assert queue["execution_timeout"] == "900s"
+    inherited = await cli_json(capsys, server, admin, "tasks", "create", "job", "--queue", "cli")
+    assert inherited["execution_timeout"] == "900s"
+    own = await cli_json(
+        capsys,
+        server,
+        admin,
+        "tasks",
+        "create",
+        "job",
+        "--queue",
+        "cli",
+        "--execution-timeout",
+        "90s",
+    )
+    assert own["execution_timeout"] == "90s"
+    cleared = await cli_json(
+        capsys, server, admin, "queues", "update", "cli", "--execution-timeout", "0"
+    )
+    assert "execution_timeout" not in cleared

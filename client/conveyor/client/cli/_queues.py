@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 
 import click
 
 from conveyor.client.cli._output import Output, note
-from conveyor.client.cli._params import LIMIT
+from conveyor.client.cli._params import DURATION, LIMIT
 from conveyor.client.cli._progress import finish_command
 from conveyor.client.cli._session import session
 from conveyor.v1 import command_pb2
@@ -38,16 +39,28 @@ def get(queue: str) -> None:
 @click.argument("queue")
 @click.option("--max-concurrency", type=LIMIT, default=None, help="0: no limit")
 @click.option("--rate-limit", default=None, help='e.g. "10/s", "600/m"; "" clears it')
-def update(queue: str, max_concurrency: int | None, rate_limit: str | None) -> None:
+@click.option(
+    "--execution-timeout",
+    type=DURATION,
+    default=None,
+    help="default per attempt of tasks created later, e.g. 15m; 0 clears it",
+)
+def update(
+    queue: str,
+    max_concurrency: int | None,
+    rate_limit: str | None,
+    execution_timeout: timedelta | None,
+) -> None:
     """Change the settings given (and only those)."""
-    if max_concurrency is None and rate_limit is None:
-        raise click.UsageError("give --max-concurrency and/or --rate-limit")
+    if max_concurrency is None and rate_limit is None and execution_timeout is None:
+        raise click.UsageError("give --max-concurrency, --rate-limit and/or --execution-timeout")
     current = session()
     Output().one(
         current.client().update_queue(
             current.child("queues", queue),
             max_concurrency=max_concurrency,
             rate_limit=rate_limit,
+            execution_timeout=execution_timeout,
         )
     )
 

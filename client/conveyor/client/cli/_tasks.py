@@ -44,6 +44,7 @@ def tasks() -> None:
 @click.option("--label", "labels", type=KEY_VALUE, multiple=True, help="KEY=VALUE; repeatable")
 @click.option("--schedule-time", type=TIME, default=None, help="not before this time")
 @click.option("--lease-duration", type=DURATION, default=None, help="e.g. 30s")
+@click.option("--execution-timeout", type=DURATION, default=None, help="per attempt, e.g. 15m")
 @click.option("--correlation-id", default=None)
 @click.option("--parent-task", default=None, help="makes this task a child of that one")
 @click.option("--requires-approval", is_flag=True, default=None)
