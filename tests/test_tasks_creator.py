@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -143,3 +144,20 @@ async def test_a_fired_task_names_its_schedule_and_schedules_list_by_me(
         )
         assert listed(await as_ann.schedules.ListSchedules(mine)) == [schedule.name]
         assert listed(await as_bob.schedules.ListSchedules(mine)) == []
+
+
+async def test_me_over_rest_is_the_calling_key(
+    server: ConveyorServer, two_keys: dict[str, str]
+) -> None:
+    (ann, ann_secret), (_, bob_secret) = two_keys.items()
+    async with AsyncClient(server.grpc_target, api_key=bob_secret) as as_bob:
+        await _create(as_bob, "bob.one")
+    async with httpx.AsyncClient(
+        base_url=server.http_base_url, headers={"authorization": f"Bearer {ann_secret}"}
+    ) as http:
+        created = await http.post(f"/v1/{PARENT}/tasks", json={"kind": "ann.rest"})
+        assert created.status_code == 200, created.text
+        assert created.json()["creator"] == ann
+        mine = await http.get(f"/v1/{PARENT}/tasks", params={"filter.creators": "me"})
+        assert mine.status_code == 200, mine.text
+        assert [t["kind"] for t in mine.json()["tasks"]] == ["ann.rest"]
