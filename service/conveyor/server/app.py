@@ -45,6 +45,10 @@ _log = get_logger(__name__)
 QUIET_PERIOD = 0.1
 """Seconds with no contract call in flight after which a stopping server closes gRPC."""
 
+END_MARGIN = 1.0
+"""Seconds before the grace runs out at which a stopping server ends the calls still in
+flight with UNAVAILABLE (at most a quarter of the grace)."""
+
 
 @dataclass(frozen=True)
 class ServerHooks:
@@ -223,11 +227,19 @@ class ConveyorServer:
         answering new calls UNAVAILABLE with RetryInfo, until nothing has been in flight
         for QUIET_PERIOD: by then the callers are backing off and gRPC holds no call.
         """
+        loop = asyncio.get_running_loop()
         if self._ctx is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
+            # Shortly before the grace runs out, whatever is still in flight (a call
+            # waiting on the pool, a stream that did not end) is ended UNAVAILABLE by us,
+            # and gRPC's stop gets the rest of the grace to deliver those statuses.
+            margin = min(END_MARGIN, (deadline - loop.time()) / 4)
+            try:
+                async with asyncio.timeout_at(deadline - margin):
                     await self._ctx.in_flight.wait_quiet(QUIET_PERIOD)
-        await grpc_server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
+            except TimeoutError:
+                self._ctx.in_flight.end_all()
+                _log.info("shutdown ended calls in flight", calls=self._ctx.in_flight.count)
+        await grpc_server.stop(max(0.0, deadline - loop.time()))
 
     async def _healthy(self) -> bool:
         return self._serving and self._ctx is not None and self._ctx.database.available

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from conveyor.server.settings import Settings
 from conveyor.server.store.db import Pool
@@ -50,18 +50,36 @@ class InFlight:
     def __init__(self) -> None:
         self.count = 0
         self.arrivals = 0
+        self.ending = False
+        """Set by end_all(): a call cancelled from now on ends UNAVAILABLE."""
         self._idle = asyncio.Event()
         self._idle.set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    def enter(self) -> None:
+    def enter(self) -> asyncio.Task[Any] | None:
+        """Counts a call; returns the task serving it, to hand back to leave()."""
         self.count += 1
         self.arrivals += 1
         self._idle.clear()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        return task
 
-    def leave(self) -> None:
+    def leave(self, task: asyncio.Task[Any] | None = None) -> None:
         self.count -= 1
+        if task is not None:
+            self._tasks.discard(task)
         if self.count == 0:
             self._idle.set()
+
+    def end_all(self) -> None:
+        """Cancels the calls still in flight shortly before the grace runs out, so each
+        ends UNAVAILABLE (the interceptor turns the cancellation into it) rather than
+        CANCELLED by gRPC's own stop, which no client retries."""
+        self.ending = True
+        for task in list(self._tasks):
+            task.cancel()
 
     async def wait_quiet(self, period: float) -> None:
         """Returns once no call has been in flight, and none arrived, for `period` s."""

@@ -27,6 +27,7 @@ call at INFO cost more server CPU than the rest of the interceptor together.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -188,8 +189,7 @@ class _Wrapped:
         self.request_id = _request_id(self.metadata)
         self.echoed = False
         structlog.contextvars.bind_contextvars(request_id=self.request_id, method=self.method)
-        if self.ctx is not None:
-            self.ctx.in_flight.enter()
+        self.task = self.ctx.in_flight.enter() if self.ctx is not None else None
         return time.perf_counter()
 
     async def _echo_request_id(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
@@ -206,7 +206,14 @@ class _Wrapped:
 
     def _end(self) -> None:
         if self.ctx is not None:
-            self.ctx.in_flight.leave()
+            self.ctx.in_flight.leave(self.task)
+
+    def _ended(self, cancelled: asyncio.CancelledError) -> Exception:
+        """The shutdown's end cancelled this call (InFlight.end_all): it ends UNAVAILABLE,
+        which clients retry elsewhere. Any other cancellation propagates."""
+        if self.ctx is None or not self.ctx.in_flight.ending:
+            raise cancelled
+        return _shutting_down()
 
     def _open(self) -> None:
         """Refuses the call while the replica stops or cannot reach its database."""
@@ -264,6 +271,9 @@ class _Wrapped:
                 response = await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
+            except asyncio.CancelledError as cancelled:
+                await self._fail(context, self._ended(cancelled), started)
+                raise AssertionError("unreachable: abort raises") from cancelled
             except Exception as error:
                 await self._fail(context, error, started)
                 raise AssertionError("unreachable: abort raises") from error
@@ -287,6 +297,9 @@ class _Wrapped:
                     yield response
             except grpc.aio.AbortError:
                 raise
+            except asyncio.CancelledError as cancelled:
+                await self._fail(context, self._ended(cancelled), started)
+                raise AssertionError("unreachable: abort raises") from cancelled
             except Exception as error:
                 await self._fail(context, error, started)
             else:
@@ -325,6 +338,9 @@ class _Wrapped:
                 response = await behavior(admitted, context)
             except grpc.aio.AbortError:
                 raise
+            except asyncio.CancelledError as cancelled:
+                await self._fail(context, self._ended(cancelled), started)
+                raise AssertionError("unreachable: abort raises") from cancelled
             except Exception as error:
                 await self._fail(context, error, started)
                 raise AssertionError("unreachable: abort raises") from error
@@ -351,6 +367,9 @@ class _Wrapped:
                     yield response
             except grpc.aio.AbortError:
                 raise
+            except asyncio.CancelledError as cancelled:
+                await self._fail(context, self._ended(cancelled), started)
+                raise AssertionError("unreachable: abort raises") from cancelled
             except Exception as error:
                 await self._fail(context, error, started)
             else:
