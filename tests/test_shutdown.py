@@ -18,9 +18,16 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from conveyor.client import AsyncClient, ConveyorError
+from conveyor.server.app import ConveyorServer
+from conveyor.server.settings import Settings
+from conveyor.server.services import default_hooks
+from conveyor.v1 import project_pb2, project_pb2_grpc
 
 CALLERS = 16
 
@@ -111,3 +118,44 @@ async def test_calls_during_sigterm_get_unavailable_not_cancelled(
     assert returncode == 0, log_path.read_text()
     assert codes["CANCELLED"] == 0, dict(codes)
     assert set(codes) <= {"OK", "UNAVAILABLE"}, dict(codes)
+
+
+async def test_a_call_in_flight_when_the_grace_runs_out_ends_unavailable(
+    server_settings: Settings,
+) -> None:
+    """A call still being served near the end of the grace (here: waiting for a pool
+    connection the test holds) is ended by the server with UNAVAILABLE, reason
+    SHUTTING_DOWN and RetryInfo; gRPC's stop used to cancel it (CANCELLED, not retried)."""
+    server = ConveyorServer(server_settings, default_hooks())
+    await server.start()
+    stopping: asyncio.Task[None] | None = None
+    held = []
+    try:
+        key = (server.data_dir / "admin.key").read_text().strip()
+        pool = server.context.pool
+        # Every connection of the pool, so the call below waits for one.
+        held = [await pool.getconn() for _ in range(pool.max_size)]
+        async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+            stub = project_pb2_grpc.ProjectServiceStub(channel)
+            call = stub.GetProject(
+                project_pb2.GetProjectRequest(name="projects/default"),
+                metadata=(("authorization", f"Bearer {key}"),),
+            )
+            async with asyncio.timeout(30):
+                while server.context.in_flight.count == 0:
+                    await asyncio.sleep(0.01)
+            stopping = asyncio.create_task(server.stop(grace=2.0))
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await call
+        error = raised.value
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        assert status is not None
+        info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+        assert any(detail.Unpack(info) for detail in status.details), status
+        assert any(detail.Unpack(retry) for detail in status.details), status
+        assert info.reason == "SHUTTING_DOWN"
+    finally:
+        for conn in held:
+            await pool.putconn(conn)
+        await (stopping if stopping is not None else server.stop(grace=0))
