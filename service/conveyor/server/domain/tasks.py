@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +24,7 @@ from conveyor.server.domain import (
     names,
     task_batches,
     task_dedupe,
+    task_deletes,
     task_input,
     task_list,
 )
@@ -43,7 +43,6 @@ from conveyor.server.errors import (
 )
 from conveyor.server.states import State
 from conveyor.server.store import approvals
-from conveyor.server.store import projects as project_store
 from conveyor.server.store import tasks as task_store
 from conveyor.server.store.task_batcher import CreateBatcher
 from conveyor.server.store.task_inserts import NewTask, insert_batch
@@ -56,7 +55,6 @@ __all__ = ["MAX_BATCH", "WORKER_SEEN_WITHIN", "Created", "Tasks"]
 MAX_BATCH = 1000
 MAX_REASON = 1000
 MAX_TREE = 500
-MAX_DELETE = 1000
 # A worker not heard from for this long does not count against NO_WORKER, even if
 # its row still says connected (its replica died before marking it).
 WORKER_SEEN_WITHIN = timedelta(minutes=2)
@@ -356,62 +354,13 @@ class Tasks:
         task_filter: task_pb2.TaskFilter | None,
         principal: Principal | None = None,
     ) -> tuple[int, list[str]]:
-        """Deletes terminal tasks by name (reporting the others as skipped) or by filter
-        (at most MAX_DELETE per call); returns (deleted_count, skipped names).
-
-        Exactly one of names and filter. The Command is recorded in the same transaction.
-        """
-        project = names.parse(parent, "parent").project
-        v = Violations()
-        if bool(task_names) == (task_filter is not None):
-            v.add("names", "give exactly one of names and filter")
-        if len(task_names) > MAX_DELETE:
-            v.add("names", f"must hold at most {MAX_DELETE} names")
-        ids: list[uuid.UUID] = []
-        for i, task_name in enumerate(task_names):
-            try:
-                parsed = task_input.parse_task_name(task_name, f"names[{i}]")
-            except InvalidArgument as error:
-                v.items.extend(error.violations)
-                continue
-            if parsed.project != project:
-                v.add(f"names[{i}]", f"must be a task of {parent}")
-            ids.append(uuid.UUID(parsed.id))
-        query = None
-        if task_filter is not None:
-            me = principal.key_name if principal is not None else ""
-            query = task_list.parse_filter(v, task_filter, project, me=me)
-        v.raise_if_any()
-        terminal = sorted(s.value for s in states.TERMINAL)
-        skipped: list[str] = []
-        async with (
-            self._bulk.hold(project, "BatchDeleteTasks"),
-            self._pool.connection() as conn,
-            conn.transaction(),
-        ):
-            if await project_store.get(conn, project) is None:
-                raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
-            if query is None:
-                deleted, kept = await task_store.delete_named(conn, project, ids, terminal=terminal)
-                skipped = [f"projects/{project}/tasks/{i}" for i in kept]
-            else:
-                wanted = [s for s in terminal if not query.states or s in query.states]
-                deleted = 0
-                if wanted:
-                    query = replace(query, states=wanted, limit=MAX_DELETE, order="id")
-                    deleted = await task_store.delete_matching(conn, query, terminal=terminal)
-            await audit.record_change(
-                conn,
-                self._server_key,
-                principal,
-                enums_pb2.COMMAND_VERB_BATCH_DELETE_TASKS,
-                parent,
-                {
-                    "by": "filter" if query is not None else "names",
-                    "requested": len(ids),
-                    "deleted": deleted,
-                    "skipped": len(skipped),
-                },
-                project=project,
-            )
-        return deleted, skipped
+        """BatchDeleteTasks (see task_deletes.batch_delete); returns (deleted, skipped)."""
+        return await task_deletes.batch_delete(
+            self._pool,
+            self._bulk,
+            self._server_key,
+            parent,
+            task_names,
+            task_filter,
+            principal,
+        )
