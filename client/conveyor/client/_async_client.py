@@ -231,10 +231,11 @@ class AsyncClient(AsyncEventMethods):
         rate_limit: str | None = None,
         default_retry_policy: task_pb2.RetryPolicy | Mapping[str, Any] | None = None,
         execution_timeout: Seconds | None = None,
+        finished_task_ttl: Seconds | None = None,
         timeout: float | None = None,
     ) -> queue_pb2.Queue:
         """Changes the settings given (and only those); an execution_timeout of 0 clears
-        the queue's default."""
+        the queue's default; a finished_task_ttl of 0 keeps its finished tasks forever."""
         request = req.update_queue(
             self.project,
             name,
@@ -242,6 +243,7 @@ class AsyncClient(AsyncEventMethods):
             rate_limit,
             default_retry_policy,
             execution_timeout,
+            finished_task_ttl,
         )
         return await self.queues.UpdateQueue(request, timeout=timeout)
 

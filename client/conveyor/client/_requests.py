@@ -280,6 +280,7 @@ def update_queue(
     rate_limit: str | None,
     default_retry_policy: task_pb2.RetryPolicy | Mapping[str, Any] | None,
     execution_timeout: Seconds | None = None,
+    finished_task_ttl: Seconds | None = None,
 ) -> queue_pb2.UpdateQueueRequest:
     queue = queue_pb2.Queue(name=child(project, "queues", name))
     paths = []
@@ -297,10 +298,14 @@ def update_queue(
         if execution_timeout:
             queue.execution_timeout.CopyFrom(duration(execution_timeout))
         paths.append("execution_timeout")
+    if finished_task_ttl is not None:
+        # Set, even to 0: zero keeps the queue's finished tasks forever.
+        queue.finished_task_ttl.CopyFrom(duration(finished_task_ttl))
+        paths.append("finished_task_ttl")
     if not paths:
         raise TypeError(
             "update_queue needs max_concurrency, rate_limit, default_retry_policy"
-            " or execution_timeout"
+            ", execution_timeout or finished_task_ttl"
         )
     return queue_pb2.UpdateQueueRequest(
         queue=queue, update_mask=field_mask_pb2.FieldMask(paths=paths)

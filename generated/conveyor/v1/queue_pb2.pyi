@@ -39,6 +39,7 @@ class Queue(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     EXECUTION_TIMEOUT_FIELD_NUMBER: _builtins.int
+    FINISHED_TASK_TTL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `projects/{project}/queues/{queue}`."""
     paused: _builtins.bool
@@ -78,6 +79,16 @@ class Queue(_message.Message):
         INVALID_ARGUMENT when it is under 100ms or over 30 days.
         """
 
+    @_builtins.property
+    def finished_task_ttl(self) -> _duration_pb2.Duration:
+        """How long its tasks are kept after they finish (SUCCEEDED, FAILED, CANCELLED or
+        INTERRUPTED); then the retention loop deletes them with their attempts, logs and
+        events. Unset: the server default of 30 days; zero: kept forever. A finished task
+        whose tree (parent_task) still has unfinished tasks is kept until they finish.
+        UpdateQueue returns INVALID_ARGUMENT when it is negative, under 1s or over 3650
+        days.
+        """
+
     def __init__(
         self,
         *,
@@ -92,10 +103,11 @@ class Queue(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         execution_timeout: _duration_pb2.Duration | None = ...,
+        finished_task_ttl: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_retry_policy", b"default_retry_policy", "execution_timeout", b"execution_timeout", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_retry_policy", b"default_retry_policy", "execution_timeout", b"execution_timeout", "finished_task_ttl", b"finished_task_ttl", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_retry_policy", b"default_retry_policy", "execution_timeout", b"execution_timeout", "max_concurrency", b"max_concurrency", "name", b"name", "pause_reason", b"pause_reason", "paused", b"paused", "purge_confirm_token", b"purge_confirm_token", "rate_limit", b"rate_limit", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_retry_policy", b"default_retry_policy", "execution_timeout", b"execution_timeout", "finished_task_ttl", b"finished_task_ttl", "max_concurrency", b"max_concurrency", "name", b"name", "pause_reason", b"pause_reason", "paused", b"paused", "purge_confirm_token", b"purge_confirm_token", "rate_limit", b"rate_limit", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,6 +10,7 @@ from conveyor.server.context import AppContext
 from conveyor.server.domain.events import Events
 from conveyor.server.domain.webhooks_guard import WebhookGuard
 from conveyor.server.loops.retention import RetentionLoop
+from conveyor.server.loops.task_retention import TaskRetentionLoop
 from conveyor.server.loops.webhooks import WebhookLoop
 from conveyor.server.rpc.events import EventServicer
 from conveyor.server.streams.hub import EventHub
@@ -28,5 +29,5 @@ def wire_events(ctx: AppContext, listener: EventListener) -> EventServicer:
     retention = RetentionLoop(ctx.pool, timedelta(seconds=ctx.settings.event_retention))
     # Started in this order and stopped in reverse: the listener (which calls the others)
     # starts last and stops first.
-    ctx.loops += [hub, webhooks, retention, listener]
+    ctx.loops += [hub, webhooks, retention, TaskRetentionLoop(ctx.pool), listener]
     return EventServicer(Events(ctx.pool, hub))

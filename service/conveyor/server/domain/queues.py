@@ -32,9 +32,17 @@ from conveyor.v1 import enums_pb2, queue_pb2
 
 __all__ = ["UPDATABLE_FIELDS", "Queues", "purge_confirm_token", "settings_message"]
 
-UPDATABLE_FIELDS = ("max_concurrency", "rate_limit", "default_retry_policy", "execution_timeout")
+UPDATABLE_FIELDS = (
+    "max_concurrency",
+    "rate_limit",
+    "default_retry_policy",
+    "execution_timeout",
+    "finished_task_ttl",
+)
 MAX_CONCURRENCY = 100_000
 MAX_REASON = 1000
+MIN_FINISHED_TASK_TTL_MS = 1000
+MAX_FINISHED_TASK_TTL_MS = 3650 * 86_400_000
 
 
 def purge_confirm_token(server_key: bytes, queue_name: str, queued: int) -> str:
@@ -147,6 +155,8 @@ class Queues:
                 rate_limit=changes.get("rate_limit"),
                 default_retry_policy=changes.get("default_retry_policy"),
                 execution_timeout_ms=changes.get("execution_timeout_ms"),
+                set_finished_task_ttl="finished_task_ttl_ms" in changes,
+                finished_task_ttl_ms=changes.get("finished_task_ttl_ms"),
             )
             if updated:
                 await self._record(
@@ -173,11 +183,13 @@ def settings_message(row: QueueRow | None) -> queue_pb2.Queue:
             retry_policy.Policy.from_json(row.default_retry_policy)
         ),
         execution_timeout=execution_timeout(row.execution_timeout_ms),
+        finished_task_ttl=execution_timeout(row.finished_task_ttl_ms),
     )
 
 
 def execution_timeout(ms: int | None) -> duration_pb2.Duration | None:
-    """A queue's default execution_timeout; None (unset) when it has none."""
+    """A queue's default execution_timeout (or finished_task_ttl); None (unset) when it
+    has none."""
     if ms is None:
         return None
     return duration_pb2.Duration(seconds=ms // 1000, nanos=ms % 1000 * 1_000_000)
@@ -214,5 +226,23 @@ def _checked_changes(merged: queue_pb2.Queue, mask: update_mask.Mask) -> dict[st
             if timeout.seconds or timeout.nanos
             else 0
         )
+    if "finished_task_ttl" in mask:
+        changes["finished_task_ttl_ms"] = _finished_task_ttl_ms(v, merged)
     v.raise_if_any()
     return changes
+
+
+def _finished_task_ttl_ms(v: Violations, merged: queue_pb2.Queue) -> int | None:
+    """None (unset: the server default) or 0 (kept forever) or the ttl in ms."""
+    if not merged.HasField("finished_task_ttl"):
+        return None
+    ttl = merged.finished_task_ttl
+    if not (ttl.seconds or ttl.nanos):
+        return 0
+    return retry_policy.duration_ms(
+        v,
+        ttl,
+        "queue.finished_task_ttl",
+        low_ms=MIN_FINISHED_TASK_TTL_MS,
+        high_ms=MAX_FINISHED_TASK_TTL_MS,
+    )

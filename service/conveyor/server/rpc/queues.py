@@ -28,6 +28,7 @@ def queue_message(row: QueueRow, purge_confirm_token: str) -> queue_pb2.Queue:
             retry_policy.Policy.from_json(row.default_retry_policy)
         ),
         execution_timeout=execution_timeout(row.execution_timeout_ms),
+        finished_task_ttl=execution_timeout(row.finished_task_ttl_ms),
         stats=queue_pb2.QueueStats(
             queued=row.queued,
             scheduled=row.scheduled,

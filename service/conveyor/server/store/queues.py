@@ -34,6 +34,7 @@ class QueueRow:
     rate_limit: str
     default_retry_policy: dict[str, Any]
     execution_timeout_ms: int | None
+    finished_task_ttl_ms: int | None  # None: the server default; 0: kept forever
     create_time: datetime
     update_time: datetime
     queued: int
@@ -98,9 +99,12 @@ async def update(
     rate_limit: str | None,
     default_retry_policy: dict[str, Any] | None,
     execution_timeout_ms: int | None = None,
+    set_finished_task_ttl: bool = False,
+    finished_task_ttl_ms: int | None = None,
 ) -> bool:
     """Sets the settings that are not None (creating the queue if needed); False when the
-    project does not exist. An execution_timeout_ms of 0 clears it (no limit)."""
+    project does not exist. An execution_timeout_ms of 0 clears it (no limit). The
+    finished_task_ttl_ms is set when set_finished_task_ttl, None meaning the default."""
     return (
         await _changed(
             conn,
@@ -116,6 +120,8 @@ async def update(
                 "default_retry_policy": Jsonb(default_retry_policy or {}),
                 "set_execution_timeout": execution_timeout_ms is not None,
                 "execution_timeout_ms": execution_timeout_ms or None,
+                "set_finished_task_ttl": set_finished_task_ttl,
+                "finished_task_ttl_ms": finished_task_ttl_ms,
             },
         )
         is not None

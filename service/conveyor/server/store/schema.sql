@@ -1165,3 +1165,13 @@ CREATE UNLOGGED TABLE queue_metrics_snapshot (
 -- the schedule that fired it. Empty for tasks created before 0020. ListTasks filters
 -- on it (TaskFilter.creators); no index: it narrows a project's tasks like kinds do.
 ALTER TABLE tasks ADD COLUMN creator text NOT NULL DEFAULT '';
+
+-- 0021: retention of finished tasks (Queue.finished_task_ttl, loops/task_retention.py).
+-- finished_task_ttl_ms: how long a queue's finished tasks are kept after end_time.
+-- NULL: the server default (30 days); 0: kept forever.
+ALTER TABLE queues ADD COLUMN finished_task_ttl_ms bigint;
+
+-- The retention loop walks finished tasks oldest first, so a pass reads only the
+-- expired ones instead of every finished task.
+CREATE INDEX tasks_finished_idx ON tasks (end_time)
+    WHERE state IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED');

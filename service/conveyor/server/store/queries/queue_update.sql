@@ -2,11 +2,12 @@
 -- it yet) and wakes its workers: a higher max_concurrency may let tasks run.
 WITH updated AS (
     INSERT INTO queues AS q (
-        project, id, max_concurrency, rate_limit, default_retry_policy, execution_timeout_ms
+        project, id, max_concurrency, rate_limit, default_retry_policy, execution_timeout_ms,
+        finished_task_ttl_ms
     )
     VALUES (
         %(project)s, %(id)s, %(max_concurrency)s, %(rate_limit)s, %(default_retry_policy)s::jsonb,
-        %(execution_timeout_ms)s::bigint
+        %(execution_timeout_ms)s::bigint, %(finished_task_ttl_ms)s::bigint
     )
     ON CONFLICT (project, id) DO UPDATE
     SET max_concurrency = CASE
@@ -20,6 +21,10 @@ WITH updated AS (
         execution_timeout_ms = CASE
             WHEN %(set_execution_timeout)s THEN %(execution_timeout_ms)s::bigint
             ELSE q.execution_timeout_ms
+        END,
+        finished_task_ttl_ms = CASE
+            WHEN %(set_finished_task_ttl)s THEN %(finished_task_ttl_ms)s::bigint
+            ELSE q.finished_task_ttl_ms
         END,
         update_time = now()
     RETURNING q.project, q.id
