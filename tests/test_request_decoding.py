@@ -135,6 +135,7 @@ async def test_grpc_undecodable_message_after_the_hello_is_invalid_argument(
         call = connect(metadata=metadata, timeout=10)
         await call.write(hello.SerializeToString())
         welcome = await call.read()
+        assert isinstance(welcome, worker_pb2.ConnectResponse)
         assert welcome.WhichOneof("message") == "welcome"
         await call.write(later)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
