@@ -109,6 +109,44 @@ async def test_grpc_undecodable_stream_message_is_invalid_argument(
     assert error_info(caught.value).reason == "MALFORMED_REQUEST"
 
 
+def deep_command_ack(depth: int) -> bytes:
+    request = worker_pb2.ConnectRequest()
+    request.command_ack.command = "projects/default/commands/1"
+    nest(request.command_ack.result.fields["x"], depth)
+    return request.SerializeToString()
+
+
+@pytest.mark.parametrize("later", [b"\xff\xff\xff\xff", deep_command_ack(60)])
+async def test_grpc_undecodable_message_after_the_hello_is_invalid_argument(
+    server: ConveyorServer, admin_key: str, later: bytes
+) -> None:
+    """A bad message later in the stream used to end it quietly, as if the worker had
+    half-closed; it must end the call with the decoder's error, as a bad first one does."""
+    metadata = (("authorization", f"Bearer {admin_key}"),)
+    hello = worker_pb2.ConnectRequest(
+        hello=worker_pb2.Hello(parent="projects/default", worker="bad-bytes", queues=["q"])
+    )
+    async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+        connect = channel.stream_stream(
+            "/conveyor.v1.WorkerService/Connect",
+            request_serializer=lambda b: b,
+            response_deserializer=worker_pb2.ConnectResponse.FromString,
+        )
+        call = connect(metadata=metadata, timeout=10)
+        await call.write(hello.SerializeToString())
+        welcome = await call.read()
+        assert isinstance(welcome, worker_pb2.ConnectResponse)
+        assert welcome.WhichOneof("message") == "welcome"
+        await call.write(later)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            while await call.read() is not grpc.aio.EOF:
+                pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value
+    info = error_info(caught.value)
+    assert info.reason == "MALFORMED_REQUEST"
+    assert info.metadata["message_type"] == "conveyor.v1.ConnectRequest"
+
+
 async def rest_create(server: ConveyorServer, key: str, body: bytes) -> httpx.Response:
     async with httpx.AsyncClient(base_url=server.http_base_url, timeout=10) as http:
         return await http.post(

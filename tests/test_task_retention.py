@@ -7,12 +7,13 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from google.protobuf import duration_pb2, field_mask_pb2
 from prometheus_client import REGISTRY
 
 from conveyor.client import AsyncClient, InvalidArgumentError, NotFoundError
 from conveyor.server.app import ConveyorServer
 from conveyor.server.loops.task_retention import TaskRetentionLoop
-from conveyor.v1 import task_pb2
+from conveyor.v1 import project_pb2, task_pb2
 
 
 async def _finish(c: AsyncClient, queue: str) -> task_pb2.Task:
@@ -107,3 +108,43 @@ async def test_one_replica_prunes_at_a_time(server: ConveyorServer, keys: dict[s
     # and whatever one skipped is picked up by the next pass.
     total = sum(counts) + await loops[0].run_once(future)
     assert total == 5
+
+
+async def _set_project_ttl(
+    c: AsyncClient, ttl: duration_pb2.Duration | None
+) -> project_pb2.Project:
+    return await c.projects.UpdateProject(
+        project_pb2.UpdateProjectRequest(
+            project=project_pb2.Project(name="projects/alpha", finished_task_ttl=ttl),
+            update_mask=field_mask_pb2.FieldMask(paths=["finished_task_ttl"]),
+        )
+    )
+
+
+async def test_the_project_default_applies_to_queues_that_set_none(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    loop = TaskRetentionLoop(server.context.pool)
+    async with AsyncClient(server.grpc_target, api_key=keys["admin"], project="alpha") as c:
+        with pytest.raises(InvalidArgumentError) as caught:
+            await _set_project_ttl(c, duration_pb2.Duration(nanos=1000))
+        assert "project.finished_task_ttl" in str(caught.value)
+        forever = await _set_project_ttl(c, duration_pb2.Duration())
+        assert forever.HasField("finished_task_ttl")
+        await c.create_task("k", queue="by-project")
+        kept = await _finish(c, "by-project")
+        await loop.run_once(datetime.now(UTC) + timedelta(days=3650))
+        assert (await _rows(server, kept.name))[0] == 1
+
+        two_hours = await _set_project_ttl(c, duration_pb2.Duration(seconds=7200))
+        assert (await c.get_project("alpha")).finished_task_ttl.seconds == 7200
+        assert two_hours.finished_task_ttl.seconds == 7200
+        await c.create_task("k", queue="by-project")
+        done = await _finish(c, "by-project")
+        now = datetime.now(UTC)
+        await loop.run_once(now + timedelta(hours=1))
+        assert (await _rows(server, done.name))[0] == 1
+        await loop.run_once(now + timedelta(hours=3))
+        assert await _rows(server, done.name) == (0, 0, 0)
+        # Unset again: back to the server default.
+        assert not (await _set_project_ttl(c, None)).HasField("finished_task_ttl")

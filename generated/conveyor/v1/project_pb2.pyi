@@ -54,6 +54,7 @@ class Project(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    FINISHED_TASK_TTL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `projects/{project}`."""
     display_name: _builtins.str
@@ -72,6 +73,15 @@ class Project(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When it last changed."""
 
+    @_builtins.property
+    def finished_task_ttl(self) -> _duration_pb2.Duration:
+        """The finished_task_ttl of its queues that set none: how long finished tasks are
+        kept before the retention loop deletes them. Unset: the server default of 30
+        days; zero: kept forever. Set it with UpdateProject (CreateProject ignores it).
+        UpdateProject returns INVALID_ARGUMENT when it is negative, under 1s or over 3650
+        days.
+        """
+
     def __init__(
         self,
         *,
@@ -81,10 +91,11 @@ class Project(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        finished_task_ttl: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finished_task_ttl", b"finished_task_ttl", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_url", b"callback_url", "create_time", b"create_time", "display_name", b"display_name", "labels", b"labels", "name", b"name", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_url", b"callback_url", "create_time", b"create_time", "display_name", b"display_name", "finished_task_ttl", b"finished_task_ttl", "labels", b"labels", "name", b"name", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -14,13 +14,14 @@ from psycopg_pool import AsyncConnectionPool
 from conveyor.server.domain import audit, names, paging, request_ids, update_mask, validate
 from conveyor.server.domain.auth import ROLE_NAMES, MintedKey, Principal, mint_key
 from conveyor.server.domain.keys import Authenticator
+from conveyor.server.domain.queues import finished_task_ttl_ms
 from conveyor.server.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from conveyor.server.store import api_keys, projects
 from conveyor.server.store.api_keys import KeyRow
 from conveyor.server.store.projects import ProjectRow, SecretRow
 from conveyor.v1 import enums_pb2, project_pb2
 
-UPDATABLE_PROJECT_FIELDS = ("display_name", "callback_url", "labels")
+UPDATABLE_PROJECT_FIELDS = ("display_name", "callback_url", "labels", "finished_task_ttl")
 DEFAULT_GRACE = timedelta(hours=24)
 MAX_GRACE = timedelta(days=7)
 
@@ -150,6 +151,7 @@ class Projects:
         fields = ProjectFields(project.display_name, project.callback_url, dict(project.labels))
         v = Violations()
         _check_fields(v, fields, "project", mask.fields)
+        ttl_ms = finished_task_ttl_ms(v, project, "project")
         v.raise_if_any()
         async with self._pool.connection() as conn, conn.transaction():
             row = await projects.update(
@@ -158,6 +160,8 @@ class Projects:
                 display_name=fields.display_name if "display_name" in mask else None,
                 callback_url=fields.callback_url if "callback_url" in mask else None,
                 labels=fields.labels if "labels" in mask else None,
+                set_finished_task_ttl="finished_task_ttl" in mask,
+                finished_task_ttl_ms=ttl_ms,
             )
             if row is None:
                 raise NotFound(f"{name} does not exist", metadata={"resource": name})

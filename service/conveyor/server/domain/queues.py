@@ -28,9 +28,16 @@ from conveyor.server.domain.auth import Principal
 from conveyor.server.errors import InvalidArgument, NotFound, Violations
 from conveyor.server.store import queues as queue_store
 from conveyor.server.store.queues import QueueRow
-from conveyor.v1 import enums_pb2, queue_pb2
+from conveyor.v1 import enums_pb2, project_pb2, queue_pb2
 
-__all__ = ["UPDATABLE_FIELDS", "Queues", "purge_confirm_token", "settings_message"]
+__all__ = [
+    "UPDATABLE_FIELDS",
+    "Queues",
+    "execution_timeout",
+    "finished_task_ttl_ms",
+    "purge_confirm_token",
+    "settings_message",
+]
 
 UPDATABLE_FIELDS = (
     "max_concurrency",
@@ -227,22 +234,25 @@ def _checked_changes(merged: queue_pb2.Queue, mask: update_mask.Mask) -> dict[st
             else 0
         )
     if "finished_task_ttl" in mask:
-        changes["finished_task_ttl_ms"] = _finished_task_ttl_ms(v, merged)
+        changes["finished_task_ttl_ms"] = finished_task_ttl_ms(v, merged, "queue")
     v.raise_if_any()
     return changes
 
 
-def _finished_task_ttl_ms(v: Violations, merged: queue_pb2.Queue) -> int | None:
-    """None (unset: the server default) or 0 (kept forever) or the ttl in ms."""
-    if not merged.HasField("finished_task_ttl"):
+def finished_task_ttl_ms(
+    v: Violations, holder: queue_pb2.Queue | project_pb2.Project, prefix: str
+) -> int | None:
+    """A Queue's or Project's finished_task_ttl: None (unset: the default), 0 (kept
+    forever) or the ttl in ms."""
+    if not holder.HasField("finished_task_ttl"):
         return None
-    ttl = merged.finished_task_ttl
+    ttl = holder.finished_task_ttl
     if not (ttl.seconds or ttl.nanos):
         return 0
     return retry_policy.duration_ms(
         v,
         ttl,
-        "queue.finished_task_ttl",
+        f"{prefix}.finished_task_ttl",
         low_ms=MIN_FINISHED_TASK_TTL_MS,
         high_ms=MAX_FINISHED_TASK_TTL_MS,
     )

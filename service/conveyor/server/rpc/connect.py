@@ -24,9 +24,11 @@ Protocol (server side):
 
 Messages that arrive while the server is busy are handled together: consecutive reports
 settle in one statement, consecutive heartbeats extend in one statement. The stream
-ends when the worker half-closes (after every report already sent is answered) or the
-server shuts down; the worker is then marked disconnected and its tasks stay leased
-until they are reported (after a reconnect) or their leases expire.
+ends when the worker half-closes (after every report already sent is answered), when the
+server shuts down, or with INVALID_ARGUMENT (MALFORMED_REQUEST) when a message cannot be
+decoded (after the messages before it are answered); the worker is then marked
+disconnected and its tasks stay leased until they are reported (after a reconnect) or
+their leases expire.
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ class ConnectSession:
         self._touch_interval = touch_interval
         self._inbox: deque[worker_pb2.ConnectRequest] = deque()
         self._reading = True
+        self._malformed: ConveyorError | None = None
+        """Why the request stream broke, when a message after the Hello could not be
+        decoded; raised once the messages read before it are answered."""
         self._window = 0
         self._outstanding: set[uuid.UUID] = set()
         """Lease ids pushed on this stream and not reported on it yet."""
@@ -143,6 +148,11 @@ class ConnectSession:
                     for response in await self._process(batch, gone):
                         yield response
                     continue
+                if self._malformed is not None:
+                    # Ends the call with the decoder's INVALID_ARGUMENT (through the
+                    # interceptor); the finally below disconnects as for any other end.
+                    reason = "malformed request"
+                    raise self._malformed
                 if self._stopping.is_set():
                     reason = "server shutting down"
                     break
@@ -216,6 +226,10 @@ class ConnectSession:
                 self.wake.set()
         except asyncio.CancelledError:
             raise
+        except ConveyorError as error:
+            # A message the interceptor could not decode: the call must end with its
+            # error, not as if the worker had half-closed.
+            self._malformed = error
         except Exception as error:
             # The stream broke (the client reset it); the response side ends too.
             _log.info("connect stream read failed", worker=self.hello.worker, error=str(error))

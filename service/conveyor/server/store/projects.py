@@ -28,6 +28,7 @@ class ProjectRow:
     labels: dict[str, str]
     create_time: datetime
     update_time: datetime
+    finished_task_ttl_ms: int | None = None  # None: the server default; 0: kept forever
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,11 @@ async def update(
     display_name: str | None,
     callback_url: str | None,
     labels: dict[str, str] | None,
+    set_finished_task_ttl: bool = False,
+    finished_task_ttl_ms: int | None = None,
 ) -> ProjectRow | None:
-    """Sets the fields that are not None; None when the project does not exist."""
+    """Sets the fields that are not None (finished_task_ttl_ms when set_finished_task_ttl,
+    None meaning the default); None when the project does not exist."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             _UPDATE,
@@ -101,6 +105,8 @@ async def update(
                 "callback_url": callback_url or "",
                 "set_labels": labels is not None,
                 "labels": Jsonb(labels or {}),
+                "set_finished_task_ttl": set_finished_task_ttl,
+                "finished_task_ttl_ms": finished_task_ttl_ms,
             },
         )
         row = await cur.fetchone()

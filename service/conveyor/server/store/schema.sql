@@ -1171,6 +1171,9 @@ ALTER TABLE tasks ADD COLUMN creator text NOT NULL DEFAULT '';
 -- NULL: the server default (30 days); 0: kept forever.
 ALTER TABLE queues ADD COLUMN finished_task_ttl_ms bigint;
 
+-- The project's default for its queues that set none (Project.finished_task_ttl).
+ALTER TABLE projects ADD COLUMN finished_task_ttl_ms bigint;
+
 -- The retention loop walks finished tasks oldest first, so a pass reads only the
 -- expired ones instead of every finished task.
 CREATE INDEX tasks_finished_idx ON tasks (end_time)

@@ -2,6 +2,10 @@ UPDATE projects SET
   display_name = CASE WHEN %(set_display_name)s THEN %(display_name)s ELSE display_name END,
   callback_url = CASE WHEN %(set_callback_url)s THEN %(callback_url)s ELSE callback_url END,
   labels = CASE WHEN %(set_labels)s THEN %(labels)s ELSE labels END,
+  finished_task_ttl_ms = CASE
+    WHEN %(set_finished_task_ttl)s THEN %(finished_task_ttl_ms)s::bigint
+    ELSE finished_task_ttl_ms
+  END,
   update_time = now()
 WHERE id = %(id)s
-RETURNING id, display_name, callback_url, labels, create_time, update_time
+RETURNING id, display_name, callback_url, labels, finished_task_ttl_ms, create_time, update_time

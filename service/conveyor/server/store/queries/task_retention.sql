@@ -6,8 +6,8 @@
 SELECT pg_try_advisory_xact_lock(hashtextextended('conveyor.task_retention', 0)) AS locked
 
 -- name: prune
--- One batch of finished tasks past their queue's finished_task_ttl_ms (NULL: the
--- default %(default_ms)s; 0: kept forever), oldest first, with their events; their
+-- One batch of finished tasks past their queue's finished_task_ttl_ms (NULL: their
+-- project's, and if that is NULL too the default %(default_ms)s; 0: kept forever), oldest first, with their events; their
 -- attempts (and dedupe keys) cascade. A task whose tree (same root_task) still has an
 -- unfinished task is kept until that finishes. SKIP LOCKED: a task being changed
 -- right now is left for the next pass instead of waited for.
@@ -16,19 +16,21 @@ WITH horizon AS (
     -- that ended after it can be due.
     SELECT least(
         %(default_ms)s::bigint,
-        (SELECT min(finished_task_ttl_ms) FROM queues WHERE finished_task_ttl_ms > 0)
+        (SELECT min(finished_task_ttl_ms) FROM queues WHERE finished_task_ttl_ms > 0),
+        (SELECT min(finished_task_ttl_ms) FROM projects WHERE finished_task_ttl_ms > 0)
     ) AS ms
 ),
 doomed AS (
     SELECT t.project, t.id, t.create_time, t.end_time
     FROM tasks t
+    JOIN projects p ON p.id = t.project
     LEFT JOIN queues q ON q.project = t.project AND q.id = t.queue
     WHERE t.state IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED')
       AND t.end_time <= %(now)s::timestamptz
           - (SELECT ms FROM horizon) * interval '1 millisecond'
-      AND coalesce(q.finished_task_ttl_ms, %(default_ms)s::bigint) > 0
+      AND coalesce(q.finished_task_ttl_ms, p.finished_task_ttl_ms, %(default_ms)s::bigint) > 0
       AND t.end_time <= %(now)s::timestamptz
-          - coalesce(q.finished_task_ttl_ms, %(default_ms)s::bigint) * interval '1 millisecond'
+          - coalesce(q.finished_task_ttl_ms, p.finished_task_ttl_ms, %(default_ms)s::bigint) * interval '1 millisecond'
       AND NOT EXISTS (
           SELECT 1 FROM tasks live
           WHERE live.project = t.project AND live.root_task = t.root_task
