@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
+import zipfile
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from google.protobuf import field_mask_pb2
 
@@ -93,6 +96,35 @@ async def test_schedules_create_preview_edit_and_steer(
         assert done.state == S.SCHEDULE_STATE_CANCELLED
 
 
+_SHEET = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+
+
+def _xlsx_records(path: Path) -> list[dict[str, str]]:
+    """The first sheet's rows as {header: text} (shared and inline strings alike; an
+    empty cell is absent from the XML, so cells are placed by their column letters)."""
+    with zipfile.ZipFile(path) as book:
+        shared: list[str] = []
+        if "xl/sharedStrings.xml" in book.namelist():
+            strings = ElementTree.fromstring(book.read("xl/sharedStrings.xml"))
+            shared = ["".join(t.text or "" for t in si.iter(_SHEET + "t")) for si in strings]
+        sheet = ElementTree.fromstring(book.read("xl/worksheets/sheet1.xml"))
+    rows: list[dict[str, str]] = []
+    for row in sheet.iter(_SHEET + "row"):
+        cells: dict[str, str] = {}
+        for cell in row.iter(_SHEET + "c"):
+            column = "".join(ch for ch in cell.get("r", "") if ch.isalpha())
+            value = cell.find(_SHEET + "v")
+            if cell.get("t") == "inlineStr":
+                cells[column] = "".join(t.text or "" for t in cell.iter(_SHEET + "t"))
+            elif value is not None and cell.get("t") == "s":
+                cells[column] = shared[int(value.text or 0)]
+            elif value is not None:
+                cells[column] = value.text or ""
+        rows.append(cells)
+    header, *body = rows
+    return [{name: cells.get(column, "") for column, name in header.items()} for cells in body]
+
+
 async def test_tasks_filter_page_and_export(
     server: ConveyorServer, keys: dict[str, str], signed_in: Any
 ) -> None:
@@ -122,6 +154,24 @@ async def test_tasks_filter_page_and_export(
     assert download.suggested_filename.endswith(".csv")
     text = await asyncio.to_thread(Path(await download.path()).read_text)
     assert len(list(csv.DictReader(io.StringIO(text)))) == 55
+
+    # The other two formats, of a filtered list: the rows are those the filter keeps.
+    async with page.expect_download() as info:
+        await page.get_by_role("link", name="XLSX").click()
+    download = await info.value
+    assert download.suggested_filename.endswith(".xlsx")
+    sheet = await asyncio.to_thread(_xlsx_records, Path(await download.path()))
+    assert len(sheet) == 55
+    assert {(row["kind"], row["queue"]) for row in sheet} == {("bulk.item", "many")}
+
+    await page.goto(server.http_base_url + "/ui/tasks?label=env%3Dprod")
+    async with page.expect_download() as info:
+        await page.get_by_role("link", name="NDJSON").click()
+    download = await info.value
+    assert download.suggested_filename.endswith(".ndjson")
+    text = await asyncio.to_thread(Path(await download.path()).read_text)
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [(r["kind"], r["queue"]) for r in records] == [("other.kind", "few")]
 
     bad = await page.goto(server.http_base_url + "/ui/tasks?state=bogus")
     assert bad is not None and bad.status == 400
@@ -158,6 +208,65 @@ async def test_workers_commands_are_followed_to_their_end(
             await viewer.goto(server.http_base_url + "/ui/workers")
             assert await viewer.locator("tr[data-worker='w-ctl']").count() == 1
             assert await viewer.get_by_role("button").filter(has_text="Resize").count() == 0
+        finally:
+            await worker.stop(5)
+            await run
+
+
+async def _followed(page: Any, verb: str) -> str:
+    """The command the page follows, once it is final: it is shown on its way (ISSUED,
+    DISPATCHED) or already done, then the page polls it to SUCCEEDED without a reload."""
+    card = page.locator("#command")
+    first = await card.locator("[data-status]").inner_text()
+    assert first in ("ISSUED", "DISPATCHED", "SUCCEEDED"), first
+    await page.locator("#command [data-status='SUCCEEDED']").wait_for()
+    text = str(await card.inner_text())
+    assert verb in text
+    return text
+
+
+async def _queues_shown(page: Any, worker: str, queues: str) -> None:
+    """Reloads until the worker's row shows these queues (it reconnects with a new Hello)."""
+    cell = page.locator(f"tr[data-worker='{worker}'] td:nth-child(3)")
+    while not await cell.count() or await cell.inner_text() != queues:
+        await page.goto(page.url.split("?", 1)[0])
+
+
+async def test_workers_restart_consume_and_stop_consuming_from_the_page(
+    server: ConveyorServer, keys: dict[str, str], signed_in: Any
+) -> None:
+    async with AsyncClient(server.grpc_target, api_key=keys["worker"], project="alpha") as work:
+        worker = Worker(work, queues=["default"], concurrency=2, worker_id="w-verbs")
+        worker.task("report.build")(lambda ctx: {"built": True})
+        run = asyncio.create_task(worker.arun())
+        try:
+            page = await signed_in("admin")
+            await page.goto(server.http_base_url + "/ui/workers")
+            await _queues_shown(page, "w-verbs", "default")
+            row = page.locator("tr[data-worker='w-verbs']")
+
+            await row.get_by_placeholder("queue").fill("reports")
+            await row.get_by_role("button", name="Consume").click()
+            assert "reports" in await _followed(page, "ADD_CONSUMER")
+            assert worker.queues == ["default", "reports"]
+            await _queues_shown(page, "w-verbs", "default, reports")
+
+            await row.get_by_placeholder("queue").fill("default")
+            await row.get_by_role("button", name="Stop consuming").click()
+            await _followed(page, "CANCEL_CONSUMER")
+            assert worker.queues == ["reports"]
+            await _queues_shown(page, "w-verbs", "reports")
+
+            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await row.get_by_role("button", name="Restart").click()
+            await _followed(page, "RESTART_WORKER")
+            # It reconnects with the same queues and takes work again.
+            async with AsyncClient(
+                server.grpc_target, api_key=keys["operator"], project="alpha"
+            ) as ops:
+                task = await ops.create_task("report.build", {}, queue="reports")
+                done = await ops.wait_for_task(task.name)
+                assert done.state == S.TASK_STATE_SUCCEEDED
         finally:
             await worker.stop(5)
             await run
