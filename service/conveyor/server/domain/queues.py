@@ -33,8 +33,8 @@ from conveyor.v1 import enums_pb2, project_pb2, queue_pb2
 __all__ = [
     "UPDATABLE_FIELDS",
     "Queues",
-    "execution_timeout",
     "finished_task_ttl_ms",
+    "optional_duration",
     "purge_confirm_token",
     "settings_message",
 ]
@@ -180,7 +180,8 @@ class Queues:
 
 
 def settings_message(row: QueueRow | None) -> queue_pb2.Queue:
-    """The settable fields of a queue as a message (defaults for a queue never used)."""
+    """The settable fields of a queue as a message (defaults for a queue never used):
+    UpdateQueue's merge base, and what rpc.queues.queue_message adds the rest to."""
     if row is None:
         return queue_pb2.Queue()
     return queue_pb2.Queue(
@@ -189,14 +190,14 @@ def settings_message(row: QueueRow | None) -> queue_pb2.Queue:
         default_retry_policy=retry_policy.message(
             retry_policy.Policy.from_json(row.default_retry_policy)
         ),
-        execution_timeout=execution_timeout(row.execution_timeout_ms),
-        finished_task_ttl=execution_timeout(row.finished_task_ttl_ms),
+        execution_timeout=optional_duration(row.execution_timeout_ms),
+        finished_task_ttl=optional_duration(row.finished_task_ttl_ms),
     )
 
 
-def execution_timeout(ms: int | None) -> duration_pb2.Duration | None:
-    """A queue's default execution_timeout (or finished_task_ttl); None (unset) when it
-    has none."""
+def optional_duration(ms: int | None) -> duration_pb2.Duration | None:
+    """A stored optional duration (execution_timeout, finished_task_ttl) as a message;
+    None (unset) when there is none."""
     if ms is None:
         return None
     return duration_pb2.Duration(seconds=ms // 1000, nanos=ms % 1000 * 1_000_000)

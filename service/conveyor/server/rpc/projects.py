@@ -9,7 +9,7 @@ from google.protobuf import empty_pb2
 
 from conveyor.server.domain.auth import ROLE_BY_NAME
 from conveyor.server.domain.projects import ProjectFields, Projects
-from conveyor.server.domain.queues import execution_timeout
+from conveyor.server.domain.queues import optional_duration
 from conveyor.server.domain.request_ids import request_hash
 from conveyor.server.render.convert import timestamp
 from conveyor.server.rpc import principal
@@ -26,7 +26,7 @@ def project_message(row: ProjectRow) -> project_pb2.Project:
         display_name=row.display_name,
         callback_url=row.callback_url,
         labels=row.labels,
-        finished_task_ttl=execution_timeout(row.finished_task_ttl_ms),
+        finished_task_ttl=optional_duration(row.finished_task_ttl_ms),
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
     )

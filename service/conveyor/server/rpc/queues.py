@@ -6,8 +6,7 @@ from typing import Any
 
 import grpc
 
-from conveyor.server.domain import retry_policy
-from conveyor.server.domain.queues import Queues, execution_timeout
+from conveyor.server.domain.queues import Queues, settings_message
 from conveyor.server.render.convert import duration, timestamp
 from conveyor.server.rpc import principal
 from conveyor.server.store.queues import QueueRow
@@ -19,30 +18,28 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def queue_message(row: QueueRow, purge_confirm_token: str) -> queue_pb2.Queue:
-    return queue_pb2.Queue(
-        name=row.name,
-        paused=row.paused,
-        max_concurrency=row.max_concurrency,
-        rate_limit=row.rate_limit,
-        default_retry_policy=retry_policy.message(
-            retry_policy.Policy.from_json(row.default_retry_policy)
-        ),
-        execution_timeout=execution_timeout(row.execution_timeout_ms),
-        finished_task_ttl=execution_timeout(row.finished_task_ttl_ms),
-        stats=queue_pb2.QueueStats(
-            queued=row.queued,
-            scheduled=row.scheduled,
-            running=row.running,
-            awaiting_approval=row.awaiting_approval,
-            oldest_queued_age=duration(row.oldest_queued_age),
-            succeeded_last_hour=row.succeeded_last_hour,
-            failed_last_hour=row.failed_last_hour,
-        ),
-        purge_confirm_token=purge_confirm_token,
-        pause_reason=row.pause_reason,
-        create_time=timestamp(row.create_time),
-        update_time=timestamp(row.update_time),
+    message = settings_message(row)
+    # The read-only rest; the settings come from the one place that lists them.
+    message.MergeFrom(
+        queue_pb2.Queue(
+            name=row.name,
+            paused=row.paused,
+            stats=queue_pb2.QueueStats(
+                queued=row.queued,
+                scheduled=row.scheduled,
+                running=row.running,
+                awaiting_approval=row.awaiting_approval,
+                oldest_queued_age=duration(row.oldest_queued_age),
+                succeeded_last_hour=row.succeeded_last_hour,
+                failed_last_hour=row.failed_last_hour,
+            ),
+            purge_confirm_token=purge_confirm_token,
+            pause_reason=row.pause_reason,
+            create_time=timestamp(row.create_time),
+            update_time=timestamp(row.update_time),
+        )
     )
+    return message
 
 
 class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
