@@ -194,15 +194,13 @@ class _Wrapped:
 
     async def _echo_request_id(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """The call's request id (the caller's x-request-id, or one made up) goes back in
-        the initial metadata, so a caller can quote it for the server's log lines."""
+        the initial metadata, so a caller can quote it for the server's log lines.
+
+        Streams call this only once admitted: the REST gateway takes headers before any
+        message as "accepted" and answers 200, so a refusal must not send them first (it
+        would race its own status); _fail puts a refused stream's id in its trailers."""
         await context.send_initial_metadata((("x-request-id", self.request_id),))
         self.echoed = True
-
-    async def _admitted_echo(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        """Streams send their headers only once admitted: the REST gateway takes headers
-        before any message as "accepted" and answers 200, so a refusal must not send
-        them first (it would race its own status)."""
-        await self._echo_request_id(context)
 
     def _end(self) -> None:
         if self.ctx is not None:
@@ -244,7 +242,7 @@ class _Wrapped:
         status = to_grpc_status(error)
         self._done(status.code, started, stream=False, reason=error.reason)
         if not self.echoed:
-            # A refused stream sent no headers (see _admitted_echo): its request id
+            # A refused stream sent no headers (see _echo_request_id): its request id
             # travels in the trailers, with the status.
             status = _Status(
                 status.code,
@@ -292,7 +290,7 @@ class _Wrapped:
             try:
                 self._open()
                 request = await self._admit(raw)
-                await self._admitted_echo(context)
+                await self._echo_request_id(context)
                 async for response in behavior(request, context):
                     yield response
             except grpc.aio.AbortError:
@@ -334,7 +332,7 @@ class _Wrapped:
                 self._open()
                 await self.authenticator.authenticate(self.metadata)
                 admitted = await self._first_admitted(requests)
-                await self._admitted_echo(context)
+                await self._echo_request_id(context)
                 response = await behavior(admitted, context)
             except grpc.aio.AbortError:
                 raise
@@ -362,7 +360,7 @@ class _Wrapped:
                 # refused even if it never sends.
                 await self.authenticator.authenticate(self.metadata)
                 admitted = await self._first_admitted(requests)
-                await self._admitted_echo(context)
+                await self._echo_request_id(context)
                 async for response in behavior(admitted, context):
                     yield response
             except grpc.aio.AbortError:
