@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("event_wiring",),
     # The runtime: processes, listeners, the HTTP face.
     ("app", "migrate_cli", "admin_key", "processes"),
-    ("dashboard",),
+    # The seed APIs (issue 20): translate to v1 calls through the gateway's channel.
+    ("dashboard", "compat"),
     ("gateway", "grpc_server", "http_server"),
     ("reflection",),
     # gateway -> rpc -> streams -> loops -> domain -> store (DESIGN.md).

@@ -197,6 +197,7 @@ class _Call:
             router=self.gateway.router,
             request=self.message,
             request_id=self.request_id,
+            binding=self.binding,
         )
 
     def _error(self, error: grpc.aio.AioRpcError) -> Response:
