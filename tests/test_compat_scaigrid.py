@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
-from compat_support import assert_seed_problem, curl_examples, seed_text
+from compat_support import assert_seed_problem, curl_examples, seed_text  # type: ignore[import-not-found]
 
 from conveyor.client import AsyncClient
 from conveyor.server.app import ConveyorServer
@@ -110,13 +110,15 @@ async def test_every_documented_path_is_served(
     server: ConveyorServer, keys: dict[str, str]
 ) -> None:
     paths = documented_paths(TEXT)
-    assert len(paths) == 13
+    assert len(paths) == 14  # 9 queue, 1 observability, 4 scheduled
     async with rest(server, keys["admin"]) as http:
-        job = await submit(http, requires_approval=True, correlation_id="c-1")
+        job = await submit(http, correlation_id="c-1")
+        gated = await submit(http, requires_approval=True)
+        rejected = await submit(http, requires_approval=True)
         schedule = (await http.post("/v1/scheduled-tasks", json=documented_body(TEXT))).json()
         values = {
             "job_id": job["job_id"],
-            "request_id": job["job_id"],
+            "request_id": gated["job_id"],
             "correlation_id": "c-1",
             "task_id": schedule["id"],
         }
@@ -124,12 +126,18 @@ async def test_every_documented_path_is_served(
             if path.endswith("/..."):
                 path = path.replace("...", "queues")  # the one observability path served
             url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
-            body = documented_body(TEXT) if (method, path) == ("POST", "/v1/scheduled-tasks") else {}
+            if path.endswith("/reject"):
+                url = url.replace(gated["job_id"], rejected["job_id"])
+            body = (
+                documented_body(TEXT) if (method, path) == ("POST", "/v1/scheduled-tasks") else {}
+            )
             if method == "POST" and path == "/v1/queue/jobs":
                 body = {"function": "run_query"}
             if method == "PATCH":
                 body = {"name": "renamed"}
-            response = await http.request(method, url, json=body if method != "GET" and method != "DELETE" else None)
+            response = await http.request(
+                method, url, json=body if method != "GET" and method != "DELETE" else None
+            )
             assert response.status_code in (200, 201, 204), (method, url, response.text)
 
 
@@ -161,7 +169,7 @@ async def test_jobs_submit_status_cancel_and_your_jobs(
         assert cancelled["status"] == "complete" and cancelled["outcome"] == "cancelled"
         assert cancelled["success"] is False
         again = await ops.post(f"/v1/queue/jobs/{job['job_id']}/cancel")
-        assert_seed_problem(again, 409, "task_state_conflict")
+        assert_seed_problem(again, 412, "task_state_conflict")
         theirs = await submit(adm, function="trigger_ai")
         mine = (await ops.get("/v1/queue/jobs")).json()
         assert theirs["job_id"] not in {j["job_id"] for j in mine["jobs"]}
@@ -182,10 +190,9 @@ async def test_jobs_submit_status_cancel_and_your_jobs(
                 await ops.post("/v1/queue/jobs", json=sent), 400, "invalid_argument"
             )
             assert problem["errors"][0]["field"] == field, (sent, problem)
-        viewer = await httpx.AsyncClient(
-            base_url=server.http_base_url, headers={"Authorization": f"Bearer {keys['viewer']}"}
-        ).post("/v1/queue/jobs", json={"function": "f"})
-        assert viewer.status_code == 403
+    async with rest(server, keys["viewer"]) as viewer:
+        refused = await viewer.post("/v1/queue/jobs", json={"function": "f"})
+        assert refused.status_code == 403
 
 
 async def test_hitl_approve_and_reject(server: ConveyorServer, keys: dict[str, str]) -> None:
@@ -194,7 +201,9 @@ async def test_hitl_approve_and_reject(server: ConveyorServer, keys: dict[str, s
         other = await submit(http, requires_approval=True)
         await submit(http)
         assert gated["status"] == "queued"
-        assert gated["hitl"]["status"] == "pending" and gated["hitl"]["request_id"] == gated["job_id"]
+        assert (
+            gated["hitl"]["status"] == "pending" and gated["hitl"]["request_id"] == gated["job_id"]
+        )
         pending = (await http.get("/v1/queue/hitl")).json()
         assert sorted(r["request_id"] for r in pending["requests"]) == sorted(
             [gated["job_id"], other["job_id"]]
@@ -217,7 +226,7 @@ async def test_hitl_approve_and_reject(server: ConveyorServer, keys: dict[str, s
         assert rejected["hitl"]["status"] == "rejected"
         assert (await http.get("/v1/queue/hitl")).json()["requests"] == []
         twice = await http.post(f"/v1/queue/hitl/{gated['job_id']}/approve")
-        assert_seed_problem(twice, 409, "task_state_conflict")
+        assert_seed_problem(twice, 412, "task_state_conflict")
 
 
 async def test_correlation_and_depth(
@@ -273,7 +282,7 @@ async def test_same_rows_and_audit_as_v1(
     rows = [await admin.get_task(f"projects/alpha/tasks/{i}") for i in (seed["job_id"], v1_id)]
     for row in rows:
         for field in ("name", "root_task", "create_time", "update_time", "schedule_time"):
-            row.ClearField(field)  # type: ignore[arg-type]
+            row.ClearField(field)
         row.approval.ClearField("decide_time")
     assert rows[0] == rows[1]
     page = await admin.commands.ListCommands(

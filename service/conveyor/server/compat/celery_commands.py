@@ -14,7 +14,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from conveyor.server.compat.body import check, Fields, comma_list, rfc3339, value_of
+from conveyor.server.compat.body import Fields, check, comma_list, rfc3339, value_of
 from conveyor.server.compat.celery_tasks import ENGINE, STATES, project_of, task_name
 from conveyor.server.errors import Violations
 from conveyor.server.gateway.jsonform import to_json

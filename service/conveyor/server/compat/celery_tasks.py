@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from conveyor.server.compat.body import check, Fields, comma_list, rfc3339, timestamp_of
+from conveyor.server.compat.body import Fields, check, comma_list, rfc3339, timestamp_of
 from conveyor.server.errors import Violations
 from conveyor.server.gateway.jsonform import to_json
 from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
@@ -17,6 +17,7 @@ __all__ = [
     "ENGINE",
     "EXPORT_FORMATS",
     "FIELD_PATHS",
+    "PRIORITY_BANDS",
     "STATES",
     "bulk_delete_request",
     "export_request",
@@ -49,6 +50,13 @@ STATES: dict[str, tuple[enums_pb2.TaskState.ValueType, ...]] = {
     # A lease lost (or a running task stopped) with no attempts left.
     "lost": (_T.TASK_STATE_INTERRUPTED,),
 }
+PRIORITY_BANDS: dict[str, tuple[str, ...]] = {
+    "critical": ("1", "2"),
+    "high": ("3", "4"),
+    "normal": ("5", "6"),
+    "low": ("7", "8", "9"),
+}
+"""The brain's priority names and the 1..9 priorities each stands for."""
 EXPORT_FORMATS: dict[str, enums_pb2.ExportFormat.ValueType] = {
     "csv": _T.EXPORT_FORMAT_CSV,
     "xlsx": _T.EXPORT_FORMAT_XLSX,
@@ -102,7 +110,10 @@ def _filter(q: Mapping[str, list[str]], v: Violations) -> task_pb2.TaskFilter:
             v.add("state", f"{state!r} is not one of {', '.join(STATES)}")
         else:
             found.states.extend(s for s in states if s not in found.states)
-    found.priorities.extend(comma_list(q.get("priority", [])))
+    for priority in comma_list(q.get("priority", [])):
+        # A name stands for its band (as priority_name renders it); anything else
+        # (1..9, or a typo) is v1's to read or refuse.
+        found.priorities.extend(PRIORITY_BANDS.get(priority.lower(), (priority,)))
     found.kinds.extend(q.get("name", [])[-1:])
     found.queues.extend(q.get("queue", [])[-1:])
     found.workers.extend(q.get("worker", [])[-1:])
@@ -224,15 +235,11 @@ def state_name(task: task_pb2.Task) -> str:
 
 
 def priority_name(priority: int) -> str:
-    """1..9 -> the brain's names: 1-2 critical, 3-4 high, 5-6 normal, 7-9 low (the
-    filter's names are their lowest numbers: critical=1, high=3, normal=5, low=7)."""
-    if priority <= 2:
-        return "critical"
-    if priority <= 4:
-        return "high"
-    if priority <= 6:
-        return "normal"
-    return "low"
+    """1..9 -> the brain's name of its band (PRIORITY_BANDS)."""
+    for name, band in PRIORITY_BANDS.items():
+        if str(priority) in band:
+            return name
+    return "normal"
 
 
 def _args_kwargs(task: task_pb2.Task) -> tuple[list[Any], dict[str, Any]]:

@@ -149,9 +149,7 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
     async def correlation(request: Request, caller: Caller) -> Response:
         correlation_id = request.path_params["correlation_id"]
         body = await page_of_jobs(request, caller, "jobs", correlation_id=correlation_id)
-        return json_response(
-            {"correlation_id": correlation_id, **body}, 200, caller.request_id
-        )
+        return json_response({"correlation_id": correlation_id, **body}, 200, caller.request_id)
 
     async def schedule_name(request: Request, caller: Caller) -> str:
         return f"projects/{await project(caller)}/schedules/{request.path_params['task_id']}"
@@ -192,7 +190,7 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
         body = await read_json(request)
         name = await schedule_name(request, caller)
         sent, enabled = scheduled.update_request(name, body)
-        schedule = None
+        schedule: schedule_pb2.Schedule | None = None
         if sent is not None:
             schedule = await v1.call(_S + "UpdateSchedule", sent, caller)
         if enabled is not None:
@@ -202,10 +200,8 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
                     _S + "GetSchedule", schedule_pb2.GetScheduleRequest(name=name), caller
                 )
             is_on = scheduled.scheduled_public(current)["enabled"]
-            if is_on != enabled:
-                schedule = await set_enabled(name, enabled, caller)
-            else:
-                schedule = current
+            schedule = await set_enabled(name, enabled, caller) if is_on != enabled else current
+        assert schedule is not None  # update_request gives a change or `enabled`
         return json_response(scheduled.scheduled_public(schedule), 200, caller.request_id)
 
     async def delete_scheduled(request: Request, caller: Caller) -> Response:

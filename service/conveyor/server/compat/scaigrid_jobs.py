@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from conveyor.server.compat.body import check, Fields, comma_list, rfc3339, seconds_of, value_of
+from conveyor.server.compat.body import Fields, check, comma_list, rfc3339, seconds_of, value_of
 from conveyor.server.errors import Violations
 from conveyor.server.gateway.jsonform import to_json
 from conveyor.v1 import enums_pb2, queue_pb2, task_pb2, task_service_pb2

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from conveyor.server.compat.body import check, Fields, rfc3339, value_of
+from conveyor.server.compat.body import Fields, check, rfc3339, value_of
 from conveyor.server.errors import Violations
 from conveyor.server.gateway.jsonform import to_json
 from conveyor.v1 import enums_pb2, schedule_pb2

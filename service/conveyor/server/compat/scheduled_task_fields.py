@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from conveyor.server.compat.body import check, Fields, duration_of, rfc3339, seconds_of, value_of
+from conveyor.server.compat.body import Fields, check, duration_of, rfc3339, seconds_of, value_of
 from conveyor.server.errors import Violations
 from conveyor.server.gateway.jsonform import to_json
 from conveyor.v1 import enums_pb2, schedule_pb2

@@ -14,7 +14,6 @@ scheduled_task_fields.py; this module only makes the calls.
 
 from __future__ import annotations
 
-from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -30,7 +29,7 @@ from conveyor.server.compat.routing import (
     seed_route,
 )
 from conveyor.server.compat.v1 import Caller
-from conveyor.v1 import schedule_pb2, task_pb2
+from conveyor.v1 import enums_pb2, schedule_pb2, task_pb2
 
 __all__ = ["SEED", "routes"]
 
@@ -46,12 +45,12 @@ def _query(request: Request) -> dict[str, list[str]]:
 
 
 def _run_public(task: task_pb2.Task, schedule_id: str) -> dict[str, object]:
-    state = task_pb2.Task.DESCRIPTOR.fields_by_name["state"].enum_type
+    state = enums_pb2.TaskState.Name(task.state).removeprefix("TASK_STATE_").lower()
     return {
         "task_id": schedule_id,
         "run": {
             "id": task.name.rsplit("/", 1)[-1],
-            "state": state.values_by_number[task.state].name.removeprefix("TASK_STATE_").lower(),
+            "state": state,
             "created_at": rfc3339(task, "create_time"),
         },
     }
@@ -123,7 +122,13 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
         schedule = await v1.call(_S + "SnoozeSchedule", sent, caller)
         return json_response(fields.task_public(schedule), 200, caller.request_id)
 
-    def state_change(operation_id: str, rpc: str, message: type[Message]) -> Operation:
+    def state_change(
+        operation_id: str,
+        rpc: str,
+        message: type[schedule_pb2.PauseScheduleRequest]
+        | type[schedule_pb2.ResumeScheduleRequest]
+        | type[schedule_pb2.CancelScheduleRequest],
+    ) -> Operation:
         async def change(request: Request, caller: Caller) -> Response:
             sent = message(name=await name_of(request, caller))
             schedule = await v1.call(_S + rpc, sent, caller)
