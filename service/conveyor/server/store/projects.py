@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ _INSERT = sql.load("project_insert")
 _GET = sql.load("project_get")
 _LIST = sql.load("project_list")
 _UPDATE = sql.load("project_update")
+_LOCK = sql.load("project_lock")
 _SECRET_GET = sql.load("webhook_secret_get")
 _SECRET_ROTATE = sql.load("webhook_secret_rotate")
 
@@ -29,6 +30,7 @@ class ProjectRow:
     create_time: datetime
     update_time: datetime
     finished_task_ttl_ms: int | None = None  # None: the server default; 0: kept forever
+    rate_limits: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ async def update(
     labels: dict[str, str] | None,
     set_finished_task_ttl: bool = False,
     finished_task_ttl_ms: int | None = None,
+    rate_limits: dict[str, Any] | None = None,
 ) -> ProjectRow | None:
     """Sets the fields that are not None (finished_task_ttl_ms when set_finished_task_ttl,
     None meaning the default); None when the project does not exist."""
@@ -107,10 +110,20 @@ async def update(
                 "labels": Jsonb(labels or {}),
                 "set_finished_task_ttl": set_finished_task_ttl,
                 "finished_task_ttl_ms": finished_task_ttl_ms,
+                "set_rate_limits": rate_limits is not None,
+                "rate_limits": Jsonb(rate_limits or {}),
             },
         )
         row = await cur.fetchone()
     return _row(row) if row else None
+
+
+async def lock(conn: AsyncConnection[Any], id: str) -> dict[str, Any] | None:
+    """Locks the project's row until the transaction ends; returns its rate_limits, or
+    None when it does not exist."""
+    cur = await conn.execute(_LOCK, {"id": id})
+    row = await cur.fetchone()
+    return dict(row[0]) if row is not None else None
 
 
 async def get_secret(conn: AsyncConnection[Any], id: str) -> SecretRow | None:
