@@ -1178,3 +1178,11 @@ ALTER TABLE projects ADD COLUMN finished_task_ttl_ms bigint;
 -- expired ones instead of every finished task.
 CREATE INDEX tasks_finished_idx ON tasks (end_time)
     WHERE state IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED');
+
+-- 0025: redaction of task input (#21 point 3, domain/redaction.py). redact_paths lists
+-- JSON Pointers or bare keys whose values keys below operator read as "<redacted>"; a
+-- queue's add to its project's. webhook_full_input: whether webhook payloads carry
+-- the stored input (false: redacted as for a viewer).
+ALTER TABLE projects ADD COLUMN redact_paths text[] NOT NULL DEFAULT '{}';
+ALTER TABLE projects ADD COLUMN webhook_full_input boolean NOT NULL DEFAULT false;
+ALTER TABLE queues ADD COLUMN redact_paths text[] NOT NULL DEFAULT '{}';
