@@ -121,8 +121,9 @@ class ProjectServiceServicer:
 
     def UpdateProject(self, request, context):
         """UpdateProject changes the fields named by update_mask (display_name,
-        callback_url, labels, finished_task_ttl, rate_limits); returns
-        INVALID_ARGUMENT for a bad callback_url or rate limit.
+        callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input,
+        rate_limits); returns INVALID_ARGUMENT for a bad callback_url, redact_paths
+        entry or rate limit.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """

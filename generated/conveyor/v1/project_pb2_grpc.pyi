@@ -51,8 +51,9 @@ class ProjectServiceStub:
     """
     UpdateProject: _grpc.UnaryUnaryMultiCallable[_project_pb2.UpdateProjectRequest, _project_pb2.Project]
     """UpdateProject changes the fields named by update_mask (display_name,
-    callback_url, labels, finished_task_ttl, rate_limits); returns
-    INVALID_ARGUMENT for a bad callback_url or rate limit.
+    callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input,
+    rate_limits); returns INVALID_ARGUMENT for a bad callback_url, redact_paths
+    entry or rate limit.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -113,8 +114,9 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     """
     UpdateProject: _aio.UnaryUnaryMultiCallable[_project_pb2.UpdateProjectRequest, _project_pb2.Project]  # type: ignore[assignment]
     """UpdateProject changes the fields named by update_mask (display_name,
-    callback_url, labels, finished_task_ttl, rate_limits); returns
-    INVALID_ARGUMENT for a bad callback_url or rate limit.
+    callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input,
+    rate_limits); returns INVALID_ARGUMENT for a bad callback_url, redact_paths
+    entry or rate limit.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -196,8 +198,9 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_project_pb2.Project, _abc.Awaitable[_project_pb2.Project]]:
         """UpdateProject changes the fields named by update_mask (display_name,
-        callback_url, labels, finished_task_ttl, rate_limits); returns
-        INVALID_ARGUMENT for a bad callback_url or rate limit.
+        callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input,
+        rate_limits); returns INVALID_ARGUMENT for a bad callback_url, redact_paths
+        entry or rate limit.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """

@@ -24,6 +24,7 @@ from conveyor.server.domain import (
 from conveyor.server.domain.auth import ROLE_NAMES, MintedKey, Principal, mint_key
 from conveyor.server.domain.keys import Authenticator
 from conveyor.server.domain.queues import finished_task_ttl_ms
+from conveyor.server.domain.redaction import Redactions, check_paths
 from conveyor.server.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from conveyor.server.store import api_keys, projects
 from conveyor.server.store.api_keys import KeyRow
@@ -35,6 +36,8 @@ UPDATABLE_PROJECT_FIELDS = (
     "callback_url",
     "labels",
     "finished_task_ttl",
+    "redact_paths",
+    "webhook_full_input",
     "rate_limits",
 )
 UPDATABLE_KEY_FIELDS = ("display_name", "rate_limits")
@@ -70,11 +73,16 @@ def _check_fields(
 
 class Projects:
     def __init__(
-        self, pool: AsyncConnectionPool[Any], authenticator: Authenticator, server_key: bytes = b""
+        self,
+        pool: AsyncConnectionPool[Any],
+        authenticator: Authenticator,
+        server_key: bytes = b"",
+        redactions: Redactions | None = None,
     ) -> None:
         self._pool = pool
         self._authenticator = authenticator
         self._server_key = server_key
+        self._redactions = redactions
 
     async def _audit(
         self,
@@ -168,6 +176,11 @@ class Projects:
         v = Violations()
         _check_fields(v, fields, "project", mask.fields)
         ttl_ms = finished_task_ttl_ms(v, project, "project")
+        redact_paths = (
+            check_paths(v, project.redact_paths, "project.redact_paths")
+            if "redact_paths" in mask
+            else None
+        )
         v.raise_if_any()
         async with self._pool.connection() as conn, conn.transaction():
             limits = None
@@ -184,6 +197,10 @@ class Projects:
                 labels=fields.labels if "labels" in mask else None,
                 set_finished_task_ttl="finished_task_ttl" in mask,
                 finished_task_ttl_ms=ttl_ms,
+                redact_paths=redact_paths,
+                webhook_full_input=(
+                    project.webhook_full_input if "webhook_full_input" in mask else None
+                ),
                 rate_limits=limits,
             )
             if row is None:
@@ -197,6 +214,8 @@ class Projects:
             )
         if limits is not None:
             self._authenticator.forget_project(parsed.project)
+        if self._redactions is not None:
+            self._redactions.forget(parsed.project)
         return row
 
     async def create_key(

@@ -12,10 +12,8 @@ error mapping must see what the handler raised. Unary and streaming methods go
 through the same path. Methods outside the contract (health, reflection) pass
 through untouched.
 
-Request limits: once authenticated, and before its request is decoded, a call takes a
-token from its key's bucket for the method's class (domain/request_limiter.py,
-rpc/method_classes.py); an empty bucket refuses it with RESOURCE_EXHAUSTED, reason
-RATE_LIMITED and RetryInfo. A stream counts once, when it opens.
+Request limits: once authenticated, before decoding, a call takes a token from its key's
+bucket for the method's class (domain/request_limiter.py); a stream counts once.
 
 Requests are decoded here, not by gRPC (see decoding.py): every wrapped method is
 registered without a request deserializer, so a request that cannot be decoded is an
@@ -52,6 +50,7 @@ from conveyor.server.domain.request_limiter import RequestLimiter
 from conveyor.server.rpc import principal as principal_ctx
 from conveyor.server.rpc.decoding import decode
 from conveyor.server.rpc.method_classes import class_index
+from conveyor.server.rpc.redacting import ResponseRedaction
 from conveyor.server.rpc.status import to_grpc_status
 from conveyor.server.store import outage, unstorable
 from conveyor.v1 import auth_pb2
@@ -123,6 +122,8 @@ class ConveyorInterceptor(grpc.aio.ServerInterceptor):
         self._ctx: AppContext | None = None
         self.limiter = limiter or RequestLimiter()
         self._classes = {method: class_index(method) for method in rules}
+        self.redaction: ResponseRedaction | None = None
+        """Redacts task input in what callers below operator receive (rpc/redacting.py)."""
 
     def bind(self, ctx: AppContext) -> None:
         """Admit calls by `ctx`'s shutdown flag and database status, and count them."""
@@ -142,6 +143,7 @@ class ConveyorInterceptor(grpc.aio.ServerInterceptor):
         metadata = handler_call_details.invocation_metadata
         wrapped = _Wrapped(self._authenticator, rule, method, metadata, request_type, self._ctx)
         wrapped.limiter, wrapped.method_class = self.limiter, self._classes[method]
+        wrapped.redaction = self.redaction
         return wrapped.wrap(handler)
 
 
@@ -149,8 +151,7 @@ class _Wrapped:
     """The per-call state of one wrapped handler."""
 
     limiter: RequestLimiter
-    method_class: int
-    """Set by the interceptor: whose buckets, and the method's class (an index of CLASSES)."""
+    method_class: int  # an index of request_limits.CLASSES
 
     def __init__(
         self,
@@ -167,6 +168,8 @@ class _Wrapped:
         self.method = method
         self.metadata = metadata
         self.request_type = request_type
+        self.redaction: ResponseRedaction | None = None
+        self.redact: Callable[[Message], Awaitable[Message]] | None = None
 
     def wrap(self, handler: Handler) -> Handler:
         # No request deserializer: the calls below get the raw bytes and decode them.
@@ -198,6 +201,7 @@ class _Wrapped:
         authorize(principal, self.rule, request)
         principal_ctx.set_current(principal)
         structlog.contextvars.bind_contextvars(principal=principal.key_name)
+        self.redact = None if self.redaction is None else self.redaction.for_caller(principal)
         return request
 
     def _begin(self) -> float:
@@ -283,6 +287,8 @@ class _Wrapped:
                 self._open()
                 request = await self._admit(raw)
                 response = await behavior(request, context)
+                if self.redact is not None:
+                    response = await self.redact(response)
             except grpc.aio.AbortError:
                 raise
             except asyncio.CancelledError as cancelled:
@@ -308,7 +314,7 @@ class _Wrapped:
                 request = await self._admit(raw)
                 await self._echo_request_id(context)
                 async for response in behavior(request, context):
-                    yield response
+                    yield response if self.redact is None else await self.redact(response)
             except grpc.aio.AbortError:
                 raise
             except asyncio.CancelledError as cancelled:
