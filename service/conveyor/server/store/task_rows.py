@@ -58,6 +58,7 @@ class TaskRow:
     progress_event_time: datetime | None = None
     execution_timeout_ms: int | None = None
     creator: str = ""  # an API key name or a schedule name (0020)
+    traceparent: str | None = None  # the creator's W3C trace context (0026)
 
     @property
     def name(self) -> str:
