@@ -42,6 +42,8 @@ LAYERS: list[tuple[str, ...]] = [
     # health): a holder any layer above the store may be given.
     ("context",),
     ("store",),
+    # OpenTelemetry setup (context holds it); imports only logging.
+    ("tracing",),
     # Leaves everything may import.
     ("states",),
     ("errors",),

@@ -45,15 +45,19 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def caller_of(request: Request, anonymous: Anonymous | None) -> Caller:
+def caller_of(
+    request: Request, anonymous: Anonymous | None, traceparent: str | None = None
+) -> Caller:
     """The caller of a seed request: its own Authorization header when it sent one
     (even a bad one: that is refused, never replaced), else the anonymous key for a
     loopback client when the server allows it, else no key."""
     request_id = request_id_of(request.headers)
     header = request.headers.get("authorization")
     if header is not None:
-        return Caller(header, request_id)
+        return Caller(header, request_id, traceparent=traceparent)
     client = request.client.host if request.client is not None else None
     if anonymous is not None and is_loopback(client):
-        return Caller(f"Bearer {anonymous.token}", request_id, anonymous=True)
-    return Caller(None, request_id)
+        return Caller(
+            f"Bearer {anonymous.token}", request_id, anonymous=True, traceparent=traceparent
+        )
+    return Caller(None, request_id, traceparent=traceparent)

@@ -72,7 +72,7 @@ def seed_route(
 
     async def endpoint(request: Request) -> Response:
         operation = operations.get(request.method)
-        caller = caller_of(request, ctx.anonymous)
+        caller = caller_of(request, ctx.anonymous, ctx.v1.gateway.trace_context(request))
         if operation is None:
             response = seed_problem(
                 request,

@@ -41,9 +41,11 @@ class Caller:
     request_id: str
     anonymous: bool = False
     """Acting with the server's anonymous key (`--compat-anonymous`, loopback only)."""
+    traceparent: str | None = None
+    """The trace context the v1 calls carry (Gateway.trace_context)."""
 
     def metadata(self) -> list[tuple[str, str]]:
-        return call_metadata(self.authorization, self.request_id)
+        return call_metadata(self.authorization, self.request_id, self.traceparent)
 
 
 class V1Failed(Exception):
