@@ -1353,3 +1353,17 @@ FOR EACH ROW
 WHEN (OLD.has_dependents
       AND OLD.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED'))
 EXECUTE FUNCTION conveyor_dependency_ended();
+
+-- 0025: redaction of task input (#21 point 3, domain/redaction.py). redact_paths lists
+-- JSON Pointers or bare keys whose values keys below operator read as "<redacted>"; a
+-- queue's add to its project's. webhook_full_input: whether webhook payloads carry
+-- the stored input (false: redacted as for a viewer).
+ALTER TABLE projects ADD COLUMN redact_paths text[] NOT NULL DEFAULT '{}';
+ALTER TABLE projects ADD COLUMN webhook_full_input boolean NOT NULL DEFAULT false;
+ALTER TABLE queues ADD COLUMN redact_paths text[] NOT NULL DEFAULT '{}';
+
+-- 0026: the trace context of the request that created a task (a W3C traceparent, from
+-- the caller's metadata or the server's own span), handed to the worker with each
+-- lease so its handler's span continues the producer's trace. NULL: none was given.
+-- Read only with the task: no index.
+ALTER TABLE tasks ADD COLUMN traceparent text;
