@@ -97,7 +97,9 @@ class Services:
         ctx.loops += [ApprovalTimeouts(ctx.pool), StatisticsLoop(ctx.pool)]
         ctx.loops.append(QueueMetricsLoop(ctx.pool))
         leases = Leases(ctx.pool, on_retry=promoter.poke)
-        task_servicer = TaskServicer(Tasks(ctx.pool, create_batcher, server_key=ctx.server_key))
+        task_servicer = TaskServicer(
+            Tasks(ctx.pool, create_batcher, server_key=ctx.server_key), ctx.tracing
+        )
         firing = ScheduleFiring(ctx.pool, ScheduledTasks(), server_key=ctx.server_key)
         ctx.loops.append(SchedulerLoop(ctx.pool, firing))
 
