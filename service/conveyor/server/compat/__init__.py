@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from starlette.routing import BaseRoute
 
-from conveyor.server.compat import celery_brain, everruns, scaigrid, scheduled_tasks
+from conveyor.server.compat import celery_brain, enrai, everruns, scaigrid, scheduled_tasks
 from conveyor.server.compat.access import Anonymous
 from conveyor.server.compat.routing import CompatContext
 from conveyor.server.compat.v1 import V1
@@ -27,6 +27,7 @@ from conveyor.server.gateway.dispatch import Gateway
 __all__ = ["SEEDS", "Anonymous", "compat_routes"]
 
 SEEDS: tuple[Callable[[CompatContext], list[BaseRoute]], ...] = (
+    enrai.routes,
     celery_brain.routes,
     everruns.routes,
     scheduled_tasks.routes,
