@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
-from compat_support import assert_seed_problem, curl_examples, seed_text  # type: ignore[import-not-found]
+from compat_support import assert_seed_problem, curl_examples, rest, seed_text  # type: ignore[import-not-found]
 
 from conveyor.client import AsyncClient
 from conveyor.server.app import ConveyorServer
@@ -55,13 +55,6 @@ def documented_bodies(text: str) -> dict[str, dict[str, Any]]:
                 break
     bodies["commands/cancel-consumer"] = dict(bodies["commands/add-consumer"])
     return bodies
-
-
-@asynccontextmanager
-async def rest(server: ConveyorServer, key: str) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=server.http_base_url, headers=headers) as http:
-        yield http
 
 
 @asynccontextmanager
@@ -113,7 +106,7 @@ async def test_task_public_field_by_field(
     server: ConveyorServer, keys: dict[str, str], admin: AsyncClient
 ) -> None:
     task = await failed_task(admin, priority=2, labels={"team": "mail"})
-    async with rest(server, keys["viewer"]) as http:
+    async with rest(server.http_base_url, keys["viewer"]) as http:
         response = await http.get(f"{BASE}/tasks/celery/{task.name.rsplit('/', 1)[-1]}")
     assert response.status_code == 200, response.text
     item = response.json()
@@ -142,7 +135,7 @@ async def test_list_filters_comma_lists_and_cursor(
     failed = await failed_task(admin, priority=1)
     high = await admin.create_task("report.build", [1, 2], queue="reports", priority=3)
     await admin.create_task("report.build", {"args": [3], "kwargs": {"x": 1}}, priority=7)
-    async with rest(server, keys["viewer"]) as http:
+    async with rest(server.http_base_url, keys["viewer"]) as http:
 
         async def ids(**params: str) -> list[str]:
             response = await http.get(f"{BASE}/tasks", params=params)
@@ -203,7 +196,7 @@ async def test_csv_and_xlsx_exports_stream_every_task(
 ) -> None:
     for i in range(7):
         await admin.create_task("export.me", {"i": i}, priority=1 + i % 9)
-    async with rest(server, keys["viewer"]) as http:
+    async with rest(server.http_base_url, keys["viewer"]) as http:
         csv = await http.get(f"{BASE}/tasks", params={"format": "csv", "limit": "2"})
         assert csv.status_code == 200, csv.text
         assert csv.headers["content-type"].startswith("text/csv")
@@ -232,7 +225,7 @@ async def test_tree_walks_to_the_root(
     grandchild = await admin.create_task("flow.leaf", parent_task=child.name)
     await admin.create_task("other")
     leaf_id = grandchild.name.rsplit("/", 1)[-1]
-    async with rest(server, keys["viewer"]) as http:
+    async with rest(server.http_base_url, keys["viewer"]) as http:
         tree = (await http.get(f"{BASE}/tasks/celery/{leaf_id}/tree")).json()
         assert list(tree) == ["items", "truncated"] and tree["truncated"] is False
         assert [i["name"] for i in tree["items"]] == ["flow.root", "flow.child", "flow.leaf"]
@@ -257,7 +250,10 @@ async def test_bulk_delete_by_ids_by_filter_and_both(
     running = await admin.create_task("email.send")
     ids = [t.name.rsplit("/", 1)[-1] for t in (a, b, c, running)]
     documented = documented_bodies(TEXT)["tasks/bulk-delete"]
-    async with rest(server, keys["admin"]) as http, rest(server, keys["operator"]) as ops:
+    async with (
+        rest(server.http_base_url, keys["admin"]) as http,
+        rest(server.http_base_url, keys["operator"]) as ops,
+    ):
         url = f"{BASE}/tasks/bulk-delete"
         refused = await ops.post(url, json={"task_ids": ids[:1]})
         assert refused.status_code == 403
@@ -334,7 +330,7 @@ async def test_every_documented_command_body(
         "rate-limit": ("succeeded", "projects/alpha"),
     }
     records: dict[str, dict[str, Any]] = {}
-    async with rest(server, keys["admin"]) as http:
+    async with rest(server.http_base_url, keys["admin"]) as http:
         for path, body in bodies.items():
             if not path.startswith("commands/"):
                 continue
@@ -421,7 +417,10 @@ async def test_command_bounds_and_roles(
             **{"agent_id": "worker-1", "idempotency_key": "", **values},
         )
 
-    async with rest(server, keys["admin"]) as http, rest(server, keys["operator"]) as ops:
+    async with (
+        rest(server.http_base_url, keys["admin"]) as http,
+        rest(server.http_base_url, keys["operator"]) as ops,
+    ):
         cases = [
             ("bulk-retry", body("bulk-retry", max=0), "max"),
             ("bulk-retry", body("bulk-retry", max=10001), "max"),
@@ -484,7 +483,7 @@ async def test_same_rows_and_audit_as_v1(
     task rows and the same audit entries (bar ids and times)."""
     seed_task = await failed_task(admin)
     v1_task = await failed_task(admin)
-    async with rest(server, keys["operator"]) as http:
+    async with rest(server.http_base_url, keys["operator"]) as http:
         seed = await http.post(
             f"{BASE}/commands/retry-task",
             json={"task_id": seed_task.name.rsplit("/", 1)[-1], "override_kwargs": {"to": "b"}},
@@ -495,7 +494,7 @@ async def test_same_rows_and_audit_as_v1(
             json={"task": v1_task.name, "override_input": {"to": "b"}},
         )
         assert v1.status_code == 200, v1.text
-    async with rest(server, keys["admin"]) as http:
+    async with rest(server.http_base_url, keys["admin"]) as http:
         for name in (seed_task.name, v1_task.name):
             await admin.cancel_task(name)
         assert (

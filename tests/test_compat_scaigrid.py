@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest_asyncio
-from compat_support import assert_seed_problem, curl_examples, seed_text  # type: ignore[import-not-found]
+from compat_support import assert_seed_problem, curl_examples, rest, seed_text  # type: ignore[import-not-found]
 
 from conveyor.client import AsyncClient
 from conveyor.server.app import ConveyorServer
@@ -45,13 +44,6 @@ def documented_paths(text: str) -> list[tuple[str, str]]:
     return re.findall(r"^(GET|POST|PATCH|DELETE) (/v1/\S+) ", text, re.M)
 
 
-@asynccontextmanager
-async def rest(server: ConveyorServer, key: str) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=server.http_base_url, headers=headers) as http:
-        yield http
-
-
 @pytest_asyncio.fixture
 async def admin(server: ConveyorServer, keys: dict[str, str]) -> AsyncIterator[AsyncClient]:
     async with AsyncClient(server.grpc_target, api_key=keys["admin"], project="alpha") as c:
@@ -70,7 +62,7 @@ async def test_the_documented_post_body_creates_a_scheduled_task(
     assert curl_examples(TEXT) == []  # the seed shows a body, sent here as written
     body = documented_body(TEXT)
     assert body["schedule"] == "0 9 * * MON" and body["enabled"] is True
-    async with rest(server, keys["operator"]) as http:
+    async with rest(server.http_base_url, keys["operator"]) as http:
         created = await http.post("/v1/scheduled-tasks", json=body)
         assert created.status_code == 201, created.text
         task = created.json()
@@ -101,7 +93,7 @@ async def test_the_documented_post_body_creates_a_scheduled_task(
         deleted = await http.delete(url)
         assert deleted.status_code == 204
         assert_seed_problem(await http.patch(url, json={"name": "x"}), 404, "not_found")
-    async with rest(server, keys["admin"]) as other:
+    async with rest(server.http_base_url, keys["admin"]) as other:
         # "Your" scheduled tasks: the admin key created none.
         assert (await other.get("/v1/scheduled-tasks")).json()["scheduled_tasks"] == []
 
@@ -111,7 +103,7 @@ async def test_every_documented_path_is_served(
 ) -> None:
     paths = documented_paths(TEXT)
     assert len(paths) == 14  # 9 queue, 1 observability, 4 scheduled
-    async with rest(server, keys["admin"]) as http:
+    async with rest(server.http_base_url, keys["admin"]) as http:
         job = await submit(http, correlation_id="c-1")
         gated = await submit(http, requires_approval=True)
         rejected = await submit(http, requires_approval=True)
@@ -144,7 +136,10 @@ async def test_every_documented_path_is_served(
 async def test_jobs_submit_status_cancel_and_your_jobs(
     server: ConveyorServer, keys: dict[str, str], admin: AsyncClient
 ) -> None:
-    async with rest(server, keys["operator"]) as ops, rest(server, keys["admin"]) as adm:
+    async with (
+        rest(server.http_base_url, keys["operator"]) as ops,
+        rest(server.http_base_url, keys["admin"]) as adm,
+    ):
         job = await submit(
             ops, args=["room-1"], kwargs={"body": "hi"}, queue_name="bots", priority=2,
             correlation_id="c-9", max_tries=2,
@@ -190,13 +185,13 @@ async def test_jobs_submit_status_cancel_and_your_jobs(
                 await ops.post("/v1/queue/jobs", json=sent), 400, "invalid_argument"
             )
             assert problem["errors"][0]["field"] == field, (sent, problem)
-    async with rest(server, keys["viewer"]) as viewer:
+    async with rest(server.http_base_url, keys["viewer"]) as viewer:
         refused = await viewer.post("/v1/queue/jobs", json={"function": "f"})
         assert refused.status_code == 403
 
 
 async def test_hitl_approve_and_reject(server: ConveyorServer, keys: dict[str, str]) -> None:
-    async with rest(server, keys["operator"]) as http:
+    async with rest(server.http_base_url, keys["operator"]) as http:
         gated = await submit(http, requires_approval=True, approval_timeout_seconds=3600)
         other = await submit(http, requires_approval=True)
         await submit(http)
@@ -232,7 +227,7 @@ async def test_hitl_approve_and_reject(server: ConveyorServer, keys: dict[str, s
 async def test_correlation_and_depth(
     server: ConveyorServer, keys: dict[str, str], admin: AsyncClient
 ) -> None:
-    async with rest(server, keys["operator"]) as http:
+    async with rest(server.http_base_url, keys["operator"]) as http:
         related = [(await submit(http, correlation_id="conv-7"))["job_id"] for _ in range(3)]
         await submit(http, correlation_id="conv-8")
         await submit(http, defer_by=600)
@@ -259,7 +254,7 @@ async def test_correlation_and_depth(
 async def test_same_rows_and_audit_as_v1(
     server: ConveyorServer, keys: dict[str, str], admin: AsyncClient
 ) -> None:
-    async with rest(server, keys["operator"]) as http:
+    async with rest(server.http_base_url, keys["operator"]) as http:
         seed = await submit(
             http, args=[1], kwargs={"k": "v"}, queue_name="q", priority=3, correlation_id="c",
             requires_approval=True,

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest_asyncio
-from compat_support import assert_seed_problem, curl_examples, run_curl, seed_text  # type: ignore[import-not-found]
+from compat_support import assert_seed_problem, curl_examples, rest, run_curl, seed_text  # type: ignore[import-not-found]
 
 from conveyor.client import AsyncClient
 from conveyor.server.app import ConveyorServer
@@ -54,13 +53,6 @@ def documented_fields(text: str) -> dict[str, tuple[str, str]]:
         m.group(1): (m.group(2), m.group(3))
         for m in re.finditer(r"^(\w+) \|\n(\w+) \| (Yes|No|Cond\.) \|", section, re.M)
     }
-
-
-@asynccontextmanager
-async def rest(server: ConveyorServer, key: str) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=server.http_base_url, headers=headers) as http:
-        yield http
 
 
 @pytest_asyncio.fixture
@@ -118,7 +110,7 @@ async def test_the_documented_curl_creates_a_task(
 
 
 async def test_defaults_and_refusals(server: ConveyorServer, keys: dict[str, str]) -> None:
-    async with rest(server, keys["operator"]) as http:
+    async with rest(server.http_base_url, keys["operator"]) as http:
         minimal = {"title": "t", "schedule_kind": "cron", "schedule_expr": "* * * * *",
                    "payload": {}}  # fmt: skip
         task = (await http.post("/tasks", json=minimal)).json()
@@ -146,7 +138,7 @@ async def test_defaults_and_refusals(server: ConveyorServer, keys: dict[str, str
 async def test_put_changes_only_the_fields_given(
     server: ConveyorServer, keys: dict[str, str]
 ) -> None:
-    async with rest(server, keys["operator"]) as http:
+    async with rest(server.http_base_url, keys["operator"]) as http:
         created = (await http.post("/tasks", json=DEFINITION)).json()
         url = f"/tasks/{created['id']}"
         changed = await http.put(url, json={"schedule_expr": "30 3 * * *", "priority": 1})
@@ -175,7 +167,10 @@ async def test_put_changes_only_the_fields_given(
 
 
 async def test_offset_paging_and_filters(server: ConveyorServer, keys: dict[str, str]) -> None:
-    async with rest(server, keys["operator"]) as ops, rest(server, keys["admin"]) as adm:
+    async with (
+        rest(server.http_base_url, keys["operator"]) as ops,
+        rest(server.http_base_url, keys["admin"]) as adm,
+    ):
         mine = [
             (await ops.post("/tasks", json={**DEFINITION, "title": f"t{i}"})).json()
             for i in range(7)
@@ -214,7 +209,7 @@ async def test_offset_paging_and_filters(server: ConveyorServer, keys: dict[str,
 async def test_snooze_pause_resume_run_now_cancel(
     server: ConveyorServer, keys: dict[str, str], admin: AsyncClient
 ) -> None:
-    async with rest(server, keys["operator"]) as http:
+    async with rest(server.http_base_url, keys["operator"]) as http:
         task = (await http.post("/tasks", json=DEFINITION)).json()
         url = f"/tasks/{task['id']}"
         before = datetime.now(UTC)
@@ -252,7 +247,7 @@ async def test_snooze_pause_resume_run_now_cancel(
 async def test_same_rows_and_audit_as_v1(
     server: ConveyorServer, keys: dict[str, str], admin: AsyncClient
 ) -> None:
-    async with rest(server, keys["operator"]) as http:
+    async with rest(server.http_base_url, keys["operator"]) as http:
         seed = (await http.post("/tasks", json=DEFINITION)).json()
         v1 = await http.post(
             "/v1/projects/alpha/schedules",

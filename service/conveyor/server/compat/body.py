@@ -14,6 +14,7 @@ from typing import Any
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.json_format import ParseDict
 from google.protobuf.message import Message
+from starlette.requests import Request
 
 from conveyor.server.compat.routing import BadSeedInput
 from conveyor.server.errors import Violations
@@ -23,6 +24,8 @@ __all__ = [
     "check",
     "comma_list",
     "duration_of",
+    "page_of",
+    "query_of",
     "rfc3339",
     "seconds_of",
     "timestamp_of",
@@ -124,6 +127,27 @@ class Fields:
     def timestamp(self, key: str) -> timestamp_pb2.Timestamp | None:
         text = self.text(key)
         return timestamp_of(self.violations, key, text) if text else None
+
+
+def query_of(request: Request) -> dict[str, list[str]]:
+    """The query string as {name: [values]}, repeats in order."""
+    found: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        found.setdefault(key, []).append(value)
+    return found
+
+
+def page_of(v: Violations, q: Mapping[str, list[str]]) -> tuple[str, int]:
+    """`cursor` and `limit` as v1's page_token and page_size. A limit must be a whole
+    number from 1 (v1 reads 0 as its default); its upper bound is v1's page_size rule."""
+    token = (q.get("cursor") or [""])[-1]
+    limit = (q.get("limit") or [""])[-1]
+    if not limit:
+        return token, 0
+    if not limit.isdigit() or int(limit) == 0:
+        v.add("limit", "must be between 1 and 5000")
+        return token, 0
+    return token, min(int(limit), 2**31 - 1)
 
 
 def comma_list(values: list[str]) -> list[str]:

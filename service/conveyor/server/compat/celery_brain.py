@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute
 
 from conveyor.server.compat import celery_commands as commands
 from conveyor.server.compat import celery_tasks as tasks
-from conveyor.server.compat.body import check
+from conveyor.server.compat.body import check, query_of
 from conveyor.server.compat.problems import SeedApi
 from conveyor.server.compat.routing import (
     BadSeedInput,
@@ -72,13 +72,6 @@ _BASE = "/api/v1/projects/{slug}"
 _EXTENSIONS = {enums_pb2.EXPORT_FORMAT_CSV: "csv", enums_pb2.EXPORT_FORMAT_XLSX: "xlsx"}
 
 
-def _query(request: Request) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
-        found.setdefault(key, []).append(value)
-    return found
-
-
 def _engine(request: Request) -> None:
     engine = request.path_params["engine"]
     if engine != tasks.ENGINE:
@@ -92,7 +85,7 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
 
     async def list_tasks(request: Request, caller: Caller) -> Response:
         slug = request.path_params["slug"]
-        q = _query(request)
+        q = query_of(request)
         file_format = tasks.format_of(q)
         if file_format is not None:
             return await _export(tasks.export_request(slug, q, file_format), caller)
@@ -196,7 +189,7 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
         slug = request.path_params["slug"]
         page = await v1.call(
             "conveyor.v1.CommandService.ListCommands",
-            commands.list_request(slug, _query(request)),
+            commands.list_request(slug, query_of(request)),
             caller,
         )
         return json_response(

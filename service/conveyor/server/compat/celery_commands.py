@@ -14,7 +14,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from conveyor.server.compat.body import Fields, check, comma_list, rfc3339, value_of
+from conveyor.server.compat.body import Fields, check, comma_list, page_of, rfc3339, value_of
 from conveyor.server.compat.celery_tasks import ENGINE, STATES, project_of, task_name
 from conveyor.server.errors import Violations
 from conveyor.server.gateway.jsonform import to_json
@@ -229,14 +229,7 @@ def list_request(slug: str, q: Mapping[str, list[str]]) -> command_pb2.ListComma
             v.add("status", f"{status!r} is not one of {', '.join(STATUSES)}")
         else:
             request.filter.statuses.append(number)
-    if q.get("cursor"):
-        request.page_token = q["cursor"][-1]
-    if q.get("limit"):
-        limit = q["limit"][-1]
-        if not limit.isdigit() or int(limit) == 0:
-            v.add("limit", "must be between 1 and 5000")
-        else:
-            request.page_size = min(int(limit), 2**31 - 1)
+    request.page_token, request.page_size = page_of(v, q)
     check(v)
     return request
 

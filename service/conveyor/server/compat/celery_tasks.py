@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from conveyor.server.compat.body import Fields, check, comma_list, rfc3339, timestamp_of
+from conveyor.server.compat.body import Fields, check, comma_list, page_of, rfc3339, timestamp_of
 from conveyor.server.errors import Violations
 from conveyor.server.gateway.jsonform import to_json
 from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
@@ -144,18 +144,8 @@ def fields_of(q: Mapping[str, list[str]], v: Violations) -> list[str]:
 def list_request(slug: str, q: Mapping[str, list[str]]) -> task_service_pb2.ListTasksRequest:
     """GET .../tasks in JSON mode -> ListTasks (the cursor is v1's page token)."""
     v = Violations()
-    request = task_service_pb2.ListTasksRequest(
-        parent=project_of(slug), filter=_filter(q, v), page_token=_one(q, "cursor")
-    )
-    limit = _one(q, "limit")
-    if limit:
-        if not limit.lstrip("-").isdigit():
-            v.add("limit", f"{limit!r} is not an integer")
-        else:
-            # 1..5000 is v1's page_size bound; an out-of-range value is refused there.
-            request.page_size = max(min(int(limit), 2**31 - 1), -(2**31))
-            if request.page_size == 0:
-                v.add("limit", "must be between 1 and 5000")
+    request = task_service_pb2.ListTasksRequest(parent=project_of(slug), filter=_filter(q, v))
+    request.page_token, request.page_size = page_of(v, q)
     fields_of(q, v)
     check(v)
     return request

@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute
 
 from conveyor.server.compat import scaigrid_jobs as jobs
 from conveyor.server.compat import scaigrid_schedules as scheduled
-from conveyor.server.compat.body import Fields
+from conveyor.server.compat.body import Fields, query_of
 from conveyor.server.compat.problems import SeedApi
 from conveyor.server.compat.routing import (
     CompatContext,
@@ -44,13 +44,6 @@ __all__ = ["SEED", "routes"]
 SEED = SeedApi("scaigrid", fields={**jobs.JOB_RENAMES, **scheduled.RENAMES})
 _T = "conveyor.v1.TaskService."
 _S = "conveyor.v1.ScheduleService."
-
-
-def _query(request: Request) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
-        found.setdefault(key, []).append(value)
-    return found
 
 
 async def _optional_json(request: Request) -> Any:
@@ -79,7 +72,7 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
     async def page_of_jobs(
         request: Request, caller: Caller, key: str, **filters: Any
     ) -> dict[str, Any]:
-        sent = jobs.list_request(await project(caller), _query(request), **filters)
+        sent = jobs.list_request(await project(caller), query_of(request), **filters)
         page = await v1.call(_T + "ListTasks", sent, caller)
         public = jobs.hitl_public if key == "requests" else jobs.job_public
         return {key: [public(t) for t in page.tasks], "next_cursor": page.next_page_token or None}
@@ -155,7 +148,7 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
         return f"projects/{await project(caller)}/schedules/{request.path_params['task_id']}"
 
     async def list_scheduled(request: Request, caller: Caller) -> Response:
-        sent = scheduled.list_request(f"projects/{await project(caller)}", _query(request))
+        sent = scheduled.list_request(f"projects/{await project(caller)}", query_of(request))
         page = await v1.call(_S + "ListSchedules", sent, caller)
         return json_response(
             {

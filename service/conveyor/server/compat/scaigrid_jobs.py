@@ -12,7 +12,15 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from conveyor.server.compat.body import Fields, check, comma_list, rfc3339, seconds_of, value_of
+from conveyor.server.compat.body import (
+    Fields,
+    check,
+    comma_list,
+    page_of,
+    rfc3339,
+    seconds_of,
+    value_of,
+)
 from conveyor.server.errors import Violations
 from conveyor.server.gateway.jsonform import to_json
 from conveyor.v1 import enums_pb2, queue_pb2, task_pb2, task_service_pb2
@@ -137,14 +145,7 @@ def list_request(
     if mine:
         found.creators.append("me")
     request = task_service_pb2.ListTasksRequest(parent=f"projects/{project}", filter=found)
-    if q.get("cursor"):
-        request.page_token = q["cursor"][-1]
-    if q.get("limit"):
-        limit = q["limit"][-1]
-        if not limit.isdigit() or int(limit) == 0:
-            v.add("limit", "must be between 1 and 5000")
-        else:
-            request.page_size = min(int(limit), 2**31 - 1)
+    request.page_token, request.page_size = page_of(v, q)
     check(v)
     return request
 

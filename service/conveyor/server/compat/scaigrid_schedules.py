@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from conveyor.server.compat.body import Fields, check, rfc3339, value_of
+from conveyor.server.compat.body import Fields, check, page_of, rfc3339, value_of
 from conveyor.server.errors import Violations
 from conveyor.server.gateway.jsonform import to_json
 from conveyor.v1 import enums_pb2, schedule_pb2
@@ -89,14 +89,7 @@ def list_request(parent: str, q: Mapping[str, list[str]]) -> schedule_pb2.ListSc
     v = Violations()
     request = schedule_pb2.ListSchedulesRequest(parent=parent)
     request.filter.created_by = "me"
-    if q.get("cursor"):
-        request.page_token = q["cursor"][-1]
-    if q.get("limit"):
-        limit = q["limit"][-1]
-        if not limit.isdigit() or int(limit) == 0:
-            v.add("limit", "must be between 1 and 5000")
-        else:
-            request.page_size = min(int(limit), 2**31 - 1)
+    request.page_token, request.page_size = page_of(v, q)
     check(v)
     return request
 

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from conveyor.server.compat import scheduled_task_fields as fields
-from conveyor.server.compat.body import rfc3339
+from conveyor.server.compat.body import query_of, rfc3339
 from conveyor.server.compat.problems import SeedApi
 from conveyor.server.compat.routing import (
     CompatContext,
@@ -35,13 +35,6 @@ __all__ = ["SEED", "routes"]
 
 SEED = SeedApi("scheduled-tasks", fields=fields.RENAMES)
 _S = "conveyor.v1.ScheduleService."
-
-
-def _query(request: Request) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
-        found.setdefault(key, []).append(value)
-    return found
 
 
 def _run_public(task: task_pb2.Task, schedule_id: str) -> dict[str, object]:
@@ -75,7 +68,7 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
 
     async def list_tasks(request: Request, caller: Caller) -> Response:
         parent = f"projects/{await v1.project(caller)}"
-        sent, limit, offset = fields.list_request(parent, _query(request))
+        sent, limit, offset = fields.list_request(parent, query_of(request))
         held: list[schedule_pb2.Schedule] = []
         token = ""
         while (want := fields.page_window(offset, limit, len(held))) > 0:
