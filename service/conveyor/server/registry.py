@@ -25,6 +25,7 @@ from conveyor.server.domain.schedule_states import ScheduleStates
 from conveyor.server.domain.schedule_tasks import ScheduledTasks
 from conveyor.server.domain.schedules import Schedules
 from conveyor.server.domain.task_commands import TaskCommands
+from conveyor.server.domain.task_logs import TaskLogs
 from conveyor.server.domain.tasks import Tasks
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import Workers
@@ -44,6 +45,7 @@ from conveyor.server.rpc.projects import ProjectServicer
 from conveyor.server.rpc.queues import QueueServicer
 from conveyor.server.rpc.rules import SERVICES, method_rules, request_types
 from conveyor.server.rpc.schedules import ScheduleServicer
+from conveyor.server.rpc.task_logs import TaskLogServicer
 from conveyor.server.rpc.tasks import TaskServicer
 from conveyor.server.rpc.workers import WorkerServicer
 from conveyor.server.store.task_batcher import CreateBatcher
@@ -92,6 +94,7 @@ class Services:
         ctx.loops += [ApprovalTimeouts(ctx.pool), StatisticsLoop(ctx.pool)]
         ctx.loops.append(QueueMetricsLoop(ctx.pool))
         leases = Leases(ctx.pool, on_retry=promoter.poke)
+        task_logs = TaskLogs(ctx.pool, stopping=ctx.shutting_down)
         task_servicer = TaskServicer(Tasks(ctx.pool, create_batcher, server_key=ctx.server_key))
         firing = ScheduleFiring(ctx.pool, ScheduledTasks(), server_key=ctx.server_key)
         ctx.loops.append(SchedulerLoop(ctx.pool, firing))
@@ -124,11 +127,17 @@ class Services:
             "conveyor.v1.TaskService": [
                 task_servicer,
                 ExportServicer(ctx.pool),
+                TaskLogServicer(task_logs),
             ],
             "conveyor.v1.QueueService": [QueueServicer(Queues(ctx.pool, ctx.server_key))],
             "conveyor.v1.WorkerService": [
                 WorkerServicer(
-                    leases, Workers(ctx.pool), notifier, ctx.shutting_down, worker_commands
+                    leases,
+                    Workers(ctx.pool),
+                    notifier,
+                    ctx.shutting_down,
+                    worker_commands,
+                    logs=task_logs,
                 )
             ],
             "conveyor.v1.ProjectService": [

@@ -22,6 +22,7 @@ from conveyor.server.domain import (
     rates,
     retry_policy,
     task_input,
+    task_log_bounds,
     update_mask,
 )
 from conveyor.server.domain.auth import Principal
@@ -45,6 +46,8 @@ UPDATABLE_FIELDS = (
     "default_retry_policy",
     "execution_timeout",
     "finished_task_ttl",
+    "max_log_bytes",
+    "max_log_lines",
 )
 MAX_CONCURRENCY = 100_000
 MAX_REASON = 1000
@@ -164,6 +167,8 @@ class Queues:
                 execution_timeout_ms=changes.get("execution_timeout_ms"),
                 set_finished_task_ttl="finished_task_ttl_ms" in changes,
                 finished_task_ttl_ms=changes.get("finished_task_ttl_ms"),
+                max_log_bytes=changes.get("max_log_bytes"),
+                max_log_lines=changes.get("max_log_lines"),
             )
             if updated:
                 await self._record(
@@ -192,6 +197,8 @@ def settings_message(row: QueueRow | None) -> queue_pb2.Queue:
         ),
         execution_timeout=optional_duration(row.execution_timeout_ms),
         finished_task_ttl=optional_duration(row.finished_task_ttl_ms),
+        max_log_bytes=row.max_log_bytes or 0,
+        max_log_lines=row.max_log_lines or 0,
     )
 
 
@@ -236,6 +243,7 @@ def _checked_changes(merged: queue_pb2.Queue, mask: update_mask.Mask) -> dict[st
         )
     if "finished_task_ttl" in mask:
         changes["finished_task_ttl_ms"] = finished_task_ttl_ms(v, merged, "queue")
+    task_log_bounds.check_queue_bounds(v, merged, mask, changes)
     v.raise_if_any()
     return changes
 

@@ -35,6 +35,8 @@ class QueueRow:
     default_retry_policy: dict[str, Any]
     execution_timeout_ms: int | None
     finished_task_ttl_ms: int | None  # None: the server default; 0: kept forever
+    max_log_bytes: int | None  # None: the server default (domain/task_logs.py)
+    max_log_lines: int | None
     create_time: datetime
     update_time: datetime
     queued: int
@@ -101,10 +103,13 @@ async def update(
     execution_timeout_ms: int | None = None,
     set_finished_task_ttl: bool = False,
     finished_task_ttl_ms: int | None = None,
+    max_log_bytes: int | None = None,
+    max_log_lines: int | None = None,
 ) -> bool:
     """Sets the settings that are not None (creating the queue if needed); False when the
     project does not exist. An execution_timeout_ms of 0 clears it (no limit). The
-    finished_task_ttl_ms is set when set_finished_task_ttl, None meaning the default."""
+    finished_task_ttl_ms is set when set_finished_task_ttl, None meaning the default; a
+    max_log_bytes or max_log_lines of 0 restores the default."""
     return (
         await _changed(
             conn,
@@ -122,6 +127,10 @@ async def update(
                 "execution_timeout_ms": execution_timeout_ms or None,
                 "set_finished_task_ttl": set_finished_task_ttl,
                 "finished_task_ttl_ms": finished_task_ttl_ms,
+                "set_max_log_bytes": max_log_bytes is not None,
+                "max_log_bytes": max_log_bytes or None,
+                "set_max_log_lines": max_log_lines is not None,
+                "max_log_lines": max_log_lines or None,
             },
         )
         is not None
