@@ -2,7 +2,7 @@
 #   docker build -t conveyor .
 #   docker run -e DATABASE_URL=postgresql://... -p 50051:50051 -p 8080:8080 conveyor
 # Without DATABASE_URL it refuses to start (CONVEYOR_EMBEDDED=0). For a throwaway demo
-# on the embedded PostgreSQL: docker build --build-arg EXTRAS=server,postgres, then run
+# on the embedded PostgreSQL: docker build --build-arg EXTRAS=server,tracing,postgres, then run
 # with -e CONVEYOR_EMBEDDED=1 (its data lives in the /var/lib/conveyor volume).
 # docker-compose.yml runs PostgreSQL 18, two replicas and an example worker.
 
@@ -19,7 +19,7 @@ COPY client ./client
 RUN python -m build --wheel --no-isolation --outdir /dist
 
 FROM python:3.11-slim
-ARG EXTRAS=server
+ARG EXTRAS=server,tracing
 ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CONVEYOR_DATA_DIR=/var/lib/conveyor \

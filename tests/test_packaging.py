@@ -81,8 +81,9 @@ def test_dockerfile_copies_existing_files_and_runs_the_console_script() -> None:
     assert "STOPSIGNAL SIGTERM" in text
     assert re.search(r"^USER (?!root)\w+", text, flags=re.MULTILINE)
     assert "HEALTHCHECK" in text and '"health"' in text
-    # The server extra by default: the embedded PostgreSQL only on request.
-    assert re.search(r"^ARG EXTRAS=server$", text, flags=re.MULTILINE)
+    # The server extra (and tracing, which OTEL_* turns on) by default: the embedded
+    # PostgreSQL only on request.
+    assert re.search(r"^ARG EXTRAS=server,tracing$", text, flags=re.MULTILINE)
     assert '"${WHEEL}[${EXTRAS}]"' in text
 
 

@@ -48,6 +48,11 @@ class TaskOptions(TypedDict, total=False):
     parent_task: str
     callback_url: str
     resume_token: str
+    depends_on: Iterable[str]
+    """Tasks (names or short ids) that must succeed before this one runs; up to 100."""
+    dependency_failure_policy: int | str
+    """What a dependency that ends without succeeding does: `cancel` (the default:
+    this task is CANCELLED) or `run_anyway`."""
 
 
 class TaskSpec(TaskOptions, total=False):
@@ -171,8 +176,11 @@ _PLAIN_FIELDS = (
 )
 
 
-def task(kind: str, input: Any, options: TaskOptions) -> task_pb2.Task:
-    """The Task message for a create; raises TypeError when input is not JSON."""
+def task(kind: str, input: Any, options: TaskOptions, project: str = "") -> task_pb2.Task:
+    """The Task message for a create; raises TypeError when input is not JSON.
+
+    Short ids in depends_on are placed under `project`.
+    """
     unknown = set(options) - set(TaskOptions.__annotations__)
     if unknown:
         raise TypeError(f"unknown task option(s): {', '.join(sorted(unknown))}")
@@ -196,6 +204,16 @@ def task(kind: str, input: Any, options: TaskOptions) -> task_pb2.Task:
         message.retry_policy.CopyFrom(retry_policy(options["retry_policy"]))
     if "dedupe_policy" in options:
         message.dedupe_policy.CopyFrom(dedupe_policy(options["dedupe_policy"]))
+    if "depends_on" in options:
+        message.depends_on.extend(
+            child(project, "tasks", name) if project else name for name in options["depends_on"]
+        )
+    if "dependency_failure_policy" in options:
+        message.dependency_failure_policy = enum_value(  # type: ignore[assignment]
+            enums_pb2.DependencyFailurePolicy,
+            "DEPENDENCY_FAILURE_POLICY_",
+            options["dependency_failure_policy"],
+        )
     return message
 
 
@@ -206,7 +224,7 @@ def create_task(
     # retry on UNAVAILABLE returns the first result instead of creating twice.
     return task_service_pb2.CreateTaskRequest(
         parent=parent(project),
-        task=task(kind, input, options),
+        task=task(kind, input, options, project),
         request_id=uuid.uuid4().hex if request_id is None else request_id,
     )
 
@@ -224,7 +242,7 @@ def batch_create_tasks(
         input = options.pop("input", None)
         request_id = options.pop("request_id", "")
         request.requests.add(
-            task=task(kind, input, options),  # type: ignore[arg-type]
+            task=task(kind, input, options, project),  # type: ignore[arg-type]
             request_id=request_id,
         )
     return request

@@ -91,6 +91,8 @@ class _BlockedReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Blocked
     """No connected worker consumes its queue."""
     BLOCKED_REASON_SCHEDULED_IN_FUTURE: _BlockedReason.ValueType  # 6
     """Its schedule_time (or retry backoff) is in the future."""
+    BLOCKED_REASON_DEPENDENCIES: _BlockedReason.ValueType  # 7
+    """It waits for tasks it depends on (Task.depends_on) to succeed."""
 
 class BlockedReason(_BlockedReason, metaclass=_BlockedReasonEnumTypeWrapper):
     """BlockedReason says why a task that is ready is not running."""
@@ -109,6 +111,8 @@ BLOCKED_REASON_NO_WORKER: BlockedReason.ValueType  # 5
 """No connected worker consumes its queue."""
 BLOCKED_REASON_SCHEDULED_IN_FUTURE: BlockedReason.ValueType  # 6
 """Its schedule_time (or retry backoff) is in the future."""
+BLOCKED_REASON_DEPENDENCIES: BlockedReason.ValueType  # 7
+"""It waits for tasks it depends on (Task.depends_on) to succeed."""
 Global___BlockedReason: _TypeAlias = BlockedReason  # noqa: Y015
 
 class _Backoff:
@@ -722,3 +726,30 @@ TASK_LOG_LEVEL_WARNING: TaskLogLevel.ValueType  # 3
 TASK_LOG_LEVEL_ERROR: TaskLogLevel.ValueType  # 4
 """Something failed."""
 Global___TaskLogLevel: _TypeAlias = TaskLogLevel  # noqa: Y015
+
+class _DependencyFailurePolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DependencyFailurePolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DependencyFailurePolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEPENDENCY_FAILURE_POLICY_UNSPECIFIED: _DependencyFailurePolicy.ValueType  # 0
+    """The default: DEPENDENCY_FAILURE_POLICY_CANCEL."""
+    DEPENDENCY_FAILURE_POLICY_CANCEL: _DependencyFailurePolicy.ValueType  # 1
+    """The task is CANCELLED, its state_reason and error naming that dependency."""
+    DEPENDENCY_FAILURE_POLICY_RUN_ANYWAY: _DependencyFailurePolicy.ValueType  # 2
+    """The dependency counts as done: the task runs once every dependency has ended."""
+
+class DependencyFailurePolicy(_DependencyFailurePolicy, metaclass=_DependencyFailurePolicyEnumTypeWrapper):
+    """DependencyFailurePolicy says what happens to a task when a task it depends on
+    (Task.depends_on) ends without succeeding: FAILED, CANCELLED, INTERRUPTED, or
+    deleted before it ended.
+    """
+
+DEPENDENCY_FAILURE_POLICY_UNSPECIFIED: DependencyFailurePolicy.ValueType  # 0
+"""The default: DEPENDENCY_FAILURE_POLICY_CANCEL."""
+DEPENDENCY_FAILURE_POLICY_CANCEL: DependencyFailurePolicy.ValueType  # 1
+"""The task is CANCELLED, its state_reason and error naming that dependency."""
+DEPENDENCY_FAILURE_POLICY_RUN_ANYWAY: DependencyFailurePolicy.ValueType  # 2
+"""The dependency counts as done: the task runs once every dependency has ended."""
+Global___DependencyFailurePolicy: _TypeAlias = DependencyFailurePolicy  # noqa: Y015

@@ -90,6 +90,8 @@ class Task(_message.Message):
     PROGRESS_TIME_FIELD_NUMBER: _builtins.int
     CREATOR_FIELD_NUMBER: _builtins.int
     EXECUTION_TIMEOUT_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    DEPENDENCY_FAILURE_POLICY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `projects/{project}/tasks/{task}`; the task id is a UUIDv7
     (time-ordered) chosen by the server.
@@ -146,6 +148,10 @@ class Task(_message.Message):
     """Output only. Who created it: the name of the API key that called CreateTask
     or BatchCreateTasks (`projects/{project}/apiKeys/{key}`), or the name of the
     schedule that fired it. Empty for tasks created before it was recorded.
+    """
+    dependency_failure_policy: _enums_pb2.DependencyFailurePolicy.ValueType
+    """Immutable. What a dependency that ends without succeeding does to this task;
+    unset is CANCEL. Only allowed with depends_on.
     """
     @_builtins.property
     def input(self) -> _struct_pb2.Value:
@@ -239,6 +245,22 @@ class Task(_message.Message):
         CreateTask returns INVALID_ARGUMENT when it is under 100ms or over 30 days.
         """
 
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Immutable. Tasks of the same project (names, up to 100, no repeats) that must
+        SUCCEED before this one runs. Until then it waits in SCHEDULED with
+        blocked_reason DEPENDENCIES (or in AWAITING_APPROVAL, when it requires
+        approval, and in SCHEDULED after it); once every one has succeeded it is
+        QUEUED (or waits for its schedule_time). A dependency that ends otherwise is
+        handled by dependency_failure_policy. The tasks must exist when this one is
+        created, so a BatchCreateTasks item cannot name another item of the same
+        batch (task names are chosen by the server), and cycles cannot be formed.
+        Dependencies that have already ended count at once. CreateTask returns
+        INVALID_ARGUMENT, with a field violation on `task.depends_on[i]`, for a
+        malformed name, a task of another project, a repeat, one that does not
+        exist, or more than 100.
+        """
+
     def __init__(
         self,
         *,
@@ -284,10 +306,12 @@ class Task(_message.Message):
         progress_time: _timestamp_pb2.Timestamp | None = ...,
         creator: _builtins.str = ...,
         execution_timeout: _duration_pb2.Duration | None = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        dependency_failure_policy: _enums_pb2.DependencyFailurePolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "approval_timeout", b"approval_timeout", "create_time", b"create_time", "dedupe_policy", b"dedupe_policy", "end_time", b"end_time", "error", b"error", "execution_timeout", b"execution_timeout", "input", b"input", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "progress_time", b"progress_time", "result", b"result", "retry_policy", b"retry_policy", "run_duration", b"run_duration", "schedule_time", b"schedule_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "approval_timeout", b"approval_timeout", "approval_timeout_action", b"approval_timeout_action", "attempt", b"attempt", "attempts", b"attempts", "blocked_reason", b"blocked_reason", "callback_url", b"callback_url", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "correlation_id", b"correlation_id", "create_time", b"create_time", "creator", b"creator", "dedupe_policy", b"dedupe_policy", "end_time", b"end_time", "error", b"error", "execution_timeout", b"execution_timeout", "input", b"input", "kind", b"kind", "labels", b"labels", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "name", b"name", "parent_task", b"parent_task", "priority", b"priority", "progress", b"progress", "progress_time", b"progress_time", "queue", b"queue", "requires_approval", b"requires_approval", "result", b"result", "resume_token", b"resume_token", "retry_policy", b"retry_policy", "root_task", b"root_task", "run_duration", b"run_duration", "schedule", b"schedule", "schedule_time", b"schedule_time", "start_time", b"start_time", "state", b"state", "state_reason", b"state_reason", "summary", b"summary", "update_time", b"update_time", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "approval_timeout", b"approval_timeout", "approval_timeout_action", b"approval_timeout_action", "attempt", b"attempt", "attempts", b"attempts", "blocked_reason", b"blocked_reason", "callback_url", b"callback_url", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "correlation_id", b"correlation_id", "create_time", b"create_time", "creator", b"creator", "dedupe_policy", b"dedupe_policy", "dependency_failure_policy", b"dependency_failure_policy", "depends_on", b"depends_on", "end_time", b"end_time", "error", b"error", "execution_timeout", b"execution_timeout", "input", b"input", "kind", b"kind", "labels", b"labels", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "name", b"name", "parent_task", b"parent_task", "priority", b"priority", "progress", b"progress", "progress_time", b"progress_time", "queue", b"queue", "requires_approval", b"requires_approval", "result", b"result", "resume_token", b"resume_token", "retry_policy", b"retry_policy", "root_task", b"root_task", "run_duration", b"run_duration", "schedule", b"schedule", "schedule_time", b"schedule_time", "start_time", b"start_time", "state", b"state", "state_reason", b"state_reason", "summary", b"summary", "update_time", b"update_time", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -279,21 +279,30 @@ class TaskTree(_message.Message):
 
     TASKS_FIELD_NUMBER: _builtins.int
     TRUNCATED_FIELD_NUMBER: _builtins.int
+    DEPENDENCIES_FIELD_NUMBER: _builtins.int
     truncated: _builtins.bool
     """More than 500 tasks are in the tree."""
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.Task]:
         """The root and its descendants, at most 500, parents before children."""
 
+    @_builtins.property
+    def dependencies(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.Task]:
+        """Beside the parent links, the tasks that tasks of `tasks` depend on
+        (Task.depends_on) and that are not in `tasks` themselves, at most 500, oldest
+        first. A dependency deleted since is in neither.
+        """
+
     def __init__(
         self,
         *,
         tasks: _abc.Iterable[_task_pb2.Task] | None = ...,
         truncated: _builtins.bool = ...,
+        dependencies: _abc.Iterable[_task_pb2.Task] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dependencies", b"dependencies", "tasks", b"tasks", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

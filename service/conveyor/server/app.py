@@ -20,9 +20,11 @@ from pathlib import Path
 import grpc
 
 from conveyor.server.address import connectable_host, format_address, parse_address
+from conveyor.server.compat import Anonymous, compat_routes
 from conveyor.server.context import AppContext
 from conveyor.server.dashboard import Dashboard
 from conveyor.server.datadir import DataDirLock
+from conveyor.server.domain.anonymous_keys import ensure_anonymous_key
 from conveyor.server.embedded_install import embedded_postgres
 from conveyor.server.gateway.app import build_http_app
 from conveyor.server.gateway.dispatch import Gateway
@@ -34,6 +36,7 @@ from conveyor.server.settings import Settings
 from conveyor.server.store import server_secrets
 from conveyor.server.store.db import open_pool
 from conveyor.server.store.migrate import migrate
+from conveyor.server.tracing import Tracing
 
 __all__ = ["Bootstrap", "ConveyorServer", "Register", "ServerHooks", "run_server"]
 
@@ -57,6 +60,8 @@ class ServerHooks:
     register: Register | None = None
     bootstrap: Bootstrap | None = None
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    tracing: Tracing | None = None
+    """OpenTelemetry (None: off). run_server builds it from the OTEL_* environment."""
 
 
 class ConveyorServer:
@@ -126,7 +131,11 @@ class ConveyorServer:
 
     async def _start(self) -> None:
         settings = self._settings
-        configure_logging(settings.log_level)
+        tracing = self._hooks.tracing
+        configure_logging(settings.log_level, trace_ids=tracing is not None)
+        if tracing is not None:
+            # Last out: the spans of the shutdown itself are flushed too.
+            self._stack.callback(tracing.shutdown)
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         # First, before the embedded PostgreSQL or server.json are touched. The
         # processes of `serve --processes N` share the directory: their supervisor
@@ -144,20 +153,25 @@ class ConveyorServer:
             database_url = await asyncio.to_thread(embedded.start)
 
         await migrate(database_url)
-        pool = await open_pool(database_url)
+        pool = await open_pool(
+            database_url,
+            instrument=tracing.instrument_connection if tracing is not None else None,
+        )
         self._stack.push_async_callback(pool.close)
         server_key = await server_secrets.get_or_create(pool, server_secrets.SERVER_KEY)
         probe = DatabaseProbe(pool)
-        ctx = AppContext(settings, pool, database_url, server_key, database=probe)
+        ctx = AppContext(settings, pool, database_url, server_key, database=probe, tracing=tracing)
         self._ctx = ctx
         self._stack.push_async_callback(probe.stop)
         await probe.start()
 
         if self._hooks.bootstrap is not None:
             await self._hooks.bootstrap(ctx)
-        grpc_server = GrpcServer(
-            ctx, register=self._hooks.register, interceptors=self._hooks.interceptors
-        )
+        interceptors = list(self._hooks.interceptors)
+        if tracing is not None:
+            # Outermost, so the call's span is current for everything the call logs.
+            interceptors.insert(0, tracing.grpc_interceptor())
+        grpc_server = GrpcServer(ctx, register=self._hooks.register, interceptors=interceptors)
         # An outage turns health NOT_SERVING, and the recovery SERVING again.
         probe.subscribe(grpc_server.set_serving)
         for loop in ctx.loops:
@@ -171,15 +185,30 @@ class ConveyorServer:
         await grpc_server.start()
         # The REST gateway calls gRPC through a real channel (opened on first use), by
         # default to the listener just started, so REST gets the same interceptor.
-        gateway = Gateway(settings.gateway_target or self.grpc_target)
+        gateway = Gateway(
+            settings.gateway_target or self.grpc_target,
+            traceparent=tracing.traceparent if tracing is not None else None,
+        )
         self._stack.push_async_callback(gateway.close)
+        anonymous = None
+        if settings.compat_anonymous is not None:
+            token = await ensure_anonymous_key(pool, server_key, settings.compat_anonymous)
+            anonymous = Anonymous(settings.compat_anonymous, token)
         # The dashboard calls gRPC the same way, with the signed-in session as bearer.
         dashboard = Dashboard(
             pool, server_key, settings.gateway_target or self.grpc_target, ctx.shutting_down
         )
         self._stack.push_async_callback(dashboard.close)
+        http_app = build_http_app(
+            health=self._healthy,
+            gateway=gateway,
+            # The seed APIs (issue 20) call v1 through the gateway's channel too.
+            pages=[*compat_routes(gateway, anonymous), *dashboard.routes()],
+        )
+        if tracing is not None:
+            tracing.instrument_http(http_app)
         http = HttpServer(
-            build_http_app(health=self._healthy, gateway=gateway, pages=dashboard.routes()),
+            http_app,
             settings.http_address,
             reuse_port=settings.process_slot is not None,
         )
@@ -278,8 +307,14 @@ async def run_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     bootstrap: Bootstrap | None = None,
 ) -> None:
-    """Run a server until SIGTERM or SIGINT, then shut down gracefully and return."""
-    server = ConveyorServer(settings, ServerHooks(register, bootstrap, interceptors))
+    """Run a server until SIGTERM or SIGINT, then shut down gracefully and return.
+
+    Tracing is on when the OTEL_* environment says so (conveyor.server.tracing).
+    """
+    # Configured here too, so what tracing says about itself is logged as JSON.
+    configure_logging(settings.log_level)
+    tracing = Tracing.from_env(os.environ)
+    server = ConveyorServer(settings, ServerHooks(register, bootstrap, interceptors, tracing))
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
 

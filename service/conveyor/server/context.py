@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.server.settings import Settings
 from conveyor.server.store.db import Pool
+
+if TYPE_CHECKING:
+    from conveyor.server.tracing import Tracing
 
 __all__ = ["AppContext", "BackgroundLoop", "DatabaseStatus", "InFlight"]
 
@@ -114,3 +117,6 @@ class AppContext:
     and contract calls are answered UNAVAILABLE."""
     in_flight: InFlight = field(default_factory=InFlight)
     """Contract calls being served (counted by the RPC interceptor)."""
+    tracing: Tracing | None = None
+    """OpenTelemetry, when the environment turned it on (schedule fires and webhook
+    deliveries open spans with it)."""

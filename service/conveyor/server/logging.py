@@ -2,7 +2,9 @@
 
 Bind request-scoped values with `structlog.contextvars.bind_contextvars(request_id=...)`
 (the RPC interceptors do) and every line logged while handling that request carries them,
-including lines from libraries that use the standard `logging` module.
+including lines from libraries that use the standard `logging` module. With tracing on
+(`configure_logging(..., trace_ids=True)`), a line logged inside a span carries its
+`trace_id` and `span_id` (hex, as trace backends show them).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 from typing import Any, TextIO, cast
 
 import structlog
-from structlog.typing import FilteringBoundLogger, Processor
+from structlog.typing import EventDict, FilteringBoundLogger, Processor
 
 __all__ = ["configure_logging", "debug_enabled", "get_logger"]
 
@@ -55,10 +57,22 @@ def _stderr_logger_factory(*args: Any) -> _NamedStderrLogger:
     return _NamedStderrLogger(str(args[0]) if args else "")
 
 
-def configure_logging(level: str) -> None:
+def _add_trace_ids(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
+    """Adds the current span's trace_id and span_id (installed only with tracing on)."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict["trace_id"] = f"{context.trace_id:032x}"
+        event_dict["span_id"] = f"{context.span_id:016x}"
+    return event_dict
+
+
+def configure_logging(level: str, *, trace_ids: bool = False) -> None:
     """Send structlog and standard-library logs to stderr as JSON lines at `level`.
 
-    Safe to call more than once (each in-process test server does); the last call wins.
+    With `trace_ids` (tracing is on), lines logged inside a span name it. Safe to call
+    more than once (each in-process test server does); the last call wins.
     """
     global _level
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
@@ -69,6 +83,8 @@ def configure_logging(level: str) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if trace_ids:
+        shared.append(_add_trace_ids)
     structlog.configure(
         processors=[
             *shared,

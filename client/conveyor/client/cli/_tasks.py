@@ -49,6 +49,20 @@ def tasks() -> None:
 @click.option("--parent-task", default=None, help="makes this task a child of that one")
 @click.option("--requires-approval", is_flag=True, default=None)
 @click.option("--callback-url", default=None)
+@click.option(
+    "--depends-on",
+    "depends_on",
+    type=TASK_ID,
+    multiple=True,
+    help="a task that must succeed first; repeatable (up to 100)",
+)
+@click.option(
+    "--on-dependency-failure",
+    "dependency_failure_policy",
+    type=click.Choice(["cancel", "run_anyway"]),
+    default=None,
+    help="when a dependency does not succeed: cancel this task (default) or run it anyway",
+)
 @click.option("--request-id", default=None, help="dedupes retried creates")
 def create(kind: str, input_: Any, request_id: str | None, **options: Any) -> None:
     """Enqueue a task of KIND."""
@@ -58,6 +72,8 @@ def create(kind: str, input_: Any, request_id: str | None, **options: Any) -> No
         chosen["labels"] = dict(chosen["labels"])
     client = current.client()
     project = current.resolve_project()
+    if "depends_on" in chosen:
+        chosen["depends_on"] = [current.child("tasks", t) for t in chosen["depends_on"]]
     Output().one(client.create_task(kind, input_, request_id=request_id, project=project, **chosen))
 
 
@@ -152,13 +168,16 @@ def reject(task: str, reason: str) -> None:
 @tasks.command()
 @click.argument("task", type=TASK_ID)
 def tree(task: str) -> None:
-    """A task's tree: its root and every descendant (at most 500)."""
+    """A task's tree: its root and every descendant (at most 500), then the tasks
+    outside it that its tasks depend on."""
     current = session()
     request = task_service_pb2.GetTaskTreeRequest(name=current.child("tasks", task))
     answer = current.client().tasks.GetTaskTree(request)
-    Output().many(answer.tasks, "task")
+    Output().many([*answer.tasks, *answer.dependencies], "task")
     if answer.truncated:
         note("(truncated: the tree has more tasks than shown)")
+    if answer.dependencies:
+        note(f"(the last {len(answer.dependencies)} are dependencies outside the tree)")
 
 
 @tasks.command()

@@ -8,6 +8,7 @@ INSERT ... ON CONFLICT, so concurrent creates with one key make one task.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,12 +61,23 @@ def outcome(result: Result, new: NewTask, parent: str, prefix: str) -> Created:
     raise Internal(f"unexpected create outcome {result.outcome}")
 
 
-async def create(conn: AsyncConnection[Any], new: NewTask, parent: str, prefix: str) -> Created:
+Attach = Callable[[AsyncConnection[Any], NewTask, str], Awaitable[TaskRow]]
+
+
+async def create(
+    conn: AsyncConnection[Any],
+    new: NewTask,
+    parent: str,
+    prefix: str,
+    *,
+    attach: Attach | None = None,
+) -> Created:
     """Creates `new` if it can claim its dedupe key, else applies its on_conflict.
 
     One transaction (a savepoint inside a caller's): the claim and the insert, or the
     locked holder and its update, commit together, so concurrent creates with one key
-    make one task and every one of them names it.
+    make one task and every one of them names it. `attach` runs after the insert in
+    that transaction (task_dependencies.attach) and its row is the answer.
     """
     dedupe = new.dedupe
     assert dedupe is not None
@@ -78,6 +90,8 @@ async def create(conn: AsyncConnection[Any], new: NewTask, parent: str, prefix: 
                     (result,) = await insert_batch(conn, [new], upsert_queue=[True])
                     if result.outcome is not Outcome.CREATED:
                         raise _Undo(result)
+                    if attach is not None:
+                        return Created(existing=await attach(conn, new, prefix))
                     return Created(new=new, inserted=result.inserted)
                 holder = await dedupe_store.holder(conn, new.project, dedupe.key)
                 if holder is None:

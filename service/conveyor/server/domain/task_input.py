@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,7 @@ MAX_REQUEST_ID = 128
 MAX_CORRELATION_ID = 200
 MAX_CONCURRENCY_KEY = 200
 MAX_CONCURRENCY_LIMIT = 10_000
+MAX_DEPENDS_ON = 100
 MAX_RESUME_TOKEN = 64 * 1024
 MAX_DEDUPE_KEY = 200
 MIN_DEDUPE_WINDOW_MS = 1_000
@@ -75,6 +77,11 @@ _ON_CONFLICT = {
     enums_pb2.ON_CONFLICT_DEBOUNCE: "DEBOUNCE",
 }
 _UNSET_POLICY = retry_policy.Policy()
+_DEPENDENCY_POLICIES = {
+    enums_pb2.DEPENDENCY_FAILURE_POLICY_UNSPECIFIED: "CANCEL",
+    enums_pb2.DEPENDENCY_FAILURE_POLICY_CANCEL: "CANCEL",
+    enums_pb2.DEPENDENCY_FAILURE_POLICY_RUN_ANYWAY: "RUN_ANYWAY",
+}
 
 
 def parse_task_name(value: str, field_path: str) -> names.Name:
@@ -278,6 +285,14 @@ def new_task(
     dedupe = None
     if task.HasField("dedupe_policy"):
         dedupe = _dedupe(v, task.dedupe_policy, path + "dedupe_policy")
+    depends_on: tuple[uuid.UUID, ...] = ()
+    if task.depends_on:
+        depends_on = _depends_on(v, task.depends_on, path + "depends_on", project)
+    dependency_policy = _DEPENDENCY_POLICIES.get(task.dependency_failure_policy)
+    if dependency_policy is None:
+        v.add(path + "dependency_failure_policy", "is not a known DependencyFailurePolicy value")
+    elif task.dependency_failure_policy and not task.depends_on:
+        v.add(path + "dependency_failure_policy", "is only allowed with depends_on")
     if v.items:
         v.raise_if_any()
 
@@ -290,6 +305,9 @@ def new_task(
     requires_approval = task.requires_approval
     if requires_approval:
         state = states.State.AWAITING_APPROVAL.value
+    elif depends_on:
+        # It waits for its dependencies; the last of them to end releases it.
+        state = states.State.SCHEDULED.value
     else:
         state = states.initial(requires_approval=False, due=due).value
     assert lease_ms is not None  # a violation would have raised
@@ -324,7 +342,34 @@ def new_task(
         dedupe=dedupe,
         request_hash=request_hash if request_id else None,
         creator=creator or schedule,
+        depends_on=depends_on,
+        dependency_failure_policy=dependency_policy or "CANCEL",
     )
+
+
+def _depends_on(
+    v: Violations, values: Sequence[str], field_path: str, project: str
+) -> tuple[uuid.UUID, ...]:
+    """The ids of the tasks named, or () after adding a violation per bad name."""
+    if len(values) > MAX_DEPENDS_ON:
+        v.add(field_path, f"must name at most {MAX_DEPENDS_ON} tasks, not {len(values)}")
+        return ()
+    ids: list[uuid.UUID] = []
+    seen: dict[uuid.UUID, int] = {}
+    for i, value in enumerate(values):
+        at = f"{field_path}[{i}]"
+        count = len(v.items)
+        task_id = _parent(v, value, at, project)
+        if task_id is None:
+            if len(v.items) == count:
+                v.add(at, "is required")
+            continue
+        if task_id in seen:
+            v.add(at, f"repeats {field_path}[{seen[task_id]}]")
+            continue
+        seen[task_id] = i
+        ids.append(task_id)
+    return tuple(ids)
 
 
 def _parent(v: Violations, value: str, field_path: str, project: str) -> uuid.UUID | None:

@@ -25,6 +25,7 @@ from conveyor.server.domain import (
     task_batches,
     task_dedupe,
     task_deletes,
+    task_dependencies,
     task_input,
     task_list,
 )
@@ -43,6 +44,7 @@ from conveyor.server.errors import (
 )
 from conveyor.server.states import State
 from conveyor.server.store import approvals
+from conveyor.server.store import task_dependencies as dependency_store
 from conveyor.server.store import tasks as task_store
 from conveyor.server.store.task_batcher import CreateBatcher
 from conveyor.server.store.task_inserts import NewTask, insert_batch
@@ -60,6 +62,16 @@ MAX_TREE = 500
 WORKER_SEEN_WITHIN = timedelta(minutes=2)
 _CANCEL_TRIES = 5
 _WAITING = frozenset({State.SCHEDULED.value, State.QUEUED.value, State.AWAITING_APPROVAL.value})
+
+
+async def _create_one(
+    conn: AsyncConnection[Any], new: NewTask, parent: str, prefix: str
+) -> Created:
+    """A create outside the batcher: with a dedupe_policy, or with depends_on, or both."""
+    if new.dedupe is None:
+        return await task_dependencies.create(conn, new, parent, prefix)
+    attach = task_dependencies.attach if new.depends_on else None
+    return await task_dedupe.create(conn, new, parent, prefix, attach=attach)
 
 
 def _reason(value: str, field_path: str = "reason") -> str:
@@ -100,9 +112,9 @@ class Tasks:
             request_hash=task_batches.request_hash(parent, task, request_id),
             creator=creator,
         )
-        if new.dedupe is not None:
+        if new.dedupe is not None or new.depends_on:
             async with self._pool.connection() as conn:
-                return await task_dedupe.create(conn, new, parent, "")
+                return await _create_one(conn, new, parent, "")
         return outcome(await self._batcher.create(new), new, parent, "")
 
     async def batch_create(
@@ -154,8 +166,10 @@ class Tasks:
         refused = [r for r in results if isinstance(r, ConveyorError)]
         if atomic and refused:
             raise task_batches.merge_errors(refused)
-        plain = [(i, new) for i, new in zip(positions, items, strict=True) if new.dedupe is None]
-        deduped = [(i, new) for i, new in zip(positions, items, strict=True) if new.dedupe]
+        # Items with a dedupe_policy or depends_on are created one at a time ("deduped").
+        pairs = list(zip(positions, items, strict=True))
+        plain = [(i, new) for i, new in pairs if new.dedupe is None and not new.depends_on]
+        deduped = [(i, new) for i, new in pairs if new.dedupe or new.depends_on]
         if deduped and atomic:
             # All or nothing: every item in one transaction, each dedupe item a savepoint.
             async with self._pool.connection() as conn, conn.transaction():
@@ -191,7 +205,7 @@ class Tasks:
         failures: list[ConveyorError] = []
         for i, new in items:
             try:
-                results[i] = await task_dedupe.create(conn, new, parent, f"requests[{i}].")
+                results[i] = await _create_one(conn, new, parent, f"requests[{i}].")
             except NotFound:
                 raise  # the project: the whole call is NOT_FOUND
             except ConveyorError as error:
@@ -212,16 +226,23 @@ class Tasks:
             raise NotFound(f"{name} does not exist", metadata={"resource": name})
         return view
 
-    async def tree(self, name: str) -> tuple[list[TaskRow], bool]:
-        """The named task's tree (root first, at most MAX_TREE) and whether it is cut."""
+    async def tree(self, name: str) -> tuple[list[TaskRow], bool, list[TaskRow]]:
+        """The named task's tree (root first, at most MAX_TREE), whether it is cut, and
+        the tasks outside it that its tasks depend on (at most MAX_TREE)."""
         parsed = task_input.parse_task_name(name, "name")
         async with self._pool.connection() as conn:
             rows = await task_store.tree(
                 conn, parsed.project, uuid.UUID(parsed.id), limit=MAX_TREE + 1
             )
-        if not rows:
-            raise NotFound(f"{name} does not exist", metadata={"resource": name})
-        return rows[:MAX_TREE], len(rows) > MAX_TREE
+            if not rows:
+                raise NotFound(f"{name} does not exist", metadata={"resource": name})
+            rows, truncated = rows[:MAX_TREE], len(rows) > MAX_TREE
+            dependencies = []
+            if any(r.depends_on for r in rows):
+                dependencies = await dependency_store.outside(
+                    conn, parsed.project, [r.id for r in rows], limit=MAX_TREE
+                )
+        return rows, truncated, dependencies
 
     async def list_page(
         self,

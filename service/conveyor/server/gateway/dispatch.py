@@ -7,7 +7,7 @@ problem+json (problems.py) and streams go out through streaming.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +68,13 @@ class Gateway:
         target: str,
         options: GatewayOptions | None = None,
         services: Sequence[ServiceDescriptor] = SERVICES,
+        *,
+        traceparent: Callable[[], str | None] | None = None,
     ) -> None:
         self.options = options or GatewayOptions()
+        # With tracing on, the REST request's span (Tracing.traceparent) is the gRPC
+        # call's parent; off, the caller's traceparent header is passed on as it came.
+        self._traceparent = traceparent
         self.router = Router(bindings(services))
         self.upstream = Upstream(target)
         self._openapi: bytes | None = None
@@ -126,11 +131,17 @@ class Gateway:
             return fail(400, "INVALID_ARGUMENT", str(error))
         except ClientDisconnect:
             return Response(status_code=499)
-        metadata = call_metadata(request.headers.get("authorization"), request_id)
+        metadata = call_metadata(
+            request.headers.get("authorization"), request_id, self.trace_context(request)
+        )
         call = _Call(self, binding, message, raw_path, request_id)
         if streaming_call:
             return await call.stream(metadata, deadline, request.headers.get("accept", ""))
         return await call.unary(metadata, deadline)
+
+    def trace_context(self, request: Request) -> str | None:
+        """The traceparent a call forwarded for `request` carries (the seed APIs' too)."""
+        return self._traceparent() if self._traceparent else request.headers.get("traceparent")
 
     async def _body(self, request: Request, binding: Binding) -> bytes:
         if not binding.body:
@@ -197,6 +208,7 @@ class _Call:
             router=self.gateway.router,
             request=self.message,
             request_id=self.request_id,
+            binding=self.binding,
         )
 
     def _error(self, error: grpc.aio.AioRpcError) -> Response:

@@ -83,11 +83,16 @@ def request_id_of(headers: Mapping[str, str]) -> str:
     return (headers.get("x-request-id") or "").strip()[:128] or uuid.uuid4().hex
 
 
-def call_metadata(authorization: str | None, request_id: str) -> list[tuple[str, str]]:
-    """gRPC metadata for a forwarded call: the same bearer key, the request id."""
+def call_metadata(
+    authorization: str | None, request_id: str, traceparent: str | None = None
+) -> list[tuple[str, str]]:
+    """gRPC metadata for a forwarded call: the same bearer key, the request id, and the
+    trace context (the caller's traceparent, or the REST span's when tracing is on)."""
     metadata = [("x-request-id", request_id)]
     if authorization is not None:
         metadata.append(("authorization", authorization))
+    if traceparent:
+        metadata.append(("traceparent", traceparent))
     return metadata
 
 

@@ -66,6 +66,10 @@ _ACTIONS: dict[str, Any] = {
     for name, number in enums_pb2.ApprovalAction.items()
 }
 _ACTIONS[""] = enums_pb2.APPROVAL_ACTION_UNSPECIFIED
+_DEPENDENCY_POLICIES: dict[str, Any] = {
+    name.removeprefix("DEPENDENCY_FAILURE_POLICY_"): number
+    for name, number in enums_pb2.DependencyFailurePolicy.items()
+}
 
 
 def _set_ms(field: duration_pb2.Duration, ms: int) -> None:
@@ -84,8 +88,11 @@ def _set_value(field: struct_pb2.Value, data: Any) -> None:
     """A JSON value (not None) into a Value, as `value` renders it."""
     field.SetInParent()
     if isinstance(data, dict):
+        # SetInParent: an empty object or array must still read back as one, not unset.
+        field.struct_value.SetInParent()
         field.struct_value.update(data)
     elif isinstance(data, list):
+        field.list_value.SetInParent()
         field.list_value.extend(data)
     elif isinstance(data, bool):
         field.bool_value = data
@@ -198,6 +205,12 @@ def fill_task(task: task_pb2.Task, row: TaskRow) -> None:
         set_timestamp(task.progress_time, row.progress_time)
     if row.execution_timeout_ms is not None:
         _set_ms(task.execution_timeout, row.execution_timeout_ms)
+    if row.depends_on:
+        # uuids from a row, strings from an event's snapshot: both format alike.
+        task.depends_on.extend(f"{prefix}tasks/{d}" for d in row.depends_on)
+        task.dependency_failure_policy = _DEPENDENCY_POLICIES.get(
+            row.dependency_failure_policy or "", 0
+        )
 
 
 def basic_row(row: TaskRow) -> TaskRow:

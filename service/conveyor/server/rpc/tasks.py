@@ -119,8 +119,12 @@ class TaskServicer:
     async def GetTaskTree(
         self, request: task_service_pb2.GetTaskTreeRequest, context: Context
     ) -> task_service_pb2.TaskTree:
-        rows, truncated = await self._tasks.tree(request.name)
-        return task_service_pb2.TaskTree(tasks=[task_message(r) for r in rows], truncated=truncated)
+        rows, truncated, dependencies = await self._tasks.tree(request.name)
+        return task_service_pb2.TaskTree(
+            tasks=[task_message(r) for r in rows],
+            truncated=truncated,
+            dependencies=[task_message(r) for r in dependencies],
+        )
 
     async def BatchDeleteTasks(
         self, request: task_service_pb2.BatchDeleteTasksRequest, context: Context

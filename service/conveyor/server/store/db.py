@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -16,7 +17,12 @@ Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
 
 
 async def open_pool(
-    url: str, *, min_size: int = 2, max_size: int = 20, open_timeout: float = 30.0
+    url: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 20,
+    open_timeout: float = 30.0,
+    instrument: Callable[[AsyncConnection[Any]], None] | None = None,
 ) -> Pool:
     """Open a pool on `url` and wait until its first `min_size` connections are up.
 
@@ -24,7 +30,7 @@ async def open_pool(
     `async with conn.transaction():` in the code that owns it, and no statement runs in
     an implicit transaction that someone forgets to end (LISTEN needs this too).
     Raises psycopg_pool.PoolTimeout if the database cannot be reached within
-    `open_timeout` seconds.
+    `open_timeout` seconds. `instrument` (tracing) is called on each new connection.
     """
     kwargs: dict[str, Any] = {"autocommit": True}
     if "application_name" not in conninfo_to_dict(url):
@@ -35,7 +41,7 @@ async def open_pool(
         min_size=min_size,
         max_size=max_size,
         kwargs=kwargs,
-        configure=_configure,
+        configure=_configure if instrument is None else _instrumented(instrument),
         name="conveyor",
         open=False,
     )
@@ -57,3 +63,13 @@ async def _configure(conn: AsyncConnection[Any]) -> None:
     one plan serves every call.
     """
     await conn.execute("SET plan_cache_mode = force_generic_plan")
+
+
+def _instrumented(
+    instrument: Callable[[AsyncConnection[Any]], None],
+) -> Callable[[AsyncConnection[Any]], Awaitable[None]]:
+    async def configure(conn: AsyncConnection[Any]) -> None:
+        await _configure(conn)
+        instrument(conn)
+
+    return configure

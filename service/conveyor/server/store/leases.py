@@ -175,7 +175,9 @@ async def settle(
     leased: list[TaskRow] = []
     rate_wait: float | None = None
     statement = _SETTLE_MANY_QUEUES if len(queues) > 1 else _SETTLE_ONE_QUEUE
-    async with AsyncRawCursor(conn, row_factory=dict_row) as cur:
+    # A traced connection carries a traced raw cursor (server/tracing.py).
+    cursor_class = getattr(conn, "_conveyor_raw_cursor", AsyncRawCursor)
+    async with cursor_class(conn, row_factory=dict_row) as cur:
         # Prepared at once: planning this statement costs more than running it.
         await cur.execute(statement.text, statement.args(params), prepare=True)
         for raw in await cur.fetchall():

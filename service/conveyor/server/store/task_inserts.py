@@ -85,6 +85,10 @@ class NewTask:
     request_hash: str | None = None  # of the create request (domain/request_ids.py)
     creator: str = ""  # the calling key's name, or the schedule that fired it
     execution_timeout_ms: int | None = None  # None: the queue's default, if any
+    # Tasks it waits for (domain/task_dependencies.py attaches them after the insert)
+    # and what their failure does: CANCEL or RUN_ANYWAY.
+    depends_on: tuple[uuid.UUID, ...] = ()
+    dependency_failure_policy: str = "CANCEL"
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

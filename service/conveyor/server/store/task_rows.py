@@ -58,6 +58,13 @@ class TaskRow:
     progress_event_time: datetime | None = None
     execution_timeout_ms: int | None = None
     creator: str = ""  # an API key name or a schedule name (0020)
+    # Dependencies (0023): the ids it depends on (None: none; an event's snapshot holds
+    # them as strings), its CANCEL | RUN_ANYWAY policy, how many have not ended, and
+    # whether other tasks depend on it.
+    depends_on: list[Any] | None = None
+    dependency_failure_policy: str | None = None
+    deps_remaining: int = 0
+    has_dependents: bool = False
 
     @property
     def name(self) -> str:

@@ -7,7 +7,9 @@ WITH clock AS (
 due AS (
     SELECT t.project, t.id
     FROM tasks t, clock
-    WHERE t.state = 'SCHEDULED' AND t.schedule_time <= clock.now
+    -- deps_remaining = 0: a task waiting for dependencies is released by the last of
+    -- them to end (0023), never by time; tasks_due_idx holds only these.
+    WHERE t.state = 'SCHEDULED' AND t.deps_remaining = 0 AND t.schedule_time <= clock.now
     ORDER BY t.schedule_time
     LIMIT %(limit)s::integer
     FOR UPDATE OF t SKIP LOCKED

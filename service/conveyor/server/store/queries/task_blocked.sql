@@ -6,6 +6,7 @@
 CASE
     WHEN t.state = 'AWAITING_APPROVAL' THEN 'AWAITING_APPROVAL'
     WHEN t.state NOT IN ('SCHEDULED', 'QUEUED') THEN NULL
+    WHEN t.state = 'SCHEDULED' AND t.deps_remaining > 0 THEN 'DEPENDENCIES'
     WHEN t.schedule_time > now() THEN 'SCHEDULED_IN_FUTURE'
     WHEN q.paused THEN 'QUEUE_PAUSED'
     WHEN q.max_concurrency > 0 AND (

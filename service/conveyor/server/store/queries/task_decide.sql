@@ -13,7 +13,8 @@ decided AS (
     UPDATE tasks t
     SET state = CASE
             WHEN NOT due.approved THEN %(rejected)s
-            WHEN t.schedule_time > now() THEN %(later)s
+            -- Approved but still waiting for dependencies: SCHEDULED until they end.
+            WHEN t.schedule_time > now() OR t.deps_remaining > 0 THEN %(later)s
             ELSE %(queued)s
         END,
         state_reason = CASE WHEN due.approved THEN t.state_reason ELSE due.comment END,

@@ -36,6 +36,14 @@ doomed AS (
           WHERE live.project = t.project AND live.root_task = t.root_task
             AND live.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED')
       )
+      -- Nor a task that a live task depends on (Task.depends_on) until that one ends;
+      -- has_dependents first, so other tasks cost no probe of task_dependencies.
+      AND NOT (t.has_dependents AND EXISTS (
+          SELECT 1 FROM task_dependencies e
+          JOIN tasks live ON live.project = e.project AND live.id = e.task_id
+          WHERE e.project = t.project AND e.depends_on = t.id
+            AND live.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED')
+      ))
     ORDER BY t.end_time
     LIMIT %(limit)s
     FOR UPDATE OF t SKIP LOCKED
