@@ -55,12 +55,20 @@ class Project(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     FINISHED_TASK_TTL_FIELD_NUMBER: _builtins.int
+    REDACT_PATHS_FIELD_NUMBER: _builtins.int
+    WEBHOOK_FULL_INPUT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `projects/{project}`."""
     display_name: _builtins.str
     """Name for people."""
     callback_url: _builtins.str
     """Default webhook target for tasks that set none."""
+    webhook_full_input: _builtins.bool
+    """Whether webhook payloads carry the full task input. False (the default): the
+    values at redact_paths (the project's and the queue's) read `"<redacted>"` in
+    them, as for a viewer key, because a webhook target is outside the server
+    (often a shared default callback_url); true: they carry the input as stored.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels."""
@@ -82,6 +90,21 @@ class Project(_message.Message):
         days.
         """
 
+    @_builtins.property
+    def redact_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Task input values that keys below operator (viewer keys, and dashboard sessions
+        they opened) read as `"<redacted>"`: in GetTask, ListTasks, GetTaskTree,
+        ExportTasks, events (ListEvents, WatchEvents, SSE), the dashboard and the seed
+        APIs. Worker, operator and admin keys read the full input; retries keep the
+        stored input. Each entry is a JSON Pointer (RFC 6901: `/password`,
+        `/card/number`, `/items/0/token`), which names one place from the root of the
+        input, or a bare key (`password`), which matches that key in every object at
+        any depth (inside arrays too). A queue's redact_paths add to these. At most 64
+        entries of 1 to 256 characters; a bare key holds no `/`, and a `~` in a
+        pointer is followed by 0 or 1. UpdateProject returns INVALID_ARGUMENT
+        otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -92,10 +115,12 @@ class Project(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         finished_task_ttl: _duration_pb2.Duration | None = ...,
+        redact_paths: _abc.Iterable[_builtins.str] | None = ...,
+        webhook_full_input: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finished_task_ttl", b"finished_task_ttl", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_url", b"callback_url", "create_time", b"create_time", "display_name", b"display_name", "finished_task_ttl", b"finished_task_ttl", "labels", b"labels", "name", b"name", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_url", b"callback_url", "create_time", b"create_time", "display_name", b"display_name", "finished_task_ttl", b"finished_task_ttl", "labels", b"labels", "name", b"name", "redact_paths", b"redact_paths", "update_time", b"update_time", "webhook_full_input", b"webhook_full_input"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -310,8 +335,9 @@ class UpdateProjectRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields to change: display_name, callback_url, labels, or `*` for all.
-        Empty means the fields present in the request (AIP-134): the populated
+        """The fields to change: display_name, callback_url, labels,
+        finished_task_ttl, redact_paths, webhook_full_input, or `*` for all. Empty
+        means the fields present in the request (AIP-134): the populated
         fields over gRPC, the JSON body's keys over REST.
         """
 

@@ -116,7 +116,8 @@ class ProjectServiceServicer:
 
     def UpdateProject(self, request, context):
         """UpdateProject changes the fields named by update_mask (display_name,
-        callback_url, labels); returns INVALID_ARGUMENT for a bad callback_url.
+        callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input);
+        returns INVALID_ARGUMENT for a bad callback_url or redact_paths entry.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """

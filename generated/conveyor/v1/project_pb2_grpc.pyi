@@ -51,7 +51,8 @@ class ProjectServiceStub:
     """
     UpdateProject: _grpc.UnaryUnaryMultiCallable[_project_pb2.UpdateProjectRequest, _project_pb2.Project]
     """UpdateProject changes the fields named by update_mask (display_name,
-    callback_url, labels); returns INVALID_ARGUMENT for a bad callback_url.
+    callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input);
+    returns INVALID_ARGUMENT for a bad callback_url or redact_paths entry.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -105,7 +106,8 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     """
     UpdateProject: _aio.UnaryUnaryMultiCallable[_project_pb2.UpdateProjectRequest, _project_pb2.Project]  # type: ignore[assignment]
     """UpdateProject changes the fields named by update_mask (display_name,
-    callback_url, labels); returns INVALID_ARGUMENT for a bad callback_url.
+    callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input);
+    returns INVALID_ARGUMENT for a bad callback_url or redact_paths entry.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -180,7 +182,8 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_project_pb2.Project, _abc.Awaitable[_project_pb2.Project]]:
         """UpdateProject changes the fields named by update_mask (display_name,
-        callback_url, labels); returns INVALID_ARGUMENT for a bad callback_url.
+        callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input);
+        returns INVALID_ARGUMENT for a bad callback_url or redact_paths entry.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """

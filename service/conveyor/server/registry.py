@@ -20,6 +20,7 @@ from conveyor.server.domain.keys import Authenticator, ensure_bootstrap_key
 from conveyor.server.domain.leases import Leases
 from conveyor.server.domain.projects import Projects
 from conveyor.server.domain.queues import Queues
+from conveyor.server.domain.redaction import Redactions
 from conveyor.server.domain.schedule_firing import ScheduleFiring
 from conveyor.server.domain.schedule_states import ScheduleStates
 from conveyor.server.domain.schedule_tasks import ScheduledTasks
@@ -43,6 +44,7 @@ from conveyor.server.rpc.export import ExportServicer
 from conveyor.server.rpc.interceptor import ConveyorInterceptor
 from conveyor.server.rpc.projects import ProjectServicer
 from conveyor.server.rpc.queues import QueueServicer
+from conveyor.server.rpc.redacting import ResponseRedaction
 from conveyor.server.rpc.rules import SERVICES, method_rules, request_types
 from conveyor.server.rpc.schedules import ScheduleServicer
 from conveyor.server.rpc.task_logs import TaskLogServicer
@@ -81,6 +83,9 @@ class Services:
         """Adds every contract service; returns their full names for health and reflection."""
         self._authenticator.bound = Authenticator(ctx.pool)
         self.interceptor.bind(ctx)
+        # One cache of redaction rules per replica: settings updates forget their project.
+        redactions = Redactions(ctx.pool)
+        self.interceptor.redaction = ResponseRedaction(redactions)
         # Service full name -> servicers. Each method is served by the first servicer
         # whose class defines it; the rest answer UNIMPLEMENTED with an ErrorInfo.
         create_batcher = CreateBatcher(ctx.pool)
@@ -126,10 +131,12 @@ class Services:
             ],
             "conveyor.v1.TaskService": [
                 task_servicer,
-                ExportServicer(ctx.pool),
+                ExportServicer(ctx.pool, redactions),
                 TaskLogServicer(task_logs),
             ],
-            "conveyor.v1.QueueService": [QueueServicer(Queues(ctx.pool, ctx.server_key))],
+            "conveyor.v1.QueueService": [
+                QueueServicer(Queues(ctx.pool, ctx.server_key, redactions))
+            ],
             "conveyor.v1.WorkerService": [
                 WorkerServicer(
                     leases,
@@ -141,9 +148,11 @@ class Services:
                 )
             ],
             "conveyor.v1.ProjectService": [
-                ProjectServicer(Projects(ctx.pool, self._authenticator, ctx.server_key)),
+                ProjectServicer(
+                    Projects(ctx.pool, self._authenticator, ctx.server_key, redactions)
+                ),
             ],
-            "conveyor.v1.EventService": [wire_events(ctx, listener)],
+            "conveyor.v1.EventService": [wire_events(ctx, listener, redactions)],
         }
         for service in SERVICES:
             server.add_generic_rpc_handlers(

@@ -15,13 +15,21 @@ from conveyor.server.domain import audit, names, paging, request_ids, update_mas
 from conveyor.server.domain.auth import ROLE_NAMES, MintedKey, Principal, mint_key
 from conveyor.server.domain.keys import Authenticator
 from conveyor.server.domain.queues import finished_task_ttl_ms
+from conveyor.server.domain.redaction import Redactions, check_paths
 from conveyor.server.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from conveyor.server.store import api_keys, projects
 from conveyor.server.store.api_keys import KeyRow
 from conveyor.server.store.projects import ProjectRow, SecretRow
 from conveyor.v1 import enums_pb2, project_pb2
 
-UPDATABLE_PROJECT_FIELDS = ("display_name", "callback_url", "labels", "finished_task_ttl")
+UPDATABLE_PROJECT_FIELDS = (
+    "display_name",
+    "callback_url",
+    "labels",
+    "finished_task_ttl",
+    "redact_paths",
+    "webhook_full_input",
+)
 DEFAULT_GRACE = timedelta(hours=24)
 MAX_GRACE = timedelta(days=7)
 
@@ -54,11 +62,16 @@ def _check_fields(
 
 class Projects:
     def __init__(
-        self, pool: AsyncConnectionPool[Any], authenticator: Authenticator, server_key: bytes = b""
+        self,
+        pool: AsyncConnectionPool[Any],
+        authenticator: Authenticator,
+        server_key: bytes = b"",
+        redactions: Redactions | None = None,
     ) -> None:
         self._pool = pool
         self._authenticator = authenticator
         self._server_key = server_key
+        self._redactions = redactions
 
     async def _audit(
         self,
@@ -152,6 +165,11 @@ class Projects:
         v = Violations()
         _check_fields(v, fields, "project", mask.fields)
         ttl_ms = finished_task_ttl_ms(v, project, "project")
+        redact_paths = (
+            check_paths(v, project.redact_paths, "project.redact_paths")
+            if "redact_paths" in mask
+            else None
+        )
         v.raise_if_any()
         async with self._pool.connection() as conn, conn.transaction():
             row = await projects.update(
@@ -162,6 +180,10 @@ class Projects:
                 labels=fields.labels if "labels" in mask else None,
                 set_finished_task_ttl="finished_task_ttl" in mask,
                 finished_task_ttl_ms=ttl_ms,
+                redact_paths=redact_paths,
+                webhook_full_input=(
+                    project.webhook_full_input if "webhook_full_input" in mask else None
+                ),
             )
             if row is None:
                 raise NotFound(f"{name} does not exist", metadata={"resource": name})
@@ -172,6 +194,8 @@ class Projects:
                 name,
                 {"update_mask": list(mask.paths)},
             )
+        if self._redactions is not None:
+            self._redactions.forget(parsed.project)
         return row
 
     async def create_key(

@@ -45,6 +45,7 @@ from conveyor.server.domain.auth import authorize
 from conveyor.server.domain.keys import Authenticator
 from conveyor.server.rpc import principal as principal_ctx
 from conveyor.server.rpc.decoding import decode
+from conveyor.server.rpc.redacting import ResponseRedaction
 from conveyor.server.rpc.status import to_grpc_status
 from conveyor.server.store import outage, unstorable
 from conveyor.v1 import auth_pb2
@@ -113,6 +114,8 @@ class ConveyorInterceptor(grpc.aio.ServerInterceptor):
         self._rules = rules
         self._request_types = request_types
         self._ctx: AppContext | None = None
+        self.redaction: ResponseRedaction | None = None
+        """Redacts task input in what callers below operator receive (rpc/redacting.py)."""
 
     def bind(self, ctx: AppContext) -> None:
         """Admit calls by `ctx`'s shutdown flag and database status, and count them."""
@@ -131,6 +134,7 @@ class ConveyorInterceptor(grpc.aio.ServerInterceptor):
             return handler
         metadata = handler_call_details.invocation_metadata
         wrapped = _Wrapped(self._authenticator, rule, method, metadata, request_type, self._ctx)
+        wrapped.redaction = self.redaction
         return wrapped.wrap(handler)
 
 
@@ -152,6 +156,8 @@ class _Wrapped:
         self.method = method
         self.metadata = metadata
         self.request_type = request_type
+        self.redaction: ResponseRedaction | None = None
+        self.redact: Callable[[Message], Awaitable[Message]] | None = None
 
     def wrap(self, handler: Handler) -> Handler:
         # No request deserializer: the calls below get the raw bytes and decode them.
@@ -182,6 +188,7 @@ class _Wrapped:
         authorize(principal, self.rule, request)
         principal_ctx.set_current(principal)
         structlog.contextvars.bind_contextvars(principal=principal.key_name)
+        self.redact = None if self.redaction is None else self.redaction.for_caller(principal)
         return request
 
     def _begin(self) -> float:
@@ -267,6 +274,8 @@ class _Wrapped:
                 self._open()
                 request = await self._admit(raw)
                 response = await behavior(request, context)
+                if self.redact is not None:
+                    response = await self.redact(response)
             except grpc.aio.AbortError:
                 raise
             except asyncio.CancelledError as cancelled:
@@ -292,7 +301,7 @@ class _Wrapped:
                 request = await self._admit(raw)
                 await self._echo_request_id(context)
                 async for response in behavior(request, context):
-                    yield response
+                    yield response if self.redact is None else await self.redact(response)
             except grpc.aio.AbortError:
                 raise
             except asyncio.CancelledError as cancelled:

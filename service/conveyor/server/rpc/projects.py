@@ -27,6 +27,8 @@ def project_message(row: ProjectRow) -> project_pb2.Project:
         callback_url=row.callback_url,
         labels=row.labels,
         finished_task_ttl=optional_duration(row.finished_task_ttl_ms),
+        redact_paths=row.redact_paths,
+        webhook_full_input=row.webhook_full_input,
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
     )

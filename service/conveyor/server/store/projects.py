@@ -29,6 +29,8 @@ class ProjectRow:
     create_time: datetime
     update_time: datetime
     finished_task_ttl_ms: int | None = None  # None: the server default; 0: kept forever
+    redact_paths: tuple[str, ...] = ()  # JSON Pointers or bare keys (domain/redaction.py)
+    webhook_full_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class SecretRow:
 
 
 def _row(row: dict[str, Any]) -> ProjectRow:
-    return ProjectRow(**row)
+    return ProjectRow(**{**row, "redact_paths": tuple(row["redact_paths"])})
 
 
 async def insert(
@@ -91,6 +93,8 @@ async def update(
     labels: dict[str, str] | None,
     set_finished_task_ttl: bool = False,
     finished_task_ttl_ms: int | None = None,
+    redact_paths: list[str] | None = None,
+    webhook_full_input: bool | None = None,
 ) -> ProjectRow | None:
     """Sets the fields that are not None (finished_task_ttl_ms when set_finished_task_ttl,
     None meaning the default); None when the project does not exist."""
@@ -107,6 +111,10 @@ async def update(
                 "labels": Jsonb(labels or {}),
                 "set_finished_task_ttl": set_finished_task_ttl,
                 "finished_task_ttl_ms": finished_task_ttl_ms,
+                "set_redact_paths": redact_paths is not None,
+                "redact_paths": redact_paths or [],
+                "set_webhook_full_input": webhook_full_input is not None,
+                "webhook_full_input": bool(webhook_full_input),
             },
         )
         row = await cur.fetchone()

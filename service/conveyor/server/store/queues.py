@@ -35,7 +35,8 @@ class QueueRow:
     default_retry_policy: dict[str, Any]
     execution_timeout_ms: int | None
     finished_task_ttl_ms: int | None  # None: the server default; 0: kept forever
-    max_log_bytes: int | None  # None: the server default (domain/task_logs.py)
+    redact_paths: list[str]  # JSON Pointers or bare keys (domain/redaction.py)
+    max_log_bytes: int | None  # None: the server default (domain/task_log_bounds.py)
     max_log_lines: int | None
     create_time: datetime
     update_time: datetime
@@ -103,6 +104,7 @@ async def update(
     execution_timeout_ms: int | None = None,
     set_finished_task_ttl: bool = False,
     finished_task_ttl_ms: int | None = None,
+    redact_paths: list[str] | None = None,
     max_log_bytes: int | None = None,
     max_log_lines: int | None = None,
 ) -> bool:
@@ -127,6 +129,8 @@ async def update(
                 "execution_timeout_ms": execution_timeout_ms or None,
                 "set_finished_task_ttl": set_finished_task_ttl,
                 "finished_task_ttl_ms": finished_task_ttl_ms,
+                "set_redact_paths": redact_paths is not None,
+                "redact_paths": redact_paths or [],
                 "set_max_log_bytes": max_log_bytes is not None,
                 "max_log_bytes": max_log_bytes or None,
                 "set_max_log_lines": max_log_lines is not None,

@@ -3,12 +3,12 @@
 WITH updated AS (
     INSERT INTO queues AS q (
         project, id, max_concurrency, rate_limit, default_retry_policy, execution_timeout_ms,
-        finished_task_ttl_ms, max_log_bytes, max_log_lines
+        finished_task_ttl_ms, redact_paths, max_log_bytes, max_log_lines
     )
     VALUES (
         %(project)s, %(id)s, %(max_concurrency)s, %(rate_limit)s, %(default_retry_policy)s::jsonb,
         %(execution_timeout_ms)s::bigint, %(finished_task_ttl_ms)s::bigint,
-        %(max_log_bytes)s::bigint, %(max_log_lines)s::integer
+        %(redact_paths)s::text[], %(max_log_bytes)s::bigint, %(max_log_lines)s::integer
     )
     ON CONFLICT (project, id) DO UPDATE
     SET max_concurrency = CASE
@@ -26,6 +26,9 @@ WITH updated AS (
         finished_task_ttl_ms = CASE
             WHEN %(set_finished_task_ttl)s THEN %(finished_task_ttl_ms)s::bigint
             ELSE q.finished_task_ttl_ms
+        END,
+        redact_paths = CASE
+            WHEN %(set_redact_paths)s THEN excluded.redact_paths ELSE q.redact_paths
         END,
         -- NULL: the server default (UpdateQueue's 0).
         max_log_bytes = CASE
