@@ -100,7 +100,9 @@ class Services:
         ctx.loops.append(QueueMetricsLoop(ctx.pool))
         leases = Leases(ctx.pool, on_retry=promoter.poke)
         task_logs = TaskLogs(ctx.pool, stopping=ctx.shutting_down)
-        task_servicer = TaskServicer(Tasks(ctx.pool, create_batcher, server_key=ctx.server_key))
+        task_servicer = TaskServicer(
+            Tasks(ctx.pool, create_batcher, server_key=ctx.server_key), ctx.tracing
+        )
         firing = ScheduleFiring(ctx.pool, ScheduledTasks(), server_key=ctx.server_key)
         ctx.loops.append(SchedulerLoop(ctx.pool, firing))
 

@@ -1467,3 +1467,9 @@ EXECUTE FUNCTION conveyor_dependency_ended();
 ALTER TABLE projects ADD COLUMN redact_paths text[] NOT NULL DEFAULT '{}';
 ALTER TABLE projects ADD COLUMN webhook_full_input boolean NOT NULL DEFAULT false;
 ALTER TABLE queues ADD COLUMN redact_paths text[] NOT NULL DEFAULT '{}';
+
+-- 0026: the trace context of the request that created a task (a W3C traceparent, from
+-- the caller's metadata or the server's own span), handed to the worker with each
+-- lease so its handler's span continues the producer's trace. NULL: none was given.
+-- Read only with the task: no index.
+ALTER TABLE tasks ADD COLUMN traceparent text;
