@@ -21,6 +21,7 @@ from conveyor.server.domain.leases import Leases
 from conveyor.server.domain.projects import Projects
 from conveyor.server.domain.queues import Queues
 from conveyor.server.domain.redaction import Redactions
+from conveyor.server.domain.request_limiter import RequestLimiter
 from conveyor.server.domain.schedule_firing import ScheduleFiring
 from conveyor.server.domain.schedule_states import ScheduleStates
 from conveyor.server.domain.schedule_tasks import ScheduledTasks
@@ -36,6 +37,7 @@ from conveyor.server.loops.command_timeouts import CommandTimeouts
 from conveyor.server.loops.promoter import Promoter
 from conveyor.server.loops.queue_metrics import QueueMetricsLoop
 from conveyor.server.loops.reaper import Reaper
+from conveyor.server.loops.replicas import ReplicaRegistry
 from conveyor.server.loops.scheduler import SchedulerLoop
 from conveyor.server.loops.statistics import StatisticsLoop
 from conveyor.server.rpc import unimplemented
@@ -70,11 +72,18 @@ class _LateAuthenticator(Authenticator):
         if self.bound is not None:
             self.bound.forget(key_id)
 
+    def forget_project(self, project: str) -> None:
+        if self.bound is not None:
+            self.bound.forget_project(project)
+
 
 class Services:
     def __init__(self) -> None:
         self._authenticator = _LateAuthenticator()
-        self.interceptor = ConveyorInterceptor(self._authenticator, method_rules(), request_types())
+        self.limiter = RequestLimiter()
+        self.interceptor = ConveyorInterceptor(
+            self._authenticator, method_rules(), request_types(), self.limiter
+        )
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         return [self.interceptor]
@@ -83,6 +92,8 @@ class Services:
         """Adds every contract service; returns their full names for health and reflection."""
         self._authenticator.bound = Authenticator(ctx.pool)
         self.interceptor.bind(ctx)
+        # Each replica enforces its share of every key's budget (request_limiter.py).
+        ctx.loops.append(ReplicaRegistry(ctx.pool, self.limiter.share_with))
         # One cache of redaction rules per replica: settings updates forget their project.
         redactions = Redactions(ctx.pool)
         self.interceptor.redaction = ResponseRedaction(redactions)
