@@ -529,3 +529,26 @@ async def _commands(client: AsyncClient) -> AsyncIterator[command_pb2.Command]:
     )
     for command in page.commands:
         yield command
+
+
+async def test_args_read_redacted_as_the_seed_shows(
+    server: ConveyorServer, keys: dict[str, str], admin: AsyncClient
+) -> None:
+    """The seed's `"args": ["<redacted>"]`: redaction is v1's (the project's
+    redact_paths, viewers read them redacted); the brain shows what v1 returns."""
+    async with rest(server.http_base_url, keys["admin"]) as http:
+        updated = await http.patch("/v1/projects/alpha", json={"redact_paths": ["/args/0", "to"]})
+        assert updated.status_code == 200, updated.text
+    task = await admin.create_task(
+        "email.send", {"args": ["s3cret", 2], "kwargs": {"to": "ada@example.com", "n": 1}}
+    )
+    url = f"{BASE}/tasks/celery/{task.name.rsplit('/', 1)[-1]}"
+    async with rest(server.http_base_url, keys["viewer"]) as http:
+        item = (await http.get(url)).json()
+        assert item["args"] == ["<redacted>", 2]
+        assert item["kwargs"] == {"to": "<redacted>", "n": 1}
+        listed = (await http.get(f"{BASE}/tasks")).json()["items"]
+        assert listed[0]["args"] == ["<redacted>", 2]
+    async with rest(server.http_base_url, keys["operator"]) as http:
+        item = (await http.get(url)).json()
+        assert item["args"] == ["s3cret", 2] and item["kwargs"]["to"] == "ada@example.com"
