@@ -105,7 +105,7 @@ export class TaskRun {
       const report = this.failureFrom(error);
       const failed = report.message.case === "fail" ? report.message.value : undefined;
       const outcome = failed?.retryable ? "failed, will retry" : "failed";
-      this.log.error(`task ${ctx.name} (${ctx.kind}) ${outcome} in ${Date.now() - started} ms: ${String(error)}`);
+      this.log.error(`task ${ctx.name} (${ctx.kind}) ${outcome} (after ${Date.now() - started} ms): ${String(error)}`);
       return report;
     } finally {
       this.giveUp = undefined;

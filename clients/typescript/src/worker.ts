@@ -350,7 +350,12 @@ export class Worker {
   private start(stream: WorkerStream, lease: Lease): void {
     const run = new TaskRun(lease, this.workerId, stream.generation, this.leaseSeconds, this.log);
     this.running.set(run.key, run);
-    run.runner = this.runTask(run);
+    // runTask reports every outcome itself; a throw here would be a bug, logged rather
+    // than left to crash the process as an unhandled rejection.
+    run.runner = this.runTask(run).catch((error: unknown) => {
+      this.running.delete(run.key);
+      this.log.error(`task ${run.ctx.name}: ${String(error)}`);
+    });
   }
 
   private async runTask(run: TaskRun): Promise<void> {

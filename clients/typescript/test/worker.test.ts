@@ -2,10 +2,23 @@
 
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { Backoff, PermanentError, seconds, TaskState, toValue, Worker } from "../src/index.js";
+import {
+  Backoff,
+  Code,
+  CommandStatus,
+  CommandVerb,
+  ConnectError,
+  ConveyorClient,
+  PermanentError,
+  seconds,
+  TaskState,
+  toValue,
+  Worker,
+} from "../src/index.js";
 import { connect, eventually, uniqueQueue } from "./support.js";
 
 const client = connect();
+const silent = { info() {}, warn() {}, error() {} };
 after(() => client.close());
 
 test("a worker drains 1,000 tasks in batches", async () => {
@@ -56,7 +69,8 @@ test("handlers by kind: a thrown error is retried, a PermanentError and an unkno
   const doomed = await client.createTask("doomed", null, { queue, retryPolicy: retry });
   const unknown = await client.createTask("nobody.handles.this", null, { queue, retryPolicy: retry });
 
-  const worker = new Worker(client, { queues: [queue], concurrency: 2, workerId: "ts-kinds" });
+  // The failures below are expected: keep their log lines out of the test output.
+  const worker = new Worker(client, { queues: [queue], concurrency: 2, workerId: "ts-kinds", log: silent });
   worker.handle("flaky", (ctx) => {
     if (ctx.attempt <= (ctx.input as { fail: number }).fail) throw new Error(`attempt ${ctx.attempt} failed`);
     ctx.setSummary(`attempt ${ctx.attempt}`);
@@ -89,7 +103,7 @@ test("handlers by kind: a thrown error is retried, a PermanentError and an unkno
 test("heartbeats extend the lease and carry progress; a cancel aborts ctx.signal", async () => {
   const queue = uniqueQueue("beats");
   const task = await client.createTask("long", null, { queue });
-  const worker = new Worker(client, { queues: [queue], workerId: "ts-beats", leaseSeconds: 1 });
+  const worker = new Worker(client, { queues: [queue], workerId: "ts-beats", leaseSeconds: 1, log: silent });
   worker.handle("long", async (ctx) => {
     ctx.reportProgress({ step: "waiting" });
     // Runs past its one-second lease until the test cancels it: only heartbeats keep it.
@@ -118,4 +132,48 @@ test("heartbeats extend the lease and carry progress; a cancel aborts ctx.signal
   assert.equal(interrupted.attempts.length, 1);
   await worker.stop();
   await running;
+});
+
+test("RESTART_WORKER: the worker acks and reconnects; a task running across it reports with the unary RPCs", async () => {
+  const queue = uniqueQueue("restart");
+  const worker = new Worker(client, { queues: [queue], concurrency: 2, workerId: `ts-restart-${queue.slice(-8)}` });
+  let started!: () => void;
+  const running = new Promise<void>((resolve) => (started = resolve));
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  worker.handle("held", async () => {
+    started();
+    await released;
+    return "after the restart";
+  });
+  worker.handle("next", () => "on the new stream");
+  const run = worker.run();
+  const held = await client.createTask("held", null, { queue });
+  await running;
+
+  const command = await client.commands.restartWorker({ parent: client.project, worker: worker.name });
+  const acked = await eventually(async () => {
+    const read = await client.commands.getCommand({ name: command.name });
+    return read.status === CommandStatus.SUCCEEDED ? read : undefined;
+  });
+  assert.equal(acked.verb, CommandVerb.RESTART_WORKER);
+  release();
+  const next = await client.createTask("next", null, { queue });
+  const ended = (name: string) =>
+    eventually(async () => {
+      const task = await client.getTask(name);
+      return task.state === TaskState.SUCCEEDED ? task : undefined;
+    });
+  const [first, second] = await Promise.all([ended(held.name), ended(next.name)]);
+  assert.equal(first.result, "after the restart");
+  assert.equal(second.result, "on the new stream");
+  await worker.stop();
+  await run;
+});
+
+test("a worker whose key is refused stops and run() rejects", async () => {
+  const refused = new ConveyorClient({ apiKey: "not-a-key" });
+  const worker = new Worker(refused, { queues: [uniqueQueue("refused")], log: silent });
+  await assert.rejects(worker.run(), (error) => ConnectError.from(error).code === Code.Unauthenticated);
+  refused.close();
 });
