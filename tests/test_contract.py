@@ -13,7 +13,8 @@ from conveyor.server.app import ConveyorServer
 from conveyor.server.rpc.rules import SERVICES
 from conveyor.v1 import event_pb2, project_pb2
 
-# DESIGN.md section 4, RPC by RPC (plus the webhook-secret pair of section 6).
+# DESIGN.md section 4, RPC by RPC (plus the webhook-secret pair of section 6, and
+# UpdateApiKey, which sets ApiKey.rate_limits of section 11).
 DESIGN_RPCS = {
     "TaskService": "CreateTask BatchCreateTasks GetTask ListTasks GetTaskTree CancelTask "
     "ApproveTask "
@@ -27,7 +28,7 @@ DESIGN_RPCS = {
     "CancelConsumer SetRateLimit GetCommand ListCommands VerifyAuditLog",
     "EventService": "WatchEvents ListEvents PublishEvent",
     "ProjectService": "CreateProject GetProject ListProjects UpdateProject CreateApiKey "
-    "ListApiKeys "
+    "ListApiKeys UpdateApiKey "
     "DeleteApiKey GetWebhookSecret RotateWebhookSecret",
 }
 

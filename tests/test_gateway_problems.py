@@ -124,3 +124,93 @@ def test_no_action_without_a_resource_to_point_at() -> None:
         status(code_pb2.FAILED_PRECONDITION, "QUEUE_PAUSED"), "/v1/x", router=ROUTER
     )
     assert problem.body["allowed_actions"] == []
+
+
+def test_a_bad_field_says_how_to_fix_it_and_links_the_call() -> None:
+    bad = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field="task.kind",
+                description="must be 1 to 200 characters without control characters",
+            ),
+            error_details_pb2.BadRequest.FieldViolation(
+                field="task.queue", description="is required"
+            ),
+        ]
+    )
+    binding = ROUTER.by_rpc("conveyor.v1.TaskService.CreateTask")
+    problem = problems.from_status(
+        status(code_pb2.INVALID_ARGUMENT, "INVALID_ARGUMENT", bad),
+        "/v1/projects/acme/tasks",
+        router=ROUTER,
+        binding=binding,
+    )
+    assert problem.body["allowed_actions"] == [
+        {
+            "rel": "fix-and-retry",
+            "method": "POST",
+            "operation_id": "TaskService_CreateTask",
+            "href": "/v1/projects/acme/tasks",
+            "hint": "Shorten 'task.kind' to <= 200 chars.",
+        },
+        {
+            "rel": "fix-and-retry",
+            "method": "POST",
+            "operation_id": "TaskService_CreateTask",
+            "href": "/v1/projects/acme/tasks",
+            "hint": "Set 'task.queue'; it is required.",
+        },
+    ]
+
+
+def test_a_dedupe_conflict_links_the_existing_task() -> None:
+    name = "projects/acme/tasks/01a2-existing"
+    problem = problems.from_status(
+        status(code_pb2.ALREADY_EXISTS, "ALREADY_EXISTS", task=name, key="k"),
+        "/v1/projects/acme/tasks",
+        router=ROUTER,
+    )
+    [action] = problem.body["allowed_actions"]
+    assert (action["rel"], action["method"], action["href"]) == (
+        "get-existing",
+        "GET",
+        "/v1/projects/acme/tasks/01a2-existing",
+    )
+    assert action["operation_id"] == "TaskService_GetTask"
+
+
+def test_an_existing_resource_named_by_resource_info_is_linked() -> None:
+    info = error_details_pb2.ResourceInfo(resource_name="projects/acme/schedules/nightly")
+    problem = problems.from_status(
+        status(code_pb2.ALREADY_EXISTS, "ALREADY_EXISTS", info), "/v1/x", router=ROUTER
+    )
+    [action] = problem.body["allowed_actions"]
+    assert (action["rel"], action["href"]) == (
+        "get-existing",
+        "/v1/projects/acme/schedules/nightly",
+    )
+
+
+def test_a_rate_limit_says_retry_later_with_the_seconds() -> None:
+    retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=3))
+    binding = ROUTER.by_rpc("conveyor.v1.TaskService.CreateTask")
+    problem = problems.from_status(
+        status(code_pb2.RESOURCE_EXHAUSTED, "RATE_LIMITED", retry),
+        "/v1/projects/acme/tasks",
+        router=ROUTER,
+        binding=binding,
+    )
+    [action] = problem.body["allowed_actions"]
+    assert action["rel"] == "retry-later"
+    assert action["hint"] == "Retry the same request after 3 s."
+    assert action["href"] == "/v1/projects/acme/tasks"
+    assert problem.body["retry_after_seconds"] == 3
+
+
+def test_a_missing_key_says_how_to_authenticate() -> None:
+    problem = problems.from_status(
+        status(code_pb2.UNAUTHENTICATED, "API_KEY_MISSING"), "/v1/x", router=ROUTER
+    )
+    [action] = problem.body["allowed_actions"]
+    assert action["rel"] == "authenticate"
+    assert "Bearer" in action["hint"]

@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("event_wiring",),
     # The runtime: processes, listeners, the HTTP face.
     ("app", "migrate_cli", "admin_key", "processes"),
-    ("dashboard",),
+    # The seed APIs (issue 20): translate to v1 calls through the gateway's channel.
+    ("dashboard", "compat"),
     ("gateway", "grpc_server", "http_server"),
     ("reflection",),
     # gateway -> rpc -> streams -> loops -> domain -> store (DESIGN.md).
@@ -41,6 +42,8 @@ LAYERS: list[tuple[str, ...]] = [
     # health): a holder any layer above the store may be given.
     ("context",),
     ("store",),
+    # OpenTelemetry setup (context holds it); imports only logging.
+    ("tracing",),
     # Leaves everything may import.
     ("states",),
     ("errors",),

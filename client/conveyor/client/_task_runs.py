@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+import functools
 import inspect
 import logging
 import time
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.client import _requests as req
+from conveyor.client import _tracing
 from conveyor.client._context import TaskContext
 from conveyor.client._registry import Handler
 from conveyor.client._requests import Seconds
@@ -39,6 +42,8 @@ class TaskRun:
     handler: asyncio.Future[Any] | None = None
     is_async: bool = False
     abandoned: bool = False
+    traceparent: str = ""
+    """The trace context of the task's creator (Lease.traceparent)."""
     key: tuple[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,7 +59,9 @@ class TaskRun:
             lease_seconds = req.seconds(override)
         elif lease.task.HasField("lease_duration"):
             lease_seconds = lease.task.lease_duration.ToTimedelta().total_seconds() or DEFAULT_LEASE
-        return cls(TaskContext(lease, worker_id), generation, lease_seconds)
+        run = cls(TaskContext(lease, worker_id), generation, lease_seconds)
+        run.traceparent = lease.traceparent
+        return run
 
     async def heartbeats(
         self,
@@ -87,22 +94,27 @@ class TaskRun:
     async def execute(
         self,
         handler: Handler | None,
-        worker_id: str,
         executor: concurrent.futures.ThreadPoolExecutor | None,
+        tracer_provider: Any = None,
     ) -> worker_pb2.ConnectRequest:
-        """Runs the handler; returns the report of its outcome."""
+        """Runs the handler (in a span, when tracing: see _traced); returns the report
+        of its outcome."""
         ctx = self.ctx
         if handler is None:
             failure = ctx.failure(
                 "UnknownKind",
-                f"worker {worker_id} has no handler for kind {ctx.kind!r}",
+                f"worker {ctx.worker} has no handler for kind {ctx.kind!r}",
                 retryable=False,
             )
             return worker_pb2.ConnectRequest(fail=failure)
+        tracer = _tracing.worker_tracer(tracer_provider)
         started = time.monotonic()
         _log.info("task %s (%s) attempt %d started", ctx.name, ctx.kind, ctx.attempt)
         try:
-            result = await self._invoke(handler, executor)
+            if tracer is None:
+                result = await self._invoke(handler, executor)
+            else:
+                result = await self._traced(tracer, handler, executor)
         except asyncio.CancelledError as error:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
@@ -151,13 +163,48 @@ class TaskRun:
             )
         return self.ctx.failure_from(error)
 
+    async def _traced(
+        self, tracer: Any, handler: Handler, executor: concurrent.futures.ThreadPoolExecutor | None
+    ) -> Any:
+        """Runs the handler in a CONSUMER span whose parent is the creator's traceparent
+        (a new trace without one); what the handler raises is recorded on the span."""
+        from opentelemetry.trace import SpanKind
+
+        ctx = self.ctx
+        attributes = {
+            "messaging.system": "conveyor",
+            "messaging.operation.name": "process",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": ctx.task.queue,
+            "messaging.message.id": ctx.name.rsplit("/", 1)[-1],
+            "conveyor.task.name": ctx.name,
+            "conveyor.task.kind": ctx.kind,
+            "conveyor.task.attempt": ctx.attempt,
+            "conveyor.worker": ctx.worker,
+        }
+        with tracer.start_as_current_span(
+            f"process {ctx.kind}",
+            context=_tracing.parent_context(self.traceparent),
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        ):
+            return await self._invoke(handler, executor, carry_context=True)
+
     async def _invoke(
-        self, handler: Handler, executor: concurrent.futures.ThreadPoolExecutor | None
+        self,
+        handler: Handler,
+        executor: concurrent.futures.ThreadPoolExecutor | None,
+        *,
+        carry_context: bool = False,
     ) -> Any:
         loop = asyncio.get_running_loop()
         if inspect.iscoroutinefunction(handler):
             self.is_async = True
             self.handler = asyncio.ensure_future(handler(self.ctx))
+        elif carry_context:
+            # A thread does not inherit context variables: the span must come along.
+            run = functools.partial(contextvars.copy_context().run, handler, self.ctx)
+            self.handler = loop.run_in_executor(executor, run)
         else:
             self.handler = loop.run_in_executor(executor, handler, self.ctx)
         if self.ctx.cancelled.is_set() and self.is_async:

@@ -39,6 +39,7 @@ __all__ = [
     "parent_context",
     "provider_from_env",
     "valid_traceparent",
+    "worker_tracer",
 ]
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -118,20 +119,41 @@ def _otlp_protocol(environ: Mapping[str, str]) -> str:
     return "grpc"
 
 
+_global_tracers: dict[str, tuple[Any, Tracer]] = {}
+
+
 def global_tracer(name: str) -> Tracer | None:
     """A tracer from the application's global TracerProvider, or None when the
     application set none (then spans would be thrown away: better not to make them).
 
     Never imports OpenTelemetry: an application that configured it has imported it.
     """
-    if "opentelemetry.trace" not in sys.modules:
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
         return None
-    from opentelemetry import trace
-
     provider = trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return None
-    return provider.get_tracer(name)
+    cached = _global_tracers.get(name)
+    if cached is None or cached[0] is not provider:
+        cached = _global_tracers[name] = (provider, provider.get_tracer(name))
+    return cached[1]
+
+
+_WORKER = "conveyor.client.worker"
+_worker_tracer: tuple[Any, Tracer] | None = None
+
+
+def worker_tracer(tracer_provider: Any) -> Tracer | None:
+    """The tracer a Worker runs its handlers with: from `tracer_provider`, else from the
+    global provider when the application set one; None when there is neither."""
+    global _worker_tracer
+    if tracer_provider is None:
+        return global_tracer(_WORKER)
+    cached = _worker_tracer
+    if cached is None or cached[0] is not tracer_provider:
+        cached = _worker_tracer = (tracer_provider, tracer_provider.get_tracer(_WORKER))
+    return cached[1]
 
 
 def valid_traceparent(value: Any) -> str | None:

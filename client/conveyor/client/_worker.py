@@ -23,8 +23,8 @@ that expired meanwhile gets FAILED_PRECONDITION: logged and dropped). Stopping
 shrinks the window to 0, waits up to the grace period for running handlers, reports
 the ones still running as retryable `WorkerStopped` failures, and closes the stream.
 
-Worker-control commands pushed on the stream are obeyed and acknowledged
-(_worker_control.py).
+Worker-control commands pushed on the stream are obeyed and acknowledged (_worker_control.py).
+With OpenTelemetry set up, each handler runs in a span in its creator's trace (_task_runs.py).
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ class Worker:
     a task of a kind with neither fails at once as a non-retryable `UnknownKind`.
     `batches` (the default) takes tasks in LeaseBatch messages and reports in
     ReportBatch messages; False uses one message per task (servers before batches).
+    `tracer_provider` traces the handlers (default: OpenTelemetry's global one, if set).
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class Worker:
         labels: Mapping[str, str] | None = None,
         shutdown_grace: float = DEFAULT_GRACE,
         batches: bool = True,
+        tracer_provider: Any = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -111,6 +113,7 @@ class Worker:
         self.lease_duration = lease_duration
         self.labels = dict(labels or {})
         self.shutdown_grace = shutdown_grace
+        self.tracer_provider = tracer_provider
         self.handlers = Registry()
         self._aio: AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -348,9 +351,8 @@ class Worker:
             )
         )
         try:
-            report = await entry.execute(
-                self.handler_for(entry.ctx.kind), self.worker_id, self._executor
-            )
+            handler = self.handler_for(entry.ctx.kind)
+            report = await entry.execute(handler, self._executor, self.tracer_provider)
         finally:
             beat.cancel()
         self._report(entry, report)

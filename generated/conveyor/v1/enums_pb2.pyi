@@ -523,6 +523,8 @@ class _CommandVerbEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CommandVe
     """ProjectService.DeleteApiKey."""
     COMMAND_VERB_ROTATE_WEBHOOK_SECRET: _CommandVerb.ValueType  # 28
     """ProjectService.RotateWebhookSecret."""
+    COMMAND_VERB_UPDATE_API_KEY: _CommandVerb.ValueType  # 29
+    """ProjectService.UpdateApiKey."""
 
 class CommandVerb(_CommandVerb, metaclass=_CommandVerbEnumTypeWrapper):
     """CommandVerb is what a command did."""
@@ -585,6 +587,8 @@ COMMAND_VERB_DELETE_API_KEY: CommandVerb.ValueType  # 27
 """ProjectService.DeleteApiKey."""
 COMMAND_VERB_ROTATE_WEBHOOK_SECRET: CommandVerb.ValueType  # 28
 """ProjectService.RotateWebhookSecret."""
+COMMAND_VERB_UPDATE_API_KEY: CommandVerb.ValueType  # 29
+"""ProjectService.UpdateApiKey."""
 Global___CommandVerb: _TypeAlias = CommandVerb  # noqa: Y015
 
 class _WorkerState:

@@ -40,6 +40,7 @@ class Queue(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     EXECUTION_TIMEOUT_FIELD_NUMBER: _builtins.int
     FINISHED_TASK_TTL_FIELD_NUMBER: _builtins.int
+    REDACT_PATHS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `projects/{project}/queues/{queue}`."""
     paused: _builtins.bool
@@ -89,6 +90,15 @@ class Queue(_message.Message):
         days.
         """
 
+    @_builtins.property
+    def redact_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Task input values of this queue's tasks that keys below operator read as
+        `"<redacted>"`, in addition to the project's redact_paths (see
+        Project.redact_paths for the syntax, the limits and who sees what).
+        UpdateQueue returns INVALID_ARGUMENT for an entry that is not a JSON Pointer
+        or a bare key.
+        """
+
     def __init__(
         self,
         *,
@@ -104,10 +114,11 @@ class Queue(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         execution_timeout: _duration_pb2.Duration | None = ...,
         finished_task_ttl: _duration_pb2.Duration | None = ...,
+        redact_paths: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_retry_policy", b"default_retry_policy", "execution_timeout", b"execution_timeout", "finished_task_ttl", b"finished_task_ttl", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_retry_policy", b"default_retry_policy", "execution_timeout", b"execution_timeout", "finished_task_ttl", b"finished_task_ttl", "max_concurrency", b"max_concurrency", "name", b"name", "pause_reason", b"pause_reason", "paused", b"paused", "purge_confirm_token", b"purge_confirm_token", "rate_limit", b"rate_limit", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_retry_policy", b"default_retry_policy", "execution_timeout", b"execution_timeout", "finished_task_ttl", b"finished_task_ttl", "max_concurrency", b"max_concurrency", "name", b"name", "pause_reason", b"pause_reason", "paused", b"paused", "purge_confirm_token", b"purge_confirm_token", "rate_limit", b"rate_limit", "redact_paths", b"redact_paths", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -256,8 +267,9 @@ class UpdateQueueRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change: max_concurrency, rate_limit, default_retry_policy
-        (or a path inside it, such as default_retry_policy.max_attempts), or `*`
-        for all. Empty means the fields present in the request (AIP-134): the
+        (or a path inside it, such as default_retry_policy.max_attempts),
+        execution_timeout, finished_task_ttl, redact_paths, or `*` for all. Empty
+        means the fields present in the request (AIP-134): the
         populated fields over gRPC, the JSON body's keys over REST.
         """
 

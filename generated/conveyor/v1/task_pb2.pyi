@@ -641,8 +641,16 @@ class Lease(_message.Message):
     TASK_FIELD_NUMBER: _builtins.int
     LEASE_ID_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
     """The fencing token: every report on this attempt must carry it."""
+    traceparent: _builtins.str
+    """The W3C trace context (`traceparent`) of the request that created the task:
+    the caller's `traceparent` metadata (or REST header), or the server's span for
+    that call when the server traces. Empty when there was none. A worker runs the
+    handler in a span whose parent is this, so one trace goes from the producer to
+    the handler.
+    """
     @_builtins.property
     def task(self) -> Global___Task:
         """The task as it was leased."""
@@ -657,10 +665,11 @@ class Lease(_message.Message):
         task: Global___Task | None = ...,
         lease_id: _builtins.str = ...,
         lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expire_time", b"lease_expire_time", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_expire_time", b"lease_expire_time", "lease_id", b"lease_id", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_expire_time", b"lease_expire_time", "lease_id", b"lease_id", "task", b"task", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

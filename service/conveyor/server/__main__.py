@@ -43,6 +43,13 @@ def build_parser(prog: str = "python -m conveyor.server") -> argparse.ArgumentPa
         help="server processes sharing the ports (SO_REUSEPORT): a count, or auto for "
         "one per core [default 1]",
     )
+    parser.add_argument(
+        "--compat-anonymous",
+        metavar="ROLE",
+        help="let keyless requests to the seed APIs (/api/...) from loopback addresses "
+        "act with this role (viewer, worker, operator, admin) in the default project; "
+        "off by default [CONVEYOR_COMPAT_ANONYMOUS]",
+    )
     # Set by the supervisor of --processes on the processes it starts.
     parser.add_argument("--process-slot", type=int, help=argparse.SUPPRESS)
     return parser
@@ -58,6 +65,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         database_url=args.database_url,
         log_level=args.log_level,
         process_slot=args.process_slot,
+        compat_anonymous=args.compat_anonymous,
     )
 
 

@@ -20,9 +20,11 @@ from pathlib import Path
 import grpc
 
 from conveyor.server.address import connectable_host, format_address, parse_address
+from conveyor.server.compat import Anonymous, compat_routes
 from conveyor.server.context import AppContext
 from conveyor.server.dashboard import Dashboard
 from conveyor.server.datadir import DataDirLock
+from conveyor.server.domain.anonymous_keys import ensure_anonymous_key
 from conveyor.server.embedded_install import embedded_postgres
 from conveyor.server.gateway.app import build_http_app
 from conveyor.server.gateway.dispatch import Gateway
@@ -188,12 +190,21 @@ class ConveyorServer:
             traceparent=tracing.traceparent if tracing is not None else None,
         )
         self._stack.push_async_callback(gateway.close)
+        anonymous = None
+        if settings.compat_anonymous is not None:
+            token = await ensure_anonymous_key(pool, server_key, settings.compat_anonymous)
+            anonymous = Anonymous(settings.compat_anonymous, token)
         # The dashboard calls gRPC the same way, with the signed-in session as bearer.
         dashboard = Dashboard(
             pool, server_key, settings.gateway_target or self.grpc_target, ctx.shutting_down
         )
         self._stack.push_async_callback(dashboard.close)
-        http_app = build_http_app(health=self._healthy, gateway=gateway, pages=dashboard.routes())
+        http_app = build_http_app(
+            health=self._healthy,
+            gateway=gateway,
+            # The seed APIs (issue 20) call v1 through the gateway's channel too.
+            pages=[*compat_routes(gateway, anonymous), *dashboard.routes()],
+        )
         if tracing is not None:
             tracing.instrument_http(http_app)
         http = HttpServer(

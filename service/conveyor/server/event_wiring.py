@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from conveyor.server.context import AppContext
 from conveyor.server.domain.events import Events
+from conveyor.server.domain.redaction import Redactions
 from conveyor.server.domain.webhooks_guard import WebhookGuard
 from conveyor.server.loops.retention import RetentionLoop
 from conveyor.server.loops.task_retention import TaskRetentionLoop
@@ -19,11 +20,15 @@ from conveyor.server.streams.listener import WEBHOOKS_CHANNEL, EventListener
 __all__ = ["wire_events"]
 
 
-def wire_events(ctx: AppContext, listener: EventListener) -> EventServicer:
+def wire_events(
+    ctx: AppContext, listener: EventListener, redactions: Redactions | None = None
+) -> EventServicer:
     """The EventService servicer; appends the replica's listener, the hub and loops to
     ctx.loops (the listener is shared with the lease notifier)."""
     hub = EventHub(ctx.pool, shutting_down=ctx.shutting_down)
-    webhooks = WebhookLoop(ctx.pool, WebhookGuard(ctx.settings.webhook_allow))
+    webhooks = WebhookLoop(
+        ctx.pool, WebhookGuard(ctx.settings.webhook_allow), redactions=redactions
+    )
     listener.subscribe(hub.notify)
     listener.subscribe(webhooks.wake, WEBHOOKS_CHANNEL)
     retention = RetentionLoop(ctx.pool, timedelta(seconds=ctx.settings.event_retention))

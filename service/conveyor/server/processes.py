@@ -117,6 +117,8 @@ class _Supervisor:
         env = dict(self.environ)
         # In the environment rather than argv, where `ps` would show a password.
         env["DATABASE_URL"] = database_url
+        if self.settings.compat_anonymous is not None:
+            env["CONVEYOR_COMPAT_ANONYMOUS"] = self.settings.compat_anonymous
         for slot in range(self.count):
             argv = [
                 sys.executable,

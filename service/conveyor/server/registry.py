@@ -20,6 +20,8 @@ from conveyor.server.domain.keys import Authenticator, ensure_bootstrap_key
 from conveyor.server.domain.leases import Leases
 from conveyor.server.domain.projects import Projects
 from conveyor.server.domain.queues import Queues
+from conveyor.server.domain.redaction import Redactions
+from conveyor.server.domain.request_limiter import RequestLimiter
 from conveyor.server.domain.schedule_firing import ScheduleFiring
 from conveyor.server.domain.schedule_states import ScheduleStates
 from conveyor.server.domain.schedule_tasks import ScheduledTasks
@@ -34,6 +36,7 @@ from conveyor.server.loops.command_timeouts import CommandTimeouts
 from conveyor.server.loops.promoter import Promoter
 from conveyor.server.loops.queue_metrics import QueueMetricsLoop
 from conveyor.server.loops.reaper import Reaper
+from conveyor.server.loops.replicas import ReplicaRegistry
 from conveyor.server.loops.scheduler import SchedulerLoop
 from conveyor.server.loops.statistics import StatisticsLoop
 from conveyor.server.rpc import unimplemented
@@ -42,6 +45,7 @@ from conveyor.server.rpc.export import ExportServicer
 from conveyor.server.rpc.interceptor import ConveyorInterceptor
 from conveyor.server.rpc.projects import ProjectServicer
 from conveyor.server.rpc.queues import QueueServicer
+from conveyor.server.rpc.redacting import ResponseRedaction
 from conveyor.server.rpc.rules import SERVICES, method_rules, request_types
 from conveyor.server.rpc.schedules import ScheduleServicer
 from conveyor.server.rpc.tasks import TaskServicer
@@ -66,11 +70,18 @@ class _LateAuthenticator(Authenticator):
         if self.bound is not None:
             self.bound.forget(key_id)
 
+    def forget_project(self, project: str) -> None:
+        if self.bound is not None:
+            self.bound.forget_project(project)
+
 
 class Services:
     def __init__(self) -> None:
         self._authenticator = _LateAuthenticator()
-        self.interceptor = ConveyorInterceptor(self._authenticator, method_rules(), request_types())
+        self.limiter = RequestLimiter()
+        self.interceptor = ConveyorInterceptor(
+            self._authenticator, method_rules(), request_types(), self.limiter
+        )
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         return [self.interceptor]
@@ -79,6 +90,11 @@ class Services:
         """Adds every contract service; returns their full names for health and reflection."""
         self._authenticator.bound = Authenticator(ctx.pool)
         self.interceptor.bind(ctx)
+        # Each replica enforces its share of every key's budget (request_limiter.py).
+        ctx.loops.append(ReplicaRegistry(ctx.pool, self.limiter.share_with))
+        # One cache of redaction rules per replica: settings updates forget their project.
+        redactions = Redactions(ctx.pool)
+        self.interceptor.redaction = ResponseRedaction(redactions)
         # Service full name -> servicers. Each method is served by the first servicer
         # whose class defines it; the rest answer UNIMPLEMENTED with an ErrorInfo.
         create_batcher = CreateBatcher(ctx.pool)
@@ -92,7 +108,9 @@ class Services:
         ctx.loops += [ApprovalTimeouts(ctx.pool), StatisticsLoop(ctx.pool)]
         ctx.loops.append(QueueMetricsLoop(ctx.pool))
         leases = Leases(ctx.pool, on_retry=promoter.poke)
-        task_servicer = TaskServicer(Tasks(ctx.pool, create_batcher, server_key=ctx.server_key))
+        task_servicer = TaskServicer(
+            Tasks(ctx.pool, create_batcher, server_key=ctx.server_key), ctx.tracing
+        )
         firing = ScheduleFiring(ctx.pool, ScheduledTasks(), server_key=ctx.server_key)
         ctx.loops.append(SchedulerLoop(ctx.pool, firing))
 
@@ -123,18 +141,22 @@ class Services:
             ],
             "conveyor.v1.TaskService": [
                 task_servicer,
-                ExportServicer(ctx.pool),
+                ExportServicer(ctx.pool, redactions),
             ],
-            "conveyor.v1.QueueService": [QueueServicer(Queues(ctx.pool, ctx.server_key))],
+            "conveyor.v1.QueueService": [
+                QueueServicer(Queues(ctx.pool, ctx.server_key, redactions))
+            ],
             "conveyor.v1.WorkerService": [
                 WorkerServicer(
                     leases, Workers(ctx.pool), notifier, ctx.shutting_down, worker_commands
                 )
             ],
             "conveyor.v1.ProjectService": [
-                ProjectServicer(Projects(ctx.pool, self._authenticator, ctx.server_key)),
+                ProjectServicer(
+                    Projects(ctx.pool, self._authenticator, ctx.server_key, redactions)
+                ),
             ],
-            "conveyor.v1.EventService": [wire_events(ctx, listener)],
+            "conveyor.v1.EventService": [wire_events(ctx, listener, redactions)],
         }
         for service in SERVICES:
             server.add_generic_rpc_handlers(

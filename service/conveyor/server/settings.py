@@ -16,6 +16,8 @@ from conveyor.server.address import parse_address
 __all__ = ["LOG_LEVELS", "Settings"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# The API key roles (domain/auth.py), for --compat-anonymous; settings is a leaf.
+_ROLES = ("viewer", "worker", "operator", "admin")
 
 # Environment variable -> Settings field. DATABASE_URL has no CONVEYOR_ prefix because
 # that is the name every PostgreSQL tool and hosting platform already sets.
@@ -30,6 +32,7 @@ _ENV_FIELDS = {
     "CONVEYOR_EVENT_RETENTION": "event_retention",
     "CONVEYOR_GATEWAY_TARGET": "gateway_target",
     "CONVEYOR_EMBEDDED": "embedded",
+    "CONVEYOR_COMPAT_ANONYMOUS": "compat_anonymous",
 }
 
 
@@ -72,6 +75,10 @@ class Settings:
     """Whether an unset database_url may start the embedded PostgreSQL. The production
     image sets CONVEYOR_EMBEDDED=0, so a missing DATABASE_URL stops it at start instead
     of silently keeping the data in a throwaway container."""
+    compat_anonymous: str | None = None
+    """A role (viewer, worker, operator, admin) that keyless requests to the seed APIs
+    (compat/) from loopback addresses act with, in the `default` project; None (the
+    default) refuses them like any keyless call."""
 
     def __post_init__(self) -> None:
         for name in ("grpc_address", "http_address"):
@@ -89,6 +96,15 @@ class Settings:
             raise ValueError(f"shutdown_grace {self.shutdown_grace!r} must be seconds >= 0")
         if not math.isfinite(self.event_retention) or self.event_retention <= 0:
             raise ValueError(f"event_retention {self.event_retention!r} must be seconds > 0")
+        if self.compat_anonymous == "":
+            object.__setattr__(self, "compat_anonymous", None)
+        if self.compat_anonymous is not None:
+            role = self.compat_anonymous.strip().lower()
+            if role not in _ROLES:
+                raise ValueError(
+                    f"compat_anonymous {self.compat_anonymous!r} must be one of {', '.join(_ROLES)}"
+                )
+            object.__setattr__(self, "compat_anonymous", role)
         if self.gateway_target == "":
             object.__setattr__(self, "gateway_target", None)
         if self.database_url == "":

@@ -5,7 +5,8 @@ path to a .py file) and runs a Worker with the handlers those modules registered
 `@conveyor.client.task("kind")`. SIGTERM or Ctrl-C stops it gracefully: no new tasks,
 running handlers get --grace seconds to finish and report. Each task's start and end
 are logged at info (kind, id, duration, outcome), a failing handler's exception with
-its traceback.
+its traceback. With OTEL_* set as for the server (conveyor.client._tracing) and the
+`tracing` extra installed, each handler runs in a span, exported as that says.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import click
 
+from conveyor.client import _tracing
 from conveyor.client._registry import registered
 from conveyor.client._worker import Worker
 from conveyor.client.cli._session import session
@@ -75,6 +77,16 @@ def worker(
         _import(module)
     if not registered.kinds():
         raise click.UsageError(f"{', '.join(imports)} registered no @task handlers")
+    try:
+        tracer_provider = _tracing.provider_from_env(os.environ, "conveyor-worker")
+    except _tracing.TracingUnavailable as missing:
+        logging.getLogger("conveyor.worker").warning("tracing off: %s", missing)
+        tracer_provider = None
+    if tracer_provider is not None:
+        from opentelemetry import trace
+
+        # Global: the handlers' own instrumented calls join the handler's span.
+        trace.set_tracer_provider(tracer_provider)
     current = session()
     client = current.client()
     running = Worker(
@@ -84,6 +96,7 @@ def worker(
         worker_id=worker_id,
         shutdown_grace=grace,
         project=current.resolve_project(),
+        tracer_provider=tracer_provider,
     )
     logging.getLogger("conveyor.worker").info(
         "worker %s on %s: queues %s, kinds %s",
@@ -92,7 +105,11 @@ def worker(
         ",".join(running.queues),
         ",".join(registered.kinds()),
     )
-    running.run()
+    try:
+        running.run()
+    finally:
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # flushes the spans still buffered
 
 
 COMMANDS = [worker]

@@ -87,12 +87,14 @@ class Exporter:
         view: enums_pb2.TaskView.ValueType = enums_pb2.TASK_VIEW_UNSPECIFIED,
         *,
         me: str = "",
+        to_message: ToMessage | None = None,
     ) -> AsyncIterator[tuple[str, bytes]]:
         """(content type, bytes) chunks; the first chunk always comes, maybe empty.
 
         TASK_VIEW_BASIC leaves out the input and result columns (and never reads them
         into a message); naming one in `fields` with it is INVALID_ARGUMENT. `me` is the
-        calling key's name, which `creators: ["me"]` stands for."""
+        calling key's name, which `creators: ["me"]` stands for; `to_message` renders a
+        row for this caller (the input redacted) instead of the exporter's own."""
         project = names.parse(parent, "parent").project
         v = Violations()
         query = task_list.parse_filter(v, task_filter, project, me=me)
@@ -118,7 +120,8 @@ class Exporter:
                 # A large export is a bulk action: it holds the project's slot while it
                 # streams (domain/bulk_actions.py).
                 await slot.enter_async_context(self._bulk.hold(project, "ExportTasks"))
-            async for chunk in self._stream(query, columns, file_format, basic):
+            render = to_message or self._to_message
+            async for chunk in self._stream(query, columns, file_format, basic, render):
                 yield content_type, chunk
 
     async def _is_bulk(self, query: task_store.TaskQuery) -> bool:
@@ -132,14 +135,14 @@ class Exporter:
         columns: list[Column],
         file_format: enums_pb2.ExportFormat.ValueType,
         basic: bool,
+        to_message: ToMessage,
     ) -> AsyncIterator[bytes]:
         query = replace(query, limit=self._batch, order="id")
+        cells = Cells(columns, to_message)
         if file_format == enums_pb2.EXPORT_FORMAT_XLSX:
-            cells = Cells(columns, self._to_message)
             async for data in self._xlsx(query, columns, cells, basic):
                 yield data
             return
-        cells = Cells(columns, self._to_message)
         writer = (
             CsvWriter(columns)
             if file_format == enums_pb2.EXPORT_FORMAT_CSV

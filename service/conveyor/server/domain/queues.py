@@ -25,6 +25,7 @@ from conveyor.server.domain import (
     update_mask,
 )
 from conveyor.server.domain.auth import Principal
+from conveyor.server.domain.redaction import Redactions, check_paths
 from conveyor.server.errors import InvalidArgument, NotFound, Violations
 from conveyor.server.store import queues as queue_store
 from conveyor.server.store.queues import QueueRow
@@ -45,6 +46,7 @@ UPDATABLE_FIELDS = (
     "default_retry_policy",
     "execution_timeout",
     "finished_task_ttl",
+    "redact_paths",
 )
 MAX_CONCURRENCY = 100_000
 MAX_REASON = 1000
@@ -74,9 +76,15 @@ def parse_queue_name(value: str, field_path: str) -> names.Name:
 
 
 class Queues:
-    def __init__(self, pool: AsyncConnectionPool[Any], server_key: bytes) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        server_key: bytes,
+        redactions: Redactions | None = None,
+    ) -> None:
         self._pool = pool
         self._server_key = server_key
+        self._redactions = redactions
 
     def purge_token(self, row: QueueRow) -> str:
         return purge_confirm_token(self._server_key, row.name, row.queued)
@@ -164,6 +172,7 @@ class Queues:
                 execution_timeout_ms=changes.get("execution_timeout_ms"),
                 set_finished_task_ttl="finished_task_ttl_ms" in changes,
                 finished_task_ttl_ms=changes.get("finished_task_ttl_ms"),
+                redact_paths=changes.get("redact_paths"),
             )
             if updated:
                 await self._record(
@@ -176,6 +185,8 @@ class Queues:
                 )
         if not updated:
             raise _no_project(parsed.project)
+        if "redact_paths" in changes and self._redactions is not None:
+            self._redactions.forget(parsed.project)
         return await self.get(name, "queue.name")
 
 
@@ -192,6 +203,7 @@ def settings_message(row: QueueRow | None) -> queue_pb2.Queue:
         ),
         execution_timeout=optional_duration(row.execution_timeout_ms),
         finished_task_ttl=optional_duration(row.finished_task_ttl_ms),
+        redact_paths=row.redact_paths,
     )
 
 
@@ -236,6 +248,8 @@ def _checked_changes(merged: queue_pb2.Queue, mask: update_mask.Mask) -> dict[st
         )
     if "finished_task_ttl" in mask:
         changes["finished_task_ttl_ms"] = finished_task_ttl_ms(v, merged, "queue")
+    if "redact_paths" in mask:
+        changes["redact_paths"] = check_paths(v, merged.redact_paths, "queue.redact_paths")
     v.raise_if_any()
     return changes
 

@@ -9,6 +9,7 @@ moved on meanwhile) the task is read again and the new state decides.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -104,9 +105,15 @@ class Tasks:
         self._bulk = BulkLimiter(pool)  # BatchDeleteTasks: one bulk action per project
 
     async def create(
-        self, parent: str, task: task_pb2.Task, request_id: str, *, creator: str = ""
+        self,
+        parent: str,
+        task: task_pb2.Task,
+        request_id: str,
+        *,
+        creator: str = "",
+        traceparent: str | None = None,
     ) -> Created:
-        """Creates one task; `creator` is the calling key's name (Task.creator)."""
+        """Creates one task; `creator` names the calling key, `traceparent` its trace."""
         project = names.parse(parent, "parent").project
         new = task_input.new_task(
             task,
@@ -116,6 +123,8 @@ class Tasks:
             request_hash=task_batches.request_hash(parent, task, request_id),
             creator=creator,
         )
+        if traceparent:
+            new = dataclasses.replace(new, traceparent=traceparent)
         if new.dedupe is not None or new.depends_on:
             async with self._pool.connection() as conn:
                 return await _create_one(conn, new, parent, "")
@@ -128,8 +137,10 @@ class Tasks:
         *,
         atomic: bool,
         creator: str = "",
+        traceparent: str | None = None,
     ) -> list[Created | ConveyorError]:
         """One result per request: the created (or first) task, or why it was refused.
+        Every task created gets the call's `traceparent`.
 
         With `atomic`, any refusal raises for the whole call and nothing is created.
         """
@@ -165,6 +176,8 @@ class Tasks:
             except ConveyorError as error:
                 results[i] = error
             else:
+                if traceparent:
+                    new = dataclasses.replace(new, traceparent=traceparent)
                 items.append(new)
                 positions.append(i)
         refused = [r for r in results if isinstance(r, ConveyorError)]

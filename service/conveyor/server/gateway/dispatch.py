@@ -131,14 +131,17 @@ class Gateway:
             return fail(400, "INVALID_ARGUMENT", str(error))
         except ClientDisconnect:
             return Response(status_code=499)
-        traceparent = (
-            self._traceparent() if self._traceparent else request.headers.get("traceparent")
+        metadata = call_metadata(
+            request.headers.get("authorization"), request_id, self.trace_context(request)
         )
-        metadata = call_metadata(request.headers.get("authorization"), request_id, traceparent)
         call = _Call(self, binding, message, raw_path, request_id)
         if streaming_call:
             return await call.stream(metadata, deadline, request.headers.get("accept", ""))
         return await call.unary(metadata, deadline)
+
+    def trace_context(self, request: Request) -> str | None:
+        """The traceparent a call forwarded for `request` carries (the seed APIs' too)."""
+        return self._traceparent() if self._traceparent else request.headers.get("traceparent")
 
     async def _body(self, request: Request, binding: Binding) -> bytes:
         if not binding.body:
@@ -205,6 +208,7 @@ class _Call:
             router=self.gateway.router,
             request=self.message,
             request_id=self.request_id,
+            binding=self.binding,
         )
 
     def _error(self, error: grpc.aio.AioRpcError) -> Response:

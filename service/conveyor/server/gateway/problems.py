@@ -19,7 +19,8 @@
 `type`, `title` and `code` come from the ErrorInfo reason (so a client switches on
 `code`), `status` from the gRPC code, `errors` from BadRequest, `preconditions` from
 PreconditionFailure, `retry_after_seconds` (and the Retry-After header) from RetryInfo.
-`errors` and `allowed_actions` are always present, possibly empty.
+`errors` and `allowed_actions` are always present, possibly empty; the actions come
+from actions.py (shared with the seed APIs in compat/), their hrefs from the v1 routes.
 """
 
 from __future__ import annotations
@@ -30,15 +31,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from conveyor.server.errors import FieldViolation
-from conveyor.server.gateway.routes import Router
+from conveyor.server.gateway import actions
+from conveyor.server.gateway.routes import Binding, Router
 
 __all__ = [
-    "ACTIONS",
     "HTTP_STATUS",
     "MEDIA_TYPE",
     "PROBLEM_TYPE_BASE",
@@ -46,6 +46,7 @@ __all__ = [
     "from_rpc_error",
     "from_status",
     "problem",
+    "status_of",
 ]
 
 PROBLEM_TYPE_BASE = "https://conveyor.dev/problems/"
@@ -89,74 +90,8 @@ class Problem:
         return int(self.body["status"])
 
 
-@dataclass(frozen=True)
-class Action:
-    """A next step suggested for an error reason: another method, with its href."""
-
-    rel: str
-    rpc: str
-    """The method's full name, e.g. `conveyor.v1.QueueService.ResumeQueue`."""
-    resource: str
-    """Which resource fills the method's path: `queue`, `task` or `project`."""
-    hint: str
-
-
-# ErrorInfo reason -> what the caller may do next.
-ACTIONS: dict[str, tuple[Action, ...]] = {
-    "QUEUE_PAUSED": (
-        Action(
-            "resume",
-            "conveyor.v1.QueueService.ResumeQueue",
-            "queue",
-            "The queue is paused; resume it (operator) to lease from it again.",
-        ),
-    ),
-    "PURGE_TOKEN_STALE": (
-        Action(
-            "refresh",
-            "conveyor.v1.QueueService.GetQueue",
-            "queue",
-            "The queue's depth changed since its purge_confirm_token was read; read the "
-            "queue again and purge with the new token.",
-        ),
-    ),
-    "LEASE_STALE": (
-        Action(
-            "lease",
-            "conveyor.v1.WorkerService.LeaseTasks",
-            "project",
-            "This lease expired and the task moved on; drop the work and lease again.",
-        ),
-    ),
-    "TASK_STATE_CONFLICT": (
-        Action(
-            "refresh",
-            "conveyor.v1.TaskService.GetTask",
-            "task",
-            "The task is not in a state that allows this; read it to see where it is.",
-        ),
-    ),
-}
-
-
 def _title(reason: str) -> str:
     return reason.replace("_", " ").capitalize()
-
-
-def _unpack(details: Sequence[any_pb2.Any]) -> dict[str, Message]:
-    found: dict[str, Message] = {}
-    for packed in details:
-        for cls in (
-            error_details_pb2.ErrorInfo,
-            error_details_pb2.BadRequest,
-            error_details_pb2.PreconditionFailure,
-            error_details_pb2.RetryInfo,
-        ):
-            if packed.TypeName() == cls.DESCRIPTOR.full_name:
-                message = cls()
-                packed.Unpack(message)
-                found.setdefault(cls.DESCRIPTOR.name, message)
-    return found
 
 
 def problem(
@@ -194,9 +129,11 @@ def from_status(
     router: Router | None = None,
     request: Message | None = None,
     request_id: str = "",
+    binding: Binding | None = None,
 ) -> Problem:
-    """The problem for a google.rpc.Status answered by the service."""
-    details = _unpack(status.details)
+    """The problem for a google.rpc.Status answered by the service; with a `router`,
+    its allowed_actions link v1 routes (`binding`: the route that was called)."""
+    details = actions.unpack(status.details)
     info = details.get("ErrorInfo")
     code_name = code_pb2.Code.Name(status.code) if status.code in HTTP_STATUS else "UNKNOWN"
     reason = (
@@ -236,7 +173,10 @@ def from_status(
         extra=extra,
     )
     if router is not None:
-        built.body["allowed_actions"] = allowed_actions(router, reason, metadata, request)
+        steps = actions.next_steps(status, details)
+        built.body["allowed_actions"] = allowed_actions(
+            router, steps, metadata, request, instance, binding
+        )
     return built
 
 
@@ -247,44 +187,66 @@ def from_rpc_error(
     router: Router | None = None,
     request: Message | None = None,
     request_id: str = "",
+    binding: Binding | None = None,
 ) -> Problem:
     """The problem for a failed call: the rich status from its trailer, else code + text."""
-    status: status_pb2.Status | None = None
+    status = status_of(error)
+    return from_status(
+        status, instance, router=router, request=request, request_id=request_id, binding=binding
+    )
+
+
+def status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """The rich google.rpc.Status of a failed call (from its trailer), else code + text."""
     for key, value in error.trailing_metadata() or ():
         if key == _DETAILS_KEY and isinstance(value, bytes):
             try:
-                status = status_pb2.Status.FromString(value)
+                return status_pb2.Status.FromString(value)
             except DecodeError:
-                status = None
-    if status is None:
-        status = status_pb2.Status(code=error.code().value[0], message=error.details() or "")
-    return from_status(status, instance, router=router, request=request, request_id=request_id)
+                break
+    return status_pb2.Status(code=error.code().value[0], message=error.details() or "")
 
 
 def allowed_actions(
-    router: Router, reason: str, metadata: Mapping[str, str], request: Message | None
+    router: Router,
+    steps: Sequence[actions.Step],
+    metadata: Mapping[str, str],
+    request: Message | None,
+    instance: str = "",
+    binding: Binding | None = None,
 ) -> list[dict[str, str]]:
-    """The ACTIONS for `reason` whose href can be filled from the error and the request."""
+    """The steps as v1 `allowed_actions` items: a step that names a method gets that
+    route's href (filled from the step, the error or the request; dropped when no href
+    can be filled); a step that repeats the call links `instance`; others carry only
+    rel and hint."""
     out: list[dict[str, str]] = []
-    for action in ACTIONS.get(reason, ()):
-        binding = router.by_rpc(action.rpc)
-        if binding is None or len(binding.template.variables) != 1:
-            continue
-        name = _RESOURCES[action.resource](metadata, _request_strings(request))
-        if name is None:
-            continue
-        href = binding.template.expand({binding.template.variables[0].field_path: name})
-        if href is None:
-            continue
-        out.append(
-            {
-                "rel": action.rel,
-                "method": binding.http_method,
+    strings = _request_strings(request)
+    for step in steps:
+        item = {"rel": step.rel}
+        if step.repeat:
+            if binding is not None:
+                item |= {"method": binding.http_method, "operation_id": binding.operation_id}
+            if instance:
+                item["href"] = instance
+        elif step.rpc:
+            target = router.by_rpc(step.rpc)
+            if target is None or len(target.template.variables) != 1:
+                continue
+            name = step.name or (
+                _RESOURCES[step.resource](metadata, strings) if step.resource else None
+            )
+            if name is None:
+                continue
+            href = target.template.expand({target.template.variables[0].field_path: name})
+            if href is None:
+                continue
+            item |= {
+                "method": target.http_method,
                 "href": href,
-                "operation_id": binding.operation_id,
-                "hint": action.hint,
+                "operation_id": target.operation_id,
             }
-        )
+        item["hint"] = step.hint
+        out.append(item)
     return out
 
 

@@ -30,6 +30,7 @@ from prometheus_client import Counter, Histogram
 
 from conveyor.client._json import message_to_json
 from conveyor.server.domain.metrics import WEBHOOK_DELIVERIES
+from conveyor.server.domain.redaction import Redactions, Rule
 from conveyor.server.domain.webhooks import (
     SIGNATURE_HEADER,
     WEBHOOK_ID_HEADER,
@@ -40,6 +41,7 @@ from conveyor.server.domain.webhooks import (
 from conveyor.server.domain.webhooks_guard import Refused, WebhookGuard
 from conveyor.server.logging import get_logger
 from conveyor.server.loops.periodic import PeriodicLoop
+from conveyor.server.render import enrai
 from conveyor.server.render.tasks import task_message
 from conveyor.server.store import webhooks as webhook_store
 from conveyor.server.store.db import Pool
@@ -73,9 +75,16 @@ def rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def webhook_body(row: DeliveryRow) -> str:
-    """The JSON body of a delivery, built from the task as the transition left it."""
+def webhook_body(row: DeliveryRow, rule: Rule | None = None) -> str:
+    """The JSON body of a delivery, built from the task as the transition left it; its
+    input redacted by the project's rule unless the project chose webhook_full_input."""
     task = task_message(task_from_snapshot(json.loads(row.task_json)))
+    if rule is not None and not rule.webhook_full_input:
+        rule.redact_task(task)
+    if enrai.is_enrai(task):
+        # Created through the Enrai seed API: its receivers expect Enrai's payload.
+        payload = enrai.callback_payload(row.event_type, row.event_time, task)
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     payload = {
         "event": row.event_type,
         "timestamp": rfc3339(row.event_time),
@@ -93,6 +102,7 @@ class WebhookLoop(PeriodicLoop):
         guard: WebhookGuard,
         *,
         policy: WebhookPolicy | None = None,
+        redactions: Redactions | None = None,
         interval: float = 1.0,
         concurrency: int = 16,
         rand: Callable[[], float] = random.random,
@@ -102,6 +112,7 @@ class WebhookLoop(PeriodicLoop):
         self._pool = pool
         self.guard = guard
         self.policy = policy or WebhookPolicy()
+        self._redactions = redactions
         self._concurrency = concurrency
         self._rand = rand
         self._clock = clock
@@ -156,7 +167,10 @@ class WebhookLoop(PeriodicLoop):
         outcome = "delivered"
         final = False
         try:
-            body = row.body or webhook_body(row)
+            rule = None
+            if not row.body and self._redactions is not None:
+                rule = await self._redactions.rule(row.project)
+            body = row.body or webhook_body(row, rule)
         except Exception as exc:
             # A snapshot this build cannot render; retrying will not help.
             _log.exception("webhook body failed", webhook=str(row.id))

@@ -88,8 +88,11 @@ def _set_value(field: struct_pb2.Value, data: Any) -> None:
     """A JSON value (not None) into a Value, as `value` renders it."""
     field.SetInParent()
     if isinstance(data, dict):
+        # SetInParent: an empty object or array must still read back as one, not unset.
+        field.struct_value.SetInParent()
         field.struct_value.update(data)
     elif isinstance(data, list):
+        field.list_value.SetInParent()
         field.list_value.extend(data)
     elif isinstance(data, bool):
         field.bool_value = data

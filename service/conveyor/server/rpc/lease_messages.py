@@ -75,6 +75,8 @@ def fill_lease(lease: task_pb2.Lease, row: TaskRow) -> None:
     lease.lease_id = str(row.lease_id)
     if row.lease_expire_time is not None:
         set_timestamp(lease.lease_expire_time, row.lease_expire_time)
+    if row.traceparent:
+        lease.traceparent = row.traceparent
 
 
 def extension_message(

@@ -16,7 +16,9 @@ from conveyor.server.errors import ConveyorError
 from conveyor.server.render.tasks import basic_row, created_message, task_message
 from conveyor.server.rpc import principal
 from conveyor.server.rpc.status import to_status_proto
+from conveyor.server.rpc.trace_context import creator_traceparent
 from conveyor.server.store.task_rows import TaskRow
+from conveyor.server.tracing import Tracing
 from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
 
 __all__ = ["TaskServicer"]
@@ -34,14 +36,19 @@ def _answer(created: Created, source: task_pb2.Task) -> task_pb2.Task:
 class TaskServicer:
     """Serves the TaskService methods it defines; the others answer UNIMPLEMENTED."""
 
-    def __init__(self, tasks: Tasks) -> None:
+    def __init__(self, tasks: Tasks, tracing: Tracing | None = None) -> None:
         self._tasks = tasks
+        self._tracing = tracing
 
     async def CreateTask(
         self, request: task_service_pb2.CreateTaskRequest, context: Context
     ) -> task_pb2.Task:
         created = await self._tasks.create(
-            request.parent, request.task, request.request_id, creator=principal.current().key_name
+            request.parent,
+            request.task,
+            request.request_id,
+            creator=principal.current().key_name,
+            traceparent=creator_traceparent(context, self._tracing),
         )
         return _answer(created, request.task)
 
@@ -53,6 +60,7 @@ class TaskServicer:
             request.requests,
             atomic=request.atomic,
             creator=principal.current().key_name,
+            traceparent=creator_traceparent(context, self._tracing),
         )
         response = task_service_pb2.BatchCreateTasksResponse()
         for item, result in zip(request.requests, results, strict=True):

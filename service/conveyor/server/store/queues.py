@@ -35,6 +35,7 @@ class QueueRow:
     default_retry_policy: dict[str, Any]
     execution_timeout_ms: int | None
     finished_task_ttl_ms: int | None  # None: the server default; 0: kept forever
+    redact_paths: list[str]  # JSON Pointers or bare keys (domain/redaction.py)
     create_time: datetime
     update_time: datetime
     queued: int
@@ -101,6 +102,7 @@ async def update(
     execution_timeout_ms: int | None = None,
     set_finished_task_ttl: bool = False,
     finished_task_ttl_ms: int | None = None,
+    redact_paths: list[str] | None = None,
 ) -> bool:
     """Sets the settings that are not None (creating the queue if needed); False when the
     project does not exist. An execution_timeout_ms of 0 clears it (no limit). The
@@ -122,6 +124,8 @@ async def update(
                 "execution_timeout_ms": execution_timeout_ms or None,
                 "set_finished_task_ttl": set_finished_task_ttl,
                 "finished_task_ttl_ms": finished_task_ttl_ms,
+                "set_redact_paths": redact_paths is not None,
+                "redact_paths": redact_paths or [],
             },
         )
         is not None

@@ -1392,3 +1392,34 @@ CREATE TRIGGER tasks_dependencies_ended AFTER UPDATE OR DELETE ON tasks
 FOR EACH STATEMENT
 WHEN (current_setting('conveyor.dependencies', true) = 'pending')
 EXECUTE FUNCTION conveyor_dependencies_ended();
+
+-- 0024: request limits per API key (RateLimits; domain/request_limits.py).
+-- A key's own limits by method class, and its project's default for the classes a key
+-- leaves unset: the JSON form of conveyor.v1.RateLimits, e.g.
+-- {"read": {"requests_per_second": 50, "burst": 100}}. '{}' sets none (unlimited).
+ALTER TABLE api_keys ADD COLUMN rate_limits jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE projects ADD COLUMN rate_limits jsonb NOT NULL DEFAULT '{}';
+
+-- The live server processes (replicas), so each enforces its share of a deployment-wide
+-- budget. Each beats every few seconds (loops/replicas.py) and deletes its row when it
+-- stops; a row that stopped beating (a crashed replica) is pruned by the others.
+-- UNLOGGED: liveness, rebuilt within one beat after a crash.
+CREATE UNLOGGED TABLE replicas (
+    id text PRIMARY KEY,
+    start_time timestamptz NOT NULL DEFAULT now(),
+    heartbeat_time timestamptz NOT NULL DEFAULT now()
+);
+
+-- 0025: redaction of task input (#21 point 3, domain/redaction.py). redact_paths lists
+-- JSON Pointers or bare keys whose values keys below operator read as "<redacted>"; a
+-- queue's add to its project's. webhook_full_input: whether webhook payloads carry
+-- the stored input (false: redacted as for a viewer).
+ALTER TABLE projects ADD COLUMN redact_paths text[] NOT NULL DEFAULT '{}';
+ALTER TABLE projects ADD COLUMN webhook_full_input boolean NOT NULL DEFAULT false;
+ALTER TABLE queues ADD COLUMN redact_paths text[] NOT NULL DEFAULT '{}';
+
+-- 0026: the trace context of the request that created a task (a W3C traceparent, from
+-- the caller's metadata or the server's own span), handed to the worker with each
+-- lease so its handler's span continues the producer's trace. NULL: none was given.
+-- Read only with the task: no index.
+ALTER TABLE tasks ADD COLUMN traceparent text;

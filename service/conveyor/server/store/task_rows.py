@@ -65,6 +65,7 @@ class TaskRow:
     dependency_failure_policy: str | None = None
     deps_remaining: int = 0
     has_dependents: bool = False
+    traceparent: str | None = None  # the creator's W3C trace context (0026)
 
     @property
     def name(self) -> str:

@@ -3,7 +3,7 @@
 -- the last hour.
 SELECT
     q.project, q.id, q.paused, q.pause_reason, q.max_concurrency, q.rate_limit,
-    q.default_retry_policy, q.execution_timeout_ms, q.finished_task_ttl_ms,
+    q.default_retry_policy, q.execution_timeout_ms, q.finished_task_ttl_ms, q.redact_paths,
     q.create_time, q.update_time,
     s.queued, s.scheduled, s.running, s.awaiting_approval, s.oldest_queued_age,
     s.succeeded_last_hour, s.failed_last_hour

@@ -3,11 +3,12 @@
 WITH updated AS (
     INSERT INTO queues AS q (
         project, id, max_concurrency, rate_limit, default_retry_policy, execution_timeout_ms,
-        finished_task_ttl_ms
+        finished_task_ttl_ms, redact_paths
     )
     VALUES (
         %(project)s, %(id)s, %(max_concurrency)s, %(rate_limit)s, %(default_retry_policy)s::jsonb,
-        %(execution_timeout_ms)s::bigint, %(finished_task_ttl_ms)s::bigint
+        %(execution_timeout_ms)s::bigint, %(finished_task_ttl_ms)s::bigint,
+        %(redact_paths)s::text[]
     )
     ON CONFLICT (project, id) DO UPDATE
     SET max_concurrency = CASE
@@ -25,6 +26,9 @@ WITH updated AS (
         finished_task_ttl_ms = CASE
             WHEN %(set_finished_task_ttl)s THEN %(finished_task_ttl_ms)s::bigint
             ELSE q.finished_task_ttl_ms
+        END,
+        redact_paths = CASE
+            WHEN %(set_redact_paths)s THEN excluded.redact_paths ELSE q.redact_paths
         END,
         update_time = now()
     RETURNING q.project, q.id

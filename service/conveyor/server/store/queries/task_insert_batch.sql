@@ -22,7 +22,8 @@ WITH item AS (
         r ->> 21 AS schedule, r ->> 22 AS request_id, (r ->> 23)::timestamptz AS create_time,
         (r ->> 24)::boolean AS upsert_queue, r -> 25 AS labels,
         nullif(r -> 26, 'null'::jsonb) AS input, r ->> 27 AS request_hash,
-        r ->> 28 AS creator, (r ->> 29)::bigint AS execution_timeout_ms
+        r ->> 28 AS creator, (r ->> 29)::bigint AS execution_timeout_ms,
+        r ->> 30 AS traceparent
     FROM jsonb_array_elements(%(items)s::jsonb) WITH ORDINALITY AS e (r, ord)
 ),
 checked AS (
@@ -65,7 +66,7 @@ inserted AS (
         schedule_time, lease_duration_ms, concurrency_key, concurrency_limit,
         requires_approval, approval_timeout_ms, approval_timeout_action, correlation_id,
         parent_task, root_task, callback_url, resume_token, schedule, request_id,
-        request_hash, create_time, update_time, creator, execution_timeout_ms
+        request_hash, create_time, update_time, creator, execution_timeout_ms, traceparent
     )
     SELECT
         project, id, queue, kind, input, priority, state, labels,
@@ -77,7 +78,7 @@ inserted AS (
         requires_approval, approval_timeout_ms, approval_timeout_action, correlation_id,
         parent_task, root_task, callback_url, resume_token, schedule, request_id,
         request_hash, create_time, now(), creator,
-        coalesce(execution_timeout_ms, queue_execution_timeout_ms)
+        coalesce(execution_timeout_ms, queue_execution_timeout_ms), traceparent
     FROM insertable
     ORDER BY ord
     ON CONFLICT (project, request_id) WHERE request_id IS NOT NULL DO NOTHING
