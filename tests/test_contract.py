@@ -13,11 +13,14 @@ from conveyor.server.app import ConveyorServer
 from conveyor.server.rpc.rules import SERVICES
 from conveyor.v1 import event_pb2, project_pb2
 
-# DESIGN.md section 4, RPC by RPC (plus the webhook-secret pair of section 6).
+# DESIGN.md section 4, RPC by RPC (plus the webhook-secret pair of section 6, and
+# UpdateApiKey, which sets ApiKey.rate_limits of section 11).
 DESIGN_RPCS = {
     "TaskService": "CreateTask BatchCreateTasks GetTask ListTasks GetTaskTree CancelTask "
     "ApproveTask "
-    "RejectTask BatchDeleteTasks ExportTasks",
+    "RejectTask BatchDeleteTasks ExportTasks "
+    # Section 11 (issue #19 point 2): task logs.
+    "AppendTaskLogs ListTaskLogs WatchTaskLogs",
     "QueueService": "ListQueues GetQueue UpdateQueue PauseQueue ResumeQueue",
     "WorkerService": "Connect LeaseTasks ExtendLease CompleteTask FailTask ReportTasks ListWorkers "
     "GetWorker",
@@ -27,7 +30,7 @@ DESIGN_RPCS = {
     "CancelConsumer SetRateLimit GetCommand ListCommands VerifyAuditLog",
     "EventService": "WatchEvents ListEvents PublishEvent",
     "ProjectService": "CreateProject GetProject ListProjects UpdateProject CreateApiKey "
-    "ListApiKeys "
+    "ListApiKeys UpdateApiKey "
     "DeleteApiKey GetWebhookSecret RotateWebhookSecret",
 }
 

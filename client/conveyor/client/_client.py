@@ -373,13 +373,21 @@ class Client(EventMethods):
                 return
 
     def create_api_key(
-        self, parent: str, role: enums_pb2.Role.ValueType, *, display_name: str = ""
+        self,
+        parent: str,
+        role: enums_pb2.Role.ValueType,
+        *,
+        display_name: str = "",
+        rate_limits: project_pb2.RateLimits | None = None,
     ) -> project_pb2.ApiKey:
-        """Mints a key; its `secret` is in this answer only."""
+        """Mints a key; its `secret` is in this answer only. `rate_limits` overrides the
+        project's request limits for this key."""
         return self.projects.CreateApiKey(
             project_pb2.CreateApiKeyRequest(
                 parent=req.parent(parent),
-                api_key=project_pb2.ApiKey(role=role, display_name=display_name),
+                api_key=project_pb2.ApiKey(
+                    role=role, display_name=display_name, rate_limits=rate_limits
+                ),
             )
         )
 

@@ -33,7 +33,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63onveyor/v1/project.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/auth.proto\x1a\x17\x63onveyor/v1/enums.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x03\n\x07Project\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61llback_url\x18\x03 \x01(\t\x12\x30\n\x06labels\x18\x04 \x03(\x0b\x32 .conveyor.v1.Project.LabelsEntry\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12:\n\x11\x66inished_task_ttl\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12\x1a\n\x0credact_paths\x18\x08 \x03(\tB\x04\xe2\x41\x01\x01\x12 \n\x12webhook_full_input\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:@\xea\x41=\n\x14\x63onveyor.dev/Project\x12\x12projects/{project}*\x08projects2\x07project\"\xb2\x02\n\x06\x41piKey\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12&\n\x04role\x18\x02 \x01(\x0e\x32\x11.conveyor.v1.RoleB\x05\xe2\x41\x02\x02\x05\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x14\n\x06secret\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x0elast_used_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:O\xea\x41L\n\x13\x63onveyor.dev/ApiKey\x12$projects/{project}/apiKeys/{api_key}*\x07\x61piKeys2\x06\x61piKey\"\xfa\x01\n\rWebhookSecret\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x14\n\x06secret\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fprevious_secret\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12>\n\x14previous_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:`\xea\x41]\n\x1a\x63onveyor.dev/WebhookSecret\x12 projects/{project}/webhookSecret*\x0ewebhookSecrets2\rwebhookSecret\"k\n\x14\x43reateProjectRequest\x12\x18\n\nproject_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12%\n\x07project\x18\x02 \x01(\x0b\x32\x14.conveyor.v1.Project\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"@\n\x11GetProjectRequest\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63onveyor.dev/Project\"<\n\x13ListProjectsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListProjectsResponse\x12&\n\x08projects\x18\x01 \x03(\x0b\x32\x14.conveyor.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x14UpdateProjectRequest\x12+\n\x07project\x18\x01 \x01(\x0b\x32\x14.conveyor.v1.ProjectB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x83\x01\n\x13\x43reateApiKeyRequest\x12,\n\x06parent\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\x12\x13\x63onveyor.dev/ApiKey\x12*\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x13.conveyor.v1.ApiKeyB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"i\n\x12ListApiKeysRequest\x12,\n\x06parent\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\x12\x13\x63onveyor.dev/ApiKey\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x13ListApiKeysResponse\x12%\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x13\x44\x65leteApiKeyRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x63onveyor.dev/ApiKey\"L\n\x17GetWebhookSecretRequest\x12\x31\n\x04name\x18\x01 \x01(\tB#\xe2\x41\x01\x02\xfa\x41\x1c\n\x1a\x63onveyor.dev/WebhookSecret\"\x80\x01\n\x1aRotateWebhookSecretRequest\x12\x31\n\x04name\x18\x01 \x01(\tB#\xe2\x41\x01\x02\xfa\x41\x1c\n\x1a\x63onveyor.dev/WebhookSecret\x12/\n\x0cgrace_period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration2\xb1\t\n\x0eProjectService\x12o\n\rCreateProject\x12!.conveyor.v1.CreateProjectRequest\x1a\x14.conveyor.v1.Project\"%\xaa\xbb\x18\x04\x08\x04\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/projects:\x07project\x12m\n\nGetProject\x12\x1e.conveyor.v1.GetProjectRequest\x1a\x14.conveyor.v1.Project\")\xaa\xbb\x18\x08\x08\x01\x12\x04name\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/{name=projects/*}\x12o\n\x0cListProjects\x12 .conveyor.v1.ListProjectsRequest\x1a!.conveyor.v1.ListProjectsResponse\"\x1a\xaa\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/projects\x12\x8c\x01\n\rUpdateProject\x12!.conveyor.v1.UpdateProjectRequest\x1a\x14.conveyor.v1.Project\"B\xaa\xbb\x18\x10\x08\x04\x12\x0cproject.name\x82\xd3\xe4\x93\x02(2\x1d/v1/{project.name=projects/*}:\x07project\x12\x85\x01\n\x0c\x43reateApiKey\x12 .conveyor.v1.CreateApiKeyRequest\x1a\x13.conveyor.v1.ApiKey\">\xaa\xbb\x18\n\x08\x04\x12\x06parent\x82\xd3\xe4\x93\x02*\"\x1f/v1/{parent=projects/*}/apiKeys:\x07\x61pi_key\x12\x87\x01\n\x0bListApiKeys\x12\x1f.conveyor.v1.ListApiKeysRequest\x1a .conveyor.v1.ListApiKeysResponse\"5\xaa\xbb\x18\n\x08\x04\x12\x06parent\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{parent=projects/*}/apiKeys\x12}\n\x0c\x44\x65leteApiKey\x12 .conveyor.v1.DeleteApiKeyRequest\x1a\x16.google.protobuf.Empty\"3\xaa\xbb\x18\x08\x08\x04\x12\x04name\x82\xd3\xe4\x93\x02!*\x1f/v1/{name=projects/*/apiKeys/*}\x12\x8d\x01\n\x10GetWebhookSecret\x12$.conveyor.v1.GetWebhookSecretRequest\x1a\x1a.conveyor.v1.WebhookSecret\"7\xaa\xbb\x18\x08\x08\x04\x12\x04name\x82\xd3\xe4\x93\x02%\x12#/v1/{name=projects/*/webhookSecret}\x12\x9d\x01\n\x13RotateWebhookSecret\x12\'.conveyor.v1.RotateWebhookSecretRequest\x1a\x1a.conveyor.v1.WebhookSecret\"A\xaa\xbb\x18\x08\x08\x04\x12\x04name\x82\xd3\xe4\x93\x02/\"*/v1/{name=projects/*/webhookSecret}:rotate:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63onveyor/v1/project.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/auth.proto\x1a\x17\x63onveyor/v1/enums.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x04\n\x07Project\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61llback_url\x18\x03 \x01(\t\x12\x30\n\x06labels\x18\x04 \x03(\x0b\x32 .conveyor.v1.Project.LabelsEntry\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12:\n\x11\x66inished_task_ttl\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12\x1a\n\x0credact_paths\x18\x08 \x03(\tB\x04\xe2\x41\x01\x01\x12 \n\x12webhook_full_input\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x32\n\x0brate_limits\x18\n \x01(\x0b\x32\x17.conveyor.v1.RateLimitsB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:@\xea\x41=\n\x14\x63onveyor.dev/Project\x12\x12projects/{project}*\x08projects2\x07project\"\xe6\x02\n\x06\x41piKey\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12&\n\x04role\x18\x02 \x01(\x0e\x32\x11.conveyor.v1.RoleB\x05\xe2\x41\x02\x02\x05\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x14\n\x06secret\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x0elast_used_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x0brate_limits\x18\x07 \x01(\x0b\x32\x17.conveyor.v1.RateLimitsB\x04\xe2\x41\x01\x01:O\xea\x41L\n\x13\x63onveyor.dev/ApiKey\x12$projects/{project}/apiKeys/{api_key}*\x07\x61piKeys2\x06\x61piKey\"\xde\x01\n\nRateLimits\x12\'\n\x04read\x18\x01 \x01(\x0b\x32\x19.conveyor.v1.RequestLimit\x12(\n\x05write\x18\x02 \x01(\x0b\x32\x19.conveyor.v1.RequestLimit\x12\'\n\x04\x62ulk\x18\x03 \x01(\x0b\x32\x19.conveyor.v1.RequestLimit\x12)\n\x06stream\x18\x04 \x01(\x0b\x32\x19.conveyor.v1.RequestLimit\x12)\n\x06worker\x18\x05 \x01(\x0b\x32\x19.conveyor.v1.RequestLimit\":\n\x0cRequestLimit\x12\x1b\n\x13requests_per_second\x18\x01 \x01(\x01\x12\r\n\x05\x62urst\x18\x02 \x01(\x05\"\xfa\x01\n\rWebhookSecret\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x14\n\x06secret\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fprevious_secret\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12>\n\x14previous_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:`\xea\x41]\n\x1a\x63onveyor.dev/WebhookSecret\x12 projects/{project}/webhookSecret*\x0ewebhookSecrets2\rwebhookSecret\"k\n\x14\x43reateProjectRequest\x12\x18\n\nproject_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12%\n\x07project\x18\x02 \x01(\x0b\x32\x14.conveyor.v1.Project\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"@\n\x11GetProjectRequest\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63onveyor.dev/Project\"<\n\x13ListProjectsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListProjectsResponse\x12&\n\x08projects\x18\x01 \x03(\x0b\x32\x14.conveyor.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x14UpdateProjectRequest\x12+\n\x07project\x18\x01 \x01(\x0b\x32\x14.conveyor.v1.ProjectB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x83\x01\n\x13\x43reateApiKeyRequest\x12,\n\x06parent\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\x12\x13\x63onveyor.dev/ApiKey\x12*\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x13.conveyor.v1.ApiKeyB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"i\n\x12ListApiKeysRequest\x12,\n\x06parent\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\x12\x13\x63onveyor.dev/ApiKey\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x13ListApiKeysResponse\x12%\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"r\n\x13UpdateApiKeyRequest\x12*\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.ApiKeyB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"A\n\x13\x44\x65leteApiKeyRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x63onveyor.dev/ApiKey\"L\n\x17GetWebhookSecretRequest\x12\x31\n\x04name\x18\x01 \x01(\tB#\xe2\x41\x01\x02\xfa\x41\x1c\n\x1a\x63onveyor.dev/WebhookSecret\"\x80\x01\n\x1aRotateWebhookSecretRequest\x12\x31\n\x04name\x18\x01 \x01(\tB#\xe2\x41\x01\x02\xfa\x41\x1c\n\x1a\x63onveyor.dev/WebhookSecret\x12/\n\x0cgrace_period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration2\xc7\n\n\x0eProjectService\x12o\n\rCreateProject\x12!.conveyor.v1.CreateProjectRequest\x1a\x14.conveyor.v1.Project\"%\xaa\xbb\x18\x04\x08\x04\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/projects:\x07project\x12m\n\nGetProject\x12\x1e.conveyor.v1.GetProjectRequest\x1a\x14.conveyor.v1.Project\")\xaa\xbb\x18\x08\x08\x01\x12\x04name\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/{name=projects/*}\x12o\n\x0cListProjects\x12 .conveyor.v1.ListProjectsRequest\x1a!.conveyor.v1.ListProjectsResponse\"\x1a\xaa\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/projects\x12\x8c\x01\n\rUpdateProject\x12!.conveyor.v1.UpdateProjectRequest\x1a\x14.conveyor.v1.Project\"B\xaa\xbb\x18\x10\x08\x04\x12\x0cproject.name\x82\xd3\xe4\x93\x02(2\x1d/v1/{project.name=projects/*}:\x07project\x12\x85\x01\n\x0c\x43reateApiKey\x12 .conveyor.v1.CreateApiKeyRequest\x1a\x13.conveyor.v1.ApiKey\">\xaa\xbb\x18\n\x08\x04\x12\x06parent\x82\xd3\xe4\x93\x02*\"\x1f/v1/{parent=projects/*}/apiKeys:\x07\x61pi_key\x12\x87\x01\n\x0bListApiKeys\x12\x1f.conveyor.v1.ListApiKeysRequest\x1a .conveyor.v1.ListApiKeysResponse\"5\xaa\xbb\x18\n\x08\x04\x12\x06parent\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{parent=projects/*}/apiKeys\x12\x93\x01\n\x0cUpdateApiKey\x12 .conveyor.v1.UpdateApiKeyRequest\x1a\x13.conveyor.v1.ApiKey\"L\xaa\xbb\x18\x10\x08\x04\x12\x0c\x61pi_key.name\x82\xd3\xe4\x93\x02\x32\x32\'/v1/{api_key.name=projects/*/apiKeys/*}:\x07\x61pi_key\x12}\n\x0c\x44\x65leteApiKey\x12 .conveyor.v1.DeleteApiKeyRequest\x1a\x16.google.protobuf.Empty\"3\xaa\xbb\x18\x08\x08\x04\x12\x04name\x82\xd3\xe4\x93\x02!*\x1f/v1/{name=projects/*/apiKeys/*}\x12\x8d\x01\n\x10GetWebhookSecret\x12$.conveyor.v1.GetWebhookSecretRequest\x1a\x1a.conveyor.v1.WebhookSecret\"7\xaa\xbb\x18\x08\x08\x04\x12\x04name\x82\xd3\xe4\x93\x02%\x12#/v1/{name=projects/*/webhookSecret}\x12\x9d\x01\n\x13RotateWebhookSecret\x12\'.conveyor.v1.RotateWebhookSecretRequest\x1a\x1a.conveyor.v1.WebhookSecret\"A\xaa\xbb\x18\x08\x08\x04\x12\x04name\x82\xd3\xe4\x93\x02/\"*/v1/{name=projects/*/webhookSecret}:rotate:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,6 +54,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROJECT'].fields_by_name['redact_paths']._serialized_options = b'\342A\001\001'
   _globals['_PROJECT'].fields_by_name['webhook_full_input']._loaded_options = None
   _globals['_PROJECT'].fields_by_name['webhook_full_input']._serialized_options = b'\342A\001\001'
+  _globals['_PROJECT'].fields_by_name['rate_limits']._loaded_options = None
+  _globals['_PROJECT'].fields_by_name['rate_limits']._serialized_options = b'\342A\001\001'
   _globals['_PROJECT']._loaded_options = None
   _globals['_PROJECT']._serialized_options = b'\352A=\n\024conveyor.dev/Project\022\022projects/{project}*\010projects2\007project'
   _globals['_APIKEY'].fields_by_name['name']._loaded_options = None
@@ -66,6 +68,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APIKEY'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_APIKEY'].fields_by_name['last_used_time']._loaded_options = None
   _globals['_APIKEY'].fields_by_name['last_used_time']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['rate_limits']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['rate_limits']._serialized_options = b'\342A\001\001'
   _globals['_APIKEY']._loaded_options = None
   _globals['_APIKEY']._serialized_options = b'\352AL\n\023conveyor.dev/ApiKey\022$projects/{project}/apiKeys/{api_key}*\007apiKeys2\006apiKey'
   _globals['_WEBHOOKSECRET'].fields_by_name['name']._loaded_options = None
@@ -90,6 +94,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['api_key']._serialized_options = b'\342A\001\002'
   _globals['_LISTAPIKEYSREQUEST'].fields_by_name['parent']._loaded_options = None
   _globals['_LISTAPIKEYSREQUEST'].fields_by_name['parent']._serialized_options = b'\342A\001\002\372A\025\022\023conveyor.dev/ApiKey'
+  _globals['_UPDATEAPIKEYREQUEST'].fields_by_name['api_key']._loaded_options = None
+  _globals['_UPDATEAPIKEYREQUEST'].fields_by_name['api_key']._serialized_options = b'\342A\001\002'
   _globals['_DELETEAPIKEYREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_DELETEAPIKEYREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\025\n\023conveyor.dev/ApiKey'
   _globals['_GETWEBHOOKSECRETREQUEST'].fields_by_name['name']._loaded_options = None
@@ -108,6 +114,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROJECTSERVICE'].methods_by_name['CreateApiKey']._serialized_options = b'\252\273\030\n\010\004\022\006parent\202\323\344\223\002*\"\037/v1/{parent=projects/*}/apiKeys:\007api_key'
   _globals['_PROJECTSERVICE'].methods_by_name['ListApiKeys']._loaded_options = None
   _globals['_PROJECTSERVICE'].methods_by_name['ListApiKeys']._serialized_options = b'\252\273\030\n\010\004\022\006parent\202\323\344\223\002!\022\037/v1/{parent=projects/*}/apiKeys'
+  _globals['_PROJECTSERVICE'].methods_by_name['UpdateApiKey']._loaded_options = None
+  _globals['_PROJECTSERVICE'].methods_by_name['UpdateApiKey']._serialized_options = b'\252\273\030\020\010\004\022\014api_key.name\202\323\344\223\00222\'/v1/{api_key.name=projects/*/apiKeys/*}:\007api_key'
   _globals['_PROJECTSERVICE'].methods_by_name['DeleteApiKey']._loaded_options = None
   _globals['_PROJECTSERVICE'].methods_by_name['DeleteApiKey']._serialized_options = b'\252\273\030\010\010\004\022\004name\202\323\344\223\002!*\037/v1/{name=projects/*/apiKeys/*}'
   _globals['_PROJECTSERVICE'].methods_by_name['GetWebhookSecret']._loaded_options = None
@@ -115,35 +123,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROJECTSERVICE'].methods_by_name['RotateWebhookSecret']._loaded_options = None
   _globals['_PROJECTSERVICE'].methods_by_name['RotateWebhookSecret']._serialized_options = b'\252\273\030\010\010\004\022\004name\202\323\344\223\002/\"*/v1/{name=projects/*/webhookSecret}:rotate:\001*'
   _globals['_PROJECT']._serialized_start=310
-  _globals['_PROJECT']._serialized_end=778
-  _globals['_PROJECT_LABELSENTRY']._serialized_start=667
-  _globals['_PROJECT_LABELSENTRY']._serialized_end=712
-  _globals['_APIKEY']._serialized_start=781
-  _globals['_APIKEY']._serialized_end=1087
-  _globals['_WEBHOOKSECRET']._serialized_start=1090
-  _globals['_WEBHOOKSECRET']._serialized_end=1340
-  _globals['_CREATEPROJECTREQUEST']._serialized_start=1342
-  _globals['_CREATEPROJECTREQUEST']._serialized_end=1449
-  _globals['_GETPROJECTREQUEST']._serialized_start=1451
-  _globals['_GETPROJECTREQUEST']._serialized_end=1515
-  _globals['_LISTPROJECTSREQUEST']._serialized_start=1517
-  _globals['_LISTPROJECTSREQUEST']._serialized_end=1577
-  _globals['_LISTPROJECTSRESPONSE']._serialized_start=1579
-  _globals['_LISTPROJECTSRESPONSE']._serialized_end=1666
-  _globals['_UPDATEPROJECTREQUEST']._serialized_start=1668
-  _globals['_UPDATEPROJECTREQUEST']._serialized_end=1784
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1787
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1918
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1920
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2025
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2027
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2112
-  _globals['_DELETEAPIKEYREQUEST']._serialized_start=2114
-  _globals['_DELETEAPIKEYREQUEST']._serialized_end=2179
-  _globals['_GETWEBHOOKSECRETREQUEST']._serialized_start=2181
-  _globals['_GETWEBHOOKSECRETREQUEST']._serialized_end=2257
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=2260
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=2388
-  _globals['_PROJECTSERVICE']._serialized_start=2391
-  _globals['_PROJECTSERVICE']._serialized_end=3592
+  _globals['_PROJECT']._serialized_end=830
+  _globals['_PROJECT_LABELSENTRY']._serialized_start=719
+  _globals['_PROJECT_LABELSENTRY']._serialized_end=764
+  _globals['_APIKEY']._serialized_start=833
+  _globals['_APIKEY']._serialized_end=1191
+  _globals['_RATELIMITS']._serialized_start=1194
+  _globals['_RATELIMITS']._serialized_end=1416
+  _globals['_REQUESTLIMIT']._serialized_start=1418
+  _globals['_REQUESTLIMIT']._serialized_end=1476
+  _globals['_WEBHOOKSECRET']._serialized_start=1479
+  _globals['_WEBHOOKSECRET']._serialized_end=1729
+  _globals['_CREATEPROJECTREQUEST']._serialized_start=1731
+  _globals['_CREATEPROJECTREQUEST']._serialized_end=1838
+  _globals['_GETPROJECTREQUEST']._serialized_start=1840
+  _globals['_GETPROJECTREQUEST']._serialized_end=1904
+  _globals['_LISTPROJECTSREQUEST']._serialized_start=1906
+  _globals['_LISTPROJECTSREQUEST']._serialized_end=1966
+  _globals['_LISTPROJECTSRESPONSE']._serialized_start=1968
+  _globals['_LISTPROJECTSRESPONSE']._serialized_end=2055
+  _globals['_UPDATEPROJECTREQUEST']._serialized_start=2057
+  _globals['_UPDATEPROJECTREQUEST']._serialized_end=2173
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=2176
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2307
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2309
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2414
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2416
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2501
+  _globals['_UPDATEAPIKEYREQUEST']._serialized_start=2503
+  _globals['_UPDATEAPIKEYREQUEST']._serialized_end=2617
+  _globals['_DELETEAPIKEYREQUEST']._serialized_start=2619
+  _globals['_DELETEAPIKEYREQUEST']._serialized_end=2684
+  _globals['_GETWEBHOOKSECRETREQUEST']._serialized_start=2686
+  _globals['_GETWEBHOOKSECRETREQUEST']._serialized_end=2762
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=2765
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=2893
+  _globals['_PROJECTSERVICE']._serialized_start=2896
+  _globals['_PROJECTSERVICE']._serialized_end=4247
 # @@protoc_insertion_point(module_scope)

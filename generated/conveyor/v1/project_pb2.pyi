@@ -57,6 +57,7 @@ class Project(_message.Message):
     FINISHED_TASK_TTL_FIELD_NUMBER: _builtins.int
     REDACT_PATHS_FIELD_NUMBER: _builtins.int
     WEBHOOK_FULL_INPUT_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `projects/{project}`."""
     display_name: _builtins.str
@@ -105,6 +106,13 @@ class Project(_message.Message):
         otherwise.
         """
 
+    @_builtins.property
+    def rate_limits(self) -> Global___RateLimits:
+        """The request limits of the project's keys, by method class, for the classes a
+        key's own rate_limits leave unset (system keys follow their own only). Unset
+        classes are unlimited. Set it with UpdateProject (CreateProject ignores it).
+        """
+
     def __init__(
         self,
         *,
@@ -117,10 +125,11 @@ class Project(_message.Message):
         finished_task_ttl: _duration_pb2.Duration | None = ...,
         redact_paths: _abc.Iterable[_builtins.str] | None = ...,
         webhook_full_input: _builtins.bool = ...,
+        rate_limits: Global___RateLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finished_task_ttl", b"finished_task_ttl", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finished_task_ttl", b"finished_task_ttl", "rate_limits", b"rate_limits", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_url", b"callback_url", "create_time", b"create_time", "display_name", b"display_name", "finished_task_ttl", b"finished_task_ttl", "labels", b"labels", "name", b"name", "redact_paths", b"redact_paths", "update_time", b"update_time", "webhook_full_input", b"webhook_full_input"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_url", b"callback_url", "create_time", b"create_time", "display_name", b"display_name", "finished_task_ttl", b"finished_task_ttl", "labels", b"labels", "name", b"name", "rate_limits", b"rate_limits", "redact_paths", b"redact_paths", "update_time", b"update_time", "webhook_full_input", b"webhook_full_input"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -138,6 +147,7 @@ class ApiKey(_message.Message):
     SECRET_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     LAST_USED_TIME_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `projects/{project}/apiKeys/{api_key}`."""
     role: _enums_pb2.Role.ValueType
@@ -156,6 +166,12 @@ class ApiKey(_message.Message):
     def last_used_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When it was last used (approximate)."""
 
+    @_builtins.property
+    def rate_limits(self) -> Global___RateLimits:
+        """This key's request limits, by method class; a class left unset follows the
+        project's rate_limits. Set with CreateApiKey or UpdateApiKey.
+        """
+
     def __init__(
         self,
         *,
@@ -165,14 +181,105 @@ class ApiKey(_message.Message):
         secret: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         last_used_time: _timestamp_pb2.Timestamp | None = ...,
+        rate_limits: Global___RateLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_used_time", b"last_used_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_used_time", b"last_used_time", "rate_limits", b"rate_limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "last_used_time", b"last_used_time", "name", b"name", "role", b"role", "secret", b"secret"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "last_used_time", b"last_used_time", "name", b"name", "rate_limits", b"rate_limits", "role", b"role", "secret", b"secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApiKey: _TypeAlias = ApiKey  # noqa: Y015
+
+@_typing.final
+class RateLimits(_message.Message):
+    """RateLimits are request limits by method class, each a token bucket per API
+    key. The budget holds for the whole deployment: each replica enforces its share
+    (the rate and burst divided by the live replicas). A call over the limit is
+    refused with RESOURCE_EXHAUSTED (ErrorInfo reason RATE_LIMITED, RetryInfo saying
+    when to retry; REST: 429 with Retry-After) before the server acts on it. A
+    class left unset falls back to the next level (key, then project, then
+    unlimited).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    READ_FIELD_NUMBER: _builtins.int
+    WRITE_FIELD_NUMBER: _builtins.int
+    BULK_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
+    WORKER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def read(self) -> Global___RequestLimit:
+        """Reads: Get, List, Preview, VerifyAuditLog, ..."""
+
+    @_builtins.property
+    def write(self) -> Global___RequestLimit:
+        """Writes: creates, updates, cancels, single commands, ..."""
+
+    @_builtins.property
+    def bulk(self) -> Global___RequestLimit:
+        """Bulk actions: BatchCreateTasks, BatchDeleteTasks, BatchRetryTasks, PurgeQueue,
+        ExportTasks.
+        """
+
+    @_builtins.property
+    def stream(self) -> Global___RequestLimit:
+        """Opening a watch stream (WatchEvents, ...); each opening counts once."""
+
+    @_builtins.property
+    def worker(self) -> Global___RequestLimit:
+        """Workers: Connect (each opening), LeaseTasks, ExtendLease, CompleteTask,
+        FailTask, ReportTasks. Its own class, so a flood of reads never starves
+        workers.
+        """
+
+    def __init__(
+        self,
+        *,
+        read: Global___RequestLimit | None = ...,
+        write: Global___RequestLimit | None = ...,
+        bulk: Global___RequestLimit | None = ...,
+        stream: Global___RequestLimit | None = ...,
+        worker: Global___RequestLimit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bulk", b"bulk", "read", b"read", "stream", b"stream", "worker", b"worker", "write", b"write"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bulk", b"bulk", "read", b"read", "stream", b"stream", "worker", b"worker", "write", b"write"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateLimits: _TypeAlias = RateLimits  # noqa: Y015
+
+@_typing.final
+class RequestLimit(_message.Message):
+    """RequestLimit is one token bucket: it refills at requests_per_second and holds up
+    to burst calls.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    requests_per_second: _builtins.float
+    """Calls per second, for the whole deployment. Zero: unlimited. At most 1000000."""
+    burst: _builtins.int
+    """Calls allowed at once after a quiet spell. Zero: one second's worth (at least
+    1). Needs requests_per_second; at most 1000000.
+    """
+    def __init__(
+        self,
+        *,
+        requests_per_second: _builtins.float = ...,
+        burst: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "requests_per_second", b"requests_per_second"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestLimit: _TypeAlias = RequestLimit  # noqa: Y015
 
 @_typing.final
 class WebhookSecret(_message.Message):
@@ -336,7 +443,8 @@ class UpdateProjectRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change: display_name, callback_url, labels,
-        finished_task_ttl, redact_paths, webhook_full_input, or `*` for all. Empty
+        finished_task_ttl, redact_paths, webhook_full_input, rate_limits (or a class
+        inside it, e.g. `rate_limits.worker`), or `*` for all. Empty
         means the fields present in the request (AIP-134): the populated
         fields over gRPC, the JSON body's keys over REST.
         """
@@ -374,7 +482,7 @@ class CreateApiKeyRequest(_message.Message):
     """
     @_builtins.property
     def api_key(self) -> Global___ApiKey:
-        """Required. The key's role and display_name."""
+        """Required. The key's role, display_name and rate_limits."""
 
     def __init__(
         self,
@@ -448,6 +556,39 @@ class ListApiKeysResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListApiKeysResponse: _TypeAlias = ListApiKeysResponse  # noqa: Y015
+
+@_typing.final
+class UpdateApiKeyRequest(_message.Message):
+    """UpdateApiKeyRequest is the input of UpdateApiKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_KEY_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def api_key(self) -> Global___ApiKey:
+        """Required. The key with its name and the new values."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change: display_name, rate_limits (or a class inside it, e.g.
+        `rate_limits.read`), or `*` for both. Empty means the fields present in the
+        request (AIP-134).
+        """
+
+    def __init__(
+        self,
+        *,
+        api_key: Global___ApiKey | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateApiKeyRequest: _TypeAlias = UpdateApiKeyRequest  # noqa: Y015
 
 @_typing.final
 class DeleteApiKeyRequest(_message.Message):

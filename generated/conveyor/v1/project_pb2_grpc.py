@@ -66,6 +66,11 @@ class ProjectServiceStub:
                 request_serializer=conveyor_dot_v1_dot_project__pb2.ListApiKeysRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_project__pb2.ListApiKeysResponse.FromString,
                 _registered_method=True)
+        self.UpdateApiKey = channel.unary_unary(
+                '/conveyor.v1.ProjectService/UpdateApiKey',
+                request_serializer=conveyor_dot_v1_dot_project__pb2.UpdateApiKeyRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_project__pb2.ApiKey.FromString,
+                _registered_method=True)
         self.DeleteApiKey = channel.unary_unary(
                 '/conveyor.v1.ProjectService/DeleteApiKey',
                 request_serializer=conveyor_dot_v1_dot_project__pb2.DeleteApiKeyRequest.SerializeToString,
@@ -116,8 +121,9 @@ class ProjectServiceServicer:
 
     def UpdateProject(self, request, context):
         """UpdateProject changes the fields named by update_mask (display_name,
-        callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input);
-        returns INVALID_ARGUMENT for a bad callback_url or redact_paths entry.
+        callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input,
+        rate_limits); returns INVALID_ARGUMENT for a bad callback_url, redact_paths
+        entry or rate limit.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """
@@ -139,6 +145,17 @@ class ProjectServiceServicer:
     def ListApiKeys(self, request, context):
         """ListApiKeys returns one page of the project's keys, without secrets.
         Also returns INVALID_ARGUMENT for a malformed name or field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateApiKey(self, request, context):
+        """UpdateApiKey changes the fields named by update_mask (display_name,
+        rate_limits) of a key; returns NOT_FOUND when it does not exist and
+        INVALID_ARGUMENT for a bad rate limit or a mask naming another field. A
+        change of rate_limits applies at once on the replica that made it and within
+        seconds (the key cache's lifetime) on the others.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -204,6 +221,11 @@ def add_ProjectServiceServicer_to_server(servicer, server):
                     servicer.ListApiKeys,
                     request_deserializer=conveyor_dot_v1_dot_project__pb2.ListApiKeysRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_project__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'UpdateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateApiKey,
+                    request_deserializer=conveyor_dot_v1_dot_project__pb2.UpdateApiKeyRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_project__pb2.ApiKey.SerializeToString,
             ),
             'DeleteApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteApiKey,
@@ -384,6 +406,33 @@ class ProjectService:
             '/conveyor.v1.ProjectService/ListApiKeys',
             conveyor_dot_v1_dot_project__pb2.ListApiKeysRequest.SerializeToString,
             conveyor_dot_v1_dot_project__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ProjectService/UpdateApiKey',
+            conveyor_dot_v1_dot_project__pb2.UpdateApiKeyRequest.SerializeToString,
+            conveyor_dot_v1_dot_project__pb2.ApiKey.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,8 +51,9 @@ class ProjectServiceStub:
     """
     UpdateProject: _grpc.UnaryUnaryMultiCallable[_project_pb2.UpdateProjectRequest, _project_pb2.Project]
     """UpdateProject changes the fields named by update_mask (display_name,
-    callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input);
-    returns INVALID_ARGUMENT for a bad callback_url or redact_paths entry.
+    callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input,
+    rate_limits); returns INVALID_ARGUMENT for a bad callback_url, redact_paths
+    entry or rate limit.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -66,6 +67,13 @@ class ProjectServiceStub:
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_project_pb2.ListApiKeysRequest, _project_pb2.ListApiKeysResponse]
     """ListApiKeys returns one page of the project's keys, without secrets.
     Also returns INVALID_ARGUMENT for a malformed name or field.
+    """
+    UpdateApiKey: _grpc.UnaryUnaryMultiCallable[_project_pb2.UpdateApiKeyRequest, _project_pb2.ApiKey]
+    """UpdateApiKey changes the fields named by update_mask (display_name,
+    rate_limits) of a key; returns NOT_FOUND when it does not exist and
+    INVALID_ARGUMENT for a bad rate limit or a mask naming another field. A
+    change of rate_limits applies at once on the replica that made it and within
+    seconds (the key cache's lifetime) on the others.
     """
     DeleteApiKey: _grpc.UnaryUnaryMultiCallable[_project_pb2.DeleteApiKeyRequest, _empty_pb2.Empty]
     """DeleteApiKey revokes a key at once; returns NOT_FOUND when it does not
@@ -106,8 +114,9 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     """
     UpdateProject: _aio.UnaryUnaryMultiCallable[_project_pb2.UpdateProjectRequest, _project_pb2.Project]  # type: ignore[assignment]
     """UpdateProject changes the fields named by update_mask (display_name,
-    callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input);
-    returns INVALID_ARGUMENT for a bad callback_url or redact_paths entry.
+    callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input,
+    rate_limits); returns INVALID_ARGUMENT for a bad callback_url, redact_paths
+    entry or rate limit.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -121,6 +130,13 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_project_pb2.ListApiKeysRequest, _project_pb2.ListApiKeysResponse]  # type: ignore[assignment]
     """ListApiKeys returns one page of the project's keys, without secrets.
     Also returns INVALID_ARGUMENT for a malformed name or field.
+    """
+    UpdateApiKey: _aio.UnaryUnaryMultiCallable[_project_pb2.UpdateApiKeyRequest, _project_pb2.ApiKey]  # type: ignore[assignment]
+    """UpdateApiKey changes the fields named by update_mask (display_name,
+    rate_limits) of a key; returns NOT_FOUND when it does not exist and
+    INVALID_ARGUMENT for a bad rate limit or a mask naming another field. A
+    change of rate_limits applies at once on the replica that made it and within
+    seconds (the key cache's lifetime) on the others.
     """
     DeleteApiKey: _aio.UnaryUnaryMultiCallable[_project_pb2.DeleteApiKeyRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """DeleteApiKey revokes a key at once; returns NOT_FOUND when it does not
@@ -182,8 +198,9 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_project_pb2.Project, _abc.Awaitable[_project_pb2.Project]]:
         """UpdateProject changes the fields named by update_mask (display_name,
-        callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input);
-        returns INVALID_ARGUMENT for a bad callback_url or redact_paths entry.
+        callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input,
+        rate_limits); returns INVALID_ARGUMENT for a bad callback_url, redact_paths
+        entry or rate limit.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """
@@ -209,6 +226,19 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_project_pb2.ListApiKeysResponse, _abc.Awaitable[_project_pb2.ListApiKeysResponse]]:
         """ListApiKeys returns one page of the project's keys, without secrets.
         Also returns INVALID_ARGUMENT for a malformed name or field.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateApiKey(
+        self,
+        request: _project_pb2.UpdateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_project_pb2.ApiKey, _abc.Awaitable[_project_pb2.ApiKey]]:
+        """UpdateApiKey changes the fields named by update_mask (display_name,
+        rate_limits) of a key; returns NOT_FOUND when it does not exist and
+        INVALID_ARGUMENT for a bad rate limit or a mask naming another field. A
+        change of rate_limits applies at once on the replica that made it and within
+        seconds (the key cache's lifetime) on the others.
         """
 
     @_abc_1.abstractmethod

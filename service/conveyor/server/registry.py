@@ -21,11 +21,13 @@ from conveyor.server.domain.leases import Leases
 from conveyor.server.domain.projects import Projects
 from conveyor.server.domain.queues import Queues
 from conveyor.server.domain.redaction import Redactions
+from conveyor.server.domain.request_limiter import RequestLimiter
 from conveyor.server.domain.schedule_firing import ScheduleFiring
 from conveyor.server.domain.schedule_states import ScheduleStates
 from conveyor.server.domain.schedule_tasks import ScheduledTasks
 from conveyor.server.domain.schedules import Schedules
 from conveyor.server.domain.task_commands import TaskCommands
+from conveyor.server.domain.task_logs import TaskLogs
 from conveyor.server.domain.tasks import Tasks
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import Workers
@@ -35,6 +37,7 @@ from conveyor.server.loops.command_timeouts import CommandTimeouts
 from conveyor.server.loops.promoter import Promoter
 from conveyor.server.loops.queue_metrics import QueueMetricsLoop
 from conveyor.server.loops.reaper import Reaper
+from conveyor.server.loops.replicas import ReplicaRegistry
 from conveyor.server.loops.scheduler import SchedulerLoop
 from conveyor.server.loops.statistics import StatisticsLoop
 from conveyor.server.rpc import unimplemented
@@ -46,6 +49,7 @@ from conveyor.server.rpc.queues import QueueServicer
 from conveyor.server.rpc.redacting import ResponseRedaction
 from conveyor.server.rpc.rules import SERVICES, method_rules, request_types
 from conveyor.server.rpc.schedules import ScheduleServicer
+from conveyor.server.rpc.task_logs import TaskLogServicer
 from conveyor.server.rpc.tasks import TaskServicer
 from conveyor.server.rpc.workers import WorkerServicer
 from conveyor.server.store.task_batcher import CreateBatcher
@@ -68,11 +72,18 @@ class _LateAuthenticator(Authenticator):
         if self.bound is not None:
             self.bound.forget(key_id)
 
+    def forget_project(self, project: str) -> None:
+        if self.bound is not None:
+            self.bound.forget_project(project)
+
 
 class Services:
     def __init__(self) -> None:
         self._authenticator = _LateAuthenticator()
-        self.interceptor = ConveyorInterceptor(self._authenticator, method_rules(), request_types())
+        self.limiter = RequestLimiter()
+        self.interceptor = ConveyorInterceptor(
+            self._authenticator, method_rules(), request_types(), self.limiter
+        )
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         return [self.interceptor]
@@ -81,6 +92,8 @@ class Services:
         """Adds every contract service; returns their full names for health and reflection."""
         self._authenticator.bound = Authenticator(ctx.pool)
         self.interceptor.bind(ctx)
+        # Each replica enforces its share of every key's budget (request_limiter.py).
+        ctx.loops.append(ReplicaRegistry(ctx.pool, self.limiter.share_with))
         # One cache of redaction rules per replica: settings updates forget their project.
         redactions = Redactions(ctx.pool)
         self.interceptor.redaction = ResponseRedaction(redactions)
@@ -97,6 +110,7 @@ class Services:
         ctx.loops += [ApprovalTimeouts(ctx.pool), StatisticsLoop(ctx.pool)]
         ctx.loops.append(QueueMetricsLoop(ctx.pool))
         leases = Leases(ctx.pool, on_retry=promoter.poke)
+        task_logs = TaskLogs(ctx.pool, stopping=ctx.shutting_down)
         task_servicer = TaskServicer(
             Tasks(ctx.pool, create_batcher, server_key=ctx.server_key), ctx.tracing
         )
@@ -131,13 +145,19 @@ class Services:
             "conveyor.v1.TaskService": [
                 task_servicer,
                 ExportServicer(ctx.pool, redactions),
+                TaskLogServicer(task_logs),
             ],
             "conveyor.v1.QueueService": [
                 QueueServicer(Queues(ctx.pool, ctx.server_key, redactions))
             ],
             "conveyor.v1.WorkerService": [
                 WorkerServicer(
-                    leases, Workers(ctx.pool), notifier, ctx.shutting_down, worker_commands
+                    leases,
+                    Workers(ctx.pool),
+                    notifier,
+                    ctx.shutting_down,
+                    worker_commands,
+                    logs=task_logs,
                 )
             ],
             "conveyor.v1.ProjectService": [

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from conveyor.server.domain.names import project_of
+from conveyor.server.domain.request_limits import NO_LIMITS, Limits
 from conveyor.server.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from conveyor.v1 import auth_pb2, enums_pb2
 
@@ -53,12 +54,13 @@ _GRANTS: dict[int, frozenset[int]] = {
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's name, project and role."""
+    """Who is calling: the key's name, project and role, and its request limits."""
 
     key_name: str
     project: str
     role: int
     system: bool = False
+    limits: Limits = NO_LIMITS
 
     def may(self, role: int) -> bool:
         return self.system or role in _GRANTS.get(self.role, frozenset())

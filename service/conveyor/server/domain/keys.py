@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import audit
+from conveyor.server.domain import audit, request_limits
 from conveyor.server.domain.auth import (
     KEY_PREFIX,
     ROLE_BY_NAME,
@@ -80,6 +80,9 @@ class Authenticator:
             project=grant.project,
             role=ROLE_BY_NAME[grant.role],
             system=grant.system,
+            limits=request_limits.resolve(
+                grant.rate_limits, grant.project_rate_limits, system=grant.system
+            ),
         )
         if len(self._verified) >= _MAX_VERIFIED:
             self._verified.clear()
@@ -87,6 +90,17 @@ class Authenticator:
         # key's id, so forgetting a key also forgets the sessions it opened.
         self._verified[token] = (self._cache[cache_key][0], grant.id, principal)
         return principal
+
+    def forget_project(self, project: str) -> None:
+        """Forgets every key of `project`, so its changed defaults apply at once here."""
+        for cache_key in [
+            k
+            for k, (_, grant) in self._cache.items()
+            if grant is not None and grant.project == project
+        ]:
+            del self._cache[cache_key]
+        for token in [t for t, v in self._verified.items() if v[2].project == project]:
+            del self._verified[token]
 
     def forget(self, key_id: str) -> None:
         for cache_key in [

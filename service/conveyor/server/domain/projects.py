@@ -8,10 +8,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from google.protobuf.message import Message
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.server.domain import audit, names, paging, request_ids, update_mask, validate
+from conveyor.server.domain import (
+    audit,
+    names,
+    paging,
+    request_ids,
+    request_limits,
+    update_mask,
+    validate,
+)
 from conveyor.server.domain.auth import ROLE_NAMES, MintedKey, Principal, mint_key
 from conveyor.server.domain.keys import Authenticator
 from conveyor.server.domain.queues import finished_task_ttl_ms
@@ -29,7 +38,9 @@ UPDATABLE_PROJECT_FIELDS = (
     "finished_task_ttl",
     "redact_paths",
     "webhook_full_input",
+    "rate_limits",
 )
+UPDATABLE_KEY_FIELDS = ("display_name", "rate_limits")
 DEFAULT_GRACE = timedelta(hours=24)
 MAX_GRACE = timedelta(days=7)
 
@@ -172,6 +183,12 @@ class Projects:
         )
         v.raise_if_any()
         async with self._pool.connection() as conn, conn.transaction():
+            limits = None
+            if "rate_limits" in mask:
+                stored = await projects.lock(conn, parsed.project)
+                if stored is None:
+                    raise NotFound(f"{name} does not exist", metadata={"resource": name})
+                limits = _checked_limits(stored, project, mask, "project")
             row = await projects.update(
                 conn,
                 parsed.project,
@@ -184,6 +201,7 @@ class Projects:
                 webhook_full_input=(
                     project.webhook_full_input if "webhook_full_input" in mask else None
                 ),
+                rate_limits=limits,
             )
             if row is None:
                 raise NotFound(f"{name} does not exist", metadata={"resource": name})
@@ -194,6 +212,8 @@ class Projects:
                 name,
                 {"update_mask": list(mask.paths)},
             )
+        if limits is not None:
+            self._authenticator.forget_project(parsed.project)
         if self._redactions is not None:
             self._redactions.forget(parsed.project)
         return row
@@ -206,6 +226,7 @@ class Projects:
         principal: Principal | None = None,
         request_id: str = "",
         request_hash: str = "",
+        rate_limits: project_pb2.RateLimits | None = None,
     ) -> tuple[KeyRow, MintedKey | None]:
         """The new key and its secret; a retry by request_id gets the first key and no
         secret (only its hash is stored)."""
@@ -216,6 +237,8 @@ class Projects:
                 "api_key.role", "must be one of ROLE_VIEWER, ROLE_WORKER, ROLE_OPERATOR, ROLE_ADMIN"
             )
         validate.text(v, display_name, "api_key.display_name", validate.MAX_DISPLAY_NAME)
+        limits = rate_limits or project_pb2.RateLimits()
+        request_limits.check(v, limits, "api_key.rate_limits")
         request_ids.check(v, request_id)
         v.raise_if_any()
         minted = mint_key()
@@ -239,6 +262,7 @@ class Projects:
                 role=ROLE_NAMES[role],
                 display_name=display_name,
                 secret_hash=minted.secret_hash,
+                rate_limits=request_limits.to_json(limits),
             )
             # The secret never enters the audit log; the key's name and role do.
             await self._audit(
@@ -267,6 +291,49 @@ class Projects:
             )
         next_token = paging.encode_token({"id": rows[limit - 1].id}) if len(rows) > limit else ""
         return rows[:limit], next_token
+
+    async def update_key(
+        self, principal: Principal, key: project_pb2.ApiKey, mask_paths: Sequence[str]
+    ) -> KeyRow:
+        """Changes the key's fields in the mask (AIP-134); the new limits apply at once
+        on this replica, within the key cache's lifetime on the others."""
+        name = key.name
+        parsed = names.parse(name, "api_key.name", "apiKeys")
+        mask = update_mask.resolve(mask_paths, key, UPDATABLE_KEY_FIELDS, "api_key")
+        v = Violations()
+        if "display_name" in mask:
+            validate.text(v, key.display_name, "api_key.display_name", validate.MAX_DISPLAY_NAME)
+        v.raise_if_any()
+        missing = NotFound(f"{name} does not exist", metadata={"resource": name})
+        async with self._pool.connection() as conn, conn.transaction():
+            limits = None
+            if "rate_limits" in mask:
+                if await projects.lock(conn, parsed.project) is None:
+                    raise missing
+                current = await api_keys.get(conn, project=parsed.project, id=parsed.id)
+                if current is None:
+                    raise missing
+                limits = _checked_limits(current.rate_limits, key, mask, "api_key")
+            row = await api_keys.update(
+                conn,
+                project=parsed.project,
+                id=parsed.id,
+                allow_system=principal.system,
+                display_name=key.display_name if "display_name" in mask else None,
+                rate_limits=limits,
+            )
+            if row is None:
+                # A system key is reported missing to project admins, as on delete.
+                raise missing
+            await self._audit(
+                conn,
+                principal,
+                enums_pb2.COMMAND_VERB_UPDATE_API_KEY,
+                name,
+                {"update_mask": list(mask.paths), "rate_limits": row.rate_limits},
+            )
+        self._authenticator.forget(parsed.id)
+        return row
 
     async def delete_key(self, principal: Principal, name: str) -> None:
         parsed = names.parse(name, "name", "apiKeys")
@@ -311,3 +378,15 @@ class Projects:
                 {"grace_seconds": grace.total_seconds()},
             )
         return row
+
+
+def _checked_limits(
+    stored: dict[str, Any], resource: Message, mask: update_mask.Mask, prefix: str
+) -> dict[str, Any]:
+    """The stored rate_limits with the update's applied, as stored; raises
+    InvalidArgument (and the caller's transaction changes nothing) when out of range."""
+    limits = request_limits.merged(stored, resource, mask)
+    v = Violations()
+    request_limits.check(v, limits, f"{prefix}.rate_limits")
+    v.raise_if_any()
+    return request_limits.to_json(limits)

@@ -12,6 +12,9 @@ error mapping must see what the handler raised. Unary and streaming methods go
 through the same path. Methods outside the contract (health, reflection) pass
 through untouched.
 
+Request limits: once authenticated, before decoding, a call takes a token from its key's
+bucket for the method's class (domain/request_limiter.py); a stream counts once.
+
 Requests are decoded here, not by gRPC (see decoding.py): every wrapped method is
 registered without a request deserializer, so a request that cannot be decoded is an
 INVALID_ARGUMENT with an ErrorInfo instead of gRPC's bare UNKNOWN. The key is checked
@@ -43,8 +46,10 @@ from conveyor.server import logging as server_logging
 from conveyor.server.context import AppContext
 from conveyor.server.domain.auth import authorize
 from conveyor.server.domain.keys import Authenticator
+from conveyor.server.domain.request_limiter import RequestLimiter
 from conveyor.server.rpc import principal as principal_ctx
 from conveyor.server.rpc.decoding import decode
+from conveyor.server.rpc.method_classes import class_index
 from conveyor.server.rpc.redacting import ResponseRedaction
 from conveyor.server.rpc.status import to_grpc_status
 from conveyor.server.store import outage, unstorable
@@ -109,11 +114,14 @@ class ConveyorInterceptor(grpc.aio.ServerInterceptor):
         authenticator: Authenticator,
         rules: dict[str, auth_pb2.MethodAuth],
         request_types: dict[str, type[Message]],
+        limiter: RequestLimiter | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._rules = rules
         self._request_types = request_types
         self._ctx: AppContext | None = None
+        self.limiter = limiter or RequestLimiter()
+        self._classes = {method: class_index(method) for method in rules}
         self.redaction: ResponseRedaction | None = None
         """Redacts task input in what callers below operator receive (rpc/redacting.py)."""
 
@@ -134,12 +142,16 @@ class ConveyorInterceptor(grpc.aio.ServerInterceptor):
             return handler
         metadata = handler_call_details.invocation_metadata
         wrapped = _Wrapped(self._authenticator, rule, method, metadata, request_type, self._ctx)
+        wrapped.limiter, wrapped.method_class = self.limiter, self._classes[method]
         wrapped.redaction = self.redaction
         return wrapped.wrap(handler)
 
 
 class _Wrapped:
     """The per-call state of one wrapped handler."""
+
+    limiter: RequestLimiter
+    method_class: int  # an index of request_limits.CLASSES
 
     def __init__(
         self,
@@ -184,6 +196,7 @@ class _Wrapped:
     async def _admit(self, raw: bytes) -> Message:
         """Authenticates, decodes and authorises one request; returns the message."""
         principal = await self.authenticator.authenticate(self.metadata)
+        self.limiter.admit(principal.key_name, principal.limits, self.method_class)
         request = self._decode(raw)
         authorize(principal, self.rule, request)
         principal_ctx.set_current(principal)

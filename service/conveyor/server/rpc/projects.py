@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
+from conveyor.server.domain import request_limits
 from conveyor.server.domain.auth import ROLE_BY_NAME
 from conveyor.server.domain.projects import ProjectFields, Projects
 from conveyor.server.domain.queues import optional_duration
@@ -31,6 +32,7 @@ def project_message(row: ProjectRow) -> project_pb2.Project:
         webhook_full_input=row.webhook_full_input,
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
+        rate_limits=request_limits.from_json(row.rate_limits),
     )
 
 
@@ -42,6 +44,7 @@ def key_message(row: KeyRow, secret: str = "") -> project_pb2.ApiKey:
         secret=secret,
         create_time=timestamp(row.create_time),
         last_used_time=timestamp(row.last_used_time),
+        rate_limits=request_limits.from_json(row.rate_limits),
     )
 
 
@@ -111,8 +114,17 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
             principal.current(),
             request.request_id,
             request_hash(request),
+            rate_limits=request.api_key.rate_limits,
         )
         return key_message(row, secret=minted.token if minted is not None else "")
+
+    async def UpdateApiKey(
+        self, request: project_pb2.UpdateApiKeyRequest, context: Context
+    ) -> project_pb2.ApiKey:
+        row = await self._projects.update_key(
+            principal.current(), request.api_key, request.update_mask.paths
+        )
+        return key_message(row)
 
     async def ListApiKeys(
         self, request: project_pb2.ListApiKeysRequest, context: Context

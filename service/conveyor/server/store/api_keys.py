@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from conveyor.server.store import sql
 
@@ -20,6 +21,7 @@ _TOUCH = sql.load("api_key_touch")
 _SYSTEM_EXISTS = sql.load("api_key_system_exists")
 _DELETE_SYSTEM = sql.load("api_key_delete_system")
 _BOOTSTRAP_LOCK = sql.load("api_key_bootstrap_lock")
+_UPDATE = sql.load("api_key_update")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class KeyGrant:
     role: str
     system: bool
     secret_hash: bytes
+    rate_limits: dict[str, Any] = field(default_factory=dict)
+    project_rate_limits: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class KeyRow:
     system: bool
     create_time: datetime
     last_used_time: datetime | None
+    rate_limits: dict[str, Any] = field(default_factory=dict)
 
 
 async def get_grant(conn: AsyncConnection[Any], key_id: str) -> KeyGrant | None:
@@ -51,7 +56,8 @@ async def get_grant(conn: AsyncConnection[Any], key_id: str) -> KeyGrant | None:
 
 
 def grant_of(row: dict[str, Any] | None) -> KeyGrant | None:
-    """A KeyGrant from a row with id, project, role, system and secret_hash."""
+    """A KeyGrant from a row with id, project, role, system and secret_hash (and the
+    key's and its project's rate_limits, when selected)."""
     if row is None:
         return None
     return KeyGrant(
@@ -60,6 +66,8 @@ def grant_of(row: dict[str, Any] | None) -> KeyGrant | None:
         role=row["role"],
         system=row["system"],
         secret_hash=bytes(row["secret_hash"]),
+        rate_limits=row.get("rate_limits") or {},
+        project_rate_limits=row.get("project_rate_limits") or {},
     )
 
 
@@ -72,6 +80,7 @@ async def insert(
     display_name: str,
     secret_hash: bytes,
     system: bool = False,
+    rate_limits: dict[str, Any] | None = None,
 ) -> KeyRow:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
@@ -83,6 +92,7 @@ async def insert(
                 "display_name": display_name,
                 "secret_hash": secret_hash,
                 "system": system,
+                "rate_limits": Jsonb(rate_limits or {}),
             },
         )
         row = await cur.fetchone()
@@ -108,6 +118,34 @@ async def get(conn: AsyncConnection[Any], *, project: str, id: str) -> KeyRow | 
 async def delete(conn: AsyncConnection[Any], *, project: str, id: str, allow_system: bool) -> bool:
     cur = await conn.execute(_DELETE, {"project": project, "id": id, "allow_system": allow_system})
     return await cur.fetchone() is not None
+
+
+async def update(
+    conn: AsyncConnection[Any],
+    *,
+    project: str,
+    id: str,
+    allow_system: bool,
+    display_name: str | None = None,
+    rate_limits: dict[str, Any] | None = None,
+) -> KeyRow | None:
+    """Sets the fields that are not None; None when there is no such key (or it is a
+    system key and not allow_system)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            _UPDATE,
+            {
+                "project": project,
+                "id": id,
+                "allow_system": allow_system,
+                "set_display_name": display_name is not None,
+                "display_name": display_name or "",
+                "set_rate_limits": rate_limits is not None,
+                "rate_limits": Jsonb(rate_limits or {}),
+            },
+        )
+        row = await cur.fetchone()
+    return KeyRow(**row) if row is not None else None
 
 
 async def touch(conn: AsyncConnection[Any], key_id: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ _INSERT = sql.load("project_insert")
 _GET = sql.load("project_get")
 _LIST = sql.load("project_list")
 _UPDATE = sql.load("project_update")
+_LOCK = sql.load("project_lock")
 _SECRET_GET = sql.load("webhook_secret_get")
 _SECRET_ROTATE = sql.load("webhook_secret_rotate")
 
@@ -31,6 +32,7 @@ class ProjectRow:
     finished_task_ttl_ms: int | None = None  # None: the server default; 0: kept forever
     redact_paths: tuple[str, ...] = ()  # JSON Pointers or bare keys (domain/redaction.py)
     webhook_full_input: bool = False
+    rate_limits: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ async def update(
     finished_task_ttl_ms: int | None = None,
     redact_paths: list[str] | None = None,
     webhook_full_input: bool | None = None,
+    rate_limits: dict[str, Any] | None = None,
 ) -> ProjectRow | None:
     """Sets the fields that are not None (finished_task_ttl_ms when set_finished_task_ttl,
     None meaning the default); None when the project does not exist."""
@@ -115,10 +118,20 @@ async def update(
                 "redact_paths": redact_paths or [],
                 "set_webhook_full_input": webhook_full_input is not None,
                 "webhook_full_input": bool(webhook_full_input),
+                "set_rate_limits": rate_limits is not None,
+                "rate_limits": Jsonb(rate_limits or {}),
             },
         )
         row = await cur.fetchone()
     return _row(row) if row else None
+
+
+async def lock(conn: AsyncConnection[Any], id: str) -> dict[str, Any] | None:
+    """Locks the project's row until the transaction ends; returns its rate_limits, or
+    None when it does not exist."""
+    cur = await conn.execute(_LOCK, {"id": id})
+    row = await cur.fetchone()
+    return dict(row[0]) if row is not None else None
 
 
 async def get_secret(conn: AsyncConnection[Any], id: str) -> SecretRow | None:

@@ -12,7 +12,8 @@ UPDATE projects SET
   webhook_full_input = CASE
     WHEN %(set_webhook_full_input)s THEN %(webhook_full_input)s ELSE webhook_full_input
   END,
+  rate_limits = CASE WHEN %(set_rate_limits)s THEN %(rate_limits)s ELSE rate_limits END,
   update_time = now()
 WHERE id = %(id)s
 RETURNING id, display_name, callback_url, labels, finished_task_ttl_ms,
-       redact_paths, webhook_full_input, create_time, update_time
+       redact_paths, webhook_full_input, create_time, update_time, rate_limits

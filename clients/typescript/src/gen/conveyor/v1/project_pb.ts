@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file conveyor/v1/project.proto.
  */
 export const file_conveyor_v1_project: GenFile = /*@__PURE__*/
-  fileDesc("Chljb252ZXlvci92MS9wcm9qZWN0LnByb3RvEgtjb252ZXlvci52MSLUAwoHUHJvamVjdBISCgRuYW1lGAEgASgJQgTiQQEIEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRIUCgxjYWxsYmFja191cmwYAyABKAkSMAoGbGFiZWxzGAQgAygLMiAuY29udmV5b3IudjEuUHJvamVjdC5MYWJlbHNFbnRyeRI1CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjoKEWZpbmlzaGVkX3Rhc2tfdHRsGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEBEhoKDHJlZGFjdF9wYXRocxgIIAMoCUIE4kEBARIgChJ3ZWJob29rX2Z1bGxfaW5wdXQYCSABKAhCBOJBAQEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ATpA6kE9ChRjb252ZXlvci5kZXYvUHJvamVjdBIScHJvamVjdHMve3Byb2plY3R9Kghwcm9qZWN0czIHcHJvamVjdCKyAgoGQXBpS2V5EhIKBG5hbWUYASABKAlCBOJBAQgSJgoEcm9sZRgCIAEoDjIRLmNvbnZleW9yLnYxLlJvbGVCBeJBAgIFEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIUCgZzZWNyZXQYBCABKAlCBOJBAQMSNQoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjgKDmxhc3RfdXNlZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAzpP6kFMChNjb252ZXlvci5kZXYvQXBpS2V5EiRwcm9qZWN0cy97cHJvamVjdH0vYXBpS2V5cy97YXBpX2tleX0qB2FwaUtleXMyBmFwaUtleSL6AQoNV2ViaG9va1NlY3JldBISCgRuYW1lGAEgASgJQgTiQQEIEhQKBnNlY3JldBgCIAEoCUIE4kEBAxIdCg9wcmV2aW91c19zZWNyZXQYAyABKAlCBOJBAQMSPgoUcHJldmlvdXNfZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDOmDqQV0KGmNvbnZleW9yLmRldi9XZWJob29rU2VjcmV0EiBwcm9qZWN0cy97cHJvamVjdH0vd2ViaG9va1NlY3JldCoOd2ViaG9va1NlY3JldHMyDXdlYmhvb2tTZWNyZXQiawoUQ3JlYXRlUHJvamVjdFJlcXVlc3QSGAoKcHJvamVjdF9pZBgBIAEoCUIE4kEBAhIlCgdwcm9qZWN0GAIgASgLMhQuY29udmV5b3IudjEuUHJvamVjdBISCgpyZXF1ZXN0X2lkGAMgASgJIkAKEUdldFByb2plY3RSZXF1ZXN0EisKBG5hbWUYASABKAlCHeJBAQL6QRYKFGNvbnZleW9yLmRldi9Qcm9qZWN0IjwKE0xpc3RQcm9qZWN0c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiVwoUTGlzdFByb2plY3RzUmVzcG9uc2USJgoIcHJvamVjdHMYASADKAsyFC5jb252ZXlvci52MS5Qcm9qZWN0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ0ChRVcGRhdGVQcm9qZWN0UmVxdWVzdBIrCgdwcm9qZWN0GAEgASgLMhQuY29udmV5b3IudjEuUHJvamVjdEIE4kEBAhIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sigwEKE0NyZWF0ZUFwaUtleVJlcXVlc3QSLAoGcGFyZW50GAEgASgJQhziQQEC+kEVEhNjb252ZXlvci5kZXYvQXBpS2V5EioKB2FwaV9rZXkYAiABKAsyEy5jb252ZXlvci52MS5BcGlLZXlCBOJBAQISEgoKcmVxdWVzdF9pZBgDIAEoCSJpChJMaXN0QXBpS2V5c1JlcXVlc3QSLAoGcGFyZW50GAEgASgJQhziQQEC+kEVEhNjb252ZXlvci5kZXYvQXBpS2V5EhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlUKE0xpc3RBcGlLZXlzUmVzcG9uc2USJQoIYXBpX2tleXMYASADKAsyEy5jb252ZXlvci52MS5BcGlLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkEKE0RlbGV0ZUFwaUtleVJlcXVlc3QSKgoEbmFtZRgBIAEoCUIc4kEBAvpBFQoTY29udmV5b3IuZGV2L0FwaUtleSJMChdHZXRXZWJob29rU2VjcmV0UmVxdWVzdBIxCgRuYW1lGAEgASgJQiPiQQEC+kEcChpjb252ZXlvci5kZXYvV2ViaG9va1NlY3JldCKAAQoaUm90YXRlV2ViaG9va1NlY3JldFJlcXVlc3QSMQoEbmFtZRgBIAEoCUIj4kEBAvpBHAoaY29udmV5b3IuZGV2L1dlYmhvb2tTZWNyZXQSLwoMZ3JhY2VfcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uMrEJCg5Qcm9qZWN0U2VydmljZRJvCg1DcmVhdGVQcm9qZWN0EiEuY29udmV5b3IudjEuQ3JlYXRlUHJvamVjdFJlcXVlc3QaFC5jb252ZXlvci52MS5Qcm9qZWN0IiWquxgECAQYAYLT5JMCFzoHcHJvamVjdCIML3YxL3Byb2plY3RzEm0KCkdldFByb2plY3QSHi5jb252ZXlvci52MS5HZXRQcm9qZWN0UmVxdWVzdBoULmNvbnZleW9yLnYxLlByb2plY3QiKaq7GAgIARIEbmFtZYLT5JMCFxIVL3YxL3tuYW1lPXByb2plY3RzLyp9Em8KDExpc3RQcm9qZWN0cxIgLmNvbnZleW9yLnYxLkxpc3RQcm9qZWN0c1JlcXVlc3QaIS5jb252ZXlvci52MS5MaXN0UHJvamVjdHNSZXNwb25zZSIaqrsYAggBgtPkkwIOEgwvdjEvcHJvamVjdHMSjAEKDVVwZGF0ZVByb2plY3QSIS5jb252ZXlvci52MS5VcGRhdGVQcm9qZWN0UmVxdWVzdBoULmNvbnZleW9yLnYxLlByb2plY3QiQqq7GBAIBBIMcHJvamVjdC5uYW1lgtPkkwIoOgdwcm9qZWN0Mh0vdjEve3Byb2plY3QubmFtZT1wcm9qZWN0cy8qfRKFAQoMQ3JlYXRlQXBpS2V5EiAuY29udmV5b3IudjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBoTLmNvbnZleW9yLnYxLkFwaUtleSI+qrsYCggEEgZwYXJlbnSC0+STAio6B2FwaV9rZXkiHy92MS97cGFyZW50PXByb2plY3RzLyp9L2FwaUtleXMShwEKC0xpc3RBcGlLZXlzEh8uY29udmV5b3IudjEuTGlzdEFwaUtleXNSZXF1ZXN0GiAuY29udmV5b3IudjEuTGlzdEFwaUtleXNSZXNwb25zZSI1qrsYCggEEgZwYXJlbnSC0+STAiESHy92MS97cGFyZW50PXByb2plY3RzLyp9L2FwaUtleXMSfQoMRGVsZXRlQXBpS2V5EiAuY29udmV5b3IudjEuRGVsZXRlQXBpS2V5UmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eSIzqrsYCAgEEgRuYW1lgtPkkwIhKh8vdjEve25hbWU9cHJvamVjdHMvKi9hcGlLZXlzLyp9Eo0BChBHZXRXZWJob29rU2VjcmV0EiQuY29udmV5b3IudjEuR2V0V2ViaG9va1NlY3JldFJlcXVlc3QaGi5jb252ZXlvci52MS5XZWJob29rU2VjcmV0IjequxgICAQSBG5hbWWC0+STAiUSIy92MS97bmFtZT1wcm9qZWN0cy8qL3dlYmhvb2tTZWNyZXR9Ep0BChNSb3RhdGVXZWJob29rU2VjcmV0EicuY29udmV5b3IudjEuUm90YXRlV2ViaG9va1NlY3JldFJlcXVlc3QaGi5jb252ZXlvci52MS5XZWJob29rU2VjcmV0IkGquxgICAQSBG5hbWWC0+STAi86ASoiKi92MS97bmFtZT1wcm9qZWN0cy8qL3dlYmhvb2tTZWNyZXR9OnJvdGF0ZWIGcHJvdG8z", [file_conveyor_v1_auth, file_conveyor_v1_enums, file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("Chljb252ZXlvci92MS9wcm9qZWN0LnByb3RvEgtjb252ZXlvci52MSKIBAoHUHJvamVjdBISCgRuYW1lGAEgASgJQgTiQQEIEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRIUCgxjYWxsYmFja191cmwYAyABKAkSMAoGbGFiZWxzGAQgAygLMiAuY29udmV5b3IudjEuUHJvamVjdC5MYWJlbHNFbnRyeRI1CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjoKEWZpbmlzaGVkX3Rhc2tfdHRsGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEBEhoKDHJlZGFjdF9wYXRocxgIIAMoCUIE4kEBARIgChJ3ZWJob29rX2Z1bGxfaW5wdXQYCSABKAhCBOJBAQESMgoLcmF0ZV9saW1pdHMYCiABKAsyFy5jb252ZXlvci52MS5SYXRlTGltaXRzQgTiQQEBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAE6QOpBPQoUY29udmV5b3IuZGV2L1Byb2plY3QSEnByb2plY3RzL3twcm9qZWN0fSoIcHJvamVjdHMyB3Byb2plY3Qi5gIKBkFwaUtleRISCgRuYW1lGAEgASgJQgTiQQEIEiYKBHJvbGUYAiABKA4yES5jb252ZXlvci52MS5Sb2xlQgXiQQICBRIUCgxkaXNwbGF5X25hbWUYAyABKAkSFAoGc2VjcmV0GAQgASgJQgTiQQEDEjUKC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI4Cg5sYXN0X3VzZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSMgoLcmF0ZV9saW1pdHMYByABKAsyFy5jb252ZXlvci52MS5SYXRlTGltaXRzQgTiQQEBOk/qQUwKE2NvbnZleW9yLmRldi9BcGlLZXkSJHByb2plY3RzL3twcm9qZWN0fS9hcGlLZXlzL3thcGlfa2V5fSoHYXBpS2V5czIGYXBpS2V5It4BCgpSYXRlTGltaXRzEicKBHJlYWQYASABKAsyGS5jb252ZXlvci52MS5SZXF1ZXN0TGltaXQSKAoFd3JpdGUYAiABKAsyGS5jb252ZXlvci52MS5SZXF1ZXN0TGltaXQSJwoEYnVsaxgDIAEoCzIZLmNvbnZleW9yLnYxLlJlcXVlc3RMaW1pdBIpCgZzdHJlYW0YBCABKAsyGS5jb252ZXlvci52MS5SZXF1ZXN0TGltaXQSKQoGd29ya2VyGAUgASgLMhkuY29udmV5b3IudjEuUmVxdWVzdExpbWl0IjoKDFJlcXVlc3RMaW1pdBIbChNyZXF1ZXN0c19wZXJfc2Vjb25kGAEgASgBEg0KBWJ1cnN0GAIgASgFIvoBCg1XZWJob29rU2VjcmV0EhIKBG5hbWUYASABKAlCBOJBAQgSFAoGc2VjcmV0GAIgASgJQgTiQQEDEh0KD3ByZXZpb3VzX3NlY3JldBgDIAEoCUIE4kEBAxI+ChRwcmV2aW91c19leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQM6YOpBXQoaY29udmV5b3IuZGV2L1dlYmhvb2tTZWNyZXQSIHByb2plY3RzL3twcm9qZWN0fS93ZWJob29rU2VjcmV0Kg53ZWJob29rU2VjcmV0czINd2ViaG9va1NlY3JldCJrChRDcmVhdGVQcm9qZWN0UmVxdWVzdBIYCgpwcm9qZWN0X2lkGAEgASgJQgTiQQECEiUKB3Byb2plY3QYAiABKAsyFC5jb252ZXlvci52MS5Qcm9qZWN0EhIKCnJlcXVlc3RfaWQYAyABKAkiQAoRR2V0UHJvamVjdFJlcXVlc3QSKwoEbmFtZRgBIAEoCUId4kEBAvpBFgoUY29udmV5b3IuZGV2L1Byb2plY3QiPAoTTGlzdFByb2plY3RzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJXChRMaXN0UHJvamVjdHNSZXNwb25zZRImCghwcm9qZWN0cxgBIAMoCzIULmNvbnZleW9yLnYxLlByb2plY3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInQKFFVwZGF0ZVByb2plY3RSZXF1ZXN0EisKB3Byb2plY3QYASABKAsyFC5jb252ZXlvci52MS5Qcm9qZWN0QgTiQQECEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayKDAQoTQ3JlYXRlQXBpS2V5UmVxdWVzdBIsCgZwYXJlbnQYASABKAlCHOJBAQL6QRUSE2NvbnZleW9yLmRldi9BcGlLZXkSKgoHYXBpX2tleRgCIAEoCzITLmNvbnZleW9yLnYxLkFwaUtleUIE4kEBAhISCgpyZXF1ZXN0X2lkGAMgASgJImkKEkxpc3RBcGlLZXlzUmVxdWVzdBIsCgZwYXJlbnQYASABKAlCHOJBAQL6QRUSE2NvbnZleW9yLmRldi9BcGlLZXkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiVQoTTGlzdEFwaUtleXNSZXNwb25zZRIlCghhcGlfa2V5cxgBIAMoCzITLmNvbnZleW9yLnYxLkFwaUtleRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkicgoTVXBkYXRlQXBpS2V5UmVxdWVzdBIqCgdhcGlfa2V5GAEgASgLMhMuY29udmV5b3IudjEuQXBpS2V5QgTiQQECEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayJBChNEZWxldGVBcGlLZXlSZXF1ZXN0EioKBG5hbWUYASABKAlCHOJBAQL6QRUKE2NvbnZleW9yLmRldi9BcGlLZXkiTAoXR2V0V2ViaG9va1NlY3JldFJlcXVlc3QSMQoEbmFtZRgBIAEoCUIj4kEBAvpBHAoaY29udmV5b3IuZGV2L1dlYmhvb2tTZWNyZXQigAEKGlJvdGF0ZVdlYmhvb2tTZWNyZXRSZXF1ZXN0EjEKBG5hbWUYASABKAlCI+JBAQL6QRwKGmNvbnZleW9yLmRldi9XZWJob29rU2VjcmV0Ei8KDGdyYWNlX3BlcmlvZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbjLHCgoOUHJvamVjdFNlcnZpY2USbwoNQ3JlYXRlUHJvamVjdBIhLmNvbnZleW9yLnYxLkNyZWF0ZVByb2plY3RSZXF1ZXN0GhQuY29udmV5b3IudjEuUHJvamVjdCIlqrsYBAgEGAGC0+STAhc6B3Byb2plY3QiDC92MS9wcm9qZWN0cxJtCgpHZXRQcm9qZWN0Eh4uY29udmV5b3IudjEuR2V0UHJvamVjdFJlcXVlc3QaFC5jb252ZXlvci52MS5Qcm9qZWN0IimquxgICAESBG5hbWWC0+STAhcSFS92MS97bmFtZT1wcm9qZWN0cy8qfRJvCgxMaXN0UHJvamVjdHMSIC5jb252ZXlvci52MS5MaXN0UHJvamVjdHNSZXF1ZXN0GiEuY29udmV5b3IudjEuTGlzdFByb2plY3RzUmVzcG9uc2UiGqq7GAIIAYLT5JMCDhIML3YxL3Byb2plY3RzEowBCg1VcGRhdGVQcm9qZWN0EiEuY29udmV5b3IudjEuVXBkYXRlUHJvamVjdFJlcXVlc3QaFC5jb252ZXlvci52MS5Qcm9qZWN0IkKquxgQCAQSDHByb2plY3QubmFtZYLT5JMCKDoHcHJvamVjdDIdL3YxL3twcm9qZWN0Lm5hbWU9cHJvamVjdHMvKn0ShQEKDENyZWF0ZUFwaUtleRIgLmNvbnZleW9yLnYxLkNyZWF0ZUFwaUtleVJlcXVlc3QaEy5jb252ZXlvci52MS5BcGlLZXkiPqq7GAoIBBIGcGFyZW50gtPkkwIqOgdhcGlfa2V5Ih8vdjEve3BhcmVudD1wcm9qZWN0cy8qfS9hcGlLZXlzEocBCgtMaXN0QXBpS2V5cxIfLmNvbnZleW9yLnYxLkxpc3RBcGlLZXlzUmVxdWVzdBogLmNvbnZleW9yLnYxLkxpc3RBcGlLZXlzUmVzcG9uc2UiNaq7GAoIBBIGcGFyZW50gtPkkwIhEh8vdjEve3BhcmVudD1wcm9qZWN0cy8qfS9hcGlLZXlzEpMBCgxVcGRhdGVBcGlLZXkSIC5jb252ZXlvci52MS5VcGRhdGVBcGlLZXlSZXF1ZXN0GhMuY29udmV5b3IudjEuQXBpS2V5IkyquxgQCAQSDGFwaV9rZXkubmFtZYLT5JMCMjoHYXBpX2tleTInL3YxL3thcGlfa2V5Lm5hbWU9cHJvamVjdHMvKi9hcGlLZXlzLyp9En0KDERlbGV0ZUFwaUtleRIgLmNvbnZleW9yLnYxLkRlbGV0ZUFwaUtleVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkiM6q7GAgIBBIEbmFtZYLT5JMCISofL3YxL3tuYW1lPXByb2plY3RzLyovYXBpS2V5cy8qfRKNAQoQR2V0V2ViaG9va1NlY3JldBIkLmNvbnZleW9yLnYxLkdldFdlYmhvb2tTZWNyZXRSZXF1ZXN0GhouY29udmV5b3IudjEuV2ViaG9va1NlY3JldCI3qrsYCAgEEgRuYW1lgtPkkwIlEiMvdjEve25hbWU9cHJvamVjdHMvKi93ZWJob29rU2VjcmV0fRKdAQoTUm90YXRlV2ViaG9va1NlY3JldBInLmNvbnZleW9yLnYxLlJvdGF0ZVdlYmhvb2tTZWNyZXRSZXF1ZXN0GhouY29udmV5b3IudjEuV2ViaG9va1NlY3JldCJBqrsYCAgEEgRuYW1lgtPkkwIvOgEqIiovdjEve25hbWU9cHJvamVjdHMvKi93ZWJob29rU2VjcmV0fTpyb3RhdGViBnByb3RvMw", [file_conveyor_v1_auth, file_conveyor_v1_enums, file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * A Project is a tenant: everything else lives under one.
@@ -105,6 +105,15 @@ export type Project = Message<"conveyor.v1.Project"> & {
    * @generated from field: bool webhook_full_input = 9;
    */
   webhookFullInput: boolean;
+
+  /**
+   * The request limits of the project's keys, by method class, for the classes a
+   * key's own rate_limits leave unset (system keys follow their own only). Unset
+   * classes are unlimited. Set it with UpdateProject (CreateProject ignores it).
+   *
+   * @generated from field: conveyor.v1.RateLimits rate_limits = 10;
+   */
+  rateLimits?: RateLimits | undefined;
 };
 
 /**
@@ -162,6 +171,14 @@ export type ApiKey = Message<"conveyor.v1.ApiKey"> & {
    * @generated from field: google.protobuf.Timestamp last_used_time = 6;
    */
   lastUsedTime?: Timestamp | undefined;
+
+  /**
+   * This key's request limits, by method class; a class left unset follows the
+   * project's rate_limits. Set with CreateApiKey or UpdateApiKey.
+   *
+   * @generated from field: conveyor.v1.RateLimits rate_limits = 7;
+   */
+  rateLimits?: RateLimits | undefined;
 };
 
 /**
@@ -170,6 +187,94 @@ export type ApiKey = Message<"conveyor.v1.ApiKey"> & {
  */
 export const ApiKeySchema: GenMessage<ApiKey> = /*@__PURE__*/
   messageDesc(file_conveyor_v1_project, 1);
+
+/**
+ * RateLimits are request limits by method class, each a token bucket per API
+ * key. The budget holds for the whole deployment: each replica enforces its share
+ * (the rate and burst divided by the live replicas). A call over the limit is
+ * refused with RESOURCE_EXHAUSTED (ErrorInfo reason RATE_LIMITED, RetryInfo saying
+ * when to retry; REST: 429 with Retry-After) before the server acts on it. A
+ * class left unset falls back to the next level (key, then project, then
+ * unlimited).
+ *
+ * @generated from message conveyor.v1.RateLimits
+ */
+export type RateLimits = Message<"conveyor.v1.RateLimits"> & {
+  /**
+   * Reads: Get, List, Preview, VerifyAuditLog, ...
+   *
+   * @generated from field: conveyor.v1.RequestLimit read = 1;
+   */
+  read?: RequestLimit | undefined;
+
+  /**
+   * Writes: creates, updates, cancels, single commands, ...
+   *
+   * @generated from field: conveyor.v1.RequestLimit write = 2;
+   */
+  write?: RequestLimit | undefined;
+
+  /**
+   * Bulk actions: BatchCreateTasks, BatchDeleteTasks, BatchRetryTasks, PurgeQueue,
+   * ExportTasks.
+   *
+   * @generated from field: conveyor.v1.RequestLimit bulk = 3;
+   */
+  bulk?: RequestLimit | undefined;
+
+  /**
+   * Opening a watch stream (WatchEvents, ...); each opening counts once.
+   *
+   * @generated from field: conveyor.v1.RequestLimit stream = 4;
+   */
+  stream?: RequestLimit | undefined;
+
+  /**
+   * Workers: Connect (each opening), LeaseTasks, ExtendLease, CompleteTask,
+   * FailTask, ReportTasks. Its own class, so a flood of reads never starves
+   * workers.
+   *
+   * @generated from field: conveyor.v1.RequestLimit worker = 5;
+   */
+  worker?: RequestLimit | undefined;
+};
+
+/**
+ * Describes the message conveyor.v1.RateLimits.
+ * Use `create(RateLimitsSchema)` to create a new message.
+ */
+export const RateLimitsSchema: GenMessage<RateLimits> = /*@__PURE__*/
+  messageDesc(file_conveyor_v1_project, 2);
+
+/**
+ * RequestLimit is one token bucket: it refills at requests_per_second and holds up
+ * to burst calls.
+ *
+ * @generated from message conveyor.v1.RequestLimit
+ */
+export type RequestLimit = Message<"conveyor.v1.RequestLimit"> & {
+  /**
+   * Calls per second, for the whole deployment. Zero: unlimited. At most 1000000.
+   *
+   * @generated from field: double requests_per_second = 1;
+   */
+  requestsPerSecond: number;
+
+  /**
+   * Calls allowed at once after a quiet spell. Zero: one second's worth (at least
+   * 1). Needs requests_per_second; at most 1000000.
+   *
+   * @generated from field: int32 burst = 2;
+   */
+  burst: number;
+};
+
+/**
+ * Describes the message conveyor.v1.RequestLimit.
+ * Use `create(RequestLimitSchema)` to create a new message.
+ */
+export const RequestLimitSchema: GenMessage<RequestLimit> = /*@__PURE__*/
+  messageDesc(file_conveyor_v1_project, 3);
 
 /**
  * WebhookSecret is a project's webhook signing secret.
@@ -211,7 +316,7 @@ export type WebhookSecret = Message<"conveyor.v1.WebhookSecret"> & {
  * Use `create(WebhookSecretSchema)` to create a new message.
  */
 export const WebhookSecretSchema: GenMessage<WebhookSecret> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_project, 2);
+  messageDesc(file_conveyor_v1_project, 4);
 
 /**
  * CreateProjectRequest is the input of CreateProject.
@@ -248,7 +353,7 @@ export type CreateProjectRequest = Message<"conveyor.v1.CreateProjectRequest"> &
  * Use `create(CreateProjectRequestSchema)` to create a new message.
  */
 export const CreateProjectRequestSchema: GenMessage<CreateProjectRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_project, 3);
+  messageDesc(file_conveyor_v1_project, 5);
 
 /**
  * GetProjectRequest is the input of GetProject.
@@ -269,7 +374,7 @@ export type GetProjectRequest = Message<"conveyor.v1.GetProjectRequest"> & {
  * Use `create(GetProjectRequestSchema)` to create a new message.
  */
 export const GetProjectRequestSchema: GenMessage<GetProjectRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_project, 4);
+  messageDesc(file_conveyor_v1_project, 6);
 
 /**
  * ListProjectsRequest is the input of ListProjects.
@@ -297,7 +402,7 @@ export type ListProjectsRequest = Message<"conveyor.v1.ListProjectsRequest"> & {
  * Use `create(ListProjectsRequestSchema)` to create a new message.
  */
 export const ListProjectsRequestSchema: GenMessage<ListProjectsRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_project, 5);
+  messageDesc(file_conveyor_v1_project, 7);
 
 /**
  * ListProjectsResponse is one page of projects.
@@ -325,7 +430,7 @@ export type ListProjectsResponse = Message<"conveyor.v1.ListProjectsResponse"> &
  * Use `create(ListProjectsResponseSchema)` to create a new message.
  */
 export const ListProjectsResponseSchema: GenMessage<ListProjectsResponse> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_project, 6);
+  messageDesc(file_conveyor_v1_project, 8);
 
 /**
  * UpdateProjectRequest is the input of UpdateProject.
@@ -342,7 +447,8 @@ export type UpdateProjectRequest = Message<"conveyor.v1.UpdateProjectRequest"> &
 
   /**
    * The fields to change: display_name, callback_url, labels,
-   * finished_task_ttl, redact_paths, webhook_full_input, or `*` for all. Empty
+   * finished_task_ttl, redact_paths, webhook_full_input, rate_limits (or a class
+   * inside it, e.g. `rate_limits.worker`), or `*` for all. Empty
    * means the fields present in the request (AIP-134): the populated
    * fields over gRPC, the JSON body's keys over REST.
    *
@@ -356,7 +462,7 @@ export type UpdateProjectRequest = Message<"conveyor.v1.UpdateProjectRequest"> &
  * Use `create(UpdateProjectRequestSchema)` to create a new message.
  */
 export const UpdateProjectRequestSchema: GenMessage<UpdateProjectRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_project, 7);
+  messageDesc(file_conveyor_v1_project, 9);
 
 /**
  * CreateApiKeyRequest is the input of CreateApiKey.
@@ -372,7 +478,7 @@ export type CreateApiKeyRequest = Message<"conveyor.v1.CreateApiKeyRequest"> & {
   parent: string;
 
   /**
-   * Required. The key's role and display_name.
+   * Required. The key's role, display_name and rate_limits.
    *
    * @generated from field: conveyor.v1.ApiKey api_key = 2;
    */
@@ -394,7 +500,7 @@ export type CreateApiKeyRequest = Message<"conveyor.v1.CreateApiKeyRequest"> & {
  * Use `create(CreateApiKeyRequestSchema)` to create a new message.
  */
 export const CreateApiKeyRequestSchema: GenMessage<CreateApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_project, 8);
+  messageDesc(file_conveyor_v1_project, 10);
 
 /**
  * ListApiKeysRequest is the input of ListApiKeys.
@@ -429,7 +535,7 @@ export type ListApiKeysRequest = Message<"conveyor.v1.ListApiKeysRequest"> & {
  * Use `create(ListApiKeysRequestSchema)` to create a new message.
  */
 export const ListApiKeysRequestSchema: GenMessage<ListApiKeysRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_project, 9);
+  messageDesc(file_conveyor_v1_project, 11);
 
 /**
  * ListApiKeysResponse is one page of keys.
@@ -457,7 +563,37 @@ export type ListApiKeysResponse = Message<"conveyor.v1.ListApiKeysResponse"> & {
  * Use `create(ListApiKeysResponseSchema)` to create a new message.
  */
 export const ListApiKeysResponseSchema: GenMessage<ListApiKeysResponse> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_project, 10);
+  messageDesc(file_conveyor_v1_project, 12);
+
+/**
+ * UpdateApiKeyRequest is the input of UpdateApiKey.
+ *
+ * @generated from message conveyor.v1.UpdateApiKeyRequest
+ */
+export type UpdateApiKeyRequest = Message<"conveyor.v1.UpdateApiKeyRequest"> & {
+  /**
+   * Required. The key with its name and the new values.
+   *
+   * @generated from field: conveyor.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+
+  /**
+   * The fields to change: display_name, rate_limits (or a class inside it, e.g.
+   * `rate_limits.read`), or `*` for both. Empty means the fields present in the
+   * request (AIP-134).
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message conveyor.v1.UpdateApiKeyRequest.
+ * Use `create(UpdateApiKeyRequestSchema)` to create a new message.
+ */
+export const UpdateApiKeyRequestSchema: GenMessage<UpdateApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_conveyor_v1_project, 13);
 
 /**
  * DeleteApiKeyRequest is the input of DeleteApiKey.
@@ -478,7 +614,7 @@ export type DeleteApiKeyRequest = Message<"conveyor.v1.DeleteApiKeyRequest"> & {
  * Use `create(DeleteApiKeyRequestSchema)` to create a new message.
  */
 export const DeleteApiKeyRequestSchema: GenMessage<DeleteApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_project, 11);
+  messageDesc(file_conveyor_v1_project, 14);
 
 /**
  * GetWebhookSecretRequest is the input of GetWebhookSecret.
@@ -499,7 +635,7 @@ export type GetWebhookSecretRequest = Message<"conveyor.v1.GetWebhookSecretReque
  * Use `create(GetWebhookSecretRequestSchema)` to create a new message.
  */
 export const GetWebhookSecretRequestSchema: GenMessage<GetWebhookSecretRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_project, 12);
+  messageDesc(file_conveyor_v1_project, 15);
 
 /**
  * RotateWebhookSecretRequest is the input of RotateWebhookSecret.
@@ -527,7 +663,7 @@ export type RotateWebhookSecretRequest = Message<"conveyor.v1.RotateWebhookSecre
  * Use `create(RotateWebhookSecretRequestSchema)` to create a new message.
  */
 export const RotateWebhookSecretRequestSchema: GenMessage<RotateWebhookSecretRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_project, 13);
+  messageDesc(file_conveyor_v1_project, 16);
 
 /**
  * ProjectService manages projects (tenants) and their API keys.
@@ -573,8 +709,9 @@ export const ProjectService: GenService<{
   },
   /**
    * UpdateProject changes the fields named by update_mask (display_name,
-   * callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input);
-   * returns INVALID_ARGUMENT for a bad callback_url or redact_paths entry.
+   * callback_url, labels, finished_task_ttl, redact_paths, webhook_full_input,
+   * rate_limits); returns INVALID_ARGUMENT for a bad callback_url, redact_paths
+   * entry or rate limit.
    * Also returns NOT_FOUND when the project or a resource it names does not
    * exist.
    *
@@ -609,6 +746,20 @@ export const ProjectService: GenService<{
     methodKind: "unary";
     input: typeof ListApiKeysRequestSchema;
     output: typeof ListApiKeysResponseSchema;
+  },
+  /**
+   * UpdateApiKey changes the fields named by update_mask (display_name,
+   * rate_limits) of a key; returns NOT_FOUND when it does not exist and
+   * INVALID_ARGUMENT for a bad rate limit or a mask naming another field. A
+   * change of rate_limits applies at once on the replica that made it and within
+   * seconds (the key cache's lifetime) on the others.
+   *
+   * @generated from rpc conveyor.v1.ProjectService.UpdateApiKey
+   */
+  updateApiKey: {
+    methodKind: "unary";
+    input: typeof UpdateApiKeyRequestSchema;
+    output: typeof ApiKeySchema;
   },
   /**
    * DeleteApiKey revokes a key at once; returns NOT_FOUND when it does not

@@ -1,0 +1,105 @@
+"""The request limiter: a token bucket per (API key, method class), in this process's
+memory, so the common call costs a dict lookup and no database round trip.
+
+Every front door asks it before acting on a call (the gRPC interceptor does, and the
+REST gateway and the seed APIs reach the service through that same gRPC channel).
+
+Cluster-wide bound: a key's budget (RateLimits) is for the whole deployment. Each
+replica enforces `1 / replicas` of it, rate and burst alike, where `replicas` is the live
+count the replica registry refreshes every few seconds (loops/replicas.py), never per
+call. Clients spread over replicas (the load balancer's job) then get the whole budget
+together and no more. While a replica joins or leaves, until the others' next count,
+the deployment admits up to one share more or less. A share's burst is at least one
+call, so a key with a tiny budget on many replicas is still served.
+
+A refusal is ResourceExhausted with reason RATE_LIMITED and a retry_after (RetryInfo)
+of when the bucket will hold a call again; it is raised before the call is read, so
+nothing happened and any call may be retried after that delay.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from conveyor.server.domain.request_limits import CLASSES, Limit, Limits
+from conveyor.server.errors import ResourceExhausted
+
+__all__ = ["REASON", "RequestLimiter"]
+
+REASON = "RATE_LIMITED"
+_MAX_BUCKETS = 100_000
+"""Buckets kept before the full ones (equivalent to none) are dropped."""
+
+
+class _Bucket:
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+
+
+class RequestLimiter:
+    """Token buckets per (key, class) for this replica's share of each budget."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[tuple[str, int], _Bucket] = {}
+        self.replicas = 1
+        """Live replicas sharing each budget (set by the replica registry)."""
+
+    def share_with(self, replicas: int) -> None:
+        """Enforce 1/`replicas` of each budget from now on."""
+        self.replicas = max(replicas, 1)
+
+    def admit(self, key: str, limits: Limits, cls: int) -> None:
+        """Takes one call of class index `cls` from `key`'s bucket; raises
+        ResourceExhausted (RATE_LIMITED, with retry_after) when it is empty."""
+        limit = limits[cls]
+        if limit is None:
+            return
+        wait = self._take(key, cls, limit)
+        if wait > 0:
+            raise _refusal(key, CLASSES[cls], limit, wait)
+
+    def _take(self, key: str, cls: int, limit: Limit) -> float:
+        """0 when a token was taken, else the seconds until one is there."""
+        share = max(self.replicas, 1)
+        rate = limit.rate / share
+        burst = max(limit.burst / share, 1.0)
+        now = self._clock()
+        bucket = self._buckets.get((key, cls))
+        if bucket is None:
+            if len(self._buckets) >= _MAX_BUCKETS:
+                self._prune(now)
+            bucket = self._buckets[key, cls] = _Bucket(burst, now)
+        else:
+            # A lowered limit or a new replica takes effect at once: never above burst.
+            bucket.tokens = min(burst, bucket.tokens + (now - bucket.stamp) * rate)
+            bucket.stamp = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / rate
+
+    def _prune(self, now: float) -> None:
+        """Forgets the buckets idle for a minute (most are full again by then); if that
+        frees nothing, all of them: a flood of distinct keys must not grow memory
+        without bound."""
+        idle = [k for k, b in self._buckets.items() if now - b.stamp > 60.0]
+        for k in idle:
+            del self._buckets[k]
+        if len(self._buckets) >= _MAX_BUCKETS:
+            self._buckets.clear()
+
+
+def _refusal(key: str, cls: str, limit: Limit, wait: float) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"rate limit of {key} for {cls} calls reached ({limit.rate:g}/s, burst "
+        f"{limit.burst:g}, across the deployment); retry in {wait:.3f}s",
+        reason=REASON,
+        metadata={"api_key": key, "method_class": cls, "requests_per_second": f"{limit.rate:g}"},
+        retry_after=timedelta(seconds=wait),
+    )
