@@ -85,6 +85,33 @@ async def test_rest_reads_and_sse(
             assert data["task"]["input"] == want, role
 
 
+async def test_rest_sets_paths_by_json_keys_and_refuses_bad_ones(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    async with rest(server, keys["admin"]) as http:
+        await http.post("/v1/projects/alpha/tasks", json={"kind": "k", "queue": "mail"})
+        queue = await http.patch(
+            f"/v1/{PROJECT}/queues/mail", json={"redactPaths": ["/to", "token"]}
+        )
+        assert queue.status_code == 200, queue.text
+        assert queue.json()["redact_paths"] == ["/to", "token"]
+        assert queue.json()["max_concurrency"] == 0  # only the key sent changed
+        bad = await http.patch(f"/v1/{PROJECT}", json={"redactPaths": ["ok", "a/b"]})
+        assert bad.status_code == 400
+        assert bad.headers["content-type"].startswith("application/problem+json")
+        assert [e["field"] for e in bad.json()["errors"]] == ["project.redact_paths[1]"]
+        project = await http.get(f"/v1/{PROJECT}")
+        assert project.json().get("redact_paths", []) == []
+        both = await http.patch(
+            f"/v1/{PROJECT}", json={"redactPaths": ["password"], "webhookFullInput": True}
+        )
+        assert both.status_code == 200, both.text
+        assert (both.json()["redact_paths"], both.json()["webhook_full_input"]) == (
+            ["password"],
+            True,
+        )
+
+
 async def _first_sse_data(stream: httpx.Response) -> Any:
     async for line in stream.aiter_lines():
         if line.startswith("data: "):
