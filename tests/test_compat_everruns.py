@@ -14,6 +14,7 @@ from compat_support import assert_seed_problem, curl_examples, run_curl, seed_te
 from conveyor.client import AsyncClient
 from conveyor.server.app import ConveyorServer
 from conveyor.server.compat.everruns import priority
+from conveyor.server.domain.anonymous_keys import ensure_anonymous_key
 from conveyor.server.settings import Settings
 
 TEXT = seed_text("002")
@@ -164,3 +165,42 @@ async def test_a_key_acts_in_its_own_project(
             headers={"Authorization": "Bearer cvk_0000000000000000_nope"},
         )
         assert_seed_problem(response, 401, "api_key_invalid")
+
+
+async def test_everruns_and_v1_leave_the_same_rows(
+    server: ConveyorServer, admin_key: str, http: httpx.AsyncClient
+) -> None:
+    seed = await http.post(
+        "/api/v1/durable/tasks",
+        json={"activity_type": "session.run", "input": {"a": 1}, "options": {"max_attempts": 3}},
+    )
+    assert seed.status_code == 201, seed.text
+    async with httpx.AsyncClient(
+        base_url=server.http_base_url,
+        headers={"Authorization": f"Bearer {admin_key}"},
+        timeout=10,
+    ) as admin:
+        keys = (await admin.get("/v1/projects/default/apiKeys")).json()["api_keys"]
+        [anonymous] = [k for k in keys if k["display_name"] == "compat anonymous (operator)"]
+        token = await ensure_anonymous_key(
+            server.context.pool, server.context.server_key, "operator"
+        )
+        v1 = await http.post(
+            "/v1/projects/default/tasks",
+            json={"kind": "session.run", "input": {"a": 1}, "retry_policy": {"max_attempts": 3}},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert v1.status_code == 200, v1.text
+
+        async def row(task_id: str) -> dict[str, Any]:
+            task = (await admin.get(f"/v1/projects/default/tasks/{task_id}")).json()
+            for varying in ("name", "root_task", "create_time", "schedule_time", "update_time"):
+                task.pop(varying, None)
+            return dict(task)
+
+        seed_row = await row(seed.json()["task_id"])
+        assert seed_row == await row(v1.json()["name"].rsplit("/", 1)[-1])
+        assert seed_row["creator"] == anonymous["name"]
+        # Creating a task is not a command (DESIGN.md section 3): neither made one.
+        commands = (await admin.get("/v1/projects/default/commands")).json()["commands"]
+        assert [c for c in commands if "/tasks/" in c["target"]] == []

@@ -18,7 +18,9 @@ from conveyor.v1 import event_pb2, project_pb2
 DESIGN_RPCS = {
     "TaskService": "CreateTask BatchCreateTasks GetTask ListTasks GetTaskTree CancelTask "
     "ApproveTask "
-    "RejectTask BatchDeleteTasks ExportTasks",
+    "RejectTask BatchDeleteTasks ExportTasks "
+    # Section 11 (issue #19 point 2): task logs.
+    "AppendTaskLogs ListTaskLogs WatchTaskLogs",
     "QueueService": "ListQueues GetQueue UpdateQueue PauseQueue ResumeQueue",
     "WorkerService": "Connect LeaseTasks ExtendLease CompleteTask FailTask ReportTasks ListWorkers "
     "GetWorker",

@@ -49,6 +49,7 @@ from conveyor.server.rpc.queues import QueueServicer
 from conveyor.server.rpc.rules import SERVICES
 from conveyor.server.rpc.schedules import ScheduleServicer
 from conveyor.server.rpc.status import _CODES
+from conveyor.server.rpc.task_logs import TaskLogServicer
 from conveyor.server.rpc.tasks import TaskServicer
 from conveyor.server.rpc.workers import WorkerServicer
 
@@ -56,7 +57,7 @@ PROTOS = Path(__file__).resolve().parent.parent / "protos" / "conveyor" / "v1"
 
 # Service -> its servicer classes, in the registry's order.
 SERVICERS: dict[str, tuple[type, ...]] = {
-    "conveyor.v1.TaskService": (TaskServicer, ExportServicer),
+    "conveyor.v1.TaskService": (TaskServicer, ExportServicer, TaskLogServicer),
     "conveyor.v1.QueueService": (QueueServicer,),
     "conveyor.v1.WorkerService": (WorkerServicer,),
     "conveyor.v1.ScheduleService": (ScheduleServicer,),

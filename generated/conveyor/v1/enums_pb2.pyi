@@ -671,6 +671,66 @@ TASK_VIEW_FULL: TaskView.ValueType  # 2
 """Every field."""
 Global___TaskView: _TypeAlias = TaskView  # noqa: Y015
 
+class _TaskLogStream:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TaskLogStreamEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskLogStream.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TASK_LOG_STREAM_UNSPECIFIED: _TaskLogStream.ValueType  # 0
+    """The default: TASK_LOG_STREAM_LOG."""
+    TASK_LOG_STREAM_LOG: _TaskLogStream.ValueType  # 1
+    """A log call of the handler (the SDK's ctx.log)."""
+    TASK_LOG_STREAM_STDOUT: _TaskLogStream.ValueType  # 2
+    """The handler's standard output."""
+    TASK_LOG_STREAM_STDERR: _TaskLogStream.ValueType  # 3
+    """The handler's standard error."""
+
+class TaskLogStream(_TaskLogStream, metaclass=_TaskLogStreamEnumTypeWrapper):
+    """TaskLogStream says where a task's log line came from."""
+
+TASK_LOG_STREAM_UNSPECIFIED: TaskLogStream.ValueType  # 0
+"""The default: TASK_LOG_STREAM_LOG."""
+TASK_LOG_STREAM_LOG: TaskLogStream.ValueType  # 1
+"""A log call of the handler (the SDK's ctx.log)."""
+TASK_LOG_STREAM_STDOUT: TaskLogStream.ValueType  # 2
+"""The handler's standard output."""
+TASK_LOG_STREAM_STDERR: TaskLogStream.ValueType  # 3
+"""The handler's standard error."""
+Global___TaskLogStream: _TypeAlias = TaskLogStream  # noqa: Y015
+
+class _TaskLogLevel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TaskLogLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskLogLevel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TASK_LOG_LEVEL_UNSPECIFIED: _TaskLogLevel.ValueType  # 0
+    """The default: TASK_LOG_LEVEL_INFO."""
+    TASK_LOG_LEVEL_DEBUG: _TaskLogLevel.ValueType  # 1
+    """Detail for debugging."""
+    TASK_LOG_LEVEL_INFO: _TaskLogLevel.ValueType  # 2
+    """Ordinary progress."""
+    TASK_LOG_LEVEL_WARNING: _TaskLogLevel.ValueType  # 3
+    """Something unexpected that the handler got past."""
+    TASK_LOG_LEVEL_ERROR: _TaskLogLevel.ValueType  # 4
+    """Something failed."""
+
+class TaskLogLevel(_TaskLogLevel, metaclass=_TaskLogLevelEnumTypeWrapper):
+    """TaskLogLevel is the severity of a task's log line."""
+
+TASK_LOG_LEVEL_UNSPECIFIED: TaskLogLevel.ValueType  # 0
+"""The default: TASK_LOG_LEVEL_INFO."""
+TASK_LOG_LEVEL_DEBUG: TaskLogLevel.ValueType  # 1
+"""Detail for debugging."""
+TASK_LOG_LEVEL_INFO: TaskLogLevel.ValueType  # 2
+"""Ordinary progress."""
+TASK_LOG_LEVEL_WARNING: TaskLogLevel.ValueType  # 3
+"""Something unexpected that the handler got past."""
+TASK_LOG_LEVEL_ERROR: TaskLogLevel.ValueType  # 4
+"""Something failed."""
+Global___TaskLogLevel: _TypeAlias = TaskLogLevel  # noqa: Y015
+
 class _DependencyFailurePolicy:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015

@@ -32,7 +32,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63onveyor/v1/queue.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/auth.proto\x1a\x16\x63onveyor/v1/task.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x04\n\x05Queue\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x14\n\x06paused\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\x12\x12\n\nrate_limit\x18\x04 \x01(\t\x12\x36\n\x14\x64\x65\x66\x61ult_retry_policy\x18\x05 \x01(\x0b\x32\x18.conveyor.v1.RetryPolicy\x12,\n\x05stats\x18\x06 \x01(\x0b\x32\x17.conveyor.v1.QueueStatsB\x04\xe2\x41\x01\x03\x12!\n\x13purge_confirm_token\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cpause_reason\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\x11\x65xecution_timeout\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12:\n\x11\x66inished_task_ttl\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12\x1a\n\x0credact_paths\x18\r \x03(\tB\x04\xe2\x41\x01\x01:I\xea\x41\x46\n\x12\x63onveyor.dev/Queue\x12!projects/{project}/queues/{queue}*\x06queues2\x05queue\"\xc8\x01\n\nQueueStats\x12\x0e\n\x06queued\x18\x01 \x01(\x03\x12\x11\n\tscheduled\x18\x02 \x01(\x03\x12\x0f\n\x07running\x18\x03 \x01(\x03\x12\x19\n\x11\x61waiting_approval\x18\x04 \x01(\x03\x12\x34\n\x11oldest_queued_age\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13succeeded_last_hour\x18\x06 \x01(\x03\x12\x18\n\x10\x66\x61iled_last_hour\x18\x07 \x01(\x03\"g\n\x11ListQueuesRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\x12\x12\x63onveyor.dev/Queue\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Q\n\x12ListQueuesResponse\x12\"\n\x06queues\x18\x01 \x03(\x0b\x32\x12.conveyor.v1.Queue\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x0fGetQueueRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12\x63onveyor.dev/Queue\"n\n\x12UpdateQueueRequest\x12\'\n\x05queue\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.QueueB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"N\n\x11PauseQueueRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12\x63onveyor.dev/Queue\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x12ResumeQueueRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12\x63onveyor.dev/Queue2\x94\x05\n\x0cQueueService\x12\x83\x01\n\nListQueues\x12\x1e.conveyor.v1.ListQueuesRequest\x1a\x1f.conveyor.v1.ListQueuesResponse\"4\xaa\xbb\x18\n\x08\x01\x12\x06parent\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{parent=projects/*}/queues\x12p\n\x08GetQueue\x12\x1c.conveyor.v1.GetQueueRequest\x1a\x12.conveyor.v1.Queue\"2\xaa\xbb\x18\x08\x08\x01\x12\x04name\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=projects/*/queues/*}\x12\x89\x01\n\x0bUpdateQueue\x12\x1f.conveyor.v1.UpdateQueueRequest\x1a\x12.conveyor.v1.Queue\"E\xaa\xbb\x18\x0e\x08\x03\x12\nqueue.name\x82\xd3\xe4\x93\x02-2$/v1/{queue.name=projects/*/queues/*}:\x05queue\x12}\n\nPauseQueue\x12\x1e.conveyor.v1.PauseQueueRequest\x1a\x12.conveyor.v1.Queue\";\xaa\xbb\x18\x08\x08\x03\x12\x04name\x82\xd3\xe4\x93\x02)\"$/v1/{name=projects/*/queues/*}:pause:\x01*\x12\x80\x01\n\x0bResumeQueue\x12\x1f.conveyor.v1.ResumeQueueRequest\x1a\x12.conveyor.v1.Queue\"<\xaa\xbb\x18\x08\x08\x03\x12\x04name\x82\xd3\xe4\x93\x02*\"%/v1/{name=projects/*/queues/*}:resume:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63onveyor/v1/queue.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/auth.proto\x1a\x16\x63onveyor/v1/task.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x05\n\x05Queue\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x14\n\x06paused\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\x12\x12\n\nrate_limit\x18\x04 \x01(\t\x12\x36\n\x14\x64\x65\x66\x61ult_retry_policy\x18\x05 \x01(\x0b\x32\x18.conveyor.v1.RetryPolicy\x12,\n\x05stats\x18\x06 \x01(\x0b\x32\x17.conveyor.v1.QueueStatsB\x04\xe2\x41\x01\x03\x12!\n\x13purge_confirm_token\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cpause_reason\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\x11\x65xecution_timeout\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12:\n\x11\x66inished_task_ttl\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12\x1a\n\x0credact_paths\x18\r \x03(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rmax_log_bytes\x18\x0e \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x1b\n\rmax_log_lines\x18\x0f \x01(\x05\x42\x04\xe2\x41\x01\x01:I\xea\x41\x46\n\x12\x63onveyor.dev/Queue\x12!projects/{project}/queues/{queue}*\x06queues2\x05queue\"\xc8\x01\n\nQueueStats\x12\x0e\n\x06queued\x18\x01 \x01(\x03\x12\x11\n\tscheduled\x18\x02 \x01(\x03\x12\x0f\n\x07running\x18\x03 \x01(\x03\x12\x19\n\x11\x61waiting_approval\x18\x04 \x01(\x03\x12\x34\n\x11oldest_queued_age\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13succeeded_last_hour\x18\x06 \x01(\x03\x12\x18\n\x10\x66\x61iled_last_hour\x18\x07 \x01(\x03\"g\n\x11ListQueuesRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\x12\x12\x63onveyor.dev/Queue\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Q\n\x12ListQueuesResponse\x12\"\n\x06queues\x18\x01 \x03(\x0b\x32\x12.conveyor.v1.Queue\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x0fGetQueueRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12\x63onveyor.dev/Queue\"n\n\x12UpdateQueueRequest\x12\'\n\x05queue\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.QueueB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"N\n\x11PauseQueueRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12\x63onveyor.dev/Queue\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x12ResumeQueueRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12\x63onveyor.dev/Queue2\x94\x05\n\x0cQueueService\x12\x83\x01\n\nListQueues\x12\x1e.conveyor.v1.ListQueuesRequest\x1a\x1f.conveyor.v1.ListQueuesResponse\"4\xaa\xbb\x18\n\x08\x01\x12\x06parent\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{parent=projects/*}/queues\x12p\n\x08GetQueue\x12\x1c.conveyor.v1.GetQueueRequest\x1a\x12.conveyor.v1.Queue\"2\xaa\xbb\x18\x08\x08\x01\x12\x04name\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=projects/*/queues/*}\x12\x89\x01\n\x0bUpdateQueue\x12\x1f.conveyor.v1.UpdateQueueRequest\x1a\x12.conveyor.v1.Queue\"E\xaa\xbb\x18\x0e\x08\x03\x12\nqueue.name\x82\xd3\xe4\x93\x02-2$/v1/{queue.name=projects/*/queues/*}:\x05queue\x12}\n\nPauseQueue\x12\x1e.conveyor.v1.PauseQueueRequest\x1a\x12.conveyor.v1.Queue\";\xaa\xbb\x18\x08\x08\x03\x12\x04name\x82\xd3\xe4\x93\x02)\"$/v1/{name=projects/*/queues/*}:pause:\x01*\x12\x80\x01\n\x0bResumeQueue\x12\x1f.conveyor.v1.ResumeQueueRequest\x1a\x12.conveyor.v1.Queue\"<\xaa\xbb\x18\x08\x08\x03\x12\x04name\x82\xd3\xe4\x93\x02*\"%/v1/{name=projects/*/queues/*}:resume:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,6 +57,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUEUE'].fields_by_name['finished_task_ttl']._serialized_options = b'\342A\001\001'
   _globals['_QUEUE'].fields_by_name['redact_paths']._loaded_options = None
   _globals['_QUEUE'].fields_by_name['redact_paths']._serialized_options = b'\342A\001\001'
+  _globals['_QUEUE'].fields_by_name['max_log_bytes']._loaded_options = None
+  _globals['_QUEUE'].fields_by_name['max_log_bytes']._serialized_options = b'\342A\001\001'
+  _globals['_QUEUE'].fields_by_name['max_log_lines']._loaded_options = None
+  _globals['_QUEUE'].fields_by_name['max_log_lines']._serialized_options = b'\342A\001\001'
   _globals['_QUEUE']._loaded_options = None
   _globals['_QUEUE']._serialized_options = b'\352AF\n\022conveyor.dev/Queue\022!projects/{project}/queues/{queue}*\006queues2\005queue'
   _globals['_LISTQUEUESREQUEST'].fields_by_name['parent']._loaded_options = None
@@ -80,21 +84,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUEUESERVICE'].methods_by_name['ResumeQueue']._loaded_options = None
   _globals['_QUEUESERVICE'].methods_by_name['ResumeQueue']._serialized_options = b'\252\273\030\010\010\003\022\004name\202\323\344\223\002*\"%/v1/{name=projects/*/queues/*}:resume:\001*'
   _globals['_QUEUE']._serialized_start=278
-  _globals['_QUEUE']._serialized_end=864
-  _globals['_QUEUESTATS']._serialized_start=867
-  _globals['_QUEUESTATS']._serialized_end=1067
-  _globals['_LISTQUEUESREQUEST']._serialized_start=1069
-  _globals['_LISTQUEUESREQUEST']._serialized_end=1172
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=1174
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=1255
-  _globals['_GETQUEUEREQUEST']._serialized_start=1257
-  _globals['_GETQUEUEREQUEST']._serialized_end=1317
-  _globals['_UPDATEQUEUEREQUEST']._serialized_start=1319
-  _globals['_UPDATEQUEUEREQUEST']._serialized_end=1429
-  _globals['_PAUSEQUEUEREQUEST']._serialized_start=1431
-  _globals['_PAUSEQUEUEREQUEST']._serialized_end=1509
-  _globals['_RESUMEQUEUEREQUEST']._serialized_start=1511
-  _globals['_RESUMEQUEUEREQUEST']._serialized_end=1574
-  _globals['_QUEUESERVICE']._serialized_start=1577
-  _globals['_QUEUESERVICE']._serialized_end=2237
+  _globals['_QUEUE']._serialized_end=922
+  _globals['_QUEUESTATS']._serialized_start=925
+  _globals['_QUEUESTATS']._serialized_end=1125
+  _globals['_LISTQUEUESREQUEST']._serialized_start=1127
+  _globals['_LISTQUEUESREQUEST']._serialized_end=1230
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=1232
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=1313
+  _globals['_GETQUEUEREQUEST']._serialized_start=1315
+  _globals['_GETQUEUEREQUEST']._serialized_end=1375
+  _globals['_UPDATEQUEUEREQUEST']._serialized_start=1377
+  _globals['_UPDATEQUEUEREQUEST']._serialized_end=1487
+  _globals['_PAUSEQUEUEREQUEST']._serialized_start=1489
+  _globals['_PAUSEQUEUEREQUEST']._serialized_end=1567
+  _globals['_RESUMEQUEUEREQUEST']._serialized_start=1569
+  _globals['_RESUMEQUEUEREQUEST']._serialized_end=1632
+  _globals['_QUEUESERVICE']._serialized_start=1635
+  _globals['_QUEUESERVICE']._serialized_end=2295
 # @@protoc_insertion_point(module_scope)

@@ -41,6 +41,8 @@ class Queue(_message.Message):
     EXECUTION_TIMEOUT_FIELD_NUMBER: _builtins.int
     FINISHED_TASK_TTL_FIELD_NUMBER: _builtins.int
     REDACT_PATHS_FIELD_NUMBER: _builtins.int
+    MAX_LOG_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_LOG_LINES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `projects/{project}/queues/{queue}`."""
     paused: _builtins.bool
@@ -57,6 +59,16 @@ class Queue(_message.Message):
     """Output only. Pass to PurgeQueue to purge exactly the depth seen here."""
     pause_reason: _builtins.str
     """Output only. Why it was paused."""
+    max_log_bytes: _builtins.int
+    """The most bytes (messages and fields) kept of one attempt's log; past it the oldest
+    lines are dropped. 0 or unset: 1 MiB. UpdateQueue returns INVALID_ARGUMENT when it
+    is negative, under 1 KiB or over 64 MiB. Applies to lines appended after it is set.
+    """
+    max_log_lines: _builtins.int
+    """The most lines kept of one attempt's log; past it the oldest lines are dropped.
+    0 or unset: 10,000. UpdateQueue returns INVALID_ARGUMENT when it is negative or over
+    1,000,000. Applies to lines appended after it is set.
+    """
     @_builtins.property
     def default_retry_policy(self) -> _task_pb2.RetryPolicy:
         """Applies to tasks that leave retry_policy fields unset."""
@@ -115,10 +127,12 @@ class Queue(_message.Message):
         execution_timeout: _duration_pb2.Duration | None = ...,
         finished_task_ttl: _duration_pb2.Duration | None = ...,
         redact_paths: _abc.Iterable[_builtins.str] | None = ...,
+        max_log_bytes: _builtins.int = ...,
+        max_log_lines: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_retry_policy", b"default_retry_policy", "execution_timeout", b"execution_timeout", "finished_task_ttl", b"finished_task_ttl", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_retry_policy", b"default_retry_policy", "execution_timeout", b"execution_timeout", "finished_task_ttl", b"finished_task_ttl", "max_concurrency", b"max_concurrency", "name", b"name", "pause_reason", b"pause_reason", "paused", b"paused", "purge_confirm_token", b"purge_confirm_token", "rate_limit", b"rate_limit", "redact_paths", b"redact_paths", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "default_retry_policy", b"default_retry_policy", "execution_timeout", b"execution_timeout", "finished_task_ttl", b"finished_task_ttl", "max_concurrency", b"max_concurrency", "max_log_bytes", b"max_log_bytes", "max_log_lines", b"max_log_lines", "name", b"name", "pause_reason", b"pause_reason", "paused", b"paused", "purge_confirm_token", b"purge_confirm_token", "rate_limit", b"rate_limit", "redact_paths", b"redact_paths", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -268,8 +282,8 @@ class UpdateQueueRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change: max_concurrency, rate_limit, default_retry_policy
         (or a path inside it, such as default_retry_policy.max_attempts),
-        execution_timeout, finished_task_ttl, redact_paths, or `*` for all. Empty
-        means the fields present in the request (AIP-134): the
+        execution_timeout, finished_task_ttl, redact_paths, max_log_bytes, max_log_lines,
+        or `*` for all. Empty means the fields present in the request (AIP-134): the
         populated fields over gRPC, the JSON body's keys over REST.
         """
 

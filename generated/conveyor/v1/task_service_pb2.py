@@ -29,10 +29,12 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63onveyor/v1/task_service.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/auth.proto\x1a\x17\x63onveyor/v1/enums.proto\x1a\x16\x63onveyor/v1/task.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x19google/api/resource.proto\x1a\x17google/rpc/status.proto\"z\n\x11\x43reateTaskRequest\x12*\n\x06parent\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\x12\x11\x63onveyor.dev/Task\x12%\n\x04task\x18\x02 \x01(\x0b\x32\x11.conveyor.v1.TaskB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x8d\x01\n\x17\x42\x61tchCreateTasksRequest\x12*\n\x06parent\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\x12\x11\x63onveyor.dev/Task\x12\x36\n\x08requests\x18\x02 \x03(\x0b\x32\x1e.conveyor.v1.CreateTaskRequestB\x04\xe2\x41\x01\x02\x12\x0e\n\x06\x61tomic\x18\x03 \x01(\x08\"O\n\x18\x42\x61tchCreateTasksResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".conveyor.v1.BatchCreateTaskResult\"\x96\x01\n\x15\x42\x61tchCreateTaskResult\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.TaskH\x00\x12*\n\rexisting_task\x18\x02 \x01(\x0b\x32\x11.conveyor.v1.TaskH\x00\x12$\n\x06status\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\":\n\x0eGetTaskRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\"\xc5\x01\n\x10ListTasksRequest\x12*\n\x06parent\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\x12\x11\x63onveyor.dev/Task\x12\'\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x17.conveyor.v1.TaskFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x10\n\x08order_by\x18\x05 \x01(\t\x12#\n\x04view\x18\x06 \x01(\x0e\x32\x15.conveyor.v1.TaskView\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x12GetTaskTreeRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\"h\n\x08TaskTree\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\'\n\x0c\x64\x65pendencies\x18\x03 \x03(\x0b\x32\x11.conveyor.v1.Task\"M\n\x11\x43\x61ncelTaskRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x0e\n\x06reason\x18\x02 \x01(\t\"O\n\x12\x41pproveTaskRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\"M\n\x11RejectTaskRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x95\x01\n\x17\x42\x61tchDeleteTasksRequest\x12*\n\x06parent\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\x12\x11\x63onveyor.dev/Task\x12%\n\x05names\x18\x02 \x03(\tB\x16\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\'\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x17.conveyor.v1.TaskFilter\"B\n\x18\x42\x61tchDeleteTasksResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x05\x12\x0f\n\x07skipped\x18\x02 \x03(\t\"\xc9\x01\n\x12\x45xportTasksRequest\x12*\n\x06parent\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\x12\x11\x63onveyor.dev/Task\x12\'\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x17.conveyor.v1.TaskFilter\x12)\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x19.conveyor.v1.ExportFormat\x12\x0e\n\x06\x66ields\x18\x04 \x03(\t\x12#\n\x04view\x18\x05 \x01(\x0e\x32\x15.conveyor.v1.TaskView2\xc5\n\n\x0bTaskService\x12z\n\nCreateTask\x12\x1e.conveyor.v1.CreateTaskRequest\x1a\x11.conveyor.v1.Task\"9\xaa\xbb\x18\n\x08\x03\x12\x06parent\x82\xd3\xe4\x93\x02%\"\x1d/v1/{parent=projects/*}/tasks:\x04task\x12\xa3\x01\n\x10\x42\x61tchCreateTasks\x12$.conveyor.v1.BatchCreateTasksRequest\x1a%.conveyor.v1.BatchCreateTasksResponse\"B\xaa\xbb\x18\n\x08\x03\x12\x06parent\x82\xd3\xe4\x93\x02.\")/v1/{parent=projects/*}/tasks:batchCreate:\x01*\x12l\n\x07GetTask\x12\x1b.conveyor.v1.GetTaskRequest\x1a\x11.conveyor.v1.Task\"1\xaa\xbb\x18\x08\x08\x01\x12\x04name\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{name=projects/*/tasks/*}\x12\x7f\n\tListTasks\x12\x1d.conveyor.v1.ListTasksRequest\x1a\x1e.conveyor.v1.ListTasksResponse\"3\xaa\xbb\x18\n\x08\x01\x12\x06parent\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{parent=projects/*}/tasks\x12}\n\x0bGetTaskTree\x12\x1f.conveyor.v1.GetTaskTreeRequest\x1a\x15.conveyor.v1.TaskTree\"6\xaa\xbb\x18\x08\x08\x01\x12\x04name\x82\xd3\xe4\x93\x02$\x12\"/v1/{name=projects/*/tasks/*}:tree\x12|\n\nCancelTask\x12\x1e.conveyor.v1.CancelTaskRequest\x1a\x11.conveyor.v1.Task\";\xaa\xbb\x18\x08\x08\x03\x12\x04name\x82\xd3\xe4\x93\x02)\"$/v1/{name=projects/*/tasks/*}:cancel:\x01*\x12\x7f\n\x0b\x41pproveTask\x12\x1f.conveyor.v1.ApproveTaskRequest\x1a\x11.conveyor.v1.Task\"<\xaa\xbb\x18\x08\x08\x03\x12\x04name\x82\xd3\xe4\x93\x02*\"%/v1/{name=projects/*/tasks/*}:approve:\x01*\x12|\n\nRejectTask\x12\x1e.conveyor.v1.RejectTaskRequest\x1a\x11.conveyor.v1.Task\";\xaa\xbb\x18\x08\x08\x03\x12\x04name\x82\xd3\xe4\x93\x02)\"$/v1/{name=projects/*/tasks/*}:reject:\x01*\x12\xa3\x01\n\x10\x42\x61tchDeleteTasks\x12$.conveyor.v1.BatchDeleteTasksRequest\x1a%.conveyor.v1.BatchDeleteTasksResponse\"B\xaa\xbb\x18\n\x08\x04\x12\x06parent\x82\xd3\xe4\x93\x02.\")/v1/{parent=projects/*}/tasks:batchDelete:\x01*\x12\x82\x01\n\x0b\x45xportTasks\x12\x1f.conveyor.v1.ExportTasksRequest\x1a\x14.google.api.HttpBody\":\xaa\xbb\x18\n\x08\x01\x12\x06parent\x82\xd3\xe4\x93\x02&\x12$/v1/{parent=projects/*}/tasks:export0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63onveyor/v1/task_service.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/auth.proto\x1a\x17\x63onveyor/v1/enums.proto\x1a\x16\x63onveyor/v1/task.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"z\n\x11\x43reateTaskRequest\x12*\n\x06parent\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\x12\x11\x63onveyor.dev/Task\x12%\n\x04task\x18\x02 \x01(\x0b\x32\x11.conveyor.v1.TaskB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x8d\x01\n\x17\x42\x61tchCreateTasksRequest\x12*\n\x06parent\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\x12\x11\x63onveyor.dev/Task\x12\x36\n\x08requests\x18\x02 \x03(\x0b\x32\x1e.conveyor.v1.CreateTaskRequestB\x04\xe2\x41\x01\x02\x12\x0e\n\x06\x61tomic\x18\x03 \x01(\x08\"O\n\x18\x42\x61tchCreateTasksResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".conveyor.v1.BatchCreateTaskResult\"\x96\x01\n\x15\x42\x61tchCreateTaskResult\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.TaskH\x00\x12*\n\rexisting_task\x18\x02 \x01(\x0b\x32\x11.conveyor.v1.TaskH\x00\x12$\n\x06status\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\":\n\x0eGetTaskRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\"\xc5\x01\n\x10ListTasksRequest\x12*\n\x06parent\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\x12\x11\x63onveyor.dev/Task\x12\'\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x17.conveyor.v1.TaskFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x10\n\x08order_by\x18\x05 \x01(\t\x12#\n\x04view\x18\x06 \x01(\x0e\x32\x15.conveyor.v1.TaskView\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x12GetTaskTreeRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\"h\n\x08TaskTree\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\'\n\x0c\x64\x65pendencies\x18\x03 \x03(\x0b\x32\x11.conveyor.v1.Task\"M\n\x11\x43\x61ncelTaskRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x0e\n\x06reason\x18\x02 \x01(\t\"O\n\x12\x41pproveTaskRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\"M\n\x11RejectTaskRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x95\x01\n\x17\x42\x61tchDeleteTasksRequest\x12*\n\x06parent\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\x12\x11\x63onveyor.dev/Task\x12%\n\x05names\x18\x02 \x03(\tB\x16\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\'\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x17.conveyor.v1.TaskFilter\"B\n\x18\x42\x61tchDeleteTasksResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x05\x12\x0f\n\x07skipped\x18\x02 \x03(\t\"\xc9\x01\n\x12\x45xportTasksRequest\x12*\n\x06parent\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\x12\x11\x63onveyor.dev/Task\x12\'\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x17.conveyor.v1.TaskFilter\x12)\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x19.conveyor.v1.ExportFormat\x12\x0e\n\x06\x66ields\x18\x04 \x03(\t\x12#\n\x04view\x18\x05 \x01(\x0e\x32\x15.conveyor.v1.TaskView\"\x8e\x02\n\x0bTaskLogLine\x12\x15\n\x07\x61ttempt\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x11\n\x03seq\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06stream\x18\x04 \x01(\x0e\x32\x1a.conveyor.v1.TaskLogStream\x12(\n\x05level\x18\x05 \x01(\x0e\x32\x19.conveyor.v1.TaskLogLevel\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\'\n\x06\x66ields\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1b\n\rdropped_count\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\x88\x01\n\x15\x41ppendTaskLogsRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x16\n\x08lease_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x05lines\x18\x03 \x03(\x0b\x32\x18.conveyor.v1.TaskLogLineB\x04\xe2\x41\x01\x02\"A\n\x16\x41ppendTaskLogsResponse\x12\x10\n\x08last_seq\x18\x01 \x01(\x03\x12\x15\n\rdropped_count\x18\x02 \x01(\x03\"w\n\x13ListTaskLogsRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"X\n\x14ListTaskLogsResponse\x12\'\n\x05lines\x18\x01 \x03(\x0b\x32\x18.conveyor.v1.TaskLogLine\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"d\n\x14WatchTaskLogsRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tafter_seq\x18\x03 \x01(\x03\x32\x80\x0e\n\x0bTaskService\x12z\n\nCreateTask\x12\x1e.conveyor.v1.CreateTaskRequest\x1a\x11.conveyor.v1.Task\"9\xaa\xbb\x18\n\x08\x03\x12\x06parent\x82\xd3\xe4\x93\x02%\"\x1d/v1/{parent=projects/*}/tasks:\x04task\x12\xa3\x01\n\x10\x42\x61tchCreateTasks\x12$.conveyor.v1.BatchCreateTasksRequest\x1a%.conveyor.v1.BatchCreateTasksResponse\"B\xaa\xbb\x18\n\x08\x03\x12\x06parent\x82\xd3\xe4\x93\x02.\")/v1/{parent=projects/*}/tasks:batchCreate:\x01*\x12l\n\x07GetTask\x12\x1b.conveyor.v1.GetTaskRequest\x1a\x11.conveyor.v1.Task\"1\xaa\xbb\x18\x08\x08\x01\x12\x04name\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{name=projects/*/tasks/*}\x12\x7f\n\tListTasks\x12\x1d.conveyor.v1.ListTasksRequest\x1a\x1e.conveyor.v1.ListTasksResponse\"3\xaa\xbb\x18\n\x08\x01\x12\x06parent\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{parent=projects/*}/tasks\x12}\n\x0bGetTaskTree\x12\x1f.conveyor.v1.GetTaskTreeRequest\x1a\x15.conveyor.v1.TaskTree\"6\xaa\xbb\x18\x08\x08\x01\x12\x04name\x82\xd3\xe4\x93\x02$\x12\"/v1/{name=projects/*/tasks/*}:tree\x12|\n\nCancelTask\x12\x1e.conveyor.v1.CancelTaskRequest\x1a\x11.conveyor.v1.Task\";\xaa\xbb\x18\x08\x08\x03\x12\x04name\x82\xd3\xe4\x93\x02)\"$/v1/{name=projects/*/tasks/*}:cancel:\x01*\x12\x7f\n\x0b\x41pproveTask\x12\x1f.conveyor.v1.ApproveTaskRequest\x1a\x11.conveyor.v1.Task\"<\xaa\xbb\x18\x08\x08\x03\x12\x04name\x82\xd3\xe4\x93\x02*\"%/v1/{name=projects/*/tasks/*}:approve:\x01*\x12|\n\nRejectTask\x12\x1e.conveyor.v1.RejectTaskRequest\x1a\x11.conveyor.v1.Task\";\xaa\xbb\x18\x08\x08\x03\x12\x04name\x82\xd3\xe4\x93\x02)\"$/v1/{name=projects/*/tasks/*}:reject:\x01*\x12\xa3\x01\n\x10\x42\x61tchDeleteTasks\x12$.conveyor.v1.BatchDeleteTasksRequest\x1a%.conveyor.v1.BatchDeleteTasksResponse\"B\xaa\xbb\x18\n\x08\x04\x12\x06parent\x82\xd3\xe4\x93\x02.\")/v1/{parent=projects/*}/tasks:batchDelete:\x01*\x12\x82\x01\n\x0b\x45xportTasks\x12\x1f.conveyor.v1.ExportTasksRequest\x1a\x14.google.api.HttpBody\":\xaa\xbb\x18\n\x08\x01\x12\x06parent\x82\xd3\xe4\x93\x02&\x12$/v1/{parent=projects/*}/tasks:export0\x01\x12\x9b\x01\n\x0e\x41ppendTaskLogs\x12\".conveyor.v1.AppendTaskLogsRequest\x1a#.conveyor.v1.AppendTaskLogsResponse\"@\xaa\xbb\x18\x08\x08\x02\x12\x04name\x82\xd3\xe4\x93\x02.\")/v1/{name=projects/*/tasks/*}/logs:append:\x01*\x12\x8b\x01\n\x0cListTaskLogs\x12 .conveyor.v1.ListTaskLogsRequest\x1a!.conveyor.v1.ListTaskLogsResponse\"6\xaa\xbb\x18\x08\x08\x01\x12\x04name\x82\xd3\xe4\x93\x02$\x12\"/v1/{name=projects/*/tasks/*}/logs\x12\x8c\x01\n\rWatchTaskLogs\x12!.conveyor.v1.WatchTaskLogsRequest\x1a\x18.conveyor.v1.TaskLogLine\"<\xaa\xbb\x18\x08\x08\x01\x12\x04name\x82\xd3\xe4\x93\x02*\x12(/v1/{name=projects/*/tasks/*}/logs:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -65,6 +67,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHDELETETASKSREQUEST'].fields_by_name['names']._serialized_options = b'\372A\023\n\021conveyor.dev/Task'
   _globals['_EXPORTTASKSREQUEST'].fields_by_name['parent']._loaded_options = None
   _globals['_EXPORTTASKSREQUEST'].fields_by_name['parent']._serialized_options = b'\342A\001\002\372A\023\022\021conveyor.dev/Task'
+  _globals['_TASKLOGLINE'].fields_by_name['attempt']._loaded_options = None
+  _globals['_TASKLOGLINE'].fields_by_name['attempt']._serialized_options = b'\342A\001\003'
+  _globals['_TASKLOGLINE'].fields_by_name['seq']._loaded_options = None
+  _globals['_TASKLOGLINE'].fields_by_name['seq']._serialized_options = b'\342A\001\003'
+  _globals['_TASKLOGLINE'].fields_by_name['dropped_count']._loaded_options = None
+  _globals['_TASKLOGLINE'].fields_by_name['dropped_count']._serialized_options = b'\342A\001\003'
+  _globals['_APPENDTASKLOGSREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_APPENDTASKLOGSREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\023\n\021conveyor.dev/Task'
+  _globals['_APPENDTASKLOGSREQUEST'].fields_by_name['lease_id']._loaded_options = None
+  _globals['_APPENDTASKLOGSREQUEST'].fields_by_name['lease_id']._serialized_options = b'\342A\001\002'
+  _globals['_APPENDTASKLOGSREQUEST'].fields_by_name['lines']._loaded_options = None
+  _globals['_APPENDTASKLOGSREQUEST'].fields_by_name['lines']._serialized_options = b'\342A\001\002'
+  _globals['_LISTTASKLOGSREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_LISTTASKLOGSREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\023\n\021conveyor.dev/Task'
+  _globals['_WATCHTASKLOGSREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_WATCHTASKLOGSREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\023\n\021conveyor.dev/Task'
   _globals['_TASKSERVICE'].methods_by_name['CreateTask']._loaded_options = None
   _globals['_TASKSERVICE'].methods_by_name['CreateTask']._serialized_options = b'\252\273\030\n\010\003\022\006parent\202\323\344\223\002%\"\035/v1/{parent=projects/*}/tasks:\004task'
   _globals['_TASKSERVICE'].methods_by_name['BatchCreateTasks']._loaded_options = None
@@ -85,36 +103,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSERVICE'].methods_by_name['BatchDeleteTasks']._serialized_options = b'\252\273\030\n\010\004\022\006parent\202\323\344\223\002.\")/v1/{parent=projects/*}/tasks:batchDelete:\001*'
   _globals['_TASKSERVICE'].methods_by_name['ExportTasks']._loaded_options = None
   _globals['_TASKSERVICE'].methods_by_name['ExportTasks']._serialized_options = b'\252\273\030\n\010\001\022\006parent\202\323\344\223\002&\022$/v1/{parent=projects/*}/tasks:export'
-  _globals['_CREATETASKREQUEST']._serialized_start=262
-  _globals['_CREATETASKREQUEST']._serialized_end=384
-  _globals['_BATCHCREATETASKSREQUEST']._serialized_start=387
-  _globals['_BATCHCREATETASKSREQUEST']._serialized_end=528
-  _globals['_BATCHCREATETASKSRESPONSE']._serialized_start=530
-  _globals['_BATCHCREATETASKSRESPONSE']._serialized_end=609
-  _globals['_BATCHCREATETASKRESULT']._serialized_start=612
-  _globals['_BATCHCREATETASKRESULT']._serialized_end=762
-  _globals['_GETTASKREQUEST']._serialized_start=764
-  _globals['_GETTASKREQUEST']._serialized_end=822
-  _globals['_LISTTASKSREQUEST']._serialized_start=825
-  _globals['_LISTTASKSREQUEST']._serialized_end=1022
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1024
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1102
-  _globals['_GETTASKTREEREQUEST']._serialized_start=1104
-  _globals['_GETTASKTREEREQUEST']._serialized_end=1166
-  _globals['_TASKTREE']._serialized_start=1168
-  _globals['_TASKTREE']._serialized_end=1272
-  _globals['_CANCELTASKREQUEST']._serialized_start=1274
-  _globals['_CANCELTASKREQUEST']._serialized_end=1351
-  _globals['_APPROVETASKREQUEST']._serialized_start=1353
-  _globals['_APPROVETASKREQUEST']._serialized_end=1432
-  _globals['_REJECTTASKREQUEST']._serialized_start=1434
-  _globals['_REJECTTASKREQUEST']._serialized_end=1511
-  _globals['_BATCHDELETETASKSREQUEST']._serialized_start=1514
-  _globals['_BATCHDELETETASKSREQUEST']._serialized_end=1663
-  _globals['_BATCHDELETETASKSRESPONSE']._serialized_start=1665
-  _globals['_BATCHDELETETASKSRESPONSE']._serialized_end=1731
-  _globals['_EXPORTTASKSREQUEST']._serialized_start=1734
-  _globals['_EXPORTTASKSREQUEST']._serialized_end=1935
-  _globals['_TASKSERVICE']._serialized_start=1938
-  _globals['_TASKSERVICE']._serialized_end=3287
+  _globals['_TASKSERVICE'].methods_by_name['AppendTaskLogs']._loaded_options = None
+  _globals['_TASKSERVICE'].methods_by_name['AppendTaskLogs']._serialized_options = b'\252\273\030\010\010\002\022\004name\202\323\344\223\002.\")/v1/{name=projects/*/tasks/*}/logs:append:\001*'
+  _globals['_TASKSERVICE'].methods_by_name['ListTaskLogs']._loaded_options = None
+  _globals['_TASKSERVICE'].methods_by_name['ListTaskLogs']._serialized_options = b'\252\273\030\010\010\001\022\004name\202\323\344\223\002$\022\"/v1/{name=projects/*/tasks/*}/logs'
+  _globals['_TASKSERVICE'].methods_by_name['WatchTaskLogs']._loaded_options = None
+  _globals['_TASKSERVICE'].methods_by_name['WatchTaskLogs']._serialized_options = b'\252\273\030\010\010\001\022\004name\202\323\344\223\002*\022(/v1/{name=projects/*/tasks/*}/logs:watch'
+  _globals['_CREATETASKREQUEST']._serialized_start=325
+  _globals['_CREATETASKREQUEST']._serialized_end=447
+  _globals['_BATCHCREATETASKSREQUEST']._serialized_start=450
+  _globals['_BATCHCREATETASKSREQUEST']._serialized_end=591
+  _globals['_BATCHCREATETASKSRESPONSE']._serialized_start=593
+  _globals['_BATCHCREATETASKSRESPONSE']._serialized_end=672
+  _globals['_BATCHCREATETASKRESULT']._serialized_start=675
+  _globals['_BATCHCREATETASKRESULT']._serialized_end=825
+  _globals['_GETTASKREQUEST']._serialized_start=827
+  _globals['_GETTASKREQUEST']._serialized_end=885
+  _globals['_LISTTASKSREQUEST']._serialized_start=888
+  _globals['_LISTTASKSREQUEST']._serialized_end=1085
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1087
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1165
+  _globals['_GETTASKTREEREQUEST']._serialized_start=1167
+  _globals['_GETTASKTREEREQUEST']._serialized_end=1229
+  _globals['_TASKTREE']._serialized_start=1231
+  _globals['_TASKTREE']._serialized_end=1335
+  _globals['_CANCELTASKREQUEST']._serialized_start=1337
+  _globals['_CANCELTASKREQUEST']._serialized_end=1414
+  _globals['_APPROVETASKREQUEST']._serialized_start=1416
+  _globals['_APPROVETASKREQUEST']._serialized_end=1495
+  _globals['_REJECTTASKREQUEST']._serialized_start=1497
+  _globals['_REJECTTASKREQUEST']._serialized_end=1574
+  _globals['_BATCHDELETETASKSREQUEST']._serialized_start=1577
+  _globals['_BATCHDELETETASKSREQUEST']._serialized_end=1726
+  _globals['_BATCHDELETETASKSRESPONSE']._serialized_start=1728
+  _globals['_BATCHDELETETASKSRESPONSE']._serialized_end=1794
+  _globals['_EXPORTTASKSREQUEST']._serialized_start=1797
+  _globals['_EXPORTTASKSREQUEST']._serialized_end=1998
+  _globals['_TASKLOGLINE']._serialized_start=2001
+  _globals['_TASKLOGLINE']._serialized_end=2271
+  _globals['_APPENDTASKLOGSREQUEST']._serialized_start=2274
+  _globals['_APPENDTASKLOGSREQUEST']._serialized_end=2410
+  _globals['_APPENDTASKLOGSRESPONSE']._serialized_start=2412
+  _globals['_APPENDTASKLOGSRESPONSE']._serialized_end=2477
+  _globals['_LISTTASKLOGSREQUEST']._serialized_start=2479
+  _globals['_LISTTASKLOGSREQUEST']._serialized_end=2598
+  _globals['_LISTTASKLOGSRESPONSE']._serialized_start=2600
+  _globals['_LISTTASKLOGSRESPONSE']._serialized_end=2688
+  _globals['_WATCHTASKLOGSREQUEST']._serialized_start=2690
+  _globals['_WATCHTASKLOGSREQUEST']._serialized_end=2790
+  _globals['_TASKSERVICE']._serialized_start=2793
+  _globals['_TASKSERVICE']._serialized_end=4585
 # @@protoc_insertion_point(module_scope)

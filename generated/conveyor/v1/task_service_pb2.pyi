@@ -8,6 +8,8 @@ from conveyor.v1 import enums_pb2 as _enums_pb2
 from conveyor.v1 import task_pb2 as _task_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
@@ -489,3 +491,221 @@ class ExportTasksRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportTasksRequest: _TypeAlias = ExportTasksRequest  # noqa: Y015
+
+@_typing.final
+class TaskLogLine(_message.Message):
+    """TaskLogLine is one line of a task's output: a handler's log call, or a line it wrote
+    to stdout or stderr.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    DROPPED_COUNT_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """Output only. The attempt that wrote it (1 for the first)."""
+    seq: _builtins.int
+    """Output only. Its number in the attempt's log: 1, 2, ... in the order written. The
+    bound drops the oldest lines, so the first line kept may have a larger number.
+    """
+    stream: _enums_pb2.TaskLogStream.ValueType
+    """Where it came from; unset means TASK_LOG_STREAM_LOG."""
+    level: _enums_pb2.TaskLogLevel.ValueType
+    """How severe; unset means TASK_LOG_LEVEL_INFO."""
+    message: _builtins.str
+    """The text (a blank line of output is empty). With its fields at most 64 KiB
+    (UTF-8, fields as JSON).
+    """
+    dropped_count: _builtins.int
+    """Output only. Set on the first line kept after the attempt's bound dropped older
+    lines: how many lines were dropped before it. Zero on every other line.
+    """
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the worker wrote it; unset: when the server received it."""
+
+    @_builtins.property
+    def fields(self) -> _struct_pb2.Struct:
+        """Structured fields (the keyword arguments of the SDK's ctx.log)."""
+
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        seq: _builtins.int = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        stream: _enums_pb2.TaskLogStream.ValueType = ...,
+        level: _enums_pb2.TaskLogLevel.ValueType = ...,
+        message: _builtins.str = ...,
+        fields: _struct_pb2.Struct | None = ...,
+        dropped_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dropped_count", b"dropped_count", "fields", b"fields", "level", b"level", "message", b"message", "seq", b"seq", "stream", b"stream", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskLogLine: _TypeAlias = TaskLogLine  # noqa: Y015
+
+@_typing.final
+class AppendTaskLogsRequest(_message.Message):
+    """AppendTaskLogsRequest is the input of AppendTaskLogs (and one item of a
+    TaskLogBatch on the Connect stream).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LEASE_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. The task, `projects/{project}/tasks/{task}`."""
+    lease_id: _builtins.str
+    """Required. The lease's fencing token: the lines go to the attempt it leased."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskLogLine]:
+        """Required. 1 to 1000 lines, in the order written; their output-only fields are
+        ignored.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        lease_id: _builtins.str = ...,
+        lines: _abc.Iterable[Global___TaskLogLine] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_id", b"lease_id", "lines", b"lines", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendTaskLogsRequest: _TypeAlias = AppendTaskLogsRequest  # noqa: Y015
+
+@_typing.final
+class AppendTaskLogsResponse(_message.Message):
+    """AppendTaskLogsResponse says where the attempt's log stands."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LAST_SEQ_FIELD_NUMBER: _builtins.int
+    DROPPED_COUNT_FIELD_NUMBER: _builtins.int
+    last_seq: _builtins.int
+    """The seq of the last line appended."""
+    dropped_count: _builtins.int
+    """How many of the attempt's lines the bound has dropped so far."""
+    def __init__(
+        self,
+        *,
+        last_seq: _builtins.int = ...,
+        dropped_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped_count", b"dropped_count", "last_seq", b"last_seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendTaskLogsResponse: _TypeAlias = AppendTaskLogsResponse  # noqa: Y015
+
+@_typing.final
+class ListTaskLogsRequest(_message.Message):
+    """ListTaskLogsRequest is the input of ListTaskLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. The task, `projects/{project}/tasks/{task}`."""
+    attempt: _builtins.int
+    """Only the lines of this attempt (1 for the first); 0 means every attempt's."""
+    page_size: _builtins.int
+    """1 to 5000; 0 means 1000."""
+    page_token: _builtins.str
+    """From a previous next_page_token."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "name", b"name", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaskLogsRequest: _TypeAlias = ListTaskLogsRequest  # noqa: Y015
+
+@_typing.final
+class ListTaskLogsResponse(_message.Message):
+    """ListTaskLogsResponse is one page of log lines."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass to get the next page; empty on the last page."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskLogLine]:
+        """The lines of this page, by attempt, then seq."""
+
+    def __init__(
+        self,
+        *,
+        lines: _abc.Iterable[Global___TaskLogLine] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaskLogsResponse: _TypeAlias = ListTaskLogsResponse  # noqa: Y015
+
+@_typing.final
+class WatchTaskLogsRequest(_message.Message):
+    """WatchTaskLogsRequest is the input of WatchTaskLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. The task, `projects/{project}/tasks/{task}`."""
+    attempt: _builtins.int
+    """The attempt to follow (1 for the first); 0 means the current one, or the first
+    to start.
+    """
+    after_seq: _builtins.int
+    """Send only the lines after this seq (to resume a watch)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        after_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "attempt", b"attempt", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTaskLogsRequest: _TypeAlias = WatchTaskLogsRequest  # noqa: Y015

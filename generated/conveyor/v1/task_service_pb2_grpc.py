@@ -87,6 +87,21 @@ class TaskServiceStub:
                 request_serializer=conveyor_dot_v1_dot_task__service__pb2.ExportTasksRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.AppendTaskLogs = channel.unary_unary(
+                '/conveyor.v1.TaskService/AppendTaskLogs',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.AppendTaskLogsRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.AppendTaskLogsResponse.FromString,
+                _registered_method=True)
+        self.ListTaskLogs = channel.unary_unary(
+                '/conveyor.v1.TaskService/ListTaskLogs',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.ListTaskLogsRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.ListTaskLogsResponse.FromString,
+                _registered_method=True)
+        self.WatchTaskLogs = channel.unary_stream(
+                '/conveyor.v1.TaskService/WatchTaskLogs',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskLogsRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.TaskLogLine.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -199,6 +214,43 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendTaskLogs(self, request, context):
+        """AppendTaskLogs appends lines to the log of a task's running attempt, fenced by its
+        lease like ExtendLease (the Python SDK sends its lines on the Connect stream as a
+        TaskLogBatch instead); returns FAILED_PRECONDITION (reason LEASE_STALE) when the
+        lease_id is not the task's current lease, changing nothing. Past the attempt's
+        bound (the queue's max_log_bytes and max_log_lines) the oldest lines are dropped.
+        Also returns NOT_FOUND when the task does not exist and INVALID_ARGUMENT for no
+        lines, more than 1000, a line over 64 KiB, or a malformed name or field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTaskLogs(self, request, context):
+        """ListTaskLogs returns one page of a task's log lines, oldest first: attempt by
+        attempt, or those of one attempt; returns NOT_FOUND when the task does not exist.
+        Also returns INVALID_ARGUMENT for a bad page_size, page_token or attempt, or a
+        malformed name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTaskLogs(self, request, context):
+        """WatchTaskLogs sends the lines an attempt has written, then tails it live, and ends
+        (OK) when the attempt ends; an attempt already ended gets its lines and the end at
+        once. Without an attempt it follows the task's current attempt, waiting for the
+        first one to start. Over REST it is Server-Sent Events (Accept:
+        text/event-stream) or NDJSON. Returns NOT_FOUND when the task does not exist.
+        Also returns INVALID_ARGUMENT for a bad attempt or after_seq, or a malformed name,
+        and UNAVAILABLE (reason SHUTTING_DOWN) when the replica stops: resume with
+        after_seq.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -251,6 +303,21 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ExportTasks,
                     request_deserializer=conveyor_dot_v1_dot_task__service__pb2.ExportTasksRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'AppendTaskLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendTaskLogs,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.AppendTaskLogsRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.AppendTaskLogsResponse.SerializeToString,
+            ),
+            'ListTaskLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaskLogs,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.ListTaskLogsRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.ListTaskLogsResponse.SerializeToString,
+            ),
+            'WatchTaskLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTaskLogs,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskLogsRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.TaskLogLine.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -524,6 +591,87 @@ class TaskService:
             '/conveyor.v1.TaskService/ExportTasks',
             conveyor_dot_v1_dot_task__service__pb2.ExportTasksRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendTaskLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/AppendTaskLogs',
+            conveyor_dot_v1_dot_task__service__pb2.AppendTaskLogsRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.AppendTaskLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaskLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/ListTaskLogs',
+            conveyor_dot_v1_dot_task__service__pb2.ListTaskLogsRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.ListTaskLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTaskLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/conveyor.v1.TaskService/WatchTaskLogs',
+            conveyor_dot_v1_dot_task__service__pb2.WatchTaskLogsRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.TaskLogLine.FromString,
             options,
             channel_credentials,
             insecure,

@@ -101,6 +101,31 @@ class TaskServiceStub:
     while another bulk action of the project runs it returns FAILED_PRECONDITION
     with reason BULK_ACTION_RUNNING, and while it streams it holds the slot.
     """
+    AppendTaskLogs: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.AppendTaskLogsRequest, _task_service_pb2.AppendTaskLogsResponse]
+    """AppendTaskLogs appends lines to the log of a task's running attempt, fenced by its
+    lease like ExtendLease (the Python SDK sends its lines on the Connect stream as a
+    TaskLogBatch instead); returns FAILED_PRECONDITION (reason LEASE_STALE) when the
+    lease_id is not the task's current lease, changing nothing. Past the attempt's
+    bound (the queue's max_log_bytes and max_log_lines) the oldest lines are dropped.
+    Also returns NOT_FOUND when the task does not exist and INVALID_ARGUMENT for no
+    lines, more than 1000, a line over 64 KiB, or a malformed name or field.
+    """
+    ListTaskLogs: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskLogsRequest, _task_service_pb2.ListTaskLogsResponse]
+    """ListTaskLogs returns one page of a task's log lines, oldest first: attempt by
+    attempt, or those of one attempt; returns NOT_FOUND when the task does not exist.
+    Also returns INVALID_ARGUMENT for a bad page_size, page_token or attempt, or a
+    malformed name.
+    """
+    WatchTaskLogs: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskLogsRequest, _task_service_pb2.TaskLogLine]
+    """WatchTaskLogs sends the lines an attempt has written, then tails it live, and ends
+    (OK) when the attempt ends; an attempt already ended gets its lines and the end at
+    once. Without an attempt it follows the task's current attempt, waiting for the
+    first one to start. Over REST it is Server-Sent Events (Accept:
+    text/event-stream) or NDJSON. Returns NOT_FOUND when the task does not exist.
+    Also returns INVALID_ARGUMENT for a bad attempt or after_seq, or a malformed name,
+    and UNAVAILABLE (reason SHUTTING_DOWN) when the replica stops: resume with
+    after_seq.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -172,6 +197,31 @@ class TaskServiceAsyncStub(TaskServiceStub):
     An export of more than 10,000 tasks is a bulk action (see BatchDeleteTasks):
     while another bulk action of the project runs it returns FAILED_PRECONDITION
     with reason BULK_ACTION_RUNNING, and while it streams it holds the slot.
+    """
+    AppendTaskLogs: _aio.UnaryUnaryMultiCallable[_task_service_pb2.AppendTaskLogsRequest, _task_service_pb2.AppendTaskLogsResponse]  # type: ignore[assignment]
+    """AppendTaskLogs appends lines to the log of a task's running attempt, fenced by its
+    lease like ExtendLease (the Python SDK sends its lines on the Connect stream as a
+    TaskLogBatch instead); returns FAILED_PRECONDITION (reason LEASE_STALE) when the
+    lease_id is not the task's current lease, changing nothing. Past the attempt's
+    bound (the queue's max_log_bytes and max_log_lines) the oldest lines are dropped.
+    Also returns NOT_FOUND when the task does not exist and INVALID_ARGUMENT for no
+    lines, more than 1000, a line over 64 KiB, or a malformed name or field.
+    """
+    ListTaskLogs: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskLogsRequest, _task_service_pb2.ListTaskLogsResponse]  # type: ignore[assignment]
+    """ListTaskLogs returns one page of a task's log lines, oldest first: attempt by
+    attempt, or those of one attempt; returns NOT_FOUND when the task does not exist.
+    Also returns INVALID_ARGUMENT for a bad page_size, page_token or attempt, or a
+    malformed name.
+    """
+    WatchTaskLogs: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskLogsRequest, _task_service_pb2.TaskLogLine]  # type: ignore[assignment]
+    """WatchTaskLogs sends the lines an attempt has written, then tails it live, and ends
+    (OK) when the attempt ends; an attempt already ended gets its lines and the end at
+    once. Without an attempt it follows the task's current attempt, waiting for the
+    first one to start. Over REST it is Server-Sent Events (Accept:
+    text/event-stream) or NDJSON. Returns NOT_FOUND when the task does not exist.
+    Also returns INVALID_ARGUMENT for a bad attempt or after_seq, or a malformed name,
+    and UNAVAILABLE (reason SHUTTING_DOWN) when the replica stops: resume with
+    after_seq.
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -301,6 +351,49 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         An export of more than 10,000 tasks is a bulk action (see BatchDeleteTasks):
         while another bulk action of the project runs it returns FAILED_PRECONDITION
         with reason BULK_ACTION_RUNNING, and while it streams it holds the slot.
+        """
+
+    @_abc_1.abstractmethod
+    def AppendTaskLogs(
+        self,
+        request: _task_service_pb2.AppendTaskLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.AppendTaskLogsResponse, _abc.Awaitable[_task_service_pb2.AppendTaskLogsResponse]]:
+        """AppendTaskLogs appends lines to the log of a task's running attempt, fenced by its
+        lease like ExtendLease (the Python SDK sends its lines on the Connect stream as a
+        TaskLogBatch instead); returns FAILED_PRECONDITION (reason LEASE_STALE) when the
+        lease_id is not the task's current lease, changing nothing. Past the attempt's
+        bound (the queue's max_log_bytes and max_log_lines) the oldest lines are dropped.
+        Also returns NOT_FOUND when the task does not exist and INVALID_ARGUMENT for no
+        lines, more than 1000, a line over 64 KiB, or a malformed name or field.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTaskLogs(
+        self,
+        request: _task_service_pb2.ListTaskLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ListTaskLogsResponse, _abc.Awaitable[_task_service_pb2.ListTaskLogsResponse]]:
+        """ListTaskLogs returns one page of a task's log lines, oldest first: attempt by
+        attempt, or those of one attempt; returns NOT_FOUND when the task does not exist.
+        Also returns INVALID_ARGUMENT for a bad page_size, page_token or attempt, or a
+        malformed name.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchTaskLogs(
+        self,
+        request: _task_service_pb2.WatchTaskLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_service_pb2.TaskLogLine], _abc.AsyncIterator[_task_service_pb2.TaskLogLine]]:
+        """WatchTaskLogs sends the lines an attempt has written, then tails it live, and ends
+        (OK) when the attempt ends; an attempt already ended gets its lines and the end at
+        once. Without an attempt it follows the task's current attempt, waiting for the
+        first one to start. Over REST it is Server-Sent Events (Accept:
+        text/event-stream) or NDJSON. Returns NOT_FOUND when the task does not exist.
+        Also returns INVALID_ARGUMENT for a bad attempt or after_seq, or a malformed name,
+        and UNAVAILABLE (reason SHUTTING_DOWN) when the replica stops: resume with
+        after_seq.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,6 +25,7 @@ _sym_db = _symbol_database.Default()
 from conveyor.v1 import auth_pb2 as conveyor_dot_v1_dot_auth__pb2
 from conveyor.v1 import enums_pb2 as conveyor_dot_v1_dot_enums__pb2
 from conveyor.v1 import task_pb2 as conveyor_dot_v1_dot_task__pb2
+from conveyor.v1 import task_service_pb2 as conveyor_dot_v1_dot_task__service__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
@@ -34,7 +35,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63onveyor/v1/worker.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/auth.proto\x1a\x17\x63onveyor/v1/enums.proto\x1a\x16\x63onveyor/v1/task.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xee\x03\n\x06Worker\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x18.conveyor.v1.WorkerStateB\x04\xe2\x41\x01\x03\x12\x14\n\x06queues\x18\x03 \x03(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x06labels\x18\x05 \x03(\x0b\x32\x1f.conveyor.v1.Worker.LabelsEntryB\x04\xe2\x41\x01\x03\x12\x30\n\x0c\x61\x63tive_tasks\x18\x06 \x03(\tB\x1a\xe2\x41\x01\x03\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x36\n\x0c\x63onnect_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x0elast_seen_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\x0bsdk_version\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:N\xea\x41K\n\x13\x63onveyor.dev/Worker\x12#projects/{project}/workers/{worker}*\x07workers2\x06worker\"\xde\x02\n\x0e\x43onnectRequest\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.HelloH\x00\x12%\n\x06\x63redit\x18\x02 \x01(\x0b\x32\x13.conveyor.v1.CreditH\x00\x12\x34\n\theartbeat\x18\x03 \x01(\x0b\x32\x1f.conveyor.v1.ExtendLeaseRequestH\x00\x12\x34\n\x08\x63omplete\x18\x04 \x01(\x0b\x32 .conveyor.v1.CompleteTaskRequestH\x00\x12,\n\x04\x66\x61il\x18\x05 \x01(\x0b\x32\x1c.conveyor.v1.FailTaskRequestH\x00\x12.\n\x0b\x63ommand_ack\x18\x06 \x01(\x0b\x32\x17.conveyor.v1.CommandAckH\x00\x12+\n\x07reports\x18\x07 \x01(\x0b\x32\x18.conveyor.v1.ReportBatchH\x00\x42\t\n\x07message\"o\n\x0bReportBatch\x12\x33\n\tcompletes\x18\x01 \x03(\x0b\x32 .conveyor.v1.CompleteTaskRequest\x12+\n\x05\x66\x61ils\x18\x02 \x03(\x0b\x32\x1c.conveyor.v1.FailTaskRequest\"\xa6\x02\n\x05Hello\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06worker\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06queues\x18\x03 \x03(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12.\n\x06labels\x18\x05 \x03(\x0b\x32\x1e.conveyor.v1.Hello.LabelsEntry\x12\x13\n\x0bsdk_version\x18\x06 \x01(\t\x12\x31\n\x0elease_duration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07\x62\x61tches\x18\x08 \x01(\x08\x12\x11\n\tack_tasks\x18\t \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x17\n\x06\x43redit\x12\r\n\x05tasks\x18\x01 \x01(\x05\"g\n\nCommandAck\x12\x15\n\x07\x63ommand\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\'\n\x06result\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xe7\x02\n\x0f\x43onnectResponse\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.conveyor.v1.WelcomeH\x00\x12(\n\nassignment\x18\x02 \x01(\x0b\x32\x12.conveyor.v1.LeaseH\x00\x12\x35\n\theartbeat\x18\x03 \x01(\x0b\x32 .conveyor.v1.ExtendLeaseResponseH\x00\x12,\n\nreport_ack\x18\x04 \x01(\x0b\x32\x16.conveyor.v1.ReportAckH\x00\x12-\n\x07\x63ommand\x18\x05 \x01(\x0b\x32\x1a.conveyor.v1.WorkerCommandH\x00\x12.\n\x0b\x61ssignments\x18\x06 \x01(\x0b\x32\x17.conveyor.v1.LeaseBatchH\x00\x12\x32\n\x0breport_acks\x18\x07 \x01(\x0b\x32\x1b.conveyor.v1.ReportAckBatchH\x00\x42\t\n\x07message\"0\n\nLeaseBatch\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.conveyor.v1.Lease\"6\n\x0eReportAckBatch\x12$\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x16.conveyor.v1.ReportAck\"P\n\x07Welcome\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"p\n\tReportAck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\"\n\x06status\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\x12\x1f\n\x04task\x18\x04 \x01(\x0b\x32\x11.conveyor.v1.Task\"o\n\rWorkerCommand\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12&\n\x04verb\x18\x02 \x01(\x0e\x32\x18.conveyor.v1.CommandVerb\x12%\n\x04\x61rgs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xcc\x01\n\x11LeaseTasksRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06worker\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06queues\x18\x03 \x03(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tmax_tasks\x18\x04 \x01(\x05\x12/\n\x0cwait_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0elease_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"8\n\x12LeaseTasksResponse\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.conveyor.v1.Lease\"\xb4\x01\n\x12\x45xtendLeaseRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x16\n\x08lease_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x08progress\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x86\x01\n\x13\x45xtendLeaseResponse\x12\x35\n\x11lease_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08lease_id\x18\x04 \x01(\t\"\xa6\x01\n\x13\x43ompleteTaskRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x16\n\x08lease_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x06result\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12\x14\n\x0cresume_token\x18\x05 \x01(\t\"\x8d\x01\n\x0f\x46\x61ilTaskRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x16\n\x08lease_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.conveyor.v1.TaskError\x12\x11\n\tretryable\x18\x04 \x01(\x08\"\xb5\x01\n\x12ReportTasksRequest\x12*\n\x06parent\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\x12\x11\x63onveyor.dev/Task\x12\x33\n\tcompletes\x18\x02 \x03(\x0b\x32 .conveyor.v1.CompleteTaskRequest\x12+\n\x05\x66\x61ils\x18\x03 \x03(\x0b\x32\x1c.conveyor.v1.FailTaskRequest\x12\x11\n\tack_tasks\x18\x04 \x01(\x08\";\n\x13ReportTasksResponse\x12$\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x16.conveyor.v1.ReportAck\"i\n\x12ListWorkersRequest\x12,\n\x06parent\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\x12\x13\x63onveyor.dev/Worker\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x13ListWorkersResponse\x12$\n\x07workers\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.Worker\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x10GetWorkerRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x63onveyor.dev/Worker2\xa1\x08\n\rWorkerService\x12^\n\x07\x43onnect\x12\x1b.conveyor.v1.ConnectRequest\x1a\x1c.conveyor.v1.ConnectResponse\"\x14\xaa\xbb\x18\x10\x08\x02\x12\x0chello.parent(\x01\x30\x01\x12\x8b\x01\n\nLeaseTasks\x12\x1e.conveyor.v1.LeaseTasksRequest\x1a\x1f.conveyor.v1.LeaseTasksResponse\"<\xaa\xbb\x18\n\x08\x02\x12\x06parent\x82\xd3\xe4\x93\x02(\"#/v1/{parent=projects/*}/tasks:lease:\x01*\x12\x92\x01\n\x0b\x45xtendLease\x12\x1f.conveyor.v1.ExtendLeaseRequest\x1a .conveyor.v1.ExtendLeaseResponse\"@\xaa\xbb\x18\x08\x08\x02\x12\x04name\x82\xd3\xe4\x93\x02.\")/v1/{name=projects/*/tasks/*}:extendLease:\x01*\x12\x82\x01\n\x0c\x43ompleteTask\x12 .conveyor.v1.CompleteTaskRequest\x1a\x11.conveyor.v1.Task\"=\xaa\xbb\x18\x08\x08\x02\x12\x04name\x82\xd3\xe4\x93\x02+\"&/v1/{name=projects/*/tasks/*}:complete:\x01*\x12v\n\x08\x46\x61ilTask\x12\x1c.conveyor.v1.FailTaskRequest\x1a\x11.conveyor.v1.Task\"9\xaa\xbb\x18\x08\x08\x02\x12\x04name\x82\xd3\xe4\x93\x02\'\"\"/v1/{name=projects/*/tasks/*}:fail:\x01*\x12\x8f\x01\n\x0bReportTasks\x12\x1f.conveyor.v1.ReportTasksRequest\x1a .conveyor.v1.ReportTasksResponse\"=\xaa\xbb\x18\n\x08\x02\x12\x06parent\x82\xd3\xe4\x93\x02)\"$/v1/{parent=projects/*}/tasks:report:\x01*\x12\x87\x01\n\x0bListWorkers\x12\x1f.conveyor.v1.ListWorkersRequest\x1a .conveyor.v1.ListWorkersResponse\"5\xaa\xbb\x18\n\x08\x01\x12\x06parent\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{parent=projects/*}/workers\x12t\n\tGetWorker\x12\x1d.conveyor.v1.GetWorkerRequest\x1a\x13.conveyor.v1.Worker\"3\xaa\xbb\x18\x08\x08\x01\x12\x04name\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{name=projects/*/workers/*}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63onveyor/v1/worker.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/auth.proto\x1a\x17\x63onveyor/v1/enums.proto\x1a\x16\x63onveyor/v1/task.proto\x1a\x1e\x63onveyor/v1/task_service.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xee\x03\n\x06Worker\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x18.conveyor.v1.WorkerStateB\x04\xe2\x41\x01\x03\x12\x14\n\x06queues\x18\x03 \x03(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x06labels\x18\x05 \x03(\x0b\x32\x1f.conveyor.v1.Worker.LabelsEntryB\x04\xe2\x41\x01\x03\x12\x30\n\x0c\x61\x63tive_tasks\x18\x06 \x03(\tB\x1a\xe2\x41\x01\x03\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x36\n\x0c\x63onnect_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x0elast_seen_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\x0bsdk_version\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:N\xea\x41K\n\x13\x63onveyor.dev/Worker\x12#projects/{project}/workers/{worker}*\x07workers2\x06worker\"\x89\x03\n\x0e\x43onnectRequest\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.HelloH\x00\x12%\n\x06\x63redit\x18\x02 \x01(\x0b\x32\x13.conveyor.v1.CreditH\x00\x12\x34\n\theartbeat\x18\x03 \x01(\x0b\x32\x1f.conveyor.v1.ExtendLeaseRequestH\x00\x12\x34\n\x08\x63omplete\x18\x04 \x01(\x0b\x32 .conveyor.v1.CompleteTaskRequestH\x00\x12,\n\x04\x66\x61il\x18\x05 \x01(\x0b\x32\x1c.conveyor.v1.FailTaskRequestH\x00\x12.\n\x0b\x63ommand_ack\x18\x06 \x01(\x0b\x32\x17.conveyor.v1.CommandAckH\x00\x12+\n\x07reports\x18\x07 \x01(\x0b\x32\x18.conveyor.v1.ReportBatchH\x00\x12)\n\x04logs\x18\x08 \x01(\x0b\x32\x19.conveyor.v1.TaskLogBatchH\x00\x42\t\n\x07message\"C\n\x0cTaskLogBatch\x12\x33\n\x07\x61ppends\x18\x01 \x03(\x0b\x32\".conveyor.v1.AppendTaskLogsRequest\"o\n\x0bReportBatch\x12\x33\n\tcompletes\x18\x01 \x03(\x0b\x32 .conveyor.v1.CompleteTaskRequest\x12+\n\x05\x66\x61ils\x18\x02 \x03(\x0b\x32\x1c.conveyor.v1.FailTaskRequest\"\xa6\x02\n\x05Hello\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06worker\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06queues\x18\x03 \x03(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12.\n\x06labels\x18\x05 \x03(\x0b\x32\x1e.conveyor.v1.Hello.LabelsEntry\x12\x13\n\x0bsdk_version\x18\x06 \x01(\t\x12\x31\n\x0elease_duration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07\x62\x61tches\x18\x08 \x01(\x08\x12\x11\n\tack_tasks\x18\t \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x17\n\x06\x43redit\x12\r\n\x05tasks\x18\x01 \x01(\x05\"g\n\nCommandAck\x12\x15\n\x07\x63ommand\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\'\n\x06result\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xe7\x02\n\x0f\x43onnectResponse\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.conveyor.v1.WelcomeH\x00\x12(\n\nassignment\x18\x02 \x01(\x0b\x32\x12.conveyor.v1.LeaseH\x00\x12\x35\n\theartbeat\x18\x03 \x01(\x0b\x32 .conveyor.v1.ExtendLeaseResponseH\x00\x12,\n\nreport_ack\x18\x04 \x01(\x0b\x32\x16.conveyor.v1.ReportAckH\x00\x12-\n\x07\x63ommand\x18\x05 \x01(\x0b\x32\x1a.conveyor.v1.WorkerCommandH\x00\x12.\n\x0b\x61ssignments\x18\x06 \x01(\x0b\x32\x17.conveyor.v1.LeaseBatchH\x00\x12\x32\n\x0breport_acks\x18\x07 \x01(\x0b\x32\x1b.conveyor.v1.ReportAckBatchH\x00\x42\t\n\x07message\"0\n\nLeaseBatch\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.conveyor.v1.Lease\"6\n\x0eReportAckBatch\x12$\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x16.conveyor.v1.ReportAck\"P\n\x07Welcome\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"p\n\tReportAck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\"\n\x06status\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\x12\x1f\n\x04task\x18\x04 \x01(\x0b\x32\x11.conveyor.v1.Task\"o\n\rWorkerCommand\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12&\n\x04verb\x18\x02 \x01(\x0e\x32\x18.conveyor.v1.CommandVerb\x12%\n\x04\x61rgs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xcc\x01\n\x11LeaseTasksRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06worker\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06queues\x18\x03 \x03(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tmax_tasks\x18\x04 \x01(\x05\x12/\n\x0cwait_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0elease_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"8\n\x12LeaseTasksResponse\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.conveyor.v1.Lease\"\xb4\x01\n\x12\x45xtendLeaseRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x16\n\x08lease_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x08progress\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x86\x01\n\x13\x45xtendLeaseResponse\x12\x35\n\x11lease_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08lease_id\x18\x04 \x01(\t\"\xa6\x01\n\x13\x43ompleteTaskRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x16\n\x08lease_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x06result\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12\x14\n\x0cresume_token\x18\x05 \x01(\t\"\x8d\x01\n\x0f\x46\x61ilTaskRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63onveyor.dev/Task\x12\x16\n\x08lease_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.conveyor.v1.TaskError\x12\x11\n\tretryable\x18\x04 \x01(\x08\"\xb5\x01\n\x12ReportTasksRequest\x12*\n\x06parent\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\x12\x11\x63onveyor.dev/Task\x12\x33\n\tcompletes\x18\x02 \x03(\x0b\x32 .conveyor.v1.CompleteTaskRequest\x12+\n\x05\x66\x61ils\x18\x03 \x03(\x0b\x32\x1c.conveyor.v1.FailTaskRequest\x12\x11\n\tack_tasks\x18\x04 \x01(\x08\";\n\x13ReportTasksResponse\x12$\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x16.conveyor.v1.ReportAck\"i\n\x12ListWorkersRequest\x12,\n\x06parent\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\x12\x13\x63onveyor.dev/Worker\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x13ListWorkersResponse\x12$\n\x07workers\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.Worker\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x10GetWorkerRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x63onveyor.dev/Worker2\xa1\x08\n\rWorkerService\x12^\n\x07\x43onnect\x12\x1b.conveyor.v1.ConnectRequest\x1a\x1c.conveyor.v1.ConnectResponse\"\x14\xaa\xbb\x18\x10\x08\x02\x12\x0chello.parent(\x01\x30\x01\x12\x8b\x01\n\nLeaseTasks\x12\x1e.conveyor.v1.LeaseTasksRequest\x1a\x1f.conveyor.v1.LeaseTasksResponse\"<\xaa\xbb\x18\n\x08\x02\x12\x06parent\x82\xd3\xe4\x93\x02(\"#/v1/{parent=projects/*}/tasks:lease:\x01*\x12\x92\x01\n\x0b\x45xtendLease\x12\x1f.conveyor.v1.ExtendLeaseRequest\x1a .conveyor.v1.ExtendLeaseResponse\"@\xaa\xbb\x18\x08\x08\x02\x12\x04name\x82\xd3\xe4\x93\x02.\")/v1/{name=projects/*/tasks/*}:extendLease:\x01*\x12\x82\x01\n\x0c\x43ompleteTask\x12 .conveyor.v1.CompleteTaskRequest\x1a\x11.conveyor.v1.Task\"=\xaa\xbb\x18\x08\x08\x02\x12\x04name\x82\xd3\xe4\x93\x02+\"&/v1/{name=projects/*/tasks/*}:complete:\x01*\x12v\n\x08\x46\x61ilTask\x12\x1c.conveyor.v1.FailTaskRequest\x1a\x11.conveyor.v1.Task\"9\xaa\xbb\x18\x08\x08\x02\x12\x04name\x82\xd3\xe4\x93\x02\'\"\"/v1/{name=projects/*/tasks/*}:fail:\x01*\x12\x8f\x01\n\x0bReportTasks\x12\x1f.conveyor.v1.ReportTasksRequest\x1a .conveyor.v1.ReportTasksResponse\"=\xaa\xbb\x18\n\x08\x02\x12\x06parent\x82\xd3\xe4\x93\x02)\"$/v1/{parent=projects/*}/tasks:report:\x01*\x12\x87\x01\n\x0bListWorkers\x12\x1f.conveyor.v1.ListWorkersRequest\x1a .conveyor.v1.ListWorkersResponse\"5\xaa\xbb\x18\n\x08\x01\x12\x06parent\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{parent=projects/*}/workers\x12t\n\tGetWorker\x12\x1d.conveyor.v1.GetWorkerRequest\x1a\x13.conveyor.v1.Worker\"3\xaa\xbb\x18\x08\x08\x01\x12\x04name\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{name=projects/*/workers/*}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -113,56 +114,58 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKERSERVICE'].methods_by_name['ListWorkers']._serialized_options = b'\252\273\030\n\010\001\022\006parent\202\323\344\223\002!\022\037/v1/{parent=projects/*}/workers'
   _globals['_WORKERSERVICE'].methods_by_name['GetWorker']._loaded_options = None
   _globals['_WORKERSERVICE'].methods_by_name['GetWorker']._serialized_options = b'\252\273\030\010\010\001\022\004name\202\323\344\223\002!\022\037/v1/{name=projects/*/workers/*}'
-  _globals['_WORKER']._serialized_start=325
-  _globals['_WORKER']._serialized_end=819
-  _globals['_WORKER_LABELSENTRY']._serialized_start=694
-  _globals['_WORKER_LABELSENTRY']._serialized_end=739
-  _globals['_CONNECTREQUEST']._serialized_start=822
-  _globals['_CONNECTREQUEST']._serialized_end=1172
-  _globals['_REPORTBATCH']._serialized_start=1174
-  _globals['_REPORTBATCH']._serialized_end=1285
-  _globals['_HELLO']._serialized_start=1288
-  _globals['_HELLO']._serialized_end=1582
-  _globals['_HELLO_LABELSENTRY']._serialized_start=694
-  _globals['_HELLO_LABELSENTRY']._serialized_end=739
-  _globals['_CREDIT']._serialized_start=1584
-  _globals['_CREDIT']._serialized_end=1607
-  _globals['_COMMANDACK']._serialized_start=1609
-  _globals['_COMMANDACK']._serialized_end=1712
-  _globals['_CONNECTRESPONSE']._serialized_start=1715
-  _globals['_CONNECTRESPONSE']._serialized_end=2074
-  _globals['_LEASEBATCH']._serialized_start=2076
-  _globals['_LEASEBATCH']._serialized_end=2124
-  _globals['_REPORTACKBATCH']._serialized_start=2126
-  _globals['_REPORTACKBATCH']._serialized_end=2180
-  _globals['_WELCOME']._serialized_start=2182
-  _globals['_WELCOME']._serialized_end=2262
-  _globals['_REPORTACK']._serialized_start=2264
-  _globals['_REPORTACK']._serialized_end=2376
-  _globals['_WORKERCOMMAND']._serialized_start=2378
-  _globals['_WORKERCOMMAND']._serialized_end=2489
-  _globals['_LEASETASKSREQUEST']._serialized_start=2492
-  _globals['_LEASETASKSREQUEST']._serialized_end=2696
-  _globals['_LEASETASKSRESPONSE']._serialized_start=2698
-  _globals['_LEASETASKSRESPONSE']._serialized_end=2754
-  _globals['_EXTENDLEASEREQUEST']._serialized_start=2757
-  _globals['_EXTENDLEASEREQUEST']._serialized_end=2937
-  _globals['_EXTENDLEASERESPONSE']._serialized_start=2940
-  _globals['_EXTENDLEASERESPONSE']._serialized_end=3074
-  _globals['_COMPLETETASKREQUEST']._serialized_start=3077
-  _globals['_COMPLETETASKREQUEST']._serialized_end=3243
-  _globals['_FAILTASKREQUEST']._serialized_start=3246
-  _globals['_FAILTASKREQUEST']._serialized_end=3387
-  _globals['_REPORTTASKSREQUEST']._serialized_start=3390
-  _globals['_REPORTTASKSREQUEST']._serialized_end=3571
-  _globals['_REPORTTASKSRESPONSE']._serialized_start=3573
-  _globals['_REPORTTASKSRESPONSE']._serialized_end=3632
-  _globals['_LISTWORKERSREQUEST']._serialized_start=3634
-  _globals['_LISTWORKERSREQUEST']._serialized_end=3739
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=3741
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=3825
-  _globals['_GETWORKERREQUEST']._serialized_start=3827
-  _globals['_GETWORKERREQUEST']._serialized_end=3889
-  _globals['_WORKERSERVICE']._serialized_start=3892
-  _globals['_WORKERSERVICE']._serialized_end=4949
+  _globals['_WORKER']._serialized_start=357
+  _globals['_WORKER']._serialized_end=851
+  _globals['_WORKER_LABELSENTRY']._serialized_start=726
+  _globals['_WORKER_LABELSENTRY']._serialized_end=771
+  _globals['_CONNECTREQUEST']._serialized_start=854
+  _globals['_CONNECTREQUEST']._serialized_end=1247
+  _globals['_TASKLOGBATCH']._serialized_start=1249
+  _globals['_TASKLOGBATCH']._serialized_end=1316
+  _globals['_REPORTBATCH']._serialized_start=1318
+  _globals['_REPORTBATCH']._serialized_end=1429
+  _globals['_HELLO']._serialized_start=1432
+  _globals['_HELLO']._serialized_end=1726
+  _globals['_HELLO_LABELSENTRY']._serialized_start=726
+  _globals['_HELLO_LABELSENTRY']._serialized_end=771
+  _globals['_CREDIT']._serialized_start=1728
+  _globals['_CREDIT']._serialized_end=1751
+  _globals['_COMMANDACK']._serialized_start=1753
+  _globals['_COMMANDACK']._serialized_end=1856
+  _globals['_CONNECTRESPONSE']._serialized_start=1859
+  _globals['_CONNECTRESPONSE']._serialized_end=2218
+  _globals['_LEASEBATCH']._serialized_start=2220
+  _globals['_LEASEBATCH']._serialized_end=2268
+  _globals['_REPORTACKBATCH']._serialized_start=2270
+  _globals['_REPORTACKBATCH']._serialized_end=2324
+  _globals['_WELCOME']._serialized_start=2326
+  _globals['_WELCOME']._serialized_end=2406
+  _globals['_REPORTACK']._serialized_start=2408
+  _globals['_REPORTACK']._serialized_end=2520
+  _globals['_WORKERCOMMAND']._serialized_start=2522
+  _globals['_WORKERCOMMAND']._serialized_end=2633
+  _globals['_LEASETASKSREQUEST']._serialized_start=2636
+  _globals['_LEASETASKSREQUEST']._serialized_end=2840
+  _globals['_LEASETASKSRESPONSE']._serialized_start=2842
+  _globals['_LEASETASKSRESPONSE']._serialized_end=2898
+  _globals['_EXTENDLEASEREQUEST']._serialized_start=2901
+  _globals['_EXTENDLEASEREQUEST']._serialized_end=3081
+  _globals['_EXTENDLEASERESPONSE']._serialized_start=3084
+  _globals['_EXTENDLEASERESPONSE']._serialized_end=3218
+  _globals['_COMPLETETASKREQUEST']._serialized_start=3221
+  _globals['_COMPLETETASKREQUEST']._serialized_end=3387
+  _globals['_FAILTASKREQUEST']._serialized_start=3390
+  _globals['_FAILTASKREQUEST']._serialized_end=3531
+  _globals['_REPORTTASKSREQUEST']._serialized_start=3534
+  _globals['_REPORTTASKSREQUEST']._serialized_end=3715
+  _globals['_REPORTTASKSRESPONSE']._serialized_start=3717
+  _globals['_REPORTTASKSRESPONSE']._serialized_end=3776
+  _globals['_LISTWORKERSREQUEST']._serialized_start=3778
+  _globals['_LISTWORKERSREQUEST']._serialized_end=3883
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=3885
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=3969
+  _globals['_GETWORKERREQUEST']._serialized_start=3971
+  _globals['_GETWORKERREQUEST']._serialized_end=4033
+  _globals['_WORKERSERVICE']._serialized_start=4036
+  _globals['_WORKERSERVICE']._serialized_end=5093
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from conveyor.v1 import enums_pb2 as _enums_pb2
 from conveyor.v1 import task_pb2 as _task_pb2
+from conveyor.v1 import task_service_pb2 as _task_service_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
@@ -121,6 +122,7 @@ class ConnectRequest(_message.Message):
     FAIL_FIELD_NUMBER: _builtins.int
     COMMAND_ACK_FIELD_NUMBER: _builtins.int
     REPORTS_FIELD_NUMBER: _builtins.int
+    LOGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello:
         """First message: who the worker is."""
@@ -149,6 +151,10 @@ class ConnectRequest(_message.Message):
     def reports(self) -> Global___ReportBatch:
         """Reports many tasks at once; answered by one ReportAckBatch."""
 
+    @_builtins.property
+    def logs(self) -> Global___TaskLogBatch:
+        """Log lines of running tasks, many tasks' at once; not answered."""
+
     def __init__(
         self,
         *,
@@ -159,16 +165,46 @@ class ConnectRequest(_message.Message):
         fail: Global___FailTaskRequest | None = ...,
         command_ack: Global___CommandAck | None = ...,
         reports: Global___ReportBatch | None = ...,
+        logs: Global___TaskLogBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["command_ack", b"command_ack", "complete", b"complete", "credit", b"credit", "fail", b"fail", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "reports", b"reports"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command_ack", b"command_ack", "complete", b"complete", "credit", b"credit", "fail", b"fail", "heartbeat", b"heartbeat", "hello", b"hello", "logs", b"logs", "message", b"message", "reports", b"reports"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_ack", b"command_ack", "complete", b"complete", "credit", b"credit", "fail", b"fail", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "reports", b"reports"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_ack", b"command_ack", "complete", b"complete", "credit", b"credit", "fail", b"fail", "heartbeat", b"heartbeat", "hello", b"hello", "logs", b"logs", "message", b"message", "reports", b"reports"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "credit", "heartbeat", "complete", "fail", "command_ack", "reports"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "credit", "heartbeat", "complete", "fail", "command_ack", "reports", "logs"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___ConnectRequest: _TypeAlias = ConnectRequest  # noqa: Y015
+
+@_typing.final
+class TaskLogBatch(_message.Message):
+    """TaskLogBatch carries the log lines of a worker's running tasks on its Connect stream
+    (AppendTaskLogs for each item, in one statement). Each item is fenced by its lease
+    like a report; it is not answered: an item whose lease is stale or that is invalid
+    is dropped alone (and counted in the server's metrics), since the task has moved on.
+    Lines sent before a report of the same task are stored before the report is settled.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPENDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def appends(self) -> _containers.RepeatedCompositeFieldContainer[_task_service_pb2.AppendTaskLogsRequest]:
+        """One item per task."""
+
+    def __init__(
+        self,
+        *,
+        appends: _abc.Iterable[_task_service_pb2.AppendTaskLogsRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appends", b"appends"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskLogBatch: _TypeAlias = TaskLogBatch  # noqa: Y015
 
 @_typing.final
 class ReportBatch(_message.Message):

@@ -27,6 +27,7 @@ from conveyor.server.domain.schedule_states import ScheduleStates
 from conveyor.server.domain.schedule_tasks import ScheduledTasks
 from conveyor.server.domain.schedules import Schedules
 from conveyor.server.domain.task_commands import TaskCommands
+from conveyor.server.domain.task_logs import TaskLogs
 from conveyor.server.domain.tasks import Tasks
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import Workers
@@ -48,6 +49,7 @@ from conveyor.server.rpc.queues import QueueServicer
 from conveyor.server.rpc.redacting import ResponseRedaction
 from conveyor.server.rpc.rules import SERVICES, method_rules, request_types
 from conveyor.server.rpc.schedules import ScheduleServicer
+from conveyor.server.rpc.task_logs import TaskLogServicer
 from conveyor.server.rpc.tasks import TaskServicer
 from conveyor.server.rpc.workers import WorkerServicer
 from conveyor.server.store.task_batcher import CreateBatcher
@@ -108,6 +110,7 @@ class Services:
         ctx.loops += [ApprovalTimeouts(ctx.pool), StatisticsLoop(ctx.pool)]
         ctx.loops.append(QueueMetricsLoop(ctx.pool))
         leases = Leases(ctx.pool, on_retry=promoter.poke)
+        task_logs = TaskLogs(ctx.pool, stopping=ctx.shutting_down)
         task_servicer = TaskServicer(
             Tasks(ctx.pool, create_batcher, server_key=ctx.server_key), ctx.tracing
         )
@@ -142,13 +145,19 @@ class Services:
             "conveyor.v1.TaskService": [
                 task_servicer,
                 ExportServicer(ctx.pool, redactions),
+                TaskLogServicer(task_logs),
             ],
             "conveyor.v1.QueueService": [
                 QueueServicer(Queues(ctx.pool, ctx.server_key, redactions))
             ],
             "conveyor.v1.WorkerService": [
                 WorkerServicer(
-                    leases, Workers(ctx.pool), notifier, ctx.shutting_down, worker_commands
+                    leases,
+                    Workers(ctx.pool),
+                    notifier,
+                    ctx.shutting_down,
+                    worker_commands,
+                    logs=task_logs,
                 )
             ],
             "conveyor.v1.ProjectService": [

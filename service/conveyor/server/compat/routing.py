@@ -8,7 +8,7 @@ into the seed's problem+json (problems.py); any other method gets 405 problem+js
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,8 @@ __all__ = [
     "BadSeedInput",
     "CompatContext",
     "Handler",
+    "Operation",
+    "SeedProblem",
     "json_response",
     "read_json",
     "seed_route",
@@ -51,6 +53,24 @@ class BadSeedInput(Exception):
     @classmethod
     def of(cls, field: str, description: str) -> BadSeedInput:
         return cls(FieldViolation(field, description))
+
+
+class SeedProblem(Exception):
+    """A problem the adapter answers itself, in the seed's terms (an id that cannot be
+    one of the seed's resources, say), with its own next steps."""
+
+    def __init__(
+        self,
+        http_status: int,
+        reason: str,
+        detail: str,
+        allowed_actions: Sequence[Mapping[str, str]] = (),
+    ) -> None:
+        super().__init__(detail)
+        self.http_status = http_status
+        self.reason = reason
+        self.detail = detail
+        self.allowed_actions = allowed_actions
 
 
 Handler = Callable[[Request, Caller], Awaitable[Response]]
@@ -106,6 +126,18 @@ def seed_route(
                 operation.operation_id,
                 ctx.v1.router,
                 request_id=caller.request_id,
+            )
+        except SeedProblem as problem:
+            return seed_problem(
+                request,
+                seed,
+                operation.operation_id,
+                ctx.v1.router,
+                problem.http_status,
+                problem.reason,
+                problem.detail,
+                request_id=caller.request_id,
+                allowed_actions=problem.allowed_actions,
             )
         except ClientDisconnect:
             return Response(status_code=499)

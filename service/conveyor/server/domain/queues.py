@@ -22,6 +22,7 @@ from conveyor.server.domain import (
     rates,
     retry_policy,
     task_input,
+    task_log_bounds,
     update_mask,
 )
 from conveyor.server.domain.auth import Principal
@@ -47,6 +48,8 @@ UPDATABLE_FIELDS = (
     "execution_timeout",
     "finished_task_ttl",
     "redact_paths",
+    "max_log_bytes",
+    "max_log_lines",
 )
 MAX_CONCURRENCY = 100_000
 MAX_REASON = 1000
@@ -173,6 +176,8 @@ class Queues:
                 set_finished_task_ttl="finished_task_ttl_ms" in changes,
                 finished_task_ttl_ms=changes.get("finished_task_ttl_ms"),
                 redact_paths=changes.get("redact_paths"),
+                max_log_bytes=changes.get("max_log_bytes"),
+                max_log_lines=changes.get("max_log_lines"),
             )
             if updated:
                 await self._record(
@@ -204,6 +209,8 @@ def settings_message(row: QueueRow | None) -> queue_pb2.Queue:
         execution_timeout=optional_duration(row.execution_timeout_ms),
         finished_task_ttl=optional_duration(row.finished_task_ttl_ms),
         redact_paths=row.redact_paths,
+        max_log_bytes=row.max_log_bytes or 0,
+        max_log_lines=row.max_log_lines or 0,
     )
 
 
@@ -250,6 +257,7 @@ def _checked_changes(merged: queue_pb2.Queue, mask: update_mask.Mask) -> dict[st
         changes["finished_task_ttl_ms"] = finished_task_ttl_ms(v, merged, "queue")
     if "redact_paths" in mask:
         changes["redact_paths"] = check_paths(v, merged.redact_paths, "queue.redact_paths")
+    task_log_bounds.check_queue_bounds(v, merged, mask, changes)
     v.raise_if_any()
     return changes
 

@@ -23,6 +23,8 @@ from conveyor.server.domain import (
     schedule_spec,
     schedules,
     task_list,
+    task_log_bounds,
+    task_logs,
     validate,
 )
 from conveyor.server.gateway.descriptors import behaviors
@@ -130,6 +132,26 @@ _BY_FIELD: dict[str, Schema] = {
         0, retry_policy.MAX_ATTEMPTS, "0 or absent: the queue's default"
     ),
     "conveyor.v1.Queue.max_concurrency": _range(0, 100_000, "0 is unlimited"),
+    "conveyor.v1.Queue.max_log_lines": _range(
+        0, task_log_bounds.MAX_MAX_LOG_LINES, "0 or absent: the default (10,000)"
+    ),
+    "conveyor.v1.Queue.max_log_bytes": {
+        "anyOf": [
+            {"const": 0},
+            _range(task_log_bounds.MIN_MAX_LOG_BYTES, task_log_bounds.MAX_MAX_LOG_BYTES),
+        ],
+        "description": "0 or absent: the default (1 MiB)",
+    },
+    "conveyor.v1.AppendTaskLogsRequest.lease_id": {"pattern": f"^{_UUID}$"},
+    "conveyor.v1.ListTaskLogsRequest.attempt": _range(0, 2**31 - 1, "0 or absent: every attempt"),
+    "conveyor.v1.WatchTaskLogsRequest.attempt": _range(0, 2**31 - 1, "0 or absent: the current"),
+    "conveyor.v1.WatchTaskLogsRequest.after_seq": {"pattern": "^[0-9]{1,18}$"},
+    # task_logs.MAX_LINE_BYTES: 64 KiB of UTF-8 holds at least 16 Ki characters.
+    "conveyor.v1.TaskLogLine.message": {
+        "maxLength": task_logs.MAX_LINE_BYTES // 4,
+        "pattern": NO_NUL,
+        "description": "With its fields at most 64 KiB of UTF-8",
+    },
     "conveyor.v1.PreviewScheduleRequest.count": _range(
         0, schedules.MAX_PREVIEW, f"1 to {schedules.MAX_PREVIEW}; 0 or absent: 10"
     ),
@@ -246,6 +268,9 @@ MESSAGE_RULES: dict[str, Schema] = {
             {"required": ["names"], "properties": {"names": {"minItems": 1}}},
             {"required": ["filter"]},
         ],
+    },
+    "conveyor.v1.AppendTaskLogsRequest": {
+        "allOf": [{"properties": {"lines": {"maxItems": task_logs.MAX_LINES}}}],
     },
     "conveyor.v1.PurgeQueueRequest": {
         "anyOf": [

@@ -41,6 +41,7 @@ from conveyor.server.domain.webhooks import (
 from conveyor.server.domain.webhooks_guard import Refused, WebhookGuard
 from conveyor.server.logging import get_logger
 from conveyor.server.loops.periodic import PeriodicLoop
+from conveyor.server.render import enrai
 from conveyor.server.render.tasks import task_message
 from conveyor.server.store import webhooks as webhook_store
 from conveyor.server.store.db import Pool
@@ -80,6 +81,10 @@ def webhook_body(row: DeliveryRow, rule: Rule | None = None) -> str:
     task = task_message(task_from_snapshot(json.loads(row.task_json)))
     if rule is not None and not rule.webhook_full_input:
         rule.redact_task(task)
+    if enrai.is_enrai(task):
+        # Created through the Enrai seed API: its receivers expect Enrai's payload.
+        payload = enrai.callback_payload(row.event_type, row.event_time, task)
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     payload = {
         "event": row.event_type,
         "timestamp": rfc3339(row.event_time),

@@ -13,6 +13,8 @@ Protocol (server side):
   whether it was accepted or refused as stale; when that leaves room, the next tasks
   are leased in the same statement (one round trip, one commit) and pushed right
   after the acks. A Hello with `batches` gets its tasks as LeaseBatch messages.
+- logs (a TaskLogBatch) are not answered: they are stored, fenced by lease item by item,
+  before the messages after them are handled (domain/task_logs.py).
 - heartbeat is answered by an ExtendLeaseResponse carrying name and lease_id. A lease
   that is no longer current (or a bad heartbeat) is answered without lease_expire_time
   and with cancel_requested set: the handler should stop; its report will be refused.
@@ -45,6 +47,7 @@ from google.protobuf import struct_pb2
 
 from conveyor.client._json import from_struct
 from conveyor.server.domain.leases import MAX_TAKE, Heartbeat, Leases, Report, Take
+from conveyor.server.domain.task_logs import TaskLogs
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import TOUCH_INTERVAL, Hello, Workers
 from conveyor.server.errors import ConveyorError, InvalidArgument
@@ -90,6 +93,7 @@ class ConnectSession:
         stopping: asyncio.Event,
         touch_interval: float = TOUCH_INTERVAL,
         commands: WorkerCommands | None = None,
+        logs: TaskLogs | None = None,
         batches: bool = False,
         ack_tasks: bool = False,
     ) -> None:
@@ -97,6 +101,7 @@ class ConnectSession:
         self._batches = batches
         self._ack_tasks = ack_tasks
         self._commands = commands
+        self._logs = logs
         self.id = uuid.uuid4()
         self.wake = asyncio.Event()
         """Set by whatever gives the session something to do (messages, NOTIFY, shutdown)."""
@@ -262,6 +267,15 @@ class ConnectSession:
                 raise InvalidArgument.of("hello", "may only be the first message of a stream")
             if which == "command_ack":
                 await self._acknowledge(message.command_ack)
+                continue
+            if which == "logs":
+                # Stored before the reports after them are settled: a handler's last
+                # lines precede its complete, which would make their lease stale.
+                if group:
+                    await self._flush(group_kind, group, gone, replies)
+                    group, ids = [], set()
+                if self._logs is not None:
+                    await self._logs.append_batch(project, message.logs.appends)
                 continue
             if which == "reports":
                 batches += 1

@@ -12,6 +12,7 @@ import grpc
 
 from conveyor.server.domain import leases, names
 from conveyor.server.domain.leases import MAX_TAKE, Completion, Failure, Leases, Take
+from conveyor.server.domain.task_logs import TaskLogs
 from conveyor.server.domain.worker_commands import WorkerCommands
 from conveyor.server.domain.workers import Workers, check_hello, worker_id
 from conveyor.server.errors import ConveyorError, InvalidArgument, ResourceExhausted, Violations
@@ -60,8 +61,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         notifier: Notifier,
         stopping: asyncio.Event,
         commands: WorkerCommands | None = None,
+        logs: TaskLogs | None = None,
     ) -> None:
         self._commands = commands
+        self._logs = logs
         self._leases = leases
         self._workers = workers
         self._notifier = notifier
@@ -110,6 +113,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             notifier=self._notifier,
             stopping=self._stopping,
             commands=self._commands,
+            logs=self._logs,
             batches=h.batches,
             ack_tasks=h.ack_tasks,
         )

@@ -36,6 +36,8 @@ class QueueRow:
     execution_timeout_ms: int | None
     finished_task_ttl_ms: int | None  # None: the server default; 0: kept forever
     redact_paths: list[str]  # JSON Pointers or bare keys (domain/redaction.py)
+    max_log_bytes: int | None  # None: the server default (domain/task_log_bounds.py)
+    max_log_lines: int | None
     create_time: datetime
     update_time: datetime
     queued: int
@@ -103,10 +105,13 @@ async def update(
     set_finished_task_ttl: bool = False,
     finished_task_ttl_ms: int | None = None,
     redact_paths: list[str] | None = None,
+    max_log_bytes: int | None = None,
+    max_log_lines: int | None = None,
 ) -> bool:
     """Sets the settings that are not None (creating the queue if needed); False when the
     project does not exist. An execution_timeout_ms of 0 clears it (no limit). The
-    finished_task_ttl_ms is set when set_finished_task_ttl, None meaning the default."""
+    finished_task_ttl_ms is set when set_finished_task_ttl, None meaning the default; a
+    max_log_bytes or max_log_lines of 0 restores the default."""
     return (
         await _changed(
             conn,
@@ -126,6 +131,10 @@ async def update(
                 "finished_task_ttl_ms": finished_task_ttl_ms,
                 "set_redact_paths": redact_paths is not None,
                 "redact_paths": redact_paths or [],
+                "set_max_log_bytes": max_log_bytes is not None,
+                "max_log_bytes": max_log_bytes or None,
+                "set_max_log_lines": max_log_lines is not None,
+                "max_log_lines": max_log_lines or None,
             },
         )
         is not None

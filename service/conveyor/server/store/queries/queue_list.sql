@@ -4,6 +4,7 @@
 SELECT
     q.project, q.id, q.paused, q.pause_reason, q.max_concurrency, q.rate_limit,
     q.default_retry_policy, q.execution_timeout_ms, q.finished_task_ttl_ms, q.redact_paths,
+    q.max_log_bytes, q.max_log_lines,
     q.create_time, q.update_time,
     s.queued, s.scheduled, s.running, s.awaiting_approval, s.oldest_queued_age,
     s.succeeded_last_hour, s.failed_last_hour

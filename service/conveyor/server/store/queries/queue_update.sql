@@ -3,12 +3,12 @@
 WITH updated AS (
     INSERT INTO queues AS q (
         project, id, max_concurrency, rate_limit, default_retry_policy, execution_timeout_ms,
-        finished_task_ttl_ms, redact_paths
+        finished_task_ttl_ms, redact_paths, max_log_bytes, max_log_lines
     )
     VALUES (
         %(project)s, %(id)s, %(max_concurrency)s, %(rate_limit)s, %(default_retry_policy)s::jsonb,
         %(execution_timeout_ms)s::bigint, %(finished_task_ttl_ms)s::bigint,
-        %(redact_paths)s::text[]
+        %(redact_paths)s::text[], %(max_log_bytes)s::bigint, %(max_log_lines)s::integer
     )
     ON CONFLICT (project, id) DO UPDATE
     SET max_concurrency = CASE
@@ -29,6 +29,13 @@ WITH updated AS (
         END,
         redact_paths = CASE
             WHEN %(set_redact_paths)s THEN excluded.redact_paths ELSE q.redact_paths
+        END,
+        -- NULL: the server default (UpdateQueue's 0).
+        max_log_bytes = CASE
+            WHEN %(set_max_log_bytes)s THEN %(max_log_bytes)s::bigint ELSE q.max_log_bytes
+        END,
+        max_log_lines = CASE
+            WHEN %(set_max_log_lines)s THEN %(max_log_lines)s::integer ELSE q.max_log_lines
         END,
         update_time = now()
     RETURNING q.project, q.id

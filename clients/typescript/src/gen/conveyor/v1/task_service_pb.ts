@@ -5,7 +5,7 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_conveyor_v1_auth } from "./auth_pb.js";
-import type { ExportFormat, TaskView } from "./enums_pb.js";
+import type { ExportFormat, TaskLogLevel, TaskLogStream, TaskView } from "./enums_pb.js";
 import { file_conveyor_v1_enums } from "./enums_pb.js";
 import type { Task, TaskFilter, TaskSchema } from "./task_pb.js";
 import { file_conveyor_v1_task } from "./task_pb.js";
@@ -14,15 +14,17 @@ import { file_google_api_field_behavior } from "../../google/api/field_behavior_
 import type { HttpBodySchema } from "../../google/api/httpbody_pb.js";
 import { file_google_api_httpbody } from "../../google/api/httpbody_pb.js";
 import { file_google_api_resource } from "../../google/api/resource_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Status } from "../../google/rpc/status_pb.js";
 import { file_google_rpc_status } from "../../google/rpc/status_pb.js";
-import type { Message } from "@bufbuild/protobuf";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file conveyor/v1/task_service.proto.
  */
 export const file_conveyor_v1_task_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jb252ZXlvci92MS90YXNrX3NlcnZpY2UucHJvdG8SC2NvbnZleW9yLnYxInoKEUNyZWF0ZVRhc2tSZXF1ZXN0EioKBnBhcmVudBgBIAEoCUIa4kEBAvpBExIRY29udmV5b3IuZGV2L1Rhc2sSJQoEdGFzaxgCIAEoCzIRLmNvbnZleW9yLnYxLlRhc2tCBOJBAQISEgoKcmVxdWVzdF9pZBgDIAEoCSKNAQoXQmF0Y2hDcmVhdGVUYXNrc1JlcXVlc3QSKgoGcGFyZW50GAEgASgJQhriQQEC+kETEhFjb252ZXlvci5kZXYvVGFzaxI2CghyZXF1ZXN0cxgCIAMoCzIeLmNvbnZleW9yLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0QgTiQQECEg4KBmF0b21pYxgDIAEoCCJPChhCYXRjaENyZWF0ZVRhc2tzUmVzcG9uc2USMwoHcmVzdWx0cxgBIAMoCzIiLmNvbnZleW9yLnYxLkJhdGNoQ3JlYXRlVGFza1Jlc3VsdCKWAQoVQmF0Y2hDcmVhdGVUYXNrUmVzdWx0EiEKBHRhc2sYASABKAsyES5jb252ZXlvci52MS5UYXNrSAASKgoNZXhpc3RpbmdfdGFzaxgCIAEoCzIRLmNvbnZleW9yLnYxLlRhc2tIABIkCgZzdGF0dXMYAyABKAsyEi5nb29nbGUucnBjLlN0YXR1c0gAQggKBnJlc3VsdCI6Cg5HZXRUYXNrUmVxdWVzdBIoCgRuYW1lGAEgASgJQhriQQEC+kETChFjb252ZXlvci5kZXYvVGFzayLFAQoQTGlzdFRhc2tzUmVxdWVzdBIqCgZwYXJlbnQYASABKAlCGuJBAQL6QRMSEWNvbnZleW9yLmRldi9UYXNrEicKBmZpbHRlchgCIAEoCzIXLmNvbnZleW9yLnYxLlRhc2tGaWx0ZXISEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkSEAoIb3JkZXJfYnkYBSABKAkSIwoEdmlldxgGIAEoDjIVLmNvbnZleW9yLnYxLlRhc2tWaWV3Ik4KEUxpc3RUYXNrc1Jlc3BvbnNlEiAKBXRhc2tzGAEgAygLMhEuY29udmV5b3IudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPgoSR2V0VGFza1RyZWVSZXF1ZXN0EigKBG5hbWUYASABKAlCGuJBAQL6QRMKEWNvbnZleW9yLmRldi9UYXNrImgKCFRhc2tUcmVlEiAKBXRhc2tzGAEgAygLMhEuY29udmV5b3IudjEuVGFzaxIRCgl0cnVuY2F0ZWQYAiABKAgSJwoMZGVwZW5kZW5jaWVzGAMgAygLMhEuY29udmV5b3IudjEuVGFzayJNChFDYW5jZWxUYXNrUmVxdWVzdBIoCgRuYW1lGAEgASgJQhriQQEC+kETChFjb252ZXlvci5kZXYvVGFzaxIOCgZyZWFzb24YAiABKAkiTwoSQXBwcm92ZVRhc2tSZXF1ZXN0EigKBG5hbWUYASABKAlCGuJBAQL6QRMKEWNvbnZleW9yLmRldi9UYXNrEg8KB2NvbW1lbnQYAiABKAkiTQoRUmVqZWN0VGFza1JlcXVlc3QSKAoEbmFtZRgBIAEoCUIa4kEBAvpBEwoRY29udmV5b3IuZGV2L1Rhc2sSDgoGcmVhc29uGAIgASgJIpUBChdCYXRjaERlbGV0ZVRhc2tzUmVxdWVzdBIqCgZwYXJlbnQYASABKAlCGuJBAQL6QRMSEWNvbnZleW9yLmRldi9UYXNrEiUKBW5hbWVzGAIgAygJQhb6QRMKEWNvbnZleW9yLmRldi9UYXNrEicKBmZpbHRlchgDIAEoCzIXLmNvbnZleW9yLnYxLlRhc2tGaWx0ZXIiQgoYQmF0Y2hEZWxldGVUYXNrc1Jlc3BvbnNlEhUKDWRlbGV0ZWRfY291bnQYASABKAUSDwoHc2tpcHBlZBgCIAMoCSLJAQoSRXhwb3J0VGFza3NSZXF1ZXN0EioKBnBhcmVudBgBIAEoCUIa4kEBAvpBExIRY29udmV5b3IuZGV2L1Rhc2sSJwoGZmlsdGVyGAIgASgLMhcuY29udmV5b3IudjEuVGFza0ZpbHRlchIpCgZmb3JtYXQYAyABKA4yGS5jb252ZXlvci52MS5FeHBvcnRGb3JtYXQSDgoGZmllbGRzGAQgAygJEiMKBHZpZXcYBSABKA4yFS5jb252ZXlvci52MS5UYXNrVmlldzLFCgoLVGFza1NlcnZpY2USegoKQ3JlYXRlVGFzaxIeLmNvbnZleW9yLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0GhEuY29udmV5b3IudjEuVGFzayI5qrsYCggDEgZwYXJlbnSC0+STAiU6BHRhc2siHS92MS97cGFyZW50PXByb2plY3RzLyp9L3Rhc2tzEqMBChBCYXRjaENyZWF0ZVRhc2tzEiQuY29udmV5b3IudjEuQmF0Y2hDcmVhdGVUYXNrc1JlcXVlc3QaJS5jb252ZXlvci52MS5CYXRjaENyZWF0ZVRhc2tzUmVzcG9uc2UiQqq7GAoIAxIGcGFyZW50gtPkkwIuOgEqIikvdjEve3BhcmVudD1wcm9qZWN0cy8qfS90YXNrczpiYXRjaENyZWF0ZRJsCgdHZXRUYXNrEhsuY29udmV5b3IudjEuR2V0VGFza1JlcXVlc3QaES5jb252ZXlvci52MS5UYXNrIjGquxgICAESBG5hbWWC0+STAh8SHS92MS97bmFtZT1wcm9qZWN0cy8qL3Rhc2tzLyp9En8KCUxpc3RUYXNrcxIdLmNvbnZleW9yLnYxLkxpc3RUYXNrc1JlcXVlc3QaHi5jb252ZXlvci52MS5MaXN0VGFza3NSZXNwb25zZSIzqrsYCggBEgZwYXJlbnSC0+STAh8SHS92MS97cGFyZW50PXByb2plY3RzLyp9L3Rhc2tzEn0KC0dldFRhc2tUcmVlEh8uY29udmV5b3IudjEuR2V0VGFza1RyZWVSZXF1ZXN0GhUuY29udmV5b3IudjEuVGFza1RyZWUiNqq7GAgIARIEbmFtZYLT5JMCJBIiL3YxL3tuYW1lPXByb2plY3RzLyovdGFza3MvKn06dHJlZRJ8CgpDYW5jZWxUYXNrEh4uY29udmV5b3IudjEuQ2FuY2VsVGFza1JlcXVlc3QaES5jb252ZXlvci52MS5UYXNrIjuquxgICAMSBG5hbWWC0+STAik6ASoiJC92MS97bmFtZT1wcm9qZWN0cy8qL3Rhc2tzLyp9OmNhbmNlbBJ/CgtBcHByb3ZlVGFzaxIfLmNvbnZleW9yLnYxLkFwcHJvdmVUYXNrUmVxdWVzdBoRLmNvbnZleW9yLnYxLlRhc2siPKq7GAgIAxIEbmFtZYLT5JMCKjoBKiIlL3YxL3tuYW1lPXByb2plY3RzLyovdGFza3MvKn06YXBwcm92ZRJ8CgpSZWplY3RUYXNrEh4uY29udmV5b3IudjEuUmVqZWN0VGFza1JlcXVlc3QaES5jb252ZXlvci52MS5UYXNrIjuquxgICAMSBG5hbWWC0+STAik6ASoiJC92MS97bmFtZT1wcm9qZWN0cy8qL3Rhc2tzLyp9OnJlamVjdBKjAQoQQmF0Y2hEZWxldGVUYXNrcxIkLmNvbnZleW9yLnYxLkJhdGNoRGVsZXRlVGFza3NSZXF1ZXN0GiUuY29udmV5b3IudjEuQmF0Y2hEZWxldGVUYXNrc1Jlc3BvbnNlIkKquxgKCAQSBnBhcmVudILT5JMCLjoBKiIpL3YxL3twYXJlbnQ9cHJvamVjdHMvKn0vdGFza3M6YmF0Y2hEZWxldGUSggEKC0V4cG9ydFRhc2tzEh8uY29udmV5b3IudjEuRXhwb3J0VGFza3NSZXF1ZXN0GhQuZ29vZ2xlLmFwaS5IdHRwQm9keSI6qrsYCggBEgZwYXJlbnSC0+STAiYSJC92MS97cGFyZW50PXByb2plY3RzLyp9L3Rhc2tzOmV4cG9ydDABYgZwcm90bzM", [file_conveyor_v1_auth, file_conveyor_v1_enums, file_conveyor_v1_task, file_google_api_annotations, file_google_api_field_behavior, file_google_api_httpbody, file_google_api_resource, file_google_rpc_status]);
+  fileDesc("Ch5jb252ZXlvci92MS90YXNrX3NlcnZpY2UucHJvdG8SC2NvbnZleW9yLnYxInoKEUNyZWF0ZVRhc2tSZXF1ZXN0EioKBnBhcmVudBgBIAEoCUIa4kEBAvpBExIRY29udmV5b3IuZGV2L1Rhc2sSJQoEdGFzaxgCIAEoCzIRLmNvbnZleW9yLnYxLlRhc2tCBOJBAQISEgoKcmVxdWVzdF9pZBgDIAEoCSKNAQoXQmF0Y2hDcmVhdGVUYXNrc1JlcXVlc3QSKgoGcGFyZW50GAEgASgJQhriQQEC+kETEhFjb252ZXlvci5kZXYvVGFzaxI2CghyZXF1ZXN0cxgCIAMoCzIeLmNvbnZleW9yLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0QgTiQQECEg4KBmF0b21pYxgDIAEoCCJPChhCYXRjaENyZWF0ZVRhc2tzUmVzcG9uc2USMwoHcmVzdWx0cxgBIAMoCzIiLmNvbnZleW9yLnYxLkJhdGNoQ3JlYXRlVGFza1Jlc3VsdCKWAQoVQmF0Y2hDcmVhdGVUYXNrUmVzdWx0EiEKBHRhc2sYASABKAsyES5jb252ZXlvci52MS5UYXNrSAASKgoNZXhpc3RpbmdfdGFzaxgCIAEoCzIRLmNvbnZleW9yLnYxLlRhc2tIABIkCgZzdGF0dXMYAyABKAsyEi5nb29nbGUucnBjLlN0YXR1c0gAQggKBnJlc3VsdCI6Cg5HZXRUYXNrUmVxdWVzdBIoCgRuYW1lGAEgASgJQhriQQEC+kETChFjb252ZXlvci5kZXYvVGFzayLFAQoQTGlzdFRhc2tzUmVxdWVzdBIqCgZwYXJlbnQYASABKAlCGuJBAQL6QRMSEWNvbnZleW9yLmRldi9UYXNrEicKBmZpbHRlchgCIAEoCzIXLmNvbnZleW9yLnYxLlRhc2tGaWx0ZXISEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkSEAoIb3JkZXJfYnkYBSABKAkSIwoEdmlldxgGIAEoDjIVLmNvbnZleW9yLnYxLlRhc2tWaWV3Ik4KEUxpc3RUYXNrc1Jlc3BvbnNlEiAKBXRhc2tzGAEgAygLMhEuY29udmV5b3IudjEuVGFzaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPgoSR2V0VGFza1RyZWVSZXF1ZXN0EigKBG5hbWUYASABKAlCGuJBAQL6QRMKEWNvbnZleW9yLmRldi9UYXNrImgKCFRhc2tUcmVlEiAKBXRhc2tzGAEgAygLMhEuY29udmV5b3IudjEuVGFzaxIRCgl0cnVuY2F0ZWQYAiABKAgSJwoMZGVwZW5kZW5jaWVzGAMgAygLMhEuY29udmV5b3IudjEuVGFzayJNChFDYW5jZWxUYXNrUmVxdWVzdBIoCgRuYW1lGAEgASgJQhriQQEC+kETChFjb252ZXlvci5kZXYvVGFzaxIOCgZyZWFzb24YAiABKAkiTwoSQXBwcm92ZVRhc2tSZXF1ZXN0EigKBG5hbWUYASABKAlCGuJBAQL6QRMKEWNvbnZleW9yLmRldi9UYXNrEg8KB2NvbW1lbnQYAiABKAkiTQoRUmVqZWN0VGFza1JlcXVlc3QSKAoEbmFtZRgBIAEoCUIa4kEBAvpBEwoRY29udmV5b3IuZGV2L1Rhc2sSDgoGcmVhc29uGAIgASgJIpUBChdCYXRjaERlbGV0ZVRhc2tzUmVxdWVzdBIqCgZwYXJlbnQYASABKAlCGuJBAQL6QRMSEWNvbnZleW9yLmRldi9UYXNrEiUKBW5hbWVzGAIgAygJQhb6QRMKEWNvbnZleW9yLmRldi9UYXNrEicKBmZpbHRlchgDIAEoCzIXLmNvbnZleW9yLnYxLlRhc2tGaWx0ZXIiQgoYQmF0Y2hEZWxldGVUYXNrc1Jlc3BvbnNlEhUKDWRlbGV0ZWRfY291bnQYASABKAUSDwoHc2tpcHBlZBgCIAMoCSLJAQoSRXhwb3J0VGFza3NSZXF1ZXN0EioKBnBhcmVudBgBIAEoCUIa4kEBAvpBExIRY29udmV5b3IuZGV2L1Rhc2sSJwoGZmlsdGVyGAIgASgLMhcuY29udmV5b3IudjEuVGFza0ZpbHRlchIpCgZmb3JtYXQYAyABKA4yGS5jb252ZXlvci52MS5FeHBvcnRGb3JtYXQSDgoGZmllbGRzGAQgAygJEiMKBHZpZXcYBSABKA4yFS5jb252ZXlvci52MS5UYXNrVmlldyKOAgoLVGFza0xvZ0xpbmUSFQoHYXR0ZW1wdBgBIAEoBUIE4kEBAxIRCgNzZXEYAiABKANCBOJBAQMSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoGc3RyZWFtGAQgASgOMhouY29udmV5b3IudjEuVGFza0xvZ1N0cmVhbRIoCgVsZXZlbBgFIAEoDjIZLmNvbnZleW9yLnYxLlRhc2tMb2dMZXZlbBIPCgdtZXNzYWdlGAYgASgJEicKBmZpZWxkcxgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSGwoNZHJvcHBlZF9jb3VudBgIIAEoA0IE4kEBAyKIAQoVQXBwZW5kVGFza0xvZ3NSZXF1ZXN0EigKBG5hbWUYASABKAlCGuJBAQL6QRMKEWNvbnZleW9yLmRldi9UYXNrEhYKCGxlYXNlX2lkGAIgASgJQgTiQQECEi0KBWxpbmVzGAMgAygLMhguY29udmV5b3IudjEuVGFza0xvZ0xpbmVCBOJBAQIiQQoWQXBwZW5kVGFza0xvZ3NSZXNwb25zZRIQCghsYXN0X3NlcRgBIAEoAxIVCg1kcm9wcGVkX2NvdW50GAIgASgDIncKE0xpc3RUYXNrTG9nc1JlcXVlc3QSKAoEbmFtZRgBIAEoCUIa4kEBAvpBEwoRY29udmV5b3IuZGV2L1Rhc2sSDwoHYXR0ZW1wdBgCIAEoBRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJYChRMaXN0VGFza0xvZ3NSZXNwb25zZRInCgVsaW5lcxgBIAMoCzIYLmNvbnZleW9yLnYxLlRhc2tMb2dMaW5lEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJkChRXYXRjaFRhc2tMb2dzUmVxdWVzdBIoCgRuYW1lGAEgASgJQhriQQEC+kETChFjb252ZXlvci5kZXYvVGFzaxIPCgdhdHRlbXB0GAIgASgFEhEKCWFmdGVyX3NlcRgDIAEoAzKADgoLVGFza1NlcnZpY2USegoKQ3JlYXRlVGFzaxIeLmNvbnZleW9yLnYxLkNyZWF0ZVRhc2tSZXF1ZXN0GhEuY29udmV5b3IudjEuVGFzayI5qrsYCggDEgZwYXJlbnSC0+STAiU6BHRhc2siHS92MS97cGFyZW50PXByb2plY3RzLyp9L3Rhc2tzEqMBChBCYXRjaENyZWF0ZVRhc2tzEiQuY29udmV5b3IudjEuQmF0Y2hDcmVhdGVUYXNrc1JlcXVlc3QaJS5jb252ZXlvci52MS5CYXRjaENyZWF0ZVRhc2tzUmVzcG9uc2UiQqq7GAoIAxIGcGFyZW50gtPkkwIuOgEqIikvdjEve3BhcmVudD1wcm9qZWN0cy8qfS90YXNrczpiYXRjaENyZWF0ZRJsCgdHZXRUYXNrEhsuY29udmV5b3IudjEuR2V0VGFza1JlcXVlc3QaES5jb252ZXlvci52MS5UYXNrIjGquxgICAESBG5hbWWC0+STAh8SHS92MS97bmFtZT1wcm9qZWN0cy8qL3Rhc2tzLyp9En8KCUxpc3RUYXNrcxIdLmNvbnZleW9yLnYxLkxpc3RUYXNrc1JlcXVlc3QaHi5jb252ZXlvci52MS5MaXN0VGFza3NSZXNwb25zZSIzqrsYCggBEgZwYXJlbnSC0+STAh8SHS92MS97cGFyZW50PXByb2plY3RzLyp9L3Rhc2tzEn0KC0dldFRhc2tUcmVlEh8uY29udmV5b3IudjEuR2V0VGFza1RyZWVSZXF1ZXN0GhUuY29udmV5b3IudjEuVGFza1RyZWUiNqq7GAgIARIEbmFtZYLT5JMCJBIiL3YxL3tuYW1lPXByb2plY3RzLyovdGFza3MvKn06dHJlZRJ8CgpDYW5jZWxUYXNrEh4uY29udmV5b3IudjEuQ2FuY2VsVGFza1JlcXVlc3QaES5jb252ZXlvci52MS5UYXNrIjuquxgICAMSBG5hbWWC0+STAik6ASoiJC92MS97bmFtZT1wcm9qZWN0cy8qL3Rhc2tzLyp9OmNhbmNlbBJ/CgtBcHByb3ZlVGFzaxIfLmNvbnZleW9yLnYxLkFwcHJvdmVUYXNrUmVxdWVzdBoRLmNvbnZleW9yLnYxLlRhc2siPKq7GAgIAxIEbmFtZYLT5JMCKjoBKiIlL3YxL3tuYW1lPXByb2plY3RzLyovdGFza3MvKn06YXBwcm92ZRJ8CgpSZWplY3RUYXNrEh4uY29udmV5b3IudjEuUmVqZWN0VGFza1JlcXVlc3QaES5jb252ZXlvci52MS5UYXNrIjuquxgICAMSBG5hbWWC0+STAik6ASoiJC92MS97bmFtZT1wcm9qZWN0cy8qL3Rhc2tzLyp9OnJlamVjdBKjAQoQQmF0Y2hEZWxldGVUYXNrcxIkLmNvbnZleW9yLnYxLkJhdGNoRGVsZXRlVGFza3NSZXF1ZXN0GiUuY29udmV5b3IudjEuQmF0Y2hEZWxldGVUYXNrc1Jlc3BvbnNlIkKquxgKCAQSBnBhcmVudILT5JMCLjoBKiIpL3YxL3twYXJlbnQ9cHJvamVjdHMvKn0vdGFza3M6YmF0Y2hEZWxldGUSggEKC0V4cG9ydFRhc2tzEh8uY29udmV5b3IudjEuRXhwb3J0VGFza3NSZXF1ZXN0GhQuZ29vZ2xlLmFwaS5IdHRwQm9keSI6qrsYCggBEgZwYXJlbnSC0+STAiYSJC92MS97cGFyZW50PXByb2plY3RzLyp9L3Rhc2tzOmV4cG9ydDABEpsBCg5BcHBlbmRUYXNrTG9ncxIiLmNvbnZleW9yLnYxLkFwcGVuZFRhc2tMb2dzUmVxdWVzdBojLmNvbnZleW9yLnYxLkFwcGVuZFRhc2tMb2dzUmVzcG9uc2UiQKq7GAgIAhIEbmFtZYLT5JMCLjoBKiIpL3YxL3tuYW1lPXByb2plY3RzLyovdGFza3MvKn0vbG9nczphcHBlbmQSiwEKDExpc3RUYXNrTG9ncxIgLmNvbnZleW9yLnYxLkxpc3RUYXNrTG9nc1JlcXVlc3QaIS5jb252ZXlvci52MS5MaXN0VGFza0xvZ3NSZXNwb25zZSI2qrsYCAgBEgRuYW1lgtPkkwIkEiIvdjEve25hbWU9cHJvamVjdHMvKi90YXNrcy8qfS9sb2dzEowBCg1XYXRjaFRhc2tMb2dzEiEuY29udmV5b3IudjEuV2F0Y2hUYXNrTG9nc1JlcXVlc3QaGC5jb252ZXlvci52MS5UYXNrTG9nTGluZSI8qrsYCAgBEgRuYW1lgtPkkwIqEigvdjEve25hbWU9cHJvamVjdHMvKi90YXNrcy8qfS9sb2dzOndhdGNoMAFiBnByb3RvMw", [file_conveyor_v1_auth, file_conveyor_v1_enums, file_conveyor_v1_task, file_google_api_annotations, file_google_api_field_behavior, file_google_api_httpbody, file_google_api_resource, file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
 
 /**
  * CreateTaskRequest is the input of CreateTask.
@@ -525,6 +527,251 @@ export const ExportTasksRequestSchema: GenMessage<ExportTasksRequest> = /*@__PUR
   messageDesc(file_conveyor_v1_task_service, 14);
 
 /**
+ * TaskLogLine is one line of a task's output: a handler's log call, or a line it wrote
+ * to stdout or stderr.
+ *
+ * @generated from message conveyor.v1.TaskLogLine
+ */
+export type TaskLogLine = Message<"conveyor.v1.TaskLogLine"> & {
+  /**
+   * Output only. The attempt that wrote it (1 for the first).
+   *
+   * @generated from field: int32 attempt = 1;
+   */
+  attempt: number;
+
+  /**
+   * Output only. Its number in the attempt's log: 1, 2, ... in the order written. The
+   * bound drops the oldest lines, so the first line kept may have a larger number.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * When the worker wrote it; unset: when the server received it.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 3;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * Where it came from; unset means TASK_LOG_STREAM_LOG.
+   *
+   * @generated from field: conveyor.v1.TaskLogStream stream = 4;
+   */
+  stream: TaskLogStream;
+
+  /**
+   * How severe; unset means TASK_LOG_LEVEL_INFO.
+   *
+   * @generated from field: conveyor.v1.TaskLogLevel level = 5;
+   */
+  level: TaskLogLevel;
+
+  /**
+   * The text (a blank line of output is empty). With its fields at most 64 KiB
+   * (UTF-8, fields as JSON).
+   *
+   * @generated from field: string message = 6;
+   */
+  message: string;
+
+  /**
+   * Structured fields (the keyword arguments of the SDK's ctx.log).
+   *
+   * @generated from field: google.protobuf.Struct fields = 7;
+   */
+  fields?: JsonObject | undefined;
+
+  /**
+   * Output only. Set on the first line kept after the attempt's bound dropped older
+   * lines: how many lines were dropped before it. Zero on every other line.
+   *
+   * @generated from field: int64 dropped_count = 8;
+   */
+  droppedCount: bigint;
+};
+
+/**
+ * Describes the message conveyor.v1.TaskLogLine.
+ * Use `create(TaskLogLineSchema)` to create a new message.
+ */
+export const TaskLogLineSchema: GenMessage<TaskLogLine> = /*@__PURE__*/
+  messageDesc(file_conveyor_v1_task_service, 15);
+
+/**
+ * AppendTaskLogsRequest is the input of AppendTaskLogs (and one item of a
+ * TaskLogBatch on the Connect stream).
+ *
+ * @generated from message conveyor.v1.AppendTaskLogsRequest
+ */
+export type AppendTaskLogsRequest = Message<"conveyor.v1.AppendTaskLogsRequest"> & {
+  /**
+   * Required. The task, `projects/{project}/tasks/{task}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Required. The lease's fencing token: the lines go to the attempt it leased.
+   *
+   * @generated from field: string lease_id = 2;
+   */
+  leaseId: string;
+
+  /**
+   * Required. 1 to 1000 lines, in the order written; their output-only fields are
+   * ignored.
+   *
+   * @generated from field: repeated conveyor.v1.TaskLogLine lines = 3;
+   */
+  lines: TaskLogLine[];
+};
+
+/**
+ * Describes the message conveyor.v1.AppendTaskLogsRequest.
+ * Use `create(AppendTaskLogsRequestSchema)` to create a new message.
+ */
+export const AppendTaskLogsRequestSchema: GenMessage<AppendTaskLogsRequest> = /*@__PURE__*/
+  messageDesc(file_conveyor_v1_task_service, 16);
+
+/**
+ * AppendTaskLogsResponse says where the attempt's log stands.
+ *
+ * @generated from message conveyor.v1.AppendTaskLogsResponse
+ */
+export type AppendTaskLogsResponse = Message<"conveyor.v1.AppendTaskLogsResponse"> & {
+  /**
+   * The seq of the last line appended.
+   *
+   * @generated from field: int64 last_seq = 1;
+   */
+  lastSeq: bigint;
+
+  /**
+   * How many of the attempt's lines the bound has dropped so far.
+   *
+   * @generated from field: int64 dropped_count = 2;
+   */
+  droppedCount: bigint;
+};
+
+/**
+ * Describes the message conveyor.v1.AppendTaskLogsResponse.
+ * Use `create(AppendTaskLogsResponseSchema)` to create a new message.
+ */
+export const AppendTaskLogsResponseSchema: GenMessage<AppendTaskLogsResponse> = /*@__PURE__*/
+  messageDesc(file_conveyor_v1_task_service, 17);
+
+/**
+ * ListTaskLogsRequest is the input of ListTaskLogs.
+ *
+ * @generated from message conveyor.v1.ListTaskLogsRequest
+ */
+export type ListTaskLogsRequest = Message<"conveyor.v1.ListTaskLogsRequest"> & {
+  /**
+   * Required. The task, `projects/{project}/tasks/{task}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Only the lines of this attempt (1 for the first); 0 means every attempt's.
+   *
+   * @generated from field: int32 attempt = 2;
+   */
+  attempt: number;
+
+  /**
+   * 1 to 5000; 0 means 1000.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous next_page_token.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message conveyor.v1.ListTaskLogsRequest.
+ * Use `create(ListTaskLogsRequestSchema)` to create a new message.
+ */
+export const ListTaskLogsRequestSchema: GenMessage<ListTaskLogsRequest> = /*@__PURE__*/
+  messageDesc(file_conveyor_v1_task_service, 18);
+
+/**
+ * ListTaskLogsResponse is one page of log lines.
+ *
+ * @generated from message conveyor.v1.ListTaskLogsResponse
+ */
+export type ListTaskLogsResponse = Message<"conveyor.v1.ListTaskLogsResponse"> & {
+  /**
+   * The lines of this page, by attempt, then seq.
+   *
+   * @generated from field: repeated conveyor.v1.TaskLogLine lines = 1;
+   */
+  lines: TaskLogLine[];
+
+  /**
+   * Pass to get the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message conveyor.v1.ListTaskLogsResponse.
+ * Use `create(ListTaskLogsResponseSchema)` to create a new message.
+ */
+export const ListTaskLogsResponseSchema: GenMessage<ListTaskLogsResponse> = /*@__PURE__*/
+  messageDesc(file_conveyor_v1_task_service, 19);
+
+/**
+ * WatchTaskLogsRequest is the input of WatchTaskLogs.
+ *
+ * @generated from message conveyor.v1.WatchTaskLogsRequest
+ */
+export type WatchTaskLogsRequest = Message<"conveyor.v1.WatchTaskLogsRequest"> & {
+  /**
+   * Required. The task, `projects/{project}/tasks/{task}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The attempt to follow (1 for the first); 0 means the current one, or the first
+   * to start.
+   *
+   * @generated from field: int32 attempt = 2;
+   */
+  attempt: number;
+
+  /**
+   * Send only the lines after this seq (to resume a watch).
+   *
+   * @generated from field: int64 after_seq = 3;
+   */
+  afterSeq: bigint;
+};
+
+/**
+ * Describes the message conveyor.v1.WatchTaskLogsRequest.
+ * Use `create(WatchTaskLogsRequestSchema)` to create a new message.
+ */
+export const WatchTaskLogsRequestSchema: GenMessage<WatchTaskLogsRequest> = /*@__PURE__*/
+  messageDesc(file_conveyor_v1_task_service, 20);
+
+/**
  * TaskService creates, reads and steers tasks.
  *
  * @generated from service conveyor.v1.TaskService
@@ -665,6 +912,52 @@ export const TaskService: GenService<{
     methodKind: "server_streaming";
     input: typeof ExportTasksRequestSchema;
     output: typeof HttpBodySchema;
+  },
+  /**
+   * AppendTaskLogs appends lines to the log of a task's running attempt, fenced by its
+   * lease like ExtendLease (the Python SDK sends its lines on the Connect stream as a
+   * TaskLogBatch instead); returns FAILED_PRECONDITION (reason LEASE_STALE) when the
+   * lease_id is not the task's current lease, changing nothing. Past the attempt's
+   * bound (the queue's max_log_bytes and max_log_lines) the oldest lines are dropped.
+   * Also returns NOT_FOUND when the task does not exist and INVALID_ARGUMENT for no
+   * lines, more than 1000, a line over 64 KiB, or a malformed name or field.
+   *
+   * @generated from rpc conveyor.v1.TaskService.AppendTaskLogs
+   */
+  appendTaskLogs: {
+    methodKind: "unary";
+    input: typeof AppendTaskLogsRequestSchema;
+    output: typeof AppendTaskLogsResponseSchema;
+  },
+  /**
+   * ListTaskLogs returns one page of a task's log lines, oldest first: attempt by
+   * attempt, or those of one attempt; returns NOT_FOUND when the task does not exist.
+   * Also returns INVALID_ARGUMENT for a bad page_size, page_token or attempt, or a
+   * malformed name.
+   *
+   * @generated from rpc conveyor.v1.TaskService.ListTaskLogs
+   */
+  listTaskLogs: {
+    methodKind: "unary";
+    input: typeof ListTaskLogsRequestSchema;
+    output: typeof ListTaskLogsResponseSchema;
+  },
+  /**
+   * WatchTaskLogs sends the lines an attempt has written, then tails it live, and ends
+   * (OK) when the attempt ends; an attempt already ended gets its lines and the end at
+   * once. Without an attempt it follows the task's current attempt, waiting for the
+   * first one to start. Over REST it is Server-Sent Events (Accept:
+   * text/event-stream) or NDJSON. Returns NOT_FOUND when the task does not exist.
+   * Also returns INVALID_ARGUMENT for a bad attempt or after_seq, or a malformed name,
+   * and UNAVAILABLE (reason SHUTTING_DOWN) when the replica stops: resume with
+   * after_seq.
+   *
+   * @generated from rpc conveyor.v1.TaskService.WatchTaskLogs
+   */
+  watchTaskLogs: {
+    methodKind: "server_streaming";
+    input: typeof WatchTaskLogsRequestSchema;
+    output: typeof TaskLogLineSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_conveyor_v1_task_service, 0);

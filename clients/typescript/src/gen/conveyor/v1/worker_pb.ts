@@ -9,6 +9,8 @@ import type { CommandVerb, WorkerState } from "./enums_pb.js";
 import { file_conveyor_v1_enums } from "./enums_pb.js";
 import type { Lease, Task, TaskError, TaskSchema } from "./task_pb.js";
 import { file_conveyor_v1_task } from "./task_pb.js";
+import type { AppendTaskLogsRequest } from "./task_service_pb.js";
+import { file_conveyor_v1_task_service } from "./task_service_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import { file_google_api_resource } from "../../google/api/resource_pb.js";
@@ -22,7 +24,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file conveyor/v1/worker.proto.
  */
 export const file_conveyor_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("Chhjb252ZXlvci92MS93b3JrZXIucHJvdG8SC2NvbnZleW9yLnYxIu4DCgZXb3JrZXISEgoEbmFtZRgBIAEoCUIE4kEBCBItCgVzdGF0ZRgCIAEoDjIYLmNvbnZleW9yLnYxLldvcmtlclN0YXRlQgTiQQEDEhQKBnF1ZXVlcxgDIAMoCUIE4kEBAxIWCghjYXBhY2l0eRgEIAEoBUIE4kEBAxI1CgZsYWJlbHMYBSADKAsyHy5jb252ZXlvci52MS5Xb3JrZXIuTGFiZWxzRW50cnlCBOJBAQMSMAoMYWN0aXZlX3Rhc2tzGAYgAygJQhriQQED+kETChFjb252ZXlvci5kZXYvVGFzaxI2Cgxjb25uZWN0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjgKDmxhc3Rfc2Vlbl90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIZCgtzZGtfdmVyc2lvbhgJIAEoCUIE4kEBAxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBOk7qQUsKE2NvbnZleW9yLmRldi9Xb3JrZXISI3Byb2plY3RzL3twcm9qZWN0fS93b3JrZXJzL3t3b3JrZXJ9Kgd3b3JrZXJzMgZ3b3JrZXIi3gIKDkNvbm5lY3RSZXF1ZXN0EiMKBWhlbGxvGAEgASgLMhIuY29udmV5b3IudjEuSGVsbG9IABIlCgZjcmVkaXQYAiABKAsyEy5jb252ZXlvci52MS5DcmVkaXRIABI0CgloZWFydGJlYXQYAyABKAsyHy5jb252ZXlvci52MS5FeHRlbmRMZWFzZVJlcXVlc3RIABI0Cghjb21wbGV0ZRgEIAEoCzIgLmNvbnZleW9yLnYxLkNvbXBsZXRlVGFza1JlcXVlc3RIABIsCgRmYWlsGAUgASgLMhwuY29udmV5b3IudjEuRmFpbFRhc2tSZXF1ZXN0SAASLgoLY29tbWFuZF9hY2sYBiABKAsyFy5jb252ZXlvci52MS5Db21tYW5kQWNrSAASKwoHcmVwb3J0cxgHIAEoCzIYLmNvbnZleW9yLnYxLlJlcG9ydEJhdGNoSABCCQoHbWVzc2FnZSJvCgtSZXBvcnRCYXRjaBIzCgljb21wbGV0ZXMYASADKAsyIC5jb252ZXlvci52MS5Db21wbGV0ZVRhc2tSZXF1ZXN0EisKBWZhaWxzGAIgAygLMhwuY29udmV5b3IudjEuRmFpbFRhc2tSZXF1ZXN0IqYCCgVIZWxsbxIUCgZwYXJlbnQYASABKAlCBOJBAQISFAoGd29ya2VyGAIgASgJQgTiQQECEhQKBnF1ZXVlcxgDIAMoCUIE4kEBAhIQCghjYXBhY2l0eRgEIAEoBRIuCgZsYWJlbHMYBSADKAsyHi5jb252ZXlvci52MS5IZWxsby5MYWJlbHNFbnRyeRITCgtzZGtfdmVyc2lvbhgGIAEoCRIxCg5sZWFzZV9kdXJhdGlvbhgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIPCgdiYXRjaGVzGAggASgIEhEKCWFja190YXNrcxgJIAEoCBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhcKBkNyZWRpdBINCgV0YXNrcxgBIAEoBSJnCgpDb21tYW5kQWNrEhUKB2NvbW1hbmQYASABKAlCBOJBAQISCgoCb2sYAiABKAgSDQoFZXJyb3IYAyABKAkSJwoGcmVzdWx0GAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCLnAgoPQ29ubmVjdFJlc3BvbnNlEicKB3dlbGNvbWUYASABKAsyFC5jb252ZXlvci52MS5XZWxjb21lSAASKAoKYXNzaWdubWVudBgCIAEoCzISLmNvbnZleW9yLnYxLkxlYXNlSAASNQoJaGVhcnRiZWF0GAMgASgLMiAuY29udmV5b3IudjEuRXh0ZW5kTGVhc2VSZXNwb25zZUgAEiwKCnJlcG9ydF9hY2sYBCABKAsyFi5jb252ZXlvci52MS5SZXBvcnRBY2tIABItCgdjb21tYW5kGAUgASgLMhouY29udmV5b3IudjEuV29ya2VyQ29tbWFuZEgAEi4KC2Fzc2lnbm1lbnRzGAYgASgLMhcuY29udmV5b3IudjEuTGVhc2VCYXRjaEgAEjIKC3JlcG9ydF9hY2tzGAcgASgLMhsuY29udmV5b3IudjEuUmVwb3J0QWNrQmF0Y2hIAEIJCgdtZXNzYWdlIjAKCkxlYXNlQmF0Y2gSIgoGbGVhc2VzGAEgAygLMhIuY29udmV5b3IudjEuTGVhc2UiNgoOUmVwb3J0QWNrQmF0Y2gSJAoEYWNrcxgBIAMoCzIWLmNvbnZleW9yLnYxLlJlcG9ydEFjayJQCgdXZWxjb21lEg4KBndvcmtlchgBIAEoCRI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24icAoJUmVwb3J0QWNrEgwKBG5hbWUYASABKAkSEAoIbGVhc2VfaWQYAiABKAkSIgoGc3RhdHVzGAMgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXMSHwoEdGFzaxgEIAEoCzIRLmNvbnZleW9yLnYxLlRhc2sibwoNV29ya2VyQ29tbWFuZBIPCgdjb21tYW5kGAEgASgJEiYKBHZlcmIYAiABKA4yGC5jb252ZXlvci52MS5Db21tYW5kVmVyYhIlCgRhcmdzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCLMAQoRTGVhc2VUYXNrc1JlcXVlc3QSFAoGcGFyZW50GAEgASgJQgTiQQECEhQKBndvcmtlchgCIAEoCUIE4kEBAhIUCgZxdWV1ZXMYAyADKAlCBOJBAQISEQoJbWF4X3Rhc2tzGAQgASgFEi8KDHdhaXRfdGltZW91dBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg5sZWFzZV9kdXJhdGlvbhgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI4ChJMZWFzZVRhc2tzUmVzcG9uc2USIgoGbGVhc2VzGAEgAygLMhIuY29udmV5b3IudjEuTGVhc2UitAEKEkV4dGVuZExlYXNlUmVxdWVzdBIoCgRuYW1lGAEgASgJQhriQQEC+kETChFjb252ZXlvci5kZXYvVGFzaxIWCghsZWFzZV9pZBgCIAEoCUIE4kEBAhIxCg5sZWFzZV9kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCghwcm9ncmVzcxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QihgEKE0V4dGVuZExlYXNlUmVzcG9uc2USNQoRbGVhc2VfZXhwaXJlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYAiABKAgSDAoEbmFtZRgDIAEoCRIQCghsZWFzZV9pZBgEIAEoCSKmAQoTQ29tcGxldGVUYXNrUmVxdWVzdBIoCgRuYW1lGAEgASgJQhriQQEC+kETChFjb252ZXlvci5kZXYvVGFzaxIWCghsZWFzZV9pZBgCIAEoCUIE4kEBAhImCgZyZXN1bHQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDwoHc3VtbWFyeRgEIAEoCRIUCgxyZXN1bWVfdG9rZW4YBSABKAkijQEKD0ZhaWxUYXNrUmVxdWVzdBIoCgRuYW1lGAEgASgJQhriQQEC+kETChFjb252ZXlvci5kZXYvVGFzaxIWCghsZWFzZV9pZBgCIAEoCUIE4kEBAhIlCgVlcnJvchgDIAEoCzIWLmNvbnZleW9yLnYxLlRhc2tFcnJvchIRCglyZXRyeWFibGUYBCABKAgitQEKElJlcG9ydFRhc2tzUmVxdWVzdBIqCgZwYXJlbnQYASABKAlCGuJBAQL6QRMSEWNvbnZleW9yLmRldi9UYXNrEjMKCWNvbXBsZXRlcxgCIAMoCzIgLmNvbnZleW9yLnYxLkNvbXBsZXRlVGFza1JlcXVlc3QSKwoFZmFpbHMYAyADKAsyHC5jb252ZXlvci52MS5GYWlsVGFza1JlcXVlc3QSEQoJYWNrX3Rhc2tzGAQgASgIIjsKE1JlcG9ydFRhc2tzUmVzcG9uc2USJAoEYWNrcxgBIAMoCzIWLmNvbnZleW9yLnYxLlJlcG9ydEFjayJpChJMaXN0V29ya2Vyc1JlcXVlc3QSLAoGcGFyZW50GAEgASgJQhziQQEC+kEVEhNjb252ZXlvci5kZXYvV29ya2VyEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlQKE0xpc3RXb3JrZXJzUmVzcG9uc2USJAoHd29ya2VycxgBIAMoCzITLmNvbnZleW9yLnYxLldvcmtlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPgoQR2V0V29ya2VyUmVxdWVzdBIqCgRuYW1lGAEgASgJQhziQQEC+kEVChNjb252ZXlvci5kZXYvV29ya2VyMqEICg1Xb3JrZXJTZXJ2aWNlEl4KB0Nvbm5lY3QSGy5jb252ZXlvci52MS5Db25uZWN0UmVxdWVzdBocLmNvbnZleW9yLnYxLkNvbm5lY3RSZXNwb25zZSIUqrsYEAgCEgxoZWxsby5wYXJlbnQoATABEosBCgpMZWFzZVRhc2tzEh4uY29udmV5b3IudjEuTGVhc2VUYXNrc1JlcXVlc3QaHy5jb252ZXlvci52MS5MZWFzZVRhc2tzUmVzcG9uc2UiPKq7GAoIAhIGcGFyZW50gtPkkwIoOgEqIiMvdjEve3BhcmVudD1wcm9qZWN0cy8qfS90YXNrczpsZWFzZRKSAQoLRXh0ZW5kTGVhc2USHy5jb252ZXlvci52MS5FeHRlbmRMZWFzZVJlcXVlc3QaIC5jb252ZXlvci52MS5FeHRlbmRMZWFzZVJlc3BvbnNlIkCquxgICAISBG5hbWWC0+STAi46ASoiKS92MS97bmFtZT1wcm9qZWN0cy8qL3Rhc2tzLyp9OmV4dGVuZExlYXNlEoIBCgxDb21wbGV0ZVRhc2sSIC5jb252ZXlvci52MS5Db21wbGV0ZVRhc2tSZXF1ZXN0GhEuY29udmV5b3IudjEuVGFzayI9qrsYCAgCEgRuYW1lgtPkkwIrOgEqIiYvdjEve25hbWU9cHJvamVjdHMvKi90YXNrcy8qfTpjb21wbGV0ZRJ2CghGYWlsVGFzaxIcLmNvbnZleW9yLnYxLkZhaWxUYXNrUmVxdWVzdBoRLmNvbnZleW9yLnYxLlRhc2siOaq7GAgIAhIEbmFtZYLT5JMCJzoBKiIiL3YxL3tuYW1lPXByb2plY3RzLyovdGFza3MvKn06ZmFpbBKPAQoLUmVwb3J0VGFza3MSHy5jb252ZXlvci52MS5SZXBvcnRUYXNrc1JlcXVlc3QaIC5jb252ZXlvci52MS5SZXBvcnRUYXNrc1Jlc3BvbnNlIj2quxgKCAISBnBhcmVudILT5JMCKToBKiIkL3YxL3twYXJlbnQ9cHJvamVjdHMvKn0vdGFza3M6cmVwb3J0EocBCgtMaXN0V29ya2VycxIfLmNvbnZleW9yLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBogLmNvbnZleW9yLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2UiNaq7GAoIARIGcGFyZW50gtPkkwIhEh8vdjEve3BhcmVudD1wcm9qZWN0cy8qfS93b3JrZXJzEnQKCUdldFdvcmtlchIdLmNvbnZleW9yLnYxLkdldFdvcmtlclJlcXVlc3QaEy5jb252ZXlvci52MS5Xb3JrZXIiM6q7GAgIARIEbmFtZYLT5JMCIRIfL3YxL3tuYW1lPXByb2plY3RzLyovd29ya2Vycy8qfWIGcHJvdG8z", [file_conveyor_v1_auth, file_conveyor_v1_enums, file_conveyor_v1_task, file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
+  fileDesc("Chhjb252ZXlvci92MS93b3JrZXIucHJvdG8SC2NvbnZleW9yLnYxIu4DCgZXb3JrZXISEgoEbmFtZRgBIAEoCUIE4kEBCBItCgVzdGF0ZRgCIAEoDjIYLmNvbnZleW9yLnYxLldvcmtlclN0YXRlQgTiQQEDEhQKBnF1ZXVlcxgDIAMoCUIE4kEBAxIWCghjYXBhY2l0eRgEIAEoBUIE4kEBAxI1CgZsYWJlbHMYBSADKAsyHy5jb252ZXlvci52MS5Xb3JrZXIuTGFiZWxzRW50cnlCBOJBAQMSMAoMYWN0aXZlX3Rhc2tzGAYgAygJQhriQQED+kETChFjb252ZXlvci5kZXYvVGFzaxI2Cgxjb25uZWN0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjgKDmxhc3Rfc2Vlbl90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIZCgtzZGtfdmVyc2lvbhgJIAEoCUIE4kEBAxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBOk7qQUsKE2NvbnZleW9yLmRldi9Xb3JrZXISI3Byb2plY3RzL3twcm9qZWN0fS93b3JrZXJzL3t3b3JrZXJ9Kgd3b3JrZXJzMgZ3b3JrZXIiiQMKDkNvbm5lY3RSZXF1ZXN0EiMKBWhlbGxvGAEgASgLMhIuY29udmV5b3IudjEuSGVsbG9IABIlCgZjcmVkaXQYAiABKAsyEy5jb252ZXlvci52MS5DcmVkaXRIABI0CgloZWFydGJlYXQYAyABKAsyHy5jb252ZXlvci52MS5FeHRlbmRMZWFzZVJlcXVlc3RIABI0Cghjb21wbGV0ZRgEIAEoCzIgLmNvbnZleW9yLnYxLkNvbXBsZXRlVGFza1JlcXVlc3RIABIsCgRmYWlsGAUgASgLMhwuY29udmV5b3IudjEuRmFpbFRhc2tSZXF1ZXN0SAASLgoLY29tbWFuZF9hY2sYBiABKAsyFy5jb252ZXlvci52MS5Db21tYW5kQWNrSAASKwoHcmVwb3J0cxgHIAEoCzIYLmNvbnZleW9yLnYxLlJlcG9ydEJhdGNoSAASKQoEbG9ncxgIIAEoCzIZLmNvbnZleW9yLnYxLlRhc2tMb2dCYXRjaEgAQgkKB21lc3NhZ2UiQwoMVGFza0xvZ0JhdGNoEjMKB2FwcGVuZHMYASADKAsyIi5jb252ZXlvci52MS5BcHBlbmRUYXNrTG9nc1JlcXVlc3QibwoLUmVwb3J0QmF0Y2gSMwoJY29tcGxldGVzGAEgAygLMiAuY29udmV5b3IudjEuQ29tcGxldGVUYXNrUmVxdWVzdBIrCgVmYWlscxgCIAMoCzIcLmNvbnZleW9yLnYxLkZhaWxUYXNrUmVxdWVzdCKmAgoFSGVsbG8SFAoGcGFyZW50GAEgASgJQgTiQQECEhQKBndvcmtlchgCIAEoCUIE4kEBAhIUCgZxdWV1ZXMYAyADKAlCBOJBAQISEAoIY2FwYWNpdHkYBCABKAUSLgoGbGFiZWxzGAUgAygLMh4uY29udmV5b3IudjEuSGVsbG8uTGFiZWxzRW50cnkSEwoLc2RrX3ZlcnNpb24YBiABKAkSMQoObGVhc2VfZHVyYXRpb24YByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHYmF0Y2hlcxgIIAEoCBIRCglhY2tfdGFza3MYCSABKAgaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIXCgZDcmVkaXQSDQoFdGFza3MYASABKAUiZwoKQ29tbWFuZEFjaxIVCgdjb21tYW5kGAEgASgJQgTiQQECEgoKAm9rGAIgASgIEg0KBWVycm9yGAMgASgJEicKBnJlc3VsdBgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3Qi5wIKD0Nvbm5lY3RSZXNwb25zZRInCgd3ZWxjb21lGAEgASgLMhQuY29udmV5b3IudjEuV2VsY29tZUgAEigKCmFzc2lnbm1lbnQYAiABKAsyEi5jb252ZXlvci52MS5MZWFzZUgAEjUKCWhlYXJ0YmVhdBgDIAEoCzIgLmNvbnZleW9yLnYxLkV4dGVuZExlYXNlUmVzcG9uc2VIABIsCgpyZXBvcnRfYWNrGAQgASgLMhYuY29udmV5b3IudjEuUmVwb3J0QWNrSAASLQoHY29tbWFuZBgFIAEoCzIaLmNvbnZleW9yLnYxLldvcmtlckNvbW1hbmRIABIuCgthc3NpZ25tZW50cxgGIAEoCzIXLmNvbnZleW9yLnYxLkxlYXNlQmF0Y2hIABIyCgtyZXBvcnRfYWNrcxgHIAEoCzIbLmNvbnZleW9yLnYxLlJlcG9ydEFja0JhdGNoSABCCQoHbWVzc2FnZSIwCgpMZWFzZUJhdGNoEiIKBmxlYXNlcxgBIAMoCzISLmNvbnZleW9yLnYxLkxlYXNlIjYKDlJlcG9ydEFja0JhdGNoEiQKBGFja3MYASADKAsyFi5jb252ZXlvci52MS5SZXBvcnRBY2siUAoHV2VsY29tZRIOCgZ3b3JrZXIYASABKAkSNQoSaGVhcnRiZWF0X2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uInAKCVJlcG9ydEFjaxIMCgRuYW1lGAEgASgJEhAKCGxlYXNlX2lkGAIgASgJEiIKBnN0YXR1cxgDIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzEh8KBHRhc2sYBCABKAsyES5jb252ZXlvci52MS5UYXNrIm8KDVdvcmtlckNvbW1hbmQSDwoHY29tbWFuZBgBIAEoCRImCgR2ZXJiGAIgASgOMhguY29udmV5b3IudjEuQ29tbWFuZFZlcmISJQoEYXJncxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QizAEKEUxlYXNlVGFza3NSZXF1ZXN0EhQKBnBhcmVudBgBIAEoCUIE4kEBAhIUCgZ3b3JrZXIYAiABKAlCBOJBAQISFAoGcXVldWVzGAMgAygJQgTiQQECEhEKCW1heF90YXNrcxgEIAEoBRIvCgx3YWl0X3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMQoObGVhc2VfZHVyYXRpb24YBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iOAoSTGVhc2VUYXNrc1Jlc3BvbnNlEiIKBmxlYXNlcxgBIAMoCzISLmNvbnZleW9yLnYxLkxlYXNlIrQBChJFeHRlbmRMZWFzZVJlcXVlc3QSKAoEbmFtZRgBIAEoCUIa4kEBAvpBEwoRY29udmV5b3IuZGV2L1Rhc2sSFgoIbGVhc2VfaWQYAiABKAlCBOJBAQISMQoObGVhc2VfZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKQoIcHJvZ3Jlc3MYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IoYBChNFeHRlbmRMZWFzZVJlc3BvbnNlEjUKEWxlYXNlX2V4cGlyZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjYW5jZWxfcmVxdWVzdGVkGAIgASgIEgwKBG5hbWUYAyABKAkSEAoIbGVhc2VfaWQYBCABKAkipgEKE0NvbXBsZXRlVGFza1JlcXVlc3QSKAoEbmFtZRgBIAEoCUIa4kEBAvpBEwoRY29udmV5b3IuZGV2L1Rhc2sSFgoIbGVhc2VfaWQYAiABKAlCBOJBAQISJgoGcmVzdWx0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEg8KB3N1bW1hcnkYBCABKAkSFAoMcmVzdW1lX3Rva2VuGAUgASgJIo0BCg9GYWlsVGFza1JlcXVlc3QSKAoEbmFtZRgBIAEoCUIa4kEBAvpBEwoRY29udmV5b3IuZGV2L1Rhc2sSFgoIbGVhc2VfaWQYAiABKAlCBOJBAQISJQoFZXJyb3IYAyABKAsyFi5jb252ZXlvci52MS5UYXNrRXJyb3ISEQoJcmV0cnlhYmxlGAQgASgIIrUBChJSZXBvcnRUYXNrc1JlcXVlc3QSKgoGcGFyZW50GAEgASgJQhriQQEC+kETEhFjb252ZXlvci5kZXYvVGFzaxIzCgljb21wbGV0ZXMYAiADKAsyIC5jb252ZXlvci52MS5Db21wbGV0ZVRhc2tSZXF1ZXN0EisKBWZhaWxzGAMgAygLMhwuY29udmV5b3IudjEuRmFpbFRhc2tSZXF1ZXN0EhEKCWFja190YXNrcxgEIAEoCCI7ChNSZXBvcnRUYXNrc1Jlc3BvbnNlEiQKBGFja3MYASADKAsyFi5jb252ZXlvci52MS5SZXBvcnRBY2siaQoSTGlzdFdvcmtlcnNSZXF1ZXN0EiwKBnBhcmVudBgBIAEoCUIc4kEBAvpBFRITY29udmV5b3IuZGV2L1dvcmtlchIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJUChNMaXN0V29ya2Vyc1Jlc3BvbnNlEiQKB3dvcmtlcnMYASADKAsyEy5jb252ZXlvci52MS5Xb3JrZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIj4KEEdldFdvcmtlclJlcXVlc3QSKgoEbmFtZRgBIAEoCUIc4kEBAvpBFQoTY29udmV5b3IuZGV2L1dvcmtlcjKhCAoNV29ya2VyU2VydmljZRJeCgdDb25uZWN0EhsuY29udmV5b3IudjEuQ29ubmVjdFJlcXVlc3QaHC5jb252ZXlvci52MS5Db25uZWN0UmVzcG9uc2UiFKq7GBAIAhIMaGVsbG8ucGFyZW50KAEwARKLAQoKTGVhc2VUYXNrcxIeLmNvbnZleW9yLnYxLkxlYXNlVGFza3NSZXF1ZXN0Gh8uY29udmV5b3IudjEuTGVhc2VUYXNrc1Jlc3BvbnNlIjyquxgKCAISBnBhcmVudILT5JMCKDoBKiIjL3YxL3twYXJlbnQ9cHJvamVjdHMvKn0vdGFza3M6bGVhc2USkgEKC0V4dGVuZExlYXNlEh8uY29udmV5b3IudjEuRXh0ZW5kTGVhc2VSZXF1ZXN0GiAuY29udmV5b3IudjEuRXh0ZW5kTGVhc2VSZXNwb25zZSJAqrsYCAgCEgRuYW1lgtPkkwIuOgEqIikvdjEve25hbWU9cHJvamVjdHMvKi90YXNrcy8qfTpleHRlbmRMZWFzZRKCAQoMQ29tcGxldGVUYXNrEiAuY29udmV5b3IudjEuQ29tcGxldGVUYXNrUmVxdWVzdBoRLmNvbnZleW9yLnYxLlRhc2siPaq7GAgIAhIEbmFtZYLT5JMCKzoBKiImL3YxL3tuYW1lPXByb2plY3RzLyovdGFza3MvKn06Y29tcGxldGUSdgoIRmFpbFRhc2sSHC5jb252ZXlvci52MS5GYWlsVGFza1JlcXVlc3QaES5jb252ZXlvci52MS5UYXNrIjmquxgICAISBG5hbWWC0+STAic6ASoiIi92MS97bmFtZT1wcm9qZWN0cy8qL3Rhc2tzLyp9OmZhaWwSjwEKC1JlcG9ydFRhc2tzEh8uY29udmV5b3IudjEuUmVwb3J0VGFza3NSZXF1ZXN0GiAuY29udmV5b3IudjEuUmVwb3J0VGFza3NSZXNwb25zZSI9qrsYCggCEgZwYXJlbnSC0+STAik6ASoiJC92MS97cGFyZW50PXByb2plY3RzLyp9L3Rhc2tzOnJlcG9ydBKHAQoLTGlzdFdvcmtlcnMSHy5jb252ZXlvci52MS5MaXN0V29ya2Vyc1JlcXVlc3QaIC5jb252ZXlvci52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlIjWquxgKCAESBnBhcmVudILT5JMCIRIfL3YxL3twYXJlbnQ9cHJvamVjdHMvKn0vd29ya2VycxJ0CglHZXRXb3JrZXISHS5jb252ZXlvci52MS5HZXRXb3JrZXJSZXF1ZXN0GhMuY29udmV5b3IudjEuV29ya2VyIjOquxgICAESBG5hbWWC0+STAiESHy92MS97bmFtZT1wcm9qZWN0cy8qL3dvcmtlcnMvKn1iBnByb3RvMw", [file_conveyor_v1_auth, file_conveyor_v1_enums, file_conveyor_v1_task, file_conveyor_v1_task_service, file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
 
 /**
  * A Worker is a process that leases tasks.
@@ -168,6 +170,14 @@ export type ConnectRequest = Message<"conveyor.v1.ConnectRequest"> & {
      */
     value: ReportBatch;
     case: "reports";
+  } | {
+    /**
+     * Log lines of running tasks, many tasks' at once; not answered.
+     *
+     * @generated from field: conveyor.v1.TaskLogBatch logs = 8;
+     */
+    value: TaskLogBatch;
+    case: "logs";
   } | { case: undefined; value?: undefined };
 };
 
@@ -177,6 +187,31 @@ export type ConnectRequest = Message<"conveyor.v1.ConnectRequest"> & {
  */
 export const ConnectRequestSchema: GenMessage<ConnectRequest> = /*@__PURE__*/
   messageDesc(file_conveyor_v1_worker, 1);
+
+/**
+ * TaskLogBatch carries the log lines of a worker's running tasks on its Connect stream
+ * (AppendTaskLogs for each item, in one statement). Each item is fenced by its lease
+ * like a report; it is not answered: an item whose lease is stale or that is invalid
+ * is dropped alone (and counted in the server's metrics), since the task has moved on.
+ * Lines sent before a report of the same task are stored before the report is settled.
+ *
+ * @generated from message conveyor.v1.TaskLogBatch
+ */
+export type TaskLogBatch = Message<"conveyor.v1.TaskLogBatch"> & {
+  /**
+   * One item per task.
+   *
+   * @generated from field: repeated conveyor.v1.AppendTaskLogsRequest appends = 1;
+   */
+  appends: AppendTaskLogsRequest[];
+};
+
+/**
+ * Describes the message conveyor.v1.TaskLogBatch.
+ * Use `create(TaskLogBatchSchema)` to create a new message.
+ */
+export const TaskLogBatchSchema: GenMessage<TaskLogBatch> = /*@__PURE__*/
+  messageDesc(file_conveyor_v1_worker, 2);
 
 /**
  * ReportBatch is many complete and fail reports in one message. Each item is fenced
@@ -206,7 +241,7 @@ export type ReportBatch = Message<"conveyor.v1.ReportBatch"> & {
  * Use `create(ReportBatchSchema)` to create a new message.
  */
 export const ReportBatchSchema: GenMessage<ReportBatch> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 2);
+  messageDesc(file_conveyor_v1_worker, 3);
 
 /**
  * Hello opens a Connect stream.
@@ -286,7 +321,7 @@ export type Hello = Message<"conveyor.v1.Hello"> & {
  * Use `create(HelloSchema)` to create a new message.
  */
 export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 3);
+  messageDesc(file_conveyor_v1_worker, 4);
 
 /**
  * Credit sizes the stream's window: how many assigned tasks the worker may hold
@@ -309,7 +344,7 @@ export type Credit = Message<"conveyor.v1.Credit"> & {
  * Use `create(CreditSchema)` to create a new message.
  */
 export const CreditSchema: GenMessage<Credit> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 4);
+  messageDesc(file_conveyor_v1_worker, 5);
 
 /**
  * CommandAck is a worker's answer to a WorkerCommand.
@@ -351,7 +386,7 @@ export type CommandAck = Message<"conveyor.v1.CommandAck"> & {
  * Use `create(CommandAckSchema)` to create a new message.
  */
 export const CommandAckSchema: GenMessage<CommandAck> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 5);
+  messageDesc(file_conveyor_v1_worker, 6);
 
 /**
  * ConnectResponse is one message from the server on a Connect stream.
@@ -428,7 +463,7 @@ export type ConnectResponse = Message<"conveyor.v1.ConnectResponse"> & {
  * Use `create(ConnectResponseSchema)` to create a new message.
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 6);
+  messageDesc(file_conveyor_v1_worker, 7);
 
 /**
  * LeaseBatch is many tasks pushed to a worker at once.
@@ -449,7 +484,7 @@ export type LeaseBatch = Message<"conveyor.v1.LeaseBatch"> & {
  * Use `create(LeaseBatchSchema)` to create a new message.
  */
 export const LeaseBatchSchema: GenMessage<LeaseBatch> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 7);
+  messageDesc(file_conveyor_v1_worker, 8);
 
 /**
  * ReportAckBatch answers a ReportBatch: the completes' acks first, then the fails',
@@ -471,7 +506,7 @@ export type ReportAckBatch = Message<"conveyor.v1.ReportAckBatch"> & {
  * Use `create(ReportAckBatchSchema)` to create a new message.
  */
 export const ReportAckBatchSchema: GenMessage<ReportAckBatch> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 8);
+  messageDesc(file_conveyor_v1_worker, 9);
 
 /**
  * Welcome acknowledges a Hello.
@@ -499,7 +534,7 @@ export type Welcome = Message<"conveyor.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 9);
+  messageDesc(file_conveyor_v1_worker, 10);
 
 /**
  * ReportAck answers a complete or fail report on the stream.
@@ -541,7 +576,7 @@ export type ReportAck = Message<"conveyor.v1.ReportAck"> & {
  * Use `create(ReportAckSchema)` to create a new message.
  */
 export const ReportAckSchema: GenMessage<ReportAck> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 10);
+  messageDesc(file_conveyor_v1_worker, 11);
 
 /**
  * WorkerCommand is a worker-control command delivered over Connect.
@@ -576,7 +611,7 @@ export type WorkerCommand = Message<"conveyor.v1.WorkerCommand"> & {
  * Use `create(WorkerCommandSchema)` to create a new message.
  */
 export const WorkerCommandSchema: GenMessage<WorkerCommand> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 11);
+  messageDesc(file_conveyor_v1_worker, 12);
 
 /**
  * LeaseTasksRequest is the input of LeaseTasks.
@@ -632,7 +667,7 @@ export type LeaseTasksRequest = Message<"conveyor.v1.LeaseTasksRequest"> & {
  * Use `create(LeaseTasksRequestSchema)` to create a new message.
  */
 export const LeaseTasksRequestSchema: GenMessage<LeaseTasksRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 12);
+  messageDesc(file_conveyor_v1_worker, 13);
 
 /**
  * LeaseTasksResponse holds the leases granted.
@@ -653,7 +688,7 @@ export type LeaseTasksResponse = Message<"conveyor.v1.LeaseTasksResponse"> & {
  * Use `create(LeaseTasksResponseSchema)` to create a new message.
  */
 export const LeaseTasksResponseSchema: GenMessage<LeaseTasksResponse> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 13);
+  messageDesc(file_conveyor_v1_worker, 14);
 
 /**
  * ExtendLeaseRequest is the input of ExtendLease (and a heartbeat on Connect).
@@ -695,7 +730,7 @@ export type ExtendLeaseRequest = Message<"conveyor.v1.ExtendLeaseRequest"> & {
  * Use `create(ExtendLeaseRequestSchema)` to create a new message.
  */
 export const ExtendLeaseRequestSchema: GenMessage<ExtendLeaseRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 14);
+  messageDesc(file_conveyor_v1_worker, 15);
 
 /**
  * ExtendLeaseResponse is the answer to ExtendLease or a heartbeat.
@@ -737,7 +772,7 @@ export type ExtendLeaseResponse = Message<"conveyor.v1.ExtendLeaseResponse"> & {
  * Use `create(ExtendLeaseResponseSchema)` to create a new message.
  */
 export const ExtendLeaseResponseSchema: GenMessage<ExtendLeaseResponse> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 15);
+  messageDesc(file_conveyor_v1_worker, 16);
 
 /**
  * CompleteTaskRequest is the input of CompleteTask.
@@ -786,7 +821,7 @@ export type CompleteTaskRequest = Message<"conveyor.v1.CompleteTaskRequest"> & {
  * Use `create(CompleteTaskRequestSchema)` to create a new message.
  */
 export const CompleteTaskRequestSchema: GenMessage<CompleteTaskRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 16);
+  messageDesc(file_conveyor_v1_worker, 17);
 
 /**
  * FailTaskRequest is the input of FailTask.
@@ -828,7 +863,7 @@ export type FailTaskRequest = Message<"conveyor.v1.FailTaskRequest"> & {
  * Use `create(FailTaskRequestSchema)` to create a new message.
  */
 export const FailTaskRequestSchema: GenMessage<FailTaskRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 17);
+  messageDesc(file_conveyor_v1_worker, 18);
 
 /**
  * ReportTasksRequest is the input of ReportTasks.
@@ -870,7 +905,7 @@ export type ReportTasksRequest = Message<"conveyor.v1.ReportTasksRequest"> & {
  * Use `create(ReportTasksRequestSchema)` to create a new message.
  */
 export const ReportTasksRequestSchema: GenMessage<ReportTasksRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 18);
+  messageDesc(file_conveyor_v1_worker, 19);
 
 /**
  * ReportTasksResponse holds one ack per report: the completes' first, then the
@@ -892,7 +927,7 @@ export type ReportTasksResponse = Message<"conveyor.v1.ReportTasksResponse"> & {
  * Use `create(ReportTasksResponseSchema)` to create a new message.
  */
 export const ReportTasksResponseSchema: GenMessage<ReportTasksResponse> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 19);
+  messageDesc(file_conveyor_v1_worker, 20);
 
 /**
  * ListWorkersRequest is the input of ListWorkers.
@@ -927,7 +962,7 @@ export type ListWorkersRequest = Message<"conveyor.v1.ListWorkersRequest"> & {
  * Use `create(ListWorkersRequestSchema)` to create a new message.
  */
 export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 20);
+  messageDesc(file_conveyor_v1_worker, 21);
 
 /**
  * ListWorkersResponse is one page of workers.
@@ -955,7 +990,7 @@ export type ListWorkersResponse = Message<"conveyor.v1.ListWorkersResponse"> & {
  * Use `create(ListWorkersResponseSchema)` to create a new message.
  */
 export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 21);
+  messageDesc(file_conveyor_v1_worker, 22);
 
 /**
  * GetWorkerRequest is the input of GetWorker.
@@ -976,7 +1011,7 @@ export type GetWorkerRequest = Message<"conveyor.v1.GetWorkerRequest"> & {
  * Use `create(GetWorkerRequestSchema)` to create a new message.
  */
 export const GetWorkerRequestSchema: GenMessage<GetWorkerRequest> = /*@__PURE__*/
-  messageDesc(file_conveyor_v1_worker, 22);
+  messageDesc(file_conveyor_v1_worker, 23);
 
 /**
  * WorkerService hands tasks to workers and takes their reports.

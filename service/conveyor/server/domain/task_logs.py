@@ -1,0 +1,316 @@
+"""Task logs: the lines a running attempt writes, appended fenced by its lease and read
+back page by page or tailed live.
+
+An append carries the lease_id like every report; one whose lease is not the task's
+current one is refused (FAILED_PRECONDITION, LEASE_STALE) and changes nothing. Each
+attempt's log is bounded by its queue's max_log_bytes / max_log_lines
+(domain/task_log_bounds.py): the oldest lines are dropped, and the first line kept says
+how many (dropped_count). Lines belong to their attempt, so they go with their task.
+
+Watching: a watcher reads the lines after its position, then waits for more. An append
+on this replica wakes the watchers of its task at once (LogSignals); appends on other
+replicas, and the end of the attempt, are seen by a short poll (`poll_interval`), one
+indexed read of one task per watcher: tailing a log is rare next to appending to it, so
+appends pay nothing (no NOTIFY) for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+
+from prometheus_client import Counter
+
+from conveyor.client._json import from_struct
+from conveyor.server.domain import paging
+from conveyor.server.domain.leases import TaskRef, lease_token, stale_lease, task_ref
+from conveyor.server.domain.task_log_bounds import DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_LOG_LINES
+from conveyor.server.domain.validate import NUL_RULE
+from conveyor.server.errors import ConveyorError, NotFound, Unavailable, Violations
+from conveyor.server.store import task_logs as log_store
+from conveyor.server.store.db import Pool
+from conveyor.server.store.task_logs import Appended, LogLineRow
+from conveyor.v1 import enums_pb2, task_service_pb2
+
+__all__ = [
+    "MAX_LINES",
+    "MAX_LINE_BYTES",
+    "LogAppend",
+    "LogSignals",
+    "TaskLogs",
+    "parse_append",
+]
+
+MAX_LINES = 1000
+"""Most lines one append (or one item of a TaskLogBatch) carries."""
+MAX_LINE_BYTES = 64 * 1024
+"""Most bytes of one line: its message and its fields as JSON."""
+DEFAULT_PAGE_SIZE = 1000
+WATCH_BATCH = 1000
+
+REFUSED = Counter(
+    "conveyor_task_log_items_refused_total",
+    "Log batches of the Connect stream dropped: their lease was stale or they were invalid.",
+    ["reason"],
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LogAppend:
+    """One task's lines, checked: their JSON array as the append function reads it."""
+
+    task: TaskRef
+    lease_id: uuid.UUID
+    lines_json: str
+
+
+def _enum_name(v: Violations, enum: object, value: int, prefix: str, field_path: str) -> str | None:
+    if value == 0:
+        return None
+    try:
+        name: str = enum.Name(value)  # type: ignore[attr-defined]
+    except ValueError:
+        v.add(field_path, f"{value} is not a known value")
+        return None
+    return name.removeprefix(prefix)
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(x) for k, x in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(x) for x in value)
+    return False
+
+
+def parse_append(request: task_service_pb2.AppendTaskLogsRequest, prefix: str = "") -> LogAppend:
+    """An AppendTaskLogsRequest checked; INVALID_ARGUMENT naming every bad field."""
+    ref = task_ref(request.name, f"{prefix}name")
+    lease_id = lease_token(request.lease_id, f"{prefix}lease_id")
+    v = Violations()
+    if not request.lines:
+        v.add(f"{prefix}lines", "must hold at least one line")
+    elif len(request.lines) > MAX_LINES:
+        v.add(f"{prefix}lines", f"at most {MAX_LINES} lines per append")
+    out = []
+    for i, line in enumerate(request.lines[:MAX_LINES]):
+        path = f"{prefix}lines[{i}]."
+        item: dict[str, object] = {"message": line.message}
+        size = len(line.message.encode())
+        if "\x00" in line.message:
+            v.add(f"{path}message", NUL_RULE)
+        if line.fields.fields:
+            fields = from_struct(line.fields)
+            item["fields"] = fields
+            try:
+                text = json.dumps(fields, separators=(",", ":"), allow_nan=False)
+            except ValueError:
+                v.add(f"{path}fields", "must hold finite numbers only")
+                text = ""
+            if "\\u0000" in text and _has_nul(fields):
+                v.add(f"{path}fields", NUL_RULE)
+            size += len(text.encode())
+        if size > MAX_LINE_BYTES:
+            v.add(f"{path}message", f"the line (message and fields) is over {MAX_LINE_BYTES} bytes")
+        item["size"] = size
+        if line.HasField("time"):
+            item["time"] = line.time.ToDatetime(tzinfo=UTC).isoformat()
+        stream = _enum_name(
+            v, enums_pb2.TaskLogStream, line.stream, "TASK_LOG_STREAM_", f"{path}stream"
+        )
+        if stream is not None:
+            item["stream"] = stream
+        level = _enum_name(v, enums_pb2.TaskLogLevel, line.level, "TASK_LOG_LEVEL_", f"{path}level")
+        if level is not None:
+            item["level"] = level
+        out.append(item)
+    v.raise_if_any()
+    return LogAppend(ref, lease_id, json.dumps(out, separators=(",", ":")))
+
+
+def _not_found(ref: TaskRef) -> NotFound:
+    return NotFound(f"{ref.name} does not exist", metadata={"resource": ref.name})
+
+
+class LogSignals:
+    """Wakes this replica's watchers of a task when a line is appended here."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[tuple[str, uuid.UUID], set[asyncio.Event]] = {}
+
+    def subscribe(self, key: tuple[str, uuid.UUID]) -> asyncio.Event:
+        event = asyncio.Event()
+        self._waiters.setdefault(key, set()).add(event)
+        return event
+
+    def unsubscribe(self, key: tuple[str, uuid.UUID], event: asyncio.Event) -> None:
+        waiters = self._waiters.get(key)
+        if waiters is not None:
+            waiters.discard(event)
+            if not waiters:
+                del self._waiters[key]
+
+    def notify(self, keys: Sequence[tuple[str, uuid.UUID]]) -> None:
+        for key in keys:
+            for event in self._waiters.get(key, ()):
+                event.set()
+
+
+class TaskLogs:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        stopping: asyncio.Event | None = None,
+        poll_interval: float = 0.5,
+        default_max_bytes: int = DEFAULT_MAX_LOG_BYTES,
+        default_max_lines: int = DEFAULT_MAX_LOG_LINES,
+    ) -> None:
+        self._pool = pool
+        self._stopping = stopping or asyncio.Event()
+        self.poll_interval = poll_interval
+        self.signals = LogSignals()
+        self._defaults = (default_max_bytes, default_max_lines)
+
+    async def _append(self, project: str, items: Sequence[LogAppend]) -> list[Appended | None]:
+        async with self._pool.connection() as conn:
+            results = await log_store.append(
+                conn,
+                project,
+                [(i.task.id, i.lease_id, i.lines_json) for i in items],
+                *self._defaults,
+            )
+        self.signals.notify([(project, i.task.id) for i in items])
+        return results
+
+    async def append(self, item: LogAppend) -> Appended:
+        """AppendTaskLogs: FAILED_PRECONDITION for a stale lease, NOT_FOUND for no task."""
+        (result,) = await self._append(item.task.project, [item])
+        if result is not None:
+            return result
+        async with self._pool.connection() as conn:
+            state = await log_store.task_state(conn, item.task.project, item.task.id)
+        if state is None:
+            raise _not_found(item.task)
+        raise stale_lease(item.task, item.lease_id, state.state)
+
+    async def append_batch(
+        self, project: str, requests: Sequence[task_service_pb2.AppendTaskLogsRequest]
+    ) -> None:
+        """A TaskLogBatch of a Connect stream serving `project`: items are not answered,
+        so an invalid item, one of another project, or one with a stale lease is dropped
+        alone (and counted)."""
+        items = []
+        for i, request in enumerate(requests):
+            try:
+                item = parse_append(request, f"logs.appends[{i}].")
+            except ConveyorError:
+                REFUSED.labels("invalid").inc()
+                continue
+            if item.task.project != project:
+                REFUSED.labels("project").inc()
+                continue
+            items.append(item)
+        if items:
+            results = await self._append(project, items)
+            stale = sum(1 for r in results if r is None)
+            if stale:
+                REFUSED.labels("stale").inc(stale)
+
+    async def list_page(
+        self, name: str, attempt: int, page_size: int, page_token: str
+    ) -> tuple[list[LogLineRow], str]:
+        ref = task_ref(name, "name")
+        v = Violations()
+        if attempt < 0:
+            v.add("attempt", "must be 0 (every attempt) or an attempt number")
+        if page_size and not 1 <= page_size <= paging.MAX_PAGE_SIZE:
+            v.add("page_size", f"must be between 1 and {paging.MAX_PAGE_SIZE}")
+        v.raise_if_any()
+        after = (0, 0)
+        if page_token:
+            position = paging.decode_token(page_token, ("a", "s"))
+            after = (int(position["a"]), int(position["s"]))
+        limit = page_size or DEFAULT_PAGE_SIZE
+        async with self._pool.connection() as conn:
+            if await log_store.task_state(conn, ref.project, ref.id) is None:
+                raise _not_found(ref)
+            rows = await log_store.lines(
+                conn, ref.project, ref.id, attempt=attempt, after=after, limit=limit + 1
+            )
+        token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            token = paging.encode_token({"a": rows[-1].attempt, "s": rows[-1].seq})
+        return rows, token
+
+    async def watch(
+        self, name: str, attempt: int, after_seq: int
+    ) -> AsyncIterator[list[LogLineRow]]:
+        """The attempt's lines after after_seq, then live ones, in batches; ends when the
+        attempt has ended and every line it wrote was sent."""
+        ref = task_ref(name, "name")
+        v = Violations()
+        if attempt < 0:
+            v.add("attempt", "must be 0 (the current attempt) or an attempt number")
+        if after_seq < 0:
+            v.add("after_seq", "must not be negative")
+        v.raise_if_any()
+        key = (ref.project, ref.id)
+        wake = self.signals.subscribe(key)
+        target, after, first = attempt, after_seq, True
+        try:
+            while True:
+                wake.clear()
+                async with self._pool.connection() as conn:
+                    # The state first, then the lines: an attempt seen ended has written
+                    # every line the read below returns.
+                    state = await log_store.task_state(conn, ref.project, ref.id, target)
+                    if state is None:
+                        if first:
+                            raise _not_found(ref)
+                        return  # deleted while watched
+                    first = False
+                    if target == 0 and state.attempt > 0:
+                        target = state.attempt
+                    terminal = state.state in ("SUCCEEDED", "FAILED", "CANCELLED", "INTERRUPTED")
+                    # An attempt that never started ends the watch once none can start.
+                    ended = state.ended or (not state.started and terminal)
+                    rows = (
+                        await log_store.lines(
+                            conn,
+                            ref.project,
+                            ref.id,
+                            attempt=target,
+                            after=(target, after),
+                            limit=WATCH_BATCH,
+                        )
+                        if target > 0
+                        else []
+                    )
+                if rows:
+                    yield rows
+                    after = rows[-1].seq
+                    if len(rows) == WATCH_BATCH:
+                        continue
+                if ended:
+                    return
+                if self._stopping.is_set():
+                    raise Unavailable(
+                        "the server is shutting down; resume with after_seq on another replica",
+                        reason="SHUTTING_DOWN",
+                        metadata={"after_seq": str(after)},
+                    )
+                try:
+                    async with asyncio.timeout(self.poll_interval):
+                        await wake.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            self.signals.unsubscribe(key, wake)
