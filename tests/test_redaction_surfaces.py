@@ -259,3 +259,32 @@ async def test_the_dashboard_shows_a_viewer_the_redacted_input_and_its_retry_kee
     task = await clients["operator"].get_task(secret_task.name)
     assert task.state == enums_pb2.TASK_STATE_QUEUED
     assert json_format.MessageToDict(task.input) == INPUT
+
+
+async def test_a_seed_api_reads_through_the_same_rule(
+    server: ConveyorServer, keys: dict[str, str], clients: dict[str, AsyncClient]
+) -> None:
+    await set_project_paths(clients["admin"], ["/text", "instructions"])
+    secret = {"text": "deploy with token s3cr3t", "instructions": "use s3cr3t", "workdir": "/w"}
+    async with rest(server, keys["operator"]) as ops:
+        created = await ops.post("/api/enrai/tasks", json=secret)
+        assert created.status_code == 200, created.text
+        task_id = created.json()["id"]
+        assert created.json()["text"] == secret["text"]
+    for role in ("viewer", "operator"):
+        async with rest(server, keys[role]) as http:
+            state = await http.get("/api/enrai/tasks")
+            assert state.status_code == 200, state.text
+            body = state.json()
+            # "active" is the one running task (or null), the others are lists.
+            listed = [body["active"] or {}, *body["queued"], *body["completed"]]
+            [shown] = [t for t in listed if t.get("id") == task_id]
+            if role == "viewer":
+                assert (shown["text"], shown["instructions"]) == ("<redacted>", "<redacted>")
+                assert "s3cr3t" not in state.text
+            else:
+                assert (shown["text"], shown["instructions"]) == (
+                    secret["text"],
+                    secret["instructions"],
+                )
+            assert shown["workdir"] == "/w"
