@@ -14,9 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 SEEDS = Path(__file__).resolve().parent.parent / "docs" / "compat" / "seeds"
 PROBLEM = "application/problem+json"
@@ -174,3 +178,11 @@ def assert_seed_problem(result: CurlResult | Any, status: int, code: str) -> dic
         assert set(action) >= {"rel", "hint"}, action
         assert all(isinstance(value, str) for value in action.values()), action
     return dict(body)
+
+
+@asynccontextmanager
+async def rest(base_url: str, key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the server at `base_url` that sends `key` as its bearer."""
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers) as http:
+        yield http

@@ -231,6 +231,7 @@ class Worker:
         while not self._closing:
             began = self._loop.time()
             welcomed = False
+            asked = 0.0
             try:
                 welcomed = await self._session()
             except ConveyorError as error:
@@ -238,6 +239,10 @@ class Worker:
                     _log.error("worker refused: %s", error)
                     raise
                 _log.warning("worker stream broke: %s", error)
+                # The server's RetryInfo (the key's worker budget is spent, a replica
+                # stopping) is the least we wait.
+                if error.retry_after is not None:
+                    asked = error.retry_after.total_seconds()
             if self._closing:
                 return
             # A stream that lived a while starts the backoff over; one that keeps
@@ -245,7 +250,7 @@ class Worker:
             healthy = welcomed and self._loop.time() - began >= HEALTHY_STREAM
             failures = 0 if healthy else failures + 1
             # Full jitter, 0.1 s doubling up to 5 s.
-            delay = full_jitter(failures)
+            delay = max(full_jitter(failures), asked)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), delay)
 

@@ -27,7 +27,10 @@ def wire_events(
     ctx.loops (the listener is shared with the lease notifier)."""
     hub = EventHub(ctx.pool, shutting_down=ctx.shutting_down)
     webhooks = WebhookLoop(
-        ctx.pool, WebhookGuard(ctx.settings.webhook_allow), redactions=redactions
+        ctx.pool,
+        WebhookGuard(ctx.settings.webhook_allow),
+        redactions=redactions,
+        tracing=ctx.tracing,
     )
     listener.subscribe(hub.notify)
     listener.subscribe(webhooks.wake, WEBHOOKS_CHANNEL)

@@ -114,7 +114,9 @@ class Services:
         task_servicer = TaskServicer(
             Tasks(ctx.pool, create_batcher, server_key=ctx.server_key), ctx.tracing
         )
-        firing = ScheduleFiring(ctx.pool, ScheduledTasks(), server_key=ctx.server_key)
+        firing = ScheduleFiring(
+            ctx.pool, ScheduledTasks(tracing=ctx.tracing), server_key=ctx.server_key
+        )
         ctx.loops.append(SchedulerLoop(ctx.pool, firing))
 
         async def get_task(name: str) -> task_pb2.Task:

@@ -125,6 +125,12 @@ class Tracing:
         ) as span:
             yield span
 
+    def fail(self, span: Span, description: str) -> None:
+        """Marks `span` an error that raised nothing (an HTTP error status)."""
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_status(Status(StatusCode.ERROR, description))
+
     def shutdown(self) -> None:
         """Flushes the spans still buffered and stops exporting (the process's provider
         only: a provider handed in by a test stays the test's)."""

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from starlette.routing import BaseRoute
 
-from conveyor.server.compat import enrai, everruns
+from conveyor.server.compat import celery_brain, enrai, everruns, scaigrid, scheduled_tasks
 from conveyor.server.compat.access import Anonymous
 from conveyor.server.compat.routing import CompatContext
 from conveyor.server.compat.v1 import V1
@@ -26,7 +26,13 @@ from conveyor.server.gateway.dispatch import Gateway
 
 __all__ = ["SEEDS", "Anonymous", "compat_routes"]
 
-SEEDS: tuple[Callable[[CompatContext], list[BaseRoute]], ...] = (enrai.routes, everruns.routes)
+SEEDS: tuple[Callable[[CompatContext], list[BaseRoute]], ...] = (
+    enrai.routes,
+    celery_brain.routes,
+    everruns.routes,
+    scheduled_tasks.routes,
+    scaigrid.routes,
+)
 """Each seed module's `routes`; a new seed adds its module here."""
 
 

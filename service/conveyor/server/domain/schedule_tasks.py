@@ -7,6 +7,7 @@ the run table's: an occurrence cannot create two tasks.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from conveyor.server.domain.task_ids import TaskIds
 from conveyor.server.errors import FailedPrecondition
 from conveyor.server.store import tasks as task_store
 from conveyor.server.store.task_inserts import Outcome, insert_batch
+from conveyor.server.tracing import Tracing
 from conveyor.v1 import schedule_pb2, task_pb2
 
 
@@ -42,8 +44,9 @@ def template_task(template: schedule_pb2.TaskTemplate, schedule_time: datetime) 
 
 
 class ScheduledTasks:
-    def __init__(self, ids: TaskIds | None = None) -> None:
+    def __init__(self, ids: TaskIds | None = None, tracing: Tracing | None = None) -> None:
         self._ids = ids or TaskIds()
+        self._tracing = tracing
 
     async def create_scheduled(
         self,
@@ -55,6 +58,39 @@ class ScheduledTasks:
         schedule_time: datetime,
         occurrence: str,
     ) -> uuid.UUID:
+        """Creates the task of one fire. With tracing on, the fire is a PRODUCER span (a
+        child of RunScheduleNow's call when it is one) and the task's trace context."""
+        if self._tracing is None:
+            return await self._create(conn, project, template, schedule, schedule_time, occurrence)
+        attributes = {
+            "conveyor.schedule.name": schedule,
+            "conveyor.schedule.occurrence": occurrence,
+            "conveyor.task.kind": template.kind,
+            "messaging.system": "conveyor",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": template.queue or "default",
+        }
+        with self._tracing.span("schedule fire", kind="PRODUCER", attributes=attributes):
+            return await self._create(
+                conn,
+                project,
+                template,
+                schedule,
+                schedule_time,
+                occurrence,
+                self._tracing.traceparent(),
+            )
+
+    async def _create(
+        self,
+        conn: AsyncConnection[Any],
+        project: str,
+        template: schedule_pb2.TaskTemplate,
+        schedule: str,
+        schedule_time: datetime,
+        occurrence: str,
+        traceparent: str | None = None,
+    ) -> uuid.UUID:
         new = task_input.new_task(
             template_task(template, schedule_time),
             project=project,
@@ -63,6 +99,8 @@ class ScheduledTasks:
             prefix="schedule.task_template.",
             schedule=schedule,
         )
+        if traceparent:
+            new = dataclasses.replace(new, traceparent=traceparent)
         if new.dedupe is not None:
             # A held key gives its holder as this occurrence's task (or, REJECT, an error).
             created = await task_dedupe.create(

@@ -12,7 +12,8 @@ Conveyor-Webhook-Attempt headers, the Standard Webhooks headers (webhook-id,
 webhook-timestamp, webhook-signature), a total timeout, and no redirects followed (a 3xx is
 a failed attempt). The body is fixed by the first attempt so every retry sends the same
 bytes. The outbox trigger NOTIFYs `conveyor_webhooks` and the listener pokes the loop,
-so a delivery starts within milliseconds; the interval is the backstop.
+so a delivery starts within milliseconds; the interval is the backstop. With tracing
+on, each attempt is a CLIENT span in the trace of the request that created the task.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import httpx
 from prometheus_client import Counter, Histogram
 
 from conveyor.client._json import message_to_json
+from conveyor.client._tracing import valid_traceparent
 from conveyor.server.domain.metrics import WEBHOOK_DELIVERIES
 from conveyor.server.domain.redaction import Redactions, Rule
 from conveyor.server.domain.webhooks import (
@@ -47,6 +49,7 @@ from conveyor.server.store import webhooks as webhook_store
 from conveyor.server.store.db import Pool
 from conveyor.server.store.event_rows import task_from_snapshot
 from conveyor.server.store.webhooks import DeliveryRow
+from conveyor.server.tracing import Tracing
 
 __all__ = ["WebhookLoop", "webhook_body"]
 
@@ -103,6 +106,7 @@ class WebhookLoop(PeriodicLoop):
         *,
         policy: WebhookPolicy | None = None,
         redactions: Redactions | None = None,
+        tracing: Tracing | None = None,
         interval: float = 1.0,
         concurrency: int = 16,
         rand: Callable[[], float] = random.random,
@@ -113,6 +117,7 @@ class WebhookLoop(PeriodicLoop):
         self.guard = guard
         self.policy = policy or WebhookPolicy()
         self._redactions = redactions
+        self._tracing = tracing
         self._concurrency = concurrency
         self._rand = rand
         self._clock = clock
@@ -227,6 +232,29 @@ class WebhookLoop(PeriodicLoop):
         )
 
     async def _send(self, row: DeliveryRow, body: str) -> int:
+        if self._tracing is None:
+            return await self._post(row, body)
+        task = json.loads(row.task_json)
+        attributes: dict[str, str | int] = {
+            "http.request.method": "POST",
+            "conveyor.webhook.id": str(row.id),
+            "conveyor.webhook.attempt": row.attempt,
+            "conveyor.webhook.event": row.event_type,
+            "conveyor.task.name": f"projects/{row.project}/tasks/{row.task_id}",
+        }
+        with self._tracing.span(
+            f"webhook {row.event_type}",
+            parent=valid_traceparent(task.get("traceparent")),
+            kind="CLIENT",
+            attributes=attributes,
+        ) as span:
+            status = await self._post(row, body)
+            span.set_attribute("http.response.status_code", status)
+            if not 200 <= status < 300:
+                self._tracing.fail(span, f"HTTP {status}")
+            return status
+
+    async def _post(self, row: DeliveryRow, body: str) -> int:
         assert self._http is not None, "start() opens the HTTP client"
         target = await self.guard.check(row.url)
         content = body.encode()
