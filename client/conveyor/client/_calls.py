@@ -10,6 +10,13 @@ nothing extra. Only an idempotent call that failed with UNAVAILABLE goes on to t
 which makes up to RETRY_ATTEMPTS attempts in all, waiting between them at least what the
 server's RetryInfo asked for (a database outage, a replica shutting down), else a short
 jittered backoff.
+
+A call refused by the key's request limits (RESOURCE_EXHAUSTED, reason RATE_LIMITED,
+with RetryInfo) is retried too, idempotent or not, as Google's Cloud clients retry quota
+errors that carry RetryInfo: the server refuses it before reading the request, so
+nothing happened. The wait is the RetryInfo delay plus up to a fifth more, so callers
+refused together do not come back together; a delay over MAX_RETRY_AFTER is raised at
+once (ResourceExhaustedError, `retry_after` set), as is any other RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
@@ -27,7 +34,13 @@ from google.api import annotations_pb2
 
 from conveyor.client._backoff import exponential_step
 from conveyor.client._tracing import current_traceparent
-from conveyor.client.errors import ConveyorError, UnavailableError, from_rpc_error
+from conveyor.client.errors import (
+    RATE_LIMITED,
+    ConveyorError,
+    ResourceExhaustedError,
+    UnavailableError,
+    from_rpc_error,
+)
 from conveyor.v1 import (
     command_pb2,
     event_pb2,
@@ -91,13 +104,22 @@ def retry_delay(attempt: int, error: ConveyorError | None = None) -> float:
     hint = error.retry_after if error is not None else None
     if hint is None:
         return backoff
-    return min(max(hint.total_seconds(), 0.0), MAX_RETRY_AFTER)
+    delay = min(max(hint.total_seconds(), 0.0), MAX_RETRY_AFTER)
+    if error is not None and _rate_limited(error):
+        delay *= 1.0 + random.uniform(0, 0.2)
+    return delay
 
 
-def _retryable(error: ConveyorError, attempts: int) -> bool:
-    if attempts < 2 or not isinstance(error, UnavailableError):
-        return False
+def _rate_limited(error: ConveyorError) -> bool:
+    return isinstance(error, ResourceExhaustedError) and error.reason == RATE_LIMITED
+
+
+def _retryable(error: ConveyorError, idempotent: bool) -> bool:
     hint = error.retry_after
+    if _rate_limited(error):
+        return hint is not None and hint.total_seconds() <= MAX_RETRY_AFTER
+    if not idempotent or not isinstance(error, UnavailableError):
+        return False
     return hint is None or hint.total_seconds() <= MAX_RETRY_AFTER
 
 
@@ -110,23 +132,34 @@ def _wait(state: tenacity.RetryCallState) -> float:
     )
 
 
-def _retry(state: tenacity.RetryCallState) -> bool:
+def _retry_idempotent(state: tenacity.RetryCallState) -> bool:
     assert state.outcome is not None
     error = state.outcome.exception()
-    return isinstance(error, ConveyorError) and _retryable(error, RETRY_ATTEMPTS)
+    return isinstance(error, ConveyorError) and _retryable(error, True)
+
+
+def _retry_once_refused(state: tenacity.RetryCallState) -> bool:
+    """A call that is not idempotent: retried only while it is refused unread."""
+    assert state.outcome is not None
+    error = state.outcome.exception()
+    return isinstance(error, ConveyorError) and _retryable(error, False)
+
+
+def _retry_for(idempotent: bool) -> Any:
+    return _retry_idempotent if idempotent else _retry_once_refused
 
 
 _SYNC_RETRY = tenacity.Retrying(
     stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS - 1),
     wait=_wait,
-    retry=_retry,
+    retry=_retry_idempotent,
     reraise=True,
     sleep=lambda seconds: sleep(seconds),
 )
 _ASYNC_RETRY = tenacity.AsyncRetrying(
     stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS - 1),
     wait=_wait,
-    retry=_retry,
+    retry=_retry_idempotent,
     reraise=True,
     sleep=lambda seconds: async_sleep(seconds),
 )
@@ -197,8 +230,8 @@ class SyncInterceptor(
         if error is None:
             return outcome
         mapped = from_rpc_error(error)
-        attempts = RETRY_ATTEMPTS if is_idempotent(details.method, request) else 1
-        if not _retryable(mapped, attempts):
+        idempotent = is_idempotent(details.method, request)
+        if not _retryable(mapped, idempotent):
             raise mapped
         sleep(retry_delay(1, mapped))
 
@@ -209,7 +242,7 @@ class SyncInterceptor(
                 raise from_rpc_error(error)
             return outcome
 
-        return _SYNC_RETRY.copy()(attempt)
+        return _SYNC_RETRY.copy(retry=_retry_for(idempotent))(attempt)
 
     def intercept_unary_stream(
         self, continuation: Any, client_call_details: Any, request: Any
@@ -256,8 +289,8 @@ class AsyncUnaryInterceptor(_AsyncBase, grpc.aio.UnaryUnaryClientInterceptor):
             return await call
         except grpc.RpcError as error:
             mapped = from_rpc_error(error)
-        attempts = RETRY_ATTEMPTS if is_idempotent(method, request) else 1
-        if not _retryable(mapped, attempts):
+        idempotent = is_idempotent(method, request)
+        if not _retryable(mapped, idempotent):
             raise mapped from None
         await async_sleep(retry_delay(1, mapped))
 
@@ -268,7 +301,7 @@ class AsyncUnaryInterceptor(_AsyncBase, grpc.aio.UnaryUnaryClientInterceptor):
             except grpc.RpcError as error:
                 raise from_rpc_error(error) from None
 
-        return await _ASYNC_RETRY.copy()(attempt)
+        return await _ASYNC_RETRY.copy(retry=_retry_for(idempotent))(attempt)
 
 
 class AsyncUnaryStreamInterceptor(_AsyncBase, grpc.aio.UnaryStreamClientInterceptor):

@@ -7,7 +7,8 @@
     ├── FailedPreconditionError
     ├── UnauthenticatedError
     ├── PermissionDeniedError
-    ├── ResourceExhaustedError  retry_after is set when the server said when
+    ├── ResourceExhaustedError  retry_after is set when the server said when (reason
+    │                           RATE_LIMITED: the key's request limit; see _calls.py)
     ├── UnimplementedError
     └── UnavailableError        after the client's own retries gave up
 
@@ -21,6 +22,10 @@ from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+
+RATE_LIMITED = "RATE_LIMITED"
+"""The reason of a call refused by the key's request limits (RateLimits), before the
+server acted on it; its RetryInfo says when the key's bucket holds a call again."""
 
 
 class ConveyorError(grpc.RpcError):
