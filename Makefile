@@ -3,7 +3,7 @@
 SHELL := bash
 PY ?= python3
 
-.PHONY: help venv generate check-generated lint format breaking test ci
+.PHONY: help venv generate check-generated lint format breaking test test-typescript ci
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -13,10 +13,10 @@ venv: ## Create .venv and install conveyor with the dev extra (editable)
 	.venv/bin/python -m pip install --upgrade pip
 	.venv/bin/python -m pip install -e '.[dev]'
 
-generate: ## Regenerate generated/conveyor/v1 from protos/
+generate: ## Regenerate generated/conveyor/v1 and clients/typescript/src/gen from protos/
 	scripts/generate
 
-check-generated: ## Fail when generated/ is stale
+check-generated: ## Fail when generated/ or clients/typescript/src/gen is stale
 	scripts/check-generated
 
 lint: ## buf lint + buf format, ruff check + ruff format, mypy
@@ -30,6 +30,9 @@ breaking: ## buf breaking (WIRE_JSON) against the previous commit
 
 test: ## Run the test suite (the README's command)
 	.venv/bin/pytest
+
+test-typescript: ## Build the TypeScript client and run its node tests against a test server
+	.venv/bin/pytest -q tests/test_typescript_client.py
 
 ci: ## Everything CI runs, in a fresh .venv
 	bash .ci/run

@@ -204,3 +204,30 @@ async def test_everruns_and_v1_leave_the_same_rows(
         # Creating a task is not a command (DESIGN.md section 3): neither made one.
         commands = (await admin.get("/v1/projects/default/commands")).json()["commands"]
         assert [c for c in commands if "/tasks/" in c["target"]] == []
+
+
+async def test_a_rate_limit_says_when_to_retry(
+    server: ConveyorServer, keys: dict[str, str], http: httpx.AsyncClient
+) -> None:
+    made = await http.post(
+        "/v1/projects/alpha/apiKeys",
+        json={
+            "role": "operator",
+            "rate_limits": {"write": {"requests_per_second": 0.01, "burst": 1}},
+        },
+        headers={"Authorization": f"Bearer {keys['admin']}"},
+    )
+    assert made.status_code == 200, made.text
+    limited = {"Authorization": f"Bearer {made.json()['secret']}"}
+    body = {"activity_type": "session.run"}
+    first = await http.post("/api/v1/durable/tasks", json=body, headers=limited)
+    assert first.status_code == 201, first.text
+    second = await http.post("/api/v1/durable/tasks", json=body, headers=limited)
+    problem = assert_seed_problem(second, 429, "rate_limited")
+    assert problem["retry_after_seconds"] > 0
+    assert int(second.headers["retry-after"]) >= 1
+    [action] = problem["allowed_actions"]
+    assert action["rel"] == "retry-later"
+    assert action["href"] == "/api/v1/durable/tasks"
+    assert action["operation_id"] == "enqueue_durable_task"
+    assert "Retry the same request after" in action["hint"]

@@ -85,6 +85,33 @@ async def test_rest_reads_and_sse(
             assert data["task"]["input"] == want, role
 
 
+async def test_rest_sets_paths_by_json_keys_and_refuses_bad_ones(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    async with rest(server, keys["admin"]) as http:
+        await http.post("/v1/projects/alpha/tasks", json={"kind": "k", "queue": "mail"})
+        queue = await http.patch(
+            f"/v1/{PROJECT}/queues/mail", json={"redactPaths": ["/to", "token"]}
+        )
+        assert queue.status_code == 200, queue.text
+        assert queue.json()["redact_paths"] == ["/to", "token"]
+        assert queue.json()["max_concurrency"] == 0  # only the key sent changed
+        bad = await http.patch(f"/v1/{PROJECT}", json={"redactPaths": ["ok", "a/b"]})
+        assert bad.status_code == 400
+        assert bad.headers["content-type"].startswith("application/problem+json")
+        assert [e["field"] for e in bad.json()["errors"]] == ["project.redact_paths[1]"]
+        project = await http.get(f"/v1/{PROJECT}")
+        assert project.json().get("redact_paths", []) == []
+        both = await http.patch(
+            f"/v1/{PROJECT}", json={"redactPaths": ["password"], "webhookFullInput": True}
+        )
+        assert both.status_code == 200, both.text
+        assert (both.json()["redact_paths"], both.json()["webhook_full_input"]) == (
+            ["password"],
+            True,
+        )
+
+
 async def _first_sse_data(stream: httpx.Response) -> Any:
     async for line in stream.aiter_lines():
         if line.startswith("data: "):
@@ -232,3 +259,32 @@ async def test_the_dashboard_shows_a_viewer_the_redacted_input_and_its_retry_kee
     task = await clients["operator"].get_task(secret_task.name)
     assert task.state == enums_pb2.TASK_STATE_QUEUED
     assert json_format.MessageToDict(task.input) == INPUT
+
+
+async def test_a_seed_api_reads_through_the_same_rule(
+    server: ConveyorServer, keys: dict[str, str], clients: dict[str, AsyncClient]
+) -> None:
+    await set_project_paths(clients["admin"], ["/text", "instructions"])
+    secret = {"text": "deploy with token s3cr3t", "instructions": "use s3cr3t", "workdir": "/w"}
+    async with rest(server, keys["operator"]) as ops:
+        created = await ops.post("/api/enrai/tasks", json=secret)
+        assert created.status_code == 200, created.text
+        task_id = created.json()["id"]
+        assert created.json()["text"] == secret["text"]
+    for role in ("viewer", "operator"):
+        async with rest(server, keys[role]) as http:
+            state = await http.get("/api/enrai/tasks")
+            assert state.status_code == 200, state.text
+            body = state.json()
+            # "active" is the one running task (or null), the others are lists.
+            listed = [body["active"] or {}, *body["queued"], *body["completed"]]
+            [shown] = [t for t in listed if t.get("id") == task_id]
+            if role == "viewer":
+                assert (shown["text"], shown["instructions"]) == ("<redacted>", "<redacted>")
+                assert "s3cr3t" not in state.text
+            else:
+                assert (shown["text"], shown["instructions"]) == (
+                    secret["text"],
+                    secret["instructions"],
+                )
+            assert shown["workdir"] == "/w"

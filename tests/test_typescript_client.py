@@ -44,7 +44,8 @@ def _build_and_test(address: str, api_key: str) -> subprocess.CompletedProcess[s
     tests = sorted(str(path) for path in (CLIENT / "dist" / "test").glob("*.test.js"))
     assert tests, "no compiled tests in clients/typescript/dist/test"
     env = {**os.environ, "CONVEYOR_ADDRESS": address, "CONVEYOR_API_KEY": api_key}
-    return _run(["node", "--test", *tests], env)
+    # A test that hangs fails after a minute instead of holding the suite.
+    return _run(["node", "--test", "--test-timeout=60000", *tests], env)
 
 
 @pytest.mark.timeout(300)

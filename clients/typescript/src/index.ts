@@ -16,3 +16,5 @@ export { fromValue, type JsonObject, type JsonValue, toValue } from "./json.js";
 export { defaultWorkerId, type Handler, type Logger, SDK_VERSION, Worker, type WorkerOptions } from "./worker.js";
 export { Code, ConnectError } from "@connectrpc/connect";
 export * from "./gen/conveyor/v1/enums_pb.js";
+export type { Event, EventFilter } from "./gen/conveyor/v1/event_pb.js";
+export type { Lease, Task, TaskError, TaskFilter } from "./gen/conveyor/v1/task_pb.js";

@@ -71,8 +71,12 @@ async def _create_one(
     """A create outside the batcher: with a dedupe_policy, or with depends_on, or both."""
     if new.dedupe is None:
         return await task_dependencies.create(conn, new, parent, prefix)
-    attach = task_dependencies.attach if new.depends_on else None
-    return await task_dedupe.create(conn, new, parent, prefix, attach=attach)
+    if not new.depends_on:
+        return await task_dedupe.create(conn, new, parent, prefix)
+    attach = task_dependencies.attach
+    return await task_dependencies.retrying(
+        lambda: task_dedupe.create(conn, new, parent, prefix, attach=attach)
+    )
 
 
 def _reason(value: str, field_path: str = "reason") -> str:

@@ -3,7 +3,7 @@
 Every function runs in the caller's transaction, the one that inserts the new task:
 its edges, its waiting count and the resolution of dependencies that had already
 ended commit with it. Dependencies that end later are resolved by the database itself
-(conveyor_resolve_dependents, migration 0023), in the transaction that ends them.
+(the triggers of migration 0023), in the transaction that ends them.
 """
 
 from __future__ import annotations
@@ -52,10 +52,11 @@ async def attach(
     await conn.execute(_SQL["attach"], params)
     if not ended:
         return 0
-    cur = await conn.execute(
-        _SQL["resolve"],
-        {"project": project, "ids": list(ended), "states": list(ended.values())},
+    await conn.execute(
+        _SQL["ended"],
+        {"project": project, "id": task_id, "ids": list(ended), "states": list(ended.values())},
     )
+    cur = await conn.execute(_SQL["count"])
     row = await cur.fetchone()
     return int(row[0]) if row else 0
 
