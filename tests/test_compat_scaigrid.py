@@ -185,6 +185,11 @@ async def test_jobs_submit_status_cancel_and_your_jobs(
                 await ops.post("/v1/queue/jobs", json=sent), 400, "invalid_argument"
             )
             assert problem["errors"][0]["field"] == field, (sent, problem)
+            [step] = problem["allowed_actions"]
+            assert step["rel"] == "fix-and-retry" and step["href"] == "/v1/queue/jobs"
+            assert step["operation_id"] == "submit_job" and field in step["hint"], step
+            if len(sent["function"]) > 200:
+                assert step["hint"] == "Shorten 'function' to <= 200 chars."
     async with rest(server.http_base_url, keys["viewer"]) as viewer:
         refused = await viewer.post("/v1/queue/jobs", json={"function": "f"})
         assert refused.status_code == 403
