@@ -580,3 +580,20 @@ async def test_bulk_delete_and_bulk_retry_share_v1s_bulk_limiter(
             assert "BatchRetryTasks" in problem["detail"]
         done = await finished(http, retry.json()["id"])
         assert done["status"] == "succeeded"
+
+
+async def test_override_kwargs_keeps_the_args(
+    server: ConveyorServer, keys: dict[str, str], admin: AsyncClient
+) -> None:
+    task = await admin.create_task("email.send", {"args": [1, "x"], "kwargs": {"a": 1}}, queue="q")
+    [lease] = await admin.lease_tasks(["q"], worker="worker-1")
+    await admin.fail_task(task.name, lease.lease_id, retryable=False)
+    async with rest(server.http_base_url, keys["operator"]) as http:
+        retried = await http.post(
+            f"{BASE}/commands/retry-task",
+            json={"task_id": task.name.rsplit("/", 1)[-1], "override_kwargs": {"a": 2}},
+        )
+        assert retried.status_code == 202, retried.text
+        item = (await http.get(f"{BASE}/tasks/celery/{task.name.rsplit('/', 1)[-1]}")).json()
+    assert item["args"] == [1, "x"] and item["kwargs"] == {"a": 2}
+    assert item["state"] == "received"

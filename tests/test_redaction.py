@@ -186,7 +186,7 @@ async def test_settings_read_back_validate_and_clear(clients: dict[str, AsyncCli
     )
     assert flipped.webhook_full_input and list(flipped.redact_paths) == list(got.redact_paths)
 
-    queue = await set_queue_paths(ops, "mail", ["/to", "secret"])
+    queue = await ops.update_queue("mail", redact_paths=["/to", "secret"])  # the client's way
     assert list(queue.redact_paths) == ["/to", "secret"]
     assert list((await ops.get_queue("mail")).redact_paths) == ["/to", "secret"]
 
