@@ -200,7 +200,7 @@ async def test_offset_paging_and_filters(server: ConveyorServer, keys: dict[str,
         once = (await ops.get("/tasks", params={"schedule_kind": "once"})).json()["tasks"]
         assert [t["id"] for t in once] == [theirs["id"]]
         await ops.post(f"/tasks/{mine[0]['id']}/pause")
-        paused = (await ops.get("/tasks", params={"status": "paused"})).json()["tasks"]
+        paused = (await ops.get("/tasks", params={"status": "paused,canceled"})).json()["tasks"]
         assert [t["id"] for t in paused] == [mine[0]["id"]]
         for params in ({"offset": -1}, {"limit": 0}, {"status": "sleeping"}):
             assert_seed_problem(await ops.get("/tasks", params=params), 400, "invalid_argument")

@@ -7,6 +7,7 @@ so nothing here touches the process's global provider.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -123,9 +124,47 @@ async def test_a_grpc_call_is_a_span_under_the_callers_traceparent_with_its_stat
     assert call.kind is SpanKind.SERVER
     assert _parent_id(call) == PARENT_SPAN
     assert call.context is not None
-    # The insert ran inside the call (the batcher's flush may carry it: same trace).
-    statements = [s for s in spans if s.attributes and s.attributes.get("db.system") is not None]
-    assert statements, [s.name for s in spans]
+    # The insert runs in the batcher's flush, outside the call's context: its span
+    # joins the trace through the task's stored trace context, the call's span.
+    (insert,) = [s for s in spans if s.name == "insert tasks"]
+    assert _parent_id(insert) == f"{call.context.span_id:016x}"
+    assert insert.context is not None
+    statements = [s for s in spans if _parent_id(s) == f"{insert.context.span_id:016x}"]
+    assert [s.attributes and s.attributes.get("db.system") for s in statements] == ["postgresql"]
+
+
+async def test_concurrent_creates_each_reach_the_insert_that_carried_them(
+    server: ConveyorServer, admin_key: str, exporter: InMemorySpanExporter
+) -> None:
+    traces = [f"{n:032x}" for n in range(1, 6)]
+    async with AsyncClient(server.grpc_target, api_key=admin_key) as client:
+        await asyncio.gather(
+            *(
+                client.tasks.CreateTask(
+                    task_service_pb2.CreateTaskRequest(
+                        parent="projects/default", task=task_pb2.Task(kind="traced.many")
+                    ),
+                    metadata=(("traceparent", f"00-{trace}-{PARENT_SPAN}-01"),),
+                )
+                for trace in traces
+            )
+        )
+    spans = exporter.get_finished_spans()
+    inserts = [s for s in spans if s.name == "insert tasks"]
+    for trace in traces:
+        (call,) = [
+            s for s in _in_trace(spans, trace) if s.name == "/conveyor.v1.TaskService/CreateTask"
+        ]
+        assert call.context is not None
+        # A flush of one is the call's child; a flush of several links to each call.
+        carried = [
+            s
+            for s in inserts
+            if s.parent == call.context
+            or (s.parent is not None and s.parent.span_id == call.context.span_id)
+            or any(link.context.span_id == call.context.span_id for link in s.links)
+        ]
+        assert len(carried) == 1, trace
 
 
 async def test_a_rest_request_is_a_span_and_its_grpc_call_a_child_of_it(

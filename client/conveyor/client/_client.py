@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Unpack
 
@@ -248,11 +248,13 @@ class Client(EventMethods, TaskLogMethods):
         finished_task_ttl: Seconds | None = None,
         max_log_bytes: int | None = None,
         max_log_lines: int | None = None,
+        redact_paths: Sequence[str] | None = None,
         timeout: float | None = None,
     ) -> queue_pb2.Queue:
         """Changes the settings given (and only those); an execution_timeout of 0 clears
         the queue's default; a finished_task_ttl of 0 keeps its finished tasks forever;
-        a max_log_bytes or max_log_lines of 0 is the server's default bound."""
+        a max_log_bytes or max_log_lines of 0 is the server's default bound;
+        redact_paths (JSON Pointers or bare keys) replace the queue's, [] clears them."""
         request = req.update_queue(
             self.project,
             name,
@@ -262,6 +264,7 @@ class Client(EventMethods, TaskLogMethods):
             execution_timeout,
             finished_task_ttl,
             (max_log_bytes, max_log_lines),
+            redact_paths,
         )
         return self.queues.UpdateQueue(request, timeout=timeout)
 

@@ -8,7 +8,7 @@ as protobuf reads them) and durations are timedeltas or seconds.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Required, TypedDict
 
@@ -301,6 +301,7 @@ def update_queue(
     execution_timeout: Seconds | None = None,
     finished_task_ttl: Seconds | None = None,
     log_bounds: tuple[int | None, int | None] = (None, None),
+    redact_paths: Sequence[str] | None = None,
 ) -> queue_pb2.UpdateQueueRequest:
     queue = queue_pb2.Queue(name=child(project, "queues", name))
     paths = []
@@ -323,6 +324,10 @@ def update_queue(
         queue.finished_task_ttl.CopyFrom(duration(finished_task_ttl))
         paths.append("finished_task_ttl")
     paths += queue_log_bounds(queue, log_bounds)
+    if redact_paths is not None:
+        # Replaces the list; an empty one clears it.
+        queue.redact_paths.extend(redact_paths)
+        paths.append("redact_paths")
     if not paths:
         raise TypeError("update_queue needs at least one setting to change")
     return queue_pb2.UpdateQueueRequest(
