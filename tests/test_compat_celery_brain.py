@@ -397,6 +397,9 @@ async def test_every_documented_command_body(
         assert {c["type"] for c in issued["items"]} == {
             "restart-worker", "pool-resize", "add-consumer", "cancel-consumer",
         }  # fmt: skip
+        bad = await http.get(f"{BASE}/commands/Not_An_Id")
+        problem = assert_seed_problem(bad, 400, "invalid_argument")
+        assert problem["errors"][0]["field"] == "command_id"
         one = (await http.get(f"{BASE}/commands/{records['pool-resize']['id']}")).json()
         assert one == records["pool-resize"]
     verdict = await admin.commands.VerifyAuditLog(
