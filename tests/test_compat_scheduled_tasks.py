@@ -160,6 +160,8 @@ async def test_put_changes_only_the_fields_given(
             problem = assert_seed_problem(await http.put(url, json=body), 400, "invalid_argument")
             assert problem["errors"][0]["field"] == field, problem
         assert (await http.get(url)).json() == second  # a refused PUT changed nothing
+        malformed = await http.get("/tasks/Not_An_Id")
+        assert assert_seed_problem(malformed, 400, "invalid_argument")["errors"][0]["field"] == "id"
         missing = await http.put(
             "/tasks/00000000-0000-4000-8000-000000000000", json={"priority": 3}
         )
