@@ -11,12 +11,14 @@ import itertools
 import json
 import re
 import time
+import uuid
 import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import psycopg
 import pytest_asyncio
 from compat_support import assert_seed_problem, curl_examples, rest, seed_text  # type: ignore[import-not-found]
 
@@ -395,6 +397,9 @@ async def test_every_documented_command_body(
         assert {c["type"] for c in issued["items"]} == {
             "restart-worker", "pool-resize", "add-consumer", "cancel-consumer",
         }  # fmt: skip
+        bad = await http.get(f"{BASE}/commands/Not_An_Id")
+        problem = assert_seed_problem(bad, 400, "invalid_argument")
+        assert problem["errors"][0]["field"] == "command_id"
         one = (await http.get(f"{BASE}/commands/{records['pool-resize']['id']}")).json()
         assert one == records["pool-resize"]
     verdict = await admin.commands.VerifyAuditLog(
@@ -529,3 +534,69 @@ async def _commands(client: AsyncClient) -> AsyncIterator[command_pb2.Command]:
     )
     for command in page.commands:
         yield command
+
+
+async def test_args_read_redacted_as_the_seed_shows(
+    server: ConveyorServer, keys: dict[str, str], admin: AsyncClient
+) -> None:
+    """The seed's `"args": ["<redacted>"]`: redaction is v1's (the project's
+    redact_paths, viewers read them redacted); the brain shows what v1 returns."""
+    async with rest(server.http_base_url, keys["admin"]) as http:
+        updated = await http.patch("/v1/projects/alpha", json={"redact_paths": ["/args/0", "to"]})
+        assert updated.status_code == 200, updated.text
+    task = await admin.create_task(
+        "email.send", {"args": ["s3cret", 2], "kwargs": {"to": "ada@example.com", "n": 1}}
+    )
+    url = f"{BASE}/tasks/celery/{task.name.rsplit('/', 1)[-1]}"
+    async with rest(server.http_base_url, keys["viewer"]) as http:
+        item = (await http.get(url)).json()
+        assert item["args"] == ["<redacted>", 2]
+        assert item["kwargs"] == {"to": "<redacted>", "n": 1}
+        listed = (await http.get(f"{BASE}/tasks")).json()["items"]
+        assert listed[0]["args"] == ["<redacted>", 2]
+    async with rest(server.http_base_url, keys["operator"]) as http:
+        item = (await http.get(url)).json()
+        assert item["args"] == ["s3cret", 2] and item["kwargs"]["to"] == "ada@example.com"
+
+
+async def test_bulk_delete_and_bulk_retry_share_v1s_bulk_limiter(
+    server: ConveyorServer, keys: dict[str, str], admin: AsyncClient, database_url: str
+) -> None:
+    tasks = [await admin.create_task("job", i, queue="parked") for i in range(3)]
+    for task in tasks:
+        await admin.cancel_task(task.name)
+    async with rest(server.http_base_url, keys["admin"]) as http:
+        # A locked row keeps the bulk retry (and so the project's bulk slot) running.
+        blocker = await psycopg.AsyncConnection.connect(database_url)
+        async with blocker, blocker.transaction():
+            task_id = uuid.UUID(tasks[0].name.rsplit("/", 1)[1])
+            await blocker.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", [task_id])
+            retry = await http.post(
+                f"{BASE}/commands/bulk-retry",
+                json={"agent_id": "a", "filter": {"state": "cancelled"}, "max": 10},
+            )
+            assert retry.status_code == 202 and retry.json()["status"] == "issued"
+            refused = await http.post(
+                f"{BASE}/tasks/bulk-delete", json={"filter_state": "cancelled"}
+            )
+            problem = assert_seed_problem(refused, 412, "bulk_action_running")
+            assert "BatchRetryTasks" in problem["detail"]
+        done = await finished(http, retry.json()["id"])
+        assert done["status"] == "succeeded"
+
+
+async def test_override_kwargs_keeps_the_args(
+    server: ConveyorServer, keys: dict[str, str], admin: AsyncClient
+) -> None:
+    task = await admin.create_task("email.send", {"args": [1, "x"], "kwargs": {"a": 1}}, queue="q")
+    [lease] = await admin.lease_tasks(["q"], worker="worker-1")
+    await admin.fail_task(task.name, lease.lease_id, retryable=False)
+    async with rest(server.http_base_url, keys["operator"]) as http:
+        retried = await http.post(
+            f"{BASE}/commands/retry-task",
+            json={"task_id": task.name.rsplit("/", 1)[-1], "override_kwargs": {"a": 2}},
+        )
+        assert retried.status_code == 202, retried.text
+        item = (await http.get(f"{BASE}/tasks/celery/{task.name.rsplit('/', 1)[-1]}")).json()
+    assert item["args"] == [1, "x"] and item["kwargs"] == {"a": 2}
+    assert item["state"] == "received"

@@ -284,10 +284,9 @@ async def test_sequential_run_and_callbacks_on_every_terminal_state(
     assert state["completed"][1]["error"] == "tests failed"
 
 
-async def test_queue_events_on_sse(http: httpx.AsyncClient) -> None:
-    async with http.stream(
-        "GET", "/api/enrai/events", headers={"Accept": "text/event-stream"}
-    ) as stream:
+@pytest.mark.parametrize("path", ["/api/enrai/events", "/api/enrai/tasks"])
+async def test_queue_events_on_sse(http: httpx.AsyncClient, path: str) -> None:
+    async with http.stream("GET", path, headers={"Accept": "text/event-stream"}) as stream:
         assert stream.status_code == 200
         assert stream.headers["content-type"].startswith("text/event-stream")
         lines = stream.aiter_lines()

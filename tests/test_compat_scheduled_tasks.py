@@ -160,6 +160,8 @@ async def test_put_changes_only_the_fields_given(
             problem = assert_seed_problem(await http.put(url, json=body), 400, "invalid_argument")
             assert problem["errors"][0]["field"] == field, problem
         assert (await http.get(url)).json() == second  # a refused PUT changed nothing
+        malformed = await http.get("/tasks/Not_An_Id")
+        assert assert_seed_problem(malformed, 400, "invalid_argument")["errors"][0]["field"] == "id"
         missing = await http.put(
             "/tasks/00000000-0000-4000-8000-000000000000", json={"priority": 3}
         )
@@ -200,7 +202,7 @@ async def test_offset_paging_and_filters(server: ConveyorServer, keys: dict[str,
         once = (await ops.get("/tasks", params={"schedule_kind": "once"})).json()["tasks"]
         assert [t["id"] for t in once] == [theirs["id"]]
         await ops.post(f"/tasks/{mine[0]['id']}/pause")
-        paused = (await ops.get("/tasks", params={"status": "paused"})).json()["tasks"]
+        paused = (await ops.get("/tasks", params={"status": "paused,canceled"})).json()["tasks"]
         assert [t["id"] for t in paused] == [mine[0]["id"]]
         for params in ({"offset": -1}, {"limit": 0}, {"status": "sleeping"}):
             assert_seed_problem(await ops.get("/tasks", params=params), 400, "invalid_argument")

@@ -153,3 +153,61 @@ def test_compat_anonymous_setting_is_a_role() -> None:
     with pytest.raises(ValueError, match="compat_anonymous"):
         Settings(compat_anonymous="root")
     assert Settings.from_env({"CONVEYOR_COMPAT_ANONYMOUS": "viewer"}).compat_anonymous == "viewer"
+
+
+async def test_v1_rest_problems_carry_next_steps_that_work(
+    server: ConveyorServer, admin_key: str
+) -> None:
+    async with httpx.AsyncClient(
+        base_url=server.http_base_url,
+        headers={"Authorization": f"Bearer {admin_key}"},
+        timeout=10,
+    ) as http:
+        body = {"kind": "k", "dedupe_policy": {"key": "once", "on_conflict": "REJECT"}}
+        first = await http.post("/v1/projects/default/tasks", json=body)
+        assert first.status_code == 200, first.text
+        conflict = await http.post("/v1/projects/default/tasks", json=body)
+        assert conflict.status_code == 409
+        [action] = conflict.json()["allowed_actions"]
+        assert (action["rel"], action["method"]) == ("get-existing", "GET")
+        existing = await http.get(action["href"])
+        assert existing.json()["name"] == first.json()["name"]
+        too_long = await http.post("/v1/projects/default/tasks", json={"kind": "k" * 201})
+        [fix] = too_long.json()["allowed_actions"]
+        assert fix == {
+            "rel": "fix-and-retry",
+            "method": "POST",
+            "operation_id": "TaskService_CreateTask",
+            "href": "/v1/projects/default/tasks",
+            "hint": "Shorten 'task.kind' to <= 200 chars.",
+        }
+
+
+def test_serve_takes_compat_anonymous() -> None:
+    from conveyor.server.__main__ import build_parser, settings_from_args
+
+    args = build_parser().parse_args(["--compat-anonymous", "viewer"])
+    assert settings_from_args(args, {}).compat_anonymous == "viewer"
+    args = build_parser().parse_args([])
+    assert settings_from_args(args, {}).compat_anonymous is None
+
+
+def test_errors_naming_their_resource_carry_resource_info() -> None:
+    from google.rpc import error_details_pb2
+
+    from conveyor.server import errors
+    from conveyor.server.gateway.actions import unpack
+    from conveyor.server.rpc.status import to_status_proto
+
+    held = errors.AlreadyExists(
+        "dedupe key 'k' is held by projects/p/tasks/t1",
+        metadata={"task": "projects/p/tasks/t1", "key": "k"},
+    )
+    info = unpack(to_status_proto(held).details)["ResourceInfo"]
+    assert isinstance(info, error_details_pb2.ResourceInfo)
+    assert (info.resource_type, info.resource_name) == ("conveyor.dev/Task", "projects/p/tasks/t1")
+    missing = errors.NotFound("gone", metadata={"resource": "projects/p/schedules/s"})
+    info = unpack(to_status_proto(missing).details)["ResourceInfo"]
+    assert isinstance(info, error_details_pb2.ResourceInfo)
+    assert info.resource_type == "conveyor.dev/Schedule"
+    assert "ResourceInfo" not in unpack(to_status_proto(errors.NotFound("no name")).details)

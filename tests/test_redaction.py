@@ -10,14 +10,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 import pytest_asyncio
 from google.protobuf import field_mask_pb2, json_format, struct_pb2
 
 from conveyor.client import AsyncClient, ConveyorError
 from conveyor.server.app import ConveyorServer
-from conveyor.server.domain.redaction import Paths, check_paths, redact_value
+from conveyor.server.domain.redaction import Paths, Redactions, check_paths, redact_value
 from conveyor.server.errors import Violations
+from conveyor.server.store.db import Pool
 from conveyor.v1 import (
     command_pb2,
     enums_pb2,
@@ -100,6 +102,31 @@ def test_bad_paths_are_named_one_by_one() -> None:
     assert [item.field for item in v.items] == ["p"]
 
 
+async def test_a_rule_is_read_once_per_refresh_and_forgotten_on_change(
+    pool: Pool, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    now = [100.0]
+    redactions = Redactions(pool, refresh=2.0, clock=lambda: now[0])
+    await conn.execute("INSERT INTO projects (id, webhook_secret) VALUES ('p', 's')")
+    await conn.execute("UPDATE projects SET redact_paths = '{password}' WHERE id = 'p'")
+    await conn.execute("INSERT INTO queues (project, id, redact_paths) VALUES ('p', 'q', '{/to}')")
+    await conn.execute("INSERT INTO queues (project, id) VALUES ('p', 'plain')")
+    rule = await redactions.rule("p")
+    assert (rule.project_paths, dict(rule.queue_paths)) == (("password",), {"q": ("/to",)})
+    assert not rule.webhook_full_input
+    # Another replica clears the paths: this one reads the change once its copy is old.
+    await conn.execute("UPDATE projects SET redact_paths = '{}' WHERE id = 'p'")
+    now[0] += 1.9
+    assert (await redactions.rule("p")).project_paths == ("password",)
+    now[0] += 0.1
+    assert (await redactions.rule("p")).project_paths == ()
+    # A change served here is read at once.
+    await conn.execute("UPDATE projects SET redact_paths = '{token}' WHERE id = 'p'")
+    redactions.forget("p")
+    assert (await redactions.rule("p")).project_paths == ("token",)
+    assert (await redactions.rule("nowhere")).empty
+
+
 # Servers -----------------------------------------------------------------------------
 
 
@@ -159,7 +186,7 @@ async def test_settings_read_back_validate_and_clear(clients: dict[str, AsyncCli
     )
     assert flipped.webhook_full_input and list(flipped.redact_paths) == list(got.redact_paths)
 
-    queue = await set_queue_paths(ops, "mail", ["/to", "secret"])
+    queue = await ops.update_queue("mail", redact_paths=["/to", "secret"])  # the client's way
     assert list(queue.redact_paths) == ["/to", "secret"]
     assert list((await ops.get_queue("mail")).redact_paths) == ["/to", "secret"]
 

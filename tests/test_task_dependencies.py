@@ -4,14 +4,18 @@ deleted dependency does (CANCEL by default, or RUN_ANYWAY). Against a real serve
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 
 from conveyor.client import AsyncClient, InvalidArgumentError
+from conveyor.client.cli import main
 from conveyor.server.app import ConveyorServer
 from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
 
@@ -291,3 +295,56 @@ async def test_batch_items_with_dependencies(client: AsyncClient) -> None:
     assert sorted(await _ready(client, "batch")) == sorted(
         [first.task.name, plain.task.name, deduped.task.name]
     )
+
+
+async def test_cli_creates_with_depends_on_and_shows_the_tree(
+    server: ConveyorServer, keys: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--target", server.grpc_target, "--key", keys["operator"], "--project", "alpha"]
+
+    async def cli(*argv: str) -> str:
+        # The blocking CLI runs in a thread: the server shares this event loop.
+        code = await asyncio.to_thread(main, [*base, *argv])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out
+
+    first = json.loads(await cli("tasks", "create", "k", "--queue", "cli"))
+    short_id = first["name"].rsplit("/", 1)[1]
+    made = json.loads(
+        await cli(
+            "tasks", "create", "k", "--queue", "cli", "--depends-on", short_id,
+            "--on-dependency-failure", "run_anyway",
+        )
+    )  # fmt: skip
+    assert made["depends_on"] == [first["name"]]
+    assert made["dependency_failure_policy"] == "DEPENDENCY_FAILURE_POLICY_RUN_ANYWAY"
+    assert made["state"] == "TASK_STATE_SCHEDULED"
+    tree = json.loads(await cli("tasks", "tree", made["name"], "-o", "json"))
+    assert [t["name"] for t in tree] == [made["name"], first["name"]]
+
+
+async def test_rest_create_with_depends_on(server: ConveyorServer, keys: dict[str, str]) -> None:
+    headers = {"Authorization": f"Bearer {keys['operator']}"}
+    async with httpx.AsyncClient(base_url=server.http_base_url, headers=headers) as http:
+        first = (await http.post("/v1/projects/alpha/tasks", json={"kind": "k"})).json()
+        made = await http.post(
+            "/v1/projects/alpha/tasks",
+            json={
+                "kind": "k",
+                "dependsOn": [first["name"]],
+                "dependencyFailurePolicy": "RUN_ANYWAY",
+            },
+        )
+        assert made.status_code == 200, made.text
+        assert made.json()["depends_on"] == [first["name"]]
+        assert made.json()["dependency_failure_policy"] == "DEPENDENCY_FAILURE_POLICY_RUN_ANYWAY"
+        refused = await http.post(
+            "/v1/projects/alpha/tasks",
+            json={"kind": "k", "dependsOn": [f"projects/alpha/tasks/{uuid.uuid4()}"]},
+        )
+        assert refused.status_code == 400
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["errors"] == [
+            {"field": "task.depends_on[0]", "description": "does not exist"}
+        ]

@@ -7,7 +7,7 @@ so nothing here touches the process's global provider.
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import json
 import os
 import subprocess
@@ -15,17 +15,14 @@ import sys
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
+from tracing_support import Spans, traced_hooks  # type: ignore[import-not-found]
 
 from conveyor.client import AsyncClient
 from conveyor.client._tracing import exporter_names, provider_from_env, valid_traceparent
 from conveyor.server.app import ConveyorServer, ServerHooks
-from conveyor.server.services import default_hooks
 from conveyor.server.settings import Settings
-from conveyor.server.tracing import Tracing
 from conveyor.v1 import task_pb2, task_service_pb2
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -34,15 +31,14 @@ TRACEPARENT = f"00-{TRACE_ID}-{PARENT_SPAN}-01"
 
 
 @pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
+def exporter() -> Spans:
+    return Spans()
 
 
 @pytest.fixture
-def server_hooks(exporter: InMemorySpanExporter) -> ServerHooks:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return dataclasses.replace(default_hooks(), tracing=Tracing(provider))
+def server_hooks(exporter: Spans) -> ServerHooks:
+    hooks: ServerHooks = traced_hooks(exporter)
+    return hooks
 
 
 @pytest.fixture
@@ -107,7 +103,7 @@ def test_with_tracing_off_the_server_imports_nothing_of_opentelemetry() -> None:
 
 
 async def test_a_grpc_call_is_a_span_under_the_callers_traceparent_with_its_statements(
-    server: ConveyorServer, admin_key: str, exporter: InMemorySpanExporter
+    server: ConveyorServer, admin_key: str, exporter: Spans
 ) -> None:
     async with AsyncClient(server.grpc_target, api_key=admin_key) as client:
         await client.tasks.CreateTask(
@@ -123,13 +119,51 @@ async def test_a_grpc_call_is_a_span_under_the_callers_traceparent_with_its_stat
     assert call.kind is SpanKind.SERVER
     assert _parent_id(call) == PARENT_SPAN
     assert call.context is not None
-    # The insert ran inside the call (the batcher's flush may carry it: same trace).
-    statements = [s for s in spans if s.attributes and s.attributes.get("db.system") is not None]
-    assert statements, [s.name for s in spans]
+    # The insert runs in the batcher's flush, outside the call's context: its span
+    # joins the trace through the task's stored trace context, the call's span.
+    (insert,) = [s for s in spans if s.name == "insert tasks"]
+    assert _parent_id(insert) == f"{call.context.span_id:016x}"
+    assert insert.context is not None
+    statements = [s for s in spans if _parent_id(s) == f"{insert.context.span_id:016x}"]
+    assert [s.attributes and s.attributes.get("db.system") for s in statements] == ["postgresql"]
+
+
+async def test_concurrent_creates_each_reach_the_insert_that_carried_them(
+    server: ConveyorServer, admin_key: str, exporter: Spans
+) -> None:
+    traces = [f"{n:032x}" for n in range(1, 6)]
+    async with AsyncClient(server.grpc_target, api_key=admin_key) as client:
+        await asyncio.gather(
+            *(
+                client.tasks.CreateTask(
+                    task_service_pb2.CreateTaskRequest(
+                        parent="projects/default", task=task_pb2.Task(kind="traced.many")
+                    ),
+                    metadata=(("traceparent", f"00-{trace}-{PARENT_SPAN}-01"),),
+                )
+                for trace in traces
+            )
+        )
+    spans = exporter.get_finished_spans()
+    inserts = [s for s in spans if s.name == "insert tasks"]
+    for trace in traces:
+        (call,) = [
+            s for s in _in_trace(spans, trace) if s.name == "/conveyor.v1.TaskService/CreateTask"
+        ]
+        assert call.context is not None
+        # A flush of one is the call's child; a flush of several links to each call.
+        carried = [
+            s
+            for s in inserts
+            if s.parent == call.context
+            or (s.parent is not None and s.parent.span_id == call.context.span_id)
+            or any(link.context.span_id == call.context.span_id for link in s.links)
+        ]
+        assert len(carried) == 1, trace
 
 
 async def test_a_rest_request_is_a_span_and_its_grpc_call_a_child_of_it(
-    server: ConveyorServer, admin_key: str, exporter: InMemorySpanExporter
+    server: ConveyorServer, admin_key: str, exporter: Spans
 ) -> None:
     async with httpx.AsyncClient(base_url=server.http_base_url) as http:
         answer = await http.get(
@@ -160,7 +194,7 @@ async def test_a_rest_request_is_a_span_and_its_grpc_call_a_child_of_it(
 async def test_a_log_line_written_inside_a_call_names_its_trace_and_span(
     server: ConveyorServer,
     admin_key: str,
-    exporter: InMemorySpanExporter,
+    exporter: Spans,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     async with AsyncClient(server.grpc_target, api_key=admin_key) as client:

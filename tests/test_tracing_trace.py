@@ -4,8 +4,9 @@
 The server is a `conveyor serve` subprocess with tracing turned on by the standard
 environment (OTEL_TRACES_EXPORTER=console: its finished spans go to its stdout, here a
 file). The producer and the SDK Worker run in the test process with an in-memory
-exporter. The trace must read: producer span -> the server's CreateTask span -> the
-worker's `process <kind>` span -> a span the handler opened itself.
+exporter; the client sends the producer's current span as the call's traceparent. The
+trace must read: producer span -> the server's CreateTask span -> the worker's
+`process <kind>` span -> a span the handler opened itself.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from conveyor.client import AsyncClient, TaskContext, Worker
-from conveyor.client._tracing import format_traceparent
-from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
+from conveyor.v1 import enums_pb2
 
 KIND = "traced.work"
 
@@ -106,18 +106,9 @@ async def test_one_trace_runs_from_the_producer_through_the_server_to_the_handle
             worker.task(KIND)(work)
             running = asyncio.create_task(worker.arun())
             try:
-                with tracer.start_as_current_span(
-                    "producer.enqueue", kind=SpanKind.PRODUCER
-                ) as span:
-                    traceparent = format_traceparent(span)
-                    assert traceparent is not None
-                    created = await client.tasks.CreateTask(
-                        task_service_pb2.CreateTaskRequest(
-                            parent="projects/default",
-                            task=task_pb2.Task(kind=KIND, queue="traced"),
-                        ),
-                        metadata=(("traceparent", traceparent),),
-                    )
+                with tracer.start_as_current_span("producer.enqueue", kind=SpanKind.PRODUCER):
+                    # The client sends the current span as the call's traceparent.
+                    created = await client.create_task(KIND, queue="traced")
                 done = await client.wait_for_task(created.name)
                 assert done.state == enums_pb2.TASK_STATE_SUCCEEDED
             finally:

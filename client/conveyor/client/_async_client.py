@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Unpack
 
@@ -20,6 +20,7 @@ from conveyor.client._client import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, project_fr
 from conveyor.client._events import AsyncEventMethods
 from conveyor.client._local import resolve
 from conveyor.client._requests import Seconds, TaskCriteria, TaskOptions, TaskSpec
+from conveyor.client._task_log_methods import AsyncTaskLogMethods
 from conveyor.v1 import (
     command_pb2_grpc,
     enums_pb2,
@@ -37,7 +38,7 @@ from conveyor.v1 import (
 )
 
 
-class AsyncClient(AsyncEventMethods):
+class AsyncClient(AsyncEventMethods, AsyncTaskLogMethods):
     """The asyncio twin of Client: the same methods, awaitable; the list methods are
     async iterators. Use `async with AsyncClient() as client:`."""
 
@@ -232,10 +233,15 @@ class AsyncClient(AsyncEventMethods):
         default_retry_policy: task_pb2.RetryPolicy | Mapping[str, Any] | None = None,
         execution_timeout: Seconds | None = None,
         finished_task_ttl: Seconds | None = None,
+        max_log_bytes: int | None = None,
+        max_log_lines: int | None = None,
+        redact_paths: Sequence[str] | None = None,
         timeout: float | None = None,
     ) -> queue_pb2.Queue:
         """Changes the settings given (and only those); an execution_timeout of 0 clears
-        the queue's default; a finished_task_ttl of 0 keeps its finished tasks forever."""
+        the queue's default; a finished_task_ttl of 0 keeps its finished tasks forever;
+        a max_log_bytes or max_log_lines of 0 is the server's default bound;
+        redact_paths (JSON Pointers or bare keys) replace the queue's, [] clears them."""
         request = req.update_queue(
             self.project,
             name,
@@ -244,6 +250,8 @@ class AsyncClient(AsyncEventMethods):
             default_retry_policy,
             execution_timeout,
             finished_task_ttl,
+            (max_log_bytes, max_log_lines),
+            redact_paths,
         )
         return await self.queues.UpdateQueue(request, timeout=timeout)
 

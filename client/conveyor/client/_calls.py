@@ -1,4 +1,5 @@
-"""What the client adds to every call: the key, a request id, a default deadline,
+"""What the client adds to every call: the key, a request id, the caller's trace context
+(`traceparent`, when the application traces with OpenTelemetry), a default deadline,
 retries for idempotent calls on UNAVAILABLE, and typed errors.
 
 A call is idempotent when its http rule is a GET (Get, List, Preview...), or when
@@ -32,6 +33,7 @@ import tenacity
 from google.api import annotations_pb2
 
 from conveyor.client._backoff import exponential_step
+from conveyor.client._tracing import current_traceparent
 from conveyor.client.errors import (
     RATE_LIMITED,
     ConveyorError,
@@ -177,6 +179,11 @@ def _metadata(
         metadata.append(("authorization", f"Bearer {api_key}"))
     if "x-request-id" not in keys:
         metadata.append(("x-request-id", _request_id()))
+    if "traceparent" not in keys:
+        # The application's current span, when it traces (else nothing is imported).
+        traceparent = current_traceparent()
+        if traceparent is not None:
+            metadata.append(("traceparent", traceparent))
     return metadata
 
 

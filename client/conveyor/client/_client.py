@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Unpack
 
@@ -16,6 +16,7 @@ from conveyor.client._events import EventMethods
 from conveyor.client._limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from conveyor.client._local import resolve
 from conveyor.client._requests import Seconds, TaskCriteria, TaskOptions, TaskSpec
+from conveyor.client._task_log_methods import TaskLogMethods
 from conveyor.v1 import (
     command_pb2_grpc,
     enums_pb2,
@@ -46,7 +47,7 @@ def project_from_env(project: str | None) -> str:
     return project or os.environ.get("CONVEYOR_PROJECT") or DEFAULT_PROJECT
 
 
-class Client(EventMethods):
+class Client(EventMethods, TaskLogMethods):
     """A blocking client. `Client()` talks to the local server with its admin key.
 
     Every unary call gets `timeout` seconds unless the call passes its own
@@ -245,10 +246,15 @@ class Client(EventMethods):
         default_retry_policy: task_pb2.RetryPolicy | Mapping[str, Any] | None = None,
         execution_timeout: Seconds | None = None,
         finished_task_ttl: Seconds | None = None,
+        max_log_bytes: int | None = None,
+        max_log_lines: int | None = None,
+        redact_paths: Sequence[str] | None = None,
         timeout: float | None = None,
     ) -> queue_pb2.Queue:
         """Changes the settings given (and only those); an execution_timeout of 0 clears
-        the queue's default; a finished_task_ttl of 0 keeps its finished tasks forever."""
+        the queue's default; a finished_task_ttl of 0 keeps its finished tasks forever;
+        a max_log_bytes or max_log_lines of 0 is the server's default bound;
+        redact_paths (JSON Pointers or bare keys) replace the queue's, [] clears them."""
         request = req.update_queue(
             self.project,
             name,
@@ -257,6 +263,8 @@ class Client(EventMethods):
             default_retry_policy,
             execution_timeout,
             finished_task_ttl,
+            (max_log_bytes, max_log_lines),
+            redact_paths,
         )
         return self.queues.UpdateQueue(request, timeout=timeout)
 

@@ -10,6 +10,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from conveyor.client._json import from_value, to_struct, to_value
+from conveyor.client._task_logs import LogBuffer, log_line
 from conveyor.v1 import task_pb2, worker_pb2
 
 TRACEBACK_LIMIT = 16 * 1024
@@ -37,6 +38,7 @@ class TaskContext:
         @task("email.send")
         def send(ctx: TaskContext) -> dict[str, Any]:
             ctx.report_progress({"step": "rendering"})
+            ctx.log("rendered", template="welcome", bytes=2048)
             ...
             ctx.set_summary("sent to 3 recipients")
             return {"message_id": "..."}
@@ -65,6 +67,8 @@ class TaskContext:
         self.summary = ""
         self.cancelled = threading.Event()
         """Set when CancelTask was called on the running task."""
+        self.logs = LogBuffer()
+        """Lines logged (and output captured) and not sent yet."""
         self._progress: struct_pb2.Struct | None = None
         self._lock = threading.Lock()
         if lease.task.cancel_requested:
@@ -84,6 +88,13 @@ class TaskContext:
         struct = to_struct(progress)
         with self._lock:
             self._progress = struct
+
+    def log(self, message: str, *, level: str = "info", **fields: Any) -> None:
+        """Appends a line to the task's log (ListTaskLogs, WatchTaskLogs, `conveyor tasks
+        logs`), with `fields` (JSON values) beside it; level is debug, info, warning or
+        error. Lines are sent in batches, every fraction of a second and before the
+        report; the server keeps the newest (by default 10,000 lines or 1 MiB)."""
+        self.logs.add(log_line(message, level=level, fields=fields))
 
     def set_summary(self, summary: str) -> None:
         """Short text for people, stored on the task with the result."""

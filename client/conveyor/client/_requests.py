@@ -8,13 +8,14 @@ as protobuf reads them) and durations are timedeltas or seconds.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Required, TypedDict
 
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 
 from conveyor.client._json import to_struct, to_value
+from conveyor.client._task_logs import queue_log_bounds
 from conveyor.v1 import enums_pb2, queue_pb2, task_pb2, task_service_pb2, worker_pb2
 
 Seconds = timedelta | float
@@ -299,6 +300,8 @@ def update_queue(
     default_retry_policy: task_pb2.RetryPolicy | Mapping[str, Any] | None,
     execution_timeout: Seconds | None = None,
     finished_task_ttl: Seconds | None = None,
+    log_bounds: tuple[int | None, int | None] = (None, None),
+    redact_paths: Sequence[str] | None = None,
 ) -> queue_pb2.UpdateQueueRequest:
     queue = queue_pb2.Queue(name=child(project, "queues", name))
     paths = []
@@ -320,11 +323,13 @@ def update_queue(
         # Set, even to 0: zero keeps the queue's finished tasks forever.
         queue.finished_task_ttl.CopyFrom(duration(finished_task_ttl))
         paths.append("finished_task_ttl")
+    paths += queue_log_bounds(queue, log_bounds)
+    if redact_paths is not None:
+        # Replaces the list; an empty one clears it.
+        queue.redact_paths.extend(redact_paths)
+        paths.append("redact_paths")
     if not paths:
-        raise TypeError(
-            "update_queue needs max_concurrency, rate_limit, default_retry_policy"
-            ", execution_timeout or finished_task_ttl"
-        )
+        raise TypeError("update_queue needs at least one setting to change")
     return queue_pb2.UpdateQueueRequest(
         queue=queue, update_mask=field_mask_pb2.FieldMask(paths=paths)
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -20,11 +21,14 @@ from typing import Any
 
 from conveyor.client import _requests as req
 from conveyor.client import _tracing
+from conveyor.client._async_client import AsyncClient
 from conveyor.client._context import TaskContext
 from conveyor.client._registry import Handler
 from conveyor.client._requests import Seconds
 from conveyor.client._stream import Stream
-from conveyor.v1 import task_pb2, worker_pb2
+from conveyor.client._task_logs import FLUSH_INTERVAL, LogBuffer, capturing, stream_message
+from conveyor.client.errors import ConveyorError
+from conveyor.v1 import task_pb2, task_service_pb2, worker_pb2
 
 _log = logging.getLogger("conveyor.worker")
 
@@ -44,6 +48,13 @@ class TaskRun:
     abandoned: bool = False
     traceparent: str = ""
     """The trace context of the task's creator (Lease.traceparent)."""
+    stream_of: Callable[[], Stream | None] = lambda: None
+    """The worker's open stream, if any (where log lines go)."""
+    client: AsyncClient | None = None
+    """For log lines of a task whose stream has closed (AppendTaskLogs)."""
+    capture: bool = False
+    """The handler's stdout and stderr go to the task's log."""
+    appends: set[asyncio.Task[None]] = field(default_factory=set)
     key: tuple[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -51,7 +62,11 @@ class TaskRun:
 
     @classmethod
     def of(
-        cls, lease: task_pb2.Lease, worker_id: str, generation: int, override: Seconds | None
+        cls,
+        lease: task_pb2.Lease,
+        worker_id: str,
+        generation: int,
+        override: Seconds | None,
     ) -> TaskRun:
         """The run of a pushed lease; `override` is the worker's lease_duration."""
         lease_seconds = DEFAULT_LEASE
@@ -70,16 +85,59 @@ class TaskRun:
         override: Seconds | None,
     ) -> None:
         """Sends a heartbeat on the open stream every third of the lease (or the Welcome's
-        interval, when shorter) until cancelled."""
+        interval, when shorter) until cancelled; between them, ships the log lines
+        FLUSH_INTERVAL after the first one arrives (asleep while nothing is logged)."""
+        loop = asyncio.get_running_loop()
+        logged = asyncio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(logged.set)
+
+        self.ctx.logs.on_first = wake
+        if self.ctx.logs:
+            logged.set()
+        next_beat = loop.time() + self._beat_seconds(interval)
         while True:
-            seconds = self.lease_seconds / 3
-            welcome = interval()
-            if welcome is not None:
-                seconds = min(seconds, welcome)
-            await asyncio.sleep(max(seconds, 0.05))
-            current = stream()
-            if current is not None and current.open:
-                current.send(self.heartbeat(override))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(next_beat - loop.time(), 0)):
+                    await logged.wait()
+            if logged.is_set():
+                logged.clear()
+                await asyncio.sleep(FLUSH_INTERVAL)  # the lines that follow come along
+                self.ship_logs()
+            if loop.time() >= next_beat:
+                current = stream()
+                if current is not None and current.open:
+                    current.send(self.heartbeat(override))
+                next_beat = loop.time() + self._beat_seconds(interval)
+
+    def _beat_seconds(self, interval: Callable[[], float | None]) -> float:
+        seconds = self.lease_seconds / 3
+        welcome = interval()
+        if welcome is not None:
+            seconds = min(seconds, welcome)
+        return max(seconds, 0.05)
+
+    def ship_logs(self) -> None:
+        """Sends the lines logged since the last call: on the stream the task came on
+        while it is open, else with AppendTaskLogs."""
+        stream = self.stream_of()
+        for append in self.ctx.logs.batches(self.ctx.name, self.ctx.lease_id):
+            if stream is not None and stream.open and stream.generation == self.generation:
+                stream.send(stream_message(append))
+            elif self.client is not None:
+                task = asyncio.ensure_future(self._append(self.client, append))
+                self.appends.add(task)
+                task.add_done_callback(self.appends.discard)
+
+    @staticmethod
+    async def _append(client: AsyncClient, append: task_service_pb2.AppendTaskLogsRequest) -> None:
+        try:
+            await client.tasks.AppendTaskLogs(append)
+        except ConveyorError as error:
+            # A stale lease (the task moved on) or a server gone: the lines are lost.
+            _log.info("task %s: %d log lines not sent: %s", append.name, len(append.lines), error)
 
     def heartbeat(self, override: Seconds | None) -> worker_pb2.ConnectRequest:
         """The heartbeat that extends the lease and carries the progress since the last."""
@@ -98,7 +156,19 @@ class TaskRun:
         tracer_provider: Any = None,
     ) -> worker_pb2.ConnectRequest:
         """Runs the handler (in a span, when tracing: see _traced); returns the report
-        of its outcome."""
+        of its outcome, once its last log lines are sent (so they come first)."""
+        try:
+            return await self._execute(handler, executor, tracer_provider)
+        finally:
+            self.ctx.logs.end_output()
+            self.ship_logs()
+
+    async def _execute(
+        self,
+        handler: Handler | None,
+        executor: concurrent.futures.ThreadPoolExecutor | None,
+        tracer_provider: Any,
+    ) -> worker_pb2.ConnectRequest:
         ctx = self.ctx
         if handler is None:
             failure = ctx.failure(
@@ -198,15 +268,19 @@ class TaskRun:
         carry_context: bool = False,
     ) -> Any:
         loop = asyncio.get_running_loop()
+        output = capturing(self.ctx.logs) if self.capture else contextlib.nullcontext()
         if inspect.iscoroutinefunction(handler):
             self.is_async = True
-            self.handler = asyncio.ensure_future(handler(self.ctx))
-        elif carry_context:
-            # A thread does not inherit context variables: the span must come along.
-            run = functools.partial(contextvars.copy_context().run, handler, self.ctx)
-            self.handler = loop.run_in_executor(executor, run)
+            with output:  # the handler's task copies the context as it is here
+                self.handler = asyncio.ensure_future(handler(self.ctx))
         else:
-            self.handler = loop.run_in_executor(executor, handler, self.ctx)
+            call: Callable[[], Any] = functools.partial(handler, self.ctx)
+            if self.capture:
+                call = functools.partial(_captured, self.ctx.logs, call)
+            if carry_context:
+                # A thread does not inherit context variables: the span must come along.
+                call = functools.partial(contextvars.copy_context().run, call)
+            self.handler = loop.run_in_executor(executor, call)
         if self.ctx.cancelled.is_set() and self.is_async:
             self.handler.cancel()
         result = await self.handler
@@ -238,6 +312,12 @@ class TaskRun:
             self.handler.cancel()
         elif self.runner is not None:
             self.runner.cancel()
+
+
+def _captured(buffer: LogBuffer, call: Callable[[], Any]) -> Any:
+    """Runs a sync handler in its thread with its stdout and stderr going to `buffer`."""
+    with capturing(buffer):
+        return call()
 
 
 async def wait_until_done(running: dict[tuple[str, str], TaskRun], deadline: float) -> None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TracingUnavailable",
+    "current_traceparent",
     "enabled",
     "exporter_names",
     "format_traceparent",
@@ -183,6 +184,15 @@ def format_traceparent(span: Span) -> str | None:
     if not context.is_valid:
         return None
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def current_traceparent() -> str | None:
+    """The traceparent of the application's current span, or None (no span, or no
+    OpenTelemetry imported: then this costs one dictionary lookup)."""
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return None
+    return format_traceparent(trace.get_current_span())
 
 
 def parent_context(traceparent: str) -> Context | None:

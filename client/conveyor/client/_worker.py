@@ -11,20 +11,19 @@
     worker.run()          # blocks; SIGTERM or Ctrl-C stops it gracefully
 
 The protocol, in order: Hello, Credit{concurrency} once Welcomed, then each pushed
-Lease runs its handler (sync ones in a thread pool of `concurrency` threads, async
-ones on the loop) while a heartbeat extends its lease every heartbeat interval (the
-Welcome's, or a third of the lease, whichever is shorter) and carries its progress.
-A heartbeat answer with cancel_requested sets `ctx.cancelled` and cancels an async
-handler. The outcome is reported on the stream (a report frees its window slot): the
-return value as the result, or the exception as the error, retryable unless it is a
-PermanentError. When the stream breaks the worker reconnects with backoff; handlers
-keep running and report with the unary RPCs once the server answers again (a lease
-that expired meanwhile gets FAILED_PRECONDITION: logged and dropped). Stopping
-shrinks the window to 0, waits up to the grace period for running handlers, reports
-the ones still running as retryable `WorkerStopped` failures, and closes the stream.
-
-Worker-control commands pushed on the stream are obeyed and acknowledged (_worker_control.py).
-With OpenTelemetry set up, each handler runs in a span in its creator's trace (_task_runs.py).
+Lease runs its handler (sync ones in a pool of `concurrency` threads, async ones on the
+loop) while a heartbeat extends its lease every heartbeat interval (the Welcome's, or a
+third of the lease if shorter) and carries its progress; its log lines go in batches
+(_task_logs.py). A heartbeat answer with cancel_requested sets `ctx.cancelled` and
+cancels an async handler. The outcome is reported on the stream (freeing its window
+slot): the return value as the result, or the exception as the error, retryable unless
+it is a PermanentError. When the stream breaks the worker reconnects with backoff;
+handlers keep running and report with the unary RPCs once the server answers again (a
+lease that expired meanwhile gets FAILED_PRECONDITION: logged and dropped). Stopping
+shrinks the window to 0, waits up to the grace period for running handlers, reports the
+ones still running as retryable `WorkerStopped` failures, and closes the stream.
+Worker-control commands are obeyed and acknowledged (_worker_control.py); with
+OpenTelemetry, each handler runs in a span in its creator's trace (_task_runs.py).
 """
 
 from __future__ import annotations
@@ -85,6 +84,7 @@ class Worker:
     `batches` (the default) takes tasks in LeaseBatch messages and reports in
     ReportBatch messages; False uses one message per task (servers before batches).
     `tracer_provider` traces the handlers (default: OpenTelemetry's global one, if set).
+    `capture_output` sends what handlers print (stdout, stderr) to their task's log.
     """
 
     def __init__(
@@ -100,6 +100,7 @@ class Worker:
         shutdown_grace: float = DEFAULT_GRACE,
         batches: bool = True,
         tracer_provider: Any = None,
+        capture_output: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -114,6 +115,7 @@ class Worker:
         self.labels = dict(labels or {})
         self.shutdown_grace = shutdown_grace
         self.tracer_provider = tracer_provider
+        self.capture_output = capture_output
         self.handlers = Registry()
         self._aio: AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -152,12 +154,8 @@ class Worker:
     def run(self) -> None:
         """Runs the worker in this thread until stopped (SIGTERM or SIGINT, when this
         is the main thread, stop gracefully); raises what ended it otherwise."""
-        asyncio.run(
-            self._main(
-                own_client=True,
-                handle_signals=threading.current_thread() is threading.main_thread(),
-            )
-        )
+        main_thread = threading.current_thread() is threading.main_thread()
+        asyncio.run(self._main(own_client=True, handle_signals=main_thread))
 
     async def arun(self) -> None:
         """Runs the worker on the running loop until `stop()`; with a sync Client, the
@@ -346,14 +344,14 @@ class Worker:
 
     def _start(self, stream: Stream, lease: task_pb2.Lease) -> None:
         entry = TaskRun.of(lease, self.worker_id, stream.generation, self.lease_duration)
+        entry.stream_of, entry.client = lambda: self._stream, self._aio
+        entry.capture = self.capture_output
         self._running[entry.key] = entry
         entry.runner = asyncio.create_task(self._run(entry), name=f"conveyor {entry.ctx.name}")
 
     async def _run(self, entry: TaskRun) -> None:
         beat = asyncio.create_task(
-            entry.heartbeats(
-                lambda: self._stream, lambda: self._heartbeat_interval, self.lease_duration
-            )
+            entry.heartbeats(entry.stream_of, lambda: self._heartbeat_interval, self.lease_duration)
         )
         try:
             handler = self.handler_for(entry.ctx.kind)

@@ -228,10 +228,11 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTaskLogs(self, request, context):
-        """ListTaskLogs returns one page of a task's log lines, oldest first: attempt by
-        attempt, or those of one attempt; returns NOT_FOUND when the task does not exist.
-        Also returns INVALID_ARGUMENT for a bad page_size, page_token or attempt, or a
-        malformed name.
+        """ListTaskLogs returns one page of a task's log lines, oldest first (or newest first
+        with order_by `seq desc`): attempt by attempt, or those of one attempt; returns
+        NOT_FOUND when the task does not exist.
+        Also returns INVALID_ARGUMENT for a bad page_size, page_token, order_by or attempt,
+        or a malformed name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

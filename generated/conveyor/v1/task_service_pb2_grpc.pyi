@@ -111,10 +111,11 @@ class TaskServiceStub:
     lines, more than 1000, a line over 64 KiB, or a malformed name or field.
     """
     ListTaskLogs: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskLogsRequest, _task_service_pb2.ListTaskLogsResponse]
-    """ListTaskLogs returns one page of a task's log lines, oldest first: attempt by
-    attempt, or those of one attempt; returns NOT_FOUND when the task does not exist.
-    Also returns INVALID_ARGUMENT for a bad page_size, page_token or attempt, or a
-    malformed name.
+    """ListTaskLogs returns one page of a task's log lines, oldest first (or newest first
+    with order_by `seq desc`): attempt by attempt, or those of one attempt; returns
+    NOT_FOUND when the task does not exist.
+    Also returns INVALID_ARGUMENT for a bad page_size, page_token, order_by or attempt,
+    or a malformed name.
     """
     WatchTaskLogs: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskLogsRequest, _task_service_pb2.TaskLogLine]
     """WatchTaskLogs sends the lines an attempt has written, then tails it live, and ends
@@ -208,10 +209,11 @@ class TaskServiceAsyncStub(TaskServiceStub):
     lines, more than 1000, a line over 64 KiB, or a malformed name or field.
     """
     ListTaskLogs: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskLogsRequest, _task_service_pb2.ListTaskLogsResponse]  # type: ignore[assignment]
-    """ListTaskLogs returns one page of a task's log lines, oldest first: attempt by
-    attempt, or those of one attempt; returns NOT_FOUND when the task does not exist.
-    Also returns INVALID_ARGUMENT for a bad page_size, page_token or attempt, or a
-    malformed name.
+    """ListTaskLogs returns one page of a task's log lines, oldest first (or newest first
+    with order_by `seq desc`): attempt by attempt, or those of one attempt; returns
+    NOT_FOUND when the task does not exist.
+    Also returns INVALID_ARGUMENT for a bad page_size, page_token, order_by or attempt,
+    or a malformed name.
     """
     WatchTaskLogs: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskLogsRequest, _task_service_pb2.TaskLogLine]  # type: ignore[assignment]
     """WatchTaskLogs sends the lines an attempt has written, then tails it live, and ends
@@ -374,10 +376,11 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.ListTaskLogsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.ListTaskLogsResponse, _abc.Awaitable[_task_service_pb2.ListTaskLogsResponse]]:
-        """ListTaskLogs returns one page of a task's log lines, oldest first: attempt by
-        attempt, or those of one attempt; returns NOT_FOUND when the task does not exist.
-        Also returns INVALID_ARGUMENT for a bad page_size, page_token or attempt, or a
-        malformed name.
+        """ListTaskLogs returns one page of a task's log lines, oldest first (or newest first
+        with order_by `seq desc`): attempt by attempt, or those of one attempt; returns
+        NOT_FOUND when the task does not exist.
+        Also returns INVALID_ARGUMENT for a bad page_size, page_token, order_by or attempt,
+        or a malformed name.
         """
 
     @_abc_1.abstractmethod

@@ -109,6 +109,7 @@ class Services:
         )
         notifier = Notifier(listener)
         create_batcher.on_ready, create_batcher.origin = notifier.ready, notifier.origin
+        create_batcher.tracing = ctx.tracing
         promoter = Promoter(ctx.pool)
         ctx.loops += [notifier, promoter, Reaper(ctx.pool, on_retry=promoter.poke)]
         ctx.loops += [ApprovalTimeouts(ctx.pool), StatisticsLoop(ctx.pool)]

@@ -16,7 +16,7 @@ and pass it in ServerHooks; only `from_env` sets the process's global provider.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["Tracing"]
 
 _log = get_logger(__name__)
+
+_MAX_LINKS = 128  # the SDK's default limit of links per span
 
 RAW_CURSOR_ATTRIBUTE = "_conveyor_raw_cursor"
 """The traced raw-cursor class a traced connection carries (store/leases.py runs its
@@ -122,6 +124,24 @@ class Tracing:
         context = _tracing.parent_context(parent) if parent else None
         with self.tracer.start_as_current_span(
             name, context=context, kind=SpanKind[kind], attributes=attributes
+        ) as span:
+            yield span
+
+    @contextlib.contextmanager
+    def span_for_many(self, name: str, traceparents: Sequence[str | None]) -> Iterator[Span]:
+        """A span for work done for many callers at once (a batched insert): the child
+        of their trace context when they share one, else a root span linked to each."""
+        from opentelemetry import trace
+
+        distinct = list(dict.fromkeys(tp for tp in traceparents if tp))
+        parent = _tracing.parent_context(distinct[0]) if len(distinct) == 1 else None
+        links = []
+        for traceparent in distinct[:_MAX_LINKS] if len(distinct) > 1 else ():
+            context = _tracing.parent_context(traceparent)
+            if context is not None:
+                links.append(trace.Link(trace.get_current_span(context).get_span_context()))
+        with self.tracer.start_as_current_span(
+            name, context=parent, links=links, attributes={"conveyor.batch.size": len(traceparents)}
         ) as span:
             yield span
 

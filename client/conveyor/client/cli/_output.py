@@ -125,6 +125,15 @@ COLUMNS: dict[str, list[Column]] = {
         ("STATE", "task.state", _TASK_STATE, True),
         ("DATA", "data", _compact, True),
     ],
+    "task_log": [
+        ("TIME", "time", str, False),
+        ("ATTEMPT", "attempt", str, True),
+        ("SEQ", "seq", str, True),
+        ("STREAM", "stream", _enum("TASK_LOG_STREAM_"), False),
+        ("LEVEL", "level", _enum("TASK_LOG_LEVEL_"), False),
+        ("MESSAGE", "message", str, False),
+        ("FIELDS", "fields", _compact, False),
+    ],
     "command": [
         ("SEQ", "sequence", str, False),
         ("VERB", "verb", _enum("COMMAND_VERB_"), False),

@@ -1,5 +1,5 @@
 """`conveyor tasks ...`: create, get, list, cancel, approve, reject, tree, export, delete,
-retry, watch."""
+retry, watch, logs."""
 
 from __future__ import annotations
 
@@ -335,6 +335,32 @@ def watch(task_ids: tuple[str, ...], types: tuple[str, ...], after: int, **param
                 return
     finally:
         stream.close()
+
+
+@tasks.command()
+@click.argument("task", type=TASK_ID)
+@click.option("--follow", "-f", is_flag=True, help="tail the attempt until it ends")
+@click.option("--attempt", type=LIMIT, default=0, help="only this attempt (1 is the first)")
+def logs(task: str, follow: bool, attempt: int) -> None:
+    """Print a task's log lines (its handler's ctx.log and captured output), oldest first.
+
+    --follow tails one attempt (the current one, or the first to start, unless --attempt
+    says which) and returns when it ends. A line kept after older ones were dropped (the
+    queue's max_log_lines / max_log_bytes) is preceded by a note on stderr saying how many.
+    """
+    current = session()
+    client = current.client()
+    name = current.child("tasks", task)
+    output = Output()
+    lines = (
+        client.watch_task_logs(name, attempt=attempt)
+        if follow
+        else client.list_task_logs(name, attempt=attempt)
+    )
+    for line in lines:
+        if line.dropped_count:
+            note(f"({line.dropped_count} earlier lines of attempt {line.attempt} were dropped)")
+        output.stream_item(line, "task_log")
 
 
 COMMANDS = [tasks]

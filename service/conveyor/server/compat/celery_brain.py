@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute
 
 from conveyor.server.compat import celery_commands as commands
 from conveyor.server.compat import celery_tasks as tasks
-from conveyor.server.compat.body import check, query_of
+from conveyor.server.compat.body import check, query_of, value_of
 from conveyor.server.compat.problems import SeedApi
 from conveyor.server.compat.routing import (
     BadSeedInput,
@@ -36,6 +36,7 @@ from conveyor.server.compat.routing import (
 from conveyor.server.compat.v1 import Caller, V1Failed
 from conveyor.server.errors import Violations
 from conveyor.server.gateway import streaming
+from conveyor.server.gateway.jsonform import to_json
 from conveyor.server.gateway.problems import status_of
 from conveyor.v1 import command_pb2, enums_pb2, task_pb2, task_service_pb2
 
@@ -218,6 +219,13 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
         async def issue(request: Request, caller: Caller) -> Response:
             slug = request.path_params["slug"]
             sent = commands.build(action, slug, await read_json(request))
+            if isinstance(sent, command_pb2.RetryTaskRequest) and sent.HasField("override_input"):
+                # override_kwargs replaces the kwargs only: the args are the task's own.
+                current = await v1.call(
+                    _TASKS + "GetTask", task_service_pb2.GetTaskRequest(name=sent.task), caller
+                )
+                kwargs = to_json(sent.override_input)
+                sent.override_input.CopyFrom(value_of(tasks.with_kwargs(current, kwargs)))
             answer = await v1.call(spec.rpc, sent, caller)
             if isinstance(answer, task_pb2.Task):
                 # CancelTask answers the task; the brain answers the command it recorded.
@@ -273,7 +281,7 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
     out.append(
         seed_route(
             ctx,
-            SEED,
+            SeedApi("celery-brain", fields={"name": "command_id"}),
             f"{_BASE}/commands/{{command_id}}",
             {"GET": Operation("get_command", get_command)},
         )

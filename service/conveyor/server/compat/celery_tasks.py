@@ -31,6 +31,7 @@ __all__ = [
     "task_name",
     "task_public",
     "tree_public",
+    "with_kwargs",
 ]
 
 ENGINE = "celery"
@@ -247,6 +248,13 @@ def _args_kwargs(task: task_pb2.Task) -> tuple[list[Any], dict[str, Any]]:
                 return args, kwargs
         return [], data
     return [data], {}
+
+
+def with_kwargs(task: task_pb2.Task, kwargs: dict[str, Any]) -> Any:
+    """The input of a retry with `override_kwargs`: the task's args kept, its kwargs
+    replaced (an input that is all kwargs is replaced whole)."""
+    args, _ = _args_kwargs(task)
+    return {"args": args, "kwargs": kwargs} if args else kwargs
 
 
 def _id(name: str) -> str | None:

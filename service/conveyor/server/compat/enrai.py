@@ -152,13 +152,7 @@ async def queue_state(ctx: CompatContext, caller: Caller, project: str) -> dict[
 
 def routes(ctx: CompatContext) -> list[BaseRoute]:
     async def enqueue(request: Request, caller: Caller) -> Response:
-        task = task_of(await read_json(request))
-        project = await ctx.v1.project(caller)
-        created = await ctx.v1.call(
-            "conveyor.v1.TaskService.CreateTask",
-            task_service_pb2.CreateTaskRequest(parent=f"projects/{project}", task=task),
-            caller,
-        )
+        created = await ctx.v1.create_task(caller, task_of(await read_json(request)))
         return json_response(enrai_task(created), 200, caller.request_id)
 
     async def state(request: Request, caller: Caller) -> Response:

@@ -31,7 +31,7 @@ from conveyor.server.compat.routing import (
     seed_route,
 )
 from conveyor.server.compat.v1 import Caller
-from conveyor.v1 import task_pb2, task_service_pb2
+from conveyor.v1 import task_pb2
 
 __all__ = ["SEED", "priority", "routes", "task_of"]
 
@@ -102,13 +102,7 @@ def _int(value: Any, field: str) -> int:
 
 def routes(ctx: CompatContext) -> list[BaseRoute]:
     async def enqueue(request: Request, caller: Caller) -> Response:
-        task = task_of(await read_json(request))
-        project = await ctx.v1.project(caller)
-        created = await ctx.v1.call(
-            "conveyor.v1.TaskService.CreateTask",
-            task_service_pb2.CreateTaskRequest(parent=f"projects/{project}", task=task),
-            caller,
-        )
+        created = await ctx.v1.create_task(caller, task_of(await read_json(request)))
         task_id = created.name.rsplit("/", 1)[-1]
         return json_response({"task_id": task_id}, 201, caller.request_id)
 

@@ -12,7 +12,15 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from conveyor.server.compat.body import Fields, check, duration_of, rfc3339, seconds_of, value_of
+from conveyor.server.compat.body import (
+    Fields,
+    check,
+    comma_list,
+    duration_of,
+    rfc3339,
+    seconds_of,
+    value_of,
+)
 from conveyor.server.errors import Violations
 from conveyor.server.gateway.jsonform import to_json
 from conveyor.v1 import enums_pb2, schedule_pb2
@@ -184,13 +192,13 @@ def list_request(
     """GET /tasks -> ListSchedules, with the seed's limit and offset."""
     v = Violations()
     request = schedule_pb2.ListSchedulesRequest(parent=parent)
-    for status in q.get("status", []):
+    for status in comma_list(q.get("status", [])):
         state = _STATUSES.get(status.lower())
         if state is None:
             v.add("status", f"{status!r} is not one of {', '.join(_STATUSES)}")
         else:
             request.filter.states.append(state)
-    for kind in q.get("schedule_kind", []):
+    for kind in comma_list(q.get("schedule_kind", [])):
         number = _KINDS.get(kind.lower())
         if number is None:
             v.add("schedule_kind", f"{kind!r} is not one of {', '.join(_KINDS)}")

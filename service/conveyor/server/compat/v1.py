@@ -21,7 +21,7 @@ from conveyor.server.gateway.dispatch import Gateway
 from conveyor.server.gateway.problems import status_of
 from conveyor.server.gateway.routes import Binding
 from conveyor.server.gateway.upstream import call_metadata
-from conveyor.v1 import project_pb2
+from conveyor.v1 import project_pb2, task_pb2, task_service_pb2
 
 __all__ = ["V1", "Caller", "V1Failed"]
 
@@ -81,6 +81,15 @@ class V1:
             )
         except grpc.aio.AioRpcError as error:
             raise V1Failed(rpc, status_of(error), request) from None
+
+    async def create_task(self, caller: Caller, task: task_pb2.Task) -> task_pb2.Task:
+        """CreateTask of `task` in the caller's project (the enqueue of most seeds)."""
+        project = await self.project(caller)
+        request = task_service_pb2.CreateTaskRequest(parent=f"projects/{project}", task=task)
+        created: task_pb2.Task = await self.call(
+            "conveyor.v1.TaskService.CreateTask", request, caller
+        )
+        return created
 
     def stream(self, rpc: str, request: Message, caller: Caller) -> Any:
         """Starts a server-streaming call (WatchEvents) as `caller`."""

@@ -37,6 +37,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
 from conveyor.server.store.task_inserts import NewTask, Outcome, Result, insert_batch
+from conveyor.server.tracing import Tracing
 
 __all__ = ["CreateBatcher"]
 
@@ -87,6 +88,8 @@ class CreateBatcher:
         self.origin = ""
         """This replica's name in the NOTIFY of its inserts, with on_ready set: the
         notifier skips what comes back (on_ready already woke its workers)."""
+        self.tracing: Tracing | None = None
+        """With tracing on, each insert is a span in its callers' traces."""
 
     async def start(self) -> None:
         """Nothing runs between calls; here for the BackgroundLoop lifecycle."""
@@ -166,6 +169,14 @@ class CreateBatcher:
                     waiter.future.set_result(result)
 
     async def _run(self, items: Sequence[NewTask], *, atomic: bool) -> list[Result]:
+        if self.tracing is None:
+            return await self._insert(items, atomic=atomic)
+        # A flush runs in a context of its own (see _schedule): its span joins the
+        # callers' traces through their stored trace context.
+        with self.tracing.span_for_many("insert tasks", [i.traceparent for i in items]):
+            return await self._insert(items, atomic=atomic)
+
+    async def _insert(self, items: Sequence[NewTask], *, atomic: bool) -> list[Result]:
         upsert = [(i.project, i.queue) not in self.known_queues for i in items]
         for attempt in range(1, _ATTEMPTS + 1):
             try:
