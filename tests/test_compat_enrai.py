@@ -174,6 +174,10 @@ async def test_cancel_of_a_queued_task(http: httpx.AsyncClient) -> None:
     state = (await http.get("/api/enrai/tasks")).json()
     assert state["queued"] == []
     assert [t["id"] for t in state["completed"]] == [created["id"]]
+    # A task id that is no task: the same 404 as the seed's task-3.
+    missing = await http.delete("/api/enrai/tasks/01a25140-1c14-7016-b6ab-3cc30f30cb15")
+    problem = assert_seed_problem(missing, 404, "not_found")
+    assert [a["rel"] for a in problem["allowed_actions"]] == ["list"]
     # Cancelling it again is v1's conflict, with the next step.
     again = await http.delete(f"/api/enrai/tasks/{created['id']}")
     problem = assert_seed_problem(again, 412, "task_state_conflict")
