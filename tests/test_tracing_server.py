@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -126,6 +127,9 @@ async def test_a_grpc_call_is_a_span_under_the_callers_traceparent_with_its_stat
     assert insert.context is not None
     statements = [s for s in spans if _parent_id(s) == f"{insert.context.span_id:016x}"]
     assert [s.attributes and s.attributes.get("db.system") for s in statements] == ["postgresql"]
+    # Named by their operation (our .sql files start with comments).
+    assert statements[0].name == "WITH"
+    assert not [s.name for s in exporter.get_finished_spans() if s.name.startswith("--")]
 
 
 async def test_concurrent_creates_each_reach_the_insert_that_carried_them(
@@ -216,3 +220,29 @@ async def test_a_log_line_written_inside_a_call_names_its_trace_and_span(
     ]
     assert call and call[0].context is not None
     assert rpc[-1]["span_id"] == f"{call[0].context.span_id:016x}"
+
+
+async def test_a_dashboard_page_is_a_span_and_its_grpc_calls_its_children(
+    server: ConveyorServer, admin_key: str, exporter: Spans
+) -> None:
+    async with httpx.AsyncClient(base_url=server.http_base_url, timeout=10) as http:
+        form = await http.get("/ui/sign-in")
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert token is not None
+        signed = await http.post("/ui/sign-in", data={"csrf": token.group(1), "api_key": admin_key})
+        assert signed.status_code == 303, signed.text
+        exporter.clear()
+        page = await http.get("/ui/queues", headers={"traceparent": TRACEPARENT})
+        assert page.status_code == 200
+    spans = _in_trace(exporter.get_finished_spans(), TRACE_ID)
+    (request,) = [s for s in spans if s.kind is SpanKind.SERVER and _parent_id(s) == PARENT_SPAN]
+    assert request.context is not None
+    calls = [s for s in spans if s.name.startswith("/conveyor.v1.")]
+    assert calls, [s.name for s in spans]
+    by_id = {f"{s.context.span_id:016x}": s for s in spans if s.context is not None}
+    for call in calls:
+        parent = _parent_id(call)
+        while parent is not None and parent != f"{request.context.span_id:016x}":
+            above = by_id.get(parent)
+            parent = _parent_id(above) if above is not None else None
+        assert parent is not None, call.name
