@@ -200,3 +200,44 @@ async def test_cancelling_a_running_task_asks_its_worker_to_stop(
         finally:
             await worker.stop(5)
             await run
+
+
+async def test_running_tasks_show_their_live_output(
+    server: ConveyorServer, keys: dict[str, str], signed_in: Any
+) -> None:
+    """The task page's Output card and the Queue tab tail what a handler logs and
+    prints, without a reload (#19 point 2)."""
+    more, done = asyncio.Event(), asyncio.Event()
+    async with clients(server, keys) as (ops, work):
+        worker = Worker(work, queues=["chatty"], worker_id="w-chatty", capture_output=True)
+
+        @worker.task("etl.load")
+        async def load(ctx: TaskContext) -> None:
+            ctx.log("loading users", rows=120)
+            print("opened the dump")
+            await more.wait()
+            ctx.log("index rebuilt", level="warning")
+            await done.wait()
+
+        task = await ops.create_task("etl.load", queue="chatty")
+        run = asyncio.create_task(worker.arun())
+        try:
+            page = await signed_in("viewer")
+            await page.goto(f"{server.http_base_url}/ui/tasks/{short(task.name)}")
+            await page.evaluate("window.notReloaded = true")
+            output = page.locator("#output pre.output")
+            await output.filter(has_text="loading users  rows=120").wait_for()
+            await output.filter(has_text="opened the dump").wait_for()
+            more.set()
+            await output.locator(".log-err", has_text="index rebuilt").wait_for()
+            assert await page.evaluate("window.notReloaded") is True
+
+            await open_queue(page, server, "chatty")
+            article = page.locator(f"article.running[data-task='{short(task.name)}']")
+            await article.locator("pre.log").filter(has_text="index rebuilt").wait_for()
+            assert "opened the dump" in await article.locator("pre.log").inner_text()
+        finally:
+            more.set()
+            done.set()
+            await worker.stop(5)
+            await run

@@ -38,14 +38,18 @@ async def _append(
 
 
 async def _list(
-    c: AsyncClient, name: str, attempt: int = 0, page_size: int = 0
+    c: AsyncClient, name: str, attempt: int = 0, page_size: int = 0, order_by: str = ""
 ) -> list[task_service_pb2.TaskLogLine]:
     out: list[task_service_pb2.TaskLogLine] = []
     token = ""
     while True:
         page = await c.tasks.ListTaskLogs(
             task_service_pb2.ListTaskLogsRequest(
-                name=name, attempt=attempt, page_size=page_size, page_token=token
+                name=name,
+                attempt=attempt,
+                page_size=page_size,
+                page_token=token,
+                order_by=order_by,
             )
         )
         out.extend(page.lines)
@@ -116,6 +120,13 @@ async def test_append_then_list_by_attempt_and_page(
         assert all(x.dropped_count == 0 for x in everything)
         # Pages of 2 walk the same lines; one attempt alone.
         assert await _list(ops, name, page_size=2) == everything
+        newest = await _list(ops, name, page_size=2, order_by="seq desc")
+        assert newest == everything[::-1]
+        with pytest.raises(ClientError) as order:
+            await ops.tasks.ListTaskLogs(
+                task_service_pb2.ListTaskLogsRequest(name=name, order_by="time")
+            )
+        assert order.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert [x.message for x in await _list(ops, name, attempt=2)] == ["again"]
         assert await _list(ops, name, attempt=3) == []
 

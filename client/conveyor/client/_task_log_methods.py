@@ -69,10 +69,16 @@ class TaskLogMethods:
     project: str
 
     def list_task_logs(
-        self, name: str, *, attempt: int = 0, page_size: int = 0, timeout: float | None = None
+        self,
+        name: str,
+        *,
+        attempt: int = 0,
+        page_size: int = 0,
+        newest_first: bool = False,
+        timeout: float | None = None,
     ) -> Iterator[Line]:
-        """The task's log lines, oldest first (by attempt, then seq), a page at a time;
-        only those of `attempt` when it is not 0."""
+        """The task's log lines, oldest first (by attempt, then seq; newest first with
+        newest_first), a page at a time; only those of `attempt` when it is not 0."""
         token = ""
         while True:
             page = self.tasks.ListTaskLogs(
@@ -81,6 +87,7 @@ class TaskLogMethods:
                     attempt=attempt,
                     page_size=page_size,
                     page_token=token,
+                    order_by="seq desc" if newest_first else "",
                 ),
                 timeout=timeout,
             )
@@ -130,10 +137,16 @@ class AsyncTaskLogMethods:
     project: str
 
     async def list_task_logs(
-        self, name: str, *, attempt: int = 0, page_size: int = 0, timeout: float | None = None
+        self,
+        name: str,
+        *,
+        attempt: int = 0,
+        page_size: int = 0,
+        newest_first: bool = False,
+        timeout: float | None = None,
     ) -> AsyncIterator[Line]:
-        """The task's log lines, oldest first (by attempt, then seq), a page at a time;
-        only those of `attempt` when it is not 0."""
+        """The task's log lines, oldest first (by attempt, then seq; newest first with
+        newest_first), a page at a time; only those of `attempt` when it is not 0."""
         token = ""
         while True:
             page = await self.tasks.ListTaskLogs(
@@ -142,6 +155,7 @@ class AsyncTaskLogMethods:
                     attempt=attempt,
                     page_size=page_size,
                     page_token=token,
+                    order_by="seq desc" if newest_first else "",
                 ),
                 timeout=timeout,
             )

@@ -626,6 +626,7 @@ class ListTaskLogsRequest(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required. The task, `projects/{project}/tasks/{task}`."""
     attempt: _builtins.int
@@ -633,7 +634,11 @@ class ListTaskLogsRequest(_message.Message):
     page_size: _builtins.int
     """1 to 5000; 0 means 1000."""
     page_token: _builtins.str
-    """From a previous next_page_token."""
+    """From a previous next_page_token (of a request with the same order_by)."""
+    order_by: _builtins.str
+    """`seq` (the default: oldest first, attempt by attempt) or `seq desc` (newest first,
+    from the last attempt: a page of N is the log's last N lines, newest first).
+    """
     def __init__(
         self,
         *,
@@ -641,10 +646,11 @@ class ListTaskLogsRequest(_message.Message):
         attempt: _builtins.int = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        order_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "name", b"name", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "name", b"name", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -662,7 +668,7 @@ class ListTaskLogsResponse(_message.Message):
     """Pass to get the next page; empty on the last page."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskLogLine]:
-        """The lines of this page, by attempt, then seq."""
+        """The lines of this page, by attempt, then seq (both descending for `seq desc`)."""
 
     def __init__(
         self,

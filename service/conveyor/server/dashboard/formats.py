@@ -13,7 +13,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from jinja2 import Environment
 
 from conveyor.client._json import message_to_json
-from conveyor.v1 import command_pb2, enums_pb2, schedule_pb2, task_pb2, worker_pb2
+from conveyor.v1 import (
+    command_pb2,
+    enums_pb2,
+    schedule_pb2,
+    task_pb2,
+    task_service_pb2,
+    worker_pb2,
+)
 
 # Enum value -> short name ("RUNNING"), per enum type, without the type's prefix.
 _ENUMS = {
@@ -116,6 +123,27 @@ def local(value: Timestamp | None, timezone: str) -> str:
     return value.ToDatetime(tzinfo=UTC).astimezone(zone).strftime("%a %m-%d %H:%M %Z")
 
 
+def log_line(line: task_service_pb2.TaskLogLine) -> str:
+    """A task's log line as a console shows it: time, message, fields as key=value."""
+    text = line.time.ToDatetime(tzinfo=UTC).strftime("%H:%M:%S") + " " + line.message
+    if line.fields.fields:
+        data = message_to_json(line.fields)
+        text += "  " + " ".join(
+            f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(data.items())
+        )
+    return text
+
+
+def log_class(line: task_service_pb2.TaskLogLine) -> str:
+    """stderr and warning or error lines stand out."""
+    if line.stream == enums_pb2.TASK_LOG_STREAM_STDERR or line.level in (
+        enums_pb2.TASK_LOG_LEVEL_WARNING,
+        enums_pb2.TASK_LOG_LEVEL_ERROR,
+    ):
+        return "log-err"
+    return "log-debug" if line.level == enums_pb2.TASK_LOG_LEVEL_DEBUG else ""
+
+
 def register(env: Environment) -> None:
     env.filters.update(
         when=when,
@@ -123,6 +151,8 @@ def register(env: Environment) -> None:
         duration=duration,
         to_json=to_json,
         lines=lines,
+        log_line=log_line,
+        log_class=log_class,
         local=local,
         enum=enum_name,
         seconds=seconds_text,

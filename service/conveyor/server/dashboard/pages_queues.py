@@ -15,6 +15,7 @@ from starlette.responses import Response, StreamingResponse
 
 from conveyor.server.dashboard.formats import TERMINAL_STATES
 from conveyor.server.dashboard.pages_webhooks import webhook_block
+from conveyor.server.dashboard.task_output import QUEUE_TAIL, tail
 from conveyor.server.dashboard.web import View, back
 from conveyor.server.domain.events import KEEPALIVE_TYPE
 from conveyor.v1 import (
@@ -93,8 +94,12 @@ async def queue_page(view: View) -> Response:
             for t in running[:RUNNING_DETAIL]
         )
     )
+    # Their output: the last lines each one's handler logged or printed.
+    tails = await asyncio.gather(*(tail(view, t, QUEUE_TAIL) for t in detailed))
+    outputs = {t.name: lines for t, lines in zip(detailed, tails, strict=True)}
     running = [*detailed, *running[RUNNING_DETAIL:]]
     context = {
+        "outputs": outputs,
         "queue": queue,
         "queue_id": queue_id,
         "running": running,

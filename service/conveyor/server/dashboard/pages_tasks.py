@@ -1,4 +1,4 @@
-"""A task's page (input, result, attempts, timeline, tree) and its actions: cancel,
+"""A task's page (input, result, output, attempts, timeline, tree) and its actions: cancel,
 retry with an optional input override, approve and reject with a comment."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 from google.protobuf import json_format
 from starlette.responses import Response
 
-from conveyor.server.dashboard import pages_task_list
+from conveyor.server.dashboard import pages_task_list, task_output
 from conveyor.server.dashboard.web import View, back
 from conveyor.v1 import command_pb2, enums_pb2, event_pb2, task_pb2, task_service_pb2
 
@@ -39,8 +39,10 @@ async def task_page(view: View) -> Response:
         tree=_nest(list(tree.tasks)),
         truncated=tree.truncated,
         tree_size=len(tree.tasks),
+        dependencies=list(tree.dependencies),
         timeline=list(timeline.events),
         more_events=bool(timeline.next_page_token),
+        lines=await task_output.tail(view, task, task_output.TAIL),
     )
 
 
@@ -112,6 +114,7 @@ async def retry(view: View) -> Response:
 
 ROUTES = [
     *pages_task_list.ROUTES,
+    *task_output.ROUTES,
     ("/ui/tasks/{task}", task_page, ["GET"]),
     ("/ui/tasks/{task}/cancel", cancel, ["POST"]),
     ("/ui/tasks/{task}/approve", approve, ["POST"]),

@@ -30,7 +30,13 @@ from conveyor.server.domain import paging
 from conveyor.server.domain.leases import TaskRef, lease_token, stale_lease, task_ref
 from conveyor.server.domain.task_log_bounds import DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_LOG_LINES
 from conveyor.server.domain.validate import NUL_RULE
-from conveyor.server.errors import ConveyorError, NotFound, Unavailable, Violations
+from conveyor.server.errors import (
+    ConveyorError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    Violations,
+)
 from conveyor.server.store import task_logs as log_store
 from conveyor.server.store.db import Pool
 from conveyor.server.store.task_logs import Appended, LogLineRow
@@ -50,6 +56,9 @@ MAX_LINES = 1000
 MAX_LINE_BYTES = 64 * 1024
 """Most bytes of one line: its message and its fields as JSON."""
 DEFAULT_PAGE_SIZE = 1000
+ORDERS = ("", "seq", "seq asc", "seq desc")
+_LAST = (2**31 - 1, 2**63 - 1)
+"""A position after every line: where a newest-first listing starts."""
 WATCH_BATCH = 1000
 
 REFUSED = Counter(
@@ -224,30 +233,42 @@ class TaskLogs:
                 REFUSED.labels("stale").inc(stale)
 
     async def list_page(
-        self, name: str, attempt: int, page_size: int, page_token: str
+        self, name: str, attempt: int, page_size: int, page_token: str, order_by: str = ""
     ) -> tuple[list[LogLineRow], str]:
         ref = task_ref(name, "name")
         v = Violations()
+        order = " ".join(order_by.lower().split())
+        if order not in ORDERS:
+            v.add("order_by", "must be `seq` or `seq desc`")
+        desc = order == "seq desc"
         if attempt < 0:
             v.add("attempt", "must be 0 (every attempt) or an attempt number")
         if page_size and not 1 <= page_size <= paging.MAX_PAGE_SIZE:
             v.add("page_size", f"must be between 1 and {paging.MAX_PAGE_SIZE}")
         v.raise_if_any()
-        after = (0, 0)
+        after = _LAST if desc else (0, 0)
         if page_token:
-            position = paging.decode_token(page_token, ("a", "s"))
+            position = paging.decode_token(page_token, ("a", "s", "d"))
+            if bool(position["d"]) != desc:
+                raise InvalidArgument.of("page_token", "was returned for another order_by")
             after = (int(position["a"]), int(position["s"]))
         limit = page_size or DEFAULT_PAGE_SIZE
         async with self._pool.connection() as conn:
             if await log_store.task_state(conn, ref.project, ref.id) is None:
                 raise _not_found(ref)
             rows = await log_store.lines(
-                conn, ref.project, ref.id, attempt=attempt, after=after, limit=limit + 1
+                conn,
+                ref.project,
+                ref.id,
+                attempt=attempt,
+                after=after,
+                limit=limit + 1,
+                newest_first=desc,
             )
         token = ""
         if len(rows) > limit:
             rows = rows[:limit]
-            token = paging.encode_token({"a": rows[-1].attempt, "s": rows[-1].seq})
+            token = paging.encode_token({"a": rows[-1].attempt, "s": rows[-1].seq, "d": int(desc)})
         return rows, token
 
     async def watch(

@@ -201,6 +201,7 @@ _BY_FIELD: dict[str, Schema] = {
         "description": "0 to 60s",
     },
     "conveyor.v1.ListTasksRequest.order_by": {"enum": ["", *task_list.ORDERS]},
+    "conveyor.v1.ListTaskLogsRequest.order_by": {"enum": list(task_logs.ORDERS)},
     "conveyor.v1.Task.concurrency_limit": _range(0, 10_000, "1 to 10000; 0 or absent: 1"),
     "conveyor.v1.ExportTasksRequest.fields": {
         "enum": [f.name for f in task_pb2.Task.DESCRIPTOR.fields if f.name not in _UNEXPORTED],

@@ -48,7 +48,7 @@ class TaskLogServicer:
         self, request: task_service_pb2.ListTaskLogsRequest, context: Context
     ) -> task_service_pb2.ListTaskLogsResponse:
         rows, token = await self._logs.list_page(
-            request.name, request.attempt, request.page_size, request.page_token
+            request.name, request.attempt, request.page_size, request.page_token, request.order_by
         )
         return task_service_pb2.ListTaskLogsResponse(
             lines=[line_message(r) for r in rows], next_page_token=token

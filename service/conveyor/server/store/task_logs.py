@@ -91,11 +91,13 @@ async def lines(
     attempt: int,
     after: tuple[int, int],
     limit: int,
+    newest_first: bool = False,
 ) -> list[LogLineRow]:
-    """Up to `limit` lines after the (attempt, seq) position, oldest first."""
+    """Up to `limit` lines after the (attempt, seq) position, oldest first; or before
+    it, newest first."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            _SQL["lines"],
+            _SQL["lines_desc" if newest_first else "lines"],
             {
                 "project": project,
                 "id": id,

@@ -38,3 +38,17 @@ WHERE l.project = %(project)s AND l.task_id = %(id)s
   AND (l.attempt, l.seq) > (%(after_attempt)s::integer, %(after_seq)s::bigint)
 ORDER BY l.attempt, l.seq
 LIMIT %(limit)s
+
+-- name: lines_desc
+-- The same page newest first: before (%(after_attempt)s, %(after_seq)s), by attempt
+-- then seq, both descending (the tail of a log without reading all of it).
+SELECT l.attempt, l.seq, l.time, l.stream, l.level, l.message, l.fields,
+       CASE WHEN l.seq = a.log_dropped + 1 THEN a.log_dropped ELSE 0 END AS dropped_count
+FROM task_logs l
+JOIN task_attempts a
+    ON a.project = l.project AND a.task_id = l.task_id AND a.attempt = l.attempt
+WHERE l.project = %(project)s AND l.task_id = %(id)s
+  AND (%(attempt)s::integer = 0 OR l.attempt = %(attempt)s::integer)
+  AND (l.attempt, l.seq) < (%(after_attempt)s::integer, %(after_seq)s::bigint)
+ORDER BY l.attempt DESC, l.seq DESC
+LIMIT %(limit)s
