@@ -174,6 +174,10 @@ async def test_cancel_of_a_queued_task(http: httpx.AsyncClient) -> None:
     state = (await http.get("/api/enrai/tasks")).json()
     assert state["queued"] == []
     assert [t["id"] for t in state["completed"]] == [created["id"]]
+    # A task id that is no task: the same 404 as the seed's task-3.
+    missing = await http.delete("/api/enrai/tasks/01a25140-1c14-7016-b6ab-3cc30f30cb15")
+    problem = assert_seed_problem(missing, 404, "not_found")
+    assert [a["rel"] for a in problem["allowed_actions"]] == ["list"]
     # Cancelling it again is v1's conflict, with the next step.
     again = await http.delete(f"/api/enrai/tasks/{created['id']}")
     problem = assert_seed_problem(again, 412, "task_state_conflict")
@@ -284,10 +288,9 @@ async def test_sequential_run_and_callbacks_on_every_terminal_state(
     assert state["completed"][1]["error"] == "tests failed"
 
 
-async def test_queue_events_on_sse(http: httpx.AsyncClient) -> None:
-    async with http.stream(
-        "GET", "/api/enrai/events", headers={"Accept": "text/event-stream"}
-    ) as stream:
+@pytest.mark.parametrize("path", ["/api/enrai/events", "/api/enrai/tasks"])
+async def test_queue_events_on_sse(http: httpx.AsyncClient, path: str) -> None:
+    async with http.stream("GET", path, headers={"Accept": "text/event-stream"}) as stream:
         assert stream.status_code == 200
         assert stream.headers["content-type"].startswith("text/event-stream")
         lines = stream.aiter_lines()

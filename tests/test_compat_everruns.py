@@ -158,6 +158,16 @@ async def test_a_key_acts_in_its_own_project(
         )
         body = assert_seed_problem(response, 403, "role_insufficient")
         assert body["allowed_actions"][0]["rel"] == "authenticate"
+        # The system key belongs to `default` (it sees every project).
+        response = await http.post(
+            "/api/v1/durable/tasks",
+            json={"activity_type": "as.system"},
+            headers={"Authorization": f"Bearer {admin_key}"},
+        )
+        assert response.status_code == 201, response.text
+        async with AsyncClient(server.grpc_target, api_key=admin_key) as client:
+            task = await client.get_task(f"projects/default/tasks/{response.json()['task_id']}")
+        assert task.kind == "as.system"
         # A bad key is refused, never replaced by the anonymous one.
         response = await http.post(
             "/api/v1/durable/tasks",

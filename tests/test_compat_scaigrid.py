@@ -185,6 +185,23 @@ async def test_jobs_submit_status_cancel_and_your_jobs(
                 await ops.post("/v1/queue/jobs", json=sent), 400, "invalid_argument"
             )
             assert problem["errors"][0]["field"] == field, (sent, problem)
+            [step] = problem["allowed_actions"]
+            assert step["rel"] == "fix-and-retry" and step["href"] == "/v1/queue/jobs"
+            assert step["operation_id"] == "submit_job" and field in step["hint"], step
+            if sent["function"] == "x" * 201:
+                assert step["hint"] == "Shorten 'function' to <= 200 chars."
+        # A malformed id in the path is named as the seed names it.
+        for url, field in (
+            ("/v1/queue/jobs/not-a-job", "job_id"),
+            ("/v1/queue/hitl/not-a-job/approve", "request_id"),
+            ("/v1/scheduled-tasks/Not_An_Id", "task_id"),
+        ):
+            method = "GET" if url.startswith("/v1/queue/jobs") else "POST"
+            if url.startswith("/v1/scheduled-tasks"):
+                method = "PATCH"
+            bad = await ops.request(method, url, json={"name": "x"} if method == "PATCH" else None)
+            problem = assert_seed_problem(bad, 400, "invalid_argument")
+            assert problem["errors"][0]["field"] == field, problem
     async with rest(server.http_base_url, keys["viewer"]) as viewer:
         refused = await viewer.post("/v1/queue/jobs", json={"function": "f"})
         assert refused.status_code == 403

@@ -133,6 +133,10 @@ async def test_defaults_and_refusals(server: ConveyorServer, keys: dict[str, str
         async with httpx.AsyncClient(base_url=server.http_base_url) as nobody:
             keyless = await nobody.post("/tasks", json=minimal)
         assert keyless.status_code == 401
+    async with rest(server.http_base_url, keys["viewer"]) as viewer:
+        # v1's roles: a viewer reads schedules but does not create them.
+        assert (await viewer.post("/tasks", json=minimal)).status_code == 403
+        assert (await viewer.get("/tasks")).status_code == 200
 
 
 async def test_put_changes_only_the_fields_given(
@@ -160,6 +164,8 @@ async def test_put_changes_only_the_fields_given(
             problem = assert_seed_problem(await http.put(url, json=body), 400, "invalid_argument")
             assert problem["errors"][0]["field"] == field, problem
         assert (await http.get(url)).json() == second  # a refused PUT changed nothing
+        malformed = await http.get("/tasks/Not_An_Id")
+        assert assert_seed_problem(malformed, 400, "invalid_argument")["errors"][0]["field"] == "id"
         missing = await http.put(
             "/tasks/00000000-0000-4000-8000-000000000000", json={"priority": 3}
         )

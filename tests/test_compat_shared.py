@@ -190,3 +190,24 @@ def test_serve_takes_compat_anonymous() -> None:
     assert settings_from_args(args, {}).compat_anonymous == "viewer"
     args = build_parser().parse_args([])
     assert settings_from_args(args, {}).compat_anonymous is None
+
+
+def test_errors_naming_their_resource_carry_resource_info() -> None:
+    from google.rpc import error_details_pb2
+
+    from conveyor.server import errors
+    from conveyor.server.gateway.actions import unpack
+    from conveyor.server.rpc.status import to_status_proto
+
+    held = errors.AlreadyExists(
+        "dedupe key 'k' is held by projects/p/tasks/t1",
+        metadata={"task": "projects/p/tasks/t1", "key": "k"},
+    )
+    info = unpack(to_status_proto(held).details)["ResourceInfo"]
+    assert isinstance(info, error_details_pb2.ResourceInfo)
+    assert (info.resource_type, info.resource_name) == ("conveyor.dev/Task", "projects/p/tasks/t1")
+    missing = errors.NotFound("gone", metadata={"resource": "projects/p/schedules/s"})
+    info = unpack(to_status_proto(missing).details)["ResourceInfo"]
+    assert isinstance(info, error_details_pb2.ResourceInfo)
+    assert info.resource_type == "conveyor.dev/Schedule"
+    assert "ResourceInfo" not in unpack(to_status_proto(errors.NotFound("no name")).details)

@@ -214,3 +214,49 @@ def test_a_missing_key_says_how_to_authenticate() -> None:
     [action] = problem.body["allowed_actions"]
     assert action["rel"] == "authenticate"
     assert "Bearer" in action["hint"]
+
+
+def test_a_missing_resource_links_its_collection() -> None:
+    problem = problems.from_status(
+        status(code_pb2.NOT_FOUND, "NOT_FOUND", resource="projects/acme/tasks/01a2"),
+        "/v1/projects/acme/tasks/01a2",
+        router=ROUTER,
+    )
+    [action] = problem.body["allowed_actions"]
+    assert (action["rel"], action["method"], action["href"]) == (
+        "list",
+        "GET",
+        "/v1/projects/acme/tasks",
+    )
+    assert action["operation_id"] == "TaskService_ListTasks"
+
+
+def test_another_projects_name_says_which_key_to_use() -> None:
+    problem = problems.from_status(
+        status(code_pb2.PERMISSION_DENIED, "PROJECT_DENIED", project="projects/beta"),
+        "/v1/projects/beta/tasks",
+        router=ROUTER,
+    )
+    [action] = problem.body["allowed_actions"]
+    assert action["rel"] == "authenticate"
+    assert "projects/beta" in action["hint"]
+
+
+def test_a_reused_request_id_links_what_it_made_and_asks_for_a_new_one() -> None:
+    binding = ROUTER.by_rpc("conveyor.v1.TaskService.CreateTask")
+    problem = problems.from_status(
+        status(
+            code_pb2.ALREADY_EXISTS,
+            "REQUEST_ID_REUSED",
+            request_id="r1",
+            resource="projects/acme/tasks/01a2",
+        ),
+        "/v1/projects/acme/tasks",
+        router=ROUTER,
+        binding=binding,
+    )
+    rels = [(a["rel"], a.get("href")) for a in problem.body["allowed_actions"]]
+    assert rels == [
+        ("get-existing", "/v1/projects/acme/tasks/01a2"),
+        ("retry-with-new-request-id", "/v1/projects/acme/tasks"),
+    ]

@@ -1,6 +1,6 @@
 """The Python client retries a call its key's request limits refused (RATE_LIMITED with
 RetryInfo), idempotent or not, after the delay the server named; a delay past
-MAX_RETRY_AFTER is raised at once.
+MAX_RETRY_AFTER is raised at once. Watches and the worker SDK reopen no sooner.
 
 A refill of 0.25 calls per second gives the test 4 s between a call and the next for
 the second to be refused; the retry then waits what the server said (under 5 s).
@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import grpc
 import pytest
 
-from conveyor.client import AsyncClient, Client, ResourceExhaustedError, _calls
+from conveyor.client import AsyncClient, Client, ConveyorError, ResourceExhaustedError, _calls
+from conveyor.client._events import _Resume
+from conveyor.client._worker import reconnect_delay
 from conveyor.server.app import ConveyorServer
-from conveyor.v1 import enums_pb2, project_pb2
+from conveyor.v1 import enums_pb2, event_pb2, project_pb2
 
 RL = project_pb2.RateLimits
 RQ = project_pb2.RequestLimit
@@ -74,3 +77,30 @@ async def test_a_delay_past_the_clients_patience_is_raised_at_once(
     assert refused.reason == "RATE_LIMITED"
     assert refused.retry_after is not None and refused.retry_after > timedelta(seconds=100)
     assert waited == []
+
+
+def rate_limited(seconds: float) -> ConveyorError:
+    """The error a refused call raises, as from_rpc_error builds it from the status."""
+    from google.protobuf import any_pb2, duration_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    details = []
+    for message in (
+        error_details_pb2.ErrorInfo(reason="RATE_LIMITED", domain="conveyor.dev"),
+        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(seconds))),
+    ):
+        packed = any_pb2.Any()
+        packed.Pack(message)
+        details.append(packed)
+    status = status_pb2.Status(code=8, message="rate limited", details=details)
+    return ResourceExhaustedError(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limited", status)
+
+
+def test_the_worker_sdk_reconnects_no_sooner_than_retry_info_says() -> None:
+    assert reconnect_delay(1, rate_limited(120)) >= 120
+    assert reconnect_delay(1, None) <= 5
+
+
+def test_a_watch_reopens_no_sooner_than_retry_info_says() -> None:
+    resume = _Resume("projects/acme", event_pb2.EventFilter(), 0, False, 5.0)
+    assert resume.failed(rate_limited(120)) >= 120

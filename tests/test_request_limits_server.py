@@ -12,12 +12,15 @@ from collections.abc import AsyncIterator
 
 import grpc
 import httpx
+import pytest
 import pytest_asyncio
+from structlog.testing import capture_logs
 
 from conveyor.client import AsyncClient
 from conveyor.client.errors import ConveyorError, from_rpc_error
 from conveyor.server.app import ConveyorServer
 from conveyor.server.loops.replicas import ReplicaRegistry
+from conveyor.server.settings import Settings
 from conveyor.v1 import (
     enums_pb2,
     project_pb2,
@@ -60,6 +63,12 @@ def admitted(results: list[ConveyorError | None]) -> int:
     first = next((i for i, r in enumerate(results) if r is not None), len(results))
     assert all(r is not None and r.reason == "RATE_LIMITED" for r in results[first:])
     return first
+
+
+@pytest.fixture
+def server_settings(server_settings: Settings) -> Settings:
+    """At info, so the test of what a flood logs sees the lines it would write."""
+    return server_settings.replace(log_level="info")
 
 
 @pytest_asyncio.fixture
@@ -210,3 +219,14 @@ async def test_two_replicas_split_each_budget(
     await replica.stop()
     await registries[0].wait_for_pass()
     assert registries[0].live == 1
+
+
+async def test_a_flood_logs_one_line_per_episode_not_per_refusal(
+    server: ConveyorServer, admin: AsyncClient
+) -> None:
+    secret = await key(admin, RL(read=RQ(requests_per_second=DRY, burst=1)))
+    with capture_logs() as logs:
+        assert admitted(await reads(server.grpc_target, secret, 6)) == 1
+    reached = [line for line in logs if line["event"] == "rate limit reached"]
+    assert len(reached) == 1 and reached[0]["method_class"] == "read"
+    assert [line for line in logs if line.get("code") == "RESOURCE_EXHAUSTED"] == []

@@ -50,6 +50,26 @@ async def test_a_lease_lost_for_good_cancels_dependents(
     assert (got.state, got.state_reason) == (CANCELLED, f"dependency {a.name} was interrupted")
 
 
+async def test_an_execution_timeout_without_retries_cancels_dependents(
+    client: AsyncClient, server: ConveyorServer
+) -> None:
+    a = await client.create_task(
+        "k", queue="a", execution_timeout=1, retry_policy={"max_attempts": 1}
+    )
+    strict = await client.create_task("k", queue="s", depends_on=[a.name])
+    assert len(await client.lease_tasks(["a"], worker="w-1", wait_timeout=5)) == 1
+    later = datetime.now(UTC) + timedelta(seconds=10)  # past the timeout, not the lease
+    assert (await Reaper(server.context.pool).run_once(now=later)).timed_out == 1
+    assert (await client.get_task(a.name)).state == enums_pb2.TASK_STATE_FAILED
+    got = await client.get_task(strict.name)
+    assert (got.state, got.state_reason) == (CANCELLED, f"dependency {a.name} failed")
+    # RetryTask runs a task its dependency cancelled, now that it is asked to.
+    await client.commands.RetryTask(
+        command_pb2.RetryTaskRequest(parent="projects/alpha", task=strict.name)
+    )
+    assert (await client.get_task(strict.name)).state == QUEUED
+
+
 async def test_a_purge_cancels_dependents(client: AsyncClient) -> None:
     a = await client.create_task("k", queue="purged")
     strict = await client.create_task("k", queue="s", depends_on=[a.name])

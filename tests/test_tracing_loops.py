@@ -6,57 +6,26 @@ the request that created the task). The server traces into an in-memory exporter
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
+from tracing_support import Spans, traced_hooks  # type: ignore[import-not-found]
 
 from conveyor.client import AsyncClient
 from conveyor.server.app import ConveyorServer, ServerHooks
 from conveyor.server.domain.webhooks import WebhookPolicy
 from conveyor.server.loops.webhooks import WebhookLoop
-from conveyor.server.services import default_hooks
 from conveyor.server.settings import Settings
-from conveyor.server.tracing import Tracing
 from conveyor.v1 import enums_pb2, schedule_pb2, task_pb2, task_service_pb2, worker_pb2
 
 PARENT = "projects/default"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
-
-
-class Spans(InMemorySpanExporter):
-    """An in-memory exporter that can be waited on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.exported = threading.Condition()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        with self.exported:
-            result = super().export(spans)
-            self.exported.notify_all()
-        return result
-
-    async def wait_for(self, name: str, count: int, within: float = 30) -> list[ReadableSpan]:
-        """The first `count` finished spans named `name`, once there are that many."""
-
-        def named() -> list[ReadableSpan]:
-            return [s for s in self.get_finished_spans() if s.name == name]
-
-        def wait() -> list[ReadableSpan]:
-            with self.exported:
-                assert self.exported.wait_for(lambda: len(named()) >= count, within), named()
-                return named()[:count]
-
-        return await asyncio.to_thread(wait)
 
 
 @pytest.fixture
@@ -66,9 +35,8 @@ def exporter() -> Spans:
 
 @pytest.fixture
 def server_hooks(exporter: Spans) -> ServerHooks:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return dataclasses.replace(default_hooks(), tracing=Tracing(provider))
+    hooks: ServerHooks = traced_hooks(exporter)
+    return hooks
 
 
 @pytest.fixture

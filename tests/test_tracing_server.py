@@ -8,25 +8,22 @@ so nothing here touches the process's global provider.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
+from tracing_support import Spans, traced_hooks  # type: ignore[import-not-found]
 
 from conveyor.client import AsyncClient
 from conveyor.client._tracing import exporter_names, provider_from_env, valid_traceparent
 from conveyor.server.app import ConveyorServer, ServerHooks
-from conveyor.server.services import default_hooks
 from conveyor.server.settings import Settings
-from conveyor.server.tracing import Tracing
 from conveyor.v1 import task_pb2, task_service_pb2
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -35,15 +32,14 @@ TRACEPARENT = f"00-{TRACE_ID}-{PARENT_SPAN}-01"
 
 
 @pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
+def exporter() -> Spans:
+    return Spans()
 
 
 @pytest.fixture
-def server_hooks(exporter: InMemorySpanExporter) -> ServerHooks:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return dataclasses.replace(default_hooks(), tracing=Tracing(provider))
+def server_hooks(exporter: Spans) -> ServerHooks:
+    hooks: ServerHooks = traced_hooks(exporter)
+    return hooks
 
 
 @pytest.fixture
@@ -108,7 +104,7 @@ def test_with_tracing_off_the_server_imports_nothing_of_opentelemetry() -> None:
 
 
 async def test_a_grpc_call_is_a_span_under_the_callers_traceparent_with_its_statements(
-    server: ConveyorServer, admin_key: str, exporter: InMemorySpanExporter
+    server: ConveyorServer, admin_key: str, exporter: Spans
 ) -> None:
     async with AsyncClient(server.grpc_target, api_key=admin_key) as client:
         await client.tasks.CreateTask(
@@ -131,10 +127,13 @@ async def test_a_grpc_call_is_a_span_under_the_callers_traceparent_with_its_stat
     assert insert.context is not None
     statements = [s for s in spans if _parent_id(s) == f"{insert.context.span_id:016x}"]
     assert [s.attributes and s.attributes.get("db.system") for s in statements] == ["postgresql"]
+    # Named by their operation (our .sql files start with comments).
+    assert statements[0].name == "WITH"
+    assert not [s.name for s in exporter.get_finished_spans() if s.name.startswith("--")]
 
 
 async def test_concurrent_creates_each_reach_the_insert_that_carried_them(
-    server: ConveyorServer, admin_key: str, exporter: InMemorySpanExporter
+    server: ConveyorServer, admin_key: str, exporter: Spans
 ) -> None:
     traces = [f"{n:032x}" for n in range(1, 6)]
     async with AsyncClient(server.grpc_target, api_key=admin_key) as client:
@@ -168,7 +167,7 @@ async def test_concurrent_creates_each_reach_the_insert_that_carried_them(
 
 
 async def test_a_rest_request_is_a_span_and_its_grpc_call_a_child_of_it(
-    server: ConveyorServer, admin_key: str, exporter: InMemorySpanExporter
+    server: ConveyorServer, admin_key: str, exporter: Spans
 ) -> None:
     async with httpx.AsyncClient(base_url=server.http_base_url) as http:
         answer = await http.get(
@@ -199,7 +198,7 @@ async def test_a_rest_request_is_a_span_and_its_grpc_call_a_child_of_it(
 async def test_a_log_line_written_inside_a_call_names_its_trace_and_span(
     server: ConveyorServer,
     admin_key: str,
-    exporter: InMemorySpanExporter,
+    exporter: Spans,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     async with AsyncClient(server.grpc_target, api_key=admin_key) as client:
@@ -221,3 +220,29 @@ async def test_a_log_line_written_inside_a_call_names_its_trace_and_span(
     ]
     assert call and call[0].context is not None
     assert rpc[-1]["span_id"] == f"{call[0].context.span_id:016x}"
+
+
+async def test_a_dashboard_page_is_a_span_and_its_grpc_calls_its_children(
+    server: ConveyorServer, admin_key: str, exporter: Spans
+) -> None:
+    async with httpx.AsyncClient(base_url=server.http_base_url, timeout=10) as http:
+        form = await http.get("/ui/sign-in")
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert token is not None
+        signed = await http.post("/ui/sign-in", data={"csrf": token.group(1), "api_key": admin_key})
+        assert signed.status_code == 303, signed.text
+        exporter.clear()
+        page = await http.get("/ui/queues", headers={"traceparent": TRACEPARENT})
+        assert page.status_code == 200
+    spans = _in_trace(exporter.get_finished_spans(), TRACE_ID)
+    (request,) = [s for s in spans if s.kind is SpanKind.SERVER and _parent_id(s) == PARENT_SPAN]
+    assert request.context is not None
+    calls = [s for s in spans if s.name.startswith("/conveyor.v1.")]
+    assert calls, [s.name for s in spans]
+    by_id = {f"{s.context.span_id:016x}": s for s in spans if s.context is not None}
+    for call in calls:
+        parent = _parent_id(call)
+        while parent is not None and parent != f"{request.context.span_id:016x}":
+            above = by_id.get(parent)
+            parent = _parent_id(above) if above is not None else None
+        assert parent is not None, call.name

@@ -27,9 +27,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from conveyor.client import AsyncClient, TaskContext, Worker
-from conveyor.v1 import enums_pb2
+from conveyor.server.app import ConveyorServer
+from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
 
 KIND = "traced.work"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_SPAN = "00f067aa0ba902b7"
 
 
 def _conveyor() -> list[str]:
@@ -151,3 +154,53 @@ async def test_one_trace_runs_from_the_producer_through_the_server_to_the_handle
     assert handler.attributes["conveyor.task.name"] == created.name
     assert handler.attributes["messaging.destination.name"] == "traced"
     assert inner.parent is not None and inner.parent.span_id == handler.context.span_id
+
+
+async def test_conveyor_worker_traces_its_handlers_as_the_otel_environment_says(
+    server: ConveyorServer, admin_key: str, tmp_path: Path
+) -> None:
+    # This server does not trace: the task keeps the caller's traceparent as it came.
+    (tmp_path / "traced_tasks.py").write_text(
+        "from opentelemetry import trace\n"
+        "from conveyor.client import task\n\n"
+        "@task('cli.traced')\n"
+        "def work(ctx):\n"
+        "    with trace.get_tracer('handler').start_as_current_span('handler.inner'):\n"
+        "        return 'done'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEYOR_", "OTEL_"))}
+    env.update(
+        CONVEYOR_TARGET=server.grpc_target,
+        CONVEYOR_API_KEY=admin_key,
+        OTEL_TRACES_EXPORTER="console",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    spans_file, log = tmp_path / "spans.json", tmp_path / "worker.log"
+    with spans_file.open("wb") as out, log.open("wb") as err:
+        worker = await asyncio.create_subprocess_exec(
+            *_conveyor(), "worker", "--import", "traced_tasks", "--queues", "cli-traced",
+            cwd=tmp_path, env=env, stdout=out, stderr=err,
+        )  # fmt: skip
+    try:
+        async with AsyncClient(server.grpc_target, api_key=admin_key) as client:
+            created = await client.tasks.CreateTask(
+                task_service_pb2.CreateTaskRequest(
+                    parent="projects/default",
+                    task=task_pb2.Task(kind="cli.traced", queue="cli-traced"),
+                ),
+                metadata=(("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN}-01"),),
+            )
+            done = await client.wait_for_task(created.name)
+            assert done.state == enums_pb2.TASK_STATE_SUCCEEDED, log.read_text()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(worker.wait(), 30)
+    assert worker.returncode == 0, log.read_text()
+    spans = {s["name"]: s for s in _console_spans(spans_file.read_text())}
+    handler, inner = spans["process cli.traced"], spans["handler.inner"]
+    assert handler["context"]["trace_id"] == f"0x{TRACE_ID}"
+    assert handler["parent_id"] == f"0x{PARENT_SPAN}"
+    assert handler["kind"] == "SpanKind.CONSUMER"
+    assert handler["resource"]["attributes"]["service.name"] == "conveyor-worker"
+    # The CLI set the global provider: the handler's own span joins the handler's.
+    assert inner["parent_id"] == handler["context"]["span_id"]

@@ -73,6 +73,16 @@ HEALTHY_STREAM = 5.0
 CLOSE_TIMEOUT = 2.0
 
 
+def reconnect_delay(failures: int, error: ConveyorError | None) -> float:
+    """Seconds before the next Connect after `failures` in a row: full jitter, 0.1 s
+    doubling up to 5 s, and never less than the server's RetryInfo (the key's worker
+    budget is spent, a replica is stopping)."""
+    delay = full_jitter(failures)
+    if error is not None and error.retry_after is not None:
+        delay = max(delay, error.retry_after.total_seconds())
+    return delay
+
+
 class Worker:
     """Runs handlers, by task kind, for the tasks of some queues.
 
@@ -231,7 +241,7 @@ class Worker:
         while not self._closing:
             began = self._loop.time()
             welcomed = False
-            asked = 0.0
+            broke: ConveyorError | None = None
             try:
                 welcomed = await self._session()
             except ConveyorError as error:
@@ -239,18 +249,14 @@ class Worker:
                     _log.error("worker refused: %s", error)
                     raise
                 _log.warning("worker stream broke: %s", error)
-                # The server's RetryInfo (the key's worker budget is spent, a replica
-                # stopping) is the least we wait.
-                if error.retry_after is not None:
-                    asked = error.retry_after.total_seconds()
+                broke = error
             if self._closing:
                 return
             # A stream that lived a while starts the backoff over; one that keeps
             # breaking right after its Welcome (a failing server) backs off like a refusal.
             healthy = welcomed and self._loop.time() - began >= HEALTHY_STREAM
             failures = 0 if healthy else failures + 1
-            # Full jitter, 0.1 s doubling up to 5 s.
-            delay = max(full_jitter(failures), asked)
+            delay = reconnect_delay(failures, broke)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), delay)
 

@@ -112,7 +112,10 @@ class TaskServiceServicer:
         """CreateTask enqueues one task and returns it; returns INVALID_ARGUMENT when a
         field is out of bounds, ALREADY_EXISTS when its dedupe key is held with
         on_conflict REJECT or its request_id was used with a different request. The same
-        request_id returns the first result.
+        request_id returns the first result. A task named in depends_on (or
+        parent_task) that does not exist is INVALID_ARGUMENT with a field violation
+        naming it (`task.depends_on[i]`); UNAVAILABLE (reason DEPENDENCIES_BUSY, with
+        RetryInfo) when its dependencies stayed locked by concurrent changes.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """
@@ -125,7 +128,9 @@ class TaskServiceServicer:
         result per item; returns INVALID_ARGUMENT when there are more, or when any
         item is invalid and atomic is set (nothing is then created).
         Also returns NOT_FOUND when the project does not exist and ALREADY_EXISTS
-        in an item's status when its dedupe key is held with on_conflict REJECT.
+        in an item's status when its dedupe key is held with on_conflict REJECT, or
+        UNAVAILABLE (DEPENDENCIES_BUSY) when the tasks its depends_on names stayed
+        locked by concurrent changes (as CreateTask).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,7 +39,10 @@ class TaskServiceStub:
     """CreateTask enqueues one task and returns it; returns INVALID_ARGUMENT when a
     field is out of bounds, ALREADY_EXISTS when its dedupe key is held with
     on_conflict REJECT or its request_id was used with a different request. The same
-    request_id returns the first result.
+    request_id returns the first result. A task named in depends_on (or
+    parent_task) that does not exist is INVALID_ARGUMENT with a field violation
+    naming it (`task.depends_on[i]`); UNAVAILABLE (reason DEPENDENCIES_BUSY, with
+    RetryInfo) when its dependencies stayed locked by concurrent changes.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -48,7 +51,9 @@ class TaskServiceStub:
     result per item; returns INVALID_ARGUMENT when there are more, or when any
     item is invalid and atomic is set (nothing is then created).
     Also returns NOT_FOUND when the project does not exist and ALREADY_EXISTS
-    in an item's status when its dedupe key is held with on_conflict REJECT.
+    in an item's status when its dedupe key is held with on_conflict REJECT, or
+    UNAVAILABLE (DEPENDENCIES_BUSY) when the tasks its depends_on names stayed
+    locked by concurrent changes (as CreateTask).
     """
     GetTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_pb2.Task]
     """GetTask returns a task with its attempts and blocked_reason; returns
@@ -137,7 +142,10 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """CreateTask enqueues one task and returns it; returns INVALID_ARGUMENT when a
     field is out of bounds, ALREADY_EXISTS when its dedupe key is held with
     on_conflict REJECT or its request_id was used with a different request. The same
-    request_id returns the first result.
+    request_id returns the first result. A task named in depends_on (or
+    parent_task) that does not exist is INVALID_ARGUMENT with a field violation
+    naming it (`task.depends_on[i]`); UNAVAILABLE (reason DEPENDENCIES_BUSY, with
+    RetryInfo) when its dependencies stayed locked by concurrent changes.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist.
     """
@@ -146,7 +154,9 @@ class TaskServiceAsyncStub(TaskServiceStub):
     result per item; returns INVALID_ARGUMENT when there are more, or when any
     item is invalid and atomic is set (nothing is then created).
     Also returns NOT_FOUND when the project does not exist and ALREADY_EXISTS
-    in an item's status when its dedupe key is held with on_conflict REJECT.
+    in an item's status when its dedupe key is held with on_conflict REJECT, or
+    UNAVAILABLE (DEPENDENCIES_BUSY) when the tasks its depends_on names stayed
+    locked by concurrent changes (as CreateTask).
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_pb2.Task]  # type: ignore[assignment]
     """GetTask returns a task with its attempts and blocked_reason; returns
@@ -238,7 +248,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """CreateTask enqueues one task and returns it; returns INVALID_ARGUMENT when a
         field is out of bounds, ALREADY_EXISTS when its dedupe key is held with
         on_conflict REJECT or its request_id was used with a different request. The same
-        request_id returns the first result.
+        request_id returns the first result. A task named in depends_on (or
+        parent_task) that does not exist is INVALID_ARGUMENT with a field violation
+        naming it (`task.depends_on[i]`); UNAVAILABLE (reason DEPENDENCIES_BUSY, with
+        RetryInfo) when its dependencies stayed locked by concurrent changes.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist.
         """
@@ -253,7 +266,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         result per item; returns INVALID_ARGUMENT when there are more, or when any
         item is invalid and atomic is set (nothing is then created).
         Also returns NOT_FOUND when the project does not exist and ALREADY_EXISTS
-        in an item's status when its dedupe key is held with on_conflict REJECT.
+        in an item's status when its dedupe key is held with on_conflict REJECT, or
+        UNAVAILABLE (DEPENDENCIES_BUSY) when the tasks its depends_on names stayed
+        locked by concurrent changes (as CreateTask).
         """
 
     @_abc_1.abstractmethod

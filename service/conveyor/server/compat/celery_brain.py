@@ -281,7 +281,7 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
     out.append(
         seed_route(
             ctx,
-            SEED,
+            SeedApi("celery-brain", fields={"name": "command_id"}),
             f"{_BASE}/commands/{{command_id}}",
             {"GET": Operation("get_command", get_command)},
         )

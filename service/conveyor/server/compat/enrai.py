@@ -172,9 +172,10 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
                 caller,
             )
         except V1Failed as failed:
-            if failed.status.code != code_pb2.INVALID_ARGUMENT:
+            if failed.status.code not in (code_pb2.INVALID_ARGUMENT, code_pb2.NOT_FOUND):
                 raise
-            task = None  # not even the form of a task id (Enrai's own are `task-7`)
+            # No such task, or not even the form of a task id (Enrai's own are `task-7`).
+            task = None
         if task is None or not is_enrai(task):
             # Only the Enrai queue's tasks are Enrai's to cancel; v1 reaches the others.
             raise SeedProblem(

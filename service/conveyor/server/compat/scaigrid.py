@@ -41,7 +41,12 @@ from conveyor.v1 import enums_pb2, queue_pb2, schedule_pb2, task_pb2, task_servi
 
 __all__ = ["SEED", "routes"]
 
-SEED = SeedApi("scaigrid", fields={**jobs.JOB_RENAMES, **scheduled.RENAMES})
+SEED = SeedApi("scaigrid", fields={**jobs.JOB_RENAMES, "name": "job_id"})
+"""The jobs routes' field names (a bad job id in the path is v1's `name`)."""
+_HITL = SeedApi("scaigrid", fields={**jobs.JOB_RENAMES, "name": "request_id"})
+_SCHEDULED = SeedApi(
+    "scaigrid", fields={**scheduled.RENAMES, "name": "task_id", "schedule.name": "task_id"}
+)
 _T = "conveyor.v1.TaskService."
 _S = "conveyor.v1.ScheduleService."
 
@@ -221,15 +226,18 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
             f"{q}/observability/queues",
             {"GET": Operation("queue_observability", observability)},
         ),
-        seed_route(ctx, SEED, f"{q}/hitl", {"GET": Operation("list_hitl", hitl)}),
+        seed_route(ctx, _HITL, f"{q}/hitl", {"GET": Operation("list_hitl", hitl)}),
         seed_route(
             ctx,
-            SEED,
+            _HITL,
             f"{q}/hitl/{{request_id}}/approve",
             {"POST": Operation("approve_hitl", approve)},
         ),
         seed_route(
-            ctx, SEED, f"{q}/hitl/{{request_id}}/reject", {"POST": Operation("reject_hitl", reject)}
+            ctx,
+            _HITL,
+            f"{q}/hitl/{{request_id}}/reject",
+            {"POST": Operation("reject_hitl", reject)},
         ),
         seed_route(
             ctx,
@@ -239,7 +247,7 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
         ),
         seed_route(
             ctx,
-            SEED,
+            _SCHEDULED,
             "/v1/scheduled-tasks",
             {
                 "GET": Operation("list_scheduled_tasks", list_scheduled),
@@ -248,7 +256,7 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
         ),
         seed_route(
             ctx,
-            SEED,
+            _SCHEDULED,
             "/v1/scheduled-tasks/{task_id}",
             {
                 "GET": Operation("get_scheduled_task", get_scheduled),

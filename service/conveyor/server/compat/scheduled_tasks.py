@@ -33,7 +33,7 @@ from conveyor.v1 import enums_pb2, schedule_pb2, task_pb2
 
 __all__ = ["SEED", "routes"]
 
-SEED = SeedApi("scheduled-tasks", fields=fields.RENAMES)
+SEED = SeedApi("scheduled-tasks", fields={**fields.RENAMES, "name": "id", "schedule.name": "id"})
 _S = "conveyor.v1.ScheduleService."
 
 

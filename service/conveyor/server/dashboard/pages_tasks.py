@@ -39,6 +39,7 @@ async def task_page(view: View) -> Response:
         tree=_nest(list(tree.tasks)),
         truncated=tree.truncated,
         tree_size=len(tree.tasks),
+        dependencies=list(tree.dependencies),
         timeline=list(timeline.events),
         more_events=bool(timeline.next_page_token),
         lines=await task_output.tail(view, task, task_output.TAIL),

@@ -25,20 +25,23 @@ from datetime import timedelta
 
 from conveyor.server.domain.request_limits import CLASSES, Limit, Limits
 from conveyor.server.errors import ResourceExhausted
+from conveyor.server.logging import get_logger
 
 __all__ = ["REASON", "RequestLimiter"]
 
 REASON = "RATE_LIMITED"
+_log = get_logger(__name__)
 _MAX_BUCKETS = 100_000
 """Buckets kept before the full ones (equivalent to none) are dropped."""
 
 
 class _Bucket:
-    __slots__ = ("stamp", "tokens")
+    __slots__ = ("refusing", "stamp", "tokens")
 
     def __init__(self, tokens: float, stamp: float) -> None:
         self.tokens = tokens
         self.stamp = stamp
+        self.refusing = False
 
 
 class RequestLimiter:
@@ -81,7 +84,13 @@ class RequestLimiter:
             bucket.stamp = now
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
+            bucket.refusing = False
             return 0.0
+        if not bucket.refusing:
+            # One line per episode, not per refusal (the interceptor logs none of them):
+            # a flood must not cost a log line per call.
+            bucket.refusing = True
+            _log.info("rate limit reached", api_key=key, method_class=CLASSES[cls], rate=limit.rate)
         return (1.0 - bucket.tokens) / rate
 
     def _prune(self, now: float) -> None:

@@ -7,8 +7,10 @@ the run table's: an occurrence cannot create two tasks.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -60,8 +62,42 @@ class ScheduledTasks:
     ) -> uuid.UUID:
         """Creates the task of one fire. With tracing on, the fire is a PRODUCER span (a
         child of RunScheduleNow's call when it is one) and the task's trace context."""
+        with self._fire_span(schedule, occurrence, template) as traceparent:
+            new = task_input.new_task(
+                template_task(template, schedule_time),
+                project=project,
+                request_id=f"schedule:{schedule.rsplit('/', 1)[-1]}:{occurrence}",
+                ids=self._ids,
+                prefix="schedule.task_template.",
+                schedule=schedule,
+            )
+            if traceparent:
+                new = dataclasses.replace(new, traceparent=traceparent)
+            if new.dedupe is not None:
+                # A held key gives its holder as this occurrence's task (or, REJECT, an error).
+                created = await task_dedupe.create(
+                    conn, new, f"projects/{project}", "schedule.task_template."
+                )
+                task = created.existing if created.existing is not None else created.new
+                assert task is not None
+                return task.id
+            (result,) = await insert_batch(conn, [new], upsert_queue=[True])
+            if result.outcome is Outcome.CREATED:
+                return new.id
+            if result.outcome is Outcome.EXISTING and result.row is not None:
+                return result.row.id
+            raise FailedPrecondition(
+                f"the task of {schedule} was not created: {result.outcome.value}"
+            )
+
+    @contextlib.contextmanager
+    def _fire_span(
+        self, schedule: str, occurrence: str, template: schedule_pb2.TaskTemplate
+    ) -> Iterator[str | None]:
+        """The fire's span, yielding its traceparent (None with tracing off)."""
         if self._tracing is None:
-            return await self._create(conn, project, template, schedule, schedule_time, occurrence)
+            yield None
+            return
         attributes = {
             "conveyor.schedule.name": schedule,
             "conveyor.schedule.occurrence": occurrence,
@@ -71,50 +107,7 @@ class ScheduledTasks:
             "messaging.destination.name": template.queue or "default",
         }
         with self._tracing.span("schedule fire", kind="PRODUCER", attributes=attributes):
-            return await self._create(
-                conn,
-                project,
-                template,
-                schedule,
-                schedule_time,
-                occurrence,
-                self._tracing.traceparent(),
-            )
-
-    async def _create(
-        self,
-        conn: AsyncConnection[Any],
-        project: str,
-        template: schedule_pb2.TaskTemplate,
-        schedule: str,
-        schedule_time: datetime,
-        occurrence: str,
-        traceparent: str | None = None,
-    ) -> uuid.UUID:
-        new = task_input.new_task(
-            template_task(template, schedule_time),
-            project=project,
-            request_id=f"schedule:{schedule.rsplit('/', 1)[-1]}:{occurrence}",
-            ids=self._ids,
-            prefix="schedule.task_template.",
-            schedule=schedule,
-        )
-        if traceparent:
-            new = dataclasses.replace(new, traceparent=traceparent)
-        if new.dedupe is not None:
-            # A held key gives its holder as this occurrence's task (or, REJECT, an error).
-            created = await task_dedupe.create(
-                conn, new, f"projects/{project}", "schedule.task_template."
-            )
-            task = created.existing if created.existing is not None else created.new
-            assert task is not None
-            return task.id
-        (result,) = await insert_batch(conn, [new], upsert_queue=[True])
-        if result.outcome is Outcome.CREATED:
-            return new.id
-        if result.outcome is Outcome.EXISTING and result.row is not None:
-            return result.row.id
-        raise FailedPrecondition(f"the task of {schedule} was not created: {result.outcome.value}")
+            yield self._tracing.traceparent()
 
     async def cancel_for_schedule(
         self, conn: AsyncConnection[Any], project: str, task_id: uuid.UUID

@@ -11,7 +11,9 @@ own hrefs and field names:
   request_id, a schedule id taken): `get-existing` linking it.
 - ResourceInfo: the resource named by an ALREADY_EXISTS when ErrorInfo names none.
 - RetryInfo: `retry-later` with the seconds (a rate limit, a replica shutting down).
-- UNAUTHENTICATED and ROLE_INSUFFICIENT: what key to send.
+- NOT_FOUND naming the resource: `list` its collection; REQUEST_ID_REUSED: repeat the
+  call with a new request_id.
+- UNAUTHENTICATED, ROLE_INSUFFICIENT and PROJECT_DENIED: what key to send.
 """
 
 from __future__ import annotations
@@ -121,6 +123,13 @@ class Step:
 
 
 _AT_MOST = re.compile(r"(?:must be )?(?:at most|1 to|up to) (\d+) (characters|bytes|chars)")
+_LIST = {
+    "tasks": "conveyor.v1.TaskService.ListTasks",
+    "schedules": "conveyor.v1.ScheduleService.ListSchedules",
+    "queues": "conveyor.v1.QueueService.ListQueues",
+    "commands": "conveyor.v1.CommandService.ListCommands",
+    "workers": "conveyor.v1.WorkerService.ListWorkers",
+}
 _GET = {
     "tasks": "conveyor.v1.TaskService.GetTask",
     "schedules": "conveyor.v1.ScheduleService.GetSchedule",
@@ -174,6 +183,27 @@ def next_steps(
                     name=name,
                 )
             )
+    if status.code == code_pb2.NOT_FOUND:
+        missing = _collection(metadata, details.get("ResourceInfo"))
+        if missing is not None:
+            rpc, parent, collection = missing
+            steps.append(
+                Step(
+                    "list",
+                    f"No such resource; list the {collection} of {parent} to find it.",
+                    rpc=rpc,
+                    name=parent,
+                )
+            )
+    if reason == "REQUEST_ID_REUSED":
+        steps.append(
+            Step(
+                "retry-with-new-request-id",
+                "This request_id was used for another request; send this one with a new "
+                "request_id.",
+                repeat=True,
+            )
+        )
     retry = details.get("RetryInfo")
     if isinstance(retry, error_details_pb2.RetryInfo):
         seconds = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
@@ -187,6 +217,13 @@ def next_steps(
                 "Send `Authorization: Bearer <api key>` with a valid key of the project.",
             )
         )
+    if reason == "PROJECT_DENIED" and metadata.get("project"):
+        steps.append(
+            Step(
+                "authenticate",
+                f"Use a key of {metadata['project']}; a key acts in its own project only.",
+            )
+        )
     if reason == "ROLE_INSUFFICIENT" and metadata.get("required_role"):
         steps.append(
             Step(
@@ -195,6 +232,20 @@ def next_steps(
             )
         )
     return steps
+
+
+def _collection(
+    metadata: Mapping[str, str], resource: Message | None
+) -> tuple[str, str, str] | None:
+    """(List method, parent, collection) for the missing resource a NOT_FOUND names."""
+    candidates = [metadata.get("task", ""), metadata.get("resource", "")]
+    if isinstance(resource, error_details_pb2.ResourceInfo):
+        candidates.append(resource.resource_name)
+    for name in candidates:
+        parts = name.split("/")
+        if len(parts) == 4 and parts[0] == "projects" and parts[2] in _LIST:
+            return _LIST[parts[2]], f"projects/{parts[1]}", parts[2]
+    return None
 
 
 def _existing(metadata: Mapping[str, str], resource: Message | None) -> tuple[str, str] | None:

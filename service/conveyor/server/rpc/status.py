@@ -65,6 +65,9 @@ def to_status_proto(error: errors.ConveyorError) -> status_pb2.Status:
                 )
             )
         )
+    resource = _resource_info(error)
+    if resource is not None:
+        details.append(_pack(resource))
     if (
         isinstance(error, errors.ResourceExhausted | errors.Unavailable)
         and error.retry_after is not None
@@ -73,6 +76,35 @@ def to_status_proto(error: errors.ConveyorError) -> status_pb2.Status:
         delay.FromTimedelta(error.retry_after)
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return status_pb2.Status(code=code, message=error.message, details=details)
+
+
+# The collection of a resource name -> its google.api.resource type.
+_TYPES = {
+    "tasks": "conveyor.dev/Task",
+    "queues": "conveyor.dev/Queue",
+    "schedules": "conveyor.dev/Schedule",
+    "commands": "conveyor.dev/Command",
+    "workers": "conveyor.dev/Worker",
+    "apiKeys": "conveyor.dev/ApiKey",
+}
+
+
+def _resource_info(error: errors.ConveyorError) -> error_details_pb2.ResourceInfo | None:
+    """ResourceInfo for a NOT_FOUND or ALREADY_EXISTS that names its resource (a dedupe
+    conflict names the task holding the key), so clients find it without parsing."""
+    if not isinstance(error, errors.NotFound | errors.AlreadyExists):
+        return None
+    name = error.metadata.get("task") or error.metadata.get("resource") or ""
+    parts = name.split("/")
+    if len(parts) == 2 and parts[0] == "projects":
+        kind = "conveyor.dev/Project"
+    elif len(parts) == 4 and parts[0] == "projects" and parts[2] in _TYPES:
+        kind = _TYPES[parts[2]]
+    else:
+        return None
+    return error_details_pb2.ResourceInfo(
+        resource_type=kind, resource_name=name, description=error.message
+    )
 
 
 def to_grpc_status(error: errors.ConveyorError) -> grpc.Status:

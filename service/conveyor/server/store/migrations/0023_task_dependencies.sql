@@ -158,11 +158,12 @@ BEGIN
 END
 $$;
 
--- Before a task that others depend on ends (or is deleted before it ended): its edges
--- get its outcome and are marked pending, for the statement's end to count (below).
--- Only edge rows of this task are written here, so concurrent ends cannot deadlock on
--- them; a create naming this task holds its row (FOR SHARE) until it commits, so the
--- edges it adds are seen here, or it sees this end.
+-- A task that others depend on ended (or was deleted before it ended): its edges get
+-- its outcome and are marked pending, for the statement's end to count (below). Only
+-- edge rows of this task are written here, so concurrent ends cannot deadlock on them;
+-- a create naming this task holds its row (FOR SHARE) until it commits, so the edges it
+-- adds are seen here, or it sees this end. (AFTER, not BEFORE: a BEFORE row trigger
+-- makes every update of tasks lock its row first, one more write per row.)
 CREATE FUNCTION conveyor_dependency_ends() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -176,11 +177,11 @@ BEGIN
     IF FOUND THEN
         PERFORM set_config('conveyor.dependencies', 'pending', true);
     END IF;
-    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER tasks_dependency_ends BEFORE UPDATE ON tasks
+CREATE TRIGGER tasks_dependency_ends AFTER UPDATE ON tasks
 FOR EACH ROW
 WHEN (NEW.has_dependents
       AND NEW.state IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED')
@@ -188,20 +189,21 @@ WHEN (NEW.has_dependents
 EXECUTE FUNCTION conveyor_dependency_ends();
 
 -- Deleting a finished task changes nothing (its dependents were counted as it ended).
-CREATE TRIGGER tasks_dependency_deleted BEFORE DELETE ON tasks
+CREATE TRIGGER tasks_dependency_deleted AFTER DELETE ON tasks
 FOR EACH ROW
 WHEN (OLD.has_dependents
       AND OLD.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED'))
 EXECUTE FUNCTION conveyor_dependency_ends();
 
--- Once per statement that ended such a task (the flag the row trigger set; any other
--- statement skips the call), after all its rows: every dependent of the statement is
--- then counted in one pass, in one lock order. Inside conveyor_count_dependencies (a
--- dependent it cancels) its own loop counts instead.
+-- After each statement that updates or deletes tasks, once its row triggers have run:
+-- when one of them marked edges (the flag), every dependent of the statement is counted
+-- in one pass, in one lock order; any other statement returns at the flag's test.
+-- Inside conveyor_count_dependencies (a dependent it cancels) its own loop counts.
 CREATE FUNCTION conveyor_dependencies_ended() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF coalesce(current_setting('conveyor.resolving', true), '') <> 'on' THEN
+    IF current_setting('conveyor.dependencies', true) = 'pending'
+       AND coalesce(current_setting('conveyor.resolving', true), '') <> 'on' THEN
         PERFORM conveyor_count_dependencies();
     END IF;
     RETURN NULL;
@@ -209,6 +211,4 @@ END
 $$;
 
 CREATE TRIGGER tasks_dependencies_ended AFTER UPDATE OR DELETE ON tasks
-FOR EACH STATEMENT
-WHEN (current_setting('conveyor.dependencies', true) = 'pending')
-EXECUTE FUNCTION conveyor_dependencies_ended();
+FOR EACH STATEMENT EXECUTE FUNCTION conveyor_dependencies_ended();
