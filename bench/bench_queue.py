@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bench_logs
 import bench_peers
 import bench_targets
 import grpc_echo
@@ -577,6 +578,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             if wanted("latency"):
                 results["svc_latency"] = await svc_latency(client, args.samples)
+            if wanted("logs"):
+                results["logs"] = await bench_logs.measure_logs(
+                    client, target, key, PROJECT, seconds, svc_fill, svc_worker
+                )
         results["rss_peak"] = probe.peak_rss
         # The peers last, on the same PostgreSQL, while the service sits idle.
         if wanted("peers"):
@@ -721,7 +726,7 @@ def main() -> None:
         "--only",
         default="",
         help="comma-separated subset: raw,echo,create,batch,sdk1,stream1,sdk100,stream100,"
-        "batched100,latency,peers",
+        "batched100,latency,logs,peers",
     )
     args = parser.parse_args()
     if args.seconds is None:
@@ -734,6 +739,7 @@ def main() -> None:
         print(json.dumps(shown, indent=2))
     report(results)
     bench_targets.report(results)
+    bench_logs.report(results)
 
 
 if __name__ == "__main__":
