@@ -50,6 +50,7 @@ from typing import Any
 
 import bench_logs
 import bench_peers
+import bench_statements
 import bench_targets
 import grpc_echo
 
@@ -409,9 +410,14 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+STATEMENTS_URL = ""  # the bench database, with --statements (pg_stat_statements)
+
+
 async def measure(
     probe: ServerProbe, results: dict[str, Any], name: str, run: Callable[[], Awaitable[float]]
 ) -> None:
+    if STATEMENTS_URL:
+        bench_statements.reset(STATEMENTS_URL)
     cpu0 = probe.cpu()
     own0 = time.process_time()
     wall0 = time.monotonic()
@@ -419,6 +425,8 @@ async def measure(
     wall = time.monotonic() - wall0
     cpu = probe.cpu() - cpu0
     own = time.process_time() - own0
+    if STATEMENTS_URL:
+        bench_statements.report(STATEMENTS_URL, name, rate * wall)
     results[name] = {
         "rate": rate,
         "server_cpu_share": cpu / wall if wall else 0.0,
@@ -473,7 +481,7 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def served(name: str, processes: int = 1) -> AsyncIterator[Served]:
+async def served(name: str, processes: int = 1, statements: bool = False) -> AsyncIterator[Served]:
     """An embedded PostgreSQL in a temporary directory, a database `name` on it, and a
     Conveyor server subprocess on that database with project PROJECT. Everything is
     stopped afterwards; the directory (with server.log) is kept when the block failed."""
@@ -488,9 +496,13 @@ async def served(name: str, processes: int = 1) -> AsyncIterator[Served]:
     embedded = EmbeddedPostgres(root / "pg")
     admin_url = await asyncio.to_thread(embedded.start)
     try:
+        if statements:
+            admin_url = await asyncio.to_thread(bench_statements.enable, embedded, admin_url)
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         url = make_conninfo(admin_url, dbname=name)
+        if statements:
+            await asyncio.to_thread(bench_statements.install, url)
         server = start_server(root, url, processes)
         probe = ServerProbe(server.pid)
         try:
@@ -517,8 +529,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     seconds = args.seconds
     results: dict[str, Any] = {"seconds": seconds, "cores": os.cpu_count()}
-    async with served("bench_queue", args.processes) as service:
+    global STATEMENTS_URL
+    async with served("bench_queue", args.processes, args.statements) as service:
         url, target, key, probe = service.url, service.target, service.key, service.probe
+        if args.statements:
+            STATEMENTS_URL = url
         results["rss_idle"] = probe.rss()
         probe.start()
 
@@ -722,6 +737,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="latency samples")
     parser.add_argument("--processes", type=int, default=1, help="server processes")
     parser.add_argument("--json", action="store_true", help="print the raw results too")
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="pg_stat_statements: print each service figure's costliest statements",
+    )
     parser.add_argument(
         "--only",
         default="",
