@@ -1,6 +1,6 @@
 """The queue core against raw PostgreSQL: throughput and latency ratios from one run.
 
-    .venv/bin/python bench/bench_queue.py [--quick] [--seconds 6] [--json]
+    .venv/bin/python bench/bench_queue.py [--quick] [--seconds 6] [--json] [--pgbouncer]
 
 Starts its own embedded PostgreSQL and one Conveyor server as a subprocess
 (`python -m conveyor.server --log-level warning`, so the server's CPU and memory are its
@@ -427,7 +427,9 @@ async def measure(
         results[name]["server_cpu_us_per_task"] = cpu / (rate * wall) * 1e6
 
 
-def start_server(root: Path, url: str, processes: int) -> subprocess.Popen[bytes]:
+def start_server(
+    root: Path, url: str, processes: int, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     data = root / "data"
     command = [
         sys.executable,
@@ -447,6 +449,7 @@ def start_server(root: Path, url: str, processes: int) -> subprocess.Popen[bytes
     env = dict(os.environ)
     if processes > 1:
         env["CONVEYOR_PROCESSES"] = str(processes)
+    env.update(extra_env or {})
     log = open(root / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
@@ -472,10 +475,16 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def served(name: str, processes: int = 1) -> AsyncIterator[Served]:
+async def served(
+    name: str, processes: int = 1, *, pgbouncer: bool = False
+) -> AsyncIterator[Served]:
     """An embedded PostgreSQL in a temporary directory, a database `name` on it, and a
     Conveyor server subprocess on that database with project PROJECT. Everything is
-    stopped afterwards; the directory (with server.log) is kept when the block failed."""
+    stopped afterwards; the directory (with server.log) is kept when the block failed.
+
+    `pgbouncer`: the server's pool goes through a transaction-mode PgBouncer (the tests'
+    one, tests/pgbouncer_support.py) with prepared statements off and its LISTEN
+    connection direct, as docs/scaling.md says to run it; `Served.url` stays direct."""
     import psycopg
     from psycopg.conninfo import make_conninfo
 
@@ -486,11 +495,17 @@ async def served(name: str, processes: int = 1) -> AsyncIterator[Served]:
     root = Path(tempfile.mkdtemp(prefix=f"conveyor-{name.replace('_', '-')}-"))
     embedded = EmbeddedPostgres(root / "pg")
     admin_url = await asyncio.to_thread(embedded.start)
+    bouncer: Any = None
     try:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         url = make_conninfo(admin_url, dbname=name)
-        server = start_server(root, url, processes)
+        server_url, extra_env = url, {}
+        if pgbouncer:
+            bouncer = await asyncio.to_thread(_start_pgbouncer, admin_url)
+            server_url = bouncer.url(url)
+            extra_env = {"CONVEYOR_LISTEN_DATABASE_URL": url, "CONVEYOR_DATABASE_PREPARE": "off"}
+        server = start_server(root, server_url, processes, extra_env)
         probe = ServerProbe(server.pid)
         try:
             target = json.loads((root / "data" / "server.json").read_text())["grpc"]
@@ -507,8 +522,20 @@ async def served(name: str, processes: int = 1) -> AsyncIterator[Served]:
             except subprocess.TimeoutExpired:
                 server.kill()
     finally:
+        if bouncer is not None:
+            bouncer.stop()
         await asyncio.to_thread(embedded.stop)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _start_pgbouncer(postgres_url: str) -> Any:
+    """The tests' PgBouncer (transaction mode, unix socket) in front of `postgres_url`."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from pgbouncer_support import PgBouncer
+
+    bouncer = PgBouncer(postgres_url)
+    bouncer.start()
+    return bouncer
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -516,7 +543,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     seconds = args.seconds
     results: dict[str, Any] = {"seconds": seconds, "cores": os.cpu_count()}
-    async with served("bench_queue", args.processes) as service:
+    async with served("bench_queue", args.processes, pgbouncer=args.pgbouncer) as service:
         url, target, key, probe = service.url, service.target, service.key, service.probe
         results["rss_idle"] = probe.rss()
         probe.start()
@@ -717,6 +744,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="latency samples")
     parser.add_argument("--processes", type=int, default=1, help="server processes")
     parser.add_argument("--json", action="store_true", help="print the raw results too")
+    parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="the server behind a transaction-mode PgBouncer (prepare off, LISTEN direct)",
+    )
     parser.add_argument(
         "--only",
         default="",
