@@ -23,7 +23,9 @@ from tracing_support import Spans, traced_hooks  # type: ignore[import-not-found
 from conveyor.client import AsyncClient
 from conveyor.client._tracing import exporter_names, provider_from_env, valid_traceparent
 from conveyor.server.app import ConveyorServer, ServerHooks
+from conveyor.server.logging import configure_logging
 from conveyor.server.settings import Settings
+from conveyor.server.tracing import Tracing
 from conveyor.v1 import task_pb2, task_service_pb2
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -85,6 +87,15 @@ def test_a_traceparent_is_kept_only_when_valid() -> None:
     )
     assert valid_traceparent("garbage") is None
     assert valid_traceparent(None) is None
+
+
+def test_an_unknown_exporter_leaves_tracing_off_with_a_warning(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("info")
+    assert Tracing.from_env({"OTEL_TRACES_EXPORTER": "nope"}) is None
+    warning = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert warning["event"] == "tracing off" and "'nope'" in warning["reason"]
 
 
 def test_with_tracing_off_the_server_imports_nothing_of_opentelemetry() -> None:
@@ -220,6 +231,9 @@ async def test_a_log_line_written_inside_a_call_names_its_trace_and_span(
     ]
     assert call and call[0].context is not None
     assert rpc[-1]["span_id"] == f"{call[0].context.span_id:016x}"
+    # The span says how the call ended (5: NOT_FOUND).
+    assert call[0].attributes is not None
+    assert call[0].attributes["rpc.grpc.status_code"] == 5
 
 
 async def test_a_dashboard_page_is_a_span_and_its_grpc_calls_its_children(

@@ -55,13 +55,14 @@ class Tracing:
         """The process's tracing as OTEL_* says, or None when it is off.
 
         Sets the global tracer provider (libraries in the process then trace into it) and
-        owns it: `shutdown` flushes and closes it. Without the `tracing` extra installed
-        it logs a warning and returns None: a server is not refused for its telemetry.
+        owns it: `shutdown` flushes and closes it. Without the `tracing` extra installed,
+        or with an exporter no package provides, it logs a warning and returns None: a
+        server is not refused for its telemetry.
         """
         try:
             provider = _tracing.provider_from_env(environ, "conveyor")
-        except _tracing.TracingUnavailable as missing:
-            _log.warning("tracing off", reason=str(missing))
+        except (_tracing.TracingUnavailable, ValueError) as unusable:
+            _log.warning("tracing off", reason=str(unusable))
             return None
         if provider is None:
             return None
