@@ -48,7 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bench_logs
 import bench_peers
+import bench_statements
 import bench_targets
 import grpc_echo
 
@@ -408,9 +410,14 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+STATEMENTS_URL = ""  # the bench database, with --statements (pg_stat_statements)
+
+
 async def measure(
     probe: ServerProbe, results: dict[str, Any], name: str, run: Callable[[], Awaitable[float]]
 ) -> None:
+    if STATEMENTS_URL:
+        bench_statements.reset(STATEMENTS_URL)
     cpu0 = probe.cpu()
     own0 = time.process_time()
     wall0 = time.monotonic()
@@ -418,6 +425,8 @@ async def measure(
     wall = time.monotonic() - wall0
     cpu = probe.cpu() - cpu0
     own = time.process_time() - own0
+    if STATEMENTS_URL:
+        bench_statements.report(STATEMENTS_URL, name, rate * wall)
     results[name] = {
         "rate": rate,
         "server_cpu_share": cpu / wall if wall else 0.0,
@@ -472,7 +481,7 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def served(name: str, processes: int = 1) -> AsyncIterator[Served]:
+async def served(name: str, processes: int = 1, statements: bool = False) -> AsyncIterator[Served]:
     """An embedded PostgreSQL in a temporary directory, a database `name` on it, and a
     Conveyor server subprocess on that database with project PROJECT. Everything is
     stopped afterwards; the directory (with server.log) is kept when the block failed."""
@@ -487,9 +496,13 @@ async def served(name: str, processes: int = 1) -> AsyncIterator[Served]:
     embedded = EmbeddedPostgres(root / "pg")
     admin_url = await asyncio.to_thread(embedded.start)
     try:
+        if statements:
+            admin_url = await asyncio.to_thread(bench_statements.enable, embedded, admin_url)
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         url = make_conninfo(admin_url, dbname=name)
+        if statements:
+            await asyncio.to_thread(bench_statements.install, url)
         server = start_server(root, url, processes)
         probe = ServerProbe(server.pid)
         try:
@@ -516,8 +529,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     seconds = args.seconds
     results: dict[str, Any] = {"seconds": seconds, "cores": os.cpu_count()}
-    async with served("bench_queue", args.processes) as service:
+    global STATEMENTS_URL
+    async with served("bench_queue", args.processes, args.statements) as service:
         url, target, key, probe = service.url, service.target, service.key, service.probe
+        if args.statements:
+            STATEMENTS_URL = url
         results["rss_idle"] = probe.rss()
         probe.start()
 
@@ -577,6 +593,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             if wanted("latency"):
                 results["svc_latency"] = await svc_latency(client, args.samples)
+            if wanted("logs"):
+                results["logs"] = await bench_logs.measure_logs(
+                    client, target, key, PROJECT, seconds, svc_fill, svc_worker
+                )
         results["rss_peak"] = probe.peak_rss
         # The peers last, on the same PostgreSQL, while the service sits idle.
         if wanted("peers"):
@@ -718,10 +738,15 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="server processes")
     parser.add_argument("--json", action="store_true", help="print the raw results too")
     parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="pg_stat_statements: print each service figure's costliest statements",
+    )
+    parser.add_argument(
         "--only",
         default="",
         help="comma-separated subset: raw,echo,create,batch,sdk1,stream1,sdk100,stream100,"
-        "batched100,latency,peers",
+        "batched100,latency,logs,peers",
     )
     args = parser.parse_args()
     if args.seconds is None:
@@ -734,6 +759,7 @@ def main() -> None:
         print(json.dumps(shown, indent=2))
     report(results)
     bench_targets.report(results)
+    bench_logs.report(results)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ Tiers (see STYLE.md, habit 10):
   interceptors and the bootstrap step.
 - `pool` / `conn`: a small pool, or one autocommit connection, on `database_url`.
 - `replica`: a second server on the same database (two replicas of one deployment).
+  Every test that uses it runs twice: `[direct]`, and `[pgbouncer]` with both servers
+  behind a real transaction-mode PgBouncer (tests/pgbouncer_support.py), prepared
+  statements off and the LISTEN connection straight to PostgreSQL (docs/scaling.md).
 
 PostgreSQL comes from DATABASE_URL when set (CI against a real server), else from an
 embedded PostgreSQL started in a temporary directory for the session.
@@ -29,6 +32,7 @@ from typing import Any
 import psycopg
 import pytest
 import pytest_asyncio
+from pgbouncer_support import PGBOUNCER, PgBouncer  # type: ignore[import-not-found]
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
@@ -169,6 +173,34 @@ async def conn(database_url: str) -> AsyncIterator[psycopg.AsyncConnection[Tuple
         yield c
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # The replica tests are the deployment tests: run them through PgBouncer too.
+    if "replica" in metafunc.fixturenames:
+        metafunc.parametrize("database_route", ["direct", "pgbouncer"], indirect=True)
+
+
+@pytest.fixture
+def database_route(request: pytest.FixtureRequest) -> str:
+    """How the servers reach PostgreSQL: "direct", or "pgbouncer" (replica tests)."""
+    return str(getattr(request, "param", "direct"))
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres_url: str) -> Iterator[PgBouncer]:
+    """A transaction-mode PgBouncer in front of the session's PostgreSQL."""
+    if not Path(PGBOUNCER).exists():
+        pytest.skip(
+            f"pgbouncer is not installed (no {PGBOUNCER}): apt-get install pgbouncer, "
+            "or set CONVEYOR_PGBOUNCER"
+        )
+    bouncer = PgBouncer(postgres_url)
+    bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+
+
 @pytest.fixture
 def server_hooks() -> ServerHooks:
     """What the `server` fixture plugs in: the whole application, as `conveyor serve` runs it."""
@@ -176,9 +208,11 @@ def server_hooks() -> ServerHooks:
 
 
 @pytest.fixture
-def server_settings(tmp_path: Path, database_url: str) -> Settings:
+def server_settings(
+    tmp_path: Path, database_url: str, database_route: str, request: pytest.FixtureRequest
+) -> Settings:
     """Settings for the `server` fixture: free ports, a temporary data dir, own database."""
-    return Settings(
+    settings = Settings(
         data_dir=tmp_path / "data",
         grpc_address="127.0.0.1:0",
         http_address="127.0.0.1:0",
@@ -186,6 +220,15 @@ def server_settings(tmp_path: Path, database_url: str) -> Settings:
         log_level="warning",
         shutdown_grace=2.0,
     )
+    if database_route == "pgbouncer":
+        # As docs/scaling.md says to run behind PgBouncer 1.18 in transaction mode.
+        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+        settings = settings.replace(
+            database_url=bouncer.url(database_url),
+            listen_database_url=database_url,
+            database_prepare=False,
+        )
+    return settings
 
 
 @pytest_asyncio.fixture

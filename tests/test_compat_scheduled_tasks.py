@@ -133,6 +133,10 @@ async def test_defaults_and_refusals(server: ConveyorServer, keys: dict[str, str
         async with httpx.AsyncClient(base_url=server.http_base_url) as nobody:
             keyless = await nobody.post("/tasks", json=minimal)
         assert keyless.status_code == 401
+    async with rest(server.http_base_url, keys["viewer"]) as viewer:
+        # v1's roles: a viewer reads schedules but does not create them.
+        assert (await viewer.post("/tasks", json=minimal)).status_code == 403
+        assert (await viewer.get("/tasks")).status_code == 200
 
 
 async def test_put_changes_only_the_fields_given(

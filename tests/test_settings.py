@@ -60,3 +60,34 @@ def test_ipv6_and_port_zero_are_accepted() -> None:
 def test_bad_grace_in_environment_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="CONVEYOR_SHUTDOWN_GRACE"):
         Settings.from_env({"CONVEYOR_SHUTDOWN_GRACE": "soon"})
+
+
+def test_pooler_settings_from_environment_and_flags() -> None:
+    from conveyor.server.__main__ import build_parser, settings_from_args
+
+    # Defaults: prepared statements on, the LISTEN connection on DATABASE_URL.
+    default = Settings.from_env({"DATABASE_URL": "postgresql://bouncer/conveyor"})
+    assert default.database_prepare is True
+    assert default.listen_database_url is None
+
+    environ = {
+        "DATABASE_URL": "postgresql://bouncer/conveyor",
+        "CONVEYOR_LISTEN_DATABASE_URL": "postgresql://primary/conveyor",
+        "CONVEYOR_DATABASE_PREPARE": "OFF",
+    }
+    settings = Settings.from_env(environ)
+    assert settings.database_prepare is False
+    assert settings.listen_database_url == "postgresql://primary/conveyor"
+
+    args = build_parser().parse_args(
+        ["--database-prepare", "on", "--listen-database-url", "postgresql://other/conveyor"]
+    )
+    flagged = settings_from_args(args, environ)
+    assert flagged.database_prepare is True
+    assert flagged.listen_database_url == "postgresql://other/conveyor"
+    # An absent flag leaves the environment's value.
+    assert settings_from_args(build_parser().parse_args([]), environ).database_prepare is False
+    # An empty URL means unset, like DATABASE_URL.
+    assert Settings.from_env({"CONVEYOR_LISTEN_DATABASE_URL": ""}).listen_database_url is None
+    with pytest.raises(ValueError, match="CONVEYOR_DATABASE_PREPARE='sometimes'"):
+        Settings.from_env({"CONVEYOR_DATABASE_PREPARE": "sometimes"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -22,7 +23,9 @@ from tracing_support import Spans, traced_hooks  # type: ignore[import-not-found
 from conveyor.client import AsyncClient
 from conveyor.client._tracing import exporter_names, provider_from_env, valid_traceparent
 from conveyor.server.app import ConveyorServer, ServerHooks
+from conveyor.server.logging import configure_logging
 from conveyor.server.settings import Settings
+from conveyor.server.tracing import Tracing
 from conveyor.v1 import task_pb2, task_service_pb2
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -86,6 +89,15 @@ def test_a_traceparent_is_kept_only_when_valid() -> None:
     assert valid_traceparent(None) is None
 
 
+def test_an_unknown_exporter_leaves_tracing_off_with_a_warning(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("info")
+    assert Tracing.from_env({"OTEL_TRACES_EXPORTER": "nope"}) is None
+    warning = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert warning["event"] == "tracing off" and "'nope'" in warning["reason"]
+
+
 def test_with_tracing_off_the_server_imports_nothing_of_opentelemetry() -> None:
     code = (
         "import sys\n"
@@ -126,6 +138,9 @@ async def test_a_grpc_call_is_a_span_under_the_callers_traceparent_with_its_stat
     assert insert.context is not None
     statements = [s for s in spans if _parent_id(s) == f"{insert.context.span_id:016x}"]
     assert [s.attributes and s.attributes.get("db.system") for s in statements] == ["postgresql"]
+    # Named by their operation (our .sql files start with comments).
+    assert statements[0].name == "WITH"
+    assert not [s.name for s in exporter.get_finished_spans() if s.name.startswith("--")]
 
 
 async def test_concurrent_creates_each_reach_the_insert_that_carried_them(
@@ -216,3 +231,32 @@ async def test_a_log_line_written_inside_a_call_names_its_trace_and_span(
     ]
     assert call and call[0].context is not None
     assert rpc[-1]["span_id"] == f"{call[0].context.span_id:016x}"
+    # The span says how the call ended (5: NOT_FOUND).
+    assert call[0].attributes is not None
+    assert call[0].attributes["rpc.grpc.status_code"] == 5
+
+
+async def test_a_dashboard_page_is_a_span_and_its_grpc_calls_its_children(
+    server: ConveyorServer, admin_key: str, exporter: Spans
+) -> None:
+    async with httpx.AsyncClient(base_url=server.http_base_url, timeout=10) as http:
+        form = await http.get("/ui/sign-in")
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert token is not None
+        signed = await http.post("/ui/sign-in", data={"csrf": token.group(1), "api_key": admin_key})
+        assert signed.status_code == 303, signed.text
+        exporter.clear()
+        page = await http.get("/ui/queues", headers={"traceparent": TRACEPARENT})
+        assert page.status_code == 200
+    spans = _in_trace(exporter.get_finished_spans(), TRACE_ID)
+    (request,) = [s for s in spans if s.kind is SpanKind.SERVER and _parent_id(s) == PARENT_SPAN]
+    assert request.context is not None
+    calls = [s for s in spans if s.name.startswith("/conveyor.v1.")]
+    assert calls, [s.name for s in spans]
+    by_id = {f"{s.context.span_id:016x}": s for s in spans if s.context is not None}
+    for call in calls:
+        parent = _parent_id(call)
+        while parent is not None and parent != f"{request.context.span_id:016x}":
+            above = by_id.get(parent)
+            parent = _parent_id(above) if above is not None else None
+        assert parent is not None, call.name

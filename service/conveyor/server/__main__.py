@@ -35,6 +35,20 @@ def build_parser(prog: str = "python -m conveyor.server") -> argparse.ArgumentPa
         "--database-url", help="PostgreSQL URL; embedded PostgreSQL if unset [DATABASE_URL]"
     )
     parser.add_argument(
+        "--listen-database-url",
+        help="PostgreSQL URL of the one LISTEN connection; --database-url if unset. Behind "
+        "a transaction-mode pooler, point it at PostgreSQL directly "
+        "[CONVEYOR_LISTEN_DATABASE_URL]",
+    )
+    parser.add_argument(
+        "--database-prepare",
+        choices=("on", "off"),
+        type=str.lower,
+        help="server-side prepared statements; off for poolers that cannot track them, "
+        "like PgBouncer before 1.21 in transaction mode [CONVEYOR_DATABASE_PREPARE, "
+        "default on]",
+    )
+    parser.add_argument(
         "--log-level", choices=LOG_LEVELS, type=str.lower, help="[CONVEYOR_LOG_LEVEL]"
     )
     parser.add_argument(
@@ -63,6 +77,8 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         grpc_address=args.grpc_address,
         http_address=args.http_address,
         database_url=args.database_url,
+        listen_database_url=args.listen_database_url,
+        database_prepare=None if args.database_prepare is None else args.database_prepare == "on",
         log_level=args.log_level,
         process_slot=args.process_slot,
         compat_anonymous=args.compat_anonymous,

@@ -27,9 +27,11 @@ from conveyor.server.store.migrate import migrate
 __all__ = ["main"]
 
 
-async def _reset(database_url: str, data_dir: Path) -> tuple[str, list[str]]:
-    await migrate(database_url)
-    pool = await open_pool(database_url, min_size=1, max_size=2)
+async def _reset(
+    database_url: str, data_dir: Path, *, prepare: bool = True
+) -> tuple[str, list[str]]:
+    await migrate(database_url, prepare=prepare)
+    pool = await open_pool(database_url, min_size=1, max_size=2, prepare=prepare)
     try:
         server_key = await server_secrets.get_or_create(pool, server_secrets.SERVER_KEY)
         return await reset_bootstrap_key(pool, data_dir, server_key)
@@ -63,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         embedded = embedded_postgres(settings.data_dir)
         url = embedded.start()
     try:
-        name, revoked = asyncio.run(_reset(url, settings.data_dir))
+        name, revoked = asyncio.run(
+            _reset(url, settings.data_dir, prepare=settings.database_prepare)
+        )
     finally:
         if embedded is not None:
             embedded.stop()

@@ -152,9 +152,10 @@ class ConveyorServer:
             self._stack.push_async_callback(asyncio.to_thread, embedded.stop)
             database_url = await asyncio.to_thread(embedded.start)
 
-        await migrate(database_url)
+        await migrate(database_url, prepare=settings.database_prepare)
         pool = await open_pool(
             database_url,
+            prepare=settings.database_prepare,
             instrument=tracing.instrument_connection if tracing is not None else None,
         )
         self._stack.push_async_callback(pool.close)

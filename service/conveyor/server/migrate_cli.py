@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         embedded = embedded_postgres(settings.data_dir)
         url = embedded.start()
     try:
-        applied = asyncio.run(migrate(url))
+        applied = asyncio.run(migrate(url, prepare=settings.database_prepare))
     finally:
         if embedded is not None:
             embedded.stop()

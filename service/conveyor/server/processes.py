@@ -119,6 +119,10 @@ class _Supervisor:
         env["DATABASE_URL"] = database_url
         if self.settings.compat_anonymous is not None:
             env["CONVEYOR_COMPAT_ANONYMOUS"] = self.settings.compat_anonymous
+        # Flags reach the processes through their environment twins.
+        if self.settings.listen_database_url is not None:
+            env["CONVEYOR_LISTEN_DATABASE_URL"] = self.settings.listen_database_url
+        env["CONVEYOR_DATABASE_PREPARE"] = "on" if self.settings.database_prepare else "off"
         for slot in range(self.count):
             argv = [
                 sys.executable,
@@ -211,7 +215,7 @@ def _supervise(settings: Settings, count: int, environ: Mapping[str, str]) -> in
             embedded = embedded_postgres(settings.data_dir)
             database_url = embedded.start()
         # Once here rather than N times under the migration lock.
-        asyncio.run(migrate(database_url))
+        asyncio.run(migrate(database_url, prepare=settings.database_prepare))
         grpc_address, grpc_sock = _reserve(settings.grpc_address)
         http_address, http_sock = _reserve(settings.http_address)
         held = [s for s in (grpc_sock, http_sock) if s is not None]

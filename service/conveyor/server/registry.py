@@ -101,8 +101,12 @@ class Services:
         # whose class defines it; the rest answer UNIMPLEMENTED with an ErrorInfo.
         create_batcher = CreateBatcher(ctx.pool)
         ctx.loops.append(create_batcher)
-        # One LISTEN connection per replica, shared by leasing, watchers and webhooks.
-        listener = EventListener(ctx.database_url)
+        # One LISTEN connection per replica, shared by leasing, watchers and webhooks; on
+        # its own URL when set, so it can bypass a transaction-mode pooler.
+        listener = EventListener(
+            ctx.settings.listen_database_url or ctx.database_url,
+            prepare=ctx.settings.database_prepare,
+        )
         notifier = Notifier(listener)
         create_batcher.on_ready, create_batcher.origin = notifier.ready, notifier.origin
         create_batcher.tracing = ctx.tracing

@@ -26,6 +26,8 @@ _ENV_FIELDS = {
     "CONVEYOR_GRPC_ADDRESS": "grpc_address",
     "CONVEYOR_HTTP_ADDRESS": "http_address",
     "DATABASE_URL": "database_url",
+    "CONVEYOR_LISTEN_DATABASE_URL": "listen_database_url",
+    "CONVEYOR_DATABASE_PREPARE": "database_prepare",
     "CONVEYOR_LOG_LEVEL": "log_level",
     "CONVEYOR_SHUTDOWN_GRACE": "shutdown_grace",
     "CONVEYOR_WEBHOOK_ALLOW": "webhook_allow",
@@ -57,6 +59,15 @@ class Settings:
     """host:port for REST, /metrics and /healthz; port 0 picks a free port."""
     database_url: str | None = None
     """PostgreSQL connection string; None starts an embedded PostgreSQL in data_dir."""
+    listen_database_url: str | None = None
+    """Connection string of the replica's one LISTEN connection; None: database_url. Behind
+    a transaction-mode pooler, point it at PostgreSQL directly (or a session-mode pool):
+    LISTEN needs a session of its own, or wake-ups fall back to the once-a-second poll."""
+    database_prepare: bool = True
+    """Whether statements are prepared on the server (psycopg's prepare_threshold, the
+    lease statement prepared at once, `SET plan_cache_mode` per connection). Off for
+    poolers that cannot track prepared statements, like PgBouncer before 1.21 in
+    transaction mode (docs/scaling.md)."""
     log_level: str = "info"
     """One of LOG_LEVELS."""
     shutdown_grace: float = 10.0
@@ -110,6 +121,8 @@ class Settings:
         if self.database_url == "":
             # An empty DATABASE_URL almost always means "unset" in shell scripts.
             object.__setattr__(self, "database_url", None)
+        if self.listen_database_url == "":
+            object.__setattr__(self, "listen_database_url", None)
         if self.database_url is None and not self.embedded:
             raise ValueError(
                 "DATABASE_URL is not set and CONVEYOR_EMBEDDED=0: point DATABASE_URL at "
@@ -137,15 +150,18 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-# CONVEYOR_EMBEDDED's spellings; empty means unset (the default, allowed).
+# The spellings of CONVEYOR_EMBEDDED and CONVEYOR_DATABASE_PREPARE; empty means unset
+# (both default to on).
 _BOOLEANS = {
     "1": True,
     "true": True,
     "yes": True,
+    "on": True,
     "": True,
     "0": False,
     "false": False,
     "no": False,
+    "off": False,
 }
 
 
@@ -167,10 +183,10 @@ def _from_env_text(field_name: str, env_name: str, raw: str) -> Any:
             raise ValueError(
                 f"{env_name}={raw!r} must be seconds or like 90s, 30m, 12h, 7d"
             ) from None
-    if field_name == "embedded":
+    if field_name in ("embedded", "database_prepare"):
         text = raw.strip().lower()
         if text not in _BOOLEANS:
-            raise ValueError(f"{env_name}={raw!r} must be 1 or 0") from None
+            raise ValueError(f"{env_name}={raw!r} must be 1 or 0 (on or off)") from None
         return _BOOLEANS[text]
     if field_name == "webhook_allow":
         return tuple(part.strip() for part in raw.split(",") if part.strip())

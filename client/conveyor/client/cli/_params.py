@@ -158,3 +158,61 @@ class TaskId(click.ParamType[str]):
 TASK_ID = TaskId()
 
 LIMIT = click.IntRange(min=0)
+
+
+RATE_LIMIT_CLASSES = ("read", "write", "bulk", "stream", "worker")
+
+
+class RateLimitParam(click.ParamType[tuple[str, Any]]):
+    """`CLASS=RATE[/BURST]` (calls per second, e.g. `read=50/100`; `read=0` is
+    unlimited) or `CLASS=default` (the class follows the next level: for a key, its
+    project's limit). Gives (class, RequestLimit or None)."""
+
+    name = "rate limit"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, Any]:
+        if isinstance(value, tuple):
+            return value
+        from conveyor.v1 import project_pb2
+
+        cls, _, spec = str(value).partition("=")
+        cls = cls.strip().lower()
+        if cls not in RATE_LIMIT_CLASSES:
+            self.fail(
+                f"{value!r}: the class must be one of {', '.join(RATE_LIMIT_CLASSES)}", param, ctx
+            )
+        if spec.strip().lower() == "default":
+            return cls, None
+        rate, _, burst = spec.partition("/")
+        try:
+            limit = project_pb2.RequestLimit(
+                requests_per_second=float(rate), burst=int(burst) if burst else 0
+            )
+        except ValueError:
+            self.fail(
+                f"{value!r} must read CLASS=RATE[/BURST] (e.g. read=50/100) or CLASS=default",
+                param,
+                ctx,
+            )
+        return cls, limit
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "CLASS=RATE[/BURST]"
+
+
+RATE_LIMIT = RateLimitParam()
+
+
+def rate_limits(values: Any) -> tuple[Any, list[str]]:
+    """The RateLimits message and the update-mask paths of repeated --rate-limit values."""
+    from conveyor.v1 import project_pb2
+
+    message = project_pb2.RateLimits()
+    paths: list[str] = []
+    for cls, limit in values:
+        if limit is not None:
+            getattr(message, cls).CopyFrom(limit)
+        paths.append(f"rate_limits.{cls}")
+    return message, paths

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from google.protobuf import field_mask_pb2
 
 from conveyor.client._requests import duration
 from conveyor.client.cli._output import Output
-from conveyor.client.cli._params import DURATION, LIMIT, ROLE
+from conveyor.client.cli._params import DURATION, LIMIT, RATE_LIMIT, ROLE, rate_limits
 from conveyor.client.cli._progress import all_pages
 from conveyor.client.cli._session import session
 from conveyor.v1 import project_pb2
@@ -50,8 +52,19 @@ def create_project(project_id: str, display_name: str, callback_url: str) -> Non
 @click.argument("project_id", metavar="[PROJECT]", required=False)
 @click.option("--display-name", default=None)
 @click.option("--callback-url", default=None, help='"" clears it')
+@click.option(
+    "--rate-limit",
+    "limits",
+    type=RATE_LIMIT,
+    multiple=True,
+    help="the default request limit of the project's keys for a class (read, write, bulk,"
+    " stream, worker): calls per second and burst, e.g. read=50/100; CLASS=default lifts it",
+)
 def update_project(
-    project_id: str | None, display_name: str | None, callback_url: str | None
+    project_id: str | None,
+    display_name: str | None,
+    callback_url: str | None,
+    limits: tuple[tuple[str, Any], ...],
 ) -> None:
     """Change the fields given (and only those)."""
     current = session()
@@ -64,8 +77,11 @@ def update_project(
     if callback_url is not None:
         message.callback_url = callback_url
         paths.append("callback_url")
+    limits_message, limit_paths = rate_limits(limits)
+    message.rate_limits.CopyFrom(limits_message)
+    paths += limit_paths
     if not paths:
-        raise click.UsageError("give --display-name and/or --callback-url")
+        raise click.UsageError("give --display-name, --callback-url and/or --rate-limit")
     request = project_pb2.UpdateProjectRequest(
         project=message, update_mask=field_mask_pb2.FieldMask(paths=paths)
     )
@@ -77,10 +93,18 @@ def keys() -> None:
     """API keys of the project."""
 
 
+_KEY_LIMIT_HELP = (
+    "this key's request limit for a class (read, write, bulk, stream, worker): calls per"
+    " second and burst, e.g. read=50/100 (read=0: unlimited); CLASS=default follows the"
+    " project's; repeat for several classes"
+)
+
+
 @keys.command(name="create")
 @click.option("--role", type=ROLE, required=True)
 @click.option("--display-name", default="")
-def create_key(role: int, display_name: str) -> None:
+@click.option("--rate-limit", "limits", type=RATE_LIMIT, multiple=True, help=_KEY_LIMIT_HELP)
+def create_key(role: int, display_name: str, limits: tuple[tuple[str, Any], ...]) -> None:
     """Mint a key; its secret is shown this once."""
     current = session()
     Output().one(
@@ -88,8 +112,32 @@ def create_key(role: int, display_name: str) -> None:
             current.parent(),
             role,  # type: ignore[arg-type]
             display_name=display_name,
+            rate_limits=rate_limits(limits)[0],
         )
     )
+
+
+@keys.command(name="update")
+@click.argument("key_name", metavar="KEY")
+@click.option("--display-name", default=None)
+@click.option("--rate-limit", "limits", type=RATE_LIMIT, multiple=True, help=_KEY_LIMIT_HELP)
+def update_key(
+    key_name: str, display_name: str | None, limits: tuple[tuple[str, Any], ...]
+) -> None:
+    """Change the fields given (and only those)."""
+    current = session()
+    message = project_pb2.ApiKey(name=current.child("apiKeys", key_name))
+    limits_message, paths = rate_limits(limits)
+    message.rate_limits.CopyFrom(limits_message)
+    if display_name is not None:
+        message.display_name = display_name
+        paths.append("display_name")
+    if not paths:
+        raise click.UsageError("give --display-name and/or --rate-limit")
+    request = project_pb2.UpdateApiKeyRequest(
+        api_key=message, update_mask=field_mask_pb2.FieldMask(paths=paths)
+    )
+    Output().one(current.client().projects.UpdateApiKey(request))
 
 
 @keys.command(name="list")

@@ -79,8 +79,8 @@ def worker(
         raise click.UsageError(f"{', '.join(imports)} registered no @task handlers")
     try:
         tracer_provider = _tracing.provider_from_env(os.environ, "conveyor-worker")
-    except _tracing.TracingUnavailable as missing:
-        logging.getLogger("conveyor.worker").warning("tracing off: %s", missing)
+    except (_tracing.TracingUnavailable, ValueError) as unusable:
+        logging.getLogger("conveyor.worker").warning("tracing off: %s", unusable)
         tracer_provider = None
     if tracer_provider is not None:
         from opentelemetry import trace

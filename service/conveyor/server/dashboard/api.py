@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 
 from conveyor.client._limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
+from conveyor.client._tracing import current_traceparent
 from conveyor.v1 import (
     command_pb2_grpc,
     event_pb2_grpc,
@@ -59,7 +60,14 @@ class Api:
         self.projects = project_pb2_grpc.ProjectServiceStub(channel)
 
     async def call(self, method: Any, request: Any) -> Any:
-        return await method(request, metadata=self.metadata, timeout=CALL_TIMEOUT_SECONDS)
+        return await method(request, metadata=self._metadata(), timeout=CALL_TIMEOUT_SECONDS)
 
     def stream(self, method: Any, request: Any) -> Any:
-        return method(request, metadata=self.metadata)
+        return method(request, metadata=self._metadata())
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        # With tracing on, the page's request span is the call's parent.
+        traceparent = current_traceparent()
+        if traceparent is None:
+            return self.metadata
+        return (*self.metadata, ("traceparent", traceparent))

@@ -7,8 +7,11 @@ once (FAILED_PRECONDITION, reason BULK_ACTION_RUNNING) and names the running one
 rather than queueing behind it: the caller decides whether to wait or give up.
 
 The lock is a PostgreSQL advisory lock (store/bulk_locks.py), so it holds across
-replicas, and PostgreSQL drops it when the holding session ends, so a crashed
-replica never leaves a project locked.
+replicas. It is the transaction kind, held by a transaction left open for the action's
+length on a connection of its own, so PostgreSQL drops it when the action ends, when the
+holding session ends (a crashed replica never leaves a project locked), and it works
+through a transaction-mode pooler. That transaction only takes the lock: it writes
+nothing and holds no snapshot between statements, so it does not hold back vacuum.
 """
 
 from __future__ import annotations
@@ -41,20 +44,12 @@ class BulkLimiter:
 
         Raises FailedPrecondition (BULK_ACTION_RUNNING) when another action holds it.
         """
-        async with self._pool.connection() as conn:
-            previous = await bulk_locks.try_lock(conn, project, _PREFIX + action)
-            if previous is None:
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await bulk_locks.try_lock(conn, project, _PREFIX + action):
                 raise _refusal(project, await bulk_locks.holder(conn, project))
-            try:
-                yield
-            finally:
-                try:
-                    await bulk_locks.unlock(conn, project, previous)
-                except BaseException:
-                    # The lock is the session's: a connection that may still hold it
-                    # must not go back to the pool. Closing it ends the session.
-                    await conn.close()
-                    raise
+            # The block's error (if any) rolls the transaction back, which frees the
+            # lock just as the commit does.
+            yield
 
 
 def _refusal(project: str, label: str) -> FailedPrecondition:

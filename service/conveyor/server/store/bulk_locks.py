@@ -1,7 +1,9 @@
-"""The per-project bulk-action lock: a PostgreSQL session advisory lock (bulk_locks.sql).
+"""The per-project bulk-action lock: a PostgreSQL transaction advisory lock (bulk_locks.sql).
 
-Every function takes the connection that holds (or tries) the lock; the caller keeps
-it out of the pool until `unlock`, since the lock belongs to that session.
+Every function takes the connection that holds (or tries) the lock, inside a transaction
+the caller keeps open until the action ends: committing or rolling back releases the
+lock and the session's label. A transaction rather than a session lock, so the lock
+and its label stay on one server session behind a transaction-mode pooler as well.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from psycopg.rows import dict_row
 
 from conveyor.server.store import sql
 
-__all__ = ["holder", "try_lock", "unlock"]
+__all__ = ["holder", "try_lock"]
 
 _SQL = sql.load_blocks("bulk_locks")
 # The advisory-lock key space of bulk actions (other advisory locks use other spaces).
@@ -27,20 +29,14 @@ def _key(project: str) -> int:
     return int.from_bytes(hashlib.sha256(project.encode()).digest()[:4], "big") & 0x7FFF_FFFF
 
 
-async def try_lock(conn: AsyncConnection[Any], project: str, label: str) -> str | None:
-    """Labels the session and takes the project's lock; the previous label when it was
-    taken (pass it to `unlock`), None (label restored) when another session holds it."""
+async def try_lock(conn: AsyncConnection[Any], project: str, label: str) -> bool:
+    """Labels the session and takes the project's lock, both until the transaction
+    ends; False when another session holds the lock."""
     params = {"space": SPACE, "key": _key(project), "label": label[:_LABEL_MAX]}
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_SQL["label"], params)
-        row = await cur.fetchone()
-        previous = str(row["previous"]) if row else ""
         await cur.execute(_SQL["try_lock"], params)
-        locked = await cur.fetchone()
-        if locked and locked["locked"]:
-            return previous
-        await cur.execute(_SQL["relabel"], {"previous": previous})
-    return None
+        row = await cur.fetchone()
+    return bool(row and row["locked"])
 
 
 async def holder(conn: AsyncConnection[Any], project: str) -> str:
@@ -49,8 +45,3 @@ async def holder(conn: AsyncConnection[Any], project: str) -> str:
         await cur.execute(_SQL["holder"], {"space": SPACE, "key": _key(project)})
         row = await cur.fetchone()
     return str(row["application_name"]) if row else ""
-
-
-async def unlock(conn: AsyncConnection[Any], project: str, previous: str) -> None:
-    """Releases the project's lock and restores the session's label."""
-    await conn.execute(_SQL["unlock"], {"space": SPACE, "key": _key(project), "previous": previous})

@@ -10,7 +10,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["Pool", "open_pool"]
+__all__ = ["Pool", "open_pool", "prepare_at_once"]
 
 Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
 """The pool type handed around the server (rows are tuples unless a cursor asks otherwise)."""
@@ -23,6 +23,7 @@ async def open_pool(
     max_size: int = 20,
     open_timeout: float = 30.0,
     instrument: Callable[[AsyncConnection[Any]], None] | None = None,
+    prepare: bool = True,
 ) -> Pool:
     """Open a pool on `url` and wait until its first `min_size` connections are up.
 
@@ -31,8 +32,20 @@ async def open_pool(
     an implicit transaction that someone forgets to end (LISTEN needs this too).
     Raises psycopg_pool.PoolTimeout if the database cannot be reached within
     `open_timeout` seconds. `instrument` (tracing) is called on each new connection.
+
+    `prepare=False` is for poolers that cannot track prepared statements (PgBouncer
+    before 1.21 in transaction mode): nothing is prepared on the server, so any server
+    connection can run any statement, and no per-connection SET is made, since the next
+    transaction may run on another server connection (docs/scaling.md says where
+    `plan_cache_mode` goes instead).
     """
     kwargs: dict[str, Any] = {"autocommit": True}
+    configure: Callable[[AsyncConnection[Any]], Awaitable[None]] | None = _configure
+    if not prepare:
+        kwargs["prepare_threshold"] = None
+        configure = None
+    if instrument is not None:
+        configure = _instrumented(instrument, configure)
     if "application_name" not in conninfo_to_dict(url):
         # Names our sessions in pg_stat_activity, unless the operator chose a name.
         kwargs["application_name"] = "conveyor"
@@ -41,7 +54,7 @@ async def open_pool(
         min_size=min_size,
         max_size=max_size,
         kwargs=kwargs,
-        configure=_configure if instrument is None else _instrumented(instrument),
+        configure=configure,
         name="conveyor",
         open=False,
     )
@@ -65,11 +78,20 @@ async def _configure(conn: AsyncConnection[Any]) -> None:
     await conn.execute("SET plan_cache_mode = force_generic_plan")
 
 
+def prepare_at_once(conn: AsyncConnection[Any]) -> bool | None:
+    """`prepare=` for a hot statement: True (prepare at its first run) unless the
+    connection prepares nothing (an open_pool with prepare=False), where psycopg's
+    default (None: follow the connection's prepare_threshold) keeps it unprepared."""
+    return True if conn.prepare_threshold is not None else None
+
+
 def _instrumented(
     instrument: Callable[[AsyncConnection[Any]], None],
+    then: Callable[[AsyncConnection[Any]], Awaitable[None]] | None,
 ) -> Callable[[AsyncConnection[Any]], Awaitable[None]]:
     async def configure(conn: AsyncConnection[Any]) -> None:
-        await _configure(conn)
+        if then is not None:
+            await then(conn)
         instrument(conn)
 
     return configure

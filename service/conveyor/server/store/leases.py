@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from conveyor.server.store import sql
+from conveyor.server.store.db import prepare_at_once
 from conveyor.server.store.task_rows import TaskRow, task_row
 
 _PARAM = re.compile(r"%\((\w+)\)s")
@@ -179,7 +180,7 @@ async def settle(
     cursor_class = getattr(conn, "_conveyor_raw_cursor", AsyncRawCursor)
     async with cursor_class(conn, row_factory=dict_row) as cur:
         # Prepared at once: planning this statement costs more than running it.
-        await cur.execute(statement.text, statement.args(params), prepare=True)
+        await cur.execute(statement.text, statement.args(params), prepare=prepare_at_once(conn))
         for raw in await cur.fetchall():
             outcome = raw["outcome"]
             if outcome == "rate_wait":
@@ -231,7 +232,7 @@ async def extend(
                 "lease_ms": [b[2] for b in beats],
                 "progress": [Jsonb(b[3]) if b[3] is not None else None for b in beats],
             },
-            prepare=True,
+            prepare=prepare_at_once(conn),
         )
         rows = await cur.fetchall()
     return {r["id"]: Extended(**r) for r in rows}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import LiteralString
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -62,12 +62,15 @@ def list_migrations() -> list[Migration]:
     return [migrations[version] for version in sorted(migrations)]
 
 
-async def migrate(url: str) -> list[int]:
+async def migrate(url: str, *, prepare: bool = True) -> list[int]:
     """Bring the database at `url` up to date; return the versions this call applied.
 
     All-or-nothing: if a migration fails, none of this call's migrations stay applied.
+    `prepare=False` (behind a pooler that cannot track prepared statements) keeps the
+    statements that repeat, one per migration, from being prepared on the server.
     """
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+    unprepared: dict[str, Any] = {} if prepare else {"prepare_threshold": None}
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True, **unprepared) as conn:
         return await _apply_pending(conn, list_migrations())
 
 

@@ -53,8 +53,12 @@ class EventListener:
         poll_interval: float = 1.0,
         retry_interval: float = 0.5,
         ping_timeout: float = 5.0,
+        prepare: bool = True,
     ) -> None:
         self._url = database_url
+        # Off behind a pooler that cannot track prepared statements: the ping repeats
+        # and would otherwise be prepared on a server connection others then get.
+        self._connect_options: dict[str, Any] = {} if prepare else {"prepare_threshold": None}
         self.poll_interval = poll_interval
         self._retry_interval = retry_interval
         self._ping_timeout = ping_timeout
@@ -170,7 +174,11 @@ class EventListener:
 
     async def _listen(self) -> None:
         conn = await psycopg.AsyncConnection.connect(
-            self._url, autocommit=True, application_name="conveyor-listen", **_KEEPALIVES
+            self._url,
+            autocommit=True,
+            application_name="conveyor-listen",
+            **_KEEPALIVES,
+            **self._connect_options,
         )
         self._conn = conn
         await listen_store.listen(conn)
