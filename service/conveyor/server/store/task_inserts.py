@@ -52,7 +52,8 @@ class Dedupe:
     on_conflict: str  # RETURN_EXISTING, REJECT, REPLACE_INPUT or DEBOUNCE
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, for the reason TaskRow is not (store/task_rows.py): one per task created.
+@dataclass(slots=True)
 class NewTask:
     """The column values of a task to insert. None retry fields inherit the queue's."""
 
@@ -105,7 +106,7 @@ class Outcome(Enum):
     ABORTED = "aborted"  # atomic batch with another item refused
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see NewTask
 class Inserted:
     """What the insert decided for a created task (the rest is what was asked)."""
 
