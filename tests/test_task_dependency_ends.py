@@ -155,3 +155,28 @@ async def test_retention_keeps_a_task_that_a_live_task_depends_on(
     await _finish(client, "other")
     assert (await _finish(client, "w")).name == waiting.name
     assert await loop.run_once(future) == 3
+
+
+async def test_a_create_racing_the_end_of_its_dependency(
+    client: AsyncClient, database_url: str
+) -> None:
+    # The dependency ends in a transaction still open while the create runs: the create
+    # does not wait for its row (NOWAIT) but tries again, and once that end commits it
+    # sees it, so the new task is QUEUED once, whichever came first.
+    a = await client.create_task("k", queue="a")
+    ending = await _end_in_open_transaction(database_url, _id(a))
+    try:
+        create = asyncio.create_task(client.create_task("k", queue="b", depends_on=[a.name]))
+        await asyncio.sleep(0.05)  # lets the create meet the lock (the outcome holds anyway)
+        await ending.commit()
+        created = await create
+    finally:
+        await ending.close()
+    assert created.state == QUEUED
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as probe:
+        cur = await probe.execute(
+            "SELECT count(*) FROM events WHERE project = 'alpha' AND subject = %s"
+            " AND type = 'task.queued'",
+            (created.name,),
+        )
+        assert await cur.fetchone() == (1,)

@@ -474,3 +474,23 @@ async def test_a_purged_task_keeps_its_logs_until_it_is_deleted(
         )
         assert answer.deleted_count == 1
         assert await _log_rows(server, name) == 0
+
+
+async def test_a_watch_on_another_replica_sees_the_lines(
+    server: ConveyorServer, replica: ConveyorServer, keys: dict[str, str]
+) -> None:
+    """Appends wake this replica's watchers at once; a watcher on another replica sees
+    them by its poll, and sees the attempt end."""
+    async with (
+        AsyncClient(server.grpc_target, api_key=keys["operator"], project="alpha") as ops,
+        AsyncClient(replica.grpc_target, api_key=keys["viewer"], project="alpha") as far,
+        AsyncClient(server.grpc_target, api_key=keys["worker"], project="alpha") as w,
+    ):
+        lease = await _leased(ops, w, "replicas")
+        watch = far.watch_task_logs(lease.task.name)
+        first = asyncio.ensure_future(anext(watch))
+        await _append(w, lease, _lines("from replica one"))
+        assert (await asyncio.wait_for(first, 15)).message == "from replica one"
+        await _append(w, lease, _lines("and more"))
+        await w.complete_task(lease.task.name, lease.lease_id, "done")
+        assert [x.message async for x in watch] == ["and more"]
