@@ -1,6 +1,6 @@
 """The queue core against raw PostgreSQL: throughput and latency ratios from one run.
 
-    .venv/bin/python bench/bench_queue.py [--quick] [--seconds 6] [--json]
+    .venv/bin/python bench/bench_queue.py [--quick] [--seconds 6] [--json] [--pgbouncer]
 
 Starts its own embedded PostgreSQL and one Conveyor server as a subprocess
 (`python -m conveyor.server --log-level warning`, so the server's CPU and memory are its
@@ -14,8 +14,10 @@ Raw PostgreSQL baselines (psycopg, a table shaped like `tasks` with the same ind
   - NOTIFY wake latency: NOTIFY committed on one connection until LISTEN sees it (p50/p99)
 
 A bare gRPC echo (bench/grpc_echo.py: grpc.aio with no database, in its own process):
-  - unary round-trip latency, unary calls/s with 16 in flight, and the Connect loop's
-    message shape at credit 1 and 100: what gRPC alone allows on this machine
+  - unary round-trip latency, unary calls/s with 16 in flight (also with initial
+    metadata sent first, as the service's interceptor does), and the Connect loop's
+    message shape at credit 1 and 100, each with the echo server's CPU per call: what
+    gRPC alone allows on this machine
 
 The service, driven by the real client (conveyor.client.AsyncClient):
   - CreateTask, one task per call, 16 calls in flight
@@ -50,6 +52,7 @@ from typing import Any
 
 import bench_logs
 import bench_peers
+import bench_statements
 import bench_targets
 import grpc_echo
 
@@ -409,9 +412,14 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+STATEMENTS_URL = ""  # the bench database, with --statements (pg_stat_statements)
+
+
 async def measure(
     probe: ServerProbe, results: dict[str, Any], name: str, run: Callable[[], Awaitable[float]]
 ) -> None:
+    if STATEMENTS_URL:
+        bench_statements.reset(STATEMENTS_URL)
     cpu0 = probe.cpu()
     own0 = time.process_time()
     wall0 = time.monotonic()
@@ -419,6 +427,8 @@ async def measure(
     wall = time.monotonic() - wall0
     cpu = probe.cpu() - cpu0
     own = time.process_time() - own0
+    if STATEMENTS_URL:
+        bench_statements.report(STATEMENTS_URL, name, rate * wall)
     results[name] = {
         "rate": rate,
         "server_cpu_share": cpu / wall if wall else 0.0,
@@ -428,7 +438,9 @@ async def measure(
         results[name]["server_cpu_us_per_task"] = cpu / (rate * wall) * 1e6
 
 
-def start_server(root: Path, url: str, processes: int) -> subprocess.Popen[bytes]:
+def start_server(
+    root: Path, url: str, processes: int, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     data = root / "data"
     command = [
         sys.executable,
@@ -448,6 +460,7 @@ def start_server(root: Path, url: str, processes: int) -> subprocess.Popen[bytes
     env = dict(os.environ)
     if processes > 1:
         env["CONVEYOR_PROCESSES"] = str(processes)
+    env.update(extra_env or {})
     log = open(root / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
@@ -473,10 +486,16 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def served(name: str, processes: int = 1) -> AsyncIterator[Served]:
+async def served(
+    name: str, processes: int = 1, statements: bool = False, *, pgbouncer: bool = False
+) -> AsyncIterator[Served]:
     """An embedded PostgreSQL in a temporary directory, a database `name` on it, and a
     Conveyor server subprocess on that database with project PROJECT. Everything is
-    stopped afterwards; the directory (with server.log) is kept when the block failed."""
+    stopped afterwards; the directory (with server.log) is kept when the block failed.
+
+    `pgbouncer`: the server's pool goes through a transaction-mode PgBouncer (the tests'
+    one, tests/pgbouncer_support.py) with prepared statements off and its LISTEN
+    connection direct, as docs/scaling.md says to run it; `Served.url` stays direct."""
     import psycopg
     from psycopg.conninfo import make_conninfo
 
@@ -487,11 +506,21 @@ async def served(name: str, processes: int = 1) -> AsyncIterator[Served]:
     root = Path(tempfile.mkdtemp(prefix=f"conveyor-{name.replace('_', '-')}-"))
     embedded = EmbeddedPostgres(root / "pg")
     admin_url = await asyncio.to_thread(embedded.start)
+    bouncer: Any = None
     try:
+        if statements:
+            admin_url = await asyncio.to_thread(bench_statements.enable, embedded, admin_url)
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         url = make_conninfo(admin_url, dbname=name)
-        server = start_server(root, url, processes)
+        if statements:
+            await asyncio.to_thread(bench_statements.install, url)
+        server_url, extra_env = url, {}
+        if pgbouncer:
+            bouncer = await asyncio.to_thread(_start_pgbouncer, admin_url)
+            server_url = bouncer.url(url)
+            extra_env = {"CONVEYOR_LISTEN_DATABASE_URL": url, "CONVEYOR_DATABASE_PREPARE": "off"}
+        server = start_server(root, server_url, processes, extra_env)
         probe = ServerProbe(server.pid)
         try:
             target = json.loads((root / "data" / "server.json").read_text())["grpc"]
@@ -508,8 +537,20 @@ async def served(name: str, processes: int = 1) -> AsyncIterator[Served]:
             except subprocess.TimeoutExpired:
                 server.kill()
     finally:
+        if bouncer is not None:
+            bouncer.stop()
         await asyncio.to_thread(embedded.stop)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _start_pgbouncer(postgres_url: str) -> Any:
+    """The tests' PgBouncer (transaction mode, unix socket) in front of `postgres_url`."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from pgbouncer_support import PgBouncer
+
+    bouncer = PgBouncer(postgres_url)
+    bouncer.start()
+    return bouncer
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -517,8 +558,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     seconds = args.seconds
     results: dict[str, Any] = {"seconds": seconds, "cores": os.cpu_count()}
-    async with served("bench_queue", args.processes) as service:
+    global STATEMENTS_URL
+    async with served(
+        "bench_queue", args.processes, args.statements, pgbouncer=args.pgbouncer
+    ) as service:
         url, target, key, probe = service.url, service.target, service.key, service.probe
+        if args.statements:
+            STATEMENTS_URL = url
         results["rss_idle"] = probe.rss()
         probe.start()
 
@@ -624,10 +670,13 @@ def report(results: dict[str, Any]) -> bool:
         )
         for label, name, unit in (
             ("unary echo, 16 in flight", "echo_unary_16", "calls/s"),
+            ("  the same, initial metadata first", "echo_unary_16_md", "calls/s"),
             ("Connect's shape, credit 1", "echo_loop_1", "tasks/s"),
             ("Connect's shape, credit 100", "echo_loop_100", "tasks/s"),
         ):
-            print(f"  {label:34s} {results[name]:9.0f} {unit}")
+            cpu = results.get(f"{name}_server_cpu_us")
+            each = f"  [{cpu:5.0f} us echo server CPU each]" if cpu else ""
+            print(f"  {label:34s} {results[name]:9.0f} {unit}{each}")
     print("Service (server CPU per task in brackets):")
     for label, name in (
         ("CreateTask, 16 in flight", "svc_create_16"),
@@ -722,6 +771,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="latency samples")
     parser.add_argument("--processes", type=int, default=1, help="server processes")
     parser.add_argument("--json", action="store_true", help="print the raw results too")
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="pg_stat_statements: print each service figure's costliest statements",
+    )
+    parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="the server behind a transaction-mode PgBouncer (prepare off, LISTEN direct)",
+    )
     parser.add_argument(
         "--only",
         default="",

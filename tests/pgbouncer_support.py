@@ -97,7 +97,7 @@ class PgBouncer:
                     f"logfile = {self._dir / 'pgbouncer.log'}",
                     # Two replicas' pools (20 each), the listeners and the test's own.
                     "max_client_conn = 200",
-                    "default_pool_size = 40",
+                    "default_pool_size = 20",
                     # Quiet: connection lines for every test database would flood the log.
                     "log_connections = 0",
                     "log_disconnections = 0",

@@ -6,6 +6,8 @@ Enforcement against real servers is in test_request_limits_server.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 from google.protobuf import field_mask_pb2
@@ -236,3 +238,19 @@ async def test_key_updates_are_audited(server: ConveyorServer, admin_key: str) -
         )
     assert listed.commands[0].verb == enums_pb2.COMMAND_VERB_UPDATE_API_KEY
     assert listed.commands[0].target == key.name
+
+
+async def test_the_registry_counts_live_replicas_and_prunes_silent_ones(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
+    from conveyor.server.store import replicas
+
+    await conn.execute(
+        "INSERT INTO replicas (id, heartbeat_time) VALUES"
+        " ('live', now()), ('crashed', now() - interval '1 hour')"
+    )
+    assert await replicas.beat(conn, "me", ttl=15) == 2  # me and live
+    rows = await (await conn.execute("SELECT id FROM replicas ORDER BY id")).fetchall()
+    assert rows == [("live",), ("me",)]
+    await replicas.leave(conn, "live")
+    assert await replicas.beat(conn, "me", ttl=15) == 1

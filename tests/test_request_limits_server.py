@@ -14,6 +14,7 @@ import grpc
 import httpx
 import pytest
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from conveyor.client import AsyncClient
@@ -23,6 +24,8 @@ from conveyor.server.loops.replicas import ReplicaRegistry
 from conveyor.server.settings import Settings
 from conveyor.v1 import (
     enums_pb2,
+    event_pb2,
+    event_pb2_grpc,
     project_pb2,
     project_pb2_grpc,
     task_pb2,
@@ -221,12 +224,50 @@ async def test_two_replicas_split_each_budget(
     assert registries[0].live == 1
 
 
-async def test_a_flood_logs_one_line_per_episode_not_per_refusal(
+async def refused_so_far(server: ConveyorServer, method_class: str) -> float:
+    """conveyor_requests_rate_limited_total{method_class} on the server's /metrics."""
+    async with httpx.AsyncClient(base_url=server.http_base_url, timeout=5) as http:
+        text = (await http.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "conveyor_requests_rate_limited_total"
+                and sample.labels.get("method_class") == method_class
+            ):
+                return float(sample.value)
+    return 0.0
+
+
+async def test_a_flood_logs_one_line_per_episode_and_counts_each_refusal(
     server: ConveyorServer, admin: AsyncClient
 ) -> None:
     secret = await key(admin, RL(read=RQ(requests_per_second=DRY, burst=1)))
+    before = await refused_so_far(server, "read")
     with capture_logs() as logs:
         assert admitted(await reads(server.grpc_target, secret, 6)) == 1
     reached = [line for line in logs if line["event"] == "rate limit reached"]
     assert len(reached) == 1 and reached[0]["method_class"] == "read"
     assert [line for line in logs if line.get("code") == "RESOURCE_EXHAUSTED"] == []
+    assert await refused_so_far(server, "read") == before + 5
+
+
+async def test_a_stream_counts_once_when_it_opens(
+    server: ConveyorServer, admin: AsyncClient
+) -> None:
+    secret = await key(admin, RL(stream=RQ(requests_per_second=DRY, burst=1)))
+    request = event_pb2.WatchEventsRequest(parent="projects/acme")
+    async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+        events = event_pb2_grpc.EventServiceStub(channel)
+        first = events.WatchEvents(request, metadata=auth(secret))
+        # Headers come once the call is admitted (interceptor.py).
+        assert "x-request-id" in dict(await first.initial_metadata())
+        second = events.WatchEvents(request, metadata=auth(secret))
+        assert await second.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        async with httpx.AsyncClient(base_url=server.http_base_url) as http:
+            sse = await http.get(
+                "/v1/projects/acme/events:watch", headers={"authorization": f"Bearer {secret}"}
+            )
+        assert sse.status_code == 429 and int(sse.headers["retry-after"]) > 100
+        first.cancel()
+    # Reads are another class: the stream budget being spent does not touch them.
+    assert admitted(await reads(server.grpc_target, secret, 2)) == 2

@@ -176,6 +176,13 @@ async def test_approval_and_dependencies_both_hold(client: AsyncClient) -> None:
     await _run(client, "a")
     assert await _ready(client, "gated") == [gated.name]
 
+    # A dependency rejected at its approval is CANCELLED: its dependents follow.
+    asked = await _create(client, "asked", requires_approval=True)
+    after = await _create(client, "after", [asked])
+    await client.tasks.RejectTask(task_service_pb2.RejectTaskRequest(name=asked.name, reason="no"))
+    got = await client.get_task(after.name)
+    assert (got.state, got.state_reason) == (CANCELLED, f"dependency {asked.name} was cancelled")
+
 
 async def test_deleting_a_dependency(client: AsyncClient, server: ConveyorServer) -> None:
     # A dependency that succeeded and is deleted afterwards still counted as done.

@@ -12,12 +12,21 @@ import grpc
 import httpx
 import pytest
 from google.protobuf import field_mask_pb2, struct_pb2
+from test_workers_batches import Stream, complete, leases_of  # type: ignore[import-not-found]
 
 from conveyor.client import AsyncClient
 from conveyor.client.errors import ConveyorError as ClientError
 from conveyor.server.app import ConveyorServer
 from conveyor.server.loops.task_retention import TaskRetentionLoop
-from conveyor.v1 import enums_pb2, queue_pb2, task_pb2, task_service_pb2
+from conveyor.v1 import (
+    command_pb2,
+    enums_pb2,
+    queue_pb2,
+    task_pb2,
+    task_service_pb2,
+    worker_pb2,
+    worker_pb2_grpc,
+)
 
 S = enums_pb2
 Line = task_service_pb2.TaskLogLine
@@ -391,3 +400,97 @@ async def test_logs_over_rest_and_sse(server: ConveyorServer, admin_key: str) ->
         )
         assert stale.status_code == 412, stale.text
         assert stale.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_log_batches_on_the_stream_are_fenced_item_by_item(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    """A TaskLogBatch is stored before the reports after it, and each item is fenced on
+    its own: a stale lease, another project's task or a bad item drops that item alone."""
+    async with (
+        grpc.aio.insecure_channel(server.grpc_target) as channel,
+        AsyncClient(server.grpc_target, api_key=keys["operator"], project="alpha") as ops,
+    ):
+        done = await ops.create_task("logged", queue="q")
+        live = await ops.create_task("logged", queue="q")
+        stream = Stream(worker_pb2_grpc.WorkerServiceStub(channel), keys["worker"])
+        await stream.hello(batches=True)
+        await stream.send(credit=worker_pb2.Credit(tasks=2))
+        leased = {x.task.name: x for x in await leases_of(stream, 2)}
+        first, second = leased[done.name], leased[live.name]
+        await stream.send(reports=worker_pb2.ReportBatch(completes=[complete(first)]))
+        assert (await stream.recv()).report_acks.acks[0].status.code == 0
+
+        def item(lease: task_pb2.Lease, *lines: str) -> task_service_pb2.AppendTaskLogsRequest:
+            return task_service_pb2.AppendTaskLogsRequest(
+                name=lease.task.name, lease_id=lease.lease_id, lines=_lines(*lines)
+            )
+
+        other = item(second, "elsewhere")
+        other.name = "projects/beta/tasks/" + second.task.name.rsplit("/", 1)[-1]
+        appends = [
+            item(first, "too late"),  # its lease ended with the complete above
+            item(second, "kept 1", "kept 2"),
+            other,
+            item(second),  # no lines: invalid
+            item(second, "kept 3"),
+        ]
+        await stream.send(logs=worker_pb2.TaskLogBatch(appends=appends))
+        # The complete right behind the lines: they were stored while the lease held.
+        await stream.send(reports=worker_pb2.ReportBatch(completes=[complete(second)]))
+        assert (await stream.recv()).report_acks.acks[0].status.code == 0
+        await stream.close()
+        assert stream.error is None
+        assert await _list(ops, done.name) == []
+        assert [x.message for x in await _list(ops, live.name)] == ["kept 1", "kept 2", "kept 3"]
+
+
+async def test_a_purged_task_keeps_its_logs_until_it_is_deleted(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    """PurgeQueue ends queued tasks CANCELLED (their history stays), so the log of an
+    earlier attempt stays with the task, and goes when the task is deleted."""
+    async with (
+        AsyncClient(server.grpc_target, api_key=keys["admin"], project="alpha") as admin,
+        AsyncClient(server.grpc_target, api_key=keys["worker"], project="alpha") as w,
+    ):
+        retry = {"max_attempts": 3, "initial_backoff": 0.1, "backoff": "fixed"}
+        lease = await _leased(admin, w, "purged", retry_policy=retry)
+        name = lease.task.name
+        await _append(w, lease, _lines("attempt one"))
+        await admin.pause_queue("purged")
+        await w.fail_task(name, lease.lease_id, message="again", retryable=True)
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await admin.get_task(name)).state != S.TASK_STATE_QUEUED:
+            assert asyncio.get_running_loop().time() < deadline, "the retry never came due"
+            await asyncio.sleep(0.05)
+        await admin.commands.PurgeQueue(
+            command_pb2.PurgeQueueRequest(parent="projects/alpha", queue="purged", force=True)
+        )
+        assert (await admin.get_task(name)).state == S.TASK_STATE_CANCELLED
+        assert [x.message for x in await _list(admin, name)] == ["attempt one"]
+        answer = await admin.tasks.BatchDeleteTasks(
+            task_service_pb2.BatchDeleteTasksRequest(parent="projects/alpha", names=[name])
+        )
+        assert answer.deleted_count == 1
+        assert await _log_rows(server, name) == 0
+
+
+async def test_a_watch_on_another_replica_sees_the_lines(
+    server: ConveyorServer, replica: ConveyorServer, keys: dict[str, str]
+) -> None:
+    """Appends wake this replica's watchers at once; a watcher on another replica sees
+    them by its poll, and sees the attempt end."""
+    async with (
+        AsyncClient(server.grpc_target, api_key=keys["operator"], project="alpha") as ops,
+        AsyncClient(replica.grpc_target, api_key=keys["viewer"], project="alpha") as far,
+        AsyncClient(server.grpc_target, api_key=keys["worker"], project="alpha") as w,
+    ):
+        lease = await _leased(ops, w, "replicas")
+        watch = far.watch_task_logs(lease.task.name)
+        first = asyncio.ensure_future(anext(watch))
+        await _append(w, lease, _lines("from replica one"))
+        assert (await asyncio.wait_for(first, 15)).message == "from replica one"
+        await _append(w, lease, _lines("and more"))
+        await w.complete_task(lease.task.name, lease.lease_id, "done")
+        assert [x.message async for x in watch] == ["and more"]

@@ -164,7 +164,11 @@ async def test_cli_prints_and_follows_the_logs(
     server: ConveyorServer, keys: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with clients(server, keys) as (ops, work):
-        await ops.update_queue("cli", max_log_lines=2)
+        code, out, err = await _cli(
+            capsys, server, keys["operator"], "queues", "update", "cli", "--max-log-lines", "2"
+        )
+        assert code == 0, err
+        assert json.loads(out)["max_log_lines"] == 2
         task = await ops.create_task("manual", queue="cli")
         short = task.name.rsplit("/", 1)[-1]
         (lease,) = await work.lease_tasks(["cli"], worker="w-1", wait_timeout=5)

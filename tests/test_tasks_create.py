@@ -481,6 +481,50 @@ async def test_create_appends_an_event_and_wakes_the_queue(
     assert rows[1][2:] == ("QUEUED", created.name.rsplit("/", 1)[1])
 
 
+async def test_a_created_event_holds_what_conveyor_task_change_gives_the_new_row(
+    client: AsyncClient, database_url: str
+) -> None:
+    # The insert builds the change of task.created from the columns it sets (0030);
+    # it must equal the full conversion of the new row, for every initial state.
+    later = _at(datetime.now(UTC) + timedelta(hours=1))
+    await _create(client, task_pb2.Task(kind="plain"))
+    await _create(client, task_pb2.Task(kind="later", queue="q2", schedule_time=later))
+    await _create(
+        client,
+        task_pb2.Task(
+            kind="full",
+            priority=2,
+            labels={"a": "b"},
+            resume_token="tok",
+            requires_approval=True,
+            retry_policy=task_pb2.RetryPolicy(max_attempts=4),
+        ),
+        request_id="r-1",
+    )
+    created = await _create(client, task_pb2.Task(kind="with.input"))
+    await client.tasks.BatchCreateTasks(
+        task_service_pb2.BatchCreateTasksRequest(
+            parent=PARENT,
+            requests=[
+                task_service_pb2.CreateTaskRequest(
+                    task=task_pb2.Task(kind="child", parent_task=created.name)
+                ),
+                task_service_pb2.CreateTaskRequest(task=task_pb2.Task(kind="batched")),
+            ],
+        )
+    )
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute(
+            "SELECT e.task, conveyor_task_change(t, true) FROM events e"
+            " JOIN tasks t ON e.subject = 'projects/' || t.project || '/tasks/' || t.id"
+            " WHERE e.type = 'task.created' ORDER BY e.id"
+        )
+        rows = await cur.fetchall()
+    assert len(rows) == 6
+    for event_change, full_change in rows:
+        assert event_change == full_change
+
+
 async def test_concurrent_creates_share_statements(client: AsyncClient, database_url: str) -> None:
     tasks = await asyncio.gather(
         *(_create(client, task_pb2.Task(kind=f"k{i}")) for i in range(200))

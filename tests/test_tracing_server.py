@@ -231,6 +231,9 @@ async def test_a_log_line_written_inside_a_call_names_its_trace_and_span(
     ]
     assert call and call[0].context is not None
     assert rpc[-1]["span_id"] == f"{call[0].context.span_id:016x}"
+    # The span says how the call ended (5: NOT_FOUND).
+    assert call[0].attributes is not None
+    assert call[0].attributes["rpc.grpc.status_code"] == 5
 
 
 async def test_a_dashboard_page_is_a_span_and_its_grpc_calls_its_children(

@@ -45,15 +45,27 @@ def get(queue: str) -> None:
     default=None,
     help="default per attempt of tasks created later, e.g. 15m; 0 clears it",
 )
+@click.option(
+    "--max-log-lines", type=LIMIT, default=None, help="lines kept per attempt's log; 0: 10,000"
+)
+@click.option(
+    "--max-log-bytes", type=LIMIT, default=None, help="bytes kept per attempt's log; 0: 1 MiB"
+)
 def update(
     queue: str,
     max_concurrency: int | None,
     rate_limit: str | None,
     execution_timeout: timedelta | None,
+    max_log_lines: int | None,
+    max_log_bytes: int | None,
 ) -> None:
     """Change the settings given (and only those)."""
-    if max_concurrency is None and rate_limit is None and execution_timeout is None:
-        raise click.UsageError("give --max-concurrency, --rate-limit and/or --execution-timeout")
+    given = (max_concurrency, rate_limit, execution_timeout, max_log_lines, max_log_bytes)
+    if all(value is None for value in given):
+        raise click.UsageError(
+            "give --max-concurrency, --rate-limit, --execution-timeout, --max-log-lines"
+            " and/or --max-log-bytes"
+        )
     current = session()
     Output().one(
         current.client().update_queue(
@@ -61,6 +73,8 @@ def update(
             max_concurrency=max_concurrency,
             rate_limit=rate_limit,
             execution_timeout=execution_timeout,
+            max_log_lines=max_log_lines,
+            max_log_bytes=max_log_bytes,
         )
     )
 

@@ -23,14 +23,22 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+from prometheus_client import Counter
+
 from conveyor.server.domain.request_limits import CLASSES, Limit, Limits
 from conveyor.server.errors import ResourceExhausted
 from conveyor.server.logging import get_logger
 
-__all__ = ["REASON", "RequestLimiter"]
+__all__ = ["REASON", "REFUSED", "RequestLimiter"]
 
 REASON = "RATE_LIMITED"
 _log = get_logger(__name__)
+REFUSED = Counter(
+    "conveyor_requests_rate_limited_total",
+    "Calls refused by their API key's request limits (RATE_LIMITED), by method class.",
+    ["method_class"],
+)
+_REFUSED = tuple(REFUSED.labels(name) for name in CLASSES)
 _MAX_BUCKETS = 100_000
 """Buckets kept before the full ones (equivalent to none) are dropped."""
 
@@ -65,6 +73,7 @@ class RequestLimiter:
             return
         wait = self._take(key, cls, limit)
         if wait > 0:
+            _REFUSED[cls].inc()
             raise _refusal(key, CLASSES[cls], limit, wait)
 
     def _take(self, key: str, cls: int, limit: Limit) -> float:

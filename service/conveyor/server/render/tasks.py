@@ -233,8 +233,11 @@ def task_message(
     return task
 
 
-def created_message(new: NewTask, inserted: Inserted, source: task_pb2.Task) -> task_pb2.Task:
-    """The Task a create returns, from what was asked and what the insert decided.
+def created_message(
+    new: NewTask, inserted: Inserted, source: task_pb2.Task, into: task_pb2.Task | None = None
+) -> task_pb2.Task:
+    """The Task a create returns, from what was asked and what the insert decided;
+    filled into `into` (an empty Task) when given.
 
     Equal to what GetTask would read back, without reading it back: the row is built
     from the insert, and the input and labels are copied from the request rather than
@@ -283,7 +286,7 @@ def created_message(new: NewTask, inserted: Inserted, source: task_pb2.Task) -> 
         creator=new.creator,
         execution_timeout_ms=inserted.execution_timeout_ms,
     )
-    task = task_pb2.Task()
+    task = task_pb2.Task() if into is None else into
     fill_task(task, row)
     if new.input is not None:  # None also for a JSON null input, which GetTask shows unset
         task.input.CopyFrom(source.input)

@@ -270,6 +270,7 @@ class _Wrapped:
                 status.details,
                 (*status.trailing_metadata, ("x-request-id", self.request_id)),
             )
+        context.set_code(status.code)  # the tracing span reads the code from set_code
         await context.abort_with_status(status)
 
     def _done(self, code: grpc.StatusCode, started: float, *, stream: bool, **extra: Any) -> None:

@@ -86,7 +86,7 @@ inserted AS (
 ),
 event AS (
     INSERT INTO events (project, type, subject, task)
-    SELECT project, 'task.created', 'projects/' || project || '/tasks/' || id, conveyor_task_change(ROW(inserted.*)::tasks, true)
+    SELECT project, 'task.created', 'projects/' || project || '/tasks/' || id, conveyor_task_created(project,id,state,priority,max_attempts,schedule_time,resume_token,schedule,update_time,input)
     FROM inserted
     ORDER BY id
 ),
