@@ -24,6 +24,8 @@ from conveyor.server.loops.replicas import ReplicaRegistry
 from conveyor.server.settings import Settings
 from conveyor.v1 import (
     enums_pb2,
+    event_pb2,
+    event_pb2_grpc,
     project_pb2,
     project_pb2_grpc,
     task_pb2,
@@ -247,3 +249,25 @@ async def test_a_flood_logs_one_line_per_episode_and_counts_each_refusal(
     assert len(reached) == 1 and reached[0]["method_class"] == "read"
     assert [line for line in logs if line.get("code") == "RESOURCE_EXHAUSTED"] == []
     assert await refused_so_far(server, "read") == before + 5
+
+
+async def test_a_stream_counts_once_when_it_opens(
+    server: ConveyorServer, admin: AsyncClient
+) -> None:
+    secret = await key(admin, RL(stream=RQ(requests_per_second=DRY, burst=1)))
+    request = event_pb2.WatchEventsRequest(parent="projects/acme")
+    async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+        events = event_pb2_grpc.EventServiceStub(channel)
+        first = events.WatchEvents(request, metadata=auth(secret))
+        # Headers come once the call is admitted (interceptor.py).
+        assert "x-request-id" in dict(await first.initial_metadata())
+        second = events.WatchEvents(request, metadata=auth(secret))
+        assert await second.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        async with httpx.AsyncClient(base_url=server.http_base_url) as http:
+            sse = await http.get(
+                "/v1/projects/acme/events:watch", headers={"authorization": f"Bearer {secret}"}
+            )
+        assert sse.status_code == 429 and int(sse.headers["retry-after"]) > 100
+        first.cancel()
+    # Reads are another class: the stream budget being spent does not touch them.
+    assert admitted(await reads(server.grpc_target, secret, 2)) == 2

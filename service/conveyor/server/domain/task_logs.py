@@ -227,6 +227,9 @@ class TaskLogs:
                 continue
             items.append(item)
         if items:
+            # One order of row locks for every batch (by task, each task's items in the
+            # order sent), so two batches naming the same attempts cannot deadlock.
+            items.sort(key=lambda i: i.task.id)
             results = await self._append(project, items)
             stale = sum(1 for r in results if r is None)
             if stale:
