@@ -14,8 +14,10 @@ Raw PostgreSQL baselines (psycopg, a table shaped like `tasks` with the same ind
   - NOTIFY wake latency: NOTIFY committed on one connection until LISTEN sees it (p50/p99)
 
 A bare gRPC echo (bench/grpc_echo.py: grpc.aio with no database, in its own process):
-  - unary round-trip latency, unary calls/s with 16 in flight, and the Connect loop's
-    message shape at credit 1 and 100: what gRPC alone allows on this machine
+  - unary round-trip latency, unary calls/s with 16 in flight (also with initial
+    metadata sent first, as the service's interceptor does), and the Connect loop's
+    message shape at credit 1 and 100, each with the echo server's CPU per call: what
+    gRPC alone allows on this machine
 
 The service, driven by the real client (conveyor.client.AsyncClient):
   - CreateTask, one task per call, 16 calls in flight
@@ -668,10 +670,13 @@ def report(results: dict[str, Any]) -> bool:
         )
         for label, name, unit in (
             ("unary echo, 16 in flight", "echo_unary_16", "calls/s"),
+            ("  the same, initial metadata first", "echo_unary_16_md", "calls/s"),
             ("Connect's shape, credit 1", "echo_loop_1", "tasks/s"),
             ("Connect's shape, credit 100", "echo_loop_100", "tasks/s"),
         ):
-            print(f"  {label:34s} {results[name]:9.0f} {unit}")
+            cpu = results.get(f"{name}_server_cpu_us")
+            each = f"  [{cpu:5.0f} us echo server CPU each]" if cpu else ""
+            print(f"  {label:34s} {results[name]:9.0f} {unit}{each}")
     print("Service (server CPU per task in brackets):")
     for label, name in (
         ("CreateTask, 16 in flight", "svc_create_16"),

@@ -28,6 +28,9 @@ from typing import Any
 import grpc
 
 UNARY = "/bench.Echo/Unary"
+# The same, but the server first sends initial metadata of its own, as the service's
+# interceptor does with x-request-id: one more batch through gRPC core per call.
+UNARY_MD = "/bench.Echo/UnaryMetadata"
 LOOP = "/bench.Echo/Loop"
 
 # Serialized sizes of the service's messages for the benchmark's no-op task (measured).
@@ -39,6 +42,11 @@ ACK_BYTES = 400
 
 
 async def _unary(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    return b"\x00" * TASK_BYTES
+
+
+async def _unary_metadata(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    await context.send_initial_metadata((("x-request-id", "0123456789abcdef"),))
     return b"\x00" * TASK_BYTES
 
 
@@ -63,6 +71,7 @@ async def serve() -> None:
                 "bench.Echo",
                 {
                     "Unary": grpc.unary_unary_rpc_method_handler(_unary),
+                    "UnaryMetadata": grpc.unary_unary_rpc_method_handler(_unary_metadata),
                     "Loop": grpc.stream_stream_rpc_method_handler(_loop),
                 },
             )
@@ -109,10 +118,12 @@ async def unary_latency(target: str, samples: int) -> list[float]:
         return times
 
 
-async def unary_rate(target: str, seconds: float, in_flight: int = 16) -> float:
+async def unary_rate(
+    target: str, seconds: float, in_flight: int = 16, method: str = UNARY
+) -> float:
     """Unary calls per second with `in_flight` callers."""
     async with grpc.aio.insecure_channel(target) as channel:
-        call: Any = channel.unary_unary(UNARY)
+        call: Any = channel.unary_unary(method)
         payload = b"\x00" * CREATE_REQUEST_BYTES
         done = 0
         deadline = time.monotonic() + seconds
@@ -165,16 +176,34 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(seconds: float, samples: int) -> dict[str, Any]:
-    """Every echo figure, against a fresh echo server."""
+    """Every echo figure, against a fresh echo server, with the echo server's CPU per
+    call (or per task for the loop shapes): the floor under the service's own."""
     server = EchoServer()
+    pid = server.process.pid
+    results: dict[str, Any] = {}
     try:
-        return {
-            "echo_unary_latency": await unary_latency(server.target, samples),
-            "echo_unary_16": await unary_rate(server.target, seconds),
-            "echo_loop_1": await loop_rate(server.target, 1, seconds),
-            "echo_loop_100": await loop_rate(server.target, 100, seconds),
-        }
+        results["echo_unary_latency"] = await unary_latency(server.target, samples)
+        for name, run in (
+            ("echo_unary_16", lambda: unary_rate(server.target, seconds)),
+            ("echo_unary_16_md", lambda: unary_rate(server.target, seconds, method=UNARY_MD)),
+            ("echo_loop_1", lambda: loop_rate(server.target, 1, seconds)),
+            ("echo_loop_100", lambda: loop_rate(server.target, 100, seconds)),
+        ):
+            cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+            rate = await run()
+            cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - wall0
+            results[name] = rate
+            if rate:
+                results[f"{name}_server_cpu_us"] = cpu / (rate * wall) * 1e6
+        return results
     finally:
         server.stop()
 
@@ -187,9 +216,14 @@ def main() -> None:
     latency = results["echo_unary_latency"]
     p50, p99 = pct(latency, 0.5) * 1e3, pct(latency, 0.99) * 1e3
     print(f"unary echo        p50 {p50:.2f} ms  p99 {p99:.2f} ms")
-    print(f"unary echo x16    {results['echo_unary_16']:9.0f} calls/s")
-    print(f"Connect shape N=1 {results['echo_loop_1']:9.0f} tasks/s")
-    print(f"Connect shape 100 {results['echo_loop_100']:9.0f} tasks/s")
+    for label, name in (
+        ("unary echo x16   ", "echo_unary_16"),
+        ("  + initial md   ", "echo_unary_16_md"),
+        ("Connect shape N=1", "echo_loop_1"),
+        ("Connect shape 100", "echo_loop_100"),
+    ):
+        cpu = results.get(f"{name}_server_cpu_us", 0.0)
+        print(f"{label} {results[name]:9.0f} per s  [{cpu:6.0f} us echo server CPU each]")
 
 
 if __name__ == "__main__":
