@@ -94,9 +94,10 @@ def test_pointers_name_one_place_and_bare_keys_match_at_any_depth() -> None:
 
 def test_bad_paths_are_named_one_by_one() -> None:
     v = Violations()
-    kept = check_paths(v, ["/ok", "ok", "ok", "", "a/b", "/bad~2", " x", "y" * 257], "p")
+    paths = ["/ok", "ok", "ok", "", "a/b", "/bad~2", " x", "y" * 257, "/n\x00l", "x\x1e"]
+    kept = check_paths(v, paths, "p")
     assert kept[:2] == ["/ok", "ok"] and kept.count("ok") == 1
-    assert [item.field for item in v.items] == ["p[3]", "p[4]", "p[5]", "p[6]", "p[7]"]
+    assert [item.field for item in v.items] == [f"p[{i}]" for i in range(3, 10)]
     v = Violations()
     check_paths(v, [f"k{i}" for i in range(65)], "p")
     assert [item.field for item in v.items] == ["p"]

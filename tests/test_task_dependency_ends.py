@@ -102,32 +102,17 @@ async def test_two_dependencies_ending_at_once_release_the_dependent_once(
     a = await client.create_task("k", queue="a")
     b = await client.create_task("k", queue="b")
     join = await client.create_task("k", queue="join", depends_on=[a.name, b.name])
-    # A's end holds the dependent's row; B's end (another transaction) waits for it,
-    # then reads the count A left: exactly one of the two releases it.
+    # Both ends are made, then committed at once: each commit locks the dependent before
+    # reading its count, so one of them takes it to 0 and releases it, and only one.
     first = await _end_in_open_transaction(database_url, _id(a))
-    second_conn = await psycopg.AsyncConnection.connect(database_url)
-    second = asyncio.create_task(
-        second_conn.execute(
-            "UPDATE tasks SET state = 'SUCCEEDED', end_time = now(), update_time = now()"
-            " WHERE project = 'alpha' AND id = %s",
-            (_id(b),),
-        )
-    )
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as probe:
-        # Wait until B's end is blocked on the lock A's end holds (no timed sleep).
-        while True:
-            cur = await probe.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            row = await cur.fetchone()
-            if row and row[0] > 0:
-                break
-            await asyncio.sleep(0.01)
+    second = await _end_in_open_transaction(database_url, _id(b))
+    try:
         assert (await client.get_task(join.name)).state == enums_pb2.TASK_STATE_SCHEDULED
-        await first.commit()
-        await second
-        await second_conn.commit()
+        await asyncio.gather(first.commit(), second.commit())
+    finally:
+        await first.close()
+        await second.close()
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as probe:
         cur = await probe.execute(
             "SELECT state, deps_remaining,"
             " (SELECT count(*) FROM events e WHERE e.project = 'alpha'"
@@ -136,8 +121,6 @@ async def test_two_dependencies_ending_at_once_release_the_dependent_once(
             {"name": join.name, "id": _id(join)},
         )
         assert await cur.fetchone() == ("QUEUED", 0, 1)
-    await first.close()
-    await second_conn.close()
 
 
 async def test_retention_keeps_a_task_that_a_live_task_depends_on(

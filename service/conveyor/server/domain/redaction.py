@@ -32,6 +32,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 from psycopg_pool import AsyncConnectionPool
 
+from conveyor.server.domain import validate
 from conveyor.server.domain.auth import Principal
 from conveyor.server.errors import Violations
 from conveyor.server.store import redaction as redaction_store
@@ -85,6 +86,8 @@ def _path_problem(path: str) -> str:
         return f"must be at most {MAX_PATH_CHARS} characters"
     if path != path.strip():
         return "must not start or end with white space"
+    if "\x00" in path:
+        return validate.NUL_RULE
     if not path.startswith("/"):
         if "/" in path:
             return f"is a bare key with a '/'; a JSON Pointer starts with '/' (/{path})"

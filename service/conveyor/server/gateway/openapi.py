@@ -68,7 +68,9 @@ _PROBLEM: Schema = {
                     "operation_id": {"type": "string"},
                     "hint": {"type": "string"},
                 },
-                "required": ["rel", "method", "href", "operation_id", "hint"],
+                # A step that links no route (`authenticate`: send another key) has
+                # only rel and hint; the others come with a route to call.
+                "required": ["rel", "hint"],
             },
         },
         "preconditions": {
@@ -176,7 +178,12 @@ def _update_mask(resource: Descriptor) -> Schema:
     writable = [
         f.name
         for f in resource.fields
-        if not {field_behavior_pb2.OUTPUT_ONLY, field_behavior_pb2.IDENTIFIER} & behaviors(f)
+        if not {
+            field_behavior_pb2.OUTPUT_ONLY,
+            field_behavior_pb2.IDENTIFIER,
+            field_behavior_pb2.IMMUTABLE,
+        }
+        & behaviors(f)
     ]
     one = "(?:" + "|".join(writable) + ")"
     return {

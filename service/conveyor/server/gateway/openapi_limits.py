@@ -19,6 +19,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescript
 from conveyor.server.domain import (
     names,
     paging,
+    redaction,
+    request_limits,
     retry_policy,
     schedule_spec,
     schedules,
@@ -34,6 +36,7 @@ __all__ = [
     "MESSAGE_RULES",
     "NO_NUL",
     "REQUEST_DURATION",
+    "VALUE_RULES",
     "field_limits",
     "label_map",
     "path_pattern",
@@ -109,6 +112,18 @@ _TEXT: Schema = {"pattern": r"^[^\x00-\x1f\x7f]{1,200}$"}
 # rates.py: a count, optionally per second, minute or hour (at most rates.MAX_COUNT).
 _RATE = r"\s*[0-9]{1,6}\s*(?:/\s*[smhSMH])?\s*"
 _MAX_DURATION_S = 10**9
+# redaction.check_paths: a JSON Pointer ("/card/number", "~" escaped as ~0 or ~1) or a
+# bare key without "/", 1 to 256 characters, no NUL, and no white space at either end as
+# Python's str.strip() sees it (which \s does not spell: \x1c-\x1f, \x85; not \ufeff).
+_WS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_REDACT_PATH: Schema = {
+    "pattern": (
+        rf"^(?:/(?:(?:[^~\x00]|~[01])*(?:[^~\x00{_WS}]|~[01]))?"
+        rf"|[^/\x00{_WS}](?:[^/\x00]*[^/\x00{_WS}])?)$"
+    ),
+    "minLength": 1,
+    "maxLength": redaction.MAX_PATH_CHARS,
+}
 
 
 def _range(low: int, high: int, note: str = "") -> Schema:
@@ -132,6 +147,14 @@ _BY_FIELD: dict[str, Schema] = {
         0, retry_policy.MAX_ATTEMPTS, "0 or absent: the queue's default"
     ),
     "conveyor.v1.Queue.max_concurrency": _range(0, 100_000, "0 is unlimited"),
+    "conveyor.v1.Project.redact_paths": _REDACT_PATH,
+    "conveyor.v1.Queue.redact_paths": _REDACT_PATH,
+    "conveyor.v1.RequestLimit.requests_per_second": _range(
+        0, int(request_limits.MAX_RATE), "0 or absent: unlimited"
+    ),
+    "conveyor.v1.RequestLimit.burst": _range(
+        0, request_limits.MAX_BURST, "0 or absent: one second's worth"
+    ),
     "conveyor.v1.Queue.max_log_lines": _range(
         0, task_log_bounds.MAX_MAX_LOG_LINES, "0 or absent: the default (10,000)"
     ),
@@ -247,7 +270,9 @@ def label_map(value: Schema) -> Schema:
     }
 
 
-# Rules across fields of a request message, in JSON Schema.
+# Rules across fields of a request message, in JSON Schema; those of VALUE_RULES hold
+# of a value wherever it is sent, in an Update's patch too.
+VALUE_RULES = frozenset({"conveyor.v1.RequestLimit"})
 MESSAGE_RULES: dict[str, Schema] = {
     "conveyor.v1.Task": {
         "allOf": [
@@ -272,6 +297,14 @@ MESSAGE_RULES: dict[str, Schema] = {
     },
     "conveyor.v1.AppendTaskLogsRequest": {
         "allOf": [{"properties": {"lines": {"maxItems": task_logs.MAX_LINES}}}],
+    },
+    # request_limits.check: a burst needs a rate.
+    "conveyor.v1.RequestLimit": {
+        "if": {"required": ["burst"], "properties": {"burst": {"not": {"const": 0}}}},
+        "then": {
+            "required": ["requests_per_second"],
+            "properties": {"requests_per_second": {"exclusiveMinimum": 0}},
+        },
     },
     "conveyor.v1.PurgeQueueRequest": {
         "anyOf": [

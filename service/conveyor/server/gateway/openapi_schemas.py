@@ -28,6 +28,7 @@ from conveyor.server.gateway.openapi_limits import (
     MESSAGE_RULES,
     NO_NUL,
     REQUEST_DURATION,
+    VALUE_RULES,
     field_limits,
     label_map,
 )
@@ -140,7 +141,11 @@ class Schemas:
         return self._ref(*key)
 
     def object(self, message: Descriptor, exclude: Sequence[str], mode: Mode) -> Schema:
-        fields = [f for f in message.fields if f.name not in exclude]
+        fields = [
+            f
+            for f in message.fields
+            if f.name not in exclude and not (mode is Mode.PATCH and _immutable(f))
+        ]
         schema: Schema = {
             "type": "object",
             "properties": {f.name: self.field(f, mode) for f in fields},
@@ -149,7 +154,9 @@ class Schemas:
         required = [f.name for f in fields if _required(f, mode)]
         if required:
             schema["required"] = required
-        if mode is Mode.IN and message.full_name in MESSAGE_RULES:
+        if message.full_name in MESSAGE_RULES and (
+            mode is Mode.IN or (mode is Mode.PATCH and message.full_name in VALUE_RULES)
+        ):
             schema |= MESSAGE_RULES[message.full_name]
         return schema
 
@@ -221,6 +228,12 @@ class Schemas:
         _rename(document, final)
         _rename(components, final)
         return dict(sorted(components.items()))
+
+
+def _immutable(field: FieldDescriptor) -> bool:
+    """Set at create only: an Update refuses it in its body (AIP-203), so a patch body
+    does not offer it."""
+    return field_behavior_pb2.IMMUTABLE in behaviors(field)
 
 
 def _required(field: FieldDescriptor, mode: Mode) -> bool:

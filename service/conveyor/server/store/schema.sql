@@ -1306,7 +1306,7 @@ ALTER TABLE tasks ADD CONSTRAINT tasks_deps_remaining_valid CHECK (deps_remainin
 -- how it ended (its state, or DELETED): each edge is resolved exactly once, by the
 -- transaction that ends the dependency (or that creates the dependent, for one that had
 -- already ended). `pending`: resolved but not yet counted into its dependent, true only
--- inside that transaction's statement (conveyor_count_dependencies). No foreign key on
+-- until that transaction commits (conveyor_count_dependencies). No foreign key on
 -- depends_on: an edge outlives a dependency deleted after it ended, as Task.depends_on
 -- keeps naming it.
 CREATE TABLE task_dependencies (
@@ -1323,7 +1323,7 @@ CREATE TABLE task_dependencies (
 
 -- The dependents of a task that ends; the retention loop's "is it still needed".
 CREATE INDEX task_dependencies_depends_on_idx ON task_dependencies (project, depends_on);
--- The edges a statement resolved: only in-flight ones, so finding them reads next to
+-- The edges a transaction resolved: only in-flight ones, so finding them reads next to
 -- nothing.
 CREATE INDEX task_dependencies_pending_idx ON task_dependencies (project, task_id)
     WHERE pending;
@@ -1332,15 +1332,15 @@ CREATE INDEX task_dependencies_pending_idx ON task_dependencies (project, task_i
 CREATE INDEX tasks_due_idx ON tasks (schedule_time)
     WHERE state = 'SCHEDULED' AND deps_remaining = 0;
 
--- Counts the pending edges (dependencies that ended in this transaction's statement, or
--- had ended before a create named them) into their dependents, and returns how many
+-- Counts the pending edges (dependencies that ended in this transaction, or had ended
+-- before a create named them) into their dependents, and returns how many
 -- dependents changed state. Per dependent, by the dependencies it just saw end:
 --   when the last one ends, a SCHEDULED dependent is released (QUEUED, task.queued, its
 --   queue's workers woken) unless its schedule_time is still ahead (the promoter then
 --   takes it);
 --   one that did not succeed CANCELs a waiting dependent whose policy is CANCEL, its
 --   state_reason and error naming that dependency (task.cancelled); RUN_ANYWAY counts it.
--- Exactly once across replicas: every dependent of the statement is locked, all in one
+-- Exactly once across replicas: every dependent of the transaction is locked, all in one
 -- (project, id) order, before its count is read (a new snapshot, after the lock), so
 -- two transactions ending dependencies of the same tasks wait for each other instead of
 -- deadlocking, each sees the other's decrement, and only the one that takes the count
@@ -1445,7 +1445,7 @@ END
 $$;
 
 -- A task that others depend on ended (or was deleted before it ended): its edges get
--- its outcome and are marked pending, for the statement's end to count (below). Only
+-- its outcome and are marked pending, for the commit to count (below). Only
 -- edge rows of this task are written here, so concurrent ends cannot deadlock on them;
 -- a create naming this task holds its row (FOR SHARE) until it commits, so the edges it
 -- adds are seen here, or it sees this end. (AFTER, not BEFORE: a BEFORE row trigger
@@ -1481,10 +1481,11 @@ WHEN (OLD.has_dependents
       AND OLD.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED'))
 EXECUTE FUNCTION conveyor_dependency_ends();
 
--- After each statement that updates or deletes tasks, once its row triggers have run:
--- when one of them marked edges (the flag), every dependent of the statement is counted
--- in one pass, in one lock order; any other statement returns at the flag's test.
--- Inside conveyor_count_dependencies (a dependent it cancels) its own loop counts.
+-- At commit, once per transaction that ended such a task (deferred constraint triggers,
+-- whose WHEN is evaluated as each row changes, so no other statement queues anything):
+-- every dependent of the transaction is counted in one pass, in one lock order. The
+-- first call counts all pending edges; the others find the flag cleared. Inside
+-- conveyor_count_dependencies (a dependent it cancels) its own loop counts.
 CREATE FUNCTION conveyor_dependencies_ended() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -1496,8 +1497,20 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER tasks_dependencies_ended AFTER UPDATE OR DELETE ON tasks
-FOR EACH STATEMENT EXECUTE FUNCTION conveyor_dependencies_ended();
+CREATE CONSTRAINT TRIGGER tasks_dependencies_ended AFTER UPDATE ON tasks
+DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW
+WHEN (NEW.has_dependents
+      AND NEW.state IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED')
+      AND OLD.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED'))
+EXECUTE FUNCTION conveyor_dependencies_ended();
+
+CREATE CONSTRAINT TRIGGER tasks_dependencies_deleted AFTER DELETE ON tasks
+DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW
+WHEN (OLD.has_dependents
+      AND OLD.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'INTERRUPTED'))
+EXECUTE FUNCTION conveyor_dependencies_ended();
 
 -- 0024: request limits per API key (RateLimits; domain/request_limits.py).
 -- A key's own limits by method class, and its project's default for the classes a key
