@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from drillkit.drill import SETUPS, SHORT_SETUPS, Drill, Figure, Scale
+from drillkit.drill import FULL_SETUPS, SETUPS, SHORT_SETUPS, Drill, Figure, Scale
 from drillkit.postgres import DrillPostgres
 
 README = Path(__file__).with_name("README.md")
@@ -53,7 +53,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # A drill taking `setup` runs once per dispatch path (drillkit.drill.SETUPS).
     if "setup" in metafunc.fixturenames:
         short = getattr(metafunc.function, "short_setups", SHORT_SETUPS)
-        names = list(SETUPS) if metafunc.config.getoption("--full") else list(short)
+        full = metafunc.config.getoption("--full")
+        names = list(dict.fromkeys([*FULL_SETUPS, *short])) if full else list(short)
         metafunc.parametrize("setup", [SETUPS[name] for name in names], ids=names)
 
 

@@ -19,15 +19,16 @@ BATCH = 8
 """Tasks a batched unary worker leases per call and reports per ReportTasks."""
 
 
-# The short form kills a replica of several processes too: the fault --processes changes most.
-@short_setups("batched", "processes-2")
+# The short form kills a replica of several processes too: the fault --processes changes
+# most; and one behind a transaction-mode PgBouncer (its server connections outlive it).
+@short_setups("batched", "processes-2", "pgbouncer")
 def test_replica_killed_mid_drain_then_restarted(
     drill: Drill, scale: Scale, setup: Setup, figure: Figure
 ) -> None:
     """One of two replicas SIGKILLed mid-drain, then restarted: nothing lost or doubled."""
     setup.require()
-    a = drill.replica("a", processes=setup.processes)
-    b = drill.replica("b", processes=setup.processes)
+    a = drill.replica("a", setup=setup)
+    b = drill.replica("b", setup=setup)
     count = scale.count(400, 5000)
     with drill.client(b) as client:
         accepted = drill.create_tasks(client, count)
@@ -50,13 +51,14 @@ def test_replica_killed_mid_drain_then_restarted(
     assert verdict.succeeded == count
 
 
+@short_setups("batched", "pgbouncer")
 def test_unary_workers_race_across_two_replicas(
     drill: Drill, scale: Scale, setup: Setup, figure: Figure
 ) -> None:
     """Unary workers racing on ready tasks across two replicas: no task leased twice."""
     setup.require()
-    a = drill.replica("a", processes=setup.processes)
-    b = drill.replica("b", processes=setup.processes)
+    a = drill.replica("a", setup=setup)
+    b = drill.replica("b", setup=setup)
     count = scale.count(400, 10000)
     processes, threads = (4, 16) if scale.full else (2, 4)
     with drill.client(a) as client:

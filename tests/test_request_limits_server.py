@@ -271,3 +271,34 @@ async def test_a_stream_counts_once_when_it_opens(
         first.cancel()
     # Reads are another class: the stream budget being spent does not touch them.
     assert admitted(await reads(server.grpc_target, secret, 2)) == 2
+
+
+async def test_rest_patches_a_keys_limits_by_the_keys_of_its_body(
+    server: ConveyorServer, admin: AsyncClient, admin_key: str
+) -> None:
+    created = await admin.create_api_key(
+        "projects/acme",
+        enums_pb2.ROLE_VIEWER,
+        rate_limits=RL(read=RQ(requests_per_second=5, burst=9), bulk=RQ(requests_per_second=1)),
+    )
+    async with httpx.AsyncClient(
+        base_url=server.http_base_url, headers={"authorization": f"Bearer {admin_key}"}
+    ) as http:
+        # A key of the body changes that one field.
+        patched = await http.patch(
+            f"/v1/{created.name}", json={"rate_limits": {"read": {"requests_per_second": 50}}}
+        )
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["rate_limits"]["read"] == {"requests_per_second": 50, "burst": 9}
+        # A class named by update_mask and absent from the body is cleared: it follows
+        # the project's limit again.
+        cleared = await http.patch(
+            f"/v1/{created.name}", params={"update_mask": "rate_limits.bulk"}, json={}
+        )
+        assert cleared.status_code == 200, cleared.text
+        assert cleared.json()["rate_limits"] == {"read": {"requests_per_second": 50, "burst": 9}}
+        refused = await http.patch(
+            f"/v1/{created.name}", json={"rate_limits": {"write": {"burst": 5}}}
+        )
+    assert refused.status_code == 400
+    assert [e["field"] for e in refused.json()["errors"]] == ["api_key.rate_limits.write.burst"]

@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from conveyor.client import Client
+from drillkit import pgbouncer
 from drillkit.checker import Verdict, check, wait_terminal
 from drillkit.effect_worker import KIND
 from drillkit.effects import read_effects
@@ -23,6 +24,7 @@ from drillkit.replicas import Replica, serves_processes
 from drillkit.workers import WorkerProcess
 
 __all__ = [
+    "FULL_SETUPS",
     "KIND",
     "PROJECT",
     "RETRY",
@@ -54,18 +56,27 @@ class Setup:
     several tasks per call and report them with ReportTasks (issue #17)."""
     processes: int = 1
     """`conveyor serve --processes N` (issue #17)."""
+    pgbouncer: bool = False
+    """The replicas' pools go through a transaction-mode PgBouncer with prepared
+    statements off and their LISTEN connections direct (docs/scaling.md)."""
 
     def require(self) -> None:
         """Skips the drill when the server cannot run this setup yet."""
         if self.processes > 1 and not serves_processes():
             pytest.skip(PROCESSES_PENDING)
+        if self.pgbouncer and (missing := pgbouncer.installed()) is not None:
+            pytest.skip(missing)
 
 
 SETUPS = {
     "batched": Setup("batched"),
     "unbatched": Setup("unbatched", batches=False),
     "processes-2": Setup("processes-2", processes=2),
+    "pgbouncer": Setup("pgbouncer", pgbouncer=True),
 }
+FULL_SETUPS = ("batched", "unbatched", "processes-2")
+"""What the full form runs every drill with; a drill asks for more with `short_setups`
+(the replica drills add "pgbouncer", which the outage drills were not written for)."""
 SHORT_SETUPS = ("batched",)
 """The short form guards the batched path (the SDK's default); the full form adds one
 message per task and --processes. A drill can ask for more in the short form with
@@ -112,12 +123,27 @@ class Drill:
         self.workers: list[WorkerProcess] = []
         self._key = ""
         self._worker_ids = itertools.count(1)
+        self._pgbouncer: Any = None
 
     # Processes.
 
-    def replica(self, name: str, *, grace: float = 5.0, processes: int = 1) -> Replica:
-        """Starts a `conveyor serve` replica over the drill's database."""
-        started = Replica(name, self.root, self.database_url, grace=grace, processes=processes)
+    def replica(
+        self, name: str, *, grace: float = 5.0, processes: int = 1, setup: Setup | None = None
+    ) -> Replica:
+        """Starts a `conveyor serve` replica over the drill's database (as `setup` says:
+        its processes, and whether it goes through PgBouncer)."""
+        if setup is not None:
+            processes = setup.processes
+        url, env = self.database_url, {}
+        if setup is not None and setup.pgbouncer:
+            if self._pgbouncer is None:
+                self._pgbouncer = pgbouncer.start(self.postgres.url)
+            url = self._pgbouncer.url(self.database_url)
+            env = {
+                "CONVEYOR_LISTEN_DATABASE_URL": self.database_url,
+                "CONVEYOR_DATABASE_PREPARE": "off",
+            }
+        started = Replica(name, self.root, url, grace=grace, processes=processes, env=env)
         self.replicas.append(started)
         started.start()
         if not self._key:
@@ -193,6 +219,8 @@ class Drill:
             worker.close()
         for replica in self.replicas:
             replica.close()
+        if self._pgbouncer is not None:
+            self._pgbouncer.stop()
 
     # Work and its check.
 

@@ -46,9 +46,18 @@ class Replica:
     """
 
     def __init__(
-        self, name: str, root: Path, database_url: str, *, grace: float = 5.0, processes: int = 1
+        self,
+        name: str,
+        root: Path,
+        database_url: str,
+        *,
+        grace: float = 5.0,
+        processes: int = 1,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
+        self.env = env or {}
+        """Added to the process's environment (e.g. the pooler settings)."""
         self.processes = processes
         self.data_dir = root / name
         self.log_path = root / f"{name}.log"
@@ -73,6 +82,7 @@ class Replica:
         env = dict(os.environ)
         env["CONVEYOR_SHUTDOWN_GRACE"] = str(self.grace)
         env.pop("DATABASE_URL", None)
+        env.update(self.env)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [

@@ -116,6 +116,11 @@ def merged(
     of `resource` (the update's message) applied."""
     target: Any = type(resource)()
     target.rate_limits.CopyFrom(from_json(stored))
-    Mask(tuple(p for p in mask.paths if p.split(".")[0] == "rate_limits")).merge(resource, target)
+    # FieldMask merging skips a path under a message the source leaves unset; here a
+    # masked class absent from the request is cleared (AIP-134), so mark it present.
+    source: Any = type(resource)()
+    source.CopyFrom(resource)
+    source.rate_limits.SetInParent()
+    Mask(tuple(p for p in mask.paths if p.split(".")[0] == "rate_limits")).merge(source, target)
     result: project_pb2.RateLimits = target.rate_limits
     return result

@@ -29,7 +29,9 @@ async def lock(
     """The state of each dependency that exists, locked until the transaction ends.
 
     A dependency's end cannot pass unseen: either it committed before (its state here
-    is terminal) or it waits for this transaction and then resolves the new edges.
+    is terminal), or this one holds it first and that end then resolves the new edges
+    (a row being changed refuses the lock at once: LockNotAvailable, and the caller
+    tries again).
     """
     params = {"project": project, "ids": list(ids)}
     await conn.execute(_SQL["flag"], params)

