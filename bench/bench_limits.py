@@ -20,7 +20,7 @@ refusal still costs the server a gRPC call, about what a cheap read costs, so su
 flood is bounded by the key's budget in work but not in calls), and during the bare
 flood of a key without limits. Target: the quiet key's p99 during the limited flood
 within 2x of its quiet p99, printed PASS or MISS. The flood process reports how many of
-its calls were admitted and how many refused (RATE_LIMITED).
+its calls were admitted and how many refused (REQUEST_LIMITED).
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ async def test_a_rate_limit_says_when_to_retry(
     first = await http.post("/api/v1/durable/tasks", json=body, headers=limited)
     assert first.status_code == 201, first.text
     second = await http.post("/api/v1/durable/tasks", json=body, headers=limited)
-    problem = assert_seed_problem(second, 429, "rate_limited")
+    problem = assert_seed_problem(second, 429, "request_limited")
     assert problem["retry_after_seconds"] > 0
     assert int(second.headers["retry-after"]) >= 1
     [action] = problem["allowed_actions"]

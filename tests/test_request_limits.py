@@ -61,7 +61,7 @@ def test_a_bucket_admits_its_burst_then_says_when_to_retry() -> None:
         limiter.admit("k", limits, READ)
     with pytest.raises(ResourceExhausted) as caught:
         limiter.admit("k", limits, READ)
-    assert caught.value.reason == "RATE_LIMITED"
+    assert caught.value.reason == "REQUEST_LIMITED"
     assert caught.value.retry_after is not None
     assert caught.value.retry_after.total_seconds() == pytest.approx(0.5)
     assert caught.value.metadata["method_class"] == "read"

@@ -1,4 +1,4 @@
-"""The Python client retries a call its key's request limits refused (RATE_LIMITED with
+"""The Python client retries a call its key's request limits refused (REQUEST_LIMITED with
 RetryInfo), idempotent or not, after the delay the server named; a delay past
 MAX_RETRY_AFTER is raised at once. Watches and the worker SDK reopen no sooner.
 
@@ -74,7 +74,7 @@ async def test_a_delay_past_the_clients_patience_is_raised_at_once(
 
     # The sync client on its own thread: the server runs on this event loop.
     refused = await asyncio.to_thread(calls)
-    assert refused.reason == "RATE_LIMITED"
+    assert refused.reason == "REQUEST_LIMITED"
     assert refused.retry_after is not None and refused.retry_after > timedelta(seconds=100)
     assert waited == []
 
@@ -86,7 +86,7 @@ def rate_limited(seconds: float) -> ConveyorError:
 
     details = []
     for message in (
-        error_details_pb2.ErrorInfo(reason="RATE_LIMITED", domain="conveyor.dev"),
+        error_details_pb2.ErrorInfo(reason="REQUEST_LIMITED", domain="conveyor.dev"),
         error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(seconds))),
     ):
         packed = any_pb2.Any()

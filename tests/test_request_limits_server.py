@@ -64,7 +64,7 @@ async def reads(target: str, key: str, count: int) -> list[ConveyorError | None]
 def admitted(results: list[ConveyorError | None]) -> int:
     """How many calls went through before the first refusal; all after it were refused."""
     first = next((i for i, r in enumerate(results) if r is not None), len(results))
-    assert all(r is not None and r.reason == "RATE_LIMITED" for r in results[first:])
+    assert all(r is not None and r.reason == "REQUEST_LIMITED" for r in results[first:])
     return first
 
 
@@ -101,7 +101,7 @@ async def test_over_the_limit_grpc_gets_retry_info_and_rest_gets_429(
     refused = results[2]
     assert refused is not None
     assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert refused.reason == "RATE_LIMITED"
+    assert refused.reason == "REQUEST_LIMITED"
     assert refused.metadata["method_class"] == "read"
     assert refused.retry_after is not None and refused.retry_after.total_seconds() > 100
     async with httpx.AsyncClient(base_url=server.http_base_url) as http:
@@ -112,7 +112,7 @@ async def test_over_the_limit_grpc_gets_retry_info_and_rest_gets_429(
     assert response.headers["content-type"].startswith("application/problem+json")
     assert int(response.headers["retry-after"]) > 100
     body = response.json()
-    assert body["code"] == "rate_limited"
+    assert body["code"] == "request_limited"
     assert body["retry_after_seconds"] > 100
 
 

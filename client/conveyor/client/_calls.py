@@ -11,7 +11,7 @@ which makes up to RETRY_ATTEMPTS attempts in all, waiting between them at least 
 server's RetryInfo asked for (a database outage, a replica shutting down), else a short
 jittered backoff.
 
-A call refused by the key's request limits (RESOURCE_EXHAUSTED, reason RATE_LIMITED,
+A call refused by the key's request limits (RESOURCE_EXHAUSTED, reason REQUEST_LIMITED,
 with RetryInfo) is retried too, idempotent or not, as Google's Cloud clients retry quota
 errors that carry RetryInfo: the server refuses it before reading the request, so
 nothing happened. The wait is the RetryInfo delay plus up to a fifth more, so callers
@@ -35,7 +35,7 @@ from google.api import annotations_pb2
 from conveyor.client._backoff import exponential_step
 from conveyor.client._tracing import current_traceparent
 from conveyor.client.errors import (
-    RATE_LIMITED,
+    REQUEST_LIMITED,
     ConveyorError,
     ResourceExhaustedError,
     UnavailableError,
@@ -111,7 +111,7 @@ def retry_delay(attempt: int, error: ConveyorError | None = None) -> float:
 
 
 def _rate_limited(error: ConveyorError) -> bool:
-    return isinstance(error, ResourceExhaustedError) and error.reason == RATE_LIMITED
+    return isinstance(error, ResourceExhaustedError) and error.reason == REQUEST_LIMITED
 
 
 def _retryable(error: ConveyorError, idempotent: bool) -> bool:

@@ -23,7 +23,7 @@ from google.protobuf import struct_pb2
 
 from conveyor.client import _requests as req
 from conveyor.client._backoff import exponential_step
-from conveyor.client.errors import RATE_LIMITED, ConveyorError, from_rpc_error
+from conveyor.client.errors import REQUEST_LIMITED, ConveyorError, from_rpc_error
 from conveyor.v1 import event_pb2, task_pb2
 
 __all__ = ["KEEPALIVE_TYPE", "AsyncEventMethods", "AsyncEventWatch", "EventMethods", "EventWatch"]
@@ -100,7 +100,7 @@ class _Resume:
         self._failures += 1
         step = exponential_step(self._failures, 0.05, self.max_backoff)
         jittered = step / 2 + random.random() * step / 2
-        if typed.reason == RATE_LIMITED and typed.retry_after is not None:
+        if typed.reason == REQUEST_LIMITED and typed.retry_after is not None:
             # The key's stream budget is spent: reopen when the server said it may.
             return max(typed.retry_after.total_seconds(), jittered)
         if typed.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and self._failures == 1:

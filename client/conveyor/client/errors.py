@@ -8,7 +8,7 @@
     ├── UnauthenticatedError
     ├── PermissionDeniedError
     ├── ResourceExhaustedError  retry_after is set when the server said when (reason
-    │                           RATE_LIMITED: the key's request limit; see _calls.py)
+    │                           REQUEST_LIMITED: the key's request limit; see _calls.py)
     ├── UnimplementedError
     └── UnavailableError        after the client's own retries gave up
 
@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-RATE_LIMITED = "RATE_LIMITED"
+REQUEST_LIMITED = "REQUEST_LIMITED"
 """The reason of a call refused by the key's request limits (RateLimits), before the
 server acted on it; its RetryInfo says when the key's bucket holds a call again."""
 

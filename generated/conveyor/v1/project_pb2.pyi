@@ -196,7 +196,7 @@ class RateLimits(_message.Message):
     """RateLimits are request limits by method class, each a token bucket per API
     key. The budget holds for the whole deployment: each replica enforces its share
     (the rate and burst divided by the live replicas). A call over the limit is
-    refused with RESOURCE_EXHAUSTED (ErrorInfo reason RATE_LIMITED, RetryInfo saying
+    refused with RESOURCE_EXHAUSTED (ErrorInfo reason REQUEST_LIMITED, RetryInfo saying
     when to retry; REST: 429 with Retry-After) before the server acts on it. A
     class left unset falls back to the next level (key, then project, then
     unlimited).

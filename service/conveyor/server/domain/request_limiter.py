@@ -12,7 +12,7 @@ together and no more. While a replica joins or leaves, until the others' next co
 the deployment admits up to one share more or less. A share's burst is at least one
 call, so a key with a tiny budget on many replicas is still served.
 
-A refusal is ResourceExhausted with reason RATE_LIMITED and a retry_after (RetryInfo)
+A refusal is ResourceExhausted with reason REQUEST_LIMITED and a retry_after (RetryInfo)
 of when the bucket will hold a call again; it is raised before the call is read, so
 nothing happened and any call may be retried after that delay.
 """
@@ -31,11 +31,11 @@ from conveyor.server.logging import get_logger
 
 __all__ = ["REASON", "REFUSED", "RequestLimiter"]
 
-REASON = "RATE_LIMITED"
+REASON = "REQUEST_LIMITED"
 _log = get_logger(__name__)
 REFUSED = Counter(
     "conveyor_requests_rate_limited_total",
-    "Calls refused by their API key's request limits (RATE_LIMITED), by method class.",
+    "Calls refused by their API key's request limits (REQUEST_LIMITED), by method class.",
     ["method_class"],
 )
 _REFUSED = tuple(REFUSED.labels(name) for name in CLASSES)
@@ -67,7 +67,7 @@ class RequestLimiter:
 
     def admit(self, key: str, limits: Limits, cls: int) -> None:
         """Takes one call of class index `cls` from `key`'s bucket; raises
-        ResourceExhausted (RATE_LIMITED, with retry_after) when it is empty."""
+        ResourceExhausted (REQUEST_LIMITED, with retry_after) when it is empty."""
         limit = limits[cls]
         if limit is None:
             return

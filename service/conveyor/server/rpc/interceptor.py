@@ -46,7 +46,7 @@ from conveyor.server import logging as server_logging
 from conveyor.server.context import AppContext
 from conveyor.server.domain.auth import authorize
 from conveyor.server.domain.keys import Authenticator
-from conveyor.server.domain.request_limiter import REASON as RATE_LIMITED
+from conveyor.server.domain.request_limiter import REASON as REQUEST_LIMITED
 from conveyor.server.domain.request_limiter import RequestLimiter
 from conveyor.server.rpc import principal as principal_ctx
 from conveyor.server.rpc.decoding import decode
@@ -277,7 +277,7 @@ class _Wrapped:
         elapsed = time.perf_counter() - started
         _timer(self.method, code.name).observe(elapsed)
         # A flood's refusals are not logged one by one: the limiter logs each episode.
-        failed = code is not grpc.StatusCode.OK and extra.get("reason") != RATE_LIMITED
+        failed = code is not grpc.StatusCode.OK and extra.get("reason") != REQUEST_LIMITED
         if failed or (not stream and elapsed >= SLOW_CALL_SECONDS):
             log.info("rpc", code=code.name, duration_ms=round(elapsed * 1000, 3), **extra)
         elif server_logging.debug_enabled():
