@@ -212,11 +212,16 @@ async def test_cancel_of_a_queued_task(
 
 
 async def test_concurrent_enqueues_get_distinct_consecutive_ids(
-    http: httpx.AsyncClient,
+    http: httpx.AsyncClient, replica: ConveyorServer
 ) -> None:
-    responses = await asyncio.gather(
-        *(http.post("/api/enrai/tasks", json={"text": f"t{i}"}) for i in range(20))
-    )
+    # 20 POSTs at once, half of them through a second replica on the same database.
+    async with httpx.AsyncClient(base_url=replica.http_base_url, timeout=10) as other:
+        responses = await asyncio.gather(
+            *(
+                (http if i % 2 else other).post("/api/enrai/tasks", json={"text": f"t{i}"})
+                for i in range(20)
+            )
+        )
     assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses]
     ids = [r.json()["id"] for r in responses]
     assert sorted(ids, key=lambda i: int(i[5:])) == [f"task-{n}" for n in range(1, 21)]
