@@ -105,7 +105,8 @@ async def test_the_documented_curl_examples_run_verbatim(
     assert state["queued"][0] == first
     assert state["completed"] == []
 
-    # task-3 is no task here (ids are Conveyor's): the seed's problem shape, 404.
+    assert (first["id"], second["id"]) == ("task-1", "task-2")
+    # Before a third task, task-3 is no task: the seed's problem shape, 404.
     result = await run_curl(cancel, server.http_base_url)
     problem = assert_seed_problem(result, 404, "not_found")
     assert problem["instance"] == "/api/enrai/tasks/task-3"
@@ -118,14 +119,23 @@ async def test_the_documented_curl_examples_run_verbatim(
             "hint": "List the queue (active, queued, completed) to find the task's id.",
         }
     ]
+    # The third task enqueued is task-3, and the seed's DELETE cancels it, verbatim.
+    result = await run_curl(resume, server.http_base_url)
+    third = result.json()
+    assert third["id"] == "task-3"
+    result = await run_curl(cancel, server.http_base_url)
+    assert result.status == 200, result.body
+    assert (result.json()["id"], result.json()["status"]) == ("task-3", "interrupted")
+    state = (await run_curl(listing, server.http_base_url)).json()
+    assert [t["id"] for t in state["queued"]] == ["task-1", "task-2"]
+    assert [(t["id"], t["status"]) for t in state["completed"]] == [("task-3", "interrupted")]
 
     # The v1 task behind the first example.
-    response = await admin_http.get(f"/v1/projects/default/tasks/{first['id']}")
-    task = response.json()
+    task = await v1_task(admin_http, first["id"])
     assert (task["kind"], task["queue"], task["labels"]) == (
         "enrai.task",
         "enrai",
-        {"compat": "enrai"},
+        {"compat": "enrai", "enrai_id": "task-1"},
     )
     assert (task["concurrency_key"], task["concurrency_limit"]) == ("enrai", 1)
     assert task["resume_token"] == ROLLOUT
@@ -143,7 +153,7 @@ async def test_the_example_payload_is_accepted_whole(
     body = response.json()
     assert body["instructions"] == "Keep the change small and avoid unrelated refactors."
     assert body["manifest"] == {"goal": "safe-change", "testing": "required"}
-    task = (await admin_http.get(f"/v1/projects/default/tasks/{body['id']}")).json()
+    task = await v1_task(admin_http, body["id"])
     assert task["input"]["manifest"] == payload["manifest"]
     assert task["callback_url"] == payload["callback_url"]
 
@@ -166,22 +176,60 @@ async def test_bad_bodies_are_refused_in_the_seed_shape(http: httpx.AsyncClient)
     assert problem["errors"][0]["field"] == "callback_url"
 
 
-async def test_cancel_of_a_queued_task(http: httpx.AsyncClient) -> None:
+async def test_cancel_of_a_queued_task(
+    http: httpx.AsyncClient, admin_http: httpx.AsyncClient
+) -> None:
     created = (await http.post("/api/enrai/tasks", json={"text": "later"})).json()
+    assert created["id"] == "task-1"
     response = await http.delete(f"/api/enrai/tasks/{created['id']}")
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "interrupted"
     state = (await http.get("/api/enrai/tasks")).json()
     assert state["queued"] == []
     assert [t["id"] for t in state["completed"]] == [created["id"]]
-    # A task id that is no task: the same 404 as the seed's task-3.
-    missing = await http.delete("/api/enrai/tasks/01a25140-1c14-7016-b6ab-3cc30f30cb15")
-    problem = assert_seed_problem(missing, 404, "not_found")
-    assert [a["rel"] for a in problem["allowed_actions"]] == ["list"]
+    # A task id that is no task: the same 404 as the seed's task-3 before there is one.
+    for missing_id in ["01a25140-1c14-7016-b6ab-3cc30f30cb15", "task-2", "task-01", "task-x"]:
+        missing = await http.delete(f"/api/enrai/tasks/{missing_id}")
+        problem = assert_seed_problem(missing, 404, "not_found")
+        assert [a["rel"] for a in problem["allowed_actions"]] == ["list"]
     # Cancelling it again is v1's conflict, with the next step.
     again = await http.delete(f"/api/enrai/tasks/{created['id']}")
     problem = assert_seed_problem(again, 412, "task_state_conflict")
     assert problem["allowed_actions"][0]["rel"] == "refresh"
+    # The Conveyor id (what Enrai answered before its ids were numbered) still cancels.
+    second = (await http.post("/api/enrai/tasks", json={"text": "also later"})).json()
+    conveyor_id = (await v1_task(admin_http, second["id"]))["name"].rsplit("/", 1)[-1]
+    response = await http.delete(f"/api/enrai/tasks/{conveyor_id}")
+    assert response.status_code == 200, response.text
+    assert (response.json()["id"], response.json()["status"]) == ("task-2", "interrupted")
+    # A v1 task outside the Enrai queue is not Enrai's, by either id.
+    other = await admin_http.post(
+        "/v1/projects/default/tasks", json={"kind": "k", "labels": {"enrai_id": "task-3"}}
+    )
+    assert other.status_code == 200, other.text
+    for other_id in ["task-3", other.json()["name"].rsplit("/", 1)[-1]]:
+        assert_seed_problem(await http.delete(f"/api/enrai/tasks/{other_id}"), 404, "not_found")
+
+
+async def test_concurrent_enqueues_get_distinct_consecutive_ids(
+    http: httpx.AsyncClient, replica: ConveyorServer
+) -> None:
+    # 20 POSTs at once, half of them through a second replica on the same database.
+    async with httpx.AsyncClient(base_url=replica.http_base_url, timeout=10) as other:
+        responses = await asyncio.gather(
+            *(
+                (http if i % 2 else other).post("/api/enrai/tasks", json={"text": f"t{i}"})
+                for i in range(20)
+            )
+        )
+    assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses]
+    ids = [r.json()["id"] for r in responses]
+    assert sorted(ids, key=lambda i: int(i[5:])) == [f"task-{n}" for n in range(1, 21)]
+    state = (await http.get("/api/enrai/tasks")).json()
+    assert sorted(t["id"] for t in state["queued"]) == sorted(ids)
+    # Each answer's id is its own task's: the text it was sent with.
+    texts = {t["id"]: t["text"] for t in state["queued"]}
+    assert {r.json()["id"]: r.json()["text"] for r in responses} == texts
 
 
 async def test_sequential_run_and_callbacks_on_every_terminal_state(
@@ -228,6 +276,7 @@ async def test_sequential_run_and_callbacks_on_every_terminal_state(
         ]:
             response = await http.post("/api/enrai/tasks", json={"text": text, **extra})
             ids.append(response.json()["id"])
+        assert ids == ["task-1", "task-2", "task-3"]
         task = asyncio.create_task(worker.arun())
         try:
             deliveries = await receiver.wait_for(3)
@@ -308,6 +357,7 @@ async def test_queue_events_on_sse(http: httpx.AsyncClient, path: str) -> None:
         assert name == "task_queue"
         assert state == {"active": None, "queued": [], "completed": []}
         created = (await http.post("/api/enrai/tasks", json={"text": "watch me"})).json()
+        assert created["id"] == "task-1"
         name, state = await asyncio.wait_for(next_event(), 10)
         assert name == "task_queue"
         assert [t["id"] for t in state["queued"]] == [created["id"]]
@@ -332,6 +382,7 @@ async def test_enrai_and_v1_leave_the_same_rows_and_audit(
     enrai = (
         await http.post("/api/enrai/tasks", json={"text": "same", "workdir": "/w", "rollout": "r"})
     ).json()
+    enrai_uuid = (await v1_task(admin_http, enrai["id"]))["name"].rsplit("/", 1)[-1]
     # The same task through v1, as the same key would send it.
     async with httpx.AsyncClient(
         base_url=server.http_base_url,
@@ -343,7 +394,13 @@ async def test_enrai_and_v1_leave_the_same_rows_and_audit(
             json={
                 "kind": "enrai.task",
                 "queue": "enrai",
-                "labels": {"compat": "enrai"},
+                # What Enrai sends for its next task, task-2.
+                "labels": {"compat": "enrai", "enrai_id": "task-2"},
+                "dedupe_policy": {
+                    "key": "enrai:task-2",
+                    "window": "2592000s",
+                    "on_conflict": "ON_CONFLICT_REJECT",
+                },
                 "concurrency_key": "enrai",
                 "concurrency_limit": 1,
                 "resume_token": "r",
@@ -363,10 +420,12 @@ async def test_enrai_and_v1_leave_the_same_rows_and_audit(
         varying = ("name", "root_task", "create_time", "schedule_time", "update_time", "end_time")
         for varying_field in varying:
             task.pop(varying_field, None)
+        # The Enrai number differs (task-1, task-2), and nothing else.
+        task["labels"].pop("enrai_id")
         return dict(task)
 
-    assert await row(enrai["id"]) == await row(v1_id)
-    assert (await row(enrai["id"]))["creator"] == anonymous
+    assert await row(enrai_uuid) == await row(v1_id)
+    assert (await row(enrai_uuid))["creator"] == anonymous
     commands = (await admin_http.get("/v1/projects/default/commands")).json()["commands"]
 
     def audit(task_id: str) -> list[tuple[str, str, Any, str]]:
@@ -376,7 +435,16 @@ async def test_enrai_and_v1_leave_the_same_rows_and_audit(
             if c["target"].endswith(f"/tasks/{task_id}")
         ]
 
-    assert audit(enrai["id"]) == audit(v1_id) != []
+    assert audit(enrai_uuid) == audit(v1_id) != []
+
+
+async def v1_task(admin_http: httpx.AsyncClient, enrai_id: str) -> dict[str, Any]:
+    """The v1 task behind an Enrai id, found by its label."""
+    response = await admin_http.get(
+        "/v1/projects/default/tasks", params={"filter.labels[enrai_id]": enrai_id}
+    )
+    [task] = response.json()["tasks"]
+    return dict(task)
 
 
 async def anonymous_key(admin_http: httpx.AsyncClient) -> str:

@@ -2,18 +2,18 @@
 
     POST   /api/enrai/tasks        {"text", "rollout"|"resume_path", "workdir",
                                     "callback_url", "instructions", "manifest"}
-                                   -> 200 <task>                  (CreateTask)
+                                   -> 200 <task>      (ListTasks, CreateTask: enrai_ids.py)
     GET    /api/enrai/tasks        -> 200 {"active", "queued", "completed"} (ListTasks x3)
-    DELETE /api/enrai/tasks/{id}   -> 200 <task>                  (GetTask, CancelTask)
+    DELETE /api/enrai/tasks/{id}   -> 200 <task>      (ListTasks by enrai_id, CancelTask)
     GET    /api/enrai/events       -> text/event-stream of `task_queue` events, each the
                                       GET answer (WatchEvents, then ListTasks per change)
 
 Every Enrai task is a v1 task of kind `enrai.task` on queue `enrai`, labelled
-compat=enrai, with concurrency_key `enrai` and limit 1: tasks run one at a time, in
-order, whatever the workers' capacity. `rollout`/`resume_path` is the resume_token;
-the text, instructions, manifest, workdir and rollout make the input. callback_url is
-the task's; the global "Task callback URL" is the project's callback_url
-(UpdateProject). The callback payload is render/enrai.py's.
+compat=enrai and enrai_id=task-N (its Enrai id), with concurrency_key `enrai` and
+limit 1: tasks run one at a time, in order, whatever the workers' capacity.
+`rollout`/`resume_path` is the resume_token; the text, instructions, manifest, workdir
+and rollout make the input. callback_url is the task's; the global "Task callback URL"
+is the project's callback_url (UpdateProject). The callback payload is render/enrai.py's.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
+from conveyor.server.compat.enrai_ids import create_numbered, find, number_of
 from conveyor.server.compat.problems import SeedApi
 from conveyor.server.compat.routing import (
     BadSeedInput,
@@ -152,7 +153,7 @@ async def queue_state(ctx: CompatContext, caller: Caller, project: str) -> dict[
 
 def routes(ctx: CompatContext) -> list[BaseRoute]:
     async def enqueue(request: Request, caller: Caller) -> Response:
-        created = await ctx.v1.create_task(caller, task_of(await read_json(request)))
+        created = await create_numbered(ctx, caller, task_of(await read_json(request)))
         return json_response(enrai_task(created), 200, caller.request_id)
 
     async def state(request: Request, caller: Caller) -> Response:
@@ -164,19 +165,8 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
     async def cancel(request: Request, caller: Caller) -> Response:
         project = await ctx.v1.project(caller)
         task_id = request.path_params["id"]
-        name = f"projects/{project}/tasks/{task_id}"
-        try:
-            task = await ctx.v1.call(
-                "conveyor.v1.TaskService.GetTask",
-                task_service_pb2.GetTaskRequest(name=name),
-                caller,
-            )
-        except V1Failed as failed:
-            if failed.status.code not in (code_pb2.INVALID_ARGUMENT, code_pb2.NOT_FOUND):
-                raise
-            # No such task, or not even the form of a task id (Enrai's own are `task-7`).
-            task = None
-        if task is None or not is_enrai(task):
+        task = await _enrai_task(ctx, caller, project, task_id)
+        if task is None:
             # Only the Enrai queue's tasks are Enrai's to cancel; v1 reaches the others.
             raise SeedProblem(
                 404,
@@ -184,6 +174,7 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
                 f"no task {task_id!r} in the Enrai queue",
                 [_LIST_ACTION],
             )
+        name = task.name
         cancelled = await ctx.v1.call(
             "conveyor.v1.TaskService.CancelTask",
             task_service_pb2.CancelTaskRequest(name=name, reason="cancelled through Enrai"),
@@ -223,6 +214,26 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
         ),
         seed_route(ctx, SEED, "/api/enrai/events", {"GET": Operation("task_queue", events)}),
     ]
+
+
+async def _enrai_task(
+    ctx: CompatContext, caller: Caller, project: str, task_id: str
+) -> task_pb2.Task | None:
+    """The Enrai task `task_id` of the project: its Enrai id `task-N`, or (as answered
+    before Enrai ids were numbered) its Conveyor id."""
+    if number_of(task_id) is not None:
+        return await find(ctx, caller, project, task_id)
+    try:
+        task: task_pb2.Task = await ctx.v1.call(
+            "conveyor.v1.TaskService.GetTask",
+            task_service_pb2.GetTaskRequest(name=f"projects/{project}/tasks/{task_id}"),
+            caller,
+        )
+    except V1Failed as failed:
+        if failed.status.code not in (code_pb2.INVALID_ARGUMENT, code_pb2.NOT_FOUND):
+            raise
+        return None  # no such task, or not even the form of a task id
+    return task if is_enrai(task) else None
 
 
 async def _sse(ctx: CompatContext, caller: Caller, project: str, call: Any) -> AsyncIterator[bytes]:

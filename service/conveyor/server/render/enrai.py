@@ -5,7 +5,7 @@ which sends this payload instead of Conveyor's own for a task created through th
 Enrai API (label `compat=enrai`), signed and retried like every webhook:
 
     {"event": "task.completed", "timestamp": "2026-03-19T18:42:10.000Z",
-     "task": {"id": "...", "status": "completed", "summary": "...",
+     "task": {"id": "task-7", "status": "completed", "summary": "...",
               "resume_path": "...", "workdir": "..."}}
 
 docs/compat/000-enrai.md explains each choice.
@@ -22,8 +22,10 @@ from conveyor.v1 import enums_pb2, task_pb2
 __all__ = [
     "COMPAT_LABEL",
     "ENRAI",
+    "ID_LABEL",
     "STATUS",
     "callback_payload",
+    "enrai_id",
     "enrai_task",
     "is_enrai",
     "status_of",
@@ -32,6 +34,8 @@ __all__ = [
 COMPAT_LABEL = "compat"
 ENRAI = "enrai"
 """Tasks created through the Enrai API carry the label compat=enrai."""
+ID_LABEL = "enrai_id"
+"""...and their Enrai id, `task-N` (compat/enrai_ids.py numbers them)."""
 
 S = enums_pb2
 STATUS: dict[int, str] = {
@@ -56,6 +60,12 @@ _EVENTS = {
 
 def is_enrai(task: task_pb2.Task) -> bool:
     return task.labels.get(COMPAT_LABEL) == ENRAI
+
+
+def enrai_id(task: task_pb2.Task) -> str:
+    """The task's Enrai id: `task-N`, or, for a task made before Enrai ids were
+    numbered, its Conveyor id."""
+    return task.labels.get(ID_LABEL) or task.name.rsplit("/", 1)[-1]
 
 
 def status_of(task: task_pb2.Task) -> str:
@@ -87,7 +97,7 @@ def enrai_task(task: task_pb2.Task) -> dict[str, Any]:
     """A task as GET /api/enrai/tasks lists it."""
     given = _input(task)
     item: dict[str, Any] = {
-        "id": task.name.rsplit("/", 1)[-1],
+        "id": enrai_id(task),
         "status": status_of(task),
         "text": given.get("text", ""),
         "summary": _summary(task, given),
@@ -112,7 +122,7 @@ def callback_payload(event_type: str, time: datetime, task: task_pb2.Task) -> di
         "event": _EVENTS.get(event_type, f"task.{status_of(task)}"),
         "timestamp": _rfc3339(time),
         "task": {
-            "id": task.name.rsplit("/", 1)[-1],
+            "id": enrai_id(task),
             "status": status_of(task),
             "summary": _summary(task, given),
             "resume_path": task.resume_token or None,
