@@ -212,11 +212,16 @@ async def test_cancel_of_a_queued_task(
 
 
 async def test_concurrent_enqueues_get_distinct_consecutive_ids(
-    http: httpx.AsyncClient,
+    http: httpx.AsyncClient, replica: ConveyorServer
 ) -> None:
-    responses = await asyncio.gather(
-        *(http.post("/api/enrai/tasks", json={"text": f"t{i}"}) for i in range(20))
-    )
+    # 20 POSTs at once, half of them through a second replica on the same database.
+    async with httpx.AsyncClient(base_url=replica.http_base_url, timeout=10) as other:
+        responses = await asyncio.gather(
+            *(
+                (http if i % 2 else other).post("/api/enrai/tasks", json={"text": f"t{i}"})
+                for i in range(20)
+            )
+        )
     assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses]
     ids = [r.json()["id"] for r in responses]
     assert sorted(ids, key=lambda i: int(i[5:])) == [f"task-{n}" for n in range(1, 21)]
@@ -225,6 +230,24 @@ async def test_concurrent_enqueues_get_distinct_consecutive_ids(
     # Each answer's id is its own task's: the text it was sent with.
     texts = {t["id"]: t["text"] for t in state["queued"]}
     assert {r.json()["id"]: r.json()["text"] for r in responses} == texts
+
+
+async def test_the_next_id_follows_the_highest_existing_one(
+    http: httpx.AsyncClient, admin_http: httpx.AsyncClient
+) -> None:
+    # An Enrai task numbered 41 that holds no dedupe key (made through v1): the next
+    # number is read from the tasks, not only found by trying keys from 1.
+    made = await admin_http.post(
+        "/v1/projects/default/tasks",
+        json={
+            "kind": "enrai.task",
+            "queue": "enrai",
+            "labels": {"compat": "enrai", "enrai_id": "task-41"},
+        },
+    )
+    assert made.status_code == 200, made.text
+    created = (await http.post("/api/enrai/tasks", json={"text": "next"})).json()
+    assert created["id"] == "task-42"
 
 
 async def test_sequential_run_and_callbacks_on_every_terminal_state(

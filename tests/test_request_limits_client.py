@@ -15,8 +15,8 @@ import grpc
 import pytest
 
 from conveyor.client import AsyncClient, Client, ConveyorError, ResourceExhaustedError, _calls
+from conveyor.client._backoff import reconnect_delay
 from conveyor.client._events import _Resume
-from conveyor.client._worker import reconnect_delay
 from conveyor.server.app import ConveyorServer
 from conveyor.v1 import enums_pb2, event_pb2, project_pb2
 

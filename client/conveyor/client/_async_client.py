@@ -16,8 +16,10 @@ import grpc
 
 from conveyor.client import _requests as req
 from conveyor.client._calls import async_interceptors
-from conveyor.client._client import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, project_from_env
+from conveyor.client._client import CHANNEL_OPTIONS, project_from_env
 from conveyor.client._events import AsyncEventMethods
+from conveyor.client._lease_methods import AsyncLeaseMethods
+from conveyor.client._limits import DEFAULT_TIMEOUT
 from conveyor.client._local import resolve
 from conveyor.client._requests import Seconds, TaskCriteria, TaskOptions, TaskSpec
 from conveyor.client._task_log_methods import AsyncTaskLogMethods
@@ -38,7 +40,7 @@ from conveyor.v1 import (
 )
 
 
-class AsyncClient(AsyncEventMethods, AsyncTaskLogMethods):
+class AsyncClient(AsyncEventMethods, AsyncTaskLogMethods, AsyncLeaseMethods):
     """The asyncio twin of Client: the same methods, awaitable; the list methods are
     async iterators. Use `async with AsyncClient() as client:`."""
 
@@ -279,69 +281,6 @@ class AsyncClient(AsyncEventMethods, AsyncTaskLogMethods):
             token = page.next_page_token
             if not token:
                 return
-
-    # Leases, for workers of your own; the Worker SDK does all of this for you.
-
-    async def lease_tasks(
-        self,
-        queues: Iterable[str],
-        *,
-        worker: str,
-        max_tasks: int = 1,
-        wait_timeout: Seconds = 0,
-        lease_duration: Seconds | None = None,
-        project: str | None = None,
-        timeout: float | None = None,
-    ) -> list[task_pb2.Lease]:
-        """Leases up to max_tasks ready tasks, waiting up to wait_timeout for one."""
-        request = req.lease_tasks(
-            project or self.project, worker, queues, max_tasks, wait_timeout, lease_duration
-        )
-        # The call's deadline covers the long poll on top of the usual allowance.
-        deadline = (timeout or self.timeout or DEFAULT_TIMEOUT) + req.seconds(wait_timeout)
-        response = await self.workers.LeaseTasks(request, timeout=deadline)
-        return list(response.leases)
-
-    async def extend_lease(
-        self,
-        name: str,
-        lease_id: str,
-        *,
-        lease_duration: Seconds | None = None,
-        progress: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> worker_pb2.ExtendLeaseResponse:
-        request = req.extend_lease(self.project, name, lease_id, lease_duration, progress)
-        return await self.workers.ExtendLease(request, timeout=timeout)
-
-    async def complete_task(
-        self,
-        name: str,
-        lease_id: str,
-        result: Any = None,
-        *,
-        summary: str = "",
-        resume_token: str = "",
-        timeout: float | None = None,
-    ) -> task_pb2.Task:
-        request = req.complete_task(self.project, name, lease_id, result, summary, resume_token)
-        return await self.workers.CompleteTask(request, timeout=timeout)
-
-    async def fail_task(
-        self,
-        name: str,
-        lease_id: str,
-        *,
-        error_type: str = "Error",
-        message: str = "",
-        details: Mapping[str, Any] | None = None,
-        retryable: bool = True,
-        timeout: float | None = None,
-    ) -> task_pb2.Task:
-        request = req.fail_task(
-            self.project, name, lease_id, error_type, message, details, retryable
-        )
-        return await self.workers.FailTask(request, timeout=timeout)
 
     # Projects and keys.
 

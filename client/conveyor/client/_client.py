@@ -13,7 +13,8 @@ import grpc
 from conveyor.client import _requests as req
 from conveyor.client._calls import SyncInterceptor
 from conveyor.client._events import EventMethods
-from conveyor.client._limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
+from conveyor.client._lease_methods import LeaseMethods
+from conveyor.client._limits import DEFAULT_TIMEOUT, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from conveyor.client._local import resolve
 from conveyor.client._requests import Seconds, TaskCriteria, TaskOptions, TaskSpec
 from conveyor.client._task_log_methods import TaskLogMethods
@@ -33,7 +34,6 @@ from conveyor.v1 import (
     worker_pb2_grpc,
 )
 
-DEFAULT_TIMEOUT = 30.0
 DEFAULT_PROJECT = "default"
 # Receive at least what the server may send, send at most what it receives (_limits.py).
 CHANNEL_OPTIONS = [
@@ -47,7 +47,7 @@ def project_from_env(project: str | None) -> str:
     return project or os.environ.get("CONVEYOR_PROJECT") or DEFAULT_PROJECT
 
 
-class Client(EventMethods, TaskLogMethods):
+class Client(EventMethods, TaskLogMethods, LeaseMethods):
     """A blocking client. `Client()` talks to the local server with its admin key.
 
     Every unary call gets `timeout` seconds unless the call passes its own
@@ -291,68 +291,6 @@ class Client(EventMethods, TaskLogMethods):
             token = page.next_page_token
             if not token:
                 return
-
-    # Leases, for workers of your own; the Worker SDK does all of this for you.
-
-    def lease_tasks(
-        self,
-        queues: Iterable[str],
-        *,
-        worker: str,
-        max_tasks: int = 1,
-        wait_timeout: Seconds = 0,
-        lease_duration: Seconds | None = None,
-        project: str | None = None,
-        timeout: float | None = None,
-    ) -> list[task_pb2.Lease]:
-        """Leases up to max_tasks ready tasks, waiting up to wait_timeout for one."""
-        request = req.lease_tasks(
-            project or self.project, worker, queues, max_tasks, wait_timeout, lease_duration
-        )
-        # The call's deadline covers the long poll on top of the usual allowance.
-        deadline = (timeout or self.timeout or DEFAULT_TIMEOUT) + req.seconds(wait_timeout)
-        return list(self.workers.LeaseTasks(request, timeout=deadline).leases)
-
-    def extend_lease(
-        self,
-        name: str,
-        lease_id: str,
-        *,
-        lease_duration: Seconds | None = None,
-        progress: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> worker_pb2.ExtendLeaseResponse:
-        request = req.extend_lease(self.project, name, lease_id, lease_duration, progress)
-        return self.workers.ExtendLease(request, timeout=timeout)
-
-    def complete_task(
-        self,
-        name: str,
-        lease_id: str,
-        result: Any = None,
-        *,
-        summary: str = "",
-        resume_token: str = "",
-        timeout: float | None = None,
-    ) -> task_pb2.Task:
-        request = req.complete_task(self.project, name, lease_id, result, summary, resume_token)
-        return self.workers.CompleteTask(request, timeout=timeout)
-
-    def fail_task(
-        self,
-        name: str,
-        lease_id: str,
-        *,
-        error_type: str = "Error",
-        message: str = "",
-        details: Mapping[str, Any] | None = None,
-        retryable: bool = True,
-        timeout: float | None = None,
-    ) -> task_pb2.Task:
-        request = req.fail_task(
-            self.project, name, lease_id, error_type, message, details, retryable
-        )
-        return self.workers.FailTask(request, timeout=timeout)
 
     # Projects and keys.
 

@@ -9,6 +9,8 @@
     MAX_TASK_INPUT_BYTES 1 MiB  a task's input, as JSON (its result likewise)
     MAX_REST_BODY_BYTES 32 MiB  a REST request body; larger ones are 413
 
+DEFAULT_TIMEOUT (30 s) is the deadline of a client's call when the caller gives none.
+
 A request over MAX_REQUEST_BYTES is refused by gRPC itself (RESOURCE_EXHAUSTED) and by
 the gateway before it forwards anything (413). The README lists these limits.
 """
@@ -16,6 +18,7 @@ the gateway before it forwards anything (413). The README lists these limits.
 from __future__ import annotations
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "MAX_BATCH_BYTES",
     "MAX_PAGE_BYTES",
     "MAX_REQUEST_BYTES",
@@ -25,6 +28,8 @@ __all__ = [
 ]
 
 MiB = 1024 * 1024
+
+DEFAULT_TIMEOUT = 30.0
 
 MAX_REQUEST_BYTES = 32 * MiB
 MAX_RESPONSE_BYTES = 64 * MiB

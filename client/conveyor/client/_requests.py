@@ -14,9 +14,9 @@ from typing import Any, Required, TypedDict
 
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 
-from conveyor.client._json import to_struct, to_value
+from conveyor.client._json import to_value
 from conveyor.client._task_logs import queue_log_bounds
-from conveyor.v1 import enums_pb2, queue_pb2, task_pb2, task_service_pb2, worker_pb2
+from conveyor.v1 import enums_pb2, queue_pb2, task_pb2, task_service_pb2
 
 Seconds = timedelta | float
 
@@ -335,71 +335,5 @@ def update_queue(
     )
 
 
-def lease_tasks(
-    project: str,
-    worker: str,
-    queues: Iterable[str],
-    max_tasks: int,
-    wait_timeout: Seconds,
-    lease_duration: Seconds | None,
-) -> worker_pb2.LeaseTasksRequest:
-    request = worker_pb2.LeaseTasksRequest(
-        parent=parent(project),
-        worker=worker,
-        queues=list(queues),
-        max_tasks=max_tasks,
-        wait_timeout=duration(wait_timeout),
-    )
-    if lease_duration is not None:
-        request.lease_duration.CopyFrom(duration(lease_duration))
-    return request
-
-
 def seconds(value: Seconds) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def extend_lease(
-    project: str,
-    name: str,
-    lease_id: str,
-    lease_duration: Seconds | None,
-    progress: Mapping[str, Any] | None,
-) -> worker_pb2.ExtendLeaseRequest:
-    request = worker_pb2.ExtendLeaseRequest(name=child(project, "tasks", name), lease_id=lease_id)
-    if lease_duration is not None:
-        request.lease_duration.CopyFrom(duration(lease_duration))
-    if progress is not None:
-        request.progress.CopyFrom(to_struct(progress))
-    return request
-
-
-def complete_task(
-    project: str, name: str, lease_id: str, result: Any, summary: str, resume_token: str
-) -> worker_pb2.CompleteTaskRequest:
-    request = worker_pb2.CompleteTaskRequest(
-        name=child(project, "tasks", name),
-        lease_id=lease_id,
-        summary=summary,
-        resume_token=resume_token,
-    )
-    if result is not None:
-        request.result.CopyFrom(to_value(result))
-    return request
-
-
-def fail_task(
-    project: str,
-    name: str,
-    lease_id: str,
-    error_type: str,
-    message: str,
-    details: Mapping[str, Any] | None,
-    retryable: bool,
-) -> worker_pb2.FailTaskRequest:
-    error = task_pb2.TaskError(type=error_type, message=message, retryable=retryable)
-    if details:
-        error.details.CopyFrom(to_struct(details))
-    return worker_pb2.FailTaskRequest(
-        name=child(project, "tasks", name), lease_id=lease_id, error=error, retryable=retryable
-    )

@@ -40,7 +40,7 @@ import grpc
 
 from conveyor.client import _requests as req
 from conveyor.client._async_client import AsyncClient
-from conveyor.client._backoff import full_jitter
+from conveyor.client._backoff import reconnect_delay
 from conveyor.client._client import Client
 from conveyor.client._hello import default_worker_id, worker_hello
 from conveyor.client._registry import H, Handler, Registry, registered
@@ -71,16 +71,6 @@ REPORT_DEADLINE = 5.0
 HEALTHY_STREAM = 5.0
 # How long the server may take to end the call once the worker half-closed it.
 CLOSE_TIMEOUT = 2.0
-
-
-def reconnect_delay(failures: int, error: ConveyorError | None) -> float:
-    """Seconds before the next Connect after `failures` in a row: full jitter, 0.1 s
-    doubling up to 5 s, and never less than the server's RetryInfo (the key's worker
-    budget is spent, a replica is stopping)."""
-    delay = full_jitter(failures)
-    if error is not None and error.retry_after is not None:
-        delay = max(delay, error.retry_after.total_seconds())
-    return delay
 
 
 class Worker:

@@ -23,6 +23,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, errors
 
+from conveyor.server.domain import task_dedupe
 from conveyor.server.domain.task_dedupe import Created, outcome
 from conveyor.server.errors import Internal, Unavailable, Violations
 from conveyor.server.states import TERMINAL
@@ -31,7 +32,7 @@ from conveyor.server.store import tasks as task_store
 from conveyor.server.store.task_inserts import NewTask, Outcome, insert_batch
 from conveyor.server.store.task_rows import TaskRow
 
-__all__ = ["attach", "create", "retrying"]
+__all__ = ["attach", "create", "create_unbatched", "retrying"]
 
 # The dependencies are locked without waiting (store/queries/task_dependencies.sql): a
 # row that a report or another create holds makes the create roll back and try again.
@@ -39,6 +40,17 @@ _TRIES = 30
 _FIRST_PAUSE = 0.002
 _MAX_PAUSE = 0.1
 _TERMINAL = frozenset(s.value for s in TERMINAL)
+
+
+async def create_unbatched(
+    conn: AsyncConnection[Any], new: NewTask, parent: str, prefix: str
+) -> Created:
+    """A create outside the batcher: with a dedupe_policy, or with depends_on, or both."""
+    if new.dedupe is None:
+        return await create(conn, new, parent, prefix)
+    if not new.depends_on:
+        return await task_dedupe.create(conn, new, parent, prefix)
+    return await retrying(lambda: task_dedupe.create(conn, new, parent, prefix, attach=attach))
 
 
 async def create(conn: AsyncConnection[Any], new: NewTask, parent: str, prefix: str) -> Created:

@@ -24,7 +24,6 @@ from conveyor.server.domain import (
     audit,
     names,
     task_batches,
-    task_dedupe,
     task_deletes,
     task_dependencies,
     task_input,
@@ -63,20 +62,6 @@ MAX_TREE = 500
 WORKER_SEEN_WITHIN = timedelta(minutes=2)
 _CANCEL_TRIES = 5
 _WAITING = frozenset({State.SCHEDULED.value, State.QUEUED.value, State.AWAITING_APPROVAL.value})
-
-
-async def _create_one(
-    conn: AsyncConnection[Any], new: NewTask, parent: str, prefix: str
-) -> Created:
-    """A create outside the batcher: with a dedupe_policy, or with depends_on, or both."""
-    if new.dedupe is None:
-        return await task_dependencies.create(conn, new, parent, prefix)
-    if not new.depends_on:
-        return await task_dedupe.create(conn, new, parent, prefix)
-    attach = task_dependencies.attach
-    return await task_dependencies.retrying(
-        lambda: task_dedupe.create(conn, new, parent, prefix, attach=attach)
-    )
 
 
 def _reason(value: str, field_path: str = "reason") -> str:
@@ -127,7 +112,7 @@ class Tasks:
             new = dataclasses.replace(new, traceparent=traceparent)
         if new.dedupe is not None or new.depends_on:
             async with self._pool.connection() as conn:
-                return await _create_one(conn, new, parent, "")
+                return await task_dependencies.create_unbatched(conn, new, parent, "")
         return outcome(await self._batcher.create(new), new, parent, "")
 
     async def batch_create(
@@ -222,7 +207,9 @@ class Tasks:
         failures: list[ConveyorError] = []
         for i, new in items:
             try:
-                results[i] = await _create_one(conn, new, parent, f"requests[{i}].")
+                results[i] = await task_dependencies.create_unbatched(
+                    conn, new, parent, f"requests[{i}]."
+                )
             except NotFound:
                 raise  # the project: the whole call is NOT_FOUND
             except ConveyorError as error:

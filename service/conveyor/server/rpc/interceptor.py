@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 from google.protobuf.message import Message
-from prometheus_client import Histogram
 
 from conveyor.server import errors
 from conveyor.server import logging as server_logging
@@ -52,33 +51,15 @@ from conveyor.server.rpc import principal as principal_ctx
 from conveyor.server.rpc.decoding import decode
 from conveyor.server.rpc.method_classes import class_index
 from conveyor.server.rpc.redacting import ResponseRedaction
+from conveyor.server.rpc.rpc_metrics import timer as _timer
 from conveyor.server.rpc.status import to_grpc_status
 from conveyor.server.store import outage, unstorable
 from conveyor.v1 import auth_pb2
 
 log = structlog.get_logger("conveyor.rpc")
 
-RPC_SECONDS = Histogram(
-    "conveyor_rpc_duration_seconds",
-    "RPC latency by method and status code (streams: until the stream ends).",
-    ["method", "code"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
-)
-
 SLOW_CALL_SECONDS = 1.0
 """A unary call at least this slow is logged at INFO even when it succeeded."""
-
-# Histogram children by (method, code): labels() validates and hashes its arguments
-# at every call.
-_TIMERS: dict[tuple[str, str], Any] = {}
-
-
-def _timer(method: str, code: str) -> Any:
-    timer = _TIMERS.get((method, code))
-    if timer is None:
-        timer = _TIMERS[method, code] = RPC_SECONDS.labels(method, code)
-    return timer
-
 
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
