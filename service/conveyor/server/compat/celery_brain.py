@@ -103,7 +103,14 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
         fields = tasks.fields_of(q, v)
         check(v)
         page = await v1.call(_TASKS + "ListTasks", tasks.list_request(slug, q), caller)
-        items = [tasks.project_fields(tasks.task_public(t, slug), fields) for t in page.tasks]
+        # v1's SCHEDULED is both received (a later ETA) and retried (a retry backoff);
+        # only the states asked for are kept, so a page may be short (its cursor holds).
+        asked = tasks.states_asked(q)
+        items = [
+            tasks.project_fields(tasks.task_public(t, slug), fields)
+            for t in page.tasks
+            if not asked or tasks.state_name(t) in asked
+        ]
         return json_response(
             {"items": items, "next_cursor": page.next_page_token or None}, 200, caller.request_id
         )
