@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute
 from conveyor.server.compat import celery_commands as commands
 from conveyor.server.compat import celery_tasks as tasks
 from conveyor.server.compat.body import check, query_of, value_of
-from conveyor.server.compat.problems import SeedApi
+from conveyor.server.compat.problems import SeedApi, seed_link
 from conveyor.server.compat.routing import (
     BadSeedInput,
     CompatContext,
@@ -56,9 +56,20 @@ _RENAMES = {
     "names": "task_ids",
     "name": "task_id",
 }
-SEED = SeedApi("celery-brain", fields=_RENAMES)
+_TASKS = "conveyor.v1.TaskService."
+_BASE = "/api/v1/projects/{slug}"
+_LINKS = {
+    # A next step (`refresh`, `get-existing`, `list`) links this seed's route; the slug
+    # is the project id.
+    _TASKS + "GetTask": seed_link(
+        "GET", f"/api/v1/projects/{{project}}/tasks/{tasks.ENGINE}/{{id}}", "get_task", "tasks"
+    ),
+    _TASKS + "ListTasks": seed_link("GET", "/api/v1/projects/{project}/tasks", "list_tasks"),
+}
+SEED = SeedApi("celery-brain", fields=_RENAMES, links=_LINKS)
 _BULK_DELETE = SeedApi(
     "celery-brain",
+    links=_LINKS,
     fields={
         **_RENAMES,
         "filter.states": "filter_state",
@@ -68,8 +79,6 @@ _BULK_DELETE = SeedApi(
         "filter.create_time_before": "filter_until",
     },
 )
-_TASKS = "conveyor.v1.TaskService."
-_BASE = "/api/v1/projects/{slug}"
 _EXTENSIONS = {enums_pb2.EXPORT_FORMAT_CSV: "csv", enums_pb2.EXPORT_FORMAT_XLSX: "xlsx"}
 
 
@@ -276,7 +285,7 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
     ]
     # The nine verbs before /commands/{command_id}, which would take their paths.
     for action, spec in commands.COMMANDS.items():
-        seed = SeedApi("celery-brain", fields={**_RENAMES, **spec.renames})
+        seed = SeedApi("celery-brain", fields={**_RENAMES, **spec.renames}, links=_LINKS)
         out.append(seed_route(ctx, seed, f"{_BASE}/commands/{action}", {"POST": command(action)}))
     out.append(
         seed_route(
