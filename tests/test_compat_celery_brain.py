@@ -9,6 +9,7 @@ import io
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest_asyncio
@@ -137,6 +138,35 @@ async def test_list_filters_comma_lists_and_cursor(
                 await http.get(f"{BASE}/tasks", params=params), 400, "invalid_argument"
             )
             assert problem["errors"][0]["field"] == field, problem
+
+
+async def test_received_and_retried_each_list_their_own(
+    server: ConveyorServer, keys: dict[str, str], admin: AsyncClient
+) -> None:
+    # v1's SCHEDULED is received (a later ETA) or retried (a retry backoff): each brain
+    # state lists only its own, though v1 filters both as SCHEDULED.
+    later = await admin.create_task(
+        "report.build", queue="later", schedule_time=datetime.now(UTC) + timedelta(hours=1)
+    )
+    retrying = await admin.create_task(
+        "email.send", queue="retrying", retry_policy={"max_attempts": 3, "initial_backoff": 3600}
+    )
+    [lease] = await admin.lease_tasks(["retrying"], worker="worker-1")
+    await admin.fail_task(retrying.name, lease.lease_id, error_type="E", message="again")
+    async with rest(server.http_base_url, keys["viewer"]) as http:
+
+        async def states(**params: str) -> dict[str, str]:
+            response = await http.get(f"{BASE}/tasks", params=params)
+            assert response.status_code == 200, response.text
+            return {item["id"]: item["state"] for item in response.json()["items"]}
+
+        later_id, retrying_id = (t.name.rsplit("/", 1)[-1] for t in (later, retrying))
+        assert await states(state="retried") == {retrying_id: "retried"}
+        assert await states(state="received") == {later_id: "received"}
+        assert await states(state="received,retried") == {
+            later_id: "received",
+            retrying_id: "retried",
+        }
 
 
 async def test_csv_and_xlsx_exports_stream_every_task(

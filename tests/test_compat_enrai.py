@@ -232,6 +232,24 @@ async def test_concurrent_enqueues_get_distinct_consecutive_ids(
     assert {r.json()["id"]: r.json()["text"] for r in responses} == texts
 
 
+async def test_the_next_id_follows_the_highest_existing_one(
+    http: httpx.AsyncClient, admin_http: httpx.AsyncClient
+) -> None:
+    # An Enrai task numbered 41 that holds no dedupe key (made through v1): the next
+    # number is read from the tasks, not only found by trying keys from 1.
+    made = await admin_http.post(
+        "/v1/projects/default/tasks",
+        json={
+            "kind": "enrai.task",
+            "queue": "enrai",
+            "labels": {"compat": "enrai", "enrai_id": "task-41"},
+        },
+    )
+    assert made.status_code == 200, made.text
+    created = (await http.post("/api/enrai/tasks", json={"text": "next"})).json()
+    assert created["id"] == "task-42"
+
+
 async def test_sequential_run_and_callbacks_on_every_terminal_state(
     server: ConveyorServer,
     http: httpx.AsyncClient,

@@ -164,7 +164,16 @@ async def test_jobs_submit_status_cancel_and_your_jobs(
         assert cancelled["status"] == "complete" and cancelled["outcome"] == "cancelled"
         assert cancelled["success"] is False
         again = await ops.post(f"/v1/queue/jobs/{job['job_id']}/cancel")
-        assert_seed_problem(again, 412, "task_state_conflict")
+        problem = assert_seed_problem(again, 412, "task_state_conflict")
+        # The next step reads the job on this seed's own route, not v1's.
+        [refresh] = problem["allowed_actions"]
+        assert {k: refresh[k] for k in ("rel", "method", "href", "operation_id")} == {
+            "rel": "refresh",
+            "method": "GET",
+            "href": f"/v1/queue/jobs/{job['job_id']}",
+            "operation_id": "get_job",
+        }
+        assert (await ops.get(refresh["href"])).json() == cancelled
         theirs = await submit(adm, function="trigger_ai")
         mine = (await ops.get("/v1/queue/jobs")).json()
         assert theirs["job_id"] not in {j["job_id"] for j in mine["jobs"]}
@@ -262,10 +271,26 @@ async def test_correlation_and_depth(
         assert by_queue["gated"]["queued"] == 1 and by_queue["gated"]["awaiting_approval"] == 1
         assert depth["total"] == {"queued": 4, "deferred": 1, "in_progress": 1,
                                   "awaiting_approval": 1}  # fmt: skip
+    async with rest(server.http_base_url, keys["admin"]) as http:
         detail = (await http.get("/v1/queue/observability/queues")).json()
         [default] = [q for q in detail["queues"] if q["queue_name"] == "default"]
         assert default["paused"] is False and default["oldest_queued_age_seconds"] is not None
         assert "succeeded_last_hour" in default and "failed_last_hour" in default
+
+
+async def test_observability_is_admin_only_as_the_seed_says(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    for role in ("viewer", "worker", "operator"):
+        async with rest(server.http_base_url, keys[role]) as http:
+            refused = await http.get("/v1/queue/observability/queues")
+            problem = assert_seed_problem(refused, 403, "role_insufficient")
+            [step] = problem["allowed_actions"]
+            assert step["rel"] == "authenticate" and "role admin" in step["hint"], step
+            # The depth metrics stay a viewer's read, as v1's ListQueues is.
+            assert (await http.get("/v1/queue/depth")).status_code == 200
+    async with rest(server.http_base_url, keys["admin"]) as http:
+        assert (await http.get("/v1/queue/observability/queues")).status_code == 200
 
 
 async def test_same_rows_and_audit_as_v1(

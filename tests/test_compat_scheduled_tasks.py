@@ -246,7 +246,19 @@ async def test_snooze_pause_resume_run_now_cancel(
         assert run_task.kind == "pipeline" and run_task.schedule.endswith(task["id"])
         assert (await http.post(f"{url}/cancel")).json()["status"] == "canceled"
         # "This action cannot be undone."
-        assert_seed_problem(await http.post(f"{url}/resume"), 412, "schedule_cancelled")
+        problem = assert_seed_problem(await http.post(f"{url}/resume"), 412, "schedule_cancelled")
+        # A next step, on this seed's own route: the cancelled task is read-only.
+        [create] = problem["allowed_actions"]
+        assert {k: create[k] for k in ("rel", "method", "href", "operation_id")} == {
+            "rel": "create",
+            "method": "POST",
+            "href": "/tasks",
+            "operation_id": "create_task",
+        }
+        changed = await http.put(url, json={"title": "renamed"})
+        assert assert_seed_problem(changed, 412, "schedule_cancelled")["allowed_actions"] == [
+            create
+        ]
         assert (await http.get(url)).json()["status"] == "canceled"
 
 

@@ -9,7 +9,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from conveyor.server.gateway import problems
 from conveyor.server.gateway.routes import Router, bindings
 from conveyor.server.rpc.rules import SERVICES
-from conveyor.v1 import command_pb2, worker_pb2
+from conveyor.v1 import command_pb2, schedule_pb2, worker_pb2
 
 ROUTER = Router(bindings(SERVICES))
 
@@ -117,6 +117,28 @@ def test_a_stale_purge_token_suggests_reading_the_queue_again() -> None:
         "/v1/projects/acme/queues/mail",
     )
     assert action["operation_id"] == "QueueService_GetQueue"
+
+
+def test_a_cancelled_schedule_suggests_creating_another() -> None:
+    request = schedule_pb2.PauseScheduleRequest(name="projects/acme/schedules/nightly")
+    problem = problems.from_status(
+        status(
+            code_pb2.FAILED_PRECONDITION,
+            "SCHEDULE_CANCELLED",
+            resource="projects/acme/schedules/nightly",
+        ),
+        "/v1/projects/acme/schedules/nightly:pause",
+        router=ROUTER,
+        request=request,
+    )
+    [action] = problem.body["allowed_actions"]
+    assert (action["rel"], action["method"], action["href"]) == (
+        "create",
+        "POST",
+        "/v1/projects/acme/schedules",
+    )
+    assert action["operation_id"] == "ScheduleService_CreateSchedule"
+    assert "cancelled" in action["hint"]
 
 
 def test_no_action_without_a_resource_to_point_at() -> None:

@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute
 from conveyor.server.compat import celery_commands as commands
 from conveyor.server.compat import celery_tasks as tasks
 from conveyor.server.compat.body import check, query_of, value_of
-from conveyor.server.compat.problems import SeedApi
+from conveyor.server.compat.problems import SeedApi, seed_link
 from conveyor.server.compat.routing import (
     BadSeedInput,
     CompatContext,
@@ -56,9 +56,20 @@ _RENAMES = {
     "names": "task_ids",
     "name": "task_id",
 }
-SEED = SeedApi("celery-brain", fields=_RENAMES)
+_TASKS = "conveyor.v1.TaskService."
+_BASE = "/api/v1/projects/{slug}"
+_LINKS = {
+    # A next step (`refresh`, `get-existing`, `list`) links this seed's route; the slug
+    # is the project id.
+    _TASKS + "GetTask": seed_link(
+        "GET", f"/api/v1/projects/{{project}}/tasks/{tasks.ENGINE}/{{id}}", "get_task", "tasks"
+    ),
+    _TASKS + "ListTasks": seed_link("GET", "/api/v1/projects/{project}/tasks", "list_tasks"),
+}
+SEED = SeedApi("celery-brain", fields=_RENAMES, links=_LINKS)
 _BULK_DELETE = SeedApi(
     "celery-brain",
+    links=_LINKS,
     fields={
         **_RENAMES,
         "filter.states": "filter_state",
@@ -68,8 +79,6 @@ _BULK_DELETE = SeedApi(
         "filter.create_time_before": "filter_until",
     },
 )
-_TASKS = "conveyor.v1.TaskService."
-_BASE = "/api/v1/projects/{slug}"
 _EXTENSIONS = {enums_pb2.EXPORT_FORMAT_CSV: "csv", enums_pb2.EXPORT_FORMAT_XLSX: "xlsx"}
 
 
@@ -94,7 +103,14 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
         fields = tasks.fields_of(q, v)
         check(v)
         page = await v1.call(_TASKS + "ListTasks", tasks.list_request(slug, q), caller)
-        items = [tasks.project_fields(tasks.task_public(t, slug), fields) for t in page.tasks]
+        # v1's SCHEDULED is both received (a later ETA) and retried (a retry backoff);
+        # only the states asked for are kept, so a page may be short (its cursor holds).
+        asked = tasks.states_asked(q)
+        items = [
+            tasks.project_fields(tasks.task_public(t, slug), fields)
+            for t in page.tasks
+            if not asked or tasks.state_name(t) in asked
+        ]
         return json_response(
             {"items": items, "next_cursor": page.next_page_token or None}, 200, caller.request_id
         )
@@ -276,7 +292,7 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
     ]
     # The nine verbs before /commands/{command_id}, which would take their paths.
     for action, spec in commands.COMMANDS.items():
-        seed = SeedApi("celery-brain", fields={**_RENAMES, **spec.renames})
+        seed = SeedApi("celery-brain", fields={**_RENAMES, **spec.renames}, links=_LINKS)
         out.append(seed_route(ctx, seed, f"{_BASE}/commands/{action}", {"POST": command(action)}))
     out.append(
         seed_route(

@@ -28,6 +28,7 @@ __all__ = [
     "project_fields",
     "project_of",
     "state_name",
+    "states_asked",
     "task_name",
     "task_public",
     "tree_public",
@@ -214,6 +215,12 @@ def bulk_delete_request(
         v.add("task_ids", "give task_ids or at least one filter_* field")
     check(v)
     return names, (found if found.ByteSize() else None)
+
+
+def states_asked(q: Mapping[str, list[str]]) -> set[str]:
+    """The brain states a `state` query names (empty: any). v1 filters on its states;
+    received and retried share SCHEDULED, so a page is narrowed to the names asked."""
+    return {state.lower() for state in comma_list(q.get("state", [])) if state.lower() in STATES}
 
 
 def state_name(task: task_pb2.Task) -> str:

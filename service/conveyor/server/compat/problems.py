@@ -12,8 +12,9 @@ The document is the v1 gateway's (gateway/problems.py) built from the same
 google.rpc.Status, with two differences: field names are the seed's (`activity_type`,
 not `task.kind`), and a step that repeats the call (`fix-and-retry`, `retry-later`)
 links the seed route that was called, with the seed's operation id. Steps that point at
-another method (`get-existing`, `resume` ...) link its v1 route, which the caller's key
-may call as well.
+another method link the seed's own route for it when the seed has one (SeedApi.links: a
+`refresh` of a ScaiGrid job is `GET /v1/queue/jobs/{job_id}`), else its v1 route, which
+the caller's key may call as well (`resume` a queue).
 """
 
 from __future__ import annotations
@@ -32,7 +33,16 @@ from conveyor.server.gateway import actions, problems
 from conveyor.server.gateway.dispatch import problem_response
 from conveyor.server.gateway.routes import Router
 
-__all__ = ["SeedApi", "bad_input", "seed_problem", "status_problem"]
+__all__ = ["SeedApi", "SeedLink", "bad_input", "seed_problem", "status_problem"]
+
+
+@dataclass(frozen=True)
+class SeedLink:
+    """A seed route an `allowed_actions` step links: its method, href and operation id."""
+
+    method: str
+    href: str
+    operation_id: str
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,11 @@ class SeedApi:
     fields: Mapping[str, str] = field(default_factory=dict)
     """v1 field path -> the seed's field name (`task.kind` -> `activity_type`); a path
     under a mapped one is renamed by its prefix (`task.input.x` -> `input.x`)."""
+
+    links: Mapping[str, Callable[[str], SeedLink | None]] = field(default_factory=dict)
+    """v1 method -> the seed's own route doing the same, from the v1 resource name that
+    would fill v1's route (GetTask of `projects/p/tasks/t` -> `GET /v1/queue/jobs/t`).
+    A next step to a method listed here links the seed's route; others link v1's."""
 
     def rename(self, path: str) -> str:
         if path in self.fields:
@@ -103,7 +118,7 @@ def status_problem(
     )
     steps = actions.next_steps(status, details, rename=seed.rename)
     body["allowed_actions"] = _render(
-        steps, router, metadata, sent, repeat=_repeat(request, instance, operation_id)
+        steps, router, metadata, sent, seed, repeat=_repeat(request, instance, operation_id)
     )
     return problem_response(built, request_id or request.headers.get("x-request-id", ""))
 
@@ -137,13 +152,56 @@ def _render(
     router: Router,
     metadata: Mapping[str, str],
     sent: Message | None,
+    seed: SeedApi,
     *,
     repeat: Callable[[], dict[str, str]],
 ) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
+    strings = problems.request_strings(sent)
     for step in steps:
+        link = _seed_link(step, seed, metadata, strings)
         if step.repeat:
             out.append({"rel": step.rel, **repeat(), "hint": step.hint})
+        elif link is not None:
+            out.append(
+                {
+                    "rel": step.rel,
+                    "method": link.method,
+                    "href": link.href,
+                    "operation_id": link.operation_id,
+                    "hint": step.hint,
+                }
+            )
         else:
             out.extend(problems.allowed_actions(router, [step], metadata, sent))
     return out
+
+
+def _seed_link(
+    step: actions.Step, seed: SeedApi, metadata: Mapping[str, str], strings: Mapping[str, str]
+) -> SeedLink | None:
+    """The seed's own route for a step to another method, when the seed has one."""
+    to_seed = seed.links.get(step.rpc)
+    if to_seed is None:
+        return None
+    name = problems.step_resource(step, metadata, strings)
+    return to_seed(name) if name else None
+
+
+def seed_link(
+    method: str, href: str, operation_id: str, collection: str = ""
+) -> Callable[[str], SeedLink | None]:
+    """A SeedApi.links entry: `href` with `{project}` and `{id}` filled from the v1 name
+    `projects/{project}/<collection>/{id}`, or `{project}` alone from `projects/{project}`
+    when `collection` is empty (a create or a list)."""
+
+    def link(name: str) -> SeedLink | None:
+        parts = name.split("/")
+        if parts[0] != "projects" or len(parts) != (4 if collection else 2):
+            return None
+        if collection and parts[2] != collection:
+            return None
+        filled = href.format(project=parts[1], id=parts[-1] if collection else "")
+        return SeedLink(method, filled, operation_id)
+
+    return link

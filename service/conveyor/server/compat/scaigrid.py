@@ -5,7 +5,7 @@
     GET  /v1/queue/jobs/{job_id}              GetTask
     POST /v1/queue/jobs/{job_id}/cancel       CancelTask
     GET  /v1/queue/depth                      ListQueues
-    GET  /v1/queue/observability/queues       ListQueues (more figures)
+    GET  /v1/queue/observability/queues       ListApiKeys (the admin check), ListQueues
     GET  /v1/queue/hitl                       ListTasks (AWAITING_APPROVAL)
     POST /v1/queue/hitl/{request_id}/approve  ApproveTask
     POST /v1/queue/hitl/{request_id}/reject   RejectTask
@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute
 from conveyor.server.compat import scaigrid_jobs as jobs
 from conveyor.server.compat import scaigrid_schedules as scheduled
 from conveyor.server.compat.body import Fields, query_of
-from conveyor.server.compat.problems import SeedApi
+from conveyor.server.compat.problems import SeedApi, seed_link
 from conveyor.server.compat.routing import (
     CompatContext,
     Operation,
@@ -37,18 +37,30 @@ from conveyor.server.compat.routing import (
     seed_route,
 )
 from conveyor.server.compat.v1 import Caller
-from conveyor.v1 import enums_pb2, queue_pb2, schedule_pb2, task_pb2, task_service_pb2
+from conveyor.v1 import enums_pb2, project_pb2, queue_pb2, schedule_pb2, task_pb2, task_service_pb2
 
 __all__ = ["SEED", "routes"]
 
-SEED = SeedApi("scaigrid", fields={**jobs.JOB_RENAMES, "name": "job_id"})
-"""The jobs routes' field names (a bad job id in the path is v1's `name`)."""
-_HITL = SeedApi("scaigrid", fields={**jobs.JOB_RENAMES, "name": "request_id"})
-_SCHEDULED = SeedApi(
-    "scaigrid", fields={**scheduled.RENAMES, "name": "task_id", "schedule.name": "task_id"}
-)
 _T = "conveyor.v1.TaskService."
 _S = "conveyor.v1.ScheduleService."
+_LINKS = {
+    # A next step (`refresh`, `get-existing`, `list`, `create`) links this seed's route.
+    _T + "GetTask": seed_link("GET", "/v1/queue/jobs/{id}", "get_job", "tasks"),
+    _T + "ListTasks": seed_link("GET", "/v1/queue/jobs", "list_jobs"),
+    _S + "GetSchedule": seed_link(
+        "GET", "/v1/scheduled-tasks/{id}", "get_scheduled_task", "schedules"
+    ),
+    _S + "ListSchedules": seed_link("GET", "/v1/scheduled-tasks", "list_scheduled_tasks"),
+    _S + "CreateSchedule": seed_link("POST", "/v1/scheduled-tasks", "create_scheduled_task"),
+}
+SEED = SeedApi("scaigrid", fields={**jobs.JOB_RENAMES, "name": "job_id"}, links=_LINKS)
+"""The jobs routes' field names (a bad job id in the path is v1's `name`)."""
+_HITL = SeedApi("scaigrid", fields={**jobs.JOB_RENAMES, "name": "request_id"}, links=_LINKS)
+_SCHEDULED = SeedApi(
+    "scaigrid",
+    fields={**scheduled.RENAMES, "name": "task_id", "schedule.name": "task_id"},
+    links=_LINKS,
+)
 
 
 async def _optional_json(request: Request) -> Any:
@@ -117,6 +129,15 @@ def routes(ctx: CompatContext) -> list[BaseRoute]:
         return json_response(jobs.depth_public(await queues(caller)), 200, caller.request_id)
 
     async def observability(request: Request, caller: Caller) -> Response:
+        # The seed marks observability "admin" while ListQueues is a viewer's read. The
+        # route first makes a read that v1 itself grants to admins only (one key of the
+        # project, discarded), so v1's interceptor refuses a lesser key with its own
+        # ROLE_INSUFFICIENT and the rule stays written once, in the proto.
+        await v1.call(
+            "conveyor.v1.ProjectService.ListApiKeys",
+            project_pb2.ListApiKeysRequest(parent=f"projects/{await project(caller)}", page_size=1),
+            caller,
+        )
         body = jobs.depth_public(await queues(caller), detail=True)
         return json_response(body, 200, caller.request_id)
 

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute
 
 from conveyor.server.compat import scheduled_task_fields as fields
 from conveyor.server.compat.body import query_of, rfc3339
-from conveyor.server.compat.problems import SeedApi
+from conveyor.server.compat.problems import SeedApi, seed_link
 from conveyor.server.compat.routing import (
     CompatContext,
     Operation,
@@ -33,8 +33,17 @@ from conveyor.v1 import enums_pb2, schedule_pb2, task_pb2
 
 __all__ = ["SEED", "routes"]
 
-SEED = SeedApi("scheduled-tasks", fields={**fields.RENAMES, "name": "id", "schedule.name": "id"})
 _S = "conveyor.v1.ScheduleService."
+SEED = SeedApi(
+    "scheduled-tasks",
+    fields={**fields.RENAMES, "name": "id", "schedule.name": "id"},
+    links={
+        # A next step (`refresh`, `get-existing`, `list`, `create`) links this seed's route.
+        _S + "GetSchedule": seed_link("GET", "/tasks/{id}", "get_task", "schedules"),
+        _S + "ListSchedules": seed_link("GET", "/tasks", "list_tasks"),
+        _S + "CreateSchedule": seed_link("POST", "/tasks", "create_task"),
+    },
+)
 
 
 def _run_public(task: task_pb2.Task, schedule_id: str) -> dict[str, object]:

@@ -159,6 +159,7 @@ def writable(row: ScheduleRow) -> None:
         raise FailedPrecondition(
             f"{row.name} is cancelled and read-only",
             reason="SCHEDULE_CANCELLED",
+            metadata={"resource": row.name},
             violations=[PreconditionViolation("STATE", row.name, "schedule is CANCELLED")],
         )
 

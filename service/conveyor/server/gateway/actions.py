@@ -7,8 +7,9 @@ own hrefs and field names:
 - BadRequest field violations: one `fix-and-retry` step per bad field, with a hint
   that says how ("Shorten 'kind' to <= 200 chars.").
 - ErrorInfo reason: the steps of ACTIONS (a paused queue: `resume`; a stale purge
-  token: `refresh` ...); ALREADY_EXISTS naming the holder (a dedupe conflict, a reused
-  request_id, a schedule id taken): `get-existing` linking it.
+  token: `refresh`; a cancelled schedule: `create` another ...); ALREADY_EXISTS naming
+  the holder (a dedupe conflict, a reused request_id, a schedule id taken):
+  `get-existing` linking it.
 - ResourceInfo: the resource named by an ALREADY_EXISTS when ErrorInfo names none.
 - RetryInfo: `retry-later` with the seconds (a rate limit, a replica shutting down).
 - NOT_FOUND naming the resource: `list` its collection; REQUEST_ID_REUSED: repeat the
@@ -60,7 +61,7 @@ class Action:
     rpc: str
     """The method's full name, e.g. `conveyor.v1.QueueService.ResumeQueue`."""
     resource: str
-    """Which resource fills the method's path: `queue`, `task` or `project`."""
+    """Which resource fills the method's path: `queue`, `task`, `schedule` or `project`."""
     hint: str
 
 
@@ -89,6 +90,15 @@ ACTIONS: dict[str, tuple[Action, ...]] = {
             "conveyor.v1.WorkerService.LeaseTasks",
             "project",
             "This lease expired and the task moved on; drop the work and lease again.",
+        ),
+    ),
+    "SCHEDULE_CANCELLED": (
+        Action(
+            "create",
+            "conveyor.v1.ScheduleService.CreateSchedule",
+            "project",
+            "The schedule is cancelled and read-only; create a new schedule with the "
+            "changes instead.",
         ),
     ),
     "TASK_STATE_CONFLICT": (

@@ -220,7 +220,7 @@ def allowed_actions(
     can be filled); a step that repeats the call links `instance`; others carry only
     rel and hint."""
     out: list[dict[str, str]] = []
-    strings = _request_strings(request)
+    strings = request_strings(request)
     for step in steps:
         item = {"rel": step.rel}
         if step.repeat:
@@ -232,9 +232,7 @@ def allowed_actions(
             target = router.by_rpc(step.rpc)
             if target is None or len(target.template.variables) != 1:
                 continue
-            name = step.name or (
-                _RESOURCES[step.resource](metadata, strings) if step.resource else None
-            )
+            name = step_resource(step, metadata, strings)
             if name is None:
                 continue
             href = target.template.expand({target.template.variables[0].field_path: name})
@@ -250,7 +248,17 @@ def allowed_actions(
     return out
 
 
-def _request_strings(request: Message | None) -> dict[str, str]:
+def step_resource(
+    step: actions.Step, metadata: Mapping[str, str], strings: Mapping[str, str]
+) -> str | None:
+    """The resource name that fills a step's route: the step's own, or the one of its
+    `resource` kind found in the error or the request's string fields."""
+    if step.name:
+        return step.name
+    return _RESOURCES[step.resource](metadata, strings) if step.resource else None
+
+
+def request_strings(request: Message | None) -> dict[str, str]:
     if request is None:
         return {}
     return {
@@ -293,5 +301,6 @@ def _named(
 _RESOURCES: dict[str, Callable[[Mapping[str, str], Mapping[str, str]], str | None]] = {
     "queue": _named("queues", "queue"),
     "task": _named("tasks", "task"),
+    "schedule": _named("schedules", "schedule"),
     "project": lambda metadata, request: _project(metadata, request),
 }

@@ -14,12 +14,12 @@ from datetime import datetime
 from typing import Any, LiteralString
 
 from psycopg import AsyncConnection, AsyncRawCursor
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from conveyor.server.store import sql
 from conveyor.server.store.db import prepare_at_once
-from conveyor.server.store.task_rows import TaskRow, task_row
+from conveyor.server.store.task_rows import TaskRow, task_row, task_row_maker
 
 _PARAM = re.compile(r"%\((\w+)\)s")
 
@@ -178,15 +178,19 @@ async def settle(
     statement = _SETTLE_MANY_QUEUES if len(queues) > 1 else _SETTLE_ONE_QUEUE
     # A traced connection carries a traced raw cursor (server/tracing.py).
     cursor_class = getattr(conn, "_conveyor_raw_cursor", AsyncRawCursor)
-    async with cursor_class(conn, row_factory=dict_row) as cur:
+    async with cursor_class(conn, row_factory=tuple_row) as cur:
         # Prepared at once: planning this statement costs more than running it.
         await cur.execute(statement.text, statement.args(params), prepare=prepare_at_once(conn))
-        for raw in await cur.fetchall():
-            outcome = raw["outcome"]
+        raws = await cur.fetchall()
+        # Tuple rows (no dict of sixty keys per row); its columns are outcome, rate_wait,
+        # then the task's.
+        make = task_row_maker([c.name for c in cur.description or ()])
+        for raw in raws:
+            outcome = raw[0]
             if outcome == "rate_wait":
-                rate_wait = raw["rate_wait"]
+                rate_wait = raw[1]
                 continue
-            row = task_row(raw)
+            row = make(raw)
             if outcome == "leased":
                 leased.append(row)
             elif outcome == "succeeded":

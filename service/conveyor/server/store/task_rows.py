@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -101,6 +102,19 @@ _VALUES = operator.itemgetter(*TASK_COLUMNS)
 def task_row(row: dict[str, Any]) -> TaskRow:
     """A TaskRow from a dict_row of `SELECT tasks.*` (extra keys are ignored)."""
     return TaskRow(*_VALUES(row))
+
+
+def task_row_maker(columns: Sequence[str]) -> Callable[[Sequence[Any]], TaskRow]:
+    """TaskRows from tuple rows whose columns are named `columns` (a cursor's
+    description; extra columns are ignored): no dict per row, for statements that
+    return many (the settle statement returns two rows per task it settles)."""
+    where = {name: i for i, name in enumerate(columns)}
+    pick = operator.itemgetter(*(where[name] for name in TASK_COLUMNS))
+
+    def make(row: Sequence[Any]) -> TaskRow:
+        return TaskRow(*pick(row))
+
+    return make
 
 
 def attempt_row(row: dict[str, Any]) -> AttemptRow:
