@@ -304,5 +304,14 @@ async def test_bulk_delete_and_bulk_retry_share_v1s_bulk_limiter(
             )
             problem = assert_seed_problem(refused, 412, "bulk_action_running")
             assert "BatchRetryTasks" in problem["detail"]
+            # The next step: the same request again, once the running one has finished.
+            [later] = problem["allowed_actions"]
+            assert {k: later[k] for k in ("rel", "method", "href", "operation_id")} == {
+                "rel": "retry-later",
+                "method": "POST",
+                "href": f"{BASE}/tasks/bulk-delete",
+                "operation_id": "bulk_delete_tasks",
+            }
+            assert "BatchRetryTasks" in later["hint"] and "finished" in later["hint"]
         done = await finished(http, retry.json()["id"])
         assert done["status"] == "succeeded"

@@ -141,6 +141,22 @@ def test_a_cancelled_schedule_suggests_creating_another() -> None:
     assert "cancelled" in action["hint"]
 
 
+def test_a_running_bulk_action_says_to_repeat_the_call_after_it() -> None:
+    problem = problems.from_status(
+        status(
+            code_pb2.FAILED_PRECONDITION,
+            "BULK_ACTION_RUNNING",
+            running="PurgeQueue",
+            project="projects/acme",
+        ),
+        "/v1/projects/acme/tasks:batchDelete",
+        router=ROUTER,
+    )
+    [action] = problem.body["allowed_actions"]
+    assert (action["rel"], action["href"]) == ("retry-later", "/v1/projects/acme/tasks:batchDelete")
+    assert action["hint"].startswith("PurgeQueue is running in projects/acme")
+
+
 def test_no_action_without_a_resource_to_point_at() -> None:
     problem = problems.from_status(
         status(code_pb2.FAILED_PRECONDITION, "QUEUE_PAUSED"), "/v1/x", router=ROUTER

@@ -11,7 +11,8 @@ own hrefs and field names:
   the holder (a dedupe conflict, a reused request_id, a schedule id taken):
   `get-existing` linking it.
 - ResourceInfo: the resource named by an ALREADY_EXISTS when ErrorInfo names none.
-- RetryInfo: `retry-later` with the seconds (a rate limit, a replica shutting down).
+- RetryInfo: `retry-later` with the seconds (a rate limit, a replica shutting down);
+  BULK_ACTION_RUNNING and REQUEST_ID_BUSY: `retry-later` once the other has finished.
 - NOT_FOUND naming the resource: `list` its collection; REQUEST_ID_REUSED: repeat the
   call with a new request_id.
 - UNAUTHENTICATED, ROLE_INSUFFICIENT and PROJECT_DENIED: what key to send.
@@ -112,6 +113,21 @@ ACTIONS: dict[str, tuple[Action, ...]] = {
 }
 
 
+# ErrorInfo reason -> the hint of repeating the same call once something has finished
+# (no RetryInfo: how long that takes is not known).
+_REPEAT_LATER: dict[str, Callable[[Mapping[str, str]], str]] = {
+    "BULK_ACTION_RUNNING": lambda metadata: (
+        f"{metadata.get('running') or 'Another bulk action'} is running in "
+        f"{metadata.get('project') or 'the project'}; one bulk action runs at a time: "
+        "repeat this request when it has finished."
+    ),
+    "REQUEST_ID_BUSY": lambda metadata: (
+        "The first request with this request_id is still being answered; repeat this "
+        "request with the same request_id to get its answer."
+    ),
+}
+
+
 @dataclass(frozen=True)
 class Step:
     """One next step, before a surface turns it into an `allowed_actions` item.
@@ -205,6 +221,8 @@ def next_steps(
                     name=parent,
                 )
             )
+    if reason in _REPEAT_LATER:
+        steps.append(Step("retry-later", _REPEAT_LATER[reason](metadata), repeat=True))
     if reason == "REQUEST_ID_REUSED":
         steps.append(
             Step(
