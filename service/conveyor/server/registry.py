@@ -68,6 +68,9 @@ class _LateAuthenticator(Authenticator):
         assert self.bound is not None, "register() binds the authenticator before serving"
         return await self.bound.authenticate(metadata)
 
+    def known(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal | None:
+        return self.bound.known(metadata) if self.bound is not None else None
+
     def forget(self, key_id: str) -> None:
         if self.bound is not None:
             self.bound.forget(key_id)

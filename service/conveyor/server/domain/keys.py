@@ -47,6 +47,15 @@ class Authenticator:
         # so a known caller costs one dict lookup (no hashing, no Principal built).
         self._verified: dict[str, tuple[float, str, Principal]] = {}
 
+    def known(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal | None:
+        """The principal of a token verified within the cache's life, else None; no I/O,
+        so it can be asked before a call is counted in flight (request limits)."""
+        try:
+            verified = self._verified.get(bearer_token(metadata))
+        except Unauthenticated:
+            return None
+        return verified[2] if verified is not None and verified[0] > time.monotonic() else None
+
     async def authenticate(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
         token = bearer_token(metadata)
         now = time.monotonic()

@@ -12,11 +12,10 @@ error mapping must see what the handler raised. Unary and streaming methods go
 through the same path. Methods outside the contract (health, reflection) pass
 through untouched.
 
-Request limits: once authenticated, before decoding and before any metadata is sent, a
-call takes a token from its key's bucket for the method's class (domain/request_limiter.py);
-a stream counts once. A refusal is the cheapest answer this interceptor gives: a status
-reused from the last refusal (rpc/refusals.py), the request id in its trailers, no initial
-metadata, no log line and no histogram sample (the limiter's counter counts it).
+Request limits: once authenticated, before anything is read or sent, a call takes a token
+from its key's bucket for its method's class (domain/request_limiter.py); a stream counts
+once. A refusal is the cheapest answer given: a reused status, the request id in its
+trailers, no log line, no histogram sample (the limiter counts it; rpc/refusals.py).
 
 Requests are decoded here, not by gRPC (see decoding.py): every wrapped method is
 registered without a request deserializer, so a request that cannot be decoded is an
@@ -36,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +53,7 @@ from conveyor.server.rpc import principal as principal_ctx
 from conveyor.server.rpc.decoding import decode
 from conveyor.server.rpc.method_classes import class_index
 from conveyor.server.rpc.redacting import ResponseRedaction
-from conveyor.server.rpc.refusals import RefusalStatuses, TrailedStatus
+from conveyor.server.rpc.refusals import LimitGate, RefusalStatuses, TrailedStatus, request_id
 from conveyor.server.rpc.rpc_metrics import timer as _timer
 from conveyor.server.rpc.status import to_grpc_status
 from conveyor.server.store import outage, unstorable
@@ -68,14 +66,6 @@ SLOW_CALL_SECONDS = 1.0
 
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
-
-
-def _request_id(metadata: Any) -> str:
-    for key, value in metadata or ():
-        if key == "x-request-id" and value:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            return text[:128]
-    return uuid.uuid4().hex
 
 
 def _shutting_down() -> errors.Unavailable:
@@ -100,7 +90,7 @@ class ConveyorInterceptor(grpc.aio.ServerInterceptor):
         self._ctx: AppContext | None = None
         self.limiter = limiter or RequestLimiter()
         self._classes = {method: class_index(method) for method in rules}
-        self._refusals = RefusalStatuses()
+        self._gate = LimitGate(authenticator, self.limiter)
         self.redaction: ResponseRedaction | None = None
         """Redacts task input in what callers below operator receive (rpc/redacting.py)."""
 
@@ -120,9 +110,14 @@ class ConveyorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or rule is None or request_type is None:
             return handler
         metadata = handler_call_details.invocation_metadata
+        cls = self._classes[method]
+        # Limited here, before anything per call is made (rpc/refusals.py).
+        principal, refused = self._gate.admit(self._ctx, handler, metadata, cls)
+        if refused is not None:
+            return refused
         wrapped = _Wrapped(self._authenticator, rule, method, metadata, request_type, self._ctx)
-        wrapped.limiter, wrapped.method_class = self.limiter, self._classes[method]
-        wrapped.refusals = self._refusals
+        wrapped.limiter, wrapped.method_class = self.limiter, cls
+        wrapped.refusals, wrapped.principal = self._gate.statuses, principal
         wrapped.redaction = self.redaction
         return wrapped.wrap(handler)
 
@@ -133,6 +128,7 @@ class _Wrapped:
     limiter: RequestLimiter
     method_class: int  # an index of request_limits.CLASSES
     refusals: RefusalStatuses
+    principal: Principal | None  # authenticated and admitted by the interceptor
     unary = False
 
     def __init__(
@@ -176,7 +172,10 @@ class _Wrapped:
         return decode(self.request_type.FromString, raw, self.request_type.DESCRIPTOR.full_name)
 
     async def _limited(self) -> Principal:
-        """Authenticates, then takes a token from the key's bucket (or raises its refusal)."""
+        """Authenticates, then takes a token from the key's bucket (or raises its refusal),
+        unless the interceptor did both."""
+        if self.principal is not None:
+            return self.principal
         principal = await self.authenticator.authenticate(self.metadata)
         self.limiter.admit(principal.key_name, principal.limits, self.method_class)
         return principal
@@ -194,7 +193,7 @@ class _Wrapped:
 
     def _begin(self) -> float:
         structlog.contextvars.clear_contextvars()
-        self.request_id = _request_id(self.metadata)
+        self.request_id = request_id(self.metadata)
         self.echoed = False
         structlog.contextvars.bind_contextvars(request_id=self.request_id, method=self.method)
         self.task = self.ctx.in_flight.enter() if self.ctx is not None else None
