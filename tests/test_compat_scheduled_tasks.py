@@ -255,6 +255,11 @@ async def test_snooze_pause_resume_run_now_cancel(
             "href": "/tasks",
             "operation_id": "create_task",
         }
+        # An unknown body field is named as sent (v1's `name` is this seed's `id`).
+        unknown = assert_seed_problem(
+            await http.put(url, json={"name": "x"}), 400, "invalid_argument"
+        )
+        assert unknown["errors"] == [{"field": "name", "description": "is not a field of a task"}]
         changed = await http.put(url, json={"title": "renamed"})
         assert assert_seed_problem(changed, 412, "schedule_cancelled")["allowed_actions"] == [
             create
