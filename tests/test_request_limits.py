@@ -72,6 +72,33 @@ def test_a_bucket_admits_its_burst_then_says_when_to_retry() -> None:
     limiter.admit("other", limits, READ)
 
 
+def test_a_bucket_raises_one_refusal_until_its_token_is_due() -> None:
+    """A flood's refusals are one object (the interceptor reuses its status), made anew
+    once the token it announced is due, or at once when the limit changed."""
+    clock = Clock()
+    limiter = RequestLimiter(clock)
+    limits = limited(READ, rate=2.0, burst=1)
+    limiter.admit("k", limits, READ)
+    refusals = []
+    for step in (0.0, 0.1, 0.2):
+        clock.now += step
+        with pytest.raises(ResourceExhausted) as caught:
+            limiter.admit("k", limits, READ)
+        refusals.append(caught.value)
+    assert refusals[0] is refusals[1] is refusals[2]
+    # Stated when it was made: never shorter than the real wait.
+    assert refusals[0].retry_after is not None
+    assert refusals[0].retry_after.total_seconds() == pytest.approx(0.5)
+    with pytest.raises(ResourceExhausted) as lowered:
+        limiter.admit("k", limited(READ, rate=1.0, burst=1), READ)
+    assert lowered.value is not refusals[0]
+    clock.now += 1.0
+    limiter.admit("k", limits, READ)
+    with pytest.raises(ResourceExhausted) as later:
+        limiter.admit("k", limits, READ)
+    assert later.value is not refusals[0]
+
+
 def test_each_replica_enforces_its_share_of_the_budget() -> None:
     clock = Clock()
     limiter = RequestLimiter(clock)

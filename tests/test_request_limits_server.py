@@ -116,6 +116,33 @@ async def test_over_the_limit_grpc_gets_retry_info_and_rest_gets_429(
     assert body["retry_after_seconds"] > 100
 
 
+async def test_a_refused_unary_call_sends_its_request_id_with_the_status_only(
+    server: ConveyorServer, admin: AsyncClient
+) -> None:
+    """The bucket is checked before any metadata goes out: a refusal is one trailers-only
+    answer, and each refusal carries its own request id beside the shared details."""
+    secret = await key(admin, RL(read=RQ(requests_per_second=DRY, burst=1)))
+    request = project_pb2.GetProjectRequest(name="projects/acme")
+    async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+        stub = project_pb2_grpc.ProjectServiceStub(channel)
+        first = stub.GetProject(request, metadata=(*auth(secret), ("x-request-id", "ok-1")))
+        await first
+        assert dict(await first.initial_metadata())["x-request-id"] == "ok-1"
+        refused = []
+        for request_id in ("no-1", "no-2"):
+            call = stub.GetProject(request, metadata=(*auth(secret), ("x-request-id", request_id)))
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await call
+            assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "x-request-id" not in dict(await call.initial_metadata())
+            trailers = dict(await call.trailing_metadata())
+            assert trailers["x-request-id"] == request_id
+            refused.append(from_rpc_error(raised.value))
+    for error in refused:
+        assert error.reason == "REQUEST_LIMITED"
+        assert error.retry_after is not None and error.retry_after.total_seconds() > 100
+
+
 async def test_a_read_flood_does_not_block_the_same_keys_worker_calls(
     server: ConveyorServer, admin: AsyncClient
 ) -> None:

@@ -15,6 +15,12 @@ call, so a key with a tiny budget on many replicas is still served.
 A refusal is ResourceExhausted with reason REQUEST_LIMITED and a retry_after (RetryInfo)
 of when the bucket will hold a call again; it is raised before the call is read, so
 nothing happened and any call may be retried after that delay.
+
+A flood is mostly refusals, so one costs as little as it can: a bucket keeps the refusal
+it last made and raises that same object again until its token is due (at most a
+second), so the interceptor can reuse the status it built from it (rpc/refusals.py).
+The delay it states is then the one computed when it was made: too long by at most
+that long (under 2x, and at most a second), never too short.
 """
 
 from __future__ import annotations
@@ -43,13 +49,20 @@ _MAX_BUCKETS = 100_000
 """Buckets kept before the full ones (equivalent to none) are dropped."""
 
 
+_REUSE_SECONDS = 1.0
+"""The longest a bucket raises the same refusal (and so the same stated delay)."""
+
+
 class _Bucket:
-    __slots__ = ("refusing", "stamp", "tokens")
+    __slots__ = ("refusal", "refusal_until", "refusing", "stamp", "tokens")
 
     def __init__(self, tokens: float, stamp: float) -> None:
         self.tokens = tokens
         self.stamp = stamp
         self.refusing = False
+        self.refusal: tuple[Limit, int, ResourceExhausted] | None = None
+        """The last refusal, with the limit and share it was made for."""
+        self.refusal_until = 0.0
 
 
 class RequestLimiter:
@@ -71,13 +84,14 @@ class RequestLimiter:
         limit = limits[cls]
         if limit is None:
             return
-        wait = self._take(key, cls, limit)
-        if wait > 0:
+        refusal = self._take(key, cls, limit)
+        if refusal is not None:
             _REFUSED[cls].inc()
-            raise _refusal(key, CLASSES[cls], limit, wait)
+            # The same object is raised again and again: drop the last raise's traceback.
+            raise refusal.with_traceback(None)
 
-    def _take(self, key: str, cls: int, limit: Limit) -> float:
-        """0 when a token was taken, else the seconds until one is there."""
+    def _take(self, key: str, cls: int, limit: Limit) -> ResourceExhausted | None:
+        """None when a token was taken, else the refusal saying when one is there."""
         share = max(self.replicas, 1)
         rate = limit.rate / share
         burst = max(limit.burst / share, 1.0)
@@ -94,13 +108,20 @@ class RequestLimiter:
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             bucket.refusing = False
-            return 0.0
+            return None
+        made = bucket.refusal
+        if made is not None and now < bucket.refusal_until and made[:2] == (limit, share):
+            return made[2]
         if not bucket.refusing:
             # One line per episode, not per refusal (the interceptor logs none of them):
             # a flood must not cost a log line per call.
             bucket.refusing = True
             _log.info("rate limit reached", api_key=key, method_class=CLASSES[cls], rate=limit.rate)
-        return (1.0 - bucket.tokens) / rate
+        wait = (1.0 - bucket.tokens) / rate
+        refusal = _refusal(key, CLASSES[cls], limit, wait)
+        bucket.refusal = (limit, share, refusal)
+        bucket.refusal_until = now + min(wait, _REUSE_SECONDS)
+        return refusal
 
     def _prune(self, now: float) -> None:
         """Forgets the buckets idle for a minute (most are full again by then); if that

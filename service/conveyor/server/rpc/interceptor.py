@@ -12,8 +12,11 @@ error mapping must see what the handler raised. Unary and streaming methods go
 through the same path. Methods outside the contract (health, reflection) pass
 through untouched.
 
-Request limits: once authenticated, before decoding, a call takes a token from its key's
-bucket for the method's class (domain/request_limiter.py); a stream counts once.
+Request limits: once authenticated, before decoding and before any metadata is sent, a
+call takes a token from its key's bucket for the method's class (domain/request_limiter.py);
+a stream counts once. A refusal is the cheapest answer this interceptor gives: a status
+reused from the last refusal (rpc/refusals.py), the request id in its trailers, no initial
+metadata, no log line and no histogram sample (the limiter's counter counts it).
 
 Requests are decoded here, not by gRPC (see decoding.py): every wrapped method is
 registered without a request deserializer, so a request that cannot be decoded is an
@@ -22,7 +25,8 @@ before the bytes are read, so a caller without one learns nothing from them.
 
 Logs: every line logged while a call is handled carries its `request_id` and `method`;
 the request id (the caller's x-request-id, else a new one) is echoed in the initial
-metadata.
+metadata once admitted (also when a unary call fails otherwise than by its limit); a
+refused stream, or a call over its limit, sends it in the trailers.
 The call's own line ("rpc", with code and duration) is written at INFO for errors and for
 unary calls slower than SLOW_CALL_SECONDS, and at DEBUG for the rest: an access line per
 call at INFO cost more server CPU than the rest of the interceptor together.
@@ -43,7 +47,7 @@ from google.protobuf.message import Message
 from conveyor.server import errors
 from conveyor.server import logging as server_logging
 from conveyor.server.context import AppContext
-from conveyor.server.domain.auth import authorize
+from conveyor.server.domain.auth import Principal, authorize
 from conveyor.server.domain.keys import Authenticator
 from conveyor.server.domain.request_limiter import REASON as REQUEST_LIMITED
 from conveyor.server.domain.request_limiter import RequestLimiter
@@ -51,6 +55,7 @@ from conveyor.server.rpc import principal as principal_ctx
 from conveyor.server.rpc.decoding import decode
 from conveyor.server.rpc.method_classes import class_index
 from conveyor.server.rpc.redacting import ResponseRedaction
+from conveyor.server.rpc.refusals import RefusalStatuses, TrailedStatus
 from conveyor.server.rpc.rpc_metrics import timer as _timer
 from conveyor.server.rpc.status import to_grpc_status
 from conveyor.server.store import outage, unstorable
@@ -81,15 +86,6 @@ def _shutting_down() -> errors.Unavailable:
     )
 
 
-class _Status(grpc.Status):
-    """A status whose trailers we extend."""
-
-    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Any) -> None:
-        self.code = code
-        self.details = details
-        self.trailing_metadata = trailing_metadata
-
-
 class ConveyorInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
@@ -104,6 +100,7 @@ class ConveyorInterceptor(grpc.aio.ServerInterceptor):
         self._ctx: AppContext | None = None
         self.limiter = limiter or RequestLimiter()
         self._classes = {method: class_index(method) for method in rules}
+        self._refusals = RefusalStatuses()
         self.redaction: ResponseRedaction | None = None
         """Redacts task input in what callers below operator receive (rpc/redacting.py)."""
 
@@ -125,6 +122,7 @@ class ConveyorInterceptor(grpc.aio.ServerInterceptor):
         metadata = handler_call_details.invocation_metadata
         wrapped = _Wrapped(self._authenticator, rule, method, metadata, request_type, self._ctx)
         wrapped.limiter, wrapped.method_class = self.limiter, self._classes[method]
+        wrapped.refusals = self._refusals
         wrapped.redaction = self.redaction
         return wrapped.wrap(handler)
 
@@ -134,6 +132,8 @@ class _Wrapped:
 
     limiter: RequestLimiter
     method_class: int  # an index of request_limits.CLASSES
+    refusals: RefusalStatuses
+    unary = False
 
     def __init__(
         self,
@@ -175,10 +175,16 @@ class _Wrapped:
     def _decode(self, raw: bytes) -> Message:
         return decode(self.request_type.FromString, raw, self.request_type.DESCRIPTOR.full_name)
 
-    async def _admit(self, raw: bytes) -> Message:
-        """Authenticates, decodes and authorises one request; returns the message."""
+    async def _limited(self) -> Principal:
+        """Authenticates, then takes a token from the key's bucket (or raises its refusal)."""
         principal = await self.authenticator.authenticate(self.metadata)
         self.limiter.admit(principal.key_name, principal.limits, self.method_class)
+        return principal
+
+    async def _admit(self, raw: bytes, principal: Principal | None = None) -> Message:
+        """Authenticates (unless given `_limited`'s principal), decodes, authorises."""
+        if principal is None:
+            principal = await self._limited()
         request = self._decode(raw)
         authorize(principal, self.rule, request)
         principal_ctx.set_current(principal)
@@ -228,6 +234,9 @@ class _Wrapped:
     async def _fail(
         self, context: grpc.aio.ServicerContext[Any, Any], error: Exception, started: float
     ) -> None:
+        if isinstance(error, errors.ResourceExhausted) and error.reason == REQUEST_LIMITED:
+            context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)  # for the tracing span
+            await context.abort_with_status(self.refusals.status(error, self.request_id))
         if not isinstance(error, errors.ConveyorError):
             lost = outage.unavailable_from(error)
             unstorable_value = unstorable.invalid_from(error)
@@ -243,10 +252,12 @@ class _Wrapped:
                 error = errors.Internal("internal error; see the server log for the request id")
         status = to_grpc_status(error)
         self._done(status.code, started, stream=False, reason=error.reason)
-        if not self.echoed:
+        if not self.echoed and self.unary:
+            await self._echo_request_id(context)
+        elif not self.echoed:
             # A refused stream sent no headers (see _echo_request_id): its request id
             # travels in the trailers, with the status.
-            status = _Status(
+            status = TrailedStatus(
                 status.code,
                 status.details,
                 (*status.trailing_metadata, ("x-request-id", self.request_id)),
@@ -257,8 +268,7 @@ class _Wrapped:
     def _done(self, code: grpc.StatusCode, started: float, *, stream: bool, **extra: Any) -> None:
         elapsed = time.perf_counter() - started
         _timer(self.method, code.name).observe(elapsed)
-        # A flood's refusals are not logged one by one: the limiter logs each episode.
-        failed = code is not grpc.StatusCode.OK and extra.get("reason") != REQUEST_LIMITED
+        failed = code is not grpc.StatusCode.OK
         if failed or (not stream and elapsed >= SLOW_CALL_SECONDS):
             log.info("rpc", code=code.name, duration_ms=round(elapsed * 1000, 3), **extra)
         elif server_logging.debug_enabled():
@@ -267,10 +277,12 @@ class _Wrapped:
     def _unary(self, behavior: Any) -> Any:
         async def call(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = self._begin()
+            self.unary = True
             try:
-                await self._echo_request_id(context)
                 self._open()
-                request = await self._admit(raw)
+                principal = await self._limited()
+                await self._echo_request_id(context)
+                request = await self._admit(raw, principal)
                 response = await behavior(request, context)
                 if self.redact is not None:
                     response = await self.redact(response)
