@@ -43,6 +43,7 @@ DEFINITION: dict[str, Any] = {
     "dedupe_window_seconds": 3600,
     "concurrency_key": "reports",
 }
+OTHER_AGENT = "0b9e4d2c-1a3f-4e6b-8c7d-5f2a9e1b3c04"
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
@@ -91,7 +92,7 @@ async def test_the_documented_curl_creates_a_task(
                 "payload", "priority", "max_retries", "backoff_strategy", "dedupe_key",
                 "dedupe_window_seconds", "concurrency_key"):  # fmt: skip
         assert task[key] == DEFINITION[key], key
-    assert task["created_by"]  # the calling key's id (docs/compat/003-scheduled-tasks.md)
+    assert task["created_by"] == DEFINITION["created_by"]  # the agent's UUID, as sent
     assert task["status"] == "active" and task["pause_reason"] is None
     assert RFC3339.match(task["next_run_at"]) and task["last_run_at"] is None
     assert task["snoozed_until"] is None and task["snooze_reason"] is None
@@ -183,7 +184,8 @@ async def test_offset_paging_and_filters(server: ConveyorServer, keys: dict[str,
         ]
         theirs = (
             await adm.post("/tasks", json={**DEFINITION, "schedule_kind": "once",
-                                           "schedule_expr": "2999-01-01T00:00:00Z"})
+                                           "schedule_expr": "2999-01-01T00:00:00Z",
+                                           "created_by": OTHER_AGENT})
         ).json()  # fmt: skip
         every = (await ops.get("/tasks")).json()
         assert every["limit"] == 50 and every["offset"] == 0 and every["next_offset"] is None
@@ -200,8 +202,8 @@ async def test_offset_paging_and_filters(server: ConveyorServer, keys: dict[str,
         assert [i for p in pages for i in p] == ids
         by_me = (await ops.get("/tasks", params={"created_by": "me"})).json()["tasks"]
         assert sorted(t["id"] for t in by_me) == sorted(t["id"] for t in mine)
-        operator_id = mine[0]["created_by"]
-        named = (await adm.get("/tasks", params={"created_by": operator_id})).json()["tasks"]
+        agent = mine[0]["created_by"]
+        named = (await adm.get("/tasks", params={"created_by": agent})).json()["tasks"]
         assert len(named) == 7
         once = (await ops.get("/tasks", params={"schedule_kind": "once"})).json()["tasks"]
         assert [t["id"] for t in once] == [theirs["id"]]
@@ -210,6 +212,45 @@ async def test_offset_paging_and_filters(server: ConveyorServer, keys: dict[str,
         assert [t["id"] for t in paused] == [mine[0]["id"]]
         for params in ({"offset": -1}, {"limit": 0}, {"status": "sleeping"}):
             assert_seed_problem(await ops.get("/tasks", params=params), 400, "invalid_argument")
+
+
+async def test_created_by_is_the_agent_uuid_sent(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    """The body's created_by (the agent's UUID) is shown back and filters the list; a
+    schedule made through v1 (no agent) shows, and is found by, its key's id."""
+    async with rest(server.http_base_url, keys["operator"]) as http:
+        agent = (await http.post("/tasks", json=DEFINITION)).json()
+        other = (await http.post("/tasks", json={**DEFINITION, "created_by": OTHER_AGENT})).json()
+        got = (await http.get(f"/tasks/{agent['id']}")).json()
+        assert got["created_by"] == DEFINITION["created_by"]
+        changed = (await http.put(f"/tasks/{agent['id']}", json={"priority": 1})).json()
+        assert changed["created_by"] == DEFINITION["created_by"]  # a PUT keeps it
+        found = await http.get("/tasks", params={"created_by": DEFINITION["created_by"]})
+        assert [t["id"] for t in found.json()["tasks"]] == [agent["id"]]
+        found = await http.get("/tasks", params={"created_by": OTHER_AGENT})
+        assert [t["id"] for t in found.json()["tasks"]] == [other["id"]]
+        v1 = await http.post(
+            "/v1/projects/alpha/schedules",
+            params={"schedule_id": "from-v1"},
+            json={
+                "spec": {"kind": "CRON", "expression": "0 2 * * *"},
+                "task_template": {"kind": "pipeline"},
+            },
+        )
+        assert v1.status_code == 200, v1.text
+        key_id = v1.json()["created_by"].rsplit("/", 1)[-1]
+        assert (await http.get("/tasks/from-v1")).json()["created_by"] == key_id
+        by_key = (await http.get("/tasks", params={"created_by": key_id})).json()["tasks"]
+        assert sorted(t["id"] for t in by_key) == sorted([agent["id"], other["id"], "from-v1"])
+        by_me = (await http.get("/tasks", params={"created_by": "me"})).json()["tasks"]
+        assert len(by_me) == 3
+        problem = assert_seed_problem(
+            await http.post("/tasks", json={**DEFINITION, "created_by": "agent-7"}),
+            400,
+            "invalid_argument",
+        )
+        assert problem["errors"][0]["field"] == "created_by"
 
 
 async def test_snooze_pause_resume_run_now_cancel(
@@ -255,6 +296,11 @@ async def test_snooze_pause_resume_run_now_cancel(
             "href": "/tasks",
             "operation_id": "create_task",
         }
+        # An unknown body field is named as sent (v1's `name` is this seed's `id`).
+        unknown = assert_seed_problem(
+            await http.put(url, json={"name": "x"}), 400, "invalid_argument"
+        )
+        assert unknown["errors"] == [{"field": "name", "description": "is not a field of a task"}]
         changed = await http.put(url, json={"title": "renamed"})
         assert assert_seed_problem(changed, 412, "schedule_cancelled")["allowed_actions"] == [
             create
@@ -281,6 +327,7 @@ async def test_same_rows_and_audit_as_v1(
                     "retry_policy": {"max_attempts": 5, "backoff": "BACKOFF_LINEAR"},
                     "dedupe_policy": {"key": "nightly-report", "window": "3600s"},
                     "concurrency_key": "reports",
+                    "labels": {"created_by": DEFINITION["created_by"]},
                 },
             },
         )

@@ -101,14 +101,19 @@ def status_problem(
     router: Router,
     sent: Message | None = None,
     request_id: str = "",
+    *,
+    seed_names: bool = False,
 ) -> Response:
     """The problem+json answer for a refused call of `operation_id` (the seed's own
-    operation), from the status v1 answered (or bad_input's)."""
+    operation), from the status v1 answered (or bad_input's: `seed_names`, its fields
+    are the seed's already and are not renamed, so a body's `name` stays `name` where
+    v1's `name` is the seed's `id`)."""
     instance = request.url.path
     built = problems.from_status(status, instance, request_id=request_id)
     body = built.body
+    rename = (lambda path: path) if seed_names else seed.rename
     body["errors"] = [
-        {"field": seed.rename(item["field"]), "description": item["description"]}
+        {"field": rename(item["field"]), "description": item["description"]}
         for item in body["errors"]
     ]
     details = actions.unpack(status.details)
@@ -116,7 +121,7 @@ def status_problem(
     metadata: Mapping[str, str] = (
         dict(info.metadata) if isinstance(info, error_details_pb2.ErrorInfo) else {}
     )
-    steps = actions.next_steps(status, details, rename=seed.rename)
+    steps = actions.next_steps(status, details, rename=rename)
     body["allowed_actions"] = _render(
         steps, router, metadata, sent, seed, repeat=_repeat(request, instance, operation_id)
     )

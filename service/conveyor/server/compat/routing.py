@@ -126,6 +126,7 @@ def seed_route(
                 operation.operation_id,
                 ctx.v1.router,
                 request_id=caller.request_id,
+                seed_names=True,
             )
         except SeedProblem as problem:
             return seed_problem(

@@ -26,6 +26,7 @@ from conveyor.server.gateway.jsonform import to_json
 from conveyor.v1 import enums_pb2, schedule_pb2
 
 __all__ = [
+    "CREATED_BY_LABEL",
     "DEFAULT_LIMIT",
     "KIND",
     "MAX_OFFSET",
@@ -39,6 +40,9 @@ __all__ = [
 ]
 
 _E = TypeVar("_E", bound=int)
+
+CREATED_BY_LABEL = "created_by"
+"""The task-template label that holds the seed's created_by (the agent's UUID)."""
 
 KIND = "pipeline"
 """The Conveyor task kind of every run: the seed has one kind of work, a pipeline."""
@@ -89,6 +93,7 @@ RENAMES: dict[str, str] = {
     "delay": "delay_seconds",
     "page_size": "limit",
     "filter.created_by": "created_by",
+    "filter.labels[created_by]": "created_by",
 }
 """v1 field path -> the seed's field, for error messages."""
 
@@ -138,10 +143,23 @@ def _schedule(f: Fields, *, defaults: bool) -> schedule_pb2.Schedule:
         if window is not None:
             template.dedupe_policy.window.CopyFrom(seconds_of(window))
     template.concurrency_key = f.text("concurrency_key")
-    # The seed's created_by names the agent; Conveyor records the calling key as the
-    # creator (an agent's token is its identity), so the body's value is only checked.
-    f.text("created_by")
+    # The seed's created_by is the agent's UUID, which v1 has no field for (its
+    # Schedule.created_by is the calling key): it is kept as the template label
+    # `created_by`, which ListSchedules filters on. Set once, on create; a PUT ignores it.
+    agent = f.text("created_by")
+    if agent and not _is_uuid(agent):
+        f.violations.add("created_by", "must be a UUID (the creating agent's id)")
+    elif agent and defaults:
+        template.labels[CREATED_BY_LABEL] = agent
     return schedule
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def create_request(
@@ -205,8 +223,12 @@ def list_request(
         else:
             request.filter.kinds.append(number)
     created_by = (q.get("created_by") or [""])[-1]
-    if created_by:
-        # A key id (as task_public shows it), a key's full name, or `me`.
+    if created_by and _is_uuid(created_by):
+        # The agent UUID a create sent (kept as a template label).
+        request.filter.labels[CREATED_BY_LABEL] = created_by
+    elif created_by:
+        # A key id (as task_public shows it for a schedule made through v1), a key's
+        # full name, or `me`.
         request.filter.created_by = (
             created_by
             if created_by == "me" or created_by.startswith("projects/")
@@ -250,7 +272,10 @@ def task_public(schedule: schedule_pb2.Schedule) -> dict[str, Any]:
         "schedule_expr": schedule.spec.expression,
         "timezone": schedule.spec.timezone or "UTC",
         "payload": to_json(template.input) if template.HasField("input") else None,
-        "created_by": schedule.created_by.rsplit("/", 1)[-1] or None,
+        # The agent UUID a seed create sent; else (made through v1) the creating key's id.
+        "created_by": template.labels.get(CREATED_BY_LABEL)
+        or schedule.created_by.rsplit("/", 1)[-1]
+        or None,
         "priority": template.priority or DEFAULT_PRIORITY,
         "max_retries": max(policy.max_attempts - 1, 0)
         if policy.max_attempts

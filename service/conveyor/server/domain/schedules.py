@@ -188,6 +188,13 @@ class Schedules:
         """A page of schedules; `me` is the calling key, which `created_by: "me"` names."""
         created_by = me if filter.created_by == "me" and me else filter.created_by
         project = names.parse(parent, "parent").project
+        labels = dict(filter.labels)
+        v = Violations()
+        for label, label_value in labels.items():
+            # PostgreSQL jsonb cannot hold NUL (as TaskFilter.labels).
+            if "\x00" in label or "\x00" in label_value:
+                v.add(f"filter.labels[{label}]", "must not contain NUL characters")
+        v.raise_if_any()
         limit = paging.page_size(size)
         after = str(paging.decode_token(token, ("id",))["id"]) if token else ""
         async with self._pool.connection() as conn:
@@ -201,6 +208,7 @@ class Schedules:
                 ],
                 kinds=[schedule_kind(k) for k in filter.kinds],
                 created_by=created_by,
+                labels=labels,
             )
         next_token = paging.encode_token({"id": rows[limit - 1].id}) if len(rows) > limit else ""
         return rows[:limit], next_token

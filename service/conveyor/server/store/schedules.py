@@ -123,6 +123,7 @@ async def list_page(
     states: list[str],
     kinds: list[str],
     created_by: str,
+    labels: dict[str, str],
 ) -> list[ScheduleRow]:
     return await _many(
         conn,
@@ -134,6 +135,7 @@ async def list_page(
             "states": states,
             "kinds": kinds,
             "created_by": created_by,
+            "labels": Jsonb(labels),
         },
     )
 
