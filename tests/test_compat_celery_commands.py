@@ -278,3 +278,30 @@ async def test_override_kwargs_keeps_the_args(
         item = (await http.get(f"{BASE}/tasks/celery/{task.name.rsplit('/', 1)[-1]}")).json()
     assert item["args"] == [1, "x"] and item["kwargs"] == {"a": 2}
     assert item["state"] == "received"
+
+
+async def test_cancel_task_repeated_with_its_idempotency_key_answers_the_first(
+    server: ConveyorServer, keys: dict[str, str], admin: AsyncClient
+) -> None:
+    """idempotency_key is v1's request_id: the repeat answers the first command, where
+    before it was a 412 (the task already cancelled); another body with it is refused."""
+    first_task = await admin.create_task("email.send", queue="held")
+    other_task = await admin.create_task("email.send", queue="held")
+    url = f"{BASE}/commands/cancel-task"
+
+    def body(task: Any, key: str) -> dict[str, str]:
+        return {"task_id": task.name.rsplit("/", 1)[-1], "idempotency_key": key}
+
+    async with rest(server.http_base_url, keys["operator"]) as http:
+        first = await http.post(url, json=body(first_task, "cancel-1"))
+        again = await http.post(url, json=body(first_task, "cancel-1"))
+        assert (first.status_code, again.status_code) == (202, 202), again.text
+        assert again.json() == first.json()
+        assert first.json()["type"] == "cancel-task"
+        reused = await http.post(url, json=body(other_task, "cancel-1"))
+        assert_seed_problem(reused, 409, "request_id_reused")
+        # Without the key a repeat is still refused: the task is already cancelled.
+        unkeyed = await http.post(url, json={"task_id": body(first_task, "")["task_id"]})
+        assert unkeyed.status_code == 412, unkeyed.text
+    cancels = [c async for c in _commands(admin) if c.verb == enums_pb2.COMMAND_VERB_CANCEL_TASK]
+    assert [c.target for c in cancels] == [first_task.name]

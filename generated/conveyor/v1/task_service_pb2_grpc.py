@@ -165,7 +165,9 @@ class TaskServiceServicer:
     def CancelTask(self, request, context):
         """CancelTask ends a scheduled, queued or awaiting task as CANCELLED at once,
         or asks the worker of a running task to stop (it then ends INTERRUPTED);
-        returns FAILED_PRECONDITION when the task is already terminal.
+        returns FAILED_PRECONDITION when the task is already terminal (unless a
+        request_id replays the first cancel), ALREADY_EXISTS when its request_id was
+        used with a different request.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist and INVALID_ARGUMENT for a malformed name or field.
         """

@@ -72,7 +72,9 @@ class TaskServiceStub:
     CancelTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_pb2.Task]
     """CancelTask ends a scheduled, queued or awaiting task as CANCELLED at once,
     or asks the worker of a running task to stop (it then ends INTERRUPTED);
-    returns FAILED_PRECONDITION when the task is already terminal.
+    returns FAILED_PRECONDITION when the task is already terminal (unless a
+    request_id replays the first cancel), ALREADY_EXISTS when its request_id was
+    used with a different request.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist and INVALID_ARGUMENT for a malformed name or field.
     """
@@ -175,7 +177,9 @@ class TaskServiceAsyncStub(TaskServiceStub):
     CancelTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_pb2.Task]  # type: ignore[assignment]
     """CancelTask ends a scheduled, queued or awaiting task as CANCELLED at once,
     or asks the worker of a running task to stop (it then ends INTERRUPTED);
-    returns FAILED_PRECONDITION when the task is already terminal.
+    returns FAILED_PRECONDITION when the task is already terminal (unless a
+    request_id replays the first cancel), ALREADY_EXISTS when its request_id was
+    used with a different request.
     Also returns NOT_FOUND when the project or a resource it names does not
     exist and INVALID_ARGUMENT for a malformed name or field.
     """
@@ -311,7 +315,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_pb2.Task, _abc.Awaitable[_task_pb2.Task]]:
         """CancelTask ends a scheduled, queued or awaiting task as CANCELLED at once,
         or asks the worker of a running task to stop (it then ends INTERRUPTED);
-        returns FAILED_PRECONDITION when the task is already terminal.
+        returns FAILED_PRECONDITION when the task is already terminal (unless a
+        request_id replays the first cancel), ALREADY_EXISTS when its request_id was
+        used with a different request.
         Also returns NOT_FOUND when the project or a resource it names does not
         exist and INVALID_ARGUMENT for a malformed name or field.
         """

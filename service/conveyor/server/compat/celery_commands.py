@@ -96,11 +96,13 @@ def _retry_task(slug: str, f: Fields) -> Message:
 
 def _cancel_task(slug: str, f: Fields) -> Message:
     f.text("agent_id")
-    f.text("idempotency_key")
     _engine(f)
+    # The idempotency_key is v1's request_id: a repeat answers the first cancel (the
+    # task, then the command it recorded) instead of FAILED_PRECONDITION.
     return task_service_pb2.CancelTaskRequest(
         name=task_name(slug, f.text("task_id", required=True)),
         reason="cancel-task command",
+        request_id=f.text("idempotency_key"),
     )
 
 
@@ -184,7 +186,11 @@ COMMANDS: dict[str, Command] = {
     "retry-task": Command(
         _CMD + "RetryTask", _retry_task, {"task": "task_id", "override_input": "override_kwargs"}
     ),
-    "cancel-task": Command("conveyor.v1.TaskService.CancelTask", _cancel_task, {"name": "task_id"}),
+    "cancel-task": Command(
+        "conveyor.v1.TaskService.CancelTask",
+        _cancel_task,
+        {"name": "task_id", "request_id": "idempotency_key"},
+    ),
     "bulk-retry": Command(
         _CMD + "BatchRetryTasks",
         _bulk_retry,

@@ -23,7 +23,9 @@ from conveyor.server import states
 from conveyor.server.domain import (
     audit,
     names,
+    request_ids,
     task_batches,
+    task_cancel,
     task_deletes,
     task_dependencies,
     task_input,
@@ -35,11 +37,9 @@ from conveyor.server.domain.task_dedupe import Created, outcome
 from conveyor.server.domain.task_ids import TaskIds
 from conveyor.server.errors import (
     ConveyorError,
-    FailedPrecondition,
     Internal,
     InvalidArgument,
     NotFound,
-    PreconditionViolation,
     Violations,
 )
 from conveyor.server.states import State
@@ -60,7 +60,6 @@ MAX_TREE = 500
 # A worker not heard from for this long does not count against NO_WORKER, even if
 # its row still says connected (its replica died before marking it).
 WORKER_SEEN_WITHIN = timedelta(minutes=2)
-_CANCEL_TRIES = 5
 _WAITING = frozenset({State.SCHEDULED.value, State.QUEUED.value, State.AWAITING_APPROVAL.value})
 
 
@@ -290,52 +289,34 @@ class Tasks:
             )
         return rows, blocked, token
 
-    async def cancel(self, name: str, reason: str, principal: Principal | None = None) -> TaskRow:
-        """CANCELLED at once when waiting; cancel_requested when RUNNING; else refused.
-
-        With a principal, the cancel is recorded in the audit log in its transaction.
-        """
+    async def cancel(
+        self,
+        name: str,
+        reason: str,
+        principal: Principal | None = None,
+        request_id: str = "",
+        request_hash: str = "",
+    ) -> TaskRow:
+        """CANCELLED at once when waiting; cancel_requested when RUNNING; else refused
+        (task_cancel.py). With a principal, the cancel is recorded in the audit log."""
         parsed = task_input.parse_task_name(name, "name")
         reason = _reason(reason)
+        v = Violations()
+        request_ids.check(v, request_id)
+        v.raise_if_any()
         project, task_id = parsed.project, uuid.UUID(parsed.id)
-        sources = [s.value for s in states.sources("cancel")]
         async with self._pool.connection() as conn, conn.transaction():
-            await audit.record_change(
+            return await task_cancel.cancel(
                 conn,
                 self._server_key,
                 principal,
-                enums_pb2.COMMAND_VERB_CANCEL_TASK,
                 name,
-                {"reason": reason},
-                project=project,
+                project,
+                task_id,
+                reason,
+                request_id,
+                request_hash,
             )
-            for _ in range(_CANCEL_TRIES):
-                row = await task_store.cancel(
-                    conn,
-                    project,
-                    task_id,
-                    reason=reason,
-                    sources=sources,
-                    event_type=states.EVENT_TYPES["cancel"],
-                )
-                if row is not None:
-                    return row
-                current = await task_store.get_row(conn, project, task_id)
-                if current is None:
-                    raise NotFound(f"{name} does not exist", metadata={"resource": name})
-                state = State(current.state)
-                if state is State.RUNNING:
-                    row = await task_store.request_cancel(conn, project, task_id, reason=reason)
-                    if row is not None:
-                        return row
-                elif state.value not in sources:
-                    states.target(state, "cancel", subject=name)  # raises: it is terminal
-                # It moved on between the two statements: try again from its new state.
-        raise FailedPrecondition(
-            f"{name} kept changing state; try again",
-            reason="TASK_STATE_CONFLICT",
-            violations=[PreconditionViolation("STATE", name, "the task kept changing state")],
-        )
 
     async def decide(
         self, name: str, *, approve: bool, text: str, principal: Principal | None

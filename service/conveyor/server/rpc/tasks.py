@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from conveyor.server.domain.request_ids import request_hash
 from conveyor.server.domain.tasks import Created, Tasks
 from conveyor.server.errors import ConveyorError
 from conveyor.server.render.tasks import basic_row, created_message, task_message
@@ -113,7 +114,13 @@ class TaskServicer:
     async def CancelTask(
         self, request: task_service_pb2.CancelTaskRequest, context: Context
     ) -> task_pb2.Task:
-        cancelled = await self._tasks.cancel(request.name, request.reason, principal.current())
+        cancelled = await self._tasks.cancel(
+            request.name,
+            request.reason,
+            principal.current(),
+            request.request_id,
+            request_hash(request),
+        )
         return task_message(cancelled)
 
     async def ApproveTask(
