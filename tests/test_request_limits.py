@@ -19,6 +19,7 @@ from conveyor.server.domain.request_limiter import RequestLimiter
 from conveyor.server.domain.request_limits import CLASSES, Limit
 from conveyor.server.errors import ResourceExhausted
 from conveyor.server.rpc.method_classes import METHOD_CLASSES
+from conveyor.server.rpc.refusals import HOLD_SECONDS, MAX_HELD, Holds
 from conveyor.server.rpc.rules import SERVICES
 from conveyor.v1 import command_pb2, enums_pb2, project_pb2
 
@@ -97,6 +98,19 @@ def test_a_bucket_raises_one_refusal_until_its_token_is_due() -> None:
     with pytest.raises(ResourceExhausted) as later:
         limiter.admit("k", limits, READ)
     assert later.value is not refusals[0]
+
+
+def test_refusals_are_held_at_most_their_delay_and_a_bounded_number_per_key() -> None:
+    holds = Holds()
+    assert holds.take("k", 0.05) == pytest.approx(0.05)
+    assert holds.take("k", 1000.0) == HOLD_SECONDS
+    for _ in range(MAX_HELD - 2):
+        assert holds.take("k", 1000.0) > 0
+    # The key holds MAX_HELD: its next refusal is answered at once; other keys still wait.
+    assert holds.take("k", 1000.0) == 0.0
+    assert holds.take("other", 1000.0) == HOLD_SECONDS
+    holds.release("k")
+    assert holds.take("k", 1000.0) == HOLD_SECONDS
 
 
 def test_each_replica_enforces_its_share_of_the_budget() -> None:

@@ -7,10 +7,19 @@ no in-flight count, no request read, no initial metadata). The limiter raises th
 ResourceExhausted for a (key, class) until its token is due (domain/request_limiter.py);
 the status built from it (ErrorInfo REQUEST_LIMITED + RetryInfo, serialized into
 grpc-status-details-bin) is kept per (key, class) and reused while the limiter hands back
-that same object. Only the call's request id is added to each copy, in the trailers."""
+that same object. Only the call's request id is added to each copy, in the trailers.
+
+Held refusals: however cheap, a refusal still costs the server one gRPC call (a few
+hundred us of its event loop), more than a client that ignores RetryInfo spends making
+it, so such a client with a few calls in flight could keep a replica busy with nothing
+but refusals. A refusal is therefore answered no sooner than HOLD_SECONDS (or its retry
+delay, if shorter), which bounds that flood to its calls in flight per hold; waiting
+costs one timer. At most MAX_HELD calls of a key are held at once; beyond that they are
+answered at once, so a key cannot grow the server's memory by holding calls open."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +36,21 @@ if TYPE_CHECKING:
 
     Handler = grpc.RpcMethodHandler[Any, Any]
 
-__all__ = ["LimitGate", "RefusalStatuses", "TrailedStatus", "refusing", "request_id"]
+__all__ = [
+    "HOLD_SECONDS",
+    "MAX_HELD",
+    "Holds",
+    "LimitGate",
+    "RefusalStatuses",
+    "TrailedStatus",
+    "refusing",
+    "request_id",
+]
 
+HOLD_SECONDS = 0.25
+"""The longest a refusal is held before it is answered."""
+MAX_HELD = 100
+"""Refusals of one key held at once, at most."""
 _MAX = 10_000
 """Statuses kept before all are forgotten (one per key and class that was refused)."""
 
@@ -61,11 +83,40 @@ class RefusalStatuses:
         return TrailedStatus(status.code, status.details, trailers)
 
 
-def refusing(handler: Handler, status: grpc.Status) -> Handler:
-    """A handler of `handler`'s kind that answers `status` at once and reads nothing: what
-    the interceptor serves a call over its limit instead of wrapping the real one."""
+class Holds:
+    """How many refusals of each key are being held."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, int] = {}
+
+    def take(self, key: str, wait: float) -> float:
+        """Seconds to hold one more refusal of `key` whose retry delay is `wait`: 0 when
+        MAX_HELD are already held. A positive hold is given back with `release`."""
+        held = self._held.get(key, 0)
+        if held >= MAX_HELD or wait <= 0:
+            return 0.0
+        self._held[key] = held + 1
+        return min(wait, HOLD_SECONDS)
+
+    def release(self, key: str) -> None:
+        held = self._held.pop(key, 1) - 1
+        if held > 0:
+            self._held[key] = held
+
+
+def refusing(
+    handler: Handler, status: grpc.Status, hold: float = 0.0, release: Any = None
+) -> Handler:
+    """A handler of `handler`'s kind that answers `status` after `hold` seconds (then
+    calls `release`) and reads nothing: what the interceptor serves a call over its limit
+    instead of wrapping the real one."""
 
     async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if hold > 0:
+            try:
+                await asyncio.sleep(hold)
+            finally:
+                release()
         context.set_code(status.code)  # the tracing span reads the code from set_code
         await context.abort_with_status(status)
 
@@ -98,6 +149,7 @@ class LimitGate:
         self._authenticator = authenticator
         self._limiter = limiter
         self.statuses = RefusalStatuses()
+        self.holds = Holds()
 
     def admit(
         self, ctx: AppContext | None, handler: Handler, metadata: Any, cls: int
@@ -114,5 +166,9 @@ class LimitGate:
         try:
             self._limiter.admit(principal.key_name, principal.limits, cls)
         except ResourceExhausted as refusal:
-            return None, refusing(handler, self.statuses.status(refusal, request_id(metadata)))
+            status = self.statuses.status(refusal, request_id(metadata))
+            wait = refusal.retry_after.total_seconds() if refusal.retry_after else 0.0
+            key = principal.key_name
+            hold = self.holds.take(key, wait)
+            return None, refusing(handler, status, hold, lambda: self.holds.release(key))
         return principal, None
