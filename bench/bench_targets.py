@@ -24,6 +24,8 @@ PARENT = "projects/bench"
 
 async def svc_stream_batched(client: Any, queue: str, credit: int, seconds: float) -> float:
     """A bare batched Connect stream: each LeaseBatch answered by one ReportBatch."""
+    import grpc
+
     from conveyor.v1 import worker_pb2
 
     outbox: asyncio.Queue[worker_pb2.ConnectRequest | None] = asyncio.Queue()
@@ -41,7 +43,17 @@ async def svc_stream_batched(client: Any, queue: str, credit: int, seconds: floa
     done = 0
     started = 0.0
     deadline = float("inf")
-    async for response in call:
+    while True:
+        # A queue drained before the deadline sends nothing more: stop there instead of
+        # waiting on the stream (which once sat idle for minutes and was then closed
+        # by the server's ping policy).
+        wait = 30.0 if not started else max(deadline - time.monotonic(), 0.0) + 0.5
+        try:
+            response = await asyncio.wait_for(call.read(), timeout=wait)
+        except TimeoutError:
+            break
+        if response is grpc.aio.EOF:
+            break
         which = response.WhichOneof("message")
         if which == "assignments":
             completes = [

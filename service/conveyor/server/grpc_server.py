@@ -23,10 +23,15 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # "bind" and silently share the traffic. A taken port must be an error instead.
 # Message sizes: the one set of limits in conveyor.client._limits (clients receive at
 # least what this sends).
+# Pings: the clients send one every 30 s on an open call (CHANNEL_OPTIONS); gRPC's
+# server default strikes pings closer than 5 min apart while it sends no data, and
+# closes the connection (GOAWAY too_many_pings) on the third, which hit a worker
+# stream whose queues stayed empty for a few minutes.
 _OPTIONS = [
     ("grpc.so_reuseport", 0),
     ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
     ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 ]
 
 
@@ -43,7 +48,7 @@ class GrpcServer:
         self._ctx = ctx
         # The processes of `serve --processes N` share the port on purpose.
         shared = ctx.settings.process_slot is not None
-        options = [("grpc.so_reuseport", 1)] if shared else _OPTIONS
+        options = [("grpc.so_reuseport", 1), *_OPTIONS[1:]] if shared else _OPTIONS
         self._server = grpc.aio.server(interceptors=list(interceptors), options=options)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
