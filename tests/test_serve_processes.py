@@ -15,7 +15,9 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from google.protobuf import struct_pb2
 
+from conveyor.client._client import CHANNEL_OPTIONS
 from conveyor.server.processes import process_count
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 
@@ -84,7 +86,7 @@ async def test_two_processes_share_the_ports_and_stop_together(
 
         # Sixteen connections (own subchannels: grpc would otherwise share one): the
         # kernel spreads them over both processes, and each answers calls on its own.
-        options = [("grpc.use_local_subchannel_pool", 1)]
+        options = [("grpc.use_local_subchannel_pool", 1), *CHANNEL_OPTIONS]
         channels = [
             grpc.aio.insecure_channel(addresses["grpc"], options=options) for _ in range(16)
         ]
@@ -101,6 +103,25 @@ async def test_two_processes_share_the_ports_and_stop_together(
             taken = {pid: connections_on(pid, grpc_port) for pid in children}
             assert all(n > 0 for n in taken.values()), taken
             assert sum(taken.values()) >= 16
+            # Every process takes the service's message limits, not gRPC's 4 MiB default
+            # (a batch of 5 inputs of 850 kB, about 4.3 MB, on each connection).
+            big = struct_pb2.Value(string_value="x" * 850_000)
+            batch = task_service_pb2.BatchCreateTasksRequest(
+                parent="projects/default",
+                requests=[
+                    task_service_pb2.CreateTaskRequest(
+                        task=task_pb2.Task(queue="q", kind="k", input=big)
+                    )
+                    for _ in range(5)
+                ],
+            )
+            assert batch.ByteSize() > 4 * 1024 * 1024
+            for channel in channels:
+                stub = task_service_pb2_grpc.TaskServiceStub(channel)
+                answer = await stub.BatchCreateTasks(
+                    batch, metadata=(("authorization", f"Bearer {admin}"),)
+                )
+                assert [r.WhichOneof("result") for r in answer.results] == ["task"] * 5
         finally:
             for channel in channels:
                 await channel.close()
