@@ -182,6 +182,13 @@ async def test_a_receiver_failing_three_times_gets_four_attempts_with_one_webhoo
     requests = await receiver.wait_for(4)
     [(delivery_id, state, count, _, status, error)] = await settled(database_url)
     assert (state, count, status, error) == ("DELIVERED", 4, 200, "")
+    # The loop counts the delivery just after its row commits: wait for it, then check
+    # it was counted once.
+    async with asyncio.timeout(10):
+        while True:
+            if (REGISTRY.get_sample_value(DELIVERED_METRIC, labels) or 0) != delivered_before:
+                break
+            await asyncio.sleep(0.01)
     assert REGISTRY.get_sample_value(DELIVERED_METRIC, labels) == delivered_before + 1
     assert len(requests) == 4
     assert {r.headers["Conveyor-Webhook-Id"] for r in requests} == {str(delivery_id)}
