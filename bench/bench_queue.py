@@ -438,6 +438,18 @@ async def measure(
         results[name]["server_cpu_us_per_task"] = cpu / (rate * wall) * 1e6
 
 
+def _statements_of(url: str) -> Callable[[str, float], None]:
+    """bench_logs' statements callback: "" resets the counters, a figure prints them."""
+
+    def statements(figure: str, lines: float) -> None:
+        if figure:
+            bench_statements.report(url, figure, lines, unit="line")
+        else:
+            bench_statements.reset(url)
+
+    return statements
+
+
 def start_server(
     root: Path, url: str, processes: int, extra_env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
@@ -627,7 +639,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["svc_latency"] = await svc_latency(client, args.samples)
             if wanted("logs"):
                 results["logs"] = await bench_logs.measure_logs(
-                    client, target, key, PROJECT, seconds, svc_fill, svc_worker
+                    client,
+                    target,
+                    key,
+                    PROJECT,
+                    seconds,
+                    svc_fill,
+                    server_cpu=probe.cpu,
+                    pgdata=service.root / "pg" / "pg",
+                    statements=_statements_of(url) if args.statements else None,
                 )
         results["rss_peak"] = probe.peak_rss
         # The peers last, on the same PostgreSQL, while the service sits idle.
