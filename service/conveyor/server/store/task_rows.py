@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import operator
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
+
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
 
 
 # Not frozen, on purpose (treat it as immutable; change it with dataclasses.replace): a
@@ -119,3 +123,17 @@ def task_row_maker(columns: Sequence[str]) -> Callable[[Sequence[Any]], TaskRow]
 
 def attempt_row(row: dict[str, Any]) -> AttemptRow:
     return AttemptRow(**row)
+
+
+_RAW_DECODE = json.JSONDecoder().raw_decode
+
+
+class JsonbLoader(Loader):
+    """jsonb (text format) to Python values, for statements that read many tasks (register
+    it on their cursor). PostgreSQL writes a jsonb as one JSON value with no white space
+    around it, so JSONDecoder.raw_decode of it is json.loads without the checks around
+    the same decoder: ~0.35 against ~1.6 us for a small input, and a third of the CPU of
+    decoding a page of 100 tasks (two jsonb columns each, input and labels)."""
+
+    def load(self, data: Buffer) -> Any:
+        return _RAW_DECODE(str(data, "utf-8"))[0]
