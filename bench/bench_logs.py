@@ -20,9 +20,9 @@ last seq, so it is what the server stored; the default bound (10,000 lines per a
 drops old lines all along (the logger first writes that many at once).
 
 Before the lease path starts, the logger alone gives the cost of logging itself: server
-CPU and PostgreSQL CPU (every process of the embedded cluster) per 1,000 lines, from a
-paused phase and a logging phase of the same length (and the statements of the logging
-phase with --statements).
+CPU, PostgreSQL CPU (every process of the embedded cluster) and the logging worker's own
+CPU (the SDK's side) per 1,000 lines, from a paused phase and a logging phase of the
+same length (and the statements of the logging phase with --statements).
 """
 
 from __future__ import annotations
@@ -91,6 +91,13 @@ def logger_main(target: str, key: str, project: str, queue: str, rate: int) -> N
             await worker.arun()
 
     asyncio.run(main())
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of one process."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def postgres_cpu(pgdata: Path) -> float:
@@ -193,15 +200,17 @@ async def measure_logs(
 
         # The cost of logging alone: the same span paused, then logging.
         await asyncio.sleep(SETTLE)
-        mark = clocks.read(0, await seq())
+        mark, own = clocks.read(0, await seq()), process_cpu(process.pid)
         await asyncio.sleep(seconds)
         idle = _phase(mark, clocks.read(0, await seq()))
+        idle["logger_cpu"] = (process_cpu(process.pid) - own) / seconds
         await switch(True)
         if statements is not None:
             statements("", 0)
-        mark = clocks.read(0, await seq())
+        mark, own = clocks.read(0, await seq()), process_cpu(process.pid)
         await asyncio.sleep(seconds)
         busy = _phase(mark, clocks.read(0, await seq()))
+        busy["logger_cpu"] = (process_cpu(process.pid) - own) / seconds
         if statements is not None:
             statements("logs (1,000 lines/s, no lease path)", busy["lines"] * seconds)
         await switch(False)
@@ -210,6 +219,7 @@ async def measure_logs(
             "lines": busy["lines"],
             "server_ms_per_k": (busy["server_cpu"] - idle["server_cpu"]) * per_k * 1000,
             "pg_ms_per_k": (busy["pg_cpu"] - idle["pg_cpu"]) * per_k * 1000,
+            "logger_ms_per_k": (busy["logger_cpu"] - idle["logger_cpu"]) * per_k * 1000,
         }
 
         # The lease path, one worker running throughout: warm up, then the pairs.
@@ -293,7 +303,8 @@ def report(results: dict[str, Any]) -> bool:
     if cost:
         print(
             f"  {'logging alone, CPU per 1,000 lines':52s} server {cost['server_ms_per_k']:.1f} ms,"
-            f" postgres {cost['pg_ms_per_k']:.1f} ms ({cost['lines']:.0f} lines/s)"
+            f" postgres {cost['pg_ms_per_k']:.1f} ms, the logging worker"
+            f" {cost['logger_ms_per_k']:.1f} ms ({cost['lines']:.0f} lines/s)"
         )
     return passed
 
