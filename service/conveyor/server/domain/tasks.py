@@ -9,6 +9,8 @@ moved on meanwhile) the task is read again and the new state decides.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
@@ -60,7 +62,8 @@ MAX_TREE = 500
 # A worker not heard from for this long does not count against NO_WORKER, even if
 # its row still says connected (its replica died before marking it).
 WORKER_SEEN_WITHIN = timedelta(minutes=2)
-_WAITING = frozenset({State.SCHEDULED.value, State.QUEUED.value, State.AWAITING_APPROVAL.value})
+PAGE_SLICE = 20
+"""ListTasks rows decoded and rendered between two yields to the event loop (~0.3 ms)."""
 
 
 def _reason(value: str, field_path: str = "reason") -> str:
@@ -250,16 +253,18 @@ class Tasks:
     async def list_page(
         self,
         request: task_service_pb2.ListTasksRequest,
-        size_of: Callable[[TaskRow], int] | None = None,
+        size_of: Callable[[TaskRow, str | None], int] | None = None,
         max_bytes: int = MAX_PAGE_BYTES,
         *,
         me: str = "",
-    ) -> tuple[list[TaskRow], dict[uuid.UUID, str], str]:
-        """A page of tasks, why each waiting one is not running, and the next page token.
+    ) -> tuple[list[TaskRow], str]:
+        """A page of tasks and the next page token.
 
-        With `size_of` (a row's size as the caller sends it), the page stops before its
-        rows together pass `max_bytes`, and the token continues after the last one kept.
-        `me` is the calling key's name, which the filter's `creators: ["me"]` stands for.
+        `size_of` sees each row of the page with why it waits (None when it does not) and
+        gives its size as the caller sends it: the page stops before its rows together
+        pass `max_bytes`, and the token continues after the last one kept. TASK_VIEW_BASIC
+        rows come without input, result and progress. `me` is the calling key's name,
+        which the filter's `creators: ["me"]` stands for.
         """
         query = task_list.query(
             request.parent,
@@ -269,25 +274,35 @@ class Tasks:
             request.order_by,
             me=me,
         )
-        async with self._pool.connection() as conn:
-            rows, token = task_list.next_token(
-                await task_store.list_page(conn, query), query, request.filter
-            )
-            if size_of is not None:
-                total = 0
-                for index, row in enumerate(rows):
-                    total += size_of(row)
-                    if total > max_bytes and index > 0:
-                        rows = rows[:index]
-                        token = task_list.token_at(rows[-1], query, request.filter)
-                        break
-            blocked = await task_store.blocked_reasons(
-                conn,
-                query.project,
-                [r.id for r in rows if r.state in _WAITING],
-                worker_seen_within=self._worker_seen_within,
-            )
-        return rows, blocked, token
+        size = query.limit - 1  # the query reads one row more: is there a next page?
+        rows: list[TaskRow] = []
+        total = 0
+        async with (
+            self._pool.connection() as conn,
+            contextlib.aclosing(
+                task_store.page_slices(
+                    conn,
+                    query,
+                    basic=request.view == enums_pb2.TASK_VIEW_BASIC,
+                    worker_seen_within=self._worker_seen_within,
+                    slice_rows=PAGE_SLICE,
+                )
+            ) as slices,
+        ):
+            async for piece in slices:
+                for row, reason in piece:
+                    if len(rows) == size:
+                        return rows, task_list.token_at(rows[-1], query, request.filter)
+                    if size_of is not None:
+                        total += size_of(row, reason)
+                        if total > max_bytes and rows:
+                            return rows, task_list.token_at(rows[-1], query, request.filter)
+                    rows.append(row)
+                # A page is decoded and rendered a slice at a time, letting the other calls
+                # of this replica's one event loop run in between: a page of 100 (several
+                # ms) would otherwise hold every other caller for all of it.
+                await asyncio.sleep(0)
+        return rows, ""
 
     async def cancel(
         self,

@@ -11,7 +11,6 @@ rendering is most of what a stream spends per event besides gRPC's send.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2
@@ -211,11 +210,6 @@ def fill_task(task: task_pb2.Task, row: TaskRow) -> None:
         task.dependency_failure_policy = _DEPENDENCY_POLICIES.get(
             row.dependency_failure_policy or "", 0
         )
-
-
-def basic_row(row: TaskRow) -> TaskRow:
-    """The row as TASK_VIEW_BASIC shows it: without input, result and progress (AIP-157)."""
-    return replace(row, input=None, result=None, progress=None)
 
 
 def task_message(
