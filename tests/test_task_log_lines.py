@@ -5,6 +5,7 @@ for any text, fields and time; the checks still name every bad field."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from google.protobuf import field_mask_pb2, struct_pb2
 from test_task_logs import _append, _leased, _list  # type: ignore[import-not-found]
 
 from conveyor.client import AsyncClient
+from conveyor.client._task_logs import log_line
 from conveyor.server.app import ConveyorServer
 from conveyor.server.domain.task_logs import parse_append
 from conveyor.server.errors import InvalidArgument
@@ -138,3 +140,13 @@ async def test_the_attempt_counts_what_it_keeps(
                 sum(len(x.message) for x in kept),
             )
             assert kept[0].dropped_count == kept[0].seq - 1 > 0
+
+
+def test_the_sdk_line_keeps_what_it_can() -> None:
+    before = time.time()
+    line = log_line("hi", fields={"ok": 1, "bad": {1}})
+    assert dict(line.fields) == {"ok": "1", "bad": "{1}"}  # not JSON: all as text
+    assert before - 1 <= line.time.ToDatetime(tzinfo=UTC).timestamp() <= time.time() + 1
+    big = log_line("hi", fields={"n": 1, "text": "x" * (40 * 1024)})
+    assert dict(big.fields) == {"fields_dropped": "over 32768 bytes"}
+    assert dict(log_line("hi", fields={"n": 2, "v": [True]}).fields) == {"n": 2, "v": [True]}
