@@ -19,7 +19,7 @@ from google.protobuf import field_mask_pb2, json_format
 
 from conveyor.client import AsyncClient, TaskContext, Worker
 from conveyor.server.app import ConveyorServer
-from conveyor.server.store import leases
+from conveyor.server.store.task_rows import json_value
 from conveyor.v1 import (
     enums_pb2,
     queue_pb2,
@@ -378,4 +378,4 @@ async def test_the_sdk_coalesces_reports_that_finish_together() -> None:
     ],
 )
 def test_the_settle_rows_read_json_as_json_does(text: bytes) -> None:
-    assert leases._loads(text) == json.loads(text)
+    assert json_value(text) == json_value(memoryview(text)) == json.loads(text)
