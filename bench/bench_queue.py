@@ -28,7 +28,9 @@ The service, driven by the real client (conveyor.client.AsyncClient):
   - enqueue-to-handler-start latency with an idle SDK worker (p50/p99)
   - server RSS under load (peak of /proc samples) and server CPU per operation
 
-Then the ratios against the targets of issue 3, each marked PASS or MISS.
+Then the ratios against the targets of issue 3, each marked PASS or MISS. With `--scale`
+it then fills the project with 1M finished and 100k queued tasks and measures the drain
+and the latency again (bench_scale.py).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from typing import Any
 
 import bench_logs
 import bench_peers
+import bench_scale
 import bench_statements
 import bench_targets
 import grpc_echo
@@ -404,6 +407,36 @@ async def svc_latency(client: Any, samples: int) -> list[float]:
     return latencies
 
 
+async def measure_scale(
+    client: Any,
+    url: str,
+    probe: ServerProbe,
+    results: dict[str, Any],
+    seconds: float,
+    fill: int,
+    samples: int,
+) -> None:
+    """The drain and the latency again, after filling the project (bench_scale.py)."""
+    print("scale: filling the project (1M finished tasks, 100k queued elsewhere)...")
+    started = time.monotonic()
+    await asyncio.to_thread(bench_scale.fill_finished, url, PROJECT)
+    await bench_scale.fill_queued(client)
+    await asyncio.to_thread(bench_scale.settle, url)
+    results["scale"] = {
+        "fill_seconds": time.monotonic() - started,
+        "rows": await asyncio.to_thread(bench_scale.table_rows, url, PROJECT),
+    }
+    queue = "svc-sdk-100-scale"
+    await svc_fill(client, queue, fill * 12)
+    await measure(
+        probe,
+        results,
+        "svc_sdk_100_scale",
+        lambda: svc_worker(client, queue, 100, seconds),
+    )
+    results["svc_latency_scale"] = await svc_latency(client, samples)
+
+
 # Orchestration.
 
 
@@ -436,6 +469,18 @@ async def measure(
     }
     if rate:
         results[name]["server_cpu_us_per_task"] = cpu / (rate * wall) * 1e6
+
+
+def _statements_of(url: str) -> Callable[[str, float], None]:
+    """bench_logs' statements callback: "" resets the counters, a figure prints them."""
+
+    def statements(figure: str, lines: float) -> None:
+        if figure:
+            bench_statements.report(url, figure, lines, unit="line")
+        else:
+            bench_statements.reset(url)
+
+    return statements
 
 
 def start_server(
@@ -627,8 +672,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["svc_latency"] = await svc_latency(client, args.samples)
             if wanted("logs"):
                 results["logs"] = await bench_logs.measure_logs(
-                    client, target, key, PROJECT, seconds, svc_fill, svc_worker
+                    client,
+                    target,
+                    key,
+                    PROJECT,
+                    seconds,
+                    svc_fill,
+                    server_cpu=probe.cpu,
+                    pgdata=service.root / "pg" / "pg",
+                    statements=_statements_of(url) if args.statements else None,
                 )
+            if args.scale:
+                await measure_scale(client, url, probe, results, seconds, fill, args.samples)
         results["rss_peak"] = probe.peak_rss
         # The peers last, on the same PostgreSQL, while the service sits idle.
         if wanted("peers"):
@@ -773,6 +828,12 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="server processes")
     parser.add_argument("--json", action="store_true", help="print the raw results too")
     parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="then fill the project (1M finished, 100k queued) and measure the drain and"
+        " the latency again (adds a few minutes)",
+    )
+    parser.add_argument(
         "--statements",
         action="store_true",
         help="pg_stat_statements: print each service figure's costliest statements",
@@ -789,6 +850,9 @@ def main() -> None:
         "batched100,latency,logs,peers",
     )
     args = parser.parse_args()
+    if args.scale and args.only:
+        # The scale figure compares against these two, measured on the empty table first.
+        args.only = ",".join(sorted(set(args.only.split(",")) | {"sdk100", "latency"}))
     if args.seconds is None:
         args.seconds = 2.0 if args.quick else 8.0
     if args.samples is None:

@@ -35,8 +35,9 @@ def reset(url: str) -> None:
         conn.execute("SELECT pg_stat_statements_reset()")
 
 
-def report(url: str, figure: str, tasks: float, top: int = 8) -> None:
-    """Prints the `top` statements by total time since the last reset, then resets."""
+def report(url: str, figure: str, tasks: float, top: int = 8, unit: str = "task") -> None:
+    """Prints the `top` statements by total time since the last reset, per call and per
+    `unit` (`tasks` of them were done), then resets."""
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT calls, total_exec_time, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 90)"
@@ -50,7 +51,7 @@ def report(url: str, figure: str, tasks: float, top: int = 8) -> None:
         ).fetchone()
         conn.execute("SELECT pg_stat_statements_reset()")
     spent = float(total[0]) if total else 0.0
-    per_task = f"{spent * 1000 / tasks:8.1f} us/task" if tasks else ""
+    per_task = f"{spent * 1000 / tasks:8.1f} us/{unit}" if tasks else ""
     print(f"  statements during {figure}: {spent:9.1f} ms in all {per_task}")
     for calls, ms, nrows, query in rows:
         each = ms * 1000 / calls if calls else 0.0

@@ -140,3 +140,15 @@ async def test_the_generic_lease_plan_reads_tasks_by_key(pool: Pool, database_ur
 
 def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return [plan] + [n for child in plan.get("Plans", []) for n in _nodes(child)]
+
+
+async def test_the_settle_plan_builds_event_changes_inline(database_url: str) -> None:
+    """conveyor_task_change is inlined into the settle statement's plan: not called as a
+    SQL function per event row (its own executor start each time), which PostgreSQL does
+    for a function declared IMMUTABLE whose body is only STABLE."""
+    for statement in (leases._SETTLE_ONE_QUEUE, leases._SETTLE_MANY_QUEUES):
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            cur = await conn.execute("EXPLAIN (GENERIC_PLAN, VERBOSE) " + statement.text)
+            plan = "\n".join(row[0] for row in await cur.fetchall())
+        assert "jsonb_build_object" in plan
+        assert "conveyor_task_change" not in plan

@@ -7,6 +7,7 @@ valid beside them (test_workers.py covers those).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from google.protobuf import field_mask_pb2, json_format
 
 from conveyor.client import AsyncClient, TaskContext, Worker
 from conveyor.server.app import ConveyorServer
+from conveyor.server.store.task_rows import json_value
 from conveyor.v1 import (
     enums_pb2,
     queue_pb2,
@@ -364,3 +366,16 @@ async def test_the_sdk_coalesces_reports_that_finish_together() -> None:
     async with asyncio.timeout(BATCH_WINDOW + 1):
         second = await anext(sent)
     assert len(second.reports.completes) + len(second.reports.fails) == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"a": 1.5, "b": [1, 2, {"c": null}], "d": "\\u00e9", "e": true}',
+        b"18446744073709551615",
+        b"-0.0",
+        b"1e400",  # beyond a double: orjson refuses it, json reads inf
+    ],
+)
+def test_the_settle_rows_read_json_as_json_does(text: bytes) -> None:
+    assert json_value(text) == json_value(memoryview(text)) == json.loads(text)

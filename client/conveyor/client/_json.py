@@ -54,11 +54,18 @@ def to_value(data: Any) -> struct_pb2.Value:
 def to_struct(data: Mapping[str, Any]) -> struct_pb2.Struct:
     """The Struct for a mapping with string keys; raises TypeError otherwise."""
     struct = struct_pb2.Struct()
+    fill_struct(struct, data)
+    return struct
+
+
+def fill_struct(struct: struct_pb2.Struct, data: Mapping[str, Any]) -> None:
+    """Adds a mapping with string keys to `struct` in place (a message's Struct field,
+    without building one and copying it in); TypeError otherwise, `struct` then partly
+    filled."""
     for key, item in data.items():
         if not isinstance(key, str):
             raise TypeError(f"$: object keys must be strings, not {type(key).__name__}")
         _fill(struct.fields[key], item, f"$.{key}")
-    return struct
 
 
 def from_value(value: struct_pb2.Value) -> Any:

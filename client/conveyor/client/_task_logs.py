@@ -18,10 +18,11 @@ import contextlib
 import contextvars
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
-from conveyor.client._json import to_struct
+from conveyor.client._json import fill_struct
 from conveyor.v1 import enums_pb2, queue_pb2, task_service_pb2, worker_pb2
 
 __all__ = [
@@ -33,8 +34,11 @@ __all__ = [
     "stream_message",
 ]
 
-FLUSH_INTERVAL = 0.2
-"""Seconds between two shipments of a task's lines."""
+FLUSH_INTERVAL = 0.5
+"""Seconds between two shipments of a task's lines. Each shipment costs the server a
+message, a statement and a lock of the attempt whatever it carries: a task logging
+1,000 lines a second sends two of 500 (it sent five of 200 at 0.2 s), and a live tail
+still sees the lines within a second."""
 MAX_LINES = 1000
 """Lines per TaskLogBatch item (the server's limit per append)."""
 MAX_MESSAGE_CHARS = 16 * 1024
@@ -65,16 +69,20 @@ def log_line(
         raise ValueError(f"level must be one of {', '.join(_LEVELS)}, not {level!r}") from None
     text = str(message).replace("\x00", "")[:MAX_MESSAGE_CHARS]
     line = task_service_pb2.TaskLogLine(message=text, level=severity, stream=stream)
-    line.time.GetCurrentTime()
+    # Set in place: Timestamp.GetCurrentTime costs several times as much, once a line.
+    stamp = line.time
+    stamp.seconds, stamp.nanos = divmod(time.time_ns(), 1_000_000_000)
     if fields:
+        struct = line.fields
         try:
-            struct = to_struct(fields)
+            fill_struct(struct, fields)
         except (TypeError, ValueError):
             # Not JSON: shown as text rather than lost.
-            struct = to_struct({str(k): repr(v) for k, v in fields.items()})
+            struct.Clear()
+            fill_struct(struct, {str(k): repr(v) for k, v in fields.items()})
         if struct.ByteSize() > MAX_FIELDS_BYTES:
-            struct = to_struct({"fields_dropped": f"over {MAX_FIELDS_BYTES} bytes"})
-        line.fields.CopyFrom(struct)
+            struct.Clear()
+            fill_struct(struct, {"fields_dropped": f"over {MAX_FIELDS_BYTES} bytes"})
     return line
 
 

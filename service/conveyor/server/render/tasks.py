@@ -11,7 +11,6 @@ rendering is most of what a stream spends per event besides gRPC's send.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2
@@ -111,7 +110,7 @@ def fill_task(task: task_pb2.Task, row: TaskRow) -> None:
     either way, and a set costs as much as the test.
     """
     prefix = f"projects/{row.project}/"
-    task.name = f"{prefix}tasks/{row.id}"
+    task.name = name = f"{prefix}tasks/{row.id}"
     if row.queue:
         task.queue = row.queue
     if row.kind:
@@ -146,7 +145,8 @@ def fill_task(task: task_pb2.Task, row: TaskRow) -> None:
         task.correlation_id = row.correlation_id
     if row.parent_task:
         task.parent_task = f"{prefix}tasks/{row.parent_task}"
-    task.root_task = f"{prefix}tasks/{row.root_task}"
+    # Most tasks are their own root: the name again, without formatting a uuid twice.
+    task.root_task = name if row.root_task == row.id else f"{prefix}tasks/{row.root_task}"
     if row.callback_url:
         task.callback_url = row.callback_url
     if row.resume_token:
@@ -211,11 +211,6 @@ def fill_task(task: task_pb2.Task, row: TaskRow) -> None:
         task.dependency_failure_policy = _DEPENDENCY_POLICIES.get(
             row.dependency_failure_policy or "", 0
         )
-
-
-def basic_row(row: TaskRow) -> TaskRow:
-    """The row as TASK_VIEW_BASIC shows it: without input, result and progress (AIP-157)."""
-    return replace(row, input=None, result=None, progress=None)
 
 
 def task_message(

@@ -6,7 +6,6 @@ The other TaskService methods are not defined here and answer UNIMPLEMENTED.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import grpc
@@ -14,7 +13,7 @@ import grpc
 from conveyor.server.domain.request_ids import request_hash
 from conveyor.server.domain.tasks import Created, Tasks
 from conveyor.server.errors import ConveyorError
-from conveyor.server.render.tasks import basic_row, created_message, task_message
+from conveyor.server.render.tasks import created_message, fill_task, task_message
 from conveyor.server.rpc import principal
 from conveyor.server.rpc.status import to_status_proto
 from conveyor.server.rpc.trace_context import creator_traceparent
@@ -91,25 +90,22 @@ class TaskServicer:
     async def ListTasks(
         self, request: task_service_pb2.ListTasksRequest, context: Context
     ) -> task_service_pb2.ListTasksResponse:
-        basic = request.view == enums_pb2.TASK_VIEW_BASIC
-        built: dict[uuid.UUID, task_pb2.Task] = {}
+        response = task_service_pb2.ListTasksResponse()
+        add = response.tasks.add
 
-        def size_of(row: TaskRow) -> int:
-            # Built once: sized here, sent below (the page stops before MAX_PAGE_BYTES).
-            message = built[row.id] = task_message(basic_row(row) if basic else row)
+        def size_of(row: TaskRow, blocked: str | None) -> int:
+            # Rendered in place in the response (no copy), sized here: the page stops
+            # before MAX_PAGE_BYTES, and the task that would pass it is dropped below.
+            message = add()
+            fill_task(message, row)
+            if blocked:
+                message.blocked_reason = _blocked(blocked)
             return message.ByteSize()
 
-        rows, blocked, token = await self._tasks.list_page(
-            request, size_of, me=principal.current().key_name
-        )
-        tasks = []
-        for row in rows:
-            message = built[row.id]
-            reason = _blocked(blocked.get(row.id))
-            if reason:
-                message.blocked_reason = reason
-            tasks.append(message)
-        return task_service_pb2.ListTasksResponse(tasks=tasks, next_page_token=token)
+        rows, token = await self._tasks.list_page(request, size_of, me=principal.current().key_name)
+        del response.tasks[len(rows) :]
+        response.next_page_token = token
+        return response
 
     async def CancelTask(
         self, request: task_service_pb2.CancelTaskRequest, context: Context

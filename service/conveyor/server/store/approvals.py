@@ -17,6 +17,8 @@ from conveyor.server.store.task_rows import TaskRow, task_row
 __all__ = ["decide", "decide_timed_out"]
 
 _DECIDE = sql.load_blocks("task_decide")
+# The timeout loop's block names the waiting state itself (task_decide.sql says why).
+assert states.sources("approve") == (State.AWAITING_APPROVAL,)
 
 
 def _params() -> dict[str, Any]:

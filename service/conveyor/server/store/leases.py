@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from conveyor.server.store import sql
 from conveyor.server.store.db import prepare_at_once
-from conveyor.server.store.task_rows import TaskRow, task_row, task_row_maker
+from conveyor.server.store.task_rows import JsonbLoader, TaskRow, task_row, task_row_maker
 
 _PARAM = re.compile(r"%\((\w+)\)s")
 
@@ -179,6 +179,7 @@ async def settle(
     # A traced connection carries a traced raw cursor (server/tracing.py).
     cursor_class = getattr(conn, "_conveyor_raw_cursor", AsyncRawCursor)
     async with cursor_class(conn, row_factory=tuple_row) as cur:
+        cur.adapters.register_loader("jsonb", JsonbLoader)
         # Prepared at once: planning this statement costs more than running it.
         await cur.execute(statement.text, statement.args(params), prepare=prepare_at_once(conn))
         raws = await cur.fetchall()

@@ -2,9 +2,13 @@
 
 Each commit costs a WAL flush, and a statement a round trip; a CreateTask that
 waited for both alone would cap throughput at one commit per call. The batcher
-queues callers and flushes whatever has gathered as soon as a flush slot is free
+queues callers and flushes whatever has gathered as soon as the flush slot is free
 (group commit): an idle server runs a lone create at once, a busy one folds every
-create that arrived during the previous flush into the next statement. A flush
+create that arrived during the previous flush into the next statement. One flush is
+in flight at a time: with two, the second started as soon as the first create arrived
+after the first, and a flush carried ~3 creates at 16 calls in flight; with one it
+carries ~6.6, and each statement's fixed cost (pool, round trip, commit, statement
+time in the database) is shared by twice as many creates. A flush
 is one `insert_batch` statement (tasks, events, queue rows, NOTIFY) in autocommit,
 so one round trip and one commit for up to MAX_BATCH callers.
 
@@ -44,7 +48,7 @@ __all__ = ["CreateBatcher"]
 log = structlog.get_logger("conveyor.tasks")
 
 MAX_BATCH = 500
-MAX_IN_FLIGHT = 2
+MAX_IN_FLIGHT = 1  # see the module's docstring
 # A deadlock can only come from two batches racing on the same new request_ids or
 # queues in opposite orders; retrying the whole statement settles it.
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)

@@ -64,7 +64,7 @@ async def append(
             "project": project,
             "ids": [i[0] for i in items],
             "lease_ids": [i[1] for i in items],
-            "lines": [i[2] for i in items],
+            "lines": f"[{','.join(i[2] for i in items)}]",
             "max_bytes": max_bytes,
             "max_lines": max_lines,
         },

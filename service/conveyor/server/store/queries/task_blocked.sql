@@ -41,10 +41,3 @@ CASE
           AND w.last_seen_time > now() - %(worker_seen_within)s::interval
     ) THEN 'NO_WORKER'
 END
-
--- name: for_ids
--- The reasons of some tasks of a project (ListTasks reads them for the waiting ones).
-SELECT t.id, {reason} AS blocked_reason
-FROM tasks t
-LEFT JOIN queues q ON q.project = t.project AND q.id = t.queue
-WHERE t.project = %(project)s AND t.id = ANY (%(ids)s::uuid[])

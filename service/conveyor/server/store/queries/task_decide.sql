@@ -53,10 +53,13 @@ WHERE project = %(project)s AND id = %(id)s AND state = ANY (%(sources)s::text[]
 FOR UPDATE
 
 -- name: timed_out
+-- The state is written out, not the `sources` parameter: the pool's generic plan cannot
+-- match a parameter to tasks_approval_due_idx's predicate, and scanned every task of
+-- every project at each pass (approvals.py checks the transition table agrees).
 SELECT project, id, approval_timeout_action = 'APPROVE' AS approved,
        'approval timed out' AS comment
 FROM tasks
-WHERE state = ANY (%(sources)s::text[]) AND approval_timeout_ms IS NOT NULL
+WHERE state = 'AWAITING_APPROVAL' AND approval_timeout_ms IS NOT NULL
   AND approval_timeout_action IN ('APPROVE', 'REJECT')
   AND create_time + approval_timeout_ms * interval '1 millisecond' <= now()
 ORDER BY create_time

@@ -2,10 +2,13 @@
 -- with the filter blocks the request uses and one order block (psycopg.sql
 -- composition of these fixed fragments; every value is a parameter).
 -- "create_time" order is id order: a task id is a UUIDv7 carrying its create_time.
+-- {columns} is `t.*`, or for ListTasks' pages the columns of a TaskRow in its order and
+-- the blocked reason (with the `page_join` block as {join}).
 
 -- name: select
-SELECT t.*
+SELECT {columns}
 FROM tasks t
+{join}
 WHERE t.project = %(project)s
 {filters}
 ORDER BY {order}
@@ -36,6 +39,10 @@ AND (t.kind ILIKE %(search)s OR t.queue ILIKE %(search)s
 AND t.create_time >= %(create_time_after)s AND t.id >= %(id_floor)s::uuid
 -- name: create_time_before
 AND t.create_time < %(create_time_before)s AND t.id < %(id_ceiling)s::uuid
+
+-- name: page_join
+-- task_blocked.sql's reason reads the task's queue as q (NULL for a queue never configured).
+LEFT JOIN queues q ON q.project = t.project AND q.id = t.queue
 
 -- name: count
 -- How many tasks a filter matches, up to its LIMIT (ExportTasks: is it a bulk action?).

@@ -1,14 +1,16 @@
 -- Task logs (migration 0022): appending fenced by the lease, reading by attempt and seq.
 
 -- name: append
--- Appends each item's lines (a jsonb array) to the attempt its lease leased, in the
--- order given (one function call per item, each seeing the ones before); an item whose
--- lease is not the task's current one gets NULLs.
+-- Appends each item's lines (the item's element of the %(lines)s jsonb array, itself an
+-- array of lines) to the attempt its lease leased, in the order given (one function call
+-- per item, each seeing the ones before); an item whose lease is not the task's current
+-- one gets NULLs. The lines come as one jsonb value rather than a jsonb[]: an array
+-- literal would have every quote of every line escaped by the driver.
 SELECT i.ord, r.attempt, r.last_seq, r.dropped
-FROM unnest(%(ids)s::uuid[], %(lease_ids)s::uuid[], %(lines)s::jsonb[])
-    WITH ORDINALITY AS i (id, lease_id, lines, ord)
+FROM unnest(%(ids)s::uuid[], %(lease_ids)s::uuid[]) WITH ORDINALITY AS i (id, lease_id, ord)
 LEFT JOIN LATERAL conveyor_append_task_logs(
-    %(project)s, i.id, i.lease_id, i.lines, %(max_bytes)s::bigint, %(max_lines)s::bigint
+    %(project)s, i.id, i.lease_id, %(lines)s::jsonb -> (i.ord::integer - 1),
+    %(max_bytes)s::bigint, %(max_lines)s::bigint
 ) AS r ON true
 ORDER BY i.ord
 
