@@ -73,3 +73,25 @@ async def test_a_page_is_built_in_slices_between_other_calls(
         # The other call ran between every two slices, never inside one.
         assert len(set(seen)) == 100 // PAGE_SLICE
         assert seen == sorted(seen)
+
+
+async def test_a_page_reads_input_and_labels_as_get_task_does(client: AsyncClient) -> None:
+    # A page decodes jsonb with its own loader (store.task_rows.JsonbLoader).
+    value = struct_pb2.Value()
+    value.struct_value.update(
+        {
+            "text": 'é \u2028 😀 "quoted" \\ back',
+            "numbers": [0, -0.5, 1e300, 12345678901234],
+            "nested": {"empty": {}, "list": [], "none": None, "yes": True},
+        }
+    )
+    created = await client.tasks.CreateTask(
+        task_service_pb2.CreateTaskRequest(
+            parent=PARENT, task=task_pb2.Task(kind="k", input=value, labels={"a": "b é"})
+        )
+    )
+    got = await client.tasks.GetTask(task_service_pb2.GetTaskRequest(name=created.name))
+    page = await client.tasks.ListTasks(task_service_pb2.ListTasksRequest(parent=PARENT))
+    assert [t.name for t in page.tasks] == [created.name]
+    assert page.tasks[0].input == got.input == value
+    assert dict(page.tasks[0].labels) == dict(got.labels) == {"a": "b é"}

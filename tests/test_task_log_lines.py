@@ -44,6 +44,11 @@ def test_lines_are_the_json_of_each_line() -> None:
         "none": None,
         "ok": True,
         "list": [1, "two", {"k": TEXT}],
+        "big": 1e300,
+        "neg": -2.5,
+        "empty": {},
+        "nothing": [],
+        "deep": {"a": {TEXT: [None, False, 2.0**60]}},
     }
     timed = Line(message=TEXT, fields=_fields(nested), level=S.TASK_LOG_LEVEL_ERROR)
     timed.time.FromDatetime(datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC))

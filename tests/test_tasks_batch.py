@@ -1,4 +1,4 @@
-"""BatchCreateTasks: one statement, per-item results, atomic all-or-nothing."""
+"""BatchCreateTasks: bulk statements, per-item results, atomic all-or-nothing."""
 
 from __future__ import annotations
 
@@ -58,8 +58,26 @@ def _violations(status: object) -> list[str]:
     return fields
 
 
-async def test_a_thousand_tasks_in_one_statement(client: AsyncClient, database_url: str) -> None:
-    response = await _batch(client, [_item(f"k{i}", priority=1 + i % 9) for i in range(1000)])
+async def _statements(database_url: str) -> tuple[int, int]:
+    """(task.created events, the transactions that wrote them)."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute(
+            "SELECT count(*), count(DISTINCT xid) FROM events WHERE type = 'task.created'"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+@pytest.mark.parametrize(("atomic", "statements"), [(False, 4), (True, 1)])
+async def test_a_thousand_tasks_in_bulk_statements(
+    client: AsyncClient, database_url: str, atomic: bool, statements: int
+) -> None:
+    """An atomic batch is one statement; another is one per 250 items (sent while the
+    next 250 are validated), with the same answer."""
+    response = await _batch(
+        client, [_item(f"k{i}", priority=1 + i % 9) for i in range(1000)], atomic=atomic
+    )
 
     tasks = [r.task for r in response.results]
     assert all(r.WhichOneof("result") == "task" for r in response.results)
@@ -67,11 +85,7 @@ async def test_a_thousand_tasks_in_one_statement(client: AsyncClient, database_u
     assert [t.priority for t in tasks] == [1 + i % 9 for i in range(1000)]
     # Ids follow the order of the requests.
     assert [t.name for t in tasks] == sorted(t.name for t in tasks)
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        cur = await conn.execute(
-            "SELECT count(*), count(DISTINCT xid) FROM events WHERE type = 'task.created'"
-        )
-        assert await cur.fetchone() == (1000, 1)
+    assert await _statements(database_url) == (1000, statements)
     got = await client.tasks.GetTask(task_service_pb2.GetTaskRequest(name=tasks[500].name))
     got.ClearField("blocked_reason")
     assert got == tasks[500]
@@ -193,6 +207,44 @@ async def test_request_ids_in_a_batch_return_the_first_task(
     assert await _task_count(database_url) == 3
 
 
+async def test_a_large_batch_keeps_each_items_outcome(
+    client: AsyncClient, database_url: str
+) -> None:
+    """Refusals, dedupe items and request_ids spread over a batch's statements."""
+    first = (await _batch(client, [_item(request_id="r-700")])).results[0].task
+    items = [_item(f"k{i}") for i in range(800)]
+    items[3] = _item("bad", priority=11)
+    items[300] = _item("dedupe", dedupe_policy=task_pb2.DedupePolicy(key="x"))
+    items[600] = _item("dedupe", dedupe_policy=task_pb2.DedupePolicy(key="x"))
+    items[700] = _item(request_id="r-700")
+    items[799] = _item("bad", queue="a b")
+    response = await _batch(client, items)
+    kinds = [r.WhichOneof("result") for r in response.results]
+    assert [i for i, k in enumerate(kinds) if k != "task"] == [3, 600, 799]
+    assert kinds[600] == "existing_task"
+    assert response.results[600].existing_task.name == response.results[300].task.name
+    assert _violations(response.results[3].status) == ["requests[3].task.priority"]
+    assert _violations(response.results[799].status) == ["requests[799].task.queue"]
+    assert response.results[700].task.name == first.name
+    assert [r.task.kind for r in response.results[4:300]] == [f"k{i}" for i in range(4, 300)]
+    # 798 items: 795 new plain tasks in four statements, one dedupe task alone.
+    assert await _task_count(database_url) == 1 + 795 + 1
+    assert await _statements(database_url) == (1 + 795 + 1, 1 + 4 + 1)
+
+
+async def test_a_large_batch_repeating_a_request_id_is_one_statement(
+    client: AsyncClient, database_url: str
+) -> None:
+    """Within one statement the first item with a request_id wins; a batch that repeats
+    one is not split, so a later chunk cannot commit its copy first."""
+    items = [_item(f"k{i}") for i in range(600)]
+    items[10] = _item("first", request_id="same")
+    items[590] = _item("first", request_id="same")
+    response = await _batch(client, items)
+    assert response.results[590].task.name == response.results[10].task.name
+    assert await _statements(database_url) == (599, 1)
+
+
 @pytest.mark.parametrize("atomic", [False, True])
 async def test_a_missing_project_is_not_found(
     server: ConveyorServer, admin_key: str, database_url: str, atomic: bool
@@ -201,7 +253,7 @@ async def test_a_missing_project_is_not_found(
         with pytest.raises(NotFoundError):
             await admin.tasks.BatchCreateTasks(
                 task_service_pb2.BatchCreateTasksRequest(
-                    parent="projects/nowhere", requests=[_item(), _item()], atomic=atomic
+                    parent="projects/nowhere", requests=[_item()] * 600, atomic=atomic
                 )
             )
     assert await _task_count(database_url) == 0

@@ -17,20 +17,15 @@ appends pay nothing (no NOTIFY) for it.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from google.protobuf import timestamp_pb2
 from prometheus_client import Counter
 
-from conveyor.client._json import from_struct
 from conveyor.server.domain import paging
-from conveyor.server.domain.leases import TaskRef, lease_token, stale_lease, task_ref
+from conveyor.server.domain.leases import TaskRef, stale_lease, task_ref
 from conveyor.server.domain.task_log_bounds import DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_LOG_LINES
-from conveyor.server.domain.validate import NUL_RULE
+from conveyor.server.domain.task_log_lines import MAX_LINE_BYTES, MAX_LINES, LogAppend, parse_append
 from conveyor.server.errors import (
     ConveyorError,
     InvalidArgument,
@@ -41,7 +36,7 @@ from conveyor.server.errors import (
 from conveyor.server.store import task_logs as log_store
 from conveyor.server.store.db import Pool
 from conveyor.server.store.task_logs import Appended, LogLineRow
-from conveyor.v1 import enums_pb2, task_service_pb2
+from conveyor.v1 import task_service_pb2
 
 __all__ = [
     "MAX_LINES",
@@ -52,10 +47,6 @@ __all__ = [
     "parse_append",
 ]
 
-MAX_LINES = 1000
-"""Most lines one append (or one item of a TaskLogBatch) carries."""
-MAX_LINE_BYTES = 64 * 1024
-"""Most bytes of one line: its message and its fields as JSON."""
 DEFAULT_PAGE_SIZE = 1000
 ORDERS = ("", "seq", "seq asc", "seq desc")
 _LAST = (2**31 - 1, 2**63 - 1)
@@ -67,115 +58,6 @@ REFUSED = Counter(
     "Log batches of the Connect stream dropped: their lease was stale or they were invalid.",
     ["reason"],
 )
-
-
-@dataclass(frozen=True, slots=True)
-class LogAppend:
-    """One task's lines, checked: their JSON array as the append function reads it."""
-
-    task: TaskRef
-    lease_id: uuid.UUID
-    lines_json: str
-
-
-_STREAMS = {
-    value: f',"stream":"{name.removeprefix("TASK_LOG_STREAM_")}"'
-    for name, value in enums_pb2.TaskLogStream.items()
-    if value
-}
-_LEVELS = {
-    value: f',"level":"{name.removeprefix("TASK_LOG_LEVEL_")}"'
-    for name, value in enums_pb2.TaskLogLevel.items()
-    if value
-}
-"""Each known non-zero enum value as its JSON member (0: the column's default)."""
-_encode_fields = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-_encode_string = json.encoder.encode_basestring_ascii  # json.dumps of one str, in C
-
-
-def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(x) for k, x in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(x) for x in value)
-    return False
-
-
-class _Times:
-    """A line's time as ISO 8601 text: the lines of one append mostly share their second,
-    so each second is formatted once."""
-
-    def __init__(self) -> None:
-        self._seconds: dict[int, str] = {}
-
-    def text(self, time: timestamp_pb2.Timestamp) -> str:
-        seconds, nanos = time.seconds, time.nanos
-        if not 0 <= nanos < 1_000_000_000:
-            return time.ToDatetime(tzinfo=UTC).isoformat()
-        prefix = self._seconds.get(seconds)
-        if prefix is None:
-            prefix = datetime.fromtimestamp(seconds, UTC).isoformat().removesuffix("+00:00")
-            self._seconds[seconds] = prefix
-        return f"{prefix}.{nanos // 1000:06d}+00:00"
-
-
-def parse_append(request: task_service_pb2.AppendTaskLogsRequest, prefix: str = "") -> LogAppend:
-    """An AppendTaskLogsRequest checked; INVALID_ARGUMENT naming every bad field.
-
-    Each line's JSON object is written out directly (its fields encoded once, for their
-    size and the append alike): at a thousand lines a second per logging task, this loop
-    is most of the server's cost of a log line."""
-    ref = task_ref(request.name, f"{prefix}name")
-    lease_id = lease_token(request.lease_id, f"{prefix}lease_id")
-    v = Violations()
-    if not request.lines:
-        v.add(f"{prefix}lines", "must hold at least one line")
-    elif len(request.lines) > MAX_LINES:
-        v.add(f"{prefix}lines", f"at most {MAX_LINES} lines per append")
-    out = []
-    times = _Times()
-    for i, line in enumerate(request.lines[:MAX_LINES]):
-        message = line.message
-        item = f'{{"message":{_encode_string(message)}'
-        size = len(message.encode())
-        if "\x00" in message:
-            v.add(f"{prefix}lines[{i}].message", NUL_RULE)
-        if line.fields.fields:
-            fields = from_struct(line.fields)
-            try:
-                text = _encode_fields(fields)
-            except ValueError:
-                v.add(f"{prefix}lines[{i}].fields", "must hold finite numbers only")
-                text = "null"
-            if "\\u0000" in text and _has_nul(fields):
-                v.add(f"{prefix}lines[{i}].fields", NUL_RULE)
-            size += len(text.encode())
-            item += f',"fields":{text}'
-        if size > MAX_LINE_BYTES:
-            v.add(
-                f"{prefix}lines[{i}].message",
-                f"the line (message and fields) is over {MAX_LINE_BYTES} bytes",
-            )
-        item += f',"size":{size}'
-        if line.HasField("time"):
-            item += f',"time":"{times.text(line.time)}"'
-        if line.stream:
-            stream = _STREAMS.get(line.stream)
-            if stream is None:
-                v.add(f"{prefix}lines[{i}].stream", f"{line.stream} is not a known value")
-            else:
-                item += stream
-        if line.level:
-            level = _LEVELS.get(line.level)
-            if level is None:
-                v.add(f"{prefix}lines[{i}].level", f"{line.level} is not a known value")
-            else:
-                item += level
-        out.append(item + "}")
-    v.raise_if_any()
-    return LogAppend(ref, lease_id, f"[{','.join(out)}]")
 
 
 def _not_found(ref: TaskRef) -> NotFound:

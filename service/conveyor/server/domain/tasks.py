@@ -17,15 +17,15 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from conveyor.client._limits import MAX_BATCH_BYTES, MAX_PAGE_BYTES
+from conveyor.client._limits import MAX_PAGE_BYTES
 from conveyor.server import states
 from conveyor.server.domain import (
     audit,
     names,
     request_ids,
+    task_batch_create,
     task_batches,
     task_cancel,
     task_deletes,
@@ -35,12 +35,12 @@ from conveyor.server.domain import (
 )
 from conveyor.server.domain.auth import Principal
 from conveyor.server.domain.bulk_actions import BulkLimiter
+from conveyor.server.domain.task_batch_create import MAX_BATCH
 from conveyor.server.domain.task_dedupe import Created, outcome
 from conveyor.server.domain.task_ids import TaskIds
 from conveyor.server.errors import (
     ConveyorError,
     Internal,
-    InvalidArgument,
     NotFound,
     Violations,
 )
@@ -49,14 +49,12 @@ from conveyor.server.store import approvals
 from conveyor.server.store import task_dependencies as dependency_store
 from conveyor.server.store import tasks as task_store
 from conveyor.server.store.task_batcher import CreateBatcher
-from conveyor.server.store.task_inserts import NewTask, insert_batch
 from conveyor.server.store.task_rows import TaskRow
 from conveyor.server.store.tasks import TaskView
 from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
 
 __all__ = ["MAX_BATCH", "WORKER_SEEN_WITHIN", "Created", "Tasks"]
 
-MAX_BATCH = 1000
 MAX_REASON = 1000
 MAX_TREE = 500
 # A worker not heard from for this long does not count against NO_WORKER, even if
@@ -126,98 +124,17 @@ class Tasks:
         creator: str = "",
         traceparent: str | None = None,
     ) -> list[Created | ConveyorError]:
-        """One result per request: the created (or first) task, or why it was refused.
-        Every task created gets the call's `traceparent`.
-
-        With `atomic`, any refusal raises for the whole call and nothing is created.
-        """
-        project = names.parse(parent, "parent").project
-        if not 1 <= len(requests) <= MAX_BATCH:
-            raise InvalidArgument.of("requests", f"must hold 1 to {MAX_BATCH} creates")
-        # A byte cap too: the answer echoes every task, and must fit MAX_RESPONSE_BYTES.
-        size = sum(r.ByteSize() for r in requests)
-        if size > MAX_BATCH_BYTES:
-            raise InvalidArgument.of(
-                "requests",
-                f"must be at most {MAX_BATCH_BYTES} bytes together, not {size}; split the batch",
-            )
-        results: list[Created | ConveyorError | None] = [None] * len(requests)
-        items: list[NewTask] = []
-        positions: list[int] = []
-        for i, request in enumerate(requests):
-            prefix = f"requests[{i}]."
-            try:
-                if request.parent and request.parent != parent:
-                    raise InvalidArgument.of(f"{prefix}parent", f"must be empty or {parent}")
-                new = task_input.new_task(
-                    request.task,
-                    project=project,
-                    request_id=request.request_id,
-                    ids=self._ids,
-                    prefix=prefix,
-                    request_hash=task_batches.request_hash(
-                        parent, request.task, request.request_id
-                    ),
-                    creator=creator,
-                )
-            except ConveyorError as error:
-                results[i] = error
-            else:
-                if traceparent:
-                    new = dataclasses.replace(new, traceparent=traceparent)
-                items.append(new)
-                positions.append(i)
-        refused = [r for r in results if isinstance(r, ConveyorError)]
-        if atomic and refused:
-            raise task_batches.merge_errors(refused)
-        # Items with a dedupe_policy or depends_on are created one at a time ("deduped").
-        pairs = list(zip(positions, items, strict=True))
-        plain = [(i, new) for i, new in pairs if new.dedupe is None and not new.depends_on]
-        deduped = [(i, new) for i, new in pairs if new.dedupe or new.depends_on]
-        if deduped and atomic:
-            # All or nothing: every item in one transaction, each dedupe item a savepoint.
-            async with self._pool.connection() as conn, conn.transaction():
-                failures = await self._dedupe_items(conn, deduped, results, parent)
-                if failures:
-                    raise task_batches.merge_errors(failures)
-                if plain:
-                    inserted = await insert_batch(
-                        conn, [n for _, n in plain], upsert_queue=[True] * len(plain), atomic=True
-                    )
-                    failures = task_batches.collect(plain, inserted, results, parent)
-                    if failures:
-                        raise task_batches.merge_errors(failures)
-        else:
-            if plain:
-                inserted = await self._batcher.create_many([n for _, n in plain], atomic=atomic)
-                failures = task_batches.collect(plain, inserted, results, parent)
-                if atomic and failures:
-                    raise task_batches.merge_errors(failures)
-            if deduped:
-                async with self._pool.connection() as conn:
-                    await self._dedupe_items(conn, deduped, results, parent)
-        return [r if r is not None else Internal("no result for this item") for r in results]
-
-    async def _dedupe_items(
-        self,
-        conn: AsyncConnection[Any],
-        items: Sequence[tuple[int, NewTask]],
-        results: list[Created | ConveyorError | None],
-        parent: str,
-    ) -> list[ConveyorError]:
-        """Creates the dedupe items one after another (a later duplicate sees the first)."""
-        failures: list[ConveyorError] = []
-        for i, new in items:
-            try:
-                results[i] = await task_dependencies.create_unbatched(
-                    conn, new, parent, f"requests[{i}]."
-                )
-            except NotFound:
-                raise  # the project: the whole call is NOT_FOUND
-            except ConveyorError as error:
-                results[i] = error
-                failures.append(error)
-        return failures
+        """One result per request (domain/task_batch_create.py)."""
+        return await task_batch_create.batch_create(
+            self._pool,
+            self._batcher,
+            self._ids,
+            parent,
+            requests,
+            atomic=atomic,
+            creator=creator,
+            traceparent=traceparent,
+        )
 
     async def get(self, name: str) -> TaskView:
         parsed = task_input.parse_task_name(name, "name")

@@ -110,7 +110,7 @@ def fill_task(task: task_pb2.Task, row: TaskRow) -> None:
     either way, and a set costs as much as the test.
     """
     prefix = f"projects/{row.project}/"
-    task.name = f"{prefix}tasks/{row.id}"
+    task.name = name = f"{prefix}tasks/{row.id}"
     if row.queue:
         task.queue = row.queue
     if row.kind:
@@ -145,7 +145,8 @@ def fill_task(task: task_pb2.Task, row: TaskRow) -> None:
         task.correlation_id = row.correlation_id
     if row.parent_task:
         task.parent_task = f"{prefix}tasks/{row.parent_task}"
-    task.root_task = f"{prefix}tasks/{row.root_task}"
+    # Most tasks are their own root: the name again, without formatting a uuid twice.
+    task.root_task = name if row.root_task == row.id else f"{prefix}tasks/{row.root_task}"
     if row.callback_url:
         task.callback_url = row.callback_url
     if row.resume_token:

@@ -13,7 +13,7 @@ import grpc
 from conveyor.server.domain.request_ids import request_hash
 from conveyor.server.domain.tasks import Created, Tasks
 from conveyor.server.errors import ConveyorError
-from conveyor.server.render.tasks import created_message, task_message
+from conveyor.server.render.tasks import created_message, fill_task, task_message
 from conveyor.server.rpc import principal
 from conveyor.server.rpc.status import to_status_proto
 from conveyor.server.rpc.trace_context import creator_traceparent
@@ -90,16 +90,22 @@ class TaskServicer:
     async def ListTasks(
         self, request: task_service_pb2.ListTasksRequest, context: Context
     ) -> task_service_pb2.ListTasksResponse:
-        built: list[task_pb2.Task] = []
+        response = task_service_pb2.ListTasksResponse()
+        add = response.tasks.add
 
         def size_of(row: TaskRow, blocked: str | None) -> int:
-            # Built once: sized here, sent below (the page stops before MAX_PAGE_BYTES).
-            message = task_message(row, blocked_reason=_blocked(blocked))
-            built.append(message)
+            # Rendered in place in the response (no copy), sized here: the page stops
+            # before MAX_PAGE_BYTES, and the task that would pass it is dropped below.
+            message = add()
+            fill_task(message, row)
+            if blocked:
+                message.blocked_reason = _blocked(blocked)
             return message.ByteSize()
 
         rows, token = await self._tasks.list_page(request, size_of, me=principal.current().key_name)
-        return task_service_pb2.ListTasksResponse(tasks=built[: len(rows)], next_page_token=token)
+        del response.tasks[len(rows) :]
+        response.next_page_token = token
+        return response
 
     async def CancelTask(
         self, request: task_service_pb2.CancelTaskRequest, context: Context
@@ -151,9 +157,12 @@ class TaskServicer:
         return task_service_pb2.BatchDeleteTasksResponse(deleted_count=deleted, skipped=skipped)
 
 
+# A dict, not BlockedReason.Value of a formatted name: a page of 100 waiting tasks looks
+# one up for each.
+_BLOCKED_REASONS = {
+    name.removeprefix("BLOCKED_REASON_"): number for name, number in enums_pb2.BlockedReason.items()
+}
+
+
 def _blocked(reason: str | None) -> enums_pb2.BlockedReason.ValueType:
-    return (
-        enums_pb2.BlockedReason.Value(f"BLOCKED_REASON_{reason}")
-        if reason
-        else enums_pb2.BLOCKED_REASON_UNSPECIFIED
-    )
+    return _BLOCKED_REASONS[reason] if reason else enums_pb2.BLOCKED_REASON_UNSPECIFIED

@@ -6,7 +6,6 @@ one commit; the events of each change are appended by the same statement.
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Sequence
@@ -14,14 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, LiteralString
 
-import orjson
 from psycopg import AsyncConnection, AsyncRawCursor
 from psycopg.rows import dict_row, tuple_row
-from psycopg.types.json import Jsonb, JsonbLoader
+from psycopg.types.json import Jsonb
 
 from conveyor.server.store import sql
 from conveyor.server.store.db import prepare_at_once
-from conveyor.server.store.task_rows import TASK_COLUMNS, TaskRow, task_row, task_row_maker
+from conveyor.server.store.task_rows import (
+    TASK_COLUMNS,
+    JsonbLoader,
+    TaskRow,
+    task_row,
+    task_row_maker,
+)
 
 _PARAM = re.compile(r"%\((\w+)\)s")
 
@@ -171,24 +175,6 @@ class Extended:
     cancel_requested: bool
 
 
-def _loads(data: str | bytes) -> Any:
-    """orjson, or json for what orjson refuses (a number beyond the range of a double).
-
-    The settle statement's rows carry each task's JSON (input, labels, result...): with
-    json.loads that was about a third of the server's own time on the rows of a batch,
-    and orjson parses it several times faster. Used for these rows only, which end in
-    protobuf messages, where every number is a double anyway (orjson reads an integer
-    beyond 64 bits as a double)."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
-
-
-class _JsonbLoader(JsonbLoader):
-    _loads = staticmethod(_loads)
-
-
 def _lease_order(row: TaskRow) -> tuple[int, datetime, uuid.UUID]:
     return (row.priority, row.schedule_time, row.id)
 
@@ -243,7 +229,7 @@ async def settle(
     # A traced connection carries a traced raw cursor (server/tracing.py).
     cursor_class = getattr(conn, "_conveyor_raw_cursor", AsyncRawCursor)
     async with cursor_class(conn, row_factory=tuple_row) as cur:
-        cur.adapters.register_loader("jsonb", _JsonbLoader)
+        cur.adapters.register_loader("jsonb", JsonbLoader)
         # Prepared at once: planning this statement costs more than running it.
         await cur.execute(statement.text, statement.args(params), prepare=prepare_at_once(conn))
         raws = await cur.fetchall()

@@ -14,7 +14,13 @@ from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 
 from conveyor.server.store import sql
-from conveyor.server.store.task_rows import TASK_COLUMNS, AttemptRow, TaskRow, task_row
+from conveyor.server.store.task_rows import (
+    TASK_COLUMNS,
+    AttemptRow,
+    JsonbLoader,
+    TaskRow,
+    task_row,
+)
 
 __all__ = [
     "Order",
@@ -213,6 +219,7 @@ async def page_slices(
     params["worker_seen_within"] = worker_seen_within
     width = len(TASK_COLUMNS)
     async with conn.cursor() as cur:
+        cur.adapters.register_loader("jsonb", JsonbLoader)
         await cur.execute(statement, params)
         while rows := await cur.fetchmany(slice_rows):
             yield [(TaskRow(*row[:width]), row[width]) for row in rows]
