@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
+from conveyor.server import app
 from conveyor.server.app import ConveyorServer
 from conveyor.server.gateway.app import build_http_app
 from conveyor.server.grpc_server import HEALTH_SERVICE_NAME
@@ -95,6 +97,31 @@ async def test_stop_removes_server_json(server_settings: Settings) -> None:
     await server.stop(grace=0)
 
     assert not (server.data_dir / "server.json").exists()
+
+
+async def test_the_started_process_freezes_its_objects_out_of_the_collector(
+    server_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_server (the process's main) freezes what start made, so a full collection
+    no longer walks the modules and services (the enqueue-to-start tail)."""
+    monkeypatch.setattr(app, "configure_logging", lambda *_, **__: None)  # the test's logs
+    gc.unfreeze()
+    hooks = default_hooks()
+    running = asyncio.create_task(app.run_server(server_settings, register=hooks.register))
+    try:
+        deadline = time.monotonic() + 60
+        while gc.get_freeze_count() == 0 and not running.done():
+            assert time.monotonic() < deadline, "nothing frozen within 60 s of the start"
+            await asyncio.sleep(0.05)
+        if running.done():
+            running.result()  # what ended it
+        assert gc.get_freeze_count() > 10_000
+        assert (server_settings.data_dir / "server.json").exists()
+        os.kill(os.getpid(), signal.SIGTERM)  # run_server's own handler stops it
+        await asyncio.wait_for(running, 60)
+    finally:
+        running.cancel()
+        gc.unfreeze()
 
 
 async def test_server_key_is_shared_through_the_database(

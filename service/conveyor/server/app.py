@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -301,6 +302,18 @@ class ConveyorServer:
         self._server_json = None
 
 
+def freeze_startup_objects() -> None:
+    """Moves every object alive once the server has started (modules, protobuf
+    descriptors, the app's services and their SQL) out of the cyclic collector's sight.
+
+    They live as long as the process, yet each full collection walked them all: some
+    30 ms on the bench machine, a pause of every call in flight and the largest part of
+    the enqueue-to-start tail. What is made after this is collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def run_server(
     settings: Settings,
     *,
@@ -338,6 +351,7 @@ async def run_server(
     try:
         # A signal during start is kept and acted on as soon as start returns.
         await server.start()
+        freeze_startup_objects()
         try:
             await stop_requested.wait()
         finally:
