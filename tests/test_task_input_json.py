@@ -1,4 +1,4 @@
-"""compact_json: orjson's speed with json's text rules (no NaN, no infinities, big ints)."""
+"""compact_json: orjson's speed with json's text rules; request_hash without a copy."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import math
 import pytest
 from google.protobuf import struct_pb2
 
+from conveyor.server.domain.request_ids import request_hash
 from conveyor.server.domain.task_input import compact_json, json_text
 from conveyor.server.errors import Violations
+from conveyor.v1 import task_pb2, task_service_pb2
 
 
 @pytest.mark.parametrize(
@@ -42,3 +44,13 @@ def test_non_finite_numbers_are_refused(number: float) -> None:
     assert [(item.field, item.description) for item in v.items] == [
         ("task.input", "numbers must be finite")
     ]
+
+
+def test_a_request_hashes_alike_with_and_without_its_request_id() -> None:
+    """request_hash skips the copy when there is no request_id to clear; same hash."""
+    task = task_pb2.Task(kind="k", labels={"b": "2", "a": "1"})
+    task.input.struct_value.fields["x"].number_value = 1
+    bare = task_service_pb2.CreateTaskRequest(parent="projects/p", task=task)
+    given = task_service_pb2.CreateTaskRequest(parent="projects/p", task=task, request_id="r")
+    assert request_hash(bare) == request_hash(given)
+    assert given.request_id == "r"  # the caller's message is left alone
