@@ -13,11 +13,13 @@ once: the measured worker runs throughout, and another worker, in its own proces
 neither its client-side work nor its event loop is shared with the measured one), runs
 one task that logs LOG_RATE lines a second with ctx.log while told to (SIGUSR1) and
 nothing while paused (SIGUSR2). After a warm-up of both, PAIRS pairs of phases follow,
-alone then logging, each `seconds` long and measured from SETTLE after the switch; the
-case compares the median rate of the logging phases with the median of the alone ones
-(target >= 0.9x) and prints every phase. The logged rate is read back from the task's
-last seq, so it is what the server stored; the default bound (10,000 lines per attempt)
-drops old lines all along (the logger first writes that many at once).
+alone then logging, and one more alone, each `seconds` long and measured from SETTLE
+after the switch; the case compares the median rate of the logging phases with the
+median of the alone ones (target >= 0.9x) and prints every phase, and beside it the
+median of each logging phase against the two alone ones around it (a drift check).
+The logged rate is read back from the task's last seq, so it is what the server stored;
+the default bound (10,000 lines per attempt) drops old lines all along (the logger
+first writes that many at once).
 
 Before the lease path starts, the logger alone gives the cost of logging itself: server
 CPU, PostgreSQL CPU (every process of the embedded cluster) and the logging worker's own
@@ -228,7 +230,7 @@ async def measure_logs(
         }
 
         # The lease path, one worker running throughout: warm up, then the pairs.
-        filled = int(DRAIN_GUESS * (2 + 2 * PAIRS * (seconds + SETTLE) + 2 * seconds))
+        filled = int(DRAIN_GUESS * (2 + (2 * PAIRS + 1) * (seconds + SETTLE) + 2 * seconds))
         await fill(client, "logs-lease", filled)
         worker = Worker(client, queues=["logs-lease"], concurrency=1, worker_id="bench-lease")
         done = 0
@@ -247,13 +249,12 @@ async def measure_logs(
         await switch(True)
         await asyncio.sleep(seconds)
         phases: list[dict[str, Any]] = []
-        for _ in range(PAIRS):
-            for logging in (False, True):
-                await switch(logging)
-                mark = clocks.read(done, await seq())
-                await asyncio.sleep(seconds)
-                phases.append({"logging": logging, **_phase(mark, clocks.read(done, await seq()))})
-        await switch(False)
+        # Alone, logging, ..., alone: every logging phase between two alone ones.
+        for logging in [False, True] * PAIRS + [False]:
+            await switch(logging)
+            mark = clocks.read(done, await seq())
+            await asyncio.sleep(seconds)
+            phases.append({"logging": logging, **_phase(mark, clocks.read(done, await seq()))})
         if done >= filled:
             raise RuntimeError("the lease path ran out of tasks; raise DRAIN_GUESS")
     finally:
@@ -265,9 +266,16 @@ async def measure_logs(
         await asyncio.wait_for(process.wait(), 15)
     alone = [p["rate"] for p in phases if not p["logging"]]
     with_logger = [p["rate"] for p in phases if p["logging"]]
+    # A drift check beside the verdict: each logging phase against the mean of the alone
+    # phases either side of it, which a steady rise or fall of the rate cancels out.
+    bracketed = [
+        phases[i]["rate"] * 2 / (phases[i - 1]["rate"] + phases[i + 1]["rate"])
+        for i in range(1, len(phases) - 1, 2)
+    ]
     return {
         "alone": statistics.median(alone),
         "with_logger": statistics.median(with_logger),
+        "bracketed": statistics.median(bracketed),
         # The mean, not the median: lines arrive 500 at a time, so one phase's figure
         # is off by up to a shipment; the phases are equally long.
         "log_rate": statistics.mean(p["lines"] for p in phases if p["logging"]),
@@ -299,6 +307,11 @@ def report(results: dict[str, Any]) -> bool:
         f" {figures['alone']:6.1f} / {figures['with_logger']:.1f} tasks/s,"
         f" {figures['log_rate']:.0f} lines/s logged"
     )
+    if "bracketed" in figures:
+        print(
+            f"  {'(median of each logging phase / its two alone ones)':52s}"
+            f" {figures['bracketed']:6.2f}x"
+        )
     for i, phase in enumerate(figures.get("phases", ())):
         name = "logging" if phase["logging"] else "alone"
         print(

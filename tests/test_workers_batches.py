@@ -19,6 +19,8 @@ from google.protobuf import field_mask_pb2, json_format
 
 from conveyor.client import AsyncClient, TaskContext, Worker
 from conveyor.server.app import ConveyorServer
+from conveyor.server.store import leases
+from conveyor.server.store.db import Pool
 from conveyor.server.store.task_rows import json_value
 from conveyor.v1 import (
     enums_pb2,
@@ -379,3 +381,34 @@ async def test_the_sdk_coalesces_reports_that_finish_together() -> None:
 )
 def test_the_settle_rows_read_json_as_json_does(text: bytes) -> None:
     assert json_value(text) == json_value(memoryview(text)) == json.loads(text)
+
+
+async def test_a_lean_settle_returns_of_an_ended_task_only_what_its_metrics_read(
+    pool: Pool,
+) -> None:
+    """Acks without tasks: the ended tasks' rows carry name, queue, state, attempt and
+    times, nothing else; the leased tasks' rows are whole."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO tasks (project, id, queue, kind, input, state, root_task)"
+            " SELECT 'default', id, 'lean', 'k', '{\"big\": [1, 2, 3]}', 'QUEUED', id"
+            " FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, 4)) AS g"
+        )
+        take = leases.TakeRow("w", ["lean"], 2, None)
+        first = (await leases.settle(conn, project="default", take=take)).leased
+        done = [leases.CompleteRow(r.id, r.lease_id, '{"ok": 1}', "", None) for r in first]  # type: ignore[arg-type]
+        settled = await leases.settle(
+            conn, project="default", completes=done, take=take, ended_rows=False
+        )
+    assert sorted(settled.succeeded) == sorted(r.id for r in first)
+    for row in settled.succeeded.values():
+        assert (row.project, row.queue, row.state, row.attempt) == (
+            "default",
+            "lean",
+            "SUCCEEDED",
+            1,
+        )
+        assert row.start_time is not None and row.end_time is not None
+        assert row.input is None and row.result is None and row.kind is None
+    assert len(settled.leased) == 2
+    assert all(r.input == {"big": [1, 2, 3]} and r.kind == "k" for r in settled.leased)

@@ -264,13 +264,21 @@ class Leases:
         return (await self.settle(project, (), take)).leased
 
     async def settle(
-        self, project: str, reports: Sequence[Report], take: Take | None = None
+        self,
+        project: str,
+        reports: Sequence[Report],
+        take: Take | None = None,
+        *,
+        ended_tasks: bool = True,
     ) -> Settled:
         """Applies reports of one project, then leases for `take`, in one commit.
 
         Task ids in `reports` must be distinct. Reports that match no current lease are
         looked up afterwards to tell a stale lease (FAILED_PRECONDITION), a replay of the
         report that was applied (the task), and an unknown task (NOT_FOUND) apart.
+        `ended_tasks=False` is for a caller that answers an applied report without its
+        task: the row of an applied report then holds only the task's name, queue, state,
+        attempt and times (store/leases.py), the others None.
         """
         completes = [
             lease_store.CompleteRow(
@@ -297,6 +305,7 @@ class Leases:
                 fails=fails,
                 take=take_row,
                 rand=self._rand() if self._rand is not None else None,
+                ended_rows=ended_tasks,
             )
             outcomes: list[TaskRow | ConveyorError | None] = []
             missed: list[int] = []

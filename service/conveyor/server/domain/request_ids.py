@@ -26,6 +26,10 @@ MAX_REQUEST_ID = 128
 
 def request_hash(request: Message) -> str:
     """The hash of `request` without its request_id (hex)."""
+    if not request.request_id:  # type: ignore[attr-defined]
+        # Nothing to clear (an empty proto3 string is not serialized): no copy. A create's
+        # hash is made from a request built without its id (domain/task_batches.py).
+        return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
     copy = type(request)()
     copy.CopyFrom(request)
     copy.ClearField("request_id")

@@ -351,7 +351,11 @@ class ConnectSession:
         outcomes = []
         leased = []
         if reports or take is not None:
-            settled = await self._leases.settle(self.hello.project, reports, take)
+            # A single report's ack carries the task; a batch's only when the Hello asks.
+            ended_tasks = self._ack_tasks or any(not item.batch for item in items)
+            settled = await self._leases.settle(
+                self.hello.project, reports, take, ended_tasks=ended_tasks
+            )
             outcomes, leased = settled.outcomes, settled.leased
             if take is not None:
                 self._want = len(leased) == limit

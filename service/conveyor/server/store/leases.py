@@ -19,7 +19,13 @@ from psycopg.types.json import Jsonb
 
 from conveyor.server.store import sql
 from conveyor.server.store.db import prepare_at_once
-from conveyor.server.store.task_rows import JsonbLoader, TaskRow, task_row, task_row_maker
+from conveyor.server.store.task_rows import (
+    TASK_COLUMNS,
+    JsonbLoader,
+    TaskRow,
+    task_row,
+    task_row_maker,
+)
 
 _PARAM = re.compile(r"%\((\w+)\)s")
 
@@ -56,14 +62,53 @@ def _compact(text: LiteralString) -> _Raw:
 
 
 _BLOCKS = sql.load_blocks("lease_report")
-_SETTLE_ONE_QUEUE = _compact(
-    ",\n".join((_BLOCKS["reports"], _BLOCKS["ready_one_queue"], _BLOCKS["admit"], _BLOCKS["lease"]))
+_ENDED_KEPT = (
+    "project",
+    "id",
+    "queue",
+    "state",
+    "attempt",
+    "start_time",
+    "end_time",
+    "update_time",
 )
-_SETTLE_MANY_QUEUES = _compact(
-    ",\n".join(
-        (_BLOCKS["reports"], _BLOCKS["ready_many_queues"], _BLOCKS["admit"], _BLOCKS["lease"])
+"""What a lean settle returns of an ended task: what metrics.count_settled and the
+retry check read; the other columns are NULL."""
+
+
+def _columns(alias: str, kept: Sequence[str] = TASK_COLUMNS) -> str:
+    """TaskRow's columns from `alias`, those not `kept` NULL, each named."""
+    return ", ".join(
+        f"{alias}.{c} AS {c}" if c in kept else f"(NULL::tasks).{c} AS {c}" for c in TASK_COLUMNS
     )
-)
+
+
+def _settle(ready: str, lean: bool) -> _Raw:
+    if lean:
+        words = {
+            "ENDED_S": _columns("s", _ENDED_KEPT),
+            "ENDED_F": _columns("f", _ENDED_KEPT),
+            "LEASED_L": _columns("l"),
+            "NO_TASK": _columns("", ()),
+        }
+    else:
+        words = {
+            "ENDED_S": "s.*",
+            "ENDED_F": "f.*",
+            "LEASED_L": "l.*",
+            "NO_TASK": "(NULL::tasks).*",
+        }
+    rows = _BLOCKS["rows"]
+    for word, columns in words.items():
+        rows = rows.replace(word, columns)
+    parts = (_BLOCKS["reports"], _BLOCKS[ready], _BLOCKS["admit"], _BLOCKS["lease"])
+    return _compact(",\n".join(parts) + "\n" + rows)
+
+
+_SETTLE_ONE_QUEUE = _settle("ready_one_queue", lean=False)
+_SETTLE_MANY_QUEUES = _settle("ready_many_queues", lean=False)
+_SETTLE_ONE_QUEUE_LEAN = _settle("ready_one_queue", lean=True)
+_SETTLE_MANY_QUEUES_LEAN = _settle("ready_many_queues", lean=True)
 
 WINDOW = 4
 """Candidates a limited lease looks at first (at least; 4 per wanted task)."""
@@ -142,11 +187,13 @@ async def settle(
     fails: Sequence[FailRow] = (),
     take: TakeRow | None = None,
     rand: float | None = None,
+    ended_rows: bool = True,
 ) -> SettledRows:
     """Applies the reports whose lease is still current, then leases `take.limit` tasks.
 
     Task ids must be distinct across `completes` and `fails` (one statement cannot change a
     row twice). `rand` draws the retry jitter; None lets the database draw per task.
+    `ended_rows=False`: the rows of the ended tasks hold only _ENDED_KEPT (None elsewhere).
     """
     queues = list(take.queues) if take else []
     # An absent part is NULL rather than an empty array: unnest(NULL) is empty too, and
@@ -175,7 +222,10 @@ async def settle(
     failed: dict[uuid.UUID, TaskRow] = {}
     leased: list[TaskRow] = []
     rate_wait: float | None = None
-    statement = _SETTLE_MANY_QUEUES if len(queues) > 1 else _SETTLE_ONE_QUEUE
+    if ended_rows:
+        statement = _SETTLE_MANY_QUEUES if len(queues) > 1 else _SETTLE_ONE_QUEUE
+    else:
+        statement = _SETTLE_MANY_QUEUES_LEAN if len(queues) > 1 else _SETTLE_ONE_QUEUE_LEAN
     # A traced connection carries a traced raw cursor (server/tracing.py).
     cursor_class = getattr(conn, "_conveyor_raw_cursor", AsyncRawCursor)
     async with cursor_class(conn, row_factory=tuple_row) as cur:

@@ -7,7 +7,6 @@ unless the caller asked for all-or-nothing.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+import orjson
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
@@ -94,7 +94,10 @@ class NewTask:
     traceparent: str | None = None  # the creator's W3C trace context (0026), validated
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+def _encode(value: Any) -> str:
+    """Compact JSON of what `_row` sends (text, small integers, booleans, None): orjson,
+    ~4x faster than a prebuilt json encoder for a row's head."""
+    return orjson.dumps(value).decode()
 
 
 class Outcome(Enum):

@@ -253,14 +253,21 @@ ended AS (
     UNION ALL
     SELECT project, id, queue, concurrency_key, concurrency_limit FROM failed
 )
-SELECT 'succeeded' AS outcome, NULL::double precision AS rate_wait, s.* FROM succeeded s
+
+-- name: rows
+-- The tasks' rows. The words in capitals are filled in by store/leases.py: with s.*,
+-- f.*, l.* and (NULL::tasks).* when the caller answers with the ended tasks; else every
+-- branch lists TaskRow's columns by name, and an ended task's are NULL but for those
+-- its metrics read (the acks of a batch carry no task: the full rows cost the database
+-- their output and the server their parsing, per task).
+SELECT 'succeeded' AS outcome, NULL::double precision AS rate_wait, ENDED_S FROM succeeded s
 UNION ALL
-SELECT 'failed', NULL, f.* FROM failed f
+SELECT 'failed', NULL, ENDED_F FROM failed f
 UNION ALL
-SELECT 'leased', NULL, l.* FROM leased l
+SELECT 'leased', NULL, LEASED_L FROM leased l
 UNION ALL
 -- Seconds until a rate-limited task could start, when one was held back.
-SELECT 'rate_wait', a.rate_wait, (NULL::tasks).* FROM admitted a
+SELECT 'rate_wait', a.rate_wait, NO_TASK FROM admitted a
 WHERE a.rate_wait IS NOT NULL
 UNION ALL
 -- Never a row: wakes the leasers of queues where an ended task frees a limited place (a
@@ -271,7 +278,7 @@ UNION ALL
 -- and key as ended (a worker completing one and taking the next: the place is taken
 -- again). This statement's snapshot still counts the ended tasks as running, so they
 -- are left out by id.
-SELECT 'freed', NULL, x.* FROM (SELECT (NULL::tasks).*) AS x
+SELECT 'freed', NULL, x.* FROM (SELECT NO_TASK) AS x
 WHERE (
     SELECT count(pg_notify('conveyor_tasks', e.project || '/' || e.queue))
     FROM (
