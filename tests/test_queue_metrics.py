@@ -10,17 +10,20 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest_asyncio
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor.client import AsyncClient
 from conveyor.server.app import ConveyorServer
+from conveyor.server.domain import metrics
 from conveyor.server.loops.queue_metrics import QueueMetricsLoop
 from conveyor.server.loops.reaper import Reaper
 from conveyor.server.loops.scheduler import SchedulerLoop
+from conveyor.server.store.task_rows import TASK_COLUMNS, TaskRow
 from conveyor.v1 import enums_pb2, schedule_pb2
 
 T = TypeVar("T")
@@ -203,3 +206,42 @@ async def test_every_grafana_expression_names_an_exported_metric(server: Conveyo
         "conveyor_queue_webhook_deliveries_total",
     }
     assert queue_series <= used
+
+
+def test_a_settled_batch_counts_each_task_by_queue_and_outcome() -> None:
+    """One call for a batch of two queues and three outcomes: each counter gets every
+    task, under its own queue and outcome (counted per queue, added once)."""
+    project = f"m-{uuid.uuid4().hex[:8]}"
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def row(queue: str, state: str, seconds: float) -> TaskRow:
+        empty: list[Any] = [None] * len(TASK_COLUMNS)
+        task = TaskRow(*empty)
+        task.project, task.queue, task.state = project, queue, state
+        task.start_time, task.end_time = start, start + timedelta(seconds=seconds)
+        return task
+
+    leased = [row("a", "RUNNING", 0)] * 3 + [row("b", "RUNNING", 0)]
+    reported = [
+        *[row("a", "SUCCEEDED", 0.02)] * 2,
+        row("a", "SCHEDULED", 0.2),
+        row("b", "FAILED", 2),
+        row("b", "SUCCEEDED", 20),
+    ]
+    metrics.count_settled(leased, reported)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"project": project, **labels})
+
+    assert sample("conveyor_tasks_started_total", queue="a") == 3
+    assert sample("conveyor_tasks_started_total", queue="b") == 1
+    finished = "conveyor_tasks_finished_total"
+    assert sample(finished, queue="a", outcome="succeeded") == 2
+    assert sample(finished, queue="a", outcome="retried") == 1
+    assert sample(finished, queue="b", outcome="failed") == 1
+    assert sample(finished, queue="b", outcome="succeeded") == 1
+    assert sample("conveyor_task_retries_total", queue="a") == 1
+    assert sample("conveyor_tasks_dead_total", queue="b") == 1
+    assert sample("conveyor_task_run_seconds_count", queue="a") == 3
+    assert sample("conveyor_task_run_seconds_bucket", queue="a", le="0.05") == 2
+    assert sample("conveyor_task_run_seconds_sum", queue="b") == 22

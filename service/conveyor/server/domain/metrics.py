@@ -72,23 +72,42 @@ LATE_AFTER = 5.0
 
 
 def count_settled(leased: Iterable[TaskRow], reported: Iterable[TaskRow]) -> None:
-    """Counts leased tasks, and reported attempts by the state the report left them in."""
+    """Counts leased tasks, and reported attempts by the state the report left them in.
+
+    Counted per queue, then added once per counter: a batch settles a hundred tasks of
+    one queue, and a `labels()` lookup and an increment per task were ~5 us a task."""
+    started: dict[tuple[str, str], int] = {}
     for row in leased:
-        STARTED.labels(row.project, row.queue).inc()
+        key = (row.project, row.queue)
+        started[key] = started.get(key, 0) + 1
+    for key, n in started.items():
+        STARTED.labels(*key).inc(n)
+    ended: dict[tuple[str, str, str], int] = {}
+    runs: dict[tuple[str, str], list[float]] = {}
     for row in reported:
-        labels = (row.project, row.queue)
         if row.state == "SUCCEEDED":
             outcome = "succeeded"
         elif row.state == "SCHEDULED":
             outcome = "retried"
-            RETRIES.labels(*labels).inc()
         else:
             outcome = "failed"
-            DEAD.labels(*labels).inc()
-        FINISHED.labels(*labels, outcome).inc()
+        key3 = (row.project, row.queue, outcome)
+        ended[key3] = ended.get(key3, 0) + 1
         end = row.end_time or row.update_time
         if row.start_time is not None and end is not None:
-            RUN_SECONDS.labels(*labels).observe(max((end - row.start_time).total_seconds(), 0))
+            runs.setdefault((row.project, row.queue), []).append(
+                max((end - row.start_time).total_seconds(), 0)
+            )
+    for (project, queue, outcome), n in ended.items():
+        if outcome == "retried":
+            RETRIES.labels(project, queue).inc(n)
+        elif outcome == "failed":
+            DEAD.labels(project, queue).inc(n)
+        FINISHED.labels(project, queue, outcome).inc(n)
+    for key, seconds in runs.items():
+        histogram = RUN_SECONDS.labels(*key)
+        for value in seconds:
+            histogram.observe(value)
 
 
 def count_expiries(by_queue: Iterable[tuple[str, str, int, int]]) -> None:

@@ -288,3 +288,74 @@ def created_message(
     if source.labels:
         task.labels.update(source.labels)
     return task
+
+
+class CreatedAnswers:
+    """The Tasks of many creates (a BatchCreateTasks answer), each equal to
+    `created_message`'s: what the creates share is rendered once into a template and
+    copied in with one CopyFrom; only what differs per task (name, root task, times,
+    input, labels) is set on each.
+
+    Filling a Task field by field is ~10-14 us (twenty-odd field sets through the
+    protobuf runtime); a copy of the template and six sets is about half of that.
+    Creates that differ in a shared field (another kind, queue, priority...) get a
+    template each, up to MAX_TEMPLATES; beyond that each is rendered in full.
+    """
+
+    MAX_TEMPLATES = 64
+
+    def __init__(self) -> None:
+        self._templates: dict[tuple[Any, ...], task_pb2.Task] = {}
+
+    def fill(
+        self, new: NewTask, inserted: Inserted, source: task_pb2.Task, into: task_pb2.Task
+    ) -> None:
+        """Fills `into` (an empty Task) with the answer to one create."""
+        key = (
+            new.project,
+            new.queue,
+            new.kind,
+            new.priority,
+            new.state,
+            inserted.max_attempts,
+            inserted.backoff,
+            inserted.initial_backoff_ms,
+            inserted.max_backoff_ms,
+            new.lease_duration_ms,
+            new.concurrency_key,
+            new.concurrency_limit,
+            new.requires_approval,
+            new.approval_timeout_ms,
+            new.approval_timeout_action,
+            new.correlation_id,
+            new.parent_task,
+            new.callback_url,
+            new.resume_token,
+            new.schedule,
+            new.creator,
+            inserted.update_time,
+            inserted.execution_timeout_ms,
+        )
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= self.MAX_TEMPLATES:
+                created_message(new, inserted, source, into)
+                return
+            # An empty source: the template gets no labels; its input is cleared below.
+            template = created_message(new, inserted, _EMPTY_TASK)
+            for per_task in ("name", "root_task", "schedule_time", "create_time", "input"):
+                template.ClearField(per_task)  # set per task below
+            self._templates[key] = template
+        into.CopyFrom(template)
+        prefix = f"projects/{new.project}/"
+        into.name = f"{prefix}tasks/{new.id}"
+        into.root_task = f"{prefix}tasks/{inserted.root_task}"
+        set_timestamp(into.schedule_time, new.schedule_time)
+        set_timestamp(into.create_time, new.create_time)
+        if new.input is not None:  # as created_message: a JSON null input shows unset
+            into.input.CopyFrom(source.input)
+        if source.labels:
+            into.labels.update(source.labels)
+
+
+_EMPTY_TASK = task_pb2.Task()

@@ -130,6 +130,7 @@ class _Wrapped:
     refusals: RefusalStatuses
     principal: Principal | None  # authenticated and admitted by the interceptor
     unary = False
+    echoing: asyncio.Future[None] | None = None  # a unary call's echo, sent alongside it
 
     def __init__(
         self,
@@ -201,7 +202,8 @@ class _Wrapped:
 
     async def _echo_request_id(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """The call's request id (the caller's x-request-id, or one made up) goes back in
-        the initial metadata, so a caller can quote it for the server's log lines.
+        the initial metadata, so a caller can quote it for the server's log lines. A unary
+        call sends it alongside its handler, whose database work then need not wait for it.
 
         Streams call this only once admitted: the REST gateway takes headers before any
         message as "accepted" and answers 200, so a refusal must not send them first (it
@@ -251,8 +253,8 @@ class _Wrapped:
                 error = errors.Internal("internal error; see the server log for the request id")
         status = to_grpc_status(error)
         self._done(status.code, started, stream=False, reason=error.reason)
-        if not self.echoed and self.unary:
-            await self._echo_request_id(context)
+        if not self.echoed and self.unary:  # an echo in flight ends first: never two
+            await (self.echoing or self._echo_request_id(context))
         elif not self.echoed:
             # A refused stream sent no headers (see _echo_request_id): its request id
             # travels in the trailers, with the status.
@@ -280,11 +282,13 @@ class _Wrapped:
             try:
                 self._open()
                 principal = await self._limited()
-                await self._echo_request_id(context)
+                self.echoing = echo = asyncio.ensure_future(self._echo_request_id(context))
+                echo.add_done_callback(lambda e: e.cancelled() or e.exception())  # retrieved
                 request = await self._admit(raw, principal)
                 response = await behavior(request, context)
                 if self.redact is not None:
                     response = await self.redact(response)
+                await echo  # the headers precede the answer
             except grpc.aio.AbortError:
                 raise
             except asyncio.CancelledError as cancelled:

@@ -13,7 +13,7 @@ import grpc
 from conveyor.server.domain.request_ids import request_hash
 from conveyor.server.domain.tasks import Created, Tasks
 from conveyor.server.errors import ConveyorError
-from conveyor.server.render.tasks import created_message, fill_task, task_message
+from conveyor.server.render.tasks import CreatedAnswers, created_message, fill_task, task_message
 from conveyor.server.rpc import principal
 from conveyor.server.rpc.status import to_status_proto
 from conveyor.server.rpc.trace_context import creator_traceparent
@@ -71,12 +71,15 @@ class TaskServicer:
             traceparent=creator_traceparent(context, self._tracing),
         )
         response = task_service_pb2.BatchCreateTasksResponse()
+        answers = CreatedAnswers()
         for item, result in zip(request.requests, results, strict=True):
             entry = response.results.add()
             if isinstance(result, ConveyorError):
                 entry.status.CopyFrom(to_status_proto(result))
             elif result.deduped:
                 _answer(result, item.task, entry.existing_task)
+            elif result.existing is None and result.new is not None and result.inserted:
+                answers.fill(result.new, result.inserted, item.task, entry.task)
             else:
                 _answer(result, item.task, entry.task)
         return response

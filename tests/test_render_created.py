@@ -1,0 +1,74 @@
+"""CreatedAnswers renders each create exactly as created_message does, templates or not."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf import duration_pb2, struct_pb2
+
+from conveyor.server.domain.task_ids import TaskIds
+from conveyor.server.domain.task_input import new_task
+from conveyor.server.render.tasks import CreatedAnswers, created_message
+from conveyor.server.store.task_inserts import Inserted, NewTask
+from conveyor.v1 import enums_pb2, task_pb2
+
+IDS = TaskIds()
+NOW = datetime(2026, 12, 7, 19, 30, tzinfo=UTC)
+
+
+def _inserted(new: NewTask, *, execution_timeout_ms: int | None = None) -> Inserted:
+    root = new.parent_task or new.id
+    return Inserted(root, 3, "EXPONENTIAL", 1000, 60_000, NOW, execution_timeout_ms)
+
+
+def _tasks() -> list[task_pb2.Task]:
+    plain = [task_pb2.Task(kind="k", queue="q") for _ in range(3)]
+    plain[0].input.struct_value.fields["i"].number_value = 0
+    plain[1].labels["a"] = "1"  # labels, no input, after a template made with an input
+    plain[2].input.null_value = struct_pb2.NULL_VALUE  # a JSON null shows unset
+    full = task_pb2.Task(
+        kind="other",
+        queue="full",
+        priority=2,
+        labels={"team": "x"},
+        retry_policy=task_pb2.RetryPolicy(max_attempts=7, backoff=enums_pb2.BACKOFF_FIXED),
+        lease_duration=duration_pb2.Duration(seconds=90),
+        execution_timeout=duration_pb2.Duration(seconds=600),
+        concurrency_key="ck",
+        concurrency_limit=3,
+        requires_approval=True,
+        approval_timeout=duration_pb2.Duration(seconds=3600),
+        approval_timeout_action=enums_pb2.APPROVAL_ACTION_APPROVE,
+        correlation_id="corr",
+        callback_url="https://example.com/hook",
+        resume_token="resume",
+    )
+    full.input.list_value.values.add().string_value = "é"
+    full.schedule_time.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+    return [*plain, full, task_pb2.Task(kind="k", queue="q", priority=9), full]
+
+
+def test_every_answer_equals_created_message() -> None:
+    answers = CreatedAnswers()
+    parent = uuid.uuid4()
+    for round_ in range(2):  # the second round renders from the templates
+        for source in _tasks():
+            new = new_task(source, project="p", request_id="", ids=IDS, creator="keys/k")
+            if round_:
+                new.parent_task = parent
+            inserted = _inserted(new, execution_timeout_ms=600_000 if round_ else None)
+            into = task_pb2.Task()
+            answers.fill(new, inserted, source, into)
+            assert into == created_message(new, inserted, source)
+
+
+def test_beyond_its_templates_each_is_rendered_in_full() -> None:
+    answers = CreatedAnswers()
+    for i in range(CreatedAnswers.MAX_TEMPLATES + 5):
+        source = task_pb2.Task(kind=f"k{i}")
+        new = new_task(source, project="p", request_id="", ids=IDS)
+        inserted = _inserted(new)
+        into = task_pb2.Task()
+        answers.fill(new, inserted, source, into)
+        assert into == created_message(new, inserted, source)
