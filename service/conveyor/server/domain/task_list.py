@@ -22,7 +22,7 @@ from conveyor.server.store.task_rows import TaskRow
 from conveyor.server.store.tasks import Order, TaskQuery
 from conveyor.v1 import enums_pb2, task_pb2
 
-__all__ = ["ORDERS", "PRIORITY_NAMES", "next_token", "parse_filter", "parse_order", "query"]
+__all__ = ["ORDERS", "PRIORITY_NAMES", "parse_filter", "parse_order", "query", "token_at"]
 
 ORDERS: dict[str, Order] = {
     "create_time": "id",
@@ -216,16 +216,6 @@ def query(
     except (KeyError, ValueError, TypeError):
         raise InvalidArgument.of("page_token", "is not a token this method returned") from None
     return replace(parsed, after_id=after_id, after_priority=after_priority)
-
-
-def next_token(
-    rows: list[TaskRow], query: TaskQuery, task_filter: task_pb2.TaskFilter
-) -> tuple[list[TaskRow], str]:
-    """The page (rows minus the look-ahead row) and the token for the next one."""
-    limit = query.limit - 1
-    if len(rows) <= limit:
-        return rows, ""
-    return rows[:limit], token_at(rows[limit - 1], query, task_filter)
 
 
 def token_at(last: TaskRow, query: TaskQuery, task_filter: task_pb2.TaskFilter) -> str:
