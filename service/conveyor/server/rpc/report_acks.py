@@ -119,11 +119,13 @@ class Replies:
             # A single report's ack carries the task, as it always did.
             self._add(worker_pb2.ConnectResponse(report_ack=ack_message(item, outcome, True)))
             return
-        ack = ack_message(item, outcome, self._ack_tasks)
+        # Filled in place: an ack built apart is copied again by append().
         if self._open == item.batch:
-            self.out[-1].report_acks.acks.append(ack)
+            fill_ack(self.out[-1].report_acks.acks.add(), item, outcome, self._ack_tasks)
             return
-        self._add(worker_pb2.ConnectResponse(report_acks=worker_pb2.ReportAckBatch(acks=[ack])))
+        response = worker_pb2.ConnectResponse()
+        fill_ack(response.report_acks.acks.add(), item, outcome, self._ack_tasks)
+        self._add(response)
         self._open = item.batch
 
     def add(self, response: worker_pb2.ConnectResponse) -> None:
