@@ -23,6 +23,9 @@ information only: during the same flood from the Python client as shipped (which
 a refused call after the server's RetryInfo delay: a polite client), and during the
 flood of a key without limits. Target: the quiet key's p99 during the limited flood
 within 2x of its quiet p99, printed PASS or MISS.
+
+Diagnostics (not the case): --phases runs a subset, --page-size, --view and --flood-rate
+change the flood, --statements prints each phase's pg_stat_statements.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import time
 from typing import Any
 
 import bench_queue
+import bench_statements
 from bench_queue import served, svc_fill
 
 TARGET = 2.0
@@ -44,6 +48,9 @@ FLOOD_RATE = 10.0
 QUEUE = "limits"
 FLOOD_NICE = 10
 """The flood process's niceness: it stands for a client on another machine."""
+_VIEWS = {"full": 2, "basic": 1}
+"""--view (a diagnostic): the flood's TaskView, FULL as the case defines it."""
+PHASES = ("quiet", "limited", "polite", "unlimited")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -81,7 +88,14 @@ def quiet_process(
 
 
 async def _flood(
-    target: str, key: str, callers: int, hostile: bool, stop: Any, ready: Any
+    target: str,
+    key: str,
+    callers: int,
+    hostile: bool,
+    stop: Any,
+    ready: Any,
+    page_size: int = 100,
+    view: int = 0,
 ) -> dict[str, int]:
     """`callers` loops of ListTasks until `stop`. Hostile: a bare stub that calls again at
     once after a refusal; else the Python client as shipped, which retries a refused
@@ -92,7 +106,9 @@ async def _flood(
     from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
 
     metadata = (("authorization", f"Bearer {key}"),)
-    request = task_service_pb2.ListTasksRequest(parent=bench_queue.PARENT, page_size=100)
+    request = task_service_pb2.ListTasksRequest(
+        parent=bench_queue.PARENT, page_size=page_size, view=view
+    )
     counts = {"admitted": 0, "refused": 0, "other": 0}
     async with (
         AsyncClient(target, api_key=key) as client,
@@ -116,13 +132,23 @@ async def _flood(
 
 
 def flood_process(
-    target: str, key: str, callers: int, hostile: bool, stop: Any, ready: Any, out: Any
+    target: str,
+    key: str,
+    callers: int,
+    hostile: bool,
+    stop: Any,
+    ready: Any,
+    out: Any,
+    page_size: int = 100,
+    view: int = 0,
 ) -> None:
     """The flood, in its own process at a lower priority: runs until `stop`, then puts its
     counts and its CPU seconds on `out`."""
     os.nice(FLOOD_NICE)
     cpu = time.process_time()
-    counts: dict[str, Any] = asyncio.run(_flood(target, key, callers, hostile, stop, ready))
+    counts: dict[str, Any] = asyncio.run(
+        _flood(target, key, callers, hostile, stop, ready, page_size, view)
+    )
     counts["cpu_seconds"] = time.process_time() - cpu
     out.put(counts)
 
@@ -143,7 +169,10 @@ async def measured(
     if flood is not None:
         flooder = spawn.Process(
             target=flood_process,
-            args=(target, flood[0], args.flood, flood[1], stop, ready, out),
+            args=(
+                *(target, flood[0], args.flood, flood[1], stop, ready, out),
+                *(args.page_size, _VIEWS[args.view]),
+            ),
         )
         flooder.start()
     quiet_out = spawn.Queue()
@@ -181,18 +210,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "seconds": args.seconds,
         "flood_callers": args.flood,
-        "flood_rate": FLOOD_RATE,
+        "flood_rate": args.flood_rate,
         "cores": os.cpu_count(),
         "loadavg_start": os.getloadavg(),
     }
-    async with served("bench_limits") as service:
+    async with served("bench_limits", statements=args.statements) as service:
         async with AsyncClient(
             service.target, api_key=service.key, project=bench_queue.PROJECT
         ) as client:
             await svc_fill(client, QUEUE, 1000)
             task = (await client.tasks.ListTasks(_list_request(bench_queue.PARENT))).tasks[0].name
             limits = project_pb2.RateLimits(
-                read=project_pb2.RequestLimit(requests_per_second=FLOOD_RATE, burst=int(FLOOD_RATE))
+                read=project_pb2.RequestLimit(
+                    requests_per_second=args.flood_rate, burst=max(1, int(args.flood_rate))
+                )
             )
             viewer = enums_pb2.ROLE_VIEWER
             quiet = (await client.create_api_key(bench_queue.PARENT, viewer)).secret
@@ -207,11 +238,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ("unlimited", (unlimited, True)),
         )
         for name, flood in phases:
+            if name not in args.phases:
+                continue
+            if args.statements:
+                bench_statements.reset(service.url)
             load = os.getloadavg()[0]
             latencies, counts = await measured(
                 service.probe, service.target, quiet, task, args, flood
             )
             results[name] = latencies
+            if args.statements:
+                calls = len(latencies) + counts.get("admitted", 0)
+                bench_statements.report(service.url, name, calls, unit="call")
             results[f"{name}_flood"] = {**counts, "loadavg": load}
     results["loadavg_end"] = os.getloadavg()
     return results
@@ -239,6 +277,8 @@ def report(results: dict[str, Any]) -> bool:
         ("unlimited", "flood of an unlimited key (info)"),
     )
     for name, label in rows:
+        if name not in results:
+            continue  # not in --phases
         latencies = results.get(name) or []
         flood = results.get(f"{name}_flood") or {}
         line = (
@@ -277,7 +317,20 @@ def main() -> None:
     parser.add_argument("--flood", type=int, default=16, help="flood callers in flight")
     parser.add_argument("--warmup", type=float, default=1.0, help="unrecorded warm-up, s")
     parser.add_argument("--json", action="store_true", help="print the raw results too")
+    # Diagnostics only: the case itself is pages of 100, FULL, FLOOD_RATE, every phase.
+    parser.add_argument(
+        "--statements", action="store_true", help="pg_stat_statements of each phase"
+    )
+    parser.add_argument("--page-size", type=int, default=100, help="flood's page size")
+    parser.add_argument("--view", choices=sorted(_VIEWS), default="full", help="flood's view")
+    parser.add_argument(
+        "--flood-rate", type=float, default=FLOOD_RATE, help="limited key's read budget, /s"
+    )
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help=f"comma-separated subset of {PHASES}"
+    )
     args = parser.parse_args()
+    args.phases = tuple(args.phases.split(","))
     if args.seconds is None:
         args.seconds = 3.0 if args.quick else 10.0
     results = asyncio.run(run(args))

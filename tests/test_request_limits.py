@@ -101,7 +101,7 @@ def test_a_bucket_raises_one_refusal_until_its_token_is_due() -> None:
 
 
 def test_refusals_are_held_at_most_their_delay_and_a_bounded_number_per_key() -> None:
-    holds = Holds()
+    holds = Holds(spread=lambda: 0.0)  # each hold at the start of its window
     assert holds.take("k", 0.05) == pytest.approx(0.05)
     assert holds.take("k", 1000.0) == HOLD_SECONDS
     for _ in range(MAX_HELD - 2):
@@ -111,6 +111,20 @@ def test_refusals_are_held_at_most_their_delay_and_a_bounded_number_per_key() ->
     assert holds.take("other", 1000.0) == HOLD_SECONDS
     holds.release("k")
     assert holds.take("k", 1000.0) == HOLD_SECONDS
+
+
+def test_refusals_refused_together_are_not_answered_together() -> None:
+    # Every call refused before the key's next token has the same retry instant; held
+    # exactly that long they were all answered, and came back, at once.
+    ends = iter([0.0, 0.5, 0.999])
+    holds = Holds(spread=lambda: next(ends))
+    assert holds.take("k", 0.1) == pytest.approx(0.1)
+    assert holds.take("k", 0.1) == pytest.approx(0.15)
+    assert holds.take("k", 1000.0) == pytest.approx(HOLD_SECONDS * 1.999)
+    spread = Holds()
+    taken = [spread.take("k", 0.1) for _ in range(16)]
+    assert all(0.1 <= hold < 0.2 for hold in taken)
+    assert len(set(taken)) > 1
 
 
 def test_each_replica_enforces_its_share_of_the_budget() -> None:

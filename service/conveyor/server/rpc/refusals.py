@@ -14,13 +14,17 @@ hundred us of its event loop), more than a client that ignores RetryInfo spends 
 it, so such a client with a few calls in flight could keep a replica busy with nothing
 but refusals. A refusal is therefore answered no sooner than HOLD_SECONDS (or its retry
 delay, if shorter), which bounds that flood to its calls in flight per hold; waiting
-costs one timer. At most MAX_HELD calls of a key are held at once; beyond that they are
-answered at once, so a key cannot grow the server's memory by holding calls open."""
+costs one timer. Each hold ends at random within twice that (Holds.take), so that calls
+refused together do not all come back together. At most MAX_HELD calls of a key are
+held at once; beyond that they are answered at once, so a key cannot grow the server's
+memory by holding calls open."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -86,17 +90,28 @@ class RefusalStatuses:
 class Holds:
     """How many refusals of each key are being held."""
 
-    def __init__(self) -> None:
+    def __init__(self, spread: Callable[[], float] = random.random) -> None:
         self._held: dict[str, int] = {}
+        self._spread = spread
+        """A number in [0, 1): where in its window a hold ends."""
 
     def take(self, key: str, wait: float) -> float:
         """Seconds to hold one more refusal of `key` whose retry delay is `wait`: 0 when
-        MAX_HELD are already held. A positive hold is given back with `release`."""
+        MAX_HELD are already held. A positive hold is given back with `release`.
+
+        Between one and two times the shorter of `wait` and HOLD_SECONDS, at random: the
+        retry delay is the time until the key's next token, the same instant for every
+        call refused meanwhile, so holds of exactly that long answered a flood's callers
+        together and they came back together, a burst of calls at every token (16
+        callers, 10 tokens/s: a dozen refusals and the admitted page at once, ten times
+        a second, which a quiet key's call meeting one waited behind). Spread, they
+        come back one at a time, and no refusal is answered before its retry delay."""
         held = self._held.get(key, 0)
         if held >= MAX_HELD or wait <= 0:
             return 0.0
         self._held[key] = held + 1
-        return min(wait, HOLD_SECONDS)
+        shortest = min(wait, HOLD_SECONDS)
+        return shortest * (1.0 + self._spread())
 
     def release(self, key: str) -> None:
         held = self._held.pop(key, 1) - 1
