@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,13 +24,20 @@ from conveyor.server import states
 from conveyor.server.domain import names, retry_policy, validate
 from conveyor.server.domain.leases import MAX_LEASE_MS, MIN_LEASE_MS
 from conveyor.server.domain.task_ids import TaskIds
-from conveyor.server.errors import InvalidArgument, Violations
+from conveyor.server.domain.task_references import (
+    MAX_DEPENDS_ON,
+    depends_on_ids,
+    parse_task_name,
+    task_in_project,
+)
+from conveyor.server.errors import Violations
 from conveyor.server.store.task_inserts import Dedupe, NewTask
 from conveyor.v1 import enums_pb2, task_pb2
 
 __all__ = [
     "DEFAULT_PRIORITY",
     "DEFAULT_QUEUE",
+    "MAX_DEPENDS_ON",
     "json_text",
     "new_task",
     "parse_task_name",
@@ -51,7 +57,6 @@ MAX_REQUEST_ID = 128
 MAX_CORRELATION_ID = 200
 MAX_CONCURRENCY_KEY = 200
 MAX_CONCURRENCY_LIMIT = 10_000
-MAX_DEPENDS_ON = 100
 MAX_RESUME_TOKEN = 64 * 1024
 MAX_DEDUPE_KEY = 200
 MIN_DEDUPE_WINDOW_MS = 1_000
@@ -62,9 +67,6 @@ _MIN_SECONDS = -62_135_596_800
 _MAX_SECONDS = 253_402_300_799
 
 _KIND_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
-_UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-)
 _ACTIONS = {
     enums_pb2.APPROVAL_ACTION_UNSPECIFIED: "",
     enums_pb2.APPROVAL_ACTION_APPROVE: "APPROVE",
@@ -83,11 +85,6 @@ _DEPENDENCY_POLICIES = {
     enums_pb2.DEPENDENCY_FAILURE_POLICY_CANCEL: "CANCEL",
     enums_pb2.DEPENDENCY_FAILURE_POLICY_RUN_ANYWAY: "RUN_ANYWAY",
 }
-
-
-def parse_task_name(value: str, field_path: str) -> names.Name:
-    """`projects/{project}/tasks/{uuid}`; InvalidArgument naming field_path otherwise."""
-    return names.parse(value, field_path, "tasks", id_re=_UUID_RE)
 
 
 def check_text(v: Violations, value: str, field_path: str, limit: int) -> None:
@@ -289,7 +286,7 @@ def new_task(
         check_text(v, correlation_id, path + "correlation_id", MAX_CORRELATION_ID)
     parent_task = None
     if task.parent_task:
-        parent_task = _parent(v, task.parent_task, path + "parent_task", project)
+        parent_task = task_in_project(v, task.parent_task, path + "parent_task", project)
     callback_url = task.callback_url
     if callback_url:
         validate.url(v, callback_url, path + "callback_url")
@@ -306,7 +303,7 @@ def new_task(
         dedupe = _dedupe(v, task.dedupe_policy, path + "dedupe_policy")
     depends_on: tuple[uuid.UUID, ...] = ()
     if task.depends_on:
-        depends_on = _depends_on(v, task.depends_on, path + "depends_on", project)
+        depends_on = depends_on_ids(v, task.depends_on, path + "depends_on", project)
     dependency_policy = _DEPENDENCY_POLICIES.get(task.dependency_failure_policy)
     if dependency_policy is None:
         v.add(path + "dependency_failure_policy", "is not a known DependencyFailurePolicy value")
@@ -364,40 +361,3 @@ def new_task(
         depends_on=depends_on,
         dependency_failure_policy=dependency_policy or "CANCEL",
     )
-
-
-def _depends_on(
-    v: Violations, values: Sequence[str], field_path: str, project: str
-) -> tuple[uuid.UUID, ...]:
-    """The ids of the tasks named, or () after adding a violation per bad name."""
-    if len(values) > MAX_DEPENDS_ON:
-        v.add(field_path, f"must name at most {MAX_DEPENDS_ON} tasks, not {len(values)}")
-        return ()
-    ids: list[uuid.UUID] = []
-    seen: dict[uuid.UUID, int] = {}
-    for i, value in enumerate(values):
-        at = f"{field_path}[{i}]"
-        count = len(v.items)
-        task_id = _parent(v, value, at, project)
-        if task_id is None:
-            if len(v.items) == count:
-                v.add(at, "is required")
-            continue
-        if task_id in seen:
-            v.add(at, f"repeats {field_path}[{seen[task_id]}]")
-            continue
-        seen[task_id] = i
-        ids.append(task_id)
-    return tuple(ids)
-
-
-def _parent(v: Violations, value: str, field_path: str, project: str) -> uuid.UUID | None:
-    try:
-        parent = parse_task_name(value, field_path)
-    except InvalidArgument as error:
-        v.items.extend(error.violations)
-        return None
-    if parent.project != project:
-        v.add(field_path, f"must be a task of projects/{project}")
-        return None
-    return uuid.UUID(parent.id)
