@@ -103,6 +103,9 @@ def _steer_body(case: schemathesis.Case[Any], node: Any) -> Any:
         node["wait_timeout"] = "0s"  # a long poll would only make the test slow
     if "max_backoff" in node:
         node["max_backoff"] = "9999s"  # not less than initial_backoff
+    if "dependency_failure_policy" in node and not node.get("depends_on"):
+        # A policy for failed dependencies means nothing without any (a 400 naming it).
+        del node["dependency_failure_policy"]
     return node
 
 
