@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -585,6 +586,22 @@ async def test_a_bad_parent_in_a_shared_flush_fails_only_its_caller(
 def test_the_insert_statement_stays_in_psycopgs_parse_cache() -> None:
     # psycopg re-parses statements longer than this on every call (_queries.py).
     assert len(INSERT_STATEMENT) <= 4096
+
+
+async def test_the_insert_plan_builds_created_events_inline(database_url: str) -> None:
+    """conveyor_task_created is inlined into the insert's plan (0036), not called as a SQL
+    function per task.created row, which PostgreSQL does for a function declared
+    IMMUTABLE whose body is only STABLE."""
+    names: dict[str, str] = {}
+    statement = re.sub(
+        r"%\((\w+)\)s", lambda m: names.setdefault(m[1], f"${len(names) + 1}"), INSERT_STATEMENT
+    )
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cur = await conn.execute("EXPLAIN (GENERIC_PLAN, VERBOSE) " + statement)  # type: ignore[arg-type]
+        plan = "\n".join(row[0] for row in await cur.fetchall())
+    assert "jsonb_build_object" in plan
+    # Inlined, its name is left only as the subquery column it fills.
+    assert "conveyor_task_created(" not in plan
 
 
 def test_task_ids_are_time_ordered_and_strictly_increasing() -> None:
