@@ -597,7 +597,7 @@ async def test_the_insert_plan_builds_created_events_inline(database_url: str) -
         r"%\((\w+)\)s", lambda m: names.setdefault(m[1], f"${len(names) + 1}"), INSERT_STATEMENT
     )
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        cur = await conn.execute("EXPLAIN (GENERIC_PLAN, VERBOSE) " + statement)  # type: ignore[arg-type]
+        cur = await conn.execute("EXPLAIN (GENERIC_PLAN, VERBOSE) " + statement)
         plan = "\n".join(row[0] for row in await cur.fetchall())
     assert "jsonb_build_object" in plan
     # Inlined, its name is left only as the subquery column it fills.
