@@ -101,24 +101,12 @@ attempts_ended AS (
 -- one), taken in lease order skipping rows another leaser holds. The others are
 -- admitted by conveyor_admit (migrations/0009) under the advisory locks of their limits,
 -- when the unlimited ones did not fill the take (the admit block).
--- The queue test is on the parameter, not the row: a queue with limits skips this
--- part at once instead of walking its backlog to find no row.
--- The coalesce(…, true) around `<> ALL` changes nothing (no NULLs on either side) but
--- hides the test from the planner's estimates: compared with unknown values, a column
--- with one distinct value (every task of one kind) makes `<> ALL` look like it passes no
--- row, and the planner then sorts the queue's whole backlog (a bitmap scan) rather than
--- read tasks_ready_idx in order and stop at `limit` (1 ms vs 0.06 ms with 2,000 ready
--- tasks).
+-- In a function (migrations/0037) planned with sorting off: it reads tasks_ready_idx in
+-- order and stops at `limit` even when stale statistics make a sort of the queue's
+-- whole backlog look cheaper.
 ready_plain AS MATERIALIZED (
-    SELECT t.project, t.id
-    FROM tasks t
-    WHERE t.project = %(project)s AND t.state = 'QUEUED' AND t.queue = %(queue)s
-      AND t.concurrency_key IS NULL
-      AND coalesce(t.kind <> ALL ((SELECT conveyor_rate_kinds(%(project)s, %(worker)s))::text[]), true)
-      AND %(queue)s::text <> ALL ((SELECT conveyor_closed_queues(%(project)s, true))::text[])
-    ORDER BY t.priority, t.schedule_time, t.id
-    LIMIT %(limit)s::integer
-    FOR UPDATE OF t SKIP LOCKED
+    SELECT %(project)s::text AS project, r.id
+    FROM conveyor_ready_tasks(%(project)s, %(queue)s, %(worker)s, %(limit)s::integer) AS r (id)
 )
 
 -- name: ready_many_queues
