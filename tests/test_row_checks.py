@@ -175,3 +175,39 @@ async def test_a_project_delete_waits_for_an_event_being_written_and_deletes_it(
         await delete
         await deleter.commit()
         assert await _counts(writer, "racing") == (0, 0, 0, 0)
+
+
+async def test_the_outbox_writes_a_delivery_only_where_a_target_exists(
+    server: ConveyorServer,
+) -> None:
+    """0040: the outbox trigger reads the target first. One UPDATE ending tasks of a
+    project with a callback_url and of one without, with and without their own URL:
+    a delivery (with the task as it ended) for each that has a target, no other."""
+    async with await psycopg.AsyncConnection.connect(_url(server), autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO projects (id, webhook_secret, callback_url)"
+            " VALUES ('hooked', 'x', 'https://project.example/'), ('plain', 'x', '')"
+        )
+        await conn.execute(
+            "INSERT INTO tasks (project, id, queue, kind, state, root_task, callback_url)"
+            " SELECT p, g, 'q', 'k', 'QUEUED', g, u FROM ("
+            "  SELECT p, u, gen_random_uuid() AS g"
+            "  FROM unnest(ARRAY['hooked', 'hooked', 'plain', 'plain'],"
+            "              ARRAY['', 'https://own.example/', '', 'https://own.example/'])"
+            "       AS x (p, u)) s"
+        )
+        await conn.execute(
+            "UPDATE tasks SET state = 'FAILED', end_time = now()"
+            " WHERE project IN ('hooked', 'plain')"
+        )
+        rows = await (
+            await conn.execute(
+                "SELECT d.project, d.url, d.event_type, d.task ->> 'state'"
+                " FROM webhook_deliveries d ORDER BY 1, 2"
+            )
+        ).fetchall()
+    assert rows == [
+        ("hooked", "https://own.example/", "task.failed", "FAILED"),
+        ("hooked", "https://project.example/", "task.failed", "FAILED"),
+        ("plain", "https://own.example/", "task.failed", "FAILED"),
+    ]
