@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import os
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,8 @@ class Authenticator:
         # The hot path: token -> (expiry, key id, principal) of tokens already verified,
         # so a known caller costs one dict lookup (no hashing, no Principal built).
         self._verified: dict[str, tuple[float, str, Principal]] = {}
+        self._lookups: dict[str, asyncio.Task[tuple[float, api_keys.KeyGrant | None]]] = {}
+        """Reads of a key's grant under way, by cache key (see _looked_up)."""
 
     def known(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal | None:
         """The principal of a token verified within the cache's life, else None; no I/O,
@@ -67,17 +72,9 @@ class Authenticator:
         # Session ids and key ids are both 16 hex digits: the prefix keeps them apart.
         cache_key = SESSION_PREFIX + entry_id if session else entry_id
         cached = self._cache.get(cache_key)
-        if cached is not None and cached[0] > now:
-            grant = cached[1]
-        else:
-            async with self._pool.connection() as conn:
-                if session:
-                    grant = await dashboard_sessions.get_grant(conn, entry_id)
-                else:
-                    grant = await api_keys.get_grant(conn, entry_id)
-                if grant is not None:
-                    await api_keys.touch(conn, grant.id)
-            self._cache[cache_key] = (now + self._ttl, grant)
+        if cached is None or cached[0] <= now:
+            cached = await self._looked_up(cache_key, entry_id, session)
+        expiry, grant = cached
         if grant is None or not secret_matches(secret, grant.secret_hash):
             if session:
                 raise Unauthenticated(
@@ -97,8 +94,48 @@ class Authenticator:
             self._verified.clear()
         # Expires with the grant it was checked against, never later. Filed under the
         # key's id, so forgetting a key also forgets the sessions it opened.
-        self._verified[token] = (self._cache[cache_key][0], grant.id, principal)
+        self._verified[token] = (expiry, grant.id, principal)
         return principal
+
+    async def _looked_up(
+        self, cache_key: str, entry_id: str, session: bool
+    ) -> tuple[float, api_keys.KeyGrant | None]:
+        """The grant of `entry_id` read from the database, and until when it may be used.
+
+        One read per key at a time: every call in flight with a key whose cache entry
+        has just expired lands here together (16 calls in flight meant 16 pool
+        connections, 16 reads and 16 touches every CACHE_TTL_SECONDS), so the first
+        starts the read and the others wait for it. The read runs on its own (shielded,
+        in a fresh context: it serves every waiter, not the first caller's cancellation
+        or log context)."""
+        lookup = self._lookups.get(cache_key)
+        if lookup is None:
+            lookup = asyncio.get_running_loop().create_task(
+                self._read(cache_key, entry_id, session), context=contextvars.Context()
+            )
+            self._lookups[cache_key] = lookup
+            lookup.add_done_callback(partial(self._looked, cache_key))
+        return await asyncio.shield(lookup)
+
+    def _looked(self, cache_key: str, lookup: asyncio.Task[Any]) -> None:
+        if self._lookups.get(cache_key) is lookup:
+            del self._lookups[cache_key]
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: its waiters may all have gone
+
+    async def _read(
+        self, cache_key: str, entry_id: str, session: bool
+    ) -> tuple[float, api_keys.KeyGrant | None]:
+        now = time.monotonic()
+        async with self._pool.connection() as conn:
+            if session:
+                grant = await dashboard_sessions.get_grant(conn, entry_id)
+            else:
+                grant = await api_keys.get_grant(conn, entry_id)
+            if grant is not None:
+                await api_keys.touch(conn, grant.id)
+        cached = self._cache[cache_key] = (now + self._ttl, grant)
+        return cached
 
     def forget_project(self, project: str) -> None:
         """Forgets every key of `project`, so its changed defaults apply at once here."""
@@ -117,6 +154,7 @@ class Authenticator:
         ]:
             del self._cache[cache_key]
         self._cache.pop(key_id, None)
+        self._lookups.pop(key_id, None)  # callers from now on read the key again
         for token in [t for t, v in self._verified.items() if v[1] == key_id]:
             del self._verified[token]
 
