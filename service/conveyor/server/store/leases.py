@@ -15,6 +15,7 @@ from typing import Any, LiteralString
 
 from psycopg import AsyncConnection, AsyncRawCursor
 from psycopg.rows import dict_row, tuple_row
+from psycopg.types.array import ListBinaryDumper
 from psycopg.types.json import Jsonb
 
 from conveyor.server.store import sql
@@ -261,6 +262,11 @@ async def settle(
     cursor_class = getattr(conn, "_conveyor_raw_cursor", AsyncRawCursor)
     async with cursor_class(conn, row_factory=tuple_row) as cur:
         cur.adapters.register_loader("jsonb", JsonbLoader)
+        # The arrays in binary: psycopg writes a text array element by element through
+        # regular expressions (quoting, escaping), ~7 us a reported task for its ids,
+        # lease, result and summary, against ~1 in binary. Every array parameter is cast
+        # in the SQL, so the statement reads the same values.
+        cur.adapters.register_dumper(list, ListBinaryDumper)
         # Prepared at once: planning this statement costs more than running it.
         await cur.execute(statement.text, statement.args(params), prepare=prepare_at_once(conn))
         raws = await cur.fetchall()
