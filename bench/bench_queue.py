@@ -306,6 +306,11 @@ async def svc_fill(
         )
 
 
+# The bench process's CPU (us) per task over the last svc_worker's measured window: the
+# SDK Worker's own cost (the bench runs nothing else meanwhile), read by measure().
+SDK_CPU_US: list[float] = []
+
+
 async def svc_worker(client: Any, queue: str, concurrency: int, seconds: float) -> float:
     """The SDK Worker completing no-op tasks: tasks/s over `seconds` (after the first)."""
     from conveyor.client import Worker
@@ -326,11 +331,15 @@ async def svc_worker(client: Any, queue: str, concurrency: int, seconds: float) 
     running = asyncio.create_task(worker.arun())
     await first.wait()
     marks.append((time.monotonic(), done))
+    cpu0 = time.process_time()
     await asyncio.sleep(seconds)
+    cpu1 = time.process_time()
     marks.append((time.monotonic(), done))
     await worker.stop(grace=5)
     running.cancel()
     (t0, n0), (t1, n1) = marks
+    if n1 > n0:
+        SDK_CPU_US.append((cpu1 - cpu0) / (n1 - n0) * 1e6)
     return (n1 - n0) / (t1 - t0)
 
 
@@ -453,6 +462,7 @@ async def measure(
 ) -> None:
     if STATEMENTS_URL:
         bench_statements.reset(STATEMENTS_URL)
+    SDK_CPU_US.clear()
     cpu0 = probe.cpu()
     own0 = time.process_time()
     wall0 = time.monotonic()
@@ -469,6 +479,8 @@ async def measure(
     }
     if rate:
         results[name]["server_cpu_us_per_task"] = cpu / (rate * wall) * 1e6
+    if SDK_CPU_US:
+        results[name]["sdk_cpu_us_per_task"] = SDK_CPU_US[-1]
 
 
 def _statements_of(url: str) -> Callable[[str, float], None]:
@@ -744,10 +756,12 @@ def report(results: dict[str, Any]) -> bool:
     ):
         if name in results:
             entry = results[name]
+            sdk = entry.get("sdk_cpu_us_per_task")
             print(
                 f"  {label:34s} {entry['rate']:9.0f} tasks/s"
                 f"  [{entry.get('server_cpu_us_per_task', 0):5.0f} us server CPU;"
-                f" cores busy: server {entry['server_cpu_share']:.2f},"
+                + (f" {sdk:5.0f} us SDK CPU;" if sdk is not None else "")
+                + f" cores busy: server {entry['server_cpu_share']:.2f},"
                 f" client {entry['client_cpu_share']:.2f}]"
             )
     latency = results.get("svc_latency")

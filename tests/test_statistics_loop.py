@@ -92,7 +92,9 @@ async def test_once_analyzed_a_lease_reads_the_queue_in_order(
     pool: Pool, database_url: str
 ) -> None:
     """With fresh statistics (every task of one kind), the lease statement walks
-    tasks_ready_idx in lease order and stops at its limit: no sort of the backlog."""
+    tasks_ready_idx in lease order and stops at its limit: no sort of the backlog. The
+    walk is conveyor_ready_tasks' (0037), planned with sorting off: the statement calls it
+    and sorts nothing itself (tests/test_lease_plans.py reads the function's plan)."""
     await _burst(database_url, 3000)
     await _until_analyzed(StatisticsLoop(pool, min_changes=1000))
     statement = leases._SETTLE_ONE_QUEUE
@@ -107,8 +109,8 @@ async def test_once_analyzed_a_lease_reads_the_queue_in_order(
     assert row is not None
     ready = next(p for p in _nodes(row[0][0]["Plan"]) if p.get("Subplan Name") == "CTE ready_plain")
     scans = [p for p in _nodes(ready) if "Scan" in p["Node Type"]]
-    assert [(p["Node Type"], p.get("Index Name")) for p in scans] == [
-        ("Index Scan", "tasks_ready_idx")
+    assert [(p["Node Type"], p.get("Function Name")) for p in scans] == [
+        ("Function Scan", "conveyor_ready_tasks")
     ]
     assert not [p for p in _nodes(ready) if p["Node Type"] == "Sort"]
 

@@ -211,6 +211,36 @@ async def test_cancel_reaches_async_and_sync_handlers(
                 assert (ended.error.type, ended.error.retryable) == ("Cancelled", False)
 
 
+async def test_heartbeats_keep_leases_of_different_lengths_alive(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    """One timer beats for every running task (_heartbeats.py): a task with a short lease
+    that starts while one with a long lease runs gets its first beat a third of its own
+    lease later, not at the long one's; both outlive their leases in one attempt."""
+    started = {"long": asyncio.Event(), "short": asyncio.Event()}
+    async with clients(server, keys) as (ops, work):
+        worker = Worker(work, concurrency=2)
+
+        @worker.task("outlive")
+        async def outlive(ctx: TaskContext) -> str:
+            started[ctx.input["name"]].set()
+            await asyncio.sleep(ctx.input["seconds"])
+            return "outlived"
+
+        async with running(worker):
+            long = await ops.create_task(
+                "outlive", {"name": "long", "seconds": 4}, lease_duration=timedelta(seconds=9)
+            )
+            await asyncio.wait_for(started["long"].wait(), 15)
+            short = await ops.create_task(
+                "outlive", {"name": "short", "seconds": 3}, lease_duration=timedelta(seconds=1)
+            )
+            for task in (short, long):
+                done = await wait_for(ops, task.name, [S.TASK_STATE_SUCCEEDED], within=20)
+                assert from_value(done.result) == "outlived"
+                assert [a.attempt for a in done.attempts] == [1]
+
+
 async def test_graceful_stop_waits_for_running_handlers(
     server: ConveyorServer, keys: dict[str, str]
 ) -> None:

@@ -36,14 +36,14 @@ def _task_of(message: worker_pb2.ConnectRequest) -> str:
 
 
 class Reports:
-    def __init__(self) -> None:
+    def __init__(self, *, batches: bool = False, max_batch: int = 1) -> None:
         self.client: AsyncClient | None = None
         self._unacked: dict[Key, worker_pb2.ConnectRequest] = {}
         self._unary: set[asyncio.Task[None]] = set()
         self._settled = asyncio.Event()
-        self.batches = False
+        self.batches = batches
         """Reports on the stream go in ReportBatch messages."""
-        self.max_batch = 1
+        self.max_batch = max_batch
         self._pending: list[worker_pb2.ConnectRequest] = []
         self._pending_stream: Stream | None = None
         self._timer: asyncio.TimerHandle | None = None

@@ -15,7 +15,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ class TaskRun:
     lease_seconds: float
     runner: asyncio.Task[None] | None = None
     handler: asyncio.Future[Any] | None = None
+    """A sync handler's future (its thread); an async handler runs in `runner`."""
     is_async: bool = False
     abandoned: bool = False
     traceparent: str = ""
@@ -56,6 +57,16 @@ class TaskRun:
     """The handler's stdout and stderr go to the task's log."""
     appends: set[asyncio.Task[None]] = field(default_factory=set)
     key: tuple[str, str] = field(init=False)
+    next_beat: float = 0.0
+    """Loop time of the next heartbeat (_heartbeats.py)."""
+    beat_every: float = 0.0
+    ended: bool = False
+    """The handler is done: its last lines are shipped with the report."""
+    _ship_timer: asyncio.TimerHandle | None = None
+    _in_handler: bool = False
+    """An async handler runs (in the runner's task)."""
+    _handler_cancels: int = 0
+    _loop: asyncio.AbstractEventLoop = field(init=False)
 
     def __post_init__(self) -> None:
         self.key = (self.ctx.name, self.ctx.lease_id)
@@ -78,46 +89,25 @@ class TaskRun:
         run.traceparent = lease.traceparent
         return run
 
-    async def heartbeats(
-        self,
-        stream: Callable[[], Stream | None],
-        interval: Callable[[], float | None],
-        override: Seconds | None,
-    ) -> None:
-        """Sends a heartbeat on the open stream every third of the lease (or the Welcome's
-        interval, when shorter) until cancelled; between them, ships the log lines
-        FLUSH_INTERVAL after the first one arrives (asleep while nothing is logged)."""
-        loop = asyncio.get_running_loop()
-        logged = asyncio.Event()
-
-        def wake() -> None:
-            with contextlib.suppress(RuntimeError):  # the loop has closed
-                loop.call_soon_threadsafe(logged.set)
-
-        self.ctx.logs.on_first = wake
+    def watch_logs(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Ships the log lines FLUSH_INTERVAL after the first one arrives in the empty
+        buffer (from any thread): the lines that follow in that time come along."""
+        self._loop = loop
+        self.ctx.logs.on_first = self._on_first_line
         if self.ctx.logs:
-            logged.set()
-        next_beat = loop.time() + self._beat_seconds(interval)
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(next_beat - loop.time(), 0)):
-                    await logged.wait()
-            if logged.is_set():
-                logged.clear()
-                await asyncio.sleep(FLUSH_INTERVAL)  # the lines that follow come along
-                self.ship_logs()
-            if loop.time() >= next_beat:
-                current = stream()
-                if current is not None and current.open:
-                    current.send(self.heartbeat(override))
-                next_beat = loop.time() + self._beat_seconds(interval)
+            self._ship_soon()
 
-    def _beat_seconds(self, interval: Callable[[], float | None]) -> float:
-        seconds = self.lease_seconds / 3
-        welcome = interval()
-        if welcome is not None:
-            seconds = min(seconds, welcome)
-        return max(seconds, 0.05)
+    def _on_first_line(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            self._loop.call_soon_threadsafe(self._ship_soon)
+
+    def _ship_soon(self) -> None:
+        if self._ship_timer is None and not self.ended:
+            self._ship_timer = self._loop.call_later(FLUSH_INTERVAL, self._ship_due)
+
+    def _ship_due(self) -> None:
+        self._ship_timer = None
+        self.ship_logs()
 
     def ship_logs(self) -> None:
         """Sends the lines logged since the last call: on the stream the task came on
@@ -160,6 +150,10 @@ class TaskRun:
         try:
             return await self._execute(handler, executor, tracer_provider)
         finally:
+            self.ended = True
+            if self._ship_timer is not None:
+                self._ship_timer.cancel()
+                self._ship_timer = None
             self.ctx.logs.end_output()
             self.ship_logs()
 
@@ -267,12 +261,11 @@ class TaskRun:
         *,
         carry_context: bool = False,
     ) -> Any:
-        loop = asyncio.get_running_loop()
         output = capturing(self.ctx.logs) if self.capture else contextlib.nullcontext()
         if inspect.iscoroutinefunction(handler):
             self.is_async = True
-            with output:  # the handler's task copies the context as it is here
-                self.handler = asyncio.ensure_future(handler(self.ctx))
+            with output:  # set in the runner's own context, which the handler runs in
+                result = await self._await_handler(handler(self.ctx))
         else:
             call: Callable[[], Any] = functools.partial(handler, self.ctx)
             if self.capture:
@@ -280,13 +273,31 @@ class TaskRun:
             if carry_context:
                 # A thread does not inherit context variables: the span must come along.
                 call = functools.partial(contextvars.copy_context().run, call)
-            self.handler = loop.run_in_executor(executor, call)
-        if self.ctx.cancelled.is_set() and self.is_async:
-            self.handler.cancel()
-        result = await self.handler
+            self.handler = asyncio.get_running_loop().run_in_executor(executor, call)
+            result = await self.handler
         if inspect.isawaitable(result):
             result = await result
         return result
+
+    async def _await_handler(self, handler: Coroutine[Any, Any, Any]) -> Any:
+        """Runs an async handler in the runner's task: a task of its own would cost every
+        task a second one. Cancelling the handler cancels the runner while it is in
+        here (_interrupt); those cancels are counted and taken back on the way out, so
+        the runner still tells them from its own cancellation (cancelling() > 0)."""
+        if self.ctx.cancelled.is_set():
+            handler.close()  # cancelled before it started: it does not run at all
+            raise asyncio.CancelledError
+        self._in_handler = True
+        try:
+            return await handler
+        finally:
+            self._in_handler = False
+            if self._handler_cancels:
+                runner = asyncio.current_task()
+                assert runner is not None
+                for _ in range(self._handler_cancels):
+                    runner.uncancel()
+                self._handler_cancels = 0
 
     def on_heartbeat_answer(self, beat: worker_pb2.ExtendLeaseResponse) -> None:
         if beat.cancel_requested:
@@ -301,17 +312,27 @@ class TaskRun:
             return
         _log.info("task %s: cancel requested", self.ctx.name)
         self.ctx.cancelled.set()
-        if self.is_async and self.handler is not None:
-            self.handler.cancel()
+        if self._in_handler:
+            self._interrupt()
 
     def abandon(self) -> None:
         """Gives up on a handler after the grace period; a sync one's thread runs on."""
         self.abandoned = True
         self.ctx.cancelled.set()
-        if self.handler is not None:
-            self.handler.cancel()
-        elif self.runner is not None:
+        if self._in_handler or self.handler is not None:
+            self._interrupt()
+        elif self.runner is not None and not self.is_async:
+            self.runner.cancel()  # the handler has not started
+
+    def _interrupt(self) -> None:
+        """Cancels the handler: an async one where it awaits, a sync one's future (its
+        thread runs on; the runner stops waiting for it)."""
+        if self._in_handler:
+            assert self.runner is not None
+            self._handler_cancels += 1
             self.runner.cancel()
+        elif self.handler is not None:
+            self.handler.cancel()
 
 
 def _captured(buffer: LogBuffer, call: Callable[[], Any]) -> Any:

@@ -10,20 +10,21 @@
 
     worker.run()          # blocks; SIGTERM or Ctrl-C stops it gracefully
 
-The protocol, in order: Hello, Credit{concurrency} once Welcomed, then each pushed
-Lease runs its handler (sync ones in a pool of `concurrency` threads, async ones on the
-loop) while a heartbeat extends its lease every heartbeat interval (the Welcome's, or a
-third of the lease if shorter) and carries its progress; its log lines go in batches
-(_task_logs.py). A heartbeat answer with cancel_requested sets `ctx.cancelled` and
-cancels an async handler. The outcome is reported on the stream (freeing its window
-slot): the return value as the result, or the exception as the error, retryable unless
-it is a PermanentError. When the stream breaks the worker reconnects with backoff;
-handlers keep running and report with the unary RPCs once the server answers again (a
-lease that expired meanwhile gets FAILED_PRECONDITION: logged and dropped). Stopping
-shrinks the window to 0, waits up to the grace period for running handlers, reports the
-ones still running as retryable `WorkerStopped` failures, and closes the stream.
-Worker-control commands are obeyed and acknowledged (_worker_control.py); with
-OpenTelemetry, each handler runs in a span in its creator's trace (_task_runs.py).
+The protocol, in order: Hello, Credit{concurrency} once Welcomed, then each pushed Lease
+runs its handler (sync ones in a pool of `concurrency` threads, async ones on the loop)
+while a heartbeat (one timer for all: _heartbeats.py) extends its lease every heartbeat
+interval (the Welcome's, or a third of the lease if shorter) and carries its progress;
+its log lines go in batches (_task_logs.py). A heartbeat answer with cancel_requested
+sets `ctx.cancelled` and cancels an async handler. The outcome is reported on the stream
+(freeing its window slot): the return value as the result, or the exception as the
+error, retryable unless it is a PermanentError. When the stream breaks the worker
+reconnects with backoff; handlers keep running and report with the unary RPCs once the
+server answers again (a lease that expired meanwhile gets FAILED_PRECONDITION: logged
+and dropped). Stopping shrinks the window to 0, waits up to the grace period for running
+handlers, reports the ones still running as retryable `WorkerStopped` failures, and
+closes the stream. Worker-control commands are obeyed and acknowledged
+(_worker_control.py); with OpenTelemetry, each handler runs in a span in its creator's
+trace (_task_runs.py).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from conveyor.client import _requests as req
 from conveyor.client._async_client import AsyncClient
 from conveyor.client._backoff import reconnect_delay
 from conveyor.client._client import Client
+from conveyor.client._heartbeats import Heartbeats
 from conveyor.client._hello import default_worker_id, worker_hello
 from conveyor.client._registry import H, Handler, Registry, registered
 from conveyor.client._reports import Reports
@@ -121,9 +123,10 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._running: dict[tuple[str, str], TaskRun] = {}
-        self._reports = Reports()
-        self._reports.batches = batches
-        self._reports.max_batch = concurrency
+        self._heartbeats = Heartbeats(
+            self._running, lambda: self._stream, lambda: self._heartbeat_interval, lease_duration
+        )
+        self._reports = Reports(batches=batches, max_batch=concurrency)
         self._stream: Stream | None = None
         self._generation = 0
         self._heartbeat_interval: float | None = None
@@ -217,6 +220,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await drain
             await self._abandon_all()
+            self._heartbeats.stop()
             if handle_signals:
                 forget_signals(loop)
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -339,21 +343,18 @@ class Worker:
     # Tasks.
 
     def _start(self, stream: Stream, lease: task_pb2.Lease) -> None:
+        assert self._loop is not None
         entry = TaskRun.of(lease, self.worker_id, stream.generation, self.lease_duration)
-        entry.stream_of, entry.client = lambda: self._stream, self._aio
+        entry.stream_of, entry.client = self._heartbeats.stream, self._aio
         entry.capture = self.capture_output
         self._running[entry.key] = entry
+        self._heartbeats.add(entry, self._loop)
+        entry.watch_logs(self._loop)
         entry.runner = asyncio.create_task(self._run(entry), name=f"conveyor {entry.ctx.name}")
 
     async def _run(self, entry: TaskRun) -> None:
-        beat = asyncio.create_task(
-            entry.heartbeats(entry.stream_of, lambda: self._heartbeat_interval, self.lease_duration)
-        )
-        try:
-            handler = self.handler_for(entry.ctx.kind)
-            report = await entry.execute(handler, self._executor, self.tracer_provider)
-        finally:
-            beat.cancel()
+        handler = self.handler_for(entry.ctx.kind)
+        report = await entry.execute(handler, self._executor, self.tracer_provider)
         self._report(entry, report)
 
     def _report(self, entry: TaskRun, message: worker_pb2.ConnectRequest) -> None:

@@ -98,12 +98,6 @@ class NewTask:
     traceparent: str | None = None  # the creator's W3C trace context (0026), validated
 
 
-def _encode(value: Any) -> str:
-    """Compact JSON of what `_row` sends (text, small integers, booleans, None): orjson,
-    ~4x faster than a prebuilt json encoder for a row's head."""
-    return orjson.dumps(value).decode()
-
-
 class Outcome(Enum):
     CREATED = "created"
     EXISTING = "existing"  # its request_id was used before: `row` is the first task
@@ -133,56 +127,53 @@ class Result:
     row: TaskRow | None = None
 
 
-def _row(item: NewTask, upsert_queue: bool) -> str:
+def _row(item: NewTask, upsert_queue: bool) -> list[Any]:
     """One task as the JSON array task_insert_batch.sql reads (positions matter).
 
-    input and labels are JSON text already: they are spliced in, not encoded again.
+    input and labels are JSON text already: orjson.Fragment splices them in as they are.
+    UUIDs and datetimes are left to orjson, which writes them in C (RFC 3339 times).
     """
-    head = _encode(
-        [
-            item.project,
-            str(item.id),
-            item.queue,
-            item.kind,
-            item.priority,
-            item.state,
-            item.max_attempts,
-            item.backoff,
-            item.initial_backoff_ms,
-            item.max_backoff_ms,
-            item.schedule_time.isoformat(),
-            item.lease_duration_ms,
-            item.concurrency_key,
-            item.concurrency_limit,
-            item.requires_approval,
-            item.approval_timeout_ms,
-            item.approval_timeout_action,
-            item.correlation_id,
-            str(item.parent_task) if item.parent_task is not None else None,
-            item.callback_url,
-            item.resume_token,
-            item.schedule,
-            item.request_id,
-            item.create_time.isoformat(),
-            upsert_queue,
-        ]
-    )
-    request_hash = f'"{item.request_hash}"' if item.request_hash else "null"  # hex: no escaping
-    creator = _encode(item.creator)
-    timeout = item.execution_timeout_ms if item.execution_timeout_ms is not None else "null"
-    # Validated hex and dashes (client._tracing.valid_traceparent): no escaping.
-    traceparent = f'"{item.traceparent}"' if item.traceparent else "null"
-    return (
-        f"{head[:-1]},{item.labels},{item.input or 'null'},{request_hash},{creator},{timeout},"
-        f"{traceparent}]"
-    )
+    return [
+        item.project,
+        item.id,
+        item.queue,
+        item.kind,
+        item.priority,
+        item.state,
+        item.max_attempts,
+        item.backoff,
+        item.initial_backoff_ms,
+        item.max_backoff_ms,
+        item.schedule_time,
+        item.lease_duration_ms,
+        item.concurrency_key,
+        item.concurrency_limit,
+        item.requires_approval,
+        item.approval_timeout_ms,
+        item.approval_timeout_action,
+        item.correlation_id,
+        item.parent_task,
+        item.callback_url,
+        item.resume_token,
+        item.schedule,
+        item.request_id,
+        item.create_time,
+        upsert_queue,
+        orjson.Fragment(item.labels),
+        orjson.Fragment(item.input) if item.input else None,
+        item.request_hash or None,
+        item.creator,
+        item.execution_timeout_ms,
+        item.traceparent or None,
+    ]
 
 
 def _params(
     items: Sequence[NewTask], upsert_queue: Sequence[bool], atomic: bool, origin: str
 ) -> dict[str, Any]:
-    rows = ",".join(map(_row, items, upsert_queue))
-    return {"items": f"[{rows}]", "atomic": atomic, "origin": f"/{origin}" if origin else ""}
+    # One orjson call for the whole batch: ~2.5x faster than a call and a join per row.
+    rows = orjson.dumps(list(map(_row, items, upsert_queue))).decode()
+    return {"items": rows, "atomic": atomic, "origin": f"/{origin}" if origin else ""}
 
 
 async def insert_batch(
