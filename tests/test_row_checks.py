@@ -259,9 +259,7 @@ async def test_the_settle_plan_builds_event_changes_inline(database_url: str) ->
     """conveyor_task_change stays a single STABLE expression: inlined into the settle
     statement's generic plan, not called as a SQL function per event row."""
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        cur = await conn.execute(
-            "EXPLAIN (GENERIC_PLAN, VERBOSE) " + leases._SETTLE_ONE_QUEUE_LEAN.text
-        )
+        cur = await conn.execute("EXPLAIN (GENERIC_PLAN, VERBOSE) " + leases._SETTLE_ONE_QUEUE.text)
         plan = "\n".join(row[0] for row in await cur.fetchall())
     assert "conveyor_task_change_fields" in plan
     assert "conveyor_task_change(" not in plan
