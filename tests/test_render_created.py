@@ -63,7 +63,24 @@ def test_every_answer_equals_created_message() -> None:
             assert into == created_message(new, inserted, source)
 
 
-def test_beyond_its_templates_each_is_rendered_in_full() -> None:
+def test_templates_serve_creates_of_other_statements() -> None:
+    # A servicer keeps its answers across calls: each single create's flush has its
+    # own statement time, which the answer shows.
+    answers = CreatedAnswers()
+    for minutes in (0, 1, 2):
+        source = task_pb2.Task(kind="k", queue="q")
+        new = new_task(source, project="p", request_id="", ids=IDS)
+        inserted = Inserted(
+            new.id, 3, "EXPONENTIAL", 1000, 60_000, NOW + timedelta(minutes=minutes)
+        )
+        into = task_pb2.Task()
+        answers.fill(new, inserted, source, into)
+        assert into == created_message(new, inserted, source)
+        assert into.update_time.ToDatetime(UTC) == inserted.update_time
+    assert len(answers._templates) == 1  # one template, whatever the statement's time
+
+
+def test_beyond_its_templates_each_is_still_rendered_alike() -> None:
     answers = CreatedAnswers()
     for i in range(CreatedAnswers.MAX_TEMPLATES + 5):
         source = task_pb2.Task(kind=f"k{i}")

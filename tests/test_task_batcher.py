@@ -34,7 +34,7 @@ async def _until_waiting_on_a_lock(database_url: str, within: float = 15.0) -> N
 async def test_creates_arriving_during_a_flush_share_the_next_one(database_url: str) -> None:
     """Creates that arrive, one loop pass apart, while a flush is in flight all wait for
     it and then go in one statement (one commit), rather than a second flush starting
-    for the first of them and a third for the rest."""
+    for the first of them and a third for the rest; and they schedule nothing meanwhile."""
     ids = TaskIds()
 
     def item() -> NewTask:
@@ -47,6 +47,15 @@ async def test_creates_arriving_during_a_flush_share_the_next_one(database_url: 
         await psycopg.AsyncConnection.connect(database_url) as locker,
     ):
         batcher = CreateBatcher(pool)
+        drains = 0
+        drain = batcher._drain
+
+        def counted() -> None:
+            nonlocal drains
+            drains += 1
+            drain()
+
+        batcher._drain = counted  # type: ignore[method-assign]
         # The insert's foreign-key check waits for this lock: the first flush stays in
         # flight until it is released.
         await locker.execute("SELECT 1 FROM projects WHERE id = 'default' FOR UPDATE")
@@ -62,6 +71,9 @@ async def test_creates_arriving_during_a_flush_share_the_next_one(database_url: 
         results = await asyncio.gather(first, *later)
         await batcher.stop()
     assert [r.outcome for r in results] == [Outcome.CREATED] * 6
+    # One drain per flush: the creates that came during the first scheduled none (each
+    # did, and found the flush slot taken); its end scheduled the second.
+    assert drains == 2
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         cur = await conn.execute(
             "SELECT count(DISTINCT xid) FROM events WHERE type = 'task.created'"

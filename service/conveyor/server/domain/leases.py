@@ -109,14 +109,17 @@ class Completion:
         resume_token: str,
         prefix: str = "",
     ) -> Completion:
-        v = Violations()
-        if result_json is not None and len(result_json) > MAX_RESULT_BYTES:
-            v.add(f"{prefix}result", f"must be at most {MAX_RESULT_BYTES} bytes as JSON")
-        if len(summary) > MAX_SUMMARY:
-            v.add(f"{prefix}summary", f"must be at most {MAX_SUMMARY} characters")
-        if len(resume_token) > MAX_RESUME_TOKEN:
-            v.add(f"{prefix}resume_token", f"must be at most {MAX_RESUME_TOKEN} characters")
-        v.raise_if_any()
+        too_large = result_json is not None and len(result_json) > MAX_RESULT_BYTES
+        # Violations only when one is found: most reports have none.
+        if too_large or len(summary) > MAX_SUMMARY or len(resume_token) > MAX_RESUME_TOKEN:
+            v = Violations()
+            if too_large:
+                v.add(f"{prefix}result", f"must be at most {MAX_RESULT_BYTES} bytes as JSON")
+            if len(summary) > MAX_SUMMARY:
+                v.add(f"{prefix}summary", f"must be at most {MAX_SUMMARY} characters")
+            if len(resume_token) > MAX_RESUME_TOKEN:
+                v.add(f"{prefix}resume_token", f"must be at most {MAX_RESUME_TOKEN} characters")
+            v.raise_if_any()
         return cls(task, lease_id, result_json, summary, resume_token)
 
 

@@ -39,6 +39,10 @@ class TaskIds:
         # Ids need uniqueness, not secrecy: a generator seeded from the OS is enough
         # and far cheaper per id than os.urandom.
         self._random = random.Random(os.urandom(32))
+        # The create_time of _last_ms: a burst's ids share their millisecond, so it is made
+        # once per millisecond rather than once per id.
+        self._time_ms = -1
+        self._time = datetime.fromtimestamp(0, UTC)
 
     def next(self) -> tuple[uuid.UUID, datetime]:
         """A new id and the create_time it encodes."""
@@ -53,10 +57,22 @@ class TaskIds:
                 self._last_ms += 1
                 self._counter = 0
         ms = self._last_ms
+        if ms != self._time_ms:
+            self._time_ms = ms
+            self._time = datetime.fromtimestamp(ms / 1000, UTC)
         value = (
             (ms << 80) | _VERSION | (self._counter << 64) | _VARIANT | self._random.getrandbits(62)
         )
-        return uuid.UUID(int=value), datetime.fromtimestamp(ms / 1000, UTC)
+        return _uuid(value), self._time
+
+
+def _uuid(value: int) -> uuid.UUID:
+    """uuid.UUID(int=value) without the range check and keyword handling of its
+    __init__ (`value` is a 128-bit UUIDv7 by construction): ~0.3 us less per id."""
+    made = object.__new__(uuid.UUID)
+    object.__setattr__(made, "int", value)
+    object.__setattr__(made, "is_safe", uuid.SafeUUID.unknown)
+    return made
 
 
 def create_time_of(task_id: uuid.UUID) -> datetime:

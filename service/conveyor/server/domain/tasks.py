@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -109,7 +108,7 @@ class Tasks:
             creator=creator,
         )
         if traceparent:
-            new = dataclasses.replace(new, traceparent=traceparent)
+            new.traceparent = traceparent  # a fresh row of this call's own: no copy
         if new.dedupe is not None or new.depends_on:
             async with self._pool.connection() as conn:
                 return await task_dependencies.create_unbatched(conn, new, parent, "")

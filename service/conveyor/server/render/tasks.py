@@ -291,15 +291,15 @@ def created_message(
 
 
 class CreatedAnswers:
-    """The Tasks of many creates (a BatchCreateTasks answer), each equal to
-    `created_message`'s: what the creates share is rendered once into a template and
-    copied in with one CopyFrom; only what differs per task (name, root task, times,
-    input, labels) is set on each.
+    """The Tasks of many creates (a BatchCreateTasks answer, or every CreateTask a
+    servicer answers), each equal to `created_message`'s: what the creates share is
+    rendered once into a template and copied in with one CopyFrom; only what differs
+    per task (name, root task, times, input, labels) is set on each.
 
     Filling a Task field by field is ~10-14 us (twenty-odd field sets through the
-    protobuf runtime); a copy of the template and six sets is about half of that.
+    protobuf runtime); a copy of the template and seven sets is about half of that.
     Creates that differ in a shared field (another kind, queue, priority...) get a
-    template each, up to MAX_TEMPLATES; beyond that each is rendered in full.
+    template each, up to MAX_TEMPLATES; then the templates start over.
     """
 
     MAX_TEMPLATES = 64
@@ -333,17 +333,22 @@ class CreatedAnswers:
             new.resume_token,
             new.schedule,
             new.creator,
-            inserted.update_time,
             inserted.execution_timeout_ms,
         )
         template = self._templates.get(key)
         if template is None:
             if len(self._templates) >= self.MAX_TEMPLATES:
-                created_message(new, inserted, source, into)
-                return
+                self._templates.clear()  # kept by a servicer: bounded, never stuck full
             # An empty source: the template gets no labels; its input is cleared below.
             template = created_message(new, inserted, _EMPTY_TASK)
-            for per_task in ("name", "root_task", "schedule_time", "create_time", "input"):
+            for per_task in (
+                "name",
+                "root_task",
+                "schedule_time",
+                "create_time",
+                "update_time",
+                "input",
+            ):
                 template.ClearField(per_task)  # set per task below
             self._templates[key] = template
         into.CopyFrom(template)
@@ -352,6 +357,8 @@ class CreatedAnswers:
         into.root_task = f"{prefix}tasks/{inserted.root_task}"
         set_timestamp(into.schedule_time, new.schedule_time)
         set_timestamp(into.create_time, new.create_time)
+        # The insert statement's time: each single create's flush has its own.
+        set_timestamp(into.update_time, inserted.update_time)
         if new.input is not None:  # as created_message: a JSON null input shows unset
             into.input.CopyFrom(source.input)
         if source.labels:

@@ -54,7 +54,15 @@ from conveyor.server.errors import ConveyorError, InvalidArgument
 from conveyor.server.logging import get_logger
 from conveyor.server.render.convert import duration
 from conveyor.server.rpc import lease_messages
-from conveyor.server.rpc.report_acks import Item, Replies, batch_items, lease_batch, parse_item
+from conveyor.server.rpc.report_acks import (
+    Item,
+    Pushed,
+    Replies,
+    assignment,
+    batch_items,
+    lease_batch,
+    parse_item,
+)
 from conveyor.server.store.commands import Dispatched
 from conveyor.server.wakeups.notifier import Notifier
 from conveyor.v1 import enums_pb2, worker_pb2
@@ -118,6 +126,8 @@ class ConnectSession:
         self._window = 0
         self._outstanding: set[uuid.UUID] = set()
         """Lease ids pushed on this stream and not reported on it yet."""
+        self._pushed = Pushed()
+        """The same leases as sent, so that their reports need no parsing."""
         self._want = False
         """Tasks may be ready without a notification saying so (credit grew, last lease full)."""
         self._retry_timer: asyncio.TimerHandle | None = None
@@ -182,12 +192,10 @@ class ConnectSession:
                     for row in rows:
                         self._outstanding.add(row.lease_id)  # type: ignore[arg-type]
                     if self._batches and rows:
-                        yield lease_batch(rows)
+                        yield lease_batch(rows, self._pushed)
                         continue
                     for row in rows:
-                        yield worker_pb2.ConnectResponse(
-                            assignment=lease_messages.lease_message(row)
-                        )
+                        yield assignment(row, self._pushed)
                     continue
                 now = time.monotonic()
                 if now >= next_touch:
@@ -250,7 +258,7 @@ class ConnectSession:
     async def _process(
         self, batch: list[worker_pb2.ConnectRequest], gone: Callable[[], bool]
     ) -> list[worker_pb2.ConnectResponse]:
-        replies = Replies(self._batches, self._ack_tasks)
+        replies = Replies(self._batches, self._ack_tasks, self._pushed)
         group: list[Item] = []
         group_kind = ""
         ids: set[uuid.UUID] = set()
@@ -280,10 +288,19 @@ class ConnectSession:
             if which == "reports":
                 batches += 1
                 items = batch_items(
-                    message.reports.completes, message.reports.fails, project, "reports.", batches
+                    message.reports.completes,
+                    message.reports.fails,
+                    project,
+                    "reports.",
+                    batches,
+                    self._pushed,
                 )
             elif which in ("complete", "fail", "heartbeat"):
-                items = [parse_item(which, getattr(message, which), project, f"{which}.")]
+                items = [
+                    parse_item(
+                        which, getattr(message, which), project, f"{which}.", 0, self._pushed
+                    )
+                ]
             else:
                 continue
             for item in items:
@@ -362,6 +379,8 @@ class ConnectSession:
                 self._retry_later(settled.retry_after)
         for report in reports:
             self._outstanding.discard(report.lease_id)
+        for item in items:
+            self._pushed.forget(item)
         results = iter(outcomes)
         for item in items:
             value = item.value

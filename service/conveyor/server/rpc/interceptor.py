@@ -187,7 +187,7 @@ class _Wrapped:
             principal = await self._limited()
         request = self._decode(raw)
         authorize(principal, self.rule, request)
-        principal_ctx.set_current(principal)
+        principal_ctx.set_current(principal, self.metadata)
         structlog.contextvars.bind_contextvars(principal=principal.key_name)
         self.redact = None if self.redaction is None else self.redaction.for_caller(principal)
         return request

@@ -3,25 +3,54 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from conveyor.client._json import from_struct, from_value
 from conveyor.server.domain import leases
-from conveyor.server.domain.leases import Completion, Extension, Failure, Heartbeat
+from conveyor.server.domain.lease_requests import TaskRef
+from conveyor.server.domain.leases import (
+    MAX_RESULT_BYTES,
+    Completion,
+    Extension,
+    Failure,
+    Heartbeat,
+)
+from conveyor.server.domain.task_input import compact_json
 from conveyor.server.errors import InvalidArgument, Violations
 from conveyor.server.render.convert import set_timestamp, timestamp
 from conveyor.server.render.tasks import fill_task
 from conveyor.server.store.task_rows import TaskRow
 from conveyor.v1 import task_pb2, worker_pb2
 
+_SPELLING_GROWTH = 12
+"""How much longer json.dumps' default spelling of a value can be than compact_json's:
+a character beyond the BMP becomes a 12-character surrogate pair escape."""
 
-def completion(request: worker_pb2.CompleteTaskRequest, prefix: str = "") -> Completion:
-    task = leases.task_ref(request.name, f"{prefix}name")
-    lease_id = leases.lease_token(request.lease_id, f"{prefix}lease_id")
+Pushed = tuple[TaskRef, uuid.UUID]
+"""A report's task and lease_id as the server pushed them (rpc/report_acks.Pushed): a
+report that names both exactly as sent needs neither parsed again."""
+
+
+def completion(
+    request: worker_pb2.CompleteTaskRequest, prefix: str = "", pushed: Pushed | None = None
+) -> Completion:
+    if pushed is None:
+        task = leases.task_ref(request.name, f"{prefix}name")
+        lease_id = leases.lease_token(request.lease_id, f"{prefix}lease_id")
+    else:
+        task, lease_id = pushed
     result_json = None
     if request.HasField("result") and request.result.WhichOneof("kind") is not None:
+        # By orjson (compact_json: several times cheaper than json.dumps with options,
+        # which builds an encoder per call); jsonb stores the same value either way.
+        # The size limit counts json.dumps' spelling (", ", ": ", non-ASCII escaped):
+        # a text that may be near it is spelled so again, and the limit does not move.
         try:
-            result_json = json.dumps(from_value(request.result), allow_nan=False)
+            plain = from_value(request.result)
+            result_json = compact_json(plain)
+            if len(result_json) * _SPELLING_GROWTH > MAX_RESULT_BYTES:
+                result_json = json.dumps(plain, allow_nan=False)
         except ValueError:
             raise InvalidArgument.of(f"{prefix}result", "numbers must be finite") from None
     return Completion.check(
@@ -29,9 +58,14 @@ def completion(request: worker_pb2.CompleteTaskRequest, prefix: str = "") -> Com
     )
 
 
-def failure(request: worker_pb2.FailTaskRequest, prefix: str = "") -> Failure:
-    task = leases.task_ref(request.name, f"{prefix}name")
-    lease_id = leases.lease_token(request.lease_id, f"{prefix}lease_id")
+def failure(
+    request: worker_pb2.FailTaskRequest, prefix: str = "", pushed: Pushed | None = None
+) -> Failure:
+    if pushed is None:
+        task = leases.task_ref(request.name, f"{prefix}name")
+        lease_id = leases.lease_token(request.lease_id, f"{prefix}lease_id")
+    else:
+        task, lease_id = pushed
     error: dict[str, Any] = {
         "type": request.error.type,
         "message": request.error.message,

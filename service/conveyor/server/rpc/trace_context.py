@@ -8,11 +8,13 @@ traced producer and a traced worker still share one trace.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
 
 from conveyor.client._tracing import valid_traceparent
+from conveyor.server.rpc import principal
 from conveyor.server.tracing import Tracing
 
 __all__ = ["creator_traceparent"]
@@ -24,7 +26,10 @@ def creator_traceparent(
     """The traceparent to store on the tasks this call creates (None: none)."""
     if tracing is not None:
         return tracing.traceparent()
-    for key, value in context.invocation_metadata() or ():
+    metadata: Iterable[tuple[str, Any]] | None = principal.call_metadata()
+    if metadata is None:
+        metadata = context.invocation_metadata()
+    for key, value in metadata or ():
         if key == "traceparent":
             return valid_traceparent(value)
     return None

@@ -10,13 +10,18 @@
 -- `rate_wait` (NULL) + tasks.*; and a row 'rate_wait' (no task) when a rate limit held
 -- back a ready task.
 --
--- Composed from the blocks below: reports, one of the `ready` blocks, admit, lease. A
--- worker of one queue gets an ordered index scan that stops at `limit` (the hot case);
+-- Composed by store/leases.py from the blocks below, only those a call needs: completes
+-- when it completes, fails when it fails, attempts_ended and freed when it reports,
+-- one of the `ready` blocks + admit + lease when it leases; the events and rows blocks
+-- are unions of one part per block present (a UNION ALL of `parts`, in order). Every
+-- block left out is executor start-up a call does not pay: with all of them, a call
+-- that leases one task started a plan of ~200 nodes (~0.3 ms of a 0.5 ms statement).
+-- A worker of one queue gets an ordered index scan that stops at `limit` (the hot case);
 -- `queue = ANY(...)` cannot be read in lease order from the index, so several queues
 -- cost a sort of their ready tasks.
 
--- name: reports
-WITH completes AS (
+-- name: completes
+completes AS (
     SELECT *
     FROM unnest(
         %(c_ids)s::uuid[], %(c_lease_ids)s::uuid[], %(c_results)s::jsonb[],
@@ -35,15 +40,15 @@ succeeded AS (
         end_time = now(),
         update_time = now()
     FROM completes c
-    -- Absent parts are NULL: a one-time filter then skips them without touching tasks.
     -- `= ANY` as well as the join: it makes the plan read the reported tasks by key,
     -- whatever the estimates (a join alone was planned as a scan of every RUNNING task
     -- of the project).
-    WHERE %(c_ids)s::uuid[] IS NOT NULL
-      AND t.project = %(project)s AND t.id = ANY (%(c_ids)s::uuid[]) AND t.id = c.id
+    WHERE t.project = %(project)s AND t.id = ANY (%(c_ids)s::uuid[]) AND t.id = c.id
       AND t.lease_id = c.lease_id AND t.state = 'RUNNING'
     RETURNING t.*
-),
+)
+
+-- name: fails
 fail_targets AS (
     SELECT t.project, t.id, t.attempt, f.error,
            CASE
@@ -62,7 +67,6 @@ fail_targets AS (
     JOIN tasks t
       ON t.project = %(project)s AND t.id = ANY (%(f_ids)s::uuid[]) AND t.id = f.id
      AND t.lease_id = f.lease_id AND t.state = 'RUNNING'
-    WHERE %(f_ids)s::uuid[] IS NOT NULL
     FOR UPDATE OF t
 ),
 failed AS (
@@ -78,22 +82,25 @@ failed AS (
         lease_expire_time = NULL,
         update_time = now()
     FROM fail_targets ft
-    WHERE %(f_ids)s::uuid[] IS NOT NULL
-      AND t.project = %(project)s AND t.id = ANY (%(f_ids)s::uuid[])
+    WHERE t.project = %(project)s AND t.id = ANY (%(f_ids)s::uuid[])
       AND t.id = ft.id AND t.state = 'RUNNING'
     RETURNING t.*
-),
+)
+
+-- name: attempts_ended
+-- The capitals: the union of attempts_ended_s and _f, of the reports present.
 attempts_ended AS (
     UPDATE task_attempts a
     SET end_time = now(), outcome = ended.outcome, error = ended.error
-    FROM (
-        SELECT project, id, attempt, 'SUCCEEDED' AS outcome, NULL::jsonb AS error
-        FROM succeeded
-        UNION ALL
-        SELECT project, id, attempt, 'FAILED', error FROM failed
-    ) AS ended
+    FROM (ENDED) AS ended
     WHERE a.project = ended.project AND a.task_id = ended.id AND a.attempt = ended.attempt
 )
+
+-- name: attempts_ended_s
+SELECT project, id, attempt, 'SUCCEEDED' AS outcome, NULL::jsonb AS error FROM succeeded
+
+-- name: attempts_ended_f
+SELECT project, id, attempt, 'FAILED' AS outcome, error FROM failed
 
 -- name: ready_one_queue
 -- Tasks no limit applies to: not in a queue with max_concurrency or a rate_limit,
@@ -218,46 +225,72 @@ leased AS (
 attempts_started AS (
     INSERT INTO task_attempts (project, task_id, attempt, worker, lease_id, start_time)
     SELECT project, id, attempt, worker, lease_id, start_time FROM leased
-),
-events_written AS (
-    INSERT INTO events (project, type, subject, task)
-    SELECT s.project, 'task.succeeded', 'projects/' || s.project || '/tasks/' || s.id, conveyor_task_change(ROW(s.*)::tasks)
-    FROM succeeded s
-    UNION ALL
-    SELECT f.project,
-           CASE f.state
-               WHEN 'SCHEDULED' THEN 'task.retrying'
-               WHEN 'FAILED' THEN 'task.failed'
-               ELSE 'task.interrupted'
-           END,
-           'projects/' || f.project || '/tasks/' || f.id, conveyor_task_change(ROW(f.*)::tasks)
-    FROM failed f
-    UNION ALL
-    SELECT l.project, 'task.started', 'projects/' || l.project || '/tasks/' || l.id, conveyor_task_change(ROW(l.*)::tasks)
-    FROM leased l
-),
-ended AS (
-    SELECT project, id, queue, concurrency_key, concurrency_limit FROM succeeded
-    UNION ALL
-    SELECT project, id, queue, concurrency_key, concurrency_limit FROM failed
 )
 
--- name: rows
--- The tasks' rows. The words in capitals are filled in by store/leases.py: with s.*,
+-- name: events
+-- The capitals: the union of events_s, _f and _l, of the blocks present.
+events_written AS (
+    INSERT INTO events (project, type, subject, task)
+    PARTS
+)
+
+-- name: events_s
+SELECT s.project, 'task.succeeded', 'projects/' || s.project || '/tasks/' || s.id, conveyor_task_change(ROW(s.*)::tasks)
+FROM succeeded s
+
+-- name: events_f
+SELECT f.project,
+       CASE f.state
+           WHEN 'SCHEDULED' THEN 'task.retrying'
+           WHEN 'FAILED' THEN 'task.failed'
+           ELSE 'task.interrupted'
+       END,
+       'projects/' || f.project || '/tasks/' || f.id, conveyor_task_change(ROW(f.*)::tasks)
+FROM failed f
+
+-- name: events_l
+SELECT l.project, 'task.started', 'projects/' || l.project || '/tasks/' || l.id, conveyor_task_change(ROW(l.*)::tasks)
+FROM leased l
+
+-- name: ended
+-- The capitals: the union of ended_s and _f, of the reports present.
+ended AS (
+    PARTS
+)
+
+-- name: ended_s
+SELECT project, id, queue, concurrency_key, concurrency_limit FROM succeeded
+
+-- name: ended_f
+SELECT project, id, queue, concurrency_key, concurrency_limit FROM failed
+
+-- name: not_leased
+-- Stands for the lease block in a call that only reports (the freed part reads it).
+leased AS (
+    SELECT NULL::text AS queue, NULL::text AS concurrency_key WHERE false
+)
+
+-- name: rows_s
+-- The tasks' rows: a UNION ALL of the parts below of the blocks present, the first
+-- naming the columns. The words in capitals are filled in by store/leases.py: with s.*,
 -- f.*, l.* and (NULL::tasks).* when the caller answers with the ended tasks; else every
--- branch lists TaskRow's columns by name, and an ended task's are NULL but for those
+-- part lists TaskRow's columns by name, and an ended task's are NULL but for those
 -- its metrics read (the acks of a batch carry no task: the full rows cost the database
 -- their output and the server their parsing, per task).
 SELECT 'succeeded' AS outcome, NULL::double precision AS rate_wait, ENDED_S FROM succeeded s
-UNION ALL
-SELECT 'failed', NULL, ENDED_F FROM failed f
-UNION ALL
-SELECT 'leased', NULL, LEASED_L FROM leased l
-UNION ALL
+
+-- name: rows_f
+SELECT 'failed' AS outcome, NULL::double precision AS rate_wait, ENDED_F FROM failed f
+
+-- name: rows_l
+SELECT 'leased' AS outcome, NULL::double precision AS rate_wait, LEASED_L FROM leased l
+
+-- name: rows_rate_wait
 -- Seconds until a rate-limited task could start, when one was held back.
-SELECT 'rate_wait', a.rate_wait, NO_TASK FROM admitted a
+SELECT 'rate_wait' AS outcome, a.rate_wait, NO_TASK FROM admitted a
 WHERE a.rate_wait IS NOT NULL
-UNION ALL
+
+-- name: rows_freed
 -- Never a row: wakes the leasers of queues where an ended task frees a limited place (a
 -- NOTIFY sent at commit; repeats fold): where the others running under its key or queue
 -- fill the limit but for it. A limit with room held no one back, and waking every leaser
@@ -266,7 +299,7 @@ UNION ALL
 -- and key as ended (a worker completing one and taking the next: the place is taken
 -- again). This statement's snapshot still counts the ended tasks as running, so they
 -- are left out by id.
-SELECT 'freed', NULL, x.* FROM (SELECT NO_TASK) AS x
+SELECT 'freed' AS outcome, NULL::double precision AS rate_wait, x.* FROM (SELECT NO_TASK) AS x
 WHERE (
     SELECT count(pg_notify('conveyor_tasks', e.project || '/' || e.queue))
     FROM (
