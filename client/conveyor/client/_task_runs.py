@@ -33,6 +33,8 @@ from conveyor.v1 import task_pb2, task_service_pb2, worker_pb2
 _log = logging.getLogger("conveyor.worker")
 
 DEFAULT_LEASE = 30.0
+_appending: set[asyncio.Task[None]] = set()
+"""AppendTaskLogs calls under way (held here so they are not collected midway)."""
 
 
 @dataclass(eq=False)
@@ -55,7 +57,6 @@ class TaskRun:
     """For log lines of a task whose stream has closed (AppendTaskLogs)."""
     capture: bool = False
     """The handler's stdout and stderr go to the task's log."""
-    appends: set[asyncio.Task[None]] = field(default_factory=set)
     key: tuple[str, str] = field(init=False)
     next_beat: float = 0.0
     """Loop time of the next heartbeat (_heartbeats.py)."""
@@ -83,8 +84,10 @@ class TaskRun:
         lease_seconds = DEFAULT_LEASE
         if override is not None:
             lease_seconds = req.seconds(override)
-        elif lease.task.HasField("lease_duration"):
-            lease_seconds = lease.task.lease_duration.ToTimedelta().total_seconds() or DEFAULT_LEASE
+        else:
+            # Duration.ToTimedelta costs several times this, once a task.
+            duration = lease.task.lease_duration
+            lease_seconds = duration.seconds + duration.nanos / 1e9 or DEFAULT_LEASE
         run = cls(TaskContext(lease, worker_id), generation, lease_seconds)
         run.traceparent = lease.traceparent
         return run
@@ -118,8 +121,8 @@ class TaskRun:
                 stream.send(stream_message(append))
             elif self.client is not None:
                 task = asyncio.ensure_future(self._append(self.client, append))
-                self.appends.add(task)
-                task.add_done_callback(self.appends.discard)
+                _appending.add(task)
+                task.add_done_callback(_appending.discard)
 
     @staticmethod
     async def _append(client: AsyncClient, append: task_service_pb2.AppendTaskLogsRequest) -> None:
@@ -151,6 +154,9 @@ class TaskRun:
             return await self._execute(handler, executor, tracer_provider)
         finally:
             self.ended = True
+            # No cycle left through the buffer: the run goes with its last reference,
+            # not with the garbage collector's next pass (which scans everything).
+            self.ctx.logs.on_first = None
             if self._ship_timer is not None:
                 self._ship_timer.cancel()
                 self._ship_timer = None
@@ -284,7 +290,7 @@ class TaskRun:
         task a second one. Cancelling the handler cancels the runner while it is in
         here (_interrupt); those cancels are counted and taken back on the way out, so
         the runner still tells them from its own cancellation (cancelling() > 0)."""
-        if self.ctx.cancelled.is_set():
+        if self.ctx.cancel_requested:
             handler.close()  # cancelled before it started: it does not run at all
             raise asyncio.CancelledError
         self._in_handler = True
@@ -308,17 +314,16 @@ class TaskRun:
 
     def cancel(self) -> None:
         """Sets ctx.cancelled, and cancels an async handler."""
-        if self.ctx.cancelled.is_set():
+        if not self.ctx._set_cancelled():
             return
         _log.info("task %s: cancel requested", self.ctx.name)
-        self.ctx.cancelled.set()
         if self._in_handler:
             self._interrupt()
 
     def abandon(self) -> None:
         """Gives up on a handler after the grace period; a sync one's thread runs on."""
         self.abandoned = True
-        self.ctx.cancelled.set()
+        self.ctx._set_cancelled()
         if self._in_handler or self.handler is not None:
             self._interrupt()
         elif self.runner is not None and not self.is_async:
