@@ -14,6 +14,7 @@ from psycopg.rows import TupleRow
 from conveyor.client import AsyncClient
 from conveyor.server.app import ConveyorServer
 from conveyor.server.errors import NotFound
+from conveyor.server.store import leases
 from conveyor.server.store.wrap import wrap_exceptions
 from conveyor.v1 import task_service_pb2
 
@@ -211,3 +212,54 @@ async def test_the_outbox_writes_a_delivery_only_where_a_target_exists(
         ("hooked", "https://project.example/", "task.failed", "FAILED"),
         ("plain", "https://own.example/", "task.failed", "FAILED"),
     ]
+
+
+# conveyor_task_change as 0012 wrote it: what the composite row of 0040 must equal.
+_CHANGE_0012 = """
+jsonb_build_object(
+    'project', t.project, 'id', t.id, 'state', t.state, 'state_reason', t.state_reason,
+    'priority', t.priority,
+    'attempt', t.attempt, 'max_attempts', t.max_attempts, 'schedule_time', t.schedule_time,
+    'worker', t.worker, 'lease_id', t.lease_id, 'lease_expire_time', t.lease_expire_time,
+    'cancel_requested', t.cancel_requested, 'result', t.result, 'summary', t.summary,
+    'error', t.error, 'resume_token', t.resume_token, 'schedule', t.schedule,
+    'start_time', t.start_time, 'end_time', t.end_time, 'update_time', t.update_time,
+    'approver', t.approver, 'approved', t.approved, 'approval_comment', t.approval_comment,
+    'decide_time', t.decide_time, 'input_version', t.input_version
+)"""
+
+
+async def test_the_change_of_an_event_is_the_object_0012_built(
+    server: ConveyorServer, admin_key: str
+) -> None:
+    """0040 builds conveyor_task_change from a composite row: the same jsonb, key for key
+    and NULL for NULL, for tasks queued, running, ended with a result, with an error,
+    and decided, with and without the input."""
+    await _project_with_rows(server, admin_key, "changes")
+    async with await psycopg.AsyncConnection.connect(_url(server), autocommit=True) as conn:
+        await conn.execute(
+            "UPDATE tasks SET state = 'FAILED', end_time = now(), lease_expire_time = NULL,"
+            ' error = \'{"type": "X", "message": "m"}\', approver = \'a\', approved = false,'
+            " approval_comment = 'no', decide_time = now(), summary = 's'"
+            " WHERE project = 'changes' AND state = 'RUNNING'"
+        )
+        row = await (
+            await conn.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE conveyor_task_change(t) = {_CHANGE_0012}"
+                f"   AND conveyor_task_change(t, true) = {_CHANGE_0012}"
+                "     || jsonb_build_object('input', t.input)),"
+                " count(DISTINCT t.state)"
+                " FROM tasks t WHERE t.project = 'changes'"
+            )
+        ).fetchone()
+    assert row == (3, 3, 3)
+
+
+async def test_the_settle_plan_builds_event_changes_inline(database_url: str) -> None:
+    """conveyor_task_change stays a single STABLE expression: inlined into the settle
+    statement's generic plan, not called as a SQL function per event row."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cur = await conn.execute("EXPLAIN (GENERIC_PLAN, VERBOSE) " + leases._SETTLE_ONE_QUEUE.text)
+        plan = "\n".join(row[0] for row in await cur.fetchall())
+    assert "conveyor_task_change_fields" in plan
+    assert "conveyor_task_change(" not in plan

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Collection
 from datetime import timedelta
 from typing import Any
@@ -239,6 +241,33 @@ async def test_heartbeats_keep_leases_of_different_lengths_alive(
                 done = await wait_for(ops, task.name, [S.TASK_STATE_SUCCEEDED], within=20)
                 assert from_value(done.result) == "outlived"
                 assert [a.attempt for a in done.attempts] == [1]
+
+
+async def test_a_reported_task_leaves_nothing_for_the_garbage_collector(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    """A finished run holds no reference cycle: it is freed with its last reference, not
+    by a collector pass (a full one scans every object of the process; a worker running
+    thousands of tasks a second would pay for one every few seconds)."""
+    contexts: list[weakref.ref[TaskContext]] = []
+    async with clients(server, keys) as (ops, work):
+        worker = Worker(work, concurrency=2)
+
+        @worker.task("quick")
+        async def quick(ctx: TaskContext) -> str:
+            contexts.append(weakref.ref(ctx))
+            ctx.log("a line")  # the log buffer's wake-up is the run's, not a cycle's
+            return "ok"
+
+        gc.collect()
+        gc.disable()
+        try:
+            async with running(worker):
+                task = await ops.create_task("quick")
+                await wait_for(ops, task.name, [S.TASK_STATE_SUCCEEDED])
+                await wait_until(lambda: contexts and contexts[0]() is None)
+        finally:
+            gc.enable()
 
 
 async def test_graceful_stop_waits_for_running_handlers(

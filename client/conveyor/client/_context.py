@@ -50,37 +50,64 @@ class TaskContext:
     """
 
     def __init__(self, lease: task_pb2.Lease, worker: str) -> None:
-        self.task = lease.task
+        task = lease.task
+        self.task = task
         """The Task as it was leased."""
         self.lease_id = lease.lease_id
-        self.name = lease.task.name
-        self.kind = lease.task.kind
-        self.input: Any = from_value(lease.task.input)
+        self.name = task.name
+        self.kind = task.kind
+        self.input: Any = from_value(task.input)
         """The task's input as Python JSON (None when it has none)."""
-        self.attempt = lease.task.attempt
+        self.attempt = task.attempt
         """1 for the first attempt."""
-        self.labels = dict(lease.task.labels)
+        self.labels = dict(task.labels)
         self.worker = worker
         """This worker's id."""
-        self.resume_token = lease.task.resume_token
+        self.resume_token = task.resume_token
         """The token the task was created with (or the one set since); "" to start fresh."""
         self.summary = ""
-        self.cancelled = threading.Event()
-        """Set when CancelTask was called on the running task."""
         self.logs = LogBuffer()
         """Lines logged (and output captured) and not sent yet."""
         self._progress: struct_pb2.Struct | None = None
         self._lock = threading.Lock()
-        if lease.task.cancel_requested:
-            self.cancelled.set()
+        self._cancel = task.cancel_requested
+        self._cancelled: threading.Event | None = None
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when CancelTask was called on the running task."""
+        # Made on first use: most handlers never look, and an Event is several objects
+        # (a Condition, its lock's methods, a deque) for every task a worker runs.
+        event = self._cancelled
+        if event is None:
+            with self._lock:
+                if self._cancelled is None:
+                    self._cancelled = threading.Event()
+                    if self._cancel:
+                        self._cancelled.set()
+                event = self._cancelled
+        return event
 
     @property
     def cancel_requested(self) -> bool:
-        return self.cancelled.is_set()
+        # `cancelled` may have been set by whoever holds it, not only by the worker.
+        event = self._cancelled
+        return self._cancel or (event is not None and event.is_set())
+
+    def _set_cancelled(self) -> bool:
+        """Sets `cancelled` (the worker's side); False when it was set already."""
+        with self._lock:
+            if self.cancel_requested:
+                return False
+            self._cancel = True
+            event = self._cancelled
+        if event is not None:
+            event.set()
+        return True
 
     def raise_if_cancelled(self) -> None:
         """Raises TaskCancelled once a cancel was requested."""
-        if self.cancelled.is_set():
+        if self.cancel_requested:
             raise TaskCancelled(f"{self.name} was cancelled")
 
     def report_progress(self, progress: Mapping[str, Any]) -> None:
@@ -137,7 +164,7 @@ class TaskContext:
     def failure_from(self, error: BaseException) -> worker_pb2.FailTaskRequest:
         """The report of a handler that raised `error`."""
         trace = "".join(traceback.format_exception(error))
-        if self.cancelled.is_set():
+        if self.cancel_requested:
             return self.failure("Cancelled", str(error), retryable=False, trace=trace)
         return self.failure(
             type(error).__name__,

@@ -91,8 +91,8 @@ def from_value(value: struct_pb2.Value) -> Any:
 
 
 def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    # The map's items() is the generic ItemsView, a Python generator; indexing is cheaper.
     fields = struct.fields
+    # Not .items(): the map's ItemsView iterates in Python, a key and a lookup at a time.
     return {key: from_value(fields[key]) for key in fields}
 
 

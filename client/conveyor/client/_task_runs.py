@@ -24,6 +24,7 @@ from conveyor.client import _tracing
 from conveyor.client._async_client import AsyncClient
 from conveyor.client._context import TaskContext
 from conveyor.client._registry import Handler
+from conveyor.client._reports import Report
 from conveyor.client._requests import Seconds
 from conveyor.client._stream import Stream
 from conveyor.client._task_logs import FLUSH_INTERVAL, LogBuffer, capturing, stream_message
@@ -33,9 +34,11 @@ from conveyor.v1 import task_pb2, task_service_pb2, worker_pb2
 _log = logging.getLogger("conveyor.worker")
 
 DEFAULT_LEASE = 30.0
+_appending: set[asyncio.Task[None]] = set()
+"""AppendTaskLogs calls under way (held here so they are not collected midway)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TaskRun:
     """A task this worker holds: its context, runner and the stream it came on."""
 
@@ -55,7 +58,6 @@ class TaskRun:
     """For log lines of a task whose stream has closed (AppendTaskLogs)."""
     capture: bool = False
     """The handler's stdout and stderr go to the task's log."""
-    appends: set[asyncio.Task[None]] = field(default_factory=set)
     key: tuple[str, str] = field(init=False)
     next_beat: float = 0.0
     """Loop time of the next heartbeat (_heartbeats.py)."""
@@ -83,8 +85,10 @@ class TaskRun:
         lease_seconds = DEFAULT_LEASE
         if override is not None:
             lease_seconds = req.seconds(override)
-        elif lease.task.HasField("lease_duration"):
-            lease_seconds = lease.task.lease_duration.ToTimedelta().total_seconds() or DEFAULT_LEASE
+        else:
+            # Duration.ToTimedelta costs several times this, once a task.
+            duration = lease.task.lease_duration
+            lease_seconds = duration.seconds + duration.nanos / 1e9 or DEFAULT_LEASE
         run = cls(TaskContext(lease, worker_id), generation, lease_seconds)
         run.traceparent = lease.traceparent
         return run
@@ -118,8 +122,8 @@ class TaskRun:
                 stream.send(stream_message(append))
             elif self.client is not None:
                 task = asyncio.ensure_future(self._append(self.client, append))
-                self.appends.add(task)
-                task.add_done_callback(self.appends.discard)
+                _appending.add(task)
+                task.add_done_callback(_appending.discard)
 
     @staticmethod
     async def _append(client: AsyncClient, append: task_service_pb2.AppendTaskLogsRequest) -> None:
@@ -144,13 +148,16 @@ class TaskRun:
         handler: Handler | None,
         executor: concurrent.futures.ThreadPoolExecutor | None,
         tracer_provider: Any = None,
-    ) -> worker_pb2.ConnectRequest:
+    ) -> Report:
         """Runs the handler (in a span, when tracing: see _traced); returns the report
         of its outcome, once its last log lines are sent (so they come first)."""
         try:
             return await self._execute(handler, executor, tracer_provider)
         finally:
             self.ended = True
+            # No cycle left through the buffer: the run goes with its last reference,
+            # not with the garbage collector's next pass (which scans everything).
+            self.ctx.logs.on_first = None
             if self._ship_timer is not None:
                 self._ship_timer.cancel()
                 self._ship_timer = None
@@ -162,7 +169,7 @@ class TaskRun:
         handler: Handler | None,
         executor: concurrent.futures.ThreadPoolExecutor | None,
         tracer_provider: Any,
-    ) -> worker_pb2.ConnectRequest:
+    ) -> Report:
         ctx = self.ctx
         if handler is None:
             failure = ctx.failure(
@@ -170,7 +177,7 @@ class TaskRun:
                 f"worker {ctx.worker} has no handler for kind {ctx.kind!r}",
                 retryable=False,
             )
-            return worker_pb2.ConnectRequest(fail=failure)
+            return failure
         tracer = _tracing.worker_tracer(tracer_provider)
         started = time.monotonic()
         _log.info("task %s (%s) attempt %d started", ctx.name, ctx.kind, ctx.attempt)
@@ -184,19 +191,19 @@ class TaskRun:
             if current is not None and current.cancelling():
                 raise  # the runner itself is being cancelled: nothing to report
             self._log_end(started, "cancelled")
-            return worker_pb2.ConnectRequest(fail=self._failure(error))
+            return self._failure(error)
         except Exception as error:
             failure = self._failure(error)
             outcome = "failed, will retry" if failure.retryable else "failed"
             self._log_end(started, outcome, error)
-            return worker_pb2.ConnectRequest(fail=failure)
+            return failure
         try:
-            report = worker_pb2.ConnectRequest(complete=ctx.completion(result))
+            report: Report = ctx.completion(result)
         except TypeError as error:
             # The same code would return the same thing again: no retry.
             failure = ctx.failure("TypeError", f"the result is not JSON: {error}", retryable=False)
             self._log_end(started, "failed: the result is not JSON")
-            return worker_pb2.ConnectRequest(fail=failure)
+            return failure
         self._log_end(started, "succeeded")
         return report
 
@@ -284,7 +291,7 @@ class TaskRun:
         task a second one. Cancelling the handler cancels the runner while it is in
         here (_interrupt); those cancels are counted and taken back on the way out, so
         the runner still tells them from its own cancellation (cancelling() > 0)."""
-        if self.ctx.cancelled.is_set():
+        if self.ctx.cancel_requested:
             handler.close()  # cancelled before it started: it does not run at all
             raise asyncio.CancelledError
         self._in_handler = True
@@ -308,17 +315,16 @@ class TaskRun:
 
     def cancel(self) -> None:
         """Sets ctx.cancelled, and cancels an async handler."""
-        if self.ctx.cancelled.is_set():
+        if not self.ctx._set_cancelled():
             return
         _log.info("task %s: cancel requested", self.ctx.name)
-        self.ctx.cancelled.set()
         if self._in_handler:
             self._interrupt()
 
     def abandon(self) -> None:
         """Gives up on a handler after the grace period; a sync one's thread runs on."""
         self.abandoned = True
-        self.ctx.cancelled.set()
+        self.ctx._set_cancelled()
         if self._in_handler or self.handler is not None:
             self._interrupt()
         elif self.runner is not None and not self.is_async:
