@@ -345,16 +345,15 @@ async def test_the_sdk_coalesces_reports_that_finish_together() -> None:
     from conveyor.client._reports import BATCH_WINDOW, Reports
     from conveyor.client._stream import Stream as WorkerStream
 
-    reports = Reports()
-    reports.batches, reports.max_batch = True, 3
+    reports = Reports(batches=True, max_batch=3)
     stream = WorkerStream(1)
     sent = stream.requests()
 
-    def report(i: int) -> worker_pb2.ConnectRequest:
+    def report(i: int) -> worker_pb2.CompleteTaskRequest | worker_pb2.FailTaskRequest:
         name = f"{PARENT}/tasks/t{i}"
         if i % 2:
-            return worker_pb2.ConnectRequest(fail=worker_pb2.FailTaskRequest(name=name))
-        return worker_pb2.ConnectRequest(complete=worker_pb2.CompleteTaskRequest(name=name))
+            return worker_pb2.FailTaskRequest(name=name)
+        return worker_pb2.CompleteTaskRequest(name=name)
 
     # Up to max_batch at once: sent without waiting for the window.
     for i in range(3):

@@ -90,12 +90,14 @@ class TaskContext:
 
     @property
     def cancel_requested(self) -> bool:
-        return self._cancel
+        # `cancelled` may have been set by whoever holds it, not only by the worker.
+        event = self._cancelled
+        return self._cancel or (event is not None and event.is_set())
 
     def _set_cancelled(self) -> bool:
         """Sets `cancelled` (the worker's side); False when it was set already."""
         with self._lock:
-            if self._cancel:
+            if self.cancel_requested:
                 return False
             self._cancel = True
             event = self._cancelled
@@ -105,7 +107,7 @@ class TaskContext:
 
     def raise_if_cancelled(self) -> None:
         """Raises TaskCancelled once a cancel was requested."""
-        if self._cancel:
+        if self.cancel_requested:
             raise TaskCancelled(f"{self.name} was cancelled")
 
     def report_progress(self, progress: Mapping[str, Any]) -> None:
@@ -162,7 +164,7 @@ class TaskContext:
     def failure_from(self, error: BaseException) -> worker_pb2.FailTaskRequest:
         """The report of a handler that raised `error`."""
         trace = "".join(traceback.format_exception(error))
-        if self._cancel:
+        if self.cancel_requested:
             return self.failure("Cancelled", str(error), retryable=False, trace=trace)
         return self.failure(
             type(error).__name__,

@@ -26,25 +26,34 @@ from conveyor.v1 import task_pb2, worker_pb2
 _log = logging.getLogger("conveyor.worker")
 
 Key = tuple[str, str]
+Report = worker_pb2.CompleteTaskRequest | worker_pb2.FailTaskRequest
+"""A finished task's report, kept as is until sent: wrapped in a ConnectRequest only
+when it goes alone, copied once into a ReportBatch otherwise."""
 
 BATCH_WINDOW = 0.001
 """Seconds a report waits for others to go in the same ReportBatch."""
+_OK = grpc.StatusCode.OK.value[0]
+_INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
-def _task_of(message: worker_pb2.ConnectRequest) -> str:
-    return message.complete.name or message.fail.name
+def message_of(report: Report) -> worker_pb2.ConnectRequest:
+    """The report alone on the stream."""
+    if isinstance(report, worker_pb2.CompleteTaskRequest):
+        return worker_pb2.ConnectRequest(complete=report)
+    return worker_pb2.ConnectRequest(fail=report)
 
 
 class Reports:
     def __init__(self, *, batches: bool = False, max_batch: int = 1) -> None:
         self.client: AsyncClient | None = None
-        self._unacked: dict[Key, worker_pb2.ConnectRequest] = {}
+        self._unacked: dict[Key, Report] = {}
         self._unary: set[asyncio.Task[None]] = set()
         self._settled = asyncio.Event()
         self.batches = batches
         """Reports on the stream go in ReportBatch messages."""
         self.max_batch = max_batch
-        self._pending: list[worker_pb2.ConnectRequest] = []
+        self._completes: list[worker_pb2.CompleteTaskRequest] = []
+        self._fails: list[worker_pb2.FailTaskRequest] = []
         self._pending_stream: Stream | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -53,81 +62,81 @@ class Reports:
         stream: Stream | None,
         generation: int,
         key: Key,
-        message: worker_pb2.ConnectRequest,
+        report: Report,
         free_slot: bool,
     ) -> None:
         """On the open stream when the task came on it; else with the unary RPCs, and
         (with `free_slot`) the slot the task held on the open stream's window is free."""
         if stream is not None and stream.open and stream.generation == generation:
-            self._unacked[key] = message
+            self._unacked[key] = report
             if not self.batches:
-                stream.send(message)
+                stream.send(message_of(report))
                 return
             if self._pending_stream is not stream:
                 self.flush()
                 self._pending_stream = stream
-            self._pending.append(message)
-            if len(self._pending) >= self.max_batch:
+            if isinstance(report, worker_pb2.CompleteTaskRequest):
+                self._completes.append(report)
+            else:
+                self._fails.append(report)
+            if len(self._completes) + len(self._fails) >= self.max_batch:
                 self.flush()
             elif self._timer is None:
                 self._timer = asyncio.get_running_loop().call_later(BATCH_WINDOW, self.flush)
             return
         if stream is not None and stream.open and free_slot:
             stream.grant(1)
-        self.unary(message)
+        self.unary(report)
 
     def flush(self) -> None:
         """Sends the reports waiting for a batch, in one ReportBatch."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        pending, stream = self._pending, self._pending_stream
-        self._pending, self._pending_stream = [], None
-        if not pending or stream is None:
+        completes, fails, stream = self._completes, self._fails, self._pending_stream
+        self._completes, self._fails, self._pending_stream = [], [], None
+        if not (completes or fails) or stream is None:
             return
-        batch = worker_pb2.ReportBatch(
-            completes=[m.complete for m in pending if m.WhichOneof("message") == "complete"],
-            fails=[m.fail for m in pending if m.WhichOneof("message") == "fail"],
-        )
+        batch = worker_pb2.ReportBatch(completes=completes, fails=fails)
         stream.send(worker_pb2.ConnectRequest(reports=batch))
 
     def on_response(self, response: worker_pb2.ConnectResponse) -> None:
         """A `report_ack`, or the `report_acks` of a ReportBatch."""
         if response.WhichOneof("message") == "report_ack":
             self.on_ack(response.report_ack)
-        for ack in response.report_acks.acks:
-            self.on_ack(ack)
+        else:
+            for ack in response.report_acks.acks:
+                self.on_ack(ack)
+        self._settled.set()
 
     def on_ack(self, ack: worker_pb2.ReportAck) -> None:
-        message = self._unacked.pop((ack.name, ack.lease_id), None)
-        self._settled.set()
-        if ack.status.code == grpc.StatusCode.OK.value[0]:
+        report = self._unacked.pop((ack.name, ack.lease_id), None)
+        status = ack.status
+        if status.code == _OK:
             return
-        _log.warning("report on %s refused: %s", ack.name, ack.status.message)
+        _log.warning("report on %s refused: %s", ack.name, status.message)
         # A result the server cannot store (too large, say) still ends the attempt.
-        if (
-            message is not None
-            and message.WhichOneof("message") == "complete"
-            and ack.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        if isinstance(report, worker_pb2.CompleteTaskRequest) and (
+            status.code == _INVALID_ARGUMENT
         ):
             failure = worker_pb2.FailTaskRequest(
                 name=ack.name,
                 lease_id=ack.lease_id,
-                error=task_pb2.TaskError(type="InvalidResult", message=ack.status.message),
+                error=task_pb2.TaskError(type="InvalidResult", message=status.message),
                 retryable=False,
             )
-            self.unary(worker_pb2.ConnectRequest(fail=failure))
+            self.unary(failure)
 
     def on_stream_end(self) -> None:
         """Sends what the lost stream may not have delivered with the unary RPCs."""
         # Reports still waiting for their batch are in _unacked too.
         self.flush()
-        for key, message in list(self._unacked.items()):
+        for key, report in list(self._unacked.items()):
             del self._unacked[key]
-            self.unary(message)
+            self.unary(report)
 
-    def unary(self, message: worker_pb2.ConnectRequest) -> None:
-        task = asyncio.create_task(self._send_unary(message))
+    def unary(self, report: Report) -> None:
+        task = asyncio.create_task(self._send_unary(report))
         self._unary.add(task)
         task.add_done_callback(self._unary_done)
 
@@ -135,15 +144,15 @@ class Reports:
         self._unary.discard(task)
         self._settled.set()
 
-    async def _send_unary(self, message: worker_pb2.ConnectRequest) -> None:
+    async def _send_unary(self, report: Report) -> None:
         assert self.client is not None
         failures = 0
         while True:
             try:
-                if message.WhichOneof("message") == "complete":
-                    await self.client.workers.CompleteTask(message.complete)
+                if isinstance(report, worker_pb2.CompleteTaskRequest):
+                    await self.client.workers.CompleteTask(report)
                 else:
-                    await self.client.workers.FailTask(message.fail)
+                    await self.client.workers.FailTask(report)
                 return
             except ConveyorError as error:
                 code = error.code()
@@ -151,7 +160,7 @@ class Reports:
                     # A stale lease (the task moved on while we were away) is expected.
                     stale = code == grpc.StatusCode.FAILED_PRECONDITION
                     level = logging.INFO if stale else logging.WARNING
-                    _log.log(level, "report on %s dropped: %s", _task_of(message), error)
+                    _log.log(level, "report on %s dropped: %s", report.name, error)
                     return
             failures += 1
             await asyncio.sleep(full_jitter(failures))

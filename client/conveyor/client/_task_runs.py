@@ -24,6 +24,7 @@ from conveyor.client import _tracing
 from conveyor.client._async_client import AsyncClient
 from conveyor.client._context import TaskContext
 from conveyor.client._registry import Handler
+from conveyor.client._reports import Report
 from conveyor.client._requests import Seconds
 from conveyor.client._stream import Stream
 from conveyor.client._task_logs import FLUSH_INTERVAL, LogBuffer, capturing, stream_message
@@ -37,7 +38,7 @@ _appending: set[asyncio.Task[None]] = set()
 """AppendTaskLogs calls under way (held here so they are not collected midway)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TaskRun:
     """A task this worker holds: its context, runner and the stream it came on."""
 
@@ -147,7 +148,7 @@ class TaskRun:
         handler: Handler | None,
         executor: concurrent.futures.ThreadPoolExecutor | None,
         tracer_provider: Any = None,
-    ) -> worker_pb2.ConnectRequest:
+    ) -> Report:
         """Runs the handler (in a span, when tracing: see _traced); returns the report
         of its outcome, once its last log lines are sent (so they come first)."""
         try:
@@ -168,7 +169,7 @@ class TaskRun:
         handler: Handler | None,
         executor: concurrent.futures.ThreadPoolExecutor | None,
         tracer_provider: Any,
-    ) -> worker_pb2.ConnectRequest:
+    ) -> Report:
         ctx = self.ctx
         if handler is None:
             failure = ctx.failure(
@@ -176,7 +177,7 @@ class TaskRun:
                 f"worker {ctx.worker} has no handler for kind {ctx.kind!r}",
                 retryable=False,
             )
-            return worker_pb2.ConnectRequest(fail=failure)
+            return failure
         tracer = _tracing.worker_tracer(tracer_provider)
         started = time.monotonic()
         _log.info("task %s (%s) attempt %d started", ctx.name, ctx.kind, ctx.attempt)
@@ -190,19 +191,19 @@ class TaskRun:
             if current is not None and current.cancelling():
                 raise  # the runner itself is being cancelled: nothing to report
             self._log_end(started, "cancelled")
-            return worker_pb2.ConnectRequest(fail=self._failure(error))
+            return self._failure(error)
         except Exception as error:
             failure = self._failure(error)
             outcome = "failed, will retry" if failure.retryable else "failed"
             self._log_end(started, outcome, error)
-            return worker_pb2.ConnectRequest(fail=failure)
+            return failure
         try:
-            report = worker_pb2.ConnectRequest(complete=ctx.completion(result))
+            report: Report = ctx.completion(result)
         except TypeError as error:
             # The same code would return the same thing again: no retry.
             failure = ctx.failure("TypeError", f"the result is not JSON: {error}", retryable=False)
             self._log_end(started, "failed: the result is not JSON")
-            return worker_pb2.ConnectRequest(fail=failure)
+            return failure
         self._log_end(started, "succeeded")
         return report
 

@@ -46,7 +46,7 @@ from conveyor.client._client import Client
 from conveyor.client._heartbeats import Heartbeats
 from conveyor.client._hello import default_worker_id, worker_hello
 from conveyor.client._registry import H, Handler, Registry, registered
-from conveyor.client._reports import Reports
+from conveyor.client._reports import Report, Reports
 from conveyor.client._stream import Stream
 from conveyor.client._task_runs import TaskRun, wait_until_done
 from conveyor.client._worker_control import obey
@@ -357,10 +357,10 @@ class Worker:
         report = await entry.execute(handler, self._executor, self.tracer_provider)
         self._report(entry, report)
 
-    def _report(self, entry: TaskRun, message: worker_pb2.ConnectRequest) -> None:
+    def _report(self, entry: TaskRun, report: Report) -> None:
         self._running.pop(entry.key, None)
         free_slot = not self._stop_requested_set()
-        self._reports.send(self._stream, entry.generation, entry.key, message, free_slot)
+        self._reports.send(self._stream, entry.generation, entry.key, report, free_slot)
 
     # Stopping.
 
