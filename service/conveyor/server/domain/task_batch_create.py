@@ -22,7 +22,6 @@ in one statement, or one transaction when it holds dedupe or dependency items.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +29,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from conveyor.client._limits import MAX_BATCH_BYTES
-from conveyor.server.domain import names, task_batches, task_dependencies, task_input
+from conveyor.server.domain import names, task_batches, task_dependencies, task_shapes
 from conveyor.server.domain.task_dedupe import Created
 from conveyor.server.domain.task_ids import TaskIds
 from conveyor.server.errors import ConveyorError, Internal, InvalidArgument, NotFound
@@ -75,36 +74,34 @@ class _Validator:
         self.parent = parent
         self.project = names.parse(parent, "parent").project
         self.requests = requests
-        self.ids = ids
-        self.creator = creator
         self.traceparent = traceparent
         self.results = results
+        self.shapes = task_shapes.Shapes(self.project, ids, creator=creator)
 
     def items(self, positions: range) -> list[Pair]:
-        parent, project, results = self.parent, self.project, self.results
+        parent, results, traceparent = self.parent, self.results, self.traceparent
+        new_task = self.shapes.new_task
         pairs: list[Pair] = []
         for i in positions:
             request = self.requests[i]
             prefix = f"requests[{i}]."
+            task = request.task  # read once: each read of a message field makes a wrapper
+            request_id = request.request_id
             try:
                 if request.parent and request.parent != parent:
                     raise InvalidArgument.of(f"{prefix}parent", f"must be empty or {parent}")
-                new = task_input.new_task(
-                    request.task,
-                    project=project,
-                    request_id=request.request_id,
-                    ids=self.ids,
+                new = new_task(
+                    task,
+                    request_id=request_id,
                     prefix=prefix,
-                    request_hash=task_batches.request_hash(
-                        parent, request.task, request.request_id
-                    ),
-                    creator=self.creator,
+                    request_hash=task_batches.request_hash(parent, task, request_id),
                 )
             except ConveyorError as error:
                 results[i] = error
             else:
-                if self.traceparent:
-                    new = dataclasses.replace(new, traceparent=self.traceparent)
+                if traceparent:
+                    # Set on the item's own NewTask: dataclasses.replace costs ~9 us a task.
+                    new.traceparent = traceparent
                 pairs.append((i, new))
         return pairs
 

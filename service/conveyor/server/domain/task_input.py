@@ -39,8 +39,10 @@ __all__ = [
     "DEFAULT_QUEUE",
     "MAX_DEPENDS_ON",
     "json_text",
+    "labels_text",
     "new_task",
     "parse_task_name",
+    "task_input_text",
     "timestamp",
 ]
 
@@ -147,7 +149,18 @@ def timestamp(v: Violations, value: timestamp_pb2.Timestamp, field_path: str) ->
     return value.ToDatetime(tzinfo=UTC)
 
 
-def _labels(v: Violations, labels: Any, field_path: str) -> str:
+def task_input_text(v: Violations, task: task_pb2.Task, field_path: str) -> str | None:
+    """The JSON text of a task's input, None when unset; None after a violation too."""
+    if not task.HasField("input"):
+        return None
+    value = task.input  # read once: each read of a message field makes a new wrapper
+    # A JSON null reads back as unset, so it is stored as unset.
+    if value.WhichOneof("kind") in (None, "null_value"):
+        return None
+    return json_text(v, value, field_path, MAX_INPUT_BYTES)
+
+
+def labels_text(v: Violations, labels: Any, field_path: str) -> str:
     plain = dict(labels)
     if plain:
         validate.labels(v, plain, field_path)
@@ -212,16 +225,13 @@ def new_task(
     else:
         names.check_queue(v, queue, path + "queue")
 
-    input_text = None
-    # A JSON null reads back as unset, so it is stored as unset.
-    if task.HasField("input") and task.input.WhichOneof("kind") not in (None, "null_value"):
-        input_text = json_text(v, task.input, path + "input", MAX_INPUT_BYTES)
+    input_text = task_input_text(v, task, path + "input")
 
     priority = task.priority or DEFAULT_PRIORITY
     if not 1 <= priority <= 9:
         v.add(path + "priority", "must be between 1 (highest) and 9 (0: the default, 5)")
 
-    labels = _labels(v, task.labels, path + "labels") if task.labels else "{}"
+    labels = labels_text(v, task.labels, path + "labels") if task.labels else "{}"
 
     policy = _UNSET_POLICY
     if task.HasField("retry_policy"):

@@ -74,8 +74,16 @@ async def _configure(conn: AsyncConnection[Any]) -> None:
     than running it. Our statements take their shape from the SQL text (optional filters
     are composed in or out; the few `%(x)s IS NULL OR` tests are on small tables), so
     one plan serves every call.
+
+    TimeZone UTC: psycopg hands a timestamptz out in the session's zone, and a zone
+    other than its `timezone.utc` (a stock server's 'Etc/UTC' is a ZoneInfo) costs a
+    conversion per value read (~0.37 against ~0.14 us; a settle reads ~8 per task) and
+    an offset lookup per value rendered. Only instants are read or stored; PostgreSQL
+    renders a timestamptz as text (events' snapshots) with the session's offset, which
+    every reader parses back to the same instant.
     """
     await conn.execute("SET plan_cache_mode = force_generic_plan")
+    await conn.execute("SET TimeZone = 'UTC'")
 
 
 def prepare_at_once(conn: AsyncConnection[Any]) -> bool | None:
