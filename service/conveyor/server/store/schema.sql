@@ -1862,8 +1862,7 @@ $$;
 CREATE TRIGGER tasks_attempts_delete AFTER DELETE ON tasks
 FOR EACH ROW EXECUTE FUNCTION conveyor_task_attempts_delete();
 
--- 0040: the webhook outbox trigger (0004) inserts only when there is a target, and
--- conveyor_task_change builds a change from a composite row (below). The trigger ran,
+-- 0040: the webhook outbox trigger (0004) inserts only when there is a target. It ran,
 -- for every task that ended, an INSERT ... SELECT whose SELECT found no target when
 -- neither the task nor its project has a callback_url (the usual case): an INSERT's
 -- executor started and ended on webhook_deliveries for no row. Now the target is read
@@ -1892,6 +1891,7 @@ BEGIN
 END
 $$;
 
+-- 0041: conveyor_task_change builds a change from a composite row.
 -- conveyor_task_change (0012, 0031) built each event's change with jsonb_build_object
 -- over 26 key/value pairs: each key and each value converted on its own, ~0.3 us per
 -- pair, ~7.4 us per event row (load 7). to_jsonb of a row of this composite type
