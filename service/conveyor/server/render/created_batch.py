@@ -71,18 +71,29 @@ class CreatedBatch:
     def __init__(self, answers: CreatedAnswers) -> None:
         self._answers = answers
         self._chunks: list[bytes] = []
-        # A burst's tasks share their times: one entry per create_time millisecond and flush.
-        self._times: dict[tuple[datetime, datetime, datetime], bytes] = {}
+        # A burst's tasks share their times (a create_time millisecond, a flush's
+        # update_time): the last three and their bytes. Compared, not hashed: each row's
+        # update_time is its own datetime, and hashing an aware one costs ~0.5 us.
+        self._last_times: tuple[datetime, datetime, datetime] | None = None
+        self._last_bytes = b""
 
-    def _encode_times(self, key: tuple[datetime, datetime, datetime]) -> bytes:
+    def _times(self, schedule: datetime, create: datetime, update: datetime) -> bytes:
+        last = self._last_times
+        if last is not None and create == last[1] and update == last[2] and schedule == last[0]:
+            return self._last_bytes
         parts: list[bytes] = []
-        for tag, value in zip((_SCHEDULE_TIME, _CREATE_TIME, _UPDATE_TIME), key, strict=True):
+        for tag, value in (
+            (_SCHEDULE_TIME, schedule),
+            (_CREATE_TIME, create),
+            (_UPDATE_TIME, update),
+        ):
             message = timestamp_pb2.Timestamp()
             set_timestamp(message, value)
             data = message.SerializeToString()
             parts += (tag, _varint(len(data)), data)
-        found = self._times[key] = b"".join(parts)
-        return found
+        self._last_times = (schedule, create, update)
+        self._last_bytes = b"".join(parts)
+        return self._last_bytes
 
     def created(self, new: NewTask, inserted: Inserted, source: task_pb2.Task) -> None:
         """The answer to a create, as CreatedAnswers.fill gives it."""
@@ -93,8 +104,7 @@ class CreatedBatch:
         else:
             root = f"projects/{new.project}/tasks/{inserted.root_task}".encode()
             root = _varint(len(root)) + root
-        key = (new.schedule_time, new.create_time, inserted.update_time)
-        times = self._times.get(key) or self._encode_times(key)
+        times = self._times(new.schedule_time, new.create_time, inserted.update_time)
         parts = [self._answers.template(new, inserted)[1], _NAME, named, _ROOT_TASK, root, times]
         if new.input is not None:  # as created_message: a JSON null input shows unset
             data = source.input.SerializeToString()
