@@ -230,12 +230,14 @@ async def test_heartbeats_keep_leases_of_different_lengths_alive(
             return "outlived"
 
         async with running(worker):
+            # Beats every 4 s for the long one, every 0.67 s for the short one (whose
+            # lease would end at 2 s, and the reaper end its attempt, with a beat at 4 s).
             long = await ops.create_task(
-                "outlive", {"name": "long", "seconds": 4}, lease_duration=timedelta(seconds=9)
+                "outlive", {"name": "long", "seconds": 5}, lease_duration=timedelta(seconds=12)
             )
             await asyncio.wait_for(started["long"].wait(), 15)
             short = await ops.create_task(
-                "outlive", {"name": "short", "seconds": 3}, lease_duration=timedelta(seconds=1)
+                "outlive", {"name": "short", "seconds": 4}, lease_duration=timedelta(seconds=2)
             )
             for task in (short, long):
                 done = await wait_for(ops, task.name, [S.TASK_STATE_SUCCEEDED], within=20)
