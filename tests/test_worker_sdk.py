@@ -335,6 +335,35 @@ async def test_handlers_past_the_grace_period_are_retried(
         assert retrying.attempts[0].error.retryable
 
 
+async def test_a_sync_handler_past_the_grace_period_is_retried(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    """Its thread cannot be stopped: the worker stops waiting for it (_thread_results.py)
+    and reports the attempt as WorkerStopped; what the thread returns later is dropped."""
+    started, release = threading.Event(), threading.Event()
+    async with clients(server, keys) as (ops, work):
+        worker = Worker(work)
+
+        @worker.task("stuck.sync")
+        def stuck(ctx: TaskContext) -> str:
+            started.set()
+            release.wait(30)
+            return "too late"
+
+        try:
+            async with running(worker):
+                task = await ops.create_task(
+                    "stuck.sync", retry_policy={**FAST_RETRY, "initial_backoff": 60}
+                )
+                await wait_until(started.is_set)
+                await asyncio.wait_for(worker.stop(grace=0.2), 15)
+        finally:
+            release.set()
+        retrying = await ops.get_task(task.name)
+        assert retrying.state == S.TASK_STATE_SCHEDULED
+        assert retrying.attempts[0].error.type == "WorkerStopped"
+
+
 async def test_the_sync_client_runs_a_worker_in_its_own_thread(
     server: ConveyorServer, keys: dict[str, str]
 ) -> None:
