@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -102,7 +103,7 @@ class DrillPostgres:
 
     def restart(self) -> None:
         """Start the stopped server again on the same socket (crash recovery included)."""
-        self._pg_ctl(
+        start = (
             "-w",
             "-o",
             '-h ""',
@@ -112,6 +113,29 @@ class DrillPostgres:
             str(self.pgdata / "log"),
             "start",
         )
+        try:
+            self._pg_ctl(*start)
+        except subprocess.CalledProcessError as error:
+            # As in stop_immediate: the forked child died of a signal (SIGSEGV once in a
+            # full run, 2026-12-07, load 10). A postmaster it launched may still be
+            # coming up; start again only if none shows up.
+            if error.returncode >= 0:
+                raise
+            deadline = time.monotonic() + 10
+            while not self._is_up():
+                if time.monotonic() > deadline:
+                    self._pg_ctl(*start)
+                    break
+                time.sleep(0.2)
+            # `-w` would have waited for connections; so does this.
+            while True:
+                try:
+                    psycopg.connect(self.url, connect_timeout=2).close()
+                    break
+                except psycopg.OperationalError:
+                    if time.monotonic() > deadline + 60:
+                        raise
+                    time.sleep(0.2)
         self.running = True
 
     def database(self) -> str:

@@ -258,35 +258,54 @@ async def settle(
     if not completes and not fails and ready is None:
         return SettledRows(succeeded, failed, leased, rate_wait)
     statement = _statement(bool(completes), bool(fails), ready, lean=not ended_rows)
-    # A traced connection carries a traced raw cursor (server/tracing.py).
-    cursor_class = getattr(conn, "_conveyor_raw_cursor", AsyncRawCursor)
-    async with cursor_class(conn, row_factory=tuple_row) as cur:
+    cur = _settle_cursor(conn)
+    # Prepared at once: planning this statement costs more than running it.
+    await cur.execute(statement.text, statement.args(params), prepare=prepare_at_once(conn))
+    raws = await cur.fetchall()
+    # Tuple rows (no dict of sixty keys per row); its columns are outcome, rate_wait,
+    # then the task's.
+    make = _row_maker(cur, statement.text)
+    for raw in raws:
+        outcome = raw[0]
+        if outcome == "rate_wait":
+            rate_wait = raw[1]
+            continue
+        row = make(raw)
+        if outcome == "leased":
+            leased.append(row)
+        elif outcome == "succeeded":
+            succeeded[row.id] = row
+        else:
+            failed[row.id] = row
+    leased.sort(key=_lease_order)
+    return SettledRows(succeeded, failed, leased, rate_wait)
+
+
+_CURSOR = "_conveyor_settle_cursor"
+
+
+def _settle_cursor(conn: AsyncConnection[Any]) -> AsyncRawCursor[Any]:
+    """The connection's settle cursor, made at its first settle and kept (never closed;
+    it goes with its connection).
+
+    A cursor made per call cost its caller 70-100 us of CPU each time (a one-task
+    settle loop, load 2.5-2.9: its adapters copied to register two, a Transformer whose
+    dumpers and sixty row loaders were looked up again), a fixed cost that dominates at
+    concurrency 1 and in a hand-off's lease; psycopg keeps a cursor's Transformer while
+    the same statement text runs again, so a settle of the same shape finds them ready."""
+    cur: AsyncRawCursor[Any] | None = getattr(conn, _CURSOR, None)
+    if cur is None or cur.closed:
+        # A traced connection carries a traced raw cursor (server/tracing.py).
+        cursor_class = getattr(conn, "_conveyor_raw_cursor", AsyncRawCursor)
+        cur = cursor_class(conn, row_factory=tuple_row)
         cur.adapters.register_loader("jsonb", JsonbLoader)
         # The arrays in binary: psycopg writes a text array element by element through
         # regular expressions (quoting, escaping), ~7 us a reported task for its ids,
-        # lease, result and summary, against ~1 in binary. Every array parameter is cast
-        # in the SQL, so the statement reads the same values.
+        # lease, result and summary, against ~1 in binary. Every array parameter is
+        # cast in the SQL, so the statement reads the same values.
         cur.adapters.register_dumper(list, ListBinaryDumper)
-        # Prepared at once: planning this statement costs more than running it.
-        await cur.execute(statement.text, statement.args(params), prepare=prepare_at_once(conn))
-        raws = await cur.fetchall()
-        # Tuple rows (no dict of sixty keys per row); its columns are outcome, rate_wait,
-        # then the task's.
-        make = _row_maker(cur, statement.text)
-        for raw in raws:
-            outcome = raw[0]
-            if outcome == "rate_wait":
-                rate_wait = raw[1]
-                continue
-            row = make(raw)
-            if outcome == "leased":
-                leased.append(row)
-            elif outcome == "succeeded":
-                succeeded[row.id] = row
-            else:
-                failed[row.id] = row
-    leased.sort(key=_lease_order)
-    return SettledRows(succeeded, failed, leased, rate_wait)
+        setattr(conn, _CURSOR, cur)
+    return cur
 
 
 _MAKERS: dict[tuple[str, int], Callable[[Sequence[Any]], TaskRow]] = {}
