@@ -79,7 +79,7 @@ def test_each_item_gets_what_new_task_gives() -> None:
 
     def by_shapes(task: task_pb2.Task, request_id: str, prefix: str) -> NewTask:
         return shapes.new_task(
-            task, request_id=request_id, prefix=prefix, request_hash=request_id and "h"
+            task, request_id=request_id, request_hash=request_id and "h", at=int(prefix[9:-2])
         )
 
     def alone(task: task_pb2.Task, request_id: str, prefix: str) -> NewTask:
@@ -112,8 +112,8 @@ def test_a_known_shape_is_not_validated_again(monkeypatch: pytest.MonkeyPatch) -
         shapes.new_task(
             task_pb2.Task(kind="k", input=_input({"i": i})),
             request_id="",
-            prefix="",
             request_hash=None,
+            at=0,
         )
         for i in range(5)
     ]
@@ -125,17 +125,17 @@ def test_a_known_shape_is_not_validated_again(monkeypatch: pytest.MonkeyPatch) -
         shapes.new_task(
             task_pb2.Task(kind="d", lease_duration=duration_pb2.Duration(seconds=60)),
             request_id="",
-            prefix="",
             request_hash=None,
+            at=0,
         )
     assert calls == ["k", "d", "d"]
 
 
 def test_the_first_items_newtask_changing_later_does_not_change_the_others() -> None:
     shapes = task_shapes.Shapes("p", TaskIds())
-    first = shapes.new_task(task_pb2.Task(kind="k"), request_id="", prefix="", request_hash=None)
+    first = shapes.new_task(task_pb2.Task(kind="k"), request_id="", request_hash=None, at=0)
     first.traceparent = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
-    second = shapes.new_task(task_pb2.Task(kind="k"), request_id="", prefix="", request_hash=None)
+    second = shapes.new_task(task_pb2.Task(kind="k"), request_id="", request_hash=None, at=0)
     assert second.traceparent is None
     assert second.id != first.id
 

@@ -230,12 +230,14 @@ async def test_heartbeats_keep_leases_of_different_lengths_alive(
             return "outlived"
 
         async with running(worker):
+            # Beats every 4 s for the long one, every 0.67 s for the short one (whose
+            # lease would end at 2 s, and the reaper end its attempt, with a beat at 4 s).
             long = await ops.create_task(
-                "outlive", {"name": "long", "seconds": 4}, lease_duration=timedelta(seconds=9)
+                "outlive", {"name": "long", "seconds": 5}, lease_duration=timedelta(seconds=12)
             )
             await asyncio.wait_for(started["long"].wait(), 15)
             short = await ops.create_task(
-                "outlive", {"name": "short", "seconds": 3}, lease_duration=timedelta(seconds=1)
+                "outlive", {"name": "short", "seconds": 4}, lease_duration=timedelta(seconds=2)
             )
             for task in (short, long):
                 done = await wait_for(ops, task.name, [S.TASK_STATE_SUCCEEDED], within=20)
@@ -331,6 +333,35 @@ async def test_handlers_past_the_grace_period_are_retried(
         assert retrying.state == S.TASK_STATE_SCHEDULED
         assert retrying.attempts[0].error.type == "WorkerStopped"
         assert retrying.attempts[0].error.retryable
+
+
+async def test_a_sync_handler_past_the_grace_period_is_retried(
+    server: ConveyorServer, keys: dict[str, str]
+) -> None:
+    """Its thread cannot be stopped: the worker stops waiting for it (_thread_results.py)
+    and reports the attempt as WorkerStopped; what the thread returns later is dropped."""
+    started, release = threading.Event(), threading.Event()
+    async with clients(server, keys) as (ops, work):
+        worker = Worker(work)
+
+        @worker.task("stuck.sync")
+        def stuck(ctx: TaskContext) -> str:
+            started.set()
+            release.wait(30)
+            return "too late"
+
+        try:
+            async with running(worker):
+                task = await ops.create_task(
+                    "stuck.sync", retry_policy={**FAST_RETRY, "initial_backoff": 60}
+                )
+                await wait_until(started.is_set)
+                await asyncio.wait_for(worker.stop(grace=0.2), 15)
+        finally:
+            release.set()
+        retrying = await ops.get_task(task.name)
+        assert retrying.state == S.TASK_STATE_SCHEDULED
+        assert retrying.attempts[0].error.type == "WorkerStopped"
 
 
 async def test_the_sync_client_runs_a_worker_in_its_own_thread(

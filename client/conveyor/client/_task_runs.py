@@ -28,6 +28,7 @@ from conveyor.client._reports import Report
 from conveyor.client._requests import Seconds
 from conveyor.client._stream import Stream
 from conveyor.client._task_logs import FLUSH_INTERVAL, LogBuffer, capturing, stream_message
+from conveyor.client._thread_results import ThreadResults
 from conveyor.client.errors import ConveyorError
 from conveyor.v1 import task_pb2, task_service_pb2, worker_pb2
 
@@ -65,6 +66,9 @@ class TaskRun:
     ended: bool = False
     """The handler is done: its last lines are shipped with the report."""
     _ship_timer: asyncio.TimerHandle | None = None
+    threads: ThreadResults | None = None
+    """Where a sync handler's outcome comes back from its thread (the worker's)."""
+    _work: concurrent.futures.Future[Any] | None = None
     _in_handler: bool = False
     """An async handler runs (in the runner's task)."""
     _handler_cancels: int = 0
@@ -81,7 +85,8 @@ class TaskRun:
         generation: int,
         override: Seconds | None,
     ) -> TaskRun:
-        """The run of a pushed lease; `override` is the worker's lease_duration."""
+        """The run of a pushed lease (on the running loop, which ships its log lines);
+        `override` is the worker's lease_duration."""
         lease_seconds = DEFAULT_LEASE
         if override is not None:
             lease_seconds = req.seconds(override)
@@ -91,6 +96,7 @@ class TaskRun:
             lease_seconds = duration.seconds + duration.nanos / 1e9 or DEFAULT_LEASE
         run = cls(TaskContext(lease, worker_id), generation, lease_seconds)
         run.traceparent = lease.traceparent
+        run.watch_logs(asyncio.get_running_loop())
         return run
 
     def watch_logs(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -280,7 +286,10 @@ class TaskRun:
             if carry_context:
                 # A thread does not inherit context variables: the span must come along.
                 call = functools.partial(contextvars.copy_context().run, call)
-            self.handler = asyncio.get_running_loop().run_in_executor(executor, call)
+            if self.threads is not None and executor is not None:
+                self.handler, self._work = self.threads.run(executor, call)
+            else:
+                self.handler = asyncio.get_running_loop().run_in_executor(executor, call)
             result = await self.handler
         if inspect.isawaitable(result):
             result = await result
@@ -339,6 +348,8 @@ class TaskRun:
             self.runner.cancel()
         elif self.handler is not None:
             self.handler.cancel()
+            if self._work is not None:
+                self._work.cancel()  # not started yet: it never will
 
 
 def _captured(buffer: LogBuffer, call: Callable[[], Any]) -> Any:

@@ -49,6 +49,7 @@ from conveyor.client._registry import H, Handler, Registry, registered
 from conveyor.client._reports import Report, Reports
 from conveyor.client._stream import Stream
 from conveyor.client._task_runs import TaskRun, wait_until_done
+from conveyor.client._thread_results import ThreadResults
 from conveyor.client._worker_control import obey
 from conveyor.client._worker_signals import forget_signals, stop_on_signals
 from conveyor.client.errors import ConveyorError, from_rpc_error
@@ -123,6 +124,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._running: dict[tuple[str, str], TaskRun] = {}
+        self._threads = ThreadResults()
         self._heartbeats = Heartbeats(
             self._running, lambda: self._stream, lambda: self._heartbeat_interval, lease_duration
         )
@@ -343,13 +345,11 @@ class Worker:
     # Tasks.
 
     def _start(self, stream: Stream, lease: task_pb2.Lease) -> None:
-        assert self._loop is not None
         entry = TaskRun.of(lease, self.worker_id, stream.generation, self.lease_duration)
         entry.stream_of, entry.client = self._heartbeats.stream, self._aio
-        entry.capture = self.capture_output
+        entry.capture, entry.threads = self.capture_output, self._threads
         self._running[entry.key] = entry
-        self._heartbeats.add(entry, self._loop)
-        entry.watch_logs(self._loop)
+        self._heartbeats.add(entry, asyncio.get_running_loop())
         entry.runner = asyncio.create_task(self._run(entry), name=f"conveyor {entry.ctx.name}")
 
     async def _run(self, entry: TaskRun) -> None:

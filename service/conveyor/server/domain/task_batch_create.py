@@ -84,17 +84,18 @@ class _Validator:
         pairs: list[Pair] = []
         for i in positions:
             request = self.requests[i]
-            prefix = f"requests[{i}]."
             task = request.task  # read once: each read of a message field makes a wrapper
             request_id = request.request_id
             try:
                 if request.parent and request.parent != parent:
-                    raise InvalidArgument.of(f"{prefix}parent", f"must be empty or {parent}")
+                    raise InvalidArgument.of(f"requests[{i}].parent", f"must be empty or {parent}")
                 new = new_task(
                     task,
                     request_id=request_id,
-                    prefix=prefix,
-                    request_hash=task_batches.request_hash(parent, task, request_id),
+                    request_hash=(
+                        task_batches.request_hash(parent, task, request_id) if request_id else None
+                    ),
+                    at=i,
                 )
             except ConveyorError as error:
                 results[i] = error
@@ -188,9 +189,14 @@ async def _chunked(
     sent: list[tuple[list[Pair], asyncio.Future[list[Result]]]] = []
     deduped: list[Pair] = []
     for positions in chunks(validator.requests):
-        pairs = validator.items(positions)
-        plain = [(i, new) for i, new in pairs if not _one_at_a_time(new)]
-        deduped += [(i, new) for i, new in pairs if _one_at_a_time(new)]
+        plain: list[Pair] = []
+        for pair in validator.items(positions):
+            # _one_at_a_time inlined: one pass, no call per item.
+            new = pair[1]
+            if new.dedupe is None and not new.depends_on:
+                plain.append(pair)
+            else:
+                deduped.append(pair)
         if plain:
             insert = batcher.create_many([n for _, n in plain], atomic=False)
             sent.append((plain, asyncio.ensure_future(insert)))

@@ -26,6 +26,9 @@ def collect(
         raise NotFound(f"{parent} does not exist", metadata={"resource": parent})
     failures: list[ConveyorError] = []
     for (i, new), result in zip(items, inserted, strict=True):
+        if result.outcome is Outcome.CREATED:  # the usual outcome, without outcome()'s prefix
+            results[i] = Created(new=new, inserted=result.inserted)
+            continue
         if result.outcome is Outcome.ABORTED:
             continue  # atomic, and another item's refusal is reported
         try:

@@ -76,15 +76,15 @@ class Shapes:
         task: task_pb2.Task,
         *,
         request_id: str,
-        prefix: str,
         request_hash: str | None,
+        at: int,
     ) -> NewTask:
-        """What task_input.new_task answers for `task`, or raises as it does."""
+        """What task_input.new_task answers for `requests[at].task`, or raises as it does."""
         shape = shape_of(task) if len(self._made) < self.MAX_SHAPES else None
         if shape is not None:
             values = self._made.get(shape)
             if values is not None:
-                made = self._like(values, task, request_id, prefix, request_hash)
+                made = self._like(values, task, request_id, request_hash)
                 if made is not None:
                     return made
         new = task_input.new_task(
@@ -92,7 +92,7 @@ class Shapes:
             project=self.project,
             request_id=request_id,
             ids=self.ids,
-            prefix=prefix,
+            prefix=f"requests[{at}].",
             schedule=self.schedule,
             request_hash=request_hash,
             creator=self.creator,
@@ -103,22 +103,16 @@ class Shapes:
         return new
 
     def _like(
-        self,
-        values: list[Any],
-        task: task_pb2.Task,
-        request_id: str,
-        prefix: str,
-        request_hash: str | None,
+        self, values: list[Any], task: task_pb2.Task, request_id: str, request_hash: str | None
     ) -> NewTask | None:
         """A NewTask of the same shape with this task's own fields, or None after a
-        violation (new_task then reports it)."""
+        violation (new_task then reports it, with its paths: none are built here)."""
         v = Violations()
-        path = prefix + "task."
-        input_text = task_input.task_input_text(v, task, path + "input")
+        input_text = task_input.task_input_text(v, task, "")
         labels = task.labels
-        labels_text = task_input.labels_text(v, labels, path + "labels") if labels else "{}"
+        labels_text = task_input.labels_text(v, labels, "") if labels else "{}"
         if request_id:
-            task_input.check_text(v, request_id, prefix + "request_id", task_input.MAX_REQUEST_ID)
+            task_input.check_text(v, request_id, "", task_input.MAX_REQUEST_ID)
         if v.items:
             return None
         values = values.copy()

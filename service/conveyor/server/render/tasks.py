@@ -305,12 +305,11 @@ class CreatedAnswers:
     MAX_TEMPLATES = 64
 
     def __init__(self) -> None:
-        self._templates: dict[tuple[Any, ...], task_pb2.Task] = {}
+        self._templates: dict[tuple[Any, ...], tuple[task_pb2.Task, bytes]] = {}
 
-    def fill(
-        self, new: NewTask, inserted: Inserted, source: task_pb2.Task, into: task_pb2.Task
-    ) -> None:
-        """Fills `into` (an empty Task) with the answer to one create."""
+    def template(self, new: NewTask, inserted: Inserted) -> tuple[task_pb2.Task, bytes]:
+        """The template of a create (every field but name, root_task, the times, input
+        and labels), and its serialized form (render/created_batch.py)."""
         key = (
             new.project,
             new.queue,
@@ -335,11 +334,11 @@ class CreatedAnswers:
             new.creator,
             inserted.execution_timeout_ms,
         )
-        template = self._templates.get(key)
-        if template is None:
+        found = self._templates.get(key)
+        if found is None:
             if len(self._templates) >= self.MAX_TEMPLATES:
                 self._templates.clear()  # kept by a servicer: bounded, never stuck full
-            # An empty source: the template gets no labels; its input is cleared below.
+            # An empty source: the template gets no labels; its input is cleared here.
             template = created_message(new, inserted, _EMPTY_TASK)
             for per_task in (
                 "name",
@@ -349,8 +348,15 @@ class CreatedAnswers:
                 "update_time",
                 "input",
             ):
-                template.ClearField(per_task)  # set per task below
-            self._templates[key] = template
+                template.ClearField(per_task)  # set per task
+            found = self._templates[key] = (template, template.SerializeToString())
+        return found
+
+    def fill(
+        self, new: NewTask, inserted: Inserted, source: task_pb2.Task, into: task_pb2.Task
+    ) -> None:
+        """Fills `into` (an empty Task) with the answer to one create."""
+        template = self.template(new, inserted)[0]
         into.CopyFrom(template)
         prefix = f"projects/{new.project}/"
         into.name = f"{prefix}tasks/{new.id}"

@@ -30,7 +30,9 @@ ReportRequest = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (treat it as immutable): a frozen dataclass sets each field through
+# object.__setattr__, ~0.4 us more per item of a batch.
+@dataclass(slots=True)
 class Item:
     """One complete, fail or heartbeat, parsed (or why it could not be)."""
 

@@ -13,6 +13,7 @@ import grpc
 from conveyor.server.domain.request_ids import request_hash
 from conveyor.server.domain.tasks import Created, Tasks
 from conveyor.server.errors import ConveyorError
+from conveyor.server.render.created_batch import CreatedBatch
 from conveyor.server.render.tasks import CreatedAnswers, created_message, fill_task, task_message
 from conveyor.server.rpc import principal
 from conveyor.server.rpc.status import to_status_proto
@@ -82,20 +83,22 @@ class TaskServicer:
             creator=principal.current().key_name,
             traceparent=creator_traceparent(context, self._tracing),
         )
-        response = task_service_pb2.BatchCreateTasksResponse()
-        answers = self._answers
+        # Created tasks are written as bytes and the answer parsed once (render/created_batch.py).
+        batch = CreatedBatch(self._answers)
         for item, result in zip(request.requests, results, strict=True):
-            entry = response.results.add()
+            if not isinstance(result, ConveyorError) and not result.deduped and _created(result):
+                assert result.new is not None and result.inserted is not None
+                batch.created(result.new, result.inserted, item.task)
+                continue
+            entry = task_service_pb2.BatchCreateTaskResult()
             if isinstance(result, ConveyorError):
                 entry.status.CopyFrom(to_status_proto(result))
             elif result.deduped:
                 _answer(result, item.task, entry.existing_task)
-            elif _created(result):
-                assert result.new is not None and result.inserted is not None
-                answers.fill(result.new, result.inserted, item.task, entry.task)
             else:
                 _answer(result, item.task, entry.task)
-        return response
+            batch.other(entry)
+        return batch.response()
 
     async def GetTask(
         self, request: task_service_pb2.GetTaskRequest, context: Context
