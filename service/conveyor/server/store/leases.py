@@ -7,12 +7,14 @@ one commit; the events of each change are appended by the same statement.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, LiteralString
 
+import psycopg
 from psycopg import AsyncConnection, AsyncRawCursor
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.array import ListBinaryDumper
@@ -88,9 +90,9 @@ def _union(part: str, present: Sequence[str]) -> str:
     return "\nUNION ALL\n".join(_BLOCKS[f"{part}_{p}"] for p in present)
 
 
-def _settle(completes: bool, fails: bool, ready: str | None, lean: bool) -> _Raw:
-    """The statement for a call with these parts (`ready`: its ready block, None when the
-    call leases nothing): only the blocks it needs (see lease_report.sql)."""
+def _settle(completes: bool, fails: bool, ready: str | None, lean: bool, admit: bool) -> _Raw:
+    """The statement for a call with these parts (`ready`: its ready block, None: no lease;
+    `admit`: else admit_check), only the blocks it needs (see lease_report.sql)."""
     ended = [p for p, has in (("s", completes), ("f", fails)) if has]
     written = [*ended, "l"] if ready else ended
     ctes = [_BLOCKS["completes"]] if completes else []
@@ -98,7 +100,7 @@ def _settle(completes: bool, fails: bool, ready: str | None, lean: bool) -> _Raw
     if ended:
         ctes.append(_BLOCKS["attempts_ended"].replace("ENDED", _union("attempts_ended", ended)))
     if ready:
-        ctes += [_BLOCKS[ready], _BLOCKS["admit"], _BLOCKS["lease"]]
+        ctes += [_BLOCKS[ready], _BLOCKS["admit" if admit else "admit_check"], _BLOCKS["lease"]]
     ctes.append(_BLOCKS["events"].replace("PARTS", _union("events", written)))
     rows = [*written, "rate_wait"] if ready else list(written)
     if ended:
@@ -125,11 +127,13 @@ def _settle(completes: bool, fails: bool, ready: str | None, lean: bool) -> _Raw
     return _compact("WITH " + ",\n".join(ctes) + "\n" + select)
 
 
-_STATEMENTS: dict[tuple[bool, bool, str | None, bool], _Raw] = {}
+_STATEMENTS: dict[tuple[bool, bool, str | None, bool, bool], _Raw] = {}
 
 
-def _statement(completes: bool, fails: bool, ready: str | None, lean: bool) -> _Raw:
-    key = (completes, fails, ready, lean)
+def _statement(
+    completes: bool, fails: bool, ready: str | None, lean: bool, admit: bool = True
+) -> _Raw:
+    key = (completes, fails, ready, lean, admit)
     statement = _STATEMENTS.get(key)
     if statement is None:
         statement = _STATEMENTS[key] = _settle(*key)
@@ -144,6 +148,10 @@ WINDOW = 4
 """Candidates a limited lease looks at first (at least; 4 per wanted task)."""
 SCAN = 500
 """Most candidates a limited lease looks at, when the window's own limits held it back."""
+ADMIT_HOLD = 30.0
+"""Seconds the leases of queues where limits applied keep the admit block."""
+_ADMIT_NEEDED = "CV001"  # conveyor_admit_check's SQLSTATE (migrations/0042)
+_ADMITTING: dict[tuple[str, tuple[str, ...]], float] = {}  # (project, queues) -> until
 _LOOKUP = sql.load("lease_lookup")
 _EXTEND = sql.load("lease_extend")
 
@@ -257,14 +265,9 @@ async def settle(
         ready = "ready_many_queues" if len(queues) > 1 else "ready_one_queue"
     if not completes and not fails and ready is None:
         return SettledRows(succeeded, failed, leased, rate_wait)
-    statement = _statement(bool(completes), bool(fails), ready, lean=not ended_rows)
-    cur = _settle_cursor(conn)
-    # Prepared at once: planning this statement costs more than running it.
-    await cur.execute(statement.text, statement.args(params), prepare=prepare_at_once(conn))
-    raws = await cur.fetchall()
     # Tuple rows (no dict of sixty keys per row); its columns are outcome, rate_wait,
     # then the task's.
-    make = _row_maker(cur, statement.text)
+    raws, make = await _run(conn, bool(completes), bool(fails), ready, not ended_rows, params)
     for raw in raws:
         outcome = raw[0]
         if outcome == "rate_wait":
@@ -279,6 +282,38 @@ async def settle(
             failed[row.id] = row
     leased.sort(key=_lease_order)
     return SettledRows(succeeded, failed, leased, rate_wait)
+
+
+async def _run(
+    conn: AsyncConnection[Any],
+    completes: bool,
+    fails: bool,
+    ready: str | None,
+    lean: bool,
+    params: dict[str, Any],
+) -> tuple[list[Any], Callable[[Sequence[Any]], TaskRow]]:
+    """Runs the statement; a lease without the admit block (its start-up and probe cost
+    each lease ~35-80 us of database CPU) unless limits applied to its queues lately.
+    Where the block would have admitted, conveyor_admit_check rolls the statement back
+    whole and it runs again with the block: the same outcome, one statement later."""
+    hint = (params["project"], tuple(params["queues"]))
+    # A rolled-back try is one only on its own transaction (the pool's: autocommit).
+    admit = ready is None or not conn.autocommit or _ADMITTING.get(hint, 0) > time.monotonic()
+    cur = _settle_cursor(conn)
+    while True:
+        statement = _statement(completes, fails, ready, lean, admit)
+        try:
+            # Prepared at once: planning this statement costs more than running it.
+            await cur.execute(statement.text, statement.args(params), prepare=prepare_at_once(conn))
+        except psycopg.Error as e:
+            if admit or e.sqlstate != _ADMIT_NEEDED:
+                raise
+            if len(_ADMITTING) > 4096:  # worker queue sets come and go
+                _ADMITTING.clear()
+            _ADMITTING[hint] = time.monotonic() + ADMIT_HOLD
+            admit = True
+            continue
+        return await cur.fetchall(), _row_maker(cur, statement.text)
 
 
 _CURSOR = "_conveyor_settle_cursor"

@@ -196,6 +196,22 @@ buckets_created AS (
         update_time = now()
 )
 
+-- name: admit_check
+-- Stands for the admit block where the server expects no limit to apply (store/leases.py):
+-- conveyor_admit_check (migrations/0042) raises, rolling the whole statement back, where
+-- the admit block would have called conveyor_admit; the server then runs the statement
+-- with the admit block. Read by the rows (rate_wait), so it runs whatever was leased.
+admitted AS MATERIALIZED (
+    SELECT NULL::uuid[] AS chosen, NULL::double precision AS rate_wait, NULL::timestamptz AS clock
+    WHERE NOT conveyor_admit_check(
+        %(project)s, %(worker)s, %(queues)s::text[],
+        %(limit)s::integer - (SELECT count(*) FROM ready_plain)::integer
+    )
+),
+ready AS (
+    SELECT project, id FROM ready_plain
+)
+
 -- name: lease
 -- The clock of the admission when there was one, read once its locks were held: the
 -- statement's start may precede the end of a task whose limit it waited for, and a
