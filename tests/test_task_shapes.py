@@ -141,8 +141,10 @@ def test_the_first_items_newtask_changing_later_does_not_change_the_others() -> 
 
 
 def test_shape_of() -> None:
-    assert task_shapes.shape_of(task_pb2.Task(kind="k", input=_input(1), labels={"a": "b"})) == (
-        (task_pb2.Task.DESCRIPTOR.fields_by_name["kind"].number, "k"),
-    )
-    assert task_shapes.shape_of(task_pb2.Task(kind="k", depends_on=["x"])) is None
-    assert task_shapes.shape_of(task_pb2.Task(retry_policy=task_pb2.RetryPolicy())) is None
+    kind = task_pb2.Task.DESCRIPTOR.fields_by_name["kind"]
+    shape, value = task_shapes.shape_of(task_pb2.Task(kind="k", input=_input(1), labels={"a": "b"}))
+    assert shape == ((kind, "k"),)
+    assert value == _input(1)
+    assert task_shapes.shape_of(task_pb2.Task(kind="k")) == (((kind, "k"),), None)
+    assert task_shapes.shape_of(task_pb2.Task(kind="k", depends_on=["x"]))[0] is None
+    assert task_shapes.shape_of(task_pb2.Task(retry_policy=task_pb2.RetryPolicy()))[0] is None

@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_PRIORITY",
     "DEFAULT_QUEUE",
     "MAX_DEPENDS_ON",
+    "input_text",
     "json_text",
     "labels_text",
     "new_task",
@@ -151,11 +152,14 @@ def timestamp(v: Violations, value: timestamp_pb2.Timestamp, field_path: str) ->
 
 def task_input_text(v: Violations, task: task_pb2.Task, field_path: str) -> str | None:
     """The JSON text of a task's input, None when unset; None after a violation too."""
-    if not task.HasField("input"):
-        return None
-    value = task.input  # read once: each read of a message field makes a new wrapper
+    return input_text(v, task.input if task.HasField("input") else None, field_path)
+
+
+def input_text(v: Violations, value: struct_pb2.Value | None, field_path: str) -> str | None:
+    """task_input_text for the input's Value (None: unset), read once by the caller:
+    each read of a message field makes a new wrapper."""
     # A JSON null reads back as unset, so it is stored as unset.
-    if value.WhichOneof("kind") in (None, "null_value"):
+    if value is None or value.WhichOneof("kind") in (None, "null_value"):
         return None
     return json_text(v, value, field_path, MAX_INPUT_BYTES)
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from google.protobuf import struct_pb2
+
 from conveyor.server.domain import task_input
 from conveyor.server.domain.task_ids import TaskIds
 from conveyor.server.errors import Violations
@@ -29,7 +31,8 @@ from conveyor.v1 import task_pb2
 
 __all__ = ["Shapes", "shape_of"]
 
-_PER_TASK = ("input", "labels")
+_INPUT_FIELD = task_pb2.Task.DESCRIPTOR.fields_by_name["input"]
+_LABELS_FIELD = task_pb2.Task.DESCRIPTOR.fields_by_name["labels"]
 _FIELDS = [f.name for f in dataclasses.fields(NewTask)]
 _ID = _FIELDS.index("id")
 _CREATE_TIME = _FIELDS.index("create_time")
@@ -41,20 +44,24 @@ _REQUEST_HASH = _FIELDS.index("request_hash")
 _PLAIN = (str, int, float, bytes)  # bool is an int
 
 
-def shape_of(task: task_pb2.Task) -> tuple[Any, ...] | None:
-    """The task's set fields other than input and labels, as (number, value) pairs;
-    None when one of them is a message or a repeated field.
+def shape_of(task: task_pb2.Task) -> tuple[tuple[Any, ...] | None, struct_pb2.Value | None]:
+    """The task's set fields other than input and labels, as (field, value) pairs (None
+    when one of them is a message or a repeated field), and its input (None: unset).
 
     ListFields lists only the fields that are set, in one call: a task of the usual
-    kind has two or three."""
+    kind has two or three. The input it hands back is passed on rather than read again
+    (each read of a message field makes a wrapper); fields are told apart by their
+    descriptors, the same objects every time, rather than by name."""
     shape = []
+    value_of_input = None
     for field, value in task.ListFields():
-        if field.name in _PER_TASK:
-            continue
-        if not isinstance(value, _PLAIN):
-            return None
-        shape.append((field.number, value))
-    return tuple(shape)
+        if field is _INPUT_FIELD:
+            value_of_input = value
+        elif field is not _LABELS_FIELD:
+            if not isinstance(value, _PLAIN):
+                return None, value_of_input
+            shape.append((field, value))
+    return tuple(shape), value_of_input
 
 
 class Shapes:
@@ -80,11 +87,13 @@ class Shapes:
         at: int,
     ) -> NewTask:
         """What task_input.new_task answers for `requests[at].task`, or raises as it does."""
-        shape = shape_of(task) if len(self._made) < self.MAX_SHAPES else None
+        shape, value_of_input = (
+            shape_of(task) if len(self._made) < self.MAX_SHAPES else (None, None)
+        )
         if shape is not None:
             values = self._made.get(shape)
             if values is not None:
-                made = self._like(values, task, request_id, request_hash)
+                made = self._like(values, task, value_of_input, request_id, request_hash)
                 if made is not None:
                     return made
         new = task_input.new_task(
@@ -103,12 +112,17 @@ class Shapes:
         return new
 
     def _like(
-        self, values: list[Any], task: task_pb2.Task, request_id: str, request_hash: str | None
+        self,
+        values: list[Any],
+        task: task_pb2.Task,
+        value_of_input: struct_pb2.Value | None,
+        request_id: str,
+        request_hash: str | None,
     ) -> NewTask | None:
         """A NewTask of the same shape with this task's own fields, or None after a
         violation (new_task then reports it, with its paths: none are built here)."""
         v = Violations()
-        input_text = task_input.task_input_text(v, task, "")
+        input_text = task_input.input_text(v, value_of_input, "")
         labels = task.labels
         labels_text = task_input.labels_text(v, labels, "") if labels else "{}"
         if request_id:
