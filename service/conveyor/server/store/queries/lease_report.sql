@@ -200,13 +200,14 @@ buckets_created AS (
 -- Stands for the admit block where the server expects no limit to apply (store/leases.py):
 -- conveyor_admit_check (migrations/0042) raises, rolling the whole statement back, where
 -- the admit block would have called conveyor_admit; the server then runs the statement
--- with the admit block. Read by the rows (rate_wait), so it runs whatever was leased.
+-- with the admit block. Read by the rows (rate_wait), so it runs whatever was leased;
+-- not called at all when the unlimited part filled the take (a plpgsql call per lease
+-- of a c1 worker: 696 -> 683 us per complete + lease, 175 -> 166 on a drained queue).
 admitted AS MATERIALIZED (
     SELECT NULL::uuid[] AS chosen, NULL::double precision AS rate_wait, NULL::timestamptz AS clock
-    WHERE NOT conveyor_admit_check(
-        %(project)s, %(worker)s, %(queues)s::text[],
-        %(limit)s::integer - (SELECT count(*) FROM ready_plain)::integer
-    )
+    FROM (SELECT %(limit)s::integer - count(*)::integer AS want FROM ready_plain) AS s
+    WHERE s.want > 0
+      AND NOT conveyor_admit_check(%(project)s, %(worker)s, %(queues)s::text[], s.want)
 ),
 ready AS (
     SELECT project, id FROM ready_plain
