@@ -32,14 +32,21 @@ Pushed = tuple[TaskRef, uuid.UUID]
 report that names both exactly as sent needs neither parsed again."""
 
 
+def _reported_lease(
+    request: worker_pb2.CompleteTaskRequest | worker_pb2.FailTaskRequest, prefix: str
+) -> Pushed:
+    """The task and lease_id a report names, parsed (a lease this stream did not push, or
+    one spelled otherwise than it was pushed)."""
+    return (
+        leases.task_ref(request.name, f"{prefix}name"),
+        leases.lease_token(request.lease_id, f"{prefix}lease_id"),
+    )
+
+
 def completion(
     request: worker_pb2.CompleteTaskRequest, prefix: str = "", pushed: Pushed | None = None
 ) -> Completion:
-    if pushed is None:
-        task = leases.task_ref(request.name, f"{prefix}name")
-        lease_id = leases.lease_token(request.lease_id, f"{prefix}lease_id")
-    else:
-        task, lease_id = pushed
+    task, lease_id = pushed or _reported_lease(request, prefix)
     result_json = None
     if request.HasField("result") and request.result.WhichOneof("kind") is not None:
         # By orjson (compact_json: several times cheaper than json.dumps with options,
@@ -61,11 +68,7 @@ def completion(
 def failure(
     request: worker_pb2.FailTaskRequest, prefix: str = "", pushed: Pushed | None = None
 ) -> Failure:
-    if pushed is None:
-        task = leases.task_ref(request.name, f"{prefix}name")
-        lease_id = leases.lease_token(request.lease_id, f"{prefix}lease_id")
-    else:
-        task, lease_id = pushed
+    task, lease_id = pushed or _reported_lease(request, prefix)
     error: dict[str, Any] = {
         "type": request.error.type,
         "message": request.error.message,
