@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf import duration_pb2, struct_pb2
+from created_tasks_support import full_task  # type: ignore[import-not-found]
+from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
 from conveyor.server.domain.task_ids import TaskIds
@@ -13,7 +14,7 @@ from conveyor.server.domain.task_input import new_task
 from conveyor.server.render.created_batch import CreatedBatch
 from conveyor.server.render.tasks import CreatedAnswers, created_message
 from conveyor.server.store.task_inserts import Inserted, NewTask
-from conveyor.v1 import enums_pb2, task_pb2, task_service_pb2
+from conveyor.v1 import task_pb2, task_service_pb2
 
 IDS = TaskIds()
 NOW = datetime(2026, 12, 7, 19, 30, 1, 123456, tzinfo=UTC)
@@ -26,25 +27,7 @@ def _sources() -> list[task_pb2.Task]:
     plain[1].labels["é"] = "ü" * 200  # lengths past one byte of varint, non-ASCII
     plain[2].input.null_value = struct_pb2.NULL_VALUE  # a JSON null shows unset
     plain[3].input.string_value = "x" * 20_000  # three bytes of length
-    full = task_pb2.Task(
-        kind="other",
-        queue="full",
-        priority=2,
-        labels={"team": "x"},
-        retry_policy=task_pb2.RetryPolicy(max_attempts=7, backoff=enums_pb2.BACKOFF_FIXED),
-        lease_duration=duration_pb2.Duration(seconds=90),
-        execution_timeout=duration_pb2.Duration(seconds=600),
-        concurrency_key="ck",
-        concurrency_limit=3,
-        requires_approval=True,
-        approval_timeout=duration_pb2.Duration(seconds=3600),
-        approval_timeout_action=enums_pb2.APPROVAL_ACTION_APPROVE,
-        correlation_id="corr",
-        callback_url="https://example.com/hook",
-        resume_token="resume",
-    )
-    full.input.list_value.values.add().string_value = "é"
-    full.schedule_time.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+    full = full_task()
     empty = task_pb2.Task(kind="k", queue="q")
     empty.input.struct_value.SetInParent()  # {}: set, and empty
     return [*plain, full, task_pb2.Task(kind="k", queue="q", priority=9), full, empty]
