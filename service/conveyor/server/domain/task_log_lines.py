@@ -41,12 +41,12 @@ class LogAppend:
     lines_json: str
 
 
-_STREAMS = {
+_STREAMS: dict[int, str] = {
     value: f',"stream":"{name.removeprefix("TASK_LOG_STREAM_")}"'
     for name, value in enums_pb2.TaskLogStream.items()
     if value
 }
-_LEVELS = {
+_LEVELS: dict[int, str] = {
     value: f',"level":"{name.removeprefix("TASK_LOG_LEVEL_")}"'
     for name, value in enums_pb2.TaskLogLevel.items()
     if value
@@ -149,17 +149,19 @@ def parse_append(request: task_service_pb2.AppendTaskLogsRequest, prefix: str = 
         if line.HasField("time"):
             item += f',"time":"{times.text(line.time)}"'
         if line.stream:
-            stream = _STREAMS.get(line.stream)
-            if stream is None:
-                v.add(f"{prefix}lines[{i}].stream", f"{line.stream} is not a known value")
-            else:
-                item += stream
+            item += _known(_STREAMS, line.stream, f"{prefix}lines[{i}].stream", v)
         if line.level:
-            level = _LEVELS.get(line.level)
-            if level is None:
-                v.add(f"{prefix}lines[{i}].level", f"{line.level} is not a known value")
-            else:
-                item += level
+            item += _known(_LEVELS, line.level, f"{prefix}lines[{i}].level", v)
         out.append(item + "}")
     v.raise_if_any()
     return LogAppend(ref, lease_id, f"[{','.join(out)}]")
+
+
+def _known(spelled: dict[int, str], value: int, path: str, v: Violations) -> str:
+    """The JSON member of an enum value (stream, level), or "" and a violation at `path`
+    for a number the proto does not define."""
+    member = spelled.get(value)
+    if member is None:
+        v.add(path, f"{value} is not a known value")
+        return ""
+    return member
